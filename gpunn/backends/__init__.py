@@ -1,0 +1,118 @@
+"""Backend selection: ``auto`` (CUDA when it works, else CPU), ``cpu`` or ``cuda``.
+
+The choice comes from, in order: :func:`use_backend` in the current thread or context, the
+``GPUNN_BACKEND`` environment variable, ``auto``. Probing CUDA never raises or warns; its answer
+and reason are cached for the process.
+"""
+
+import contextvars
+import os
+import threading
+
+from gpunn.backends.base import Backend, check_dtype
+from gpunn.backends.cpu import CpuBackend
+
+__all__ = ["Backend", "check_dtype", "get_backend", "use_backend", "cuda_status", "CHOICES"]
+
+CHOICES = ("auto", "cpu", "cuda")
+ENV_VAR = "GPUNN_BACKEND"
+
+_current = contextvars.ContextVar("gpunn_backend", default=None)
+_lock = threading.Lock()
+_instances = {}
+_cuda_status = None
+
+
+def _smoke_test(backend):
+    """Compile one kernel and run it and one matmul; the reason it failed, or None."""
+    import numpy as np
+
+    x = backend.asarray(np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32))
+    y = backend.matmul(x, x)
+    backend.kernel("act_bwd", backend.asarray(np.ones(4, np.float32)), 0, y.reshape(-1))
+    got = backend.to_numpy(y)
+    if not np.allclose(got, [[-5.0, -3.0], [4.5, -5.75]]):
+        return f"smoke test gave wrong numbers: {got.tolist()}"
+    return None
+
+
+def _probe_cuda():
+    from gpunn._compat import cuda_device_count, import_cupy
+    from gpunn.backends.cuda import CudaBackend, RawModuleLoader
+
+    cupy, reason = import_cupy()
+    if cupy is None:
+        return None, reason
+    count, reason = cuda_device_count(cupy)
+    if not count:
+        return None, reason
+    try:
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        backend = CudaBackend(cupy, RawModuleLoader(cupy), device=f"cuda:{cupy.cuda.Device().id} "
+                              f"({name})", max_blocks=props["multiProcessorCount"] * 32)
+        reason = _smoke_test(backend)
+    except Exception as exc:
+        return None, f"CUDA smoke test failed ({type(exc).__name__}: {exc})"
+    return (None, reason) if reason else (backend, None)
+
+
+def cuda_status():
+    """``(backend_or_None, reason_or_None)`` of the cached CUDA probe (run on first call)."""
+    global _cuda_status
+    with _lock:
+        if _cuda_status is None:
+            _cuda_status = _probe_cuda()
+        return _cuda_status
+
+
+def _resolve(name):
+    if name not in CHOICES:
+        raise ValueError(f"backend: expected one of {CHOICES}, got {name!r}")
+    if name == "cpu":
+        with _lock:
+            return _instances.setdefault("cpu", CpuBackend())
+    backend, reason = cuda_status()
+    if backend is not None:
+        return backend
+    if name == "cuda":
+        raise RuntimeError(f"backend 'cuda' was requested but cannot be used: {reason}")
+    return _resolve("cpu")
+
+
+def get_backend():
+    """The backend in force for this thread/context."""
+    backend = _current.get()
+    if backend is not None:
+        return backend
+    name = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if name not in CHOICES:
+        raise ValueError(f"{ENV_VAR}: expected one of {CHOICES}, got {name!r}")
+    return _resolve(name)
+
+
+class use_backend:  # noqa: N801 - reads as a function: use_backend("cpu")
+    """Select a backend by name (or a :class:`Backend` instance) for the current thread.
+
+    Works as a setter, ``gpunn.use_backend("cpu")``, and as a context manager,
+    ``with gpunn.use_backend("cpu"): ...``, which restores the previous choice on exit.
+    Other threads are not affected.
+    """
+
+    def __init__(self, name):
+        if isinstance(name, Backend):
+            backend = name
+        elif isinstance(name, str):
+            backend = _resolve(name.strip().lower())
+        else:
+            raise TypeError(f"backend: expected a name in {CHOICES} or a Backend, "
+                            f"got {type(name).__name__}")
+        self.backend = backend
+        self._token = _current.set(backend)
+
+    def __enter__(self):
+        return self.backend
+
+    def __exit__(self, *exc_info):
+        _current.reset(self._token)
+        return False

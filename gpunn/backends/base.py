@@ -1,0 +1,92 @@
+"""What every backend shares: array helpers written once against ``self.xp``, kernel arguments."""
+
+import numpy as np
+
+from gpunn.kernels import kernel_specs
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SCALAR_TYPES = {"int": np.int32, "int64": np.int64}
+
+
+def check_dtype(dtype, argument="dtype"):
+    """Return ``dtype`` as a supported ``np.dtype`` (float32 or float64), else raise TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in DTYPES:
+        raise TypeError(f"{argument}: expected float32 or float64, got {dtype!r}")
+    return resolved
+
+
+class Backend:
+    """Base class: ``name``, ``xp`` and the operations layers, losses and optimizers use."""
+
+    name = "base"
+    xp = np
+    device = "cpu"
+
+    def asarray(self, x, dtype=None):
+        """``x`` as a C-contiguous array on this backend's device (copied only if needed)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=dtype))
+
+    def to_numpy(self, x):
+        """``x`` as a NumPy array on the host."""
+        return np.asarray(x)
+
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=check_dtype(dtype))
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=check_dtype(dtype))
+
+    def matmul(self, a, b, out=None, trans_a=False, trans_b=False):
+        """``op(a) @ op(b)`` through BLAS; transposes are views, so no copy is made."""
+        return self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+    def colsum(self, a, out=None):
+        """Sum of a 2-D array over its rows (axis 0), e.g. a bias gradient."""
+        return self.xp.sum(a, axis=0, out=out)
+
+    def synchronize(self):
+        """Wait for queued device work; a no-op on the CPU."""
+
+    def kernel(self, name, *args):
+        """Run kernel ``name`` (see ``gpunn.kernels``) with the twin's argument order."""
+        spec = kernel_specs().get(name)
+        if spec is None:
+            raise ValueError(f"kernel: expected one of {sorted(kernel_specs())}, got {name!r}")
+        self._launch(spec, self._convert_args(spec, args))
+
+    def _convert_args(self, spec, args):
+        if len(args) != len(spec.params):
+            names = ", ".join(p.name for p in spec.params)
+            raise TypeError(f"kernel {spec.name}({names}): expected {len(spec.params)} "
+                            f"arguments, got {len(args)}")
+        real = next((a.dtype for a, p in zip(args, spec.params) if p.kind == "in"), None)
+        real = check_dtype(real if real is not None else args[-1].dtype,
+                           f"kernel {spec.name} arrays")
+        n = args[-1].size
+        return [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)], real, n
+
+    def _convert(self, spec, param, value, real, n):
+        where = f"kernel {spec.name} argument {param.name!r}"
+        if not param.is_array:
+            if isinstance(value, self.xp.ndarray) or not np.isscalar(value):
+                raise TypeError(f"{where}: expected a Python scalar, got {type(value).__name__}")
+            return real.type(value) if param.kind == "real" else _SCALAR_TYPES[param.kind](value)
+        if not isinstance(value, self.xp.ndarray):
+            raise TypeError(f"{where}: expected a {self.xp.__name__} array, "
+                            f"got {type(value).__name__}")
+        expected = np.dtype(np.int64) if param.kind == "in_int64" else real
+        if value.dtype != expected:
+            raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{where}: expected a C-contiguous array, got strides {value.strides}")
+        if param.kind == "out" and value.size != n:
+            raise ValueError(f"{where}: expected {n} elements (the size of the last array), "
+                             f"got {value.size}")
+        return value.reshape(-1)
+
+    def _launch(self, spec, converted):
+        raise NotImplementedError

@@ -1,0 +1,40 @@
+"""``gpunn.info()``: what gpunn runs on and why."""
+
+import platform
+import sys
+
+
+def info():
+    """Return a dict: backend, device, why CUDA is not used, library versions, BLAS, threads.
+
+    Returns:
+        dict with keys ``backend``, ``device``, ``cuda_unavailable_reason``, ``python``,
+        ``numpy``, ``numba``, ``cupy``, ``blas`` (threadpoolctl's view) and ``threads``.
+    """
+    import numba
+    import numpy
+    from threadpoolctl import threadpool_info
+
+    from gpunn._compat import import_cupy
+    from gpunn.backends import cuda_status, get_backend
+
+    backend = get_backend()
+    _, reason = cuda_status()
+    cupy, _ = import_cupy()
+    blas = [
+        {key: pool.get(key) for key in ("internal_api", "version", "architecture",
+                                        "num_threads", "filepath")}
+        for pool in threadpool_info() if pool.get("user_api") == "blas"
+    ]
+    return {
+        "backend": backend.name,
+        "device": backend.device,
+        "cuda_unavailable_reason": reason,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+        "cupy": getattr(cupy, "__version__", None),
+        "blas": blas,
+        "threads": {"numba": numba.get_num_threads(), "blas": [b["num_threads"] for b in blas]},
+    }

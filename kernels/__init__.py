@@ -1,0 +1,99 @@
+"""gpunn's compute kernels: CUDA C sources (``*.cu``, ``*.cuh``) and their Numba twins (``*.py``).
+
+Each ``extern "C"`` kernel is written once against the type ``real`` and compiled once per dtype;
+its CUDA name is ``gpunn_<name>_f32`` / ``gpunn_<name>_f64`` and its Numba twin is ``<name>`` in
+the module of the same stem. The parameter list parsed from the ``.cu`` file is the single source
+of truth for argument order and scalar types: the CUDA backend converts arguments by it and the
+tests enumerate kernels by it. A CUDA kernel takes one trailing ``long long n`` (the size of its
+last array argument) that the twin does not.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+KERNEL_DIR = Path(__file__).resolve().parent
+MODULES = ("activations", "losses", "optimizers")
+DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
+
+_KERNEL_RE = re.compile(
+    r'extern\s+"C"\s+__global__\s+void\s+GPUNN_NAME\((\w+)\)\s*\(([^)]*)\)', re.S)
+_INCLUDE_RE = re.compile(r'^#include\s+"([\w.]+)"\s*$', re.M)
+
+# C parameter type -> kind: "in"/"out" arrays (of real or int64), "real"/"int"/"int64" scalars.
+_PARAM_KINDS = {
+    "const real*": "in", "real*": "out", "const long long*": "in_int64",
+    "real": "real", "int": "int", "long long": "int64",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter: its C name and kind (in, out, in_int64, real, int, int64)."""
+
+    name: str
+    kind: str
+
+    @property
+    def is_array(self):
+        return self.kind in ("in", "out", "in_int64")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel's module, name and parameters as declared in its ``.cu`` file (``n`` excluded)."""
+
+    module: str
+    name: str
+    params: tuple
+
+    def cuda_name(self, dtype):
+        return f"gpunn_{self.name}_{DTYPE_SUFFIX[str(dtype)][1]}"
+
+
+def _parse_param(text):
+    text = " ".join(text.replace("*", "* ").split())
+    ctype, name = text.rsplit(" ", 1)
+    ctype = ctype.replace(" *", "*")
+    if ctype not in _PARAM_KINDS:
+        raise ValueError(f"kernel parameter {text!r}: unsupported C type {ctype!r}")
+    return Param(name, _PARAM_KINDS[ctype])
+
+
+@lru_cache(maxsize=None)
+def kernel_specs():
+    """All kernels of all ``.cu`` files, by name, parsed from their sources."""
+    specs = {}
+    for module in MODULES:
+        source = (KERNEL_DIR / f"{module}.cu").read_text()
+        for name, params in _KERNEL_RE.findall(source):
+            parsed = tuple(_parse_param(p) for p in params.split(","))
+            if parsed[-1] != Param("n", "int64"):
+                raise ValueError(f"kernel {name}: last parameter must be 'long long n'")
+            specs[name] = KernelSpec(module, name, parsed[:-1])
+    return specs
+
+
+def _inline_includes(text, seen):
+    def replace(match):
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _inline_includes((KERNEL_DIR / name).read_text(), seen)
+
+    return _INCLUDE_RE.sub(replace, text).replace("#pragma once\n", "")
+
+
+@lru_cache(maxsize=None)
+def cuda_source(module, dtype):
+    """The exact source the CUDA backend hands to ``cupy.RawModule`` for ``module`` and ``dtype``.
+
+    Local includes are inlined (so NVRTC needs no include path) and the dtype is fixed by two
+    defines in front.
+    """
+    ctype, suffix = DTYPE_SUFFIX[str(dtype)]
+    header = f"#define GPUNN_REAL {ctype}\n#define GPUNN_NAME(base) gpunn_##base##_{suffix}\n"
+    body = _inline_includes((KERNEL_DIR / f"{module}.cu").read_text(), set())
+    return header + body

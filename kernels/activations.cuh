@@ -1,0 +1,40 @@
+// Per-element activation math, shared by the kernels in activations.cu.
+// The codes match gpunn.kernels.activations.ACTIVATIONS (a test checks it).
+#pragma once
+
+#define GPUNN_IDENTITY 0
+#define GPUNN_SIGMOID 1
+#define GPUNN_RELU 2
+#define GPUNN_TANH 3
+
+// Two-branch stable sigmoid: exp never overflows, finite for any finite x.
+template <typename T>
+__host__ __device__ inline T gpunn_sigmoid(T x) {
+    if (x >= T(0)) {
+        return T(1) / (T(1) + exp(-x));
+    }
+    T e = exp(x);
+    return e / (T(1) + e);
+}
+
+template <typename T>
+__host__ __device__ inline T gpunn_activate(T x, int act) {
+    switch (act) {
+        case GPUNN_SIGMOID: return gpunn_sigmoid(x);
+        case GPUNN_RELU: return x > T(0) ? x : T(0);
+        case GPUNN_TANH: return tanh(x);
+        default: return x;
+    }
+}
+
+// f'(z) written in terms of the activation's output a = f(z), so the
+// backward pass needs no copy of the pre-activations.
+template <typename T>
+__host__ __device__ inline T gpunn_activation_grad(T a, int act) {
+    switch (act) {
+        case GPUNN_SIGMOID: return a * (T(1) - a);
+        case GPUNN_RELU: return a > T(0) ? T(1) : T(0);
+        case GPUNN_TANH: return T(1) - a * a;
+        default: return T(1);
+    }
+}

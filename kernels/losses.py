@@ -1,0 +1,44 @@
+"""Numba twins of losses.cu: per-element loss terms and dL/dZ in one pass."""
+
+import math
+
+from numba import njit, prange
+
+from .activations import sigmoid
+from .config import CACHE, FASTMATH
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def bce_logits(Z, Y, scale, loss, dZ):
+    """loss = max(z, 0) - z y + log1p(exp(-|z|)); dZ = (sigmoid(z) - y) * scale."""
+    for i in prange(dZ.size):
+        z = Z[i]
+        loss[i] = max(z, z * 0) - z * Y[i] + math.log1p(math.exp(-abs(z)))
+        dZ[i] = (sigmoid(z) - Y[i]) * scale
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def softmax_shift_exp(Z, rowmax, n_cols, E):
+    """E[i] = exp(Z[i] - rowmax[row])."""
+    for i in prange(E.size):
+        E[i] = math.exp(Z[i] - rowmax[i // n_cols])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss, dZ):
+    """lse = rowmax + log(rowsum); loss = [j == y](lse - z); dZ = (exp(z - lse) - [j == y]) scale."""
+    for i in prange(dZ.size):
+        row = i // n_cols
+        lse = rowmax[row] + math.log(rowsum[row])
+        hit = 1.0 if i % n_cols == labels[row] else 0.0
+        loss[i] = hit * (lse - Z[i])
+        dZ[i] = (math.exp(Z[i] - lse) - hit) * scale
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def mse(Z, Y, scale, loss, dZ):
+    """loss = (z - y)^2; dZ = 2 (z - y) scale."""
+    for i in prange(dZ.size):
+        d = Z[i] - Y[i]
+        loss[i] = d * d
+        dZ[i] = 2 * d * scale
