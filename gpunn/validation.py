@@ -1,0 +1,84 @@
+"""The one place public entry points check their inputs; every message names the argument,
+what was expected and what came, so the same bad input gives the same error everywhere."""
+
+import numbers
+
+import numpy as np
+
+
+def check_choice(name, value, choices):
+    """``value`` if it is one of ``choices`` (strings compared case-insensitively)."""
+    key = value.strip().lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise ValueError(f"{name}: expected one of {sorted(choices)}, got {value!r}")
+    return key
+
+
+def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a float within ``[low, high]`` (either end open or missing); finite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not np.isfinite(value) or too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name}: expected a finite number in {span}, got {value!r}")
+    return value
+
+
+def check_positive(name, value):
+    """``value`` as a float > 0 (learning rates, eps)."""
+    return check_number(name, value, low=0.0, low_open=True)
+
+
+def check_int(name, value, low=None, high=None):
+    """``value`` as an int within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name}: expected an integer in {span}, got {value}")
+    return value
+
+
+def as_host_array(name, value, ndim=None):
+    """``value`` (any array-like) as a NumPy array; rejects non-numeric data and wrong ndim.
+
+    Device arrays (CuPy) pass through unchanged apart from the checks.
+    """
+    array = value if hasattr(value, "__cuda_array_interface__") else np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numeric data, got dtype {array.dtype}")
+    if ndim is not None and array.ndim not in np.atleast_1d(ndim):
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {array.shape}")
+    return array
+
+
+def check_finite(name, array):
+    """Raise ValueError naming ``name`` if ``array`` holds NaN or inf."""
+    xp = np if isinstance(array, np.ndarray) else _array_module(array)
+    if array.dtype.kind == "f" and not bool(xp.isfinite(array).all()):
+        bad = int((~xp.isfinite(array)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    return array
+
+
+def check_features(name, X, n_features, dtype):
+    """``X`` as a finite 2-D float array of ``dtype`` with ``n_features`` columns."""
+    X = as_host_array(name, X, ndim=2)
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name}: expected {n_features} features (columns), "
+                         f"got shape {X.shape}")
+    return check_finite(name, X.astype(dtype, copy=False))
+
+
+def _array_module(array):
+    import importlib
+
+    return importlib.import_module(type(array).__module__.split(".")[0])
