@@ -3,7 +3,7 @@
 # LLVM fast-math flags for all twins. Deliberately without 'nnan'/'ninf', which would let
 # LLVM drop the NaN/inf checks that divergence detection relies on, and without 'afn',
 # which would swap exp/log for approximations; 'contract' allows FMA as NVRTC does.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 # Numba writes compiled machine code next to these files, so a second process compiles nothing.
 CACHE = True
