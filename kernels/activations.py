@@ -1,4 +1,8 @@
-"""Numba twins of activations.cu: fused bias + activation forward, activation backward."""
+"""Numba twins of activations.cu: fused bias + activation forward, activation backward.
+
+Constants are made with ``type(x)(c)`` / ``dtype.type(c)``: a bare ``1 - x`` would promote
+float32 to float64 in Numba and halve the vector width.
+"""
 
 import math
 
@@ -13,18 +17,20 @@ IDENTITY, SIGMOID, RELU, TANH = 0, 1, 2, 3
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def sigmoid(x):
     """Two-branch stable sigmoid: exp never overflows, finite for any finite x."""
+    one = type(x)(1)
     if x >= 0:
-        return 1 / (1 + math.exp(-x))
+        return one / (one + math.exp(-x))
     e = math.exp(x)
-    return e / (1 + e)
+    return e / (one + e)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def activate(x, act):
+    """f(x) for activation code ``act``."""
     if act == SIGMOID:
         return sigmoid(x)
     if act == RELU:
-        return x if x > 0 else x * 0
+        return x if x > 0 else type(x)(0)
     if act == TANH:
         return math.tanh(x)
     return x
@@ -33,13 +39,14 @@ def activate(x, act):
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def activation_grad(a, act):
     """f'(z) from the output a = f(z)."""
+    one = type(a)(1)
     if act == SIGMOID:
-        return a * (1 - a)
+        return a * (one - a)
     if act == RELU:
-        return a * 0 + 1 if a > 0 else a * 0
+        return one if a > 0 else type(a)(0)
     if act == TANH:
-        return 1 - a * a
-    return a * 0 + 1
+        return one - a * a
+    return one
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)

@@ -11,9 +11,10 @@ from .config import CACHE, FASTMATH
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def bce_logits(Z, Y, scale, loss, dZ):
     """loss = max(z, 0) - z y + log1p(exp(-|z|)); dZ = (sigmoid(z) - y) * scale."""
+    zero = Z.dtype.type(0)
     for i in prange(dZ.size):
         z = Z[i]
-        loss[i] = max(z, z * 0) - z * Y[i] + math.log1p(math.exp(-abs(z)))
+        loss[i] = max(z, zero) - z * Y[i] + math.log1p(math.exp(-abs(z)))
         dZ[i] = (sigmoid(z) - Y[i]) * scale
 
 
@@ -27,10 +28,11 @@ def softmax_shift_exp(Z, rowmax, n_cols, E):
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss, dZ):
     """lse = rowmax + log(rowsum); loss = [j == y](lse - z); dZ = (exp(z - lse) - [j == y]) scale."""
+    one, zero = Z.dtype.type(1), Z.dtype.type(0)
     for i in prange(dZ.size):
         row = i // n_cols
         lse = rowmax[row] + math.log(rowsum[row])
-        hit = 1.0 if i % n_cols == labels[row] else 0.0
+        hit = one if i % n_cols == labels[row] else zero
         loss[i] = hit * (lse - Z[i])
         dZ[i] = (math.exp(Z[i] - lse) - hit) * scale
 
@@ -41,4 +43,4 @@ def mse(Z, Y, scale, loss, dZ):
     for i in prange(dZ.size):
         d = Z[i] - Y[i]
         loss[i] = d * d
-        dZ[i] = 2 * d * scale
+        dZ[i] = (d + d) * scale
