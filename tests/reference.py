@@ -1,0 +1,187 @@
+"""Slow, obviously correct float64 NumPy references, written from the math in DESIGN.md.
+
+Nothing here imports the kernels' arithmetic: every formula is restated in float64 (stable forms
+through ``np.logaddexp``), so a kernel bug cannot hide in a shared helper. Kernel references take
+the kernel's arguments in the twin's order and return ``{output argument name: expected array}``.
+"""
+
+import numpy as np
+
+# Tight, dtype-keyed tolerances: float32 results to ~100 ulp, float64 to ~1e4 ulp.
+TOL = {
+    np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-6},
+    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12},
+}
+
+# Activation codes as the kernels number them (kernels/activations.cuh); tests check they agree.
+ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
+
+
+def assert_close(actual, expected, dtype, scale=1.0, err_msg=""):
+    """Assert ``actual`` matches the float64 ``expected`` within ``TOL[dtype]`` (times ``scale``)."""
+    tol = TOL[np.dtype(dtype)]
+    actual = np.asarray(actual, dtype=np.float64)
+    assert actual.shape == np.shape(expected), (
+        f"{err_msg} shape {actual.shape} != {np.shape(expected)}")
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"] * scale,
+                               atol=tol["atol"] * scale, err_msg=err_msg)
+
+
+def _f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+# --- activations -------------------------------------------------------------------------
+
+def sigmoid(z):
+    """1 / (1 + exp(-z)) as exp(-log(1 + exp(-z))): no overflow for any finite z."""
+    return np.exp(-np.logaddexp(0.0, -_f64(z)))
+
+
+def activation(name, z):
+    """f(z) for an activation name: identity, sigmoid, relu (max(z, 0)) or tanh."""
+    z = _f64(z)
+    functions = {"identity": lambda: z.copy(), "sigmoid": lambda: sigmoid(z),
+                 "relu": lambda: np.maximum(z, 0.0), "tanh": lambda: np.tanh(z)}
+    return functions[name]()
+
+
+def activation_derivative(name, z):
+    """f'(z) from the pre-activation z: 1, s(1 - s) with s = sigmoid(z), [z > 0], 1 / cosh(z)^2."""
+    z = _f64(z)
+    if name == "sigmoid":
+        # s (1 - s) = sigmoid(z) sigmoid(-z): no cancellation in 1 - s.
+        return sigmoid(z) * sigmoid(-z)
+    if name == "relu":
+        return (z > 0).astype(np.float64)
+    if name == "tanh":
+        return np.exp(2.0 * (np.log(2.0) - np.logaddexp(z, -z)))
+    return np.ones_like(z)
+
+
+def activation_derivative_from_output(name, a):
+    """f'(z) written through a = f(z): 1, a (1 - a), [a > 0], 1 - a^2."""
+    a = _f64(a)
+    derivatives = {"identity": lambda: np.ones_like(a), "sigmoid": lambda: a * (1.0 - a),
+                   "relu": lambda: (a > 0).astype(np.float64), "tanh": lambda: 1.0 - a * a}
+    return derivatives[name]()
+
+
+def _activation_name(act):
+    return {code: name for name, code in ACTIVATION_CODES.items()}[int(act)]
+
+
+def bias_act_fwd(b, n_cols, act, Z):
+    """Z <- f(Z + b), b broadcast over the rows of Z viewed as (rows, n_cols)."""
+    rows = _f64(Z).reshape(-1, int(n_cols))
+    out = activation(_activation_name(act), rows + _f64(b)[: int(n_cols)])
+    return {"Z": out.reshape(np.shape(Z))}
+
+
+def act_bwd(A, act, dZ):
+    """dZ <- dA * f'(z), f' from the layer output A (dZ holds dA on entry)."""
+    grad = activation_derivative_from_output(_activation_name(act), A)
+    return {"dZ": _f64(dZ) * grad.reshape(np.shape(dZ))}
+
+
+# --- losses ------------------------------------------------------------------------------
+
+def bce_logits(Z, Y, scale):
+    """Binary cross-entropy of sigmoid(z): log(1 + exp(z)) - z y; gradient (sigmoid(z) - y)."""
+    z, y = _f64(Z), _f64(Y)
+    return {"loss": np.logaddexp(0.0, z) - z * y, "dZ": (sigmoid(z) - y) * float(scale)}
+
+
+def logsumexp_rows(Z):
+    """log(sum_j exp(z_j)) of every row, shifted by the row maximum."""
+    z = _f64(Z)
+    top = z.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def softmax_shift_exp(Z, rowmax, n_cols):
+    """E = exp(Z - rowmax of its row)."""
+    rows = _f64(Z).reshape(-1, int(n_cols))
+    return {"E": np.exp(rows - _f64(rowmax)[: rows.shape[0], None]).reshape(np.shape(Z))}
+
+
+def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale):
+    """Per element [j == y] (lse - z) and (softmax(z) - onehot(y)) * scale, lse from its inputs.
+
+    lse = rowmax + log(rowsum): the kernel's contract is to trust the row statistics it is given.
+    """
+    rows = _f64(Z).reshape(-1, int(n_cols))
+    n_rows = rows.shape[0]
+    shifted = rows - _f64(rowmax)[:n_rows, None]
+    log_sum = np.log(_f64(rowsum)[:n_rows, None])
+    onehot = np.zeros_like(rows)
+    onehot[np.arange(n_rows), np.asarray(labels)[:n_rows]] = 1.0
+    loss = onehot * (log_sum - shifted)
+    dZ = (np.exp(shifted - log_sum) - onehot) * float(scale)
+    return {"loss": loss.reshape(np.shape(Z)), "dZ": dZ.reshape(np.shape(Z))}
+
+
+def softmax_cross_entropy(Z, labels):
+    """Row losses lse(z) - z_y and gradients softmax(z) - onehot(y), from the logits alone."""
+    z = _f64(Z)
+    lse = logsumexp_rows(z)
+    rows = np.arange(z.shape[0])
+    onehot = np.zeros_like(z)
+    onehot[rows, labels] = 1.0
+    return lse - z[rows, labels], np.exp(z - lse[:, None]) - onehot
+
+
+def mse(Z, Y, scale):
+    """Squared error (z - y)^2 per element and its gradient 2 (z - y) * scale."""
+    diff = _f64(Z) - _f64(Y)
+    return {"loss": diff ** 2, "dZ": 2.0 * diff * float(scale)}
+
+
+# --- optimizers --------------------------------------------------------------------------
+
+def sgd_step(g, lr, momentum, dampening, weight_decay, nesterov, first, p, buf):
+    """PyTorch SGD: d = g + wd p; buf = d on the first step, else mu buf + (1 - dampening) d;
+    d = d + mu buf (nesterov) or buf; p -= lr d. Without momentum, buf is untouched."""
+    d = _f64(g) + weight_decay * _f64(p)
+    buf = _f64(buf).copy()
+    if momentum != 0:
+        buf = d.copy() if first else momentum * buf + (1.0 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    return {"p": _f64(p) - lr * d, "buf": buf}
+
+
+def momentum_step(g, lr, beta, correction, p, v):
+    """Exponentially weighted average v = beta v + (1 - beta) g; p -= lr * correction * v."""
+    v = beta * _f64(v) + (1.0 - beta) * _f64(g)
+    return {"p": _f64(p) - lr * correction * v, "v": v}
+
+
+def rmsprop_step(g, lr, alpha, eps, weight_decay, eps_in_sqrt, p, v):
+    """PyTorch RMSprop: v = alpha v + (1 - alpha) d^2; p -= lr d / (sqrt(v) + eps), or
+    / sqrt(v + eps) with eps_in_sqrt (Keras); d = g + wd p."""
+    d = _f64(g) + weight_decay * _f64(p)
+    v = alpha * _f64(v) + (1.0 - alpha) * d ** 2
+    denom = np.sqrt(v + eps) if eps_in_sqrt else np.sqrt(v) + eps
+    return {"p": _f64(p) - lr * d / denom, "v": v}
+
+
+def adam_step(g, step_size, beta1, beta2, eps, weight_decay, decoupled_decay, bc2,
+              eps_in_sqrt, p, m, v):
+    """Adam (Kingma & Ba, Algorithm 1, as PyTorch): lr m_hat / (sqrt(v_hat) + eps).
+
+    The host passes step_size = lr / (1 - beta1^t) and bc2 = 1 - beta2^t, so
+    lr * m_hat = step_size * m and v_hat = v / bc2. AdamW first shrinks p by decoupled_decay
+    (lr * wd); Adam's L2 adds weight_decay * p to the gradient.
+    """
+    p = _f64(p) * (1.0 - decoupled_decay)
+    d = _f64(g) + weight_decay * p
+    m = beta1 * _f64(m) + (1.0 - beta1) * d
+    v = beta2 * _f64(v) + (1.0 - beta2) * d ** 2
+    v_hat = v / bc2
+    denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
+    return {"p": p - step_size * m / denom, "m": m, "v": v}
+
+
+def adam_host_scalars(lr, beta1, beta2, t):
+    """(step_size, bc2) the host computes for step t >= 1: lr / (1 - beta1^t), 1 - beta2^t."""
+    return lr / (1.0 - beta1 ** t), 1.0 - beta2 ** t
