@@ -82,3 +82,24 @@ def _array_module(array):
     import importlib
 
     return importlib.import_module(type(array).__module__.split(".")[0])
+
+
+def check_bool(name, value):
+    """``value`` as a bool; 0/1, strings and None are refused, as they usually mean a slip."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def check_keywords(name, func, keywords):
+    """``keywords`` if ``func`` accepts each and none it requires is missing, else TypeError."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    unknown = sorted(set(keywords) - set(params))
+    if unknown:
+        raise TypeError(f"{name}: expected keywords among {sorted(params)}, got {unknown}")
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in keywords]
+    if missing:
+        raise TypeError(f"{name}: expected a value for {missing}, got none")
+    return keywords
