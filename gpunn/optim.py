@@ -1,0 +1,320 @@
+"""Optimizers, sorted in order of increasing complexity: SGD, Momentum, RMSprop, Adam, AdamW.
+
+``step(model)`` is ONE kernel launch over ``model.flat_params``, ``model.flat_grads`` and the
+optimizer's flat state (``kernels/optimizers.cu`` and its Numba twin) on ``model.backend``.
+Learning rate and bias corrections are Python floats computed here; kernels do per-element math.
+Adding an optimizer is one kernel pair and one small class: a subclass with a ``name``
+registers itself for :func:`get_optimizer`.
+
+Attributes: ``lr`` (the current rate; a schedule writes it), ``base_lr`` (the constructor's),
+``t`` (steps taken). State arrays are allocated on the first step, shaped like the parameters.
+"""
+
+import numpy as np
+
+from gpunn.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_keywords,
+    check_number,
+    check_positive,
+)
+
+OPTIMIZERS = {}
+_STATE_DICT_KEYS = ("name", "lr", "base_lr", "t", "hyperparameters", "state")
+
+
+def _rate(name, value):
+    """A decay rate (momentum, beta, alpha) in [0, 1)."""
+    return check_number(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def _unpack(model):
+    """``(backend, flat_params, flat_grads)`` of ``model``; the gradient must match the params."""
+    try:
+        be, p, g = model.backend, model.flat_params, model.flat_grads
+    except AttributeError:
+        raise TypeError("model: expected an object with backend, flat_params and flat_grads, "
+                        f"got {type(model).__name__}") from None
+    if g.shape != p.shape or g.dtype != p.dtype:
+        raise ValueError(f"model.flat_grads: expected shape {p.shape} and dtype {p.dtype} "
+                         f"(those of flat_params), got {g.shape} and {g.dtype}")
+    return be, p, g
+
+
+def _check_like(key, array, p):
+    if array.shape != p.shape or array.dtype != p.dtype:
+        raise ValueError(f"optimizer state {key!r}: expected shape {p.shape} and dtype "
+                         f"{p.dtype} (those of model.flat_params), got {array.shape} and "
+                         f"{array.dtype}; state belongs to one model")
+
+
+class Optimizer:
+    """Base class: learning rate, step count, flat state, state dicts.
+
+    Subclasses set ``name``, ``state_names`` (their flat state arrays), ``hyperparameters``
+    (constructor keywords besides ``lr``) and write ``_update(be, g, p, state)``.
+    """
+
+    name = None
+    state_names = ()
+    hyperparameters = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name is not None:
+            OPTIMIZERS[cls.name] = cls
+
+    def __init__(self, lr):
+        self.base_lr = check_positive("lr", lr)
+        self.lr = self.base_lr
+        self.t = 0
+        self.state = {}
+        self._backend = None
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        # >= 0, not > 0 as in the constructor: a schedule may decay the rate to zero.
+        self._lr = check_number("lr", value, low=0.0)
+
+    def step(self, model):
+        """Update ``model.flat_params`` in place from ``model.flat_grads``: one kernel launch."""
+        be, p, g = _unpack(model)
+        for key in self.state_names:
+            array = self.state.get(key)
+            if array is None:
+                self.state[key] = be.zeros(p.shape, p.dtype)
+            elif not isinstance(array, be.xp.ndarray):  # loaded host arrays, first step here
+                _check_like(key, array, p)
+                self.state[key] = be.asarray(array)
+            else:
+                _check_like(key, array, p)
+        self._backend = be
+        self.t += 1
+        self._update(be, g, p, self.state)
+
+    def _update(self, be, g, p, state):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """A copy to checkpoint: Python scalars and host NumPy arrays.
+
+        Returns:
+            ``{"name", "lr", "base_lr", "t", "hyperparameters": {keyword: value},
+            "state": {name: 1-D array}}``; ``state`` is empty before the first step. Rebuild
+            with ``get_optimizer(d["name"], lr=d["base_lr"], **d["hyperparameters"])`` and
+            :meth:`load_state_dict`.
+        """
+        to_host = self._backend.to_numpy if self._backend is not None else np.asarray
+        return {"name": self.name, "lr": self.lr, "base_lr": self.base_lr, "t": self.t,
+                "hyperparameters": {k: getattr(self, k) for k in self.hyperparameters},
+                "state": {k: np.array(to_host(a), copy=True) for k, a in self.state.items()}}
+
+    def load_state_dict(self, state_dict, model=None):
+        """Restore a :meth:`state_dict` (copied), hyperparameters included.
+
+        Args:
+            state_dict: as returned by :meth:`state_dict` of an optimizer of the same kind.
+            model: if given, the state is checked against and moved onto ``model.backend``
+                now; otherwise that happens at the next :meth:`step`.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
+        missing = [k for k in _STATE_DICT_KEYS if k not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict: expected keys {list(_STATE_DICT_KEYS)}, "
+                             f"got none for {missing}")
+        if state_dict["name"] != self.name:
+            raise ValueError(f"state_dict['name']: expected {self.name!r}, "
+                             f"got {state_dict['name']!r}")
+        hyper = state_dict["hyperparameters"]
+        if not isinstance(hyper, dict):
+            raise TypeError("state_dict['hyperparameters']: expected a dict, "
+                            f"got {type(hyper).__name__}")
+        check_keywords("state_dict['hyperparameters']", type(self), {"lr": 0, **hyper})
+        fresh = type(self)(lr=state_dict["base_lr"], **hyper)
+        fresh.lr = state_dict["lr"]
+        fresh.t = check_int("state_dict['t']", state_dict["t"], low=0)
+        fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else ())
+        if model is not None:
+            be, p, _ = _unpack(model)
+            for key, array in fresh.state.items():
+                _check_like(key, array, p)
+                fresh.state[key] = be.asarray(array)
+            fresh._backend = be
+        self.__dict__.update(fresh.__dict__)
+
+
+def _host_state(state, names):
+    """Copies of the state arrays ``names`` (exactly those): 1-D, one float dtype and length."""
+    if not isinstance(state, dict) or sorted(state) != sorted(names):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"state_dict['state']: expected arrays {sorted(names)}, got {got}")
+    copies = {k: np.array(v, copy=True) for k, v in state.items()}
+    first = next(iter(copies.values()), None)
+    for key, array in copies.items():
+        if array.ndim != 1 or array.dtype not in (np.float32, np.float64):
+            raise ValueError(f"state_dict['state'][{key!r}]: expected a 1-D float32/float64 "
+                             f"array, got shape {array.shape} and dtype {array.dtype}")
+        if array.shape != first.shape or array.dtype != first.dtype:
+            raise ValueError(f"state_dict['state'][{key!r}]: expected shape {first.shape} and "
+                             f"dtype {first.dtype} like the others, got {array.shape} and "
+                             f"{array.dtype}")
+    return copies
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with PyTorch's momentum, dampening, Nesterov and L2 decay.
+
+    ``d = g + weight_decay * p``; with ``momentum != 0``:
+    ``buf = d`` on the first step, else ``momentum * buf + (1 - dampening) * d``, then
+    ``d = d + momentum * buf`` (Nesterov, Sutskever et al. 2013) or ``d = buf``;
+    finally ``p -= lr * d``. optax.sgd is the same with ``dampening=0``; Keras keeps ``lr``
+    inside the buffer (``v = momentum v - lr g``), which differs only when ``lr`` changes.
+    With ``momentum == 0`` no buffer is allocated and the kernel gets ``p`` in its place
+    (it never reads or writes ``buf`` then).
+    """
+
+    name = "sgd"
+    hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(lr)
+        self.momentum = _rate("momentum", momentum)
+        self.dampening = check_number("dampening", dampening, low=0.0, high=1.0)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+        self.nesterov = check_bool("nesterov", nesterov)
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov: expected momentum > 0 and dampening == 0, got "
+                             f"momentum={self.momentum}, dampening={self.dampening}")
+
+    @property
+    def state_names(self):
+        return ("buf",) if self.momentum else ()
+
+    def _update(self, be, g, p, state):
+        be.kernel("sgd_step", g, self.lr, self.momentum, self.dampening, self.weight_decay,
+                  self.nesterov, self.t == 1, p, state.get("buf", p))
+
+
+class Momentum(Optimizer):
+    """Gradient descent with momentum as an exponentially weighted average (the course's form).
+
+    ``v = beta * v + (1 - beta) * g``; ``p -= lr * v``, or ``lr * v / (1 - beta^t)`` with
+    ``bias_correction``. This is PyTorch's ``SGD(momentum=beta, dampening=beta)`` except on
+    the first step (PyTorch starts ``buf = g``, this starts from ``v = 0``); Keras and optax
+    sum gradients undamped (``v = beta v + g``), so their ``lr`` is ``1 - beta`` times this one.
+    """
+
+    name = "momentum"
+    state_names = ("v",)
+    hyperparameters = ("beta", "bias_correction")
+
+    def __init__(self, lr, beta=0.9, bias_correction=False):
+        super().__init__(lr)
+        self.beta = _rate("beta", beta)
+        self.bias_correction = check_bool("bias_correction", bias_correction)
+
+    def _update(self, be, g, p, state):
+        correction = 1.0 / (1.0 - self.beta ** self.t) if self.bias_correction else 1.0
+        be.kernel("momentum_step", g, self.lr, self.beta, correction, p, state["v"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman & Hinton 2012, lecture 6e), as in PyTorch.
+
+    ``d = g + weight_decay * p``; ``v = alpha * v + (1 - alpha) * d^2``;
+    ``p -= lr * d / (sqrt(v) + eps)``. ``eps_in_sqrt=True`` gives ``lr * d / sqrt(v + eps)``:
+    the Keras, optax (its default) and course form. PyTorch puts eps outside the root.
+    """
+
+    name = "rmsprop"
+    state_names = ("v",)
+    hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+        super().__init__(lr)
+        self.alpha = _rate("alpha", alpha)
+        self.eps = check_positive("eps", eps)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+        self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
+
+    def _update(self, be, g, p, state):
+        be.kernel("rmsprop_step", g, self.lr, self.alpha, self.eps, self.weight_decay,
+                  self.eps_in_sqrt, p, state["v"])
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015, arXiv:1412.6980, Algorithm 1), as in PyTorch and optax.
+
+    ``d = g + weight_decay * p`` (L2, coupled); ``m = b1 m + (1 - b1) d``;
+    ``v = b2 v + (1 - b2) d^2``; ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with
+    ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``. ``eps_in_sqrt=True`` gives the
+    course's ``sqrt(v_hat + eps)``. Keras adds eps to the uncorrected ``sqrt(v)`` (the
+    paper's "epsilon hat"), a larger effective eps early in training.
+    """
+
+    name = "adam"
+    state_names = ("m", "v")
+    hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt")
+    decoupled = False
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 eps_in_sqrt=False):
+        super().__init__(lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_rate("betas[0]", betas[0]), _rate("betas[1]", betas[1]))
+        self.eps = check_positive("eps", eps)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+        self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
+
+    def _update(self, be, g, p, state):
+        b1, b2 = self.betas
+        wd = self.weight_decay
+        l2, decay = (0.0, self.lr * wd) if self.decoupled else (wd, 0.0)
+        be.kernel("adam_step", g, self.lr / (1.0 - b1 ** self.t), b1, b2, self.eps, l2, decay,
+                  1.0 - b2 ** self.t, self.eps_in_sqrt, p, state["m"], state["v"])
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with decoupled weight decay.
+
+    ``p *= 1 - lr * weight_decay`` before the Adam step, which sees the plain gradient; the
+    decay follows the scheduled ``lr`` as in PyTorch, optax and Keras (the paper scales it by
+    the schedule multiplier only).
+    """
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                 eps_in_sqrt=False):
+        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt)
+
+
+def get_optimizer(optimizer, lr=None, **kwargs):
+    """An optimizer by name (case-insensitive, see ``OPTIMIZERS``), or the instance given.
+
+    Args:
+        optimizer: a name such as ``"adam"``, or an :class:`Optimizer` (returned as is).
+        lr: learning rate; ``None`` takes the optimizer's default (SGD and Momentum have none).
+        **kwargs: the optimizer's other constructor keywords.
+    """
+    if isinstance(optimizer, Optimizer):
+        if lr is not None or kwargs:
+            raise ValueError("optimizer: expected a name when lr or keywords are given, got an "
+                             f"instance of {type(optimizer).__name__}; set them on it instead")
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer: expected a name in {sorted(OPTIMIZERS)} or an Optimizer, "
+                        f"got {type(optimizer).__name__}")
+    cls = OPTIMIZERS[check_choice("optimizer", optimizer, OPTIMIZERS)]
+    if lr is not None:
+        kwargs["lr"] = lr
+    return cls(**check_keywords(f"optimizer {cls.name!r}", cls, kwargs))
