@@ -185,3 +185,61 @@ def adam_step(g, step_size, beta1, beta2, eps, weight_decay, decoupled_decay, bc
 def adam_host_scalars(lr, beta1, beta2, t):
     """(step_size, bc2) the host computes for step t >= 1: lr / (1 - beta1^t), 1 - beta2^t."""
     return lr / (1.0 - beta1 ** t), 1.0 - beta2 ** t
+
+
+# --- optimizers over many steps: the public hyperparameters, not the kernel's arguments -----
+
+def run_sgd(p, grads, lrs, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    """PyTorch SGD over a gradient sequence; the parameters after every step, float64."""
+    p, buf, trajectory = _f64(p), None, []
+    for g, lr in zip(_f64(grads), lrs):
+        d = g + weight_decay * p
+        if momentum:
+            buf = d if buf is None else momentum * buf + (1.0 - dampening) * d
+            d = d + momentum * buf if nesterov else buf
+        p = p - lr * d
+        trajectory.append(p)
+    return np.array(trajectory)
+
+
+def run_momentum(p, grads, lrs, beta=0.9, bias_correction=False):
+    """The course's momentum: v = beta v + (1 - beta) g; p -= lr v (or v / (1 - beta^t))."""
+    p, v, trajectory = _f64(p), 0.0, []
+    for t, (g, lr) in enumerate(zip(_f64(grads), lrs), start=1):
+        v = beta * v + (1.0 - beta) * g
+        p = p - lr * (v / (1.0 - beta ** t) if bias_correction else v)
+        trajectory.append(p)
+    return np.array(trajectory)
+
+
+def run_rmsprop(p, grads, lrs, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+    """PyTorch RMSprop (eps outside the root) or, with eps_in_sqrt, Keras's; float64."""
+    p, v, trajectory = _f64(p), 0.0, []
+    for g, lr in zip(_f64(grads), lrs):
+        g = g + weight_decay * p
+        v = alpha * v + (1.0 - alpha) * g * g
+        p = p - lr * g / (np.sqrt(v + eps) if eps_in_sqrt else np.sqrt(v) + eps)
+        trajectory.append(p)
+    return np.array(trajectory)
+
+
+def run_adam(p, grads, lrs, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+             eps_in_sqrt=False, decoupled=False):
+    """Adam, Kingma & Ba Algorithm 1 with PyTorch's L2 (or, decoupled, AdamW's decay)."""
+    (b1, b2), p, m, v, trajectory = betas, _f64(p), 0.0, 0.0, []
+    for t, (g, lr) in enumerate(zip(_f64(grads), lrs), start=1):
+        if decoupled:
+            p = p - lr * weight_decay * p
+        else:
+            g = g + weight_decay * p
+        m = b1 * m + (1.0 - b1) * g
+        v = b2 * v + (1.0 - b2) * g * g
+        m_hat, v_hat = m / (1.0 - b1 ** t), v / (1.0 - b2 ** t)
+        p = p - lr * m_hat / (np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps)
+        trajectory.append(p)
+    return np.array(trajectory)
+
+
+def run_adamw(p, grads, lrs, weight_decay=0.01, **hyperparameters):
+    """AdamW (Loshchilov & Hutter; PyTorch): p -= lr wd p, then Adam on the plain gradient."""
+    return run_adam(p, grads, lrs, weight_decay=weight_decay, decoupled=True, **hyperparameters)
