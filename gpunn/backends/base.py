@@ -1,5 +1,7 @@
 """What every backend shares: array helpers written once against ``self.xp``, kernel arguments."""
 
+import numbers
+
 import numpy as np
 
 from gpunn.kernels import kernel_specs
@@ -63,21 +65,29 @@ class Backend:
             names = ", ".join(p.name for p in spec.params)
             raise TypeError(f"kernel {spec.name}({names}): expected {len(spec.params)} "
                             f"arguments, got {len(args)}")
-        real = next((a.dtype for a, p in zip(args, spec.params) if p.kind == "in"), None)
-        real = check_dtype(real if real is not None else args[-1].dtype,
-                           f"kernel {spec.name} arrays")
+        # The first real input array fixes the dtype; the last argument (an array) fixes n.
+        first = next((i for i, p in enumerate(spec.params) if p.kind == "in"), len(args) - 1)
+        for index in (first, len(args) - 1):
+            self._check_array(spec, spec.params[index], args[index])
+        real = check_dtype(args[first].dtype,
+                           f"kernel {spec.name} argument {spec.params[first].name!r} dtype")
         n = args[-1].size
         return [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)], real, n
+
+    def _check_array(self, spec, param, value):
+        if not isinstance(value, self.xp.ndarray):
+            raise TypeError(f"kernel {spec.name} argument {param.name!r}: expected a "
+                            f"{self.xp.__name__} array, got {type(value).__name__}")
 
     def _convert(self, spec, param, value, real, n):
         where = f"kernel {spec.name} argument {param.name!r}"
         if not param.is_array:
-            if isinstance(value, self.xp.ndarray) or not np.isscalar(value):
-                raise TypeError(f"{where}: expected a Python scalar, got {type(value).__name__}")
+            integral = isinstance(value, (numbers.Integral, np.bool_))
+            if not (integral or param.kind == "real" and isinstance(value, numbers.Real)):
+                kind = "a real number" if param.kind == "real" else "an integer"
+                raise TypeError(f"{where}: expected {kind}, got {type(value).__name__}")
             return real.type(value) if param.kind == "real" else _SCALAR_TYPES[param.kind](value)
-        if not isinstance(value, self.xp.ndarray):
-            raise TypeError(f"{where}: expected a {self.xp.__name__} array, "
-                            f"got {type(value).__name__}")
+        self._check_array(spec, param, value)
         expected = np.dtype(np.int64) if param.kind == "in_int64" else real
         if value.dtype != expected:
             raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
