@@ -1,0 +1,238 @@
+"""Optimizers against float64 references and torch.optim, on every backend and dtype."""
+
+import numpy as np
+import pytest
+import reference as ref
+import torch
+
+from gpunn.optim import OPTIMIZERS, SGD, Adam, AdamW, Momentum, RMSprop, get_optimizer
+
+N, STEPS = 37, 60
+
+# One row per optimizer variant (optax-style): a new optimizer is one more row.
+CASES = [
+    ("sgd", {"lr": 0.1}),
+    ("sgd", {"lr": 0.1, "weight_decay": 0.05}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
+    ("sgd", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
+    ("momentum", {"lr": 0.1}),
+    ("momentum", {"lr": 0.1, "beta": 0.8, "bias_correction": True}),
+    ("rmsprop", {"lr": 0.01}),
+    ("rmsprop", {"lr": 0.01, "weight_decay": 0.05}),
+    ("rmsprop", {"lr": 0.01, "alpha": 0.9, "eps": 1e-4, "eps_in_sqrt": True}),
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "weight_decay": 0.05}),
+    ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-4, "eps_in_sqrt": True}),
+    ("adamw", {"lr": 0.01}),
+    ("adamw", {"lr": 0.01, "betas": (0.5, 0.9), "weight_decay": 0.1, "eps_in_sqrt": True}),
+]
+CASE_IDS = [f"{name}-{'-'.join(map(str, kw))}" for name, kw in CASES]
+
+# torch.optim classes take the same keyword names as gpunn's.
+TORCH_CASES = [
+    ("sgd", torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.01}),
+    ("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "dampening": 0.2,
+                              "weight_decay": 0.01}),
+    ("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True,
+                              "weight_decay": 0.01}),
+    ("rmsprop", torch.optim.RMSprop, {"lr": 0.01}),
+    ("rmsprop", torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.9, "weight_decay": 0.05}),
+    ("adam", torch.optim.Adam, {"lr": 0.01}),
+    ("adam", torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.05}),
+    ("adamw", torch.optim.AdamW, {"lr": 0.01}),
+    ("adamw", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+]
+
+
+class FlatModel:
+    """Just what an optimizer reads from a model: the flat buffers and their backend."""
+
+    def __init__(self, backend, params):
+        self.backend = backend
+        self.flat_params = backend.asarray(params)
+        self.flat_grads = backend.zeros(params.shape, params.dtype)
+
+    def set_grad(self, g):
+        self.flat_grads[...] = self.backend.asarray(g, self.flat_grads.dtype)
+
+    def params(self):
+        return np.array(self.backend.to_numpy(self.flat_params), dtype=np.float64)
+
+
+def problem(seed=0, n=N, steps=STEPS):
+    """Initial parameters, a gradient sequence and a decaying learning-rate factor per step."""
+    rng = np.random.default_rng(seed)
+    factors = 1.0 / (1.0 + 0.05 * np.arange(steps))
+    return rng.normal(size=n), rng.normal(size=(steps, n)), factors
+
+
+def run(optimizer, model, grads, lrs):
+    """Step ``optimizer`` over ``grads`` with ``lr`` set per step, as a schedule would."""
+    trajectory = []
+    for g, lr in zip(grads, lrs):
+        optimizer.lr = lr
+        model.set_grad(g)
+        optimizer.step(model)
+        trajectory.append(model.params())
+    return np.array(trajectory)
+
+
+@pytest.mark.parametrize("name, hyperparameters", CASES, ids=CASE_IDS)
+def test_matches_float64_reference(backend, dtype, name, hyperparameters):
+    p0, grads, factors = problem()
+    lrs = hyperparameters["lr"] * factors
+    model = FlatModel(backend, p0.astype(dtype))
+    optimizer = get_optimizer(name, **hyperparameters)
+    got = run(optimizer, model, grads.astype(dtype), lrs)
+    rest = {k: v for k, v in hyperparameters.items() if k != "lr"}
+    expected = getattr(ref, f"run_{name}")(p0.astype(dtype), grads.astype(dtype), lrs, **rest)
+    ref.assert_close(got, expected, dtype, err_msg=f"{name} {hyperparameters}")
+    assert optimizer.t == STEPS
+
+
+@pytest.mark.parametrize("name, torch_class, hyperparameters", TORCH_CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[2])}" for c in TORCH_CASES])
+def test_matches_torch_optim(backend, name, torch_class, hyperparameters):
+    p0, grads, factors = problem(seed=1)
+    lrs = hyperparameters["lr"] * factors
+    model = FlatModel(backend, p0.astype(np.float32))
+    got = run(get_optimizer(name, **hyperparameters), model, grads, lrs)
+    param = torch.tensor(p0, dtype=torch.float32, requires_grad=True)
+    reference = torch_class([param], **hyperparameters)
+    expected = []
+    for g, lr in zip(grads, lrs):
+        reference.param_groups[0]["lr"] = lr
+        param.grad = torch.tensor(g, dtype=torch.float32)
+        reference.step()
+        expected.append(param.detach().numpy().astype(np.float64))
+    # Two float32 implementations, each within TOL of the exact result: twice TOL apart.
+    ref.assert_close(got, np.array(expected), np.float32, scale=2.0, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_one_kernel_launch_per_step(backend, monkeypatch, name):
+    launches = []
+    monkeypatch.setattr(backend, "kernel", lambda kernel, *args: launches.append(kernel))
+    model = FlatModel(backend, np.ones(5))
+    optimizer = get_optimizer(name, lr=0.1)
+    for _ in range(3):
+        optimizer.step(model)
+    assert launches == [f"{name.replace('adamw', 'adam')}_step"] * 3
+
+
+def test_sgd_without_momentum_keeps_no_state(backend):
+    model = FlatModel(backend, np.ones(4))
+    optimizer = SGD(0.5)
+    model.set_grad(np.arange(4.0))
+    optimizer.step(model)
+    assert optimizer.state == {} and optimizer.state_dict()["state"] == {}
+    np.testing.assert_array_equal(model.params(), 1.0 - 0.5 * np.arange(4.0))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_is_allocated_on_the_first_step(backend, dtype, name):
+    optimizer = get_optimizer(name, lr=0.1, **({"momentum": 0.9} if name == "sgd" else {}))
+    assert optimizer.state == {} and optimizer.t == 0
+    model = FlatModel(backend, np.ones(6, dtype))
+    optimizer.step(model)
+    assert sorted(optimizer.state) == sorted(optimizer.state_names)
+    for array in optimizer.state.values():
+        assert isinstance(array, backend.xp.ndarray)
+        assert array.shape == (6,) and array.dtype == dtype
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: SGD(0), ValueError, "lr: expected a finite number in (0.0, inf], got 0.0"),
+    (lambda: SGD(-0.1), ValueError, "lr: expected a finite number in (0.0, inf], got -0.1"),
+    (lambda: SGD(float("nan")), ValueError, "lr: expected a finite number"),
+    (lambda: SGD("0.1"), TypeError, "lr: expected a real number, got str"),
+    (lambda: SGD(0.1, momentum=1.0), ValueError,
+     "momentum: expected a finite number in [0.0, 1.0), got 1.0"),
+    (lambda: SGD(0.1, momentum=-0.5), ValueError, "momentum: expected"),
+    (lambda: SGD(0.1, dampening=1.5), ValueError,
+     "dampening: expected a finite number in [0.0, 1.0], got 1.5"),
+    (lambda: SGD(0.1, weight_decay=-1), ValueError,
+     "weight_decay: expected a finite number in [0.0, inf], got -1.0"),
+    (lambda: SGD(0.1, nesterov=True), ValueError,
+     "nesterov: expected momentum > 0 and dampening == 0, got momentum=0.0"),
+    (lambda: SGD(0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError,
+     "nesterov: expected momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1"),
+    (lambda: SGD(0.1, nesterov=1), TypeError, "nesterov: expected True or False, got 1"),
+    (lambda: Momentum(0.1, beta=1.0), ValueError,
+     "beta: expected a finite number in [0.0, 1.0), got 1.0"),
+    (lambda: Momentum(0.1, bias_correction="yes"), TypeError,
+     "bias_correction: expected True or False, got 'yes'"),
+    (lambda: RMSprop(alpha=1.2), ValueError, "alpha: expected a finite number in [0.0, 1.0)"),
+    (lambda: RMSprop(eps=0.0), ValueError, "eps: expected a finite number in (0.0, inf]"),
+    (lambda: RMSprop(eps_in_sqrt=None), TypeError, "eps_in_sqrt: expected True or False"),
+    (lambda: Adam(betas=(0.9, 1.0)), ValueError,
+     "betas[1]: expected a finite number in [0.0, 1.0), got 1.0"),
+    (lambda: Adam(betas=(-0.1, 0.9)), ValueError, "betas[0]: expected"),
+    (lambda: Adam(betas=0.9), TypeError, "betas: expected a pair (beta1, beta2), got 0.9"),
+    (lambda: Adam(betas=(0.9,)), TypeError, "betas: expected a pair (beta1, beta2)"),
+    (lambda: Adam(eps=-1e-8), ValueError, "eps: expected a finite number in (0.0, inf]"),
+    (lambda: AdamW(weight_decay=-0.01), ValueError, "weight_decay: expected a finite number"),
+]
+
+
+@pytest.mark.parametrize("make, error, message", BAD_HYPERPARAMETERS,
+                         ids=[str(i) for i in range(len(BAD_HYPERPARAMETERS))])
+def test_bad_hyperparameters_are_named(make, error, message):
+    with pytest.raises(error) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_lr_can_be_scheduled_to_zero_but_not_below():
+    optimizer = Adam(0.1)
+    optimizer.lr = 0.0
+    assert (optimizer.lr, optimizer.base_lr) == (0.0, 0.1)
+    with pytest.raises(ValueError, match=r"lr: expected a finite number in \[0.0, inf\]"):
+        optimizer.lr = -1e-3
+
+
+def test_get_optimizer_by_name_or_instance():
+    assert {name: type(get_optimizer(name, lr=0.1)) for name in OPTIMIZERS} == {
+        "sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+    adam = get_optimizer(" Adam ", betas=(0.8, 0.9))
+    assert (adam.lr, adam.betas, AdamW().weight_decay) == (0.001, (0.8, 0.9), 0.01)
+    assert get_optimizer(adam) is adam
+
+
+CHOICES = "['adam', 'adamw', 'momentum', 'rmsprop', 'sgd']"
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    (("adagrad",), {}, ValueError, f"optimizer: expected one of {CHOICES}, got 'adagrad'"),
+    ((3,), {}, TypeError, f"optimizer: expected a name in {CHOICES} or an Optimizer, got int"),
+    (("sgd",), {}, TypeError, "optimizer 'sgd': expected a value for ['lr'], got none"),
+    (("adam",), {"beta1": 0.9}, TypeError,
+     "optimizer 'adam': expected keywords among ['betas', 'eps', 'eps_in_sqrt', 'lr', "
+     + "'weight_decay'], got ['beta1']"),
+    ((Adam(),), {"lr": 0.1}, ValueError,
+     "optimizer: expected a name when lr or keywords are given, got an instance of Adam"),
+])
+def test_get_optimizer_errors(args, kwargs, error, message):
+    with pytest.raises(error) as info:
+        get_optimizer(*args, **kwargs)
+    assert message in str(info.value)
+
+
+def test_step_checks_the_model(backend):
+    with pytest.raises(TypeError, match="model: expected an object with backend, flat_params "
+                                        "and flat_grads, got object"):
+        Adam().step(object())
+    model = FlatModel(backend, np.ones(5, np.float32))
+    model.flat_grads = backend.zeros((4,), np.float32)
+    with pytest.raises(ValueError, match=r"model.flat_grads: expected shape \(5,\) and dtype "
+                                         r"float32 \(those of flat_params\), got \(4,\)"):
+        Adam().step(model)
+
+
+def test_state_belongs_to_one_model(backend):
+    optimizer = RMSprop()
+    optimizer.step(FlatModel(backend, np.ones(5)))
+    with pytest.raises(ValueError, match=r"optimizer state 'v': expected shape \(6,\) and "
+                                         r"dtype float64 .* got \(5,\) and float64"):
+        optimizer.step(FlatModel(backend, np.ones(6)))
