@@ -28,13 +28,14 @@ __host__ __device__ inline T gpunn_activate(T x, int act) {
 }
 
 // f'(z) written in terms of the activation's output a = f(z), so the
-// backward pass needs no copy of the pre-activations.
+// backward pass needs no copy of the pre-activations. tanh: 1 - a^2 as (1 - a)(1 + a), which
+// does not cancel when |a| is near 1 (1 - a is exact there).
 template <typename T>
 __host__ __device__ inline T gpunn_activation_grad(T a, int act) {
     switch (act) {
         case GPUNN_SIGMOID: return a * (T(1) - a);
         case GPUNN_RELU: return a > T(0) ? T(1) : T(0);
-        case GPUNN_TANH: return T(1) - a * a;
+        case GPUNN_TANH: return (T(1) - a) * (T(1) + a);
         default: return T(1);
     }
 }
