@@ -22,17 +22,18 @@ extern "C" __global__ void GPUNN_NAME(softmax_shift_exp)(
     }
 }
 
-// Softmax + cross-entropy for integer labels, by log-sum-exp:
-// lse = rowmax + log(rowsum); loss = [j == y] * (lse - z); dZ = (exp(z - lse) - [j == y]) * scale.
+// Softmax + cross-entropy for integer labels, by log-sum-exp, lse = rowmax + log(rowsum):
+// loss = [j == y] * (lse - z); dZ = (exp(z - lse) - [j == y]) * scale. Both use z - lse as
+// (z - rowmax) - log(rowsum): rounding lse itself would cost ulp(rowmax), e.g. 1e-3 at 1e4.
 extern "C" __global__ void GPUNN_NAME(softmax_xent)(
     const real* Z, const real* rowmax, const real* rowsum, const long long* labels,
     long long n_cols, real scale, real* loss, real* dZ, long long n) {
     GPUNN_GRID_STRIDE(i, n) {
         long long row = i / n_cols;
-        real lse = rowmax[row] + log(rowsum[row]);
+        real shifted = (Z[i] - rowmax[row]) - log(rowsum[row]);
         real hit = (i % n_cols == labels[row]) ? real(1) : real(0);
-        loss[i] = hit * (lse - Z[i]);
-        dZ[i] = (exp(Z[i] - lse) - hit) * scale;
+        loss[i] = -hit * shifted;
+        dZ[i] = (exp(shifted) - hit) * scale;
     }
 }
 

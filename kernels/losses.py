@@ -27,14 +27,17 @@ def softmax_shift_exp(Z, rowmax, n_cols, E):
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss, dZ):
-    """lse = rowmax + log(rowsum); loss = [j == y](lse - z); dZ = (exp(z - lse) - [j == y]) scale."""
+    """loss = [j == y](lse - z); dZ = (exp(z - lse) - [j == y]) scale; lse = rowmax + log(rowsum).
+
+    z - lse is taken as (z - rowmax) - log(rowsum), which does not round lse (see losses.cu).
+    """
     one, zero = Z.dtype.type(1), Z.dtype.type(0)
     for i in prange(dZ.size):
         row = i // n_cols
-        lse = rowmax[row] + math.log(rowsum[row])
+        shifted = (Z[i] - rowmax[row]) - math.log(rowsum[row])
         hit = one if i % n_cols == labels[row] else zero
-        loss[i] = hit * (lse - Z[i])
-        dZ[i] = (math.exp(Z[i] - lse) - hit) * scale
+        loss[i] = -hit * shifted
+        dZ[i] = (math.exp(shifted) - hit) * scale
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
