@@ -10,11 +10,15 @@ from .config import CACHE, FASTMATH
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def bce_logits(Z, Y, scale, loss, dZ):
-    """loss = max(z, 0) - z y + log1p(exp(-|z|)); dZ = (sigmoid(z) - y) * scale."""
-    zero = Z.dtype.type(0)
+    """loss = max(z, 0) - z y + log1p(exp(-|z|)); dZ = (sigmoid(z) - y) * scale.
+
+    max(z, 0) - z y is taken as z (1 - y) or -z y: no cancellation (see losses.cuh).
+    """
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
     for i in prange(dZ.size):
         z = Z[i]
-        loss[i] = max(z, zero) - z * Y[i] + math.log1p(math.exp(-abs(z)))
+        linear = z * (one - Y[i]) if z > zero else -z * Y[i]
+        loss[i] = linear + math.log1p(math.exp(-abs(z)))
         dZ[i] = (sigmoid(z) - Y[i]) * scale
 
 
