@@ -2,7 +2,8 @@
 
 Nothing here imports the kernels' arithmetic: every formula is restated in float64 (stable forms
 through ``np.logaddexp``), so a kernel bug cannot hide in a shared helper. Kernel references take
-the kernel's arguments in the twin's order and return ``{output argument name: expected array}``.
+the kernel's arguments in the twin's order (outputs the kernel only writes are accepted and
+ignored) and return ``{output argument name: expected array}``.
 """
 
 import numpy as np
@@ -86,7 +87,7 @@ def act_bwd(A, act, dZ):
 
 # --- losses ------------------------------------------------------------------------------
 
-def bce_logits(Z, Y, scale):
+def bce_logits(Z, Y, scale, loss=None, dZ=None):
     """Binary cross-entropy of sigmoid(z): log(1 + exp(z)) - z y; gradient (sigmoid(z) - y)."""
     z, y = _f64(Z), _f64(Y)
     return {"loss": np.logaddexp(0.0, z) - z * y, "dZ": (sigmoid(z) - y) * float(scale)}
@@ -99,13 +100,13 @@ def logsumexp_rows(Z):
     return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
-def softmax_shift_exp(Z, rowmax, n_cols):
+def softmax_shift_exp(Z, rowmax, n_cols, E=None):
     """E = exp(Z - rowmax of its row)."""
     rows = _f64(Z).reshape(-1, int(n_cols))
     return {"E": np.exp(rows - _f64(rowmax)[: rows.shape[0], None]).reshape(np.shape(Z))}
 
 
-def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale):
+def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss=None, dZ=None):
     """Per element [j == y] (lse - z) and (softmax(z) - onehot(y)) * scale, lse from its inputs.
 
     lse = rowmax + log(rowsum): the kernel's contract is to trust the row statistics it is given.
@@ -131,7 +132,7 @@ def softmax_cross_entropy(Z, labels):
     return lse - z[rows, labels], np.exp(z - lse[:, None]) - onehot
 
 
-def mse(Z, Y, scale):
+def mse(Z, Y, scale, loss=None, dZ=None):
     """Squared error (z - y)^2 per element and its gradient 2 (z - y) * scale."""
     diff = _f64(Z) - _f64(Y)
     return {"loss": diff ** 2, "dZ": 2.0 * diff * float(scale)}

@@ -1,0 +1,218 @@
+"""The kernel test table: one row per kernel variant, its random inputs and its reference.
+
+Shared by test_kernels.py (fixed shapes through every backend), test_host_build.py (the ``.cu``
+source launched directly), test_fuzz_kernels.py (hypothesis) and test_kernel_coverage.py
+(every kernel in the ``.cu`` files has a row). A row's ``make(inputs, rows, cols)`` returns the
+kernel's arguments in the twin's order as NumPy arrays and Python scalars; its reference is the
+function of the same name in reference.py.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import reference
+from gpunn.kernels import kernel_specs
+
+ACT = reference.ACTIVATION_CODES
+
+# Shapes (rows, cols): size 1, odd sizes, sizes that are not multiples of the emulated block
+# (32) and sizes above block * max_blocks (5 * 32 = 160), so grid-stride loops iterate.
+SHAPES = [(1, 1), (1, 33), (5, 7), (3, 64), (17, 13), (41, 9)]
+
+
+def extreme_values(dtype):
+    """Inputs at the edge of the useful range: +-1e4, +-88.7 (exp overflow), zeros, subnormals."""
+    sub = np.finfo(dtype).smallest_subnormal
+    return [1e4, -1e4, 88.7, -88.7, 0.0, -0.0, float(sub), -float(sub), 3 * float(sub)]
+
+
+class Inputs:
+    """Random kernel inputs of one dtype; ``extreme`` sprinkles :func:`extreme_values` in."""
+
+    def __init__(self, rng, dtype, extreme=False, special=None):
+        self.rng = rng
+        self.dtype = np.dtype(dtype)
+        self.extreme = extreme
+        self.special = extreme_values(self.dtype) if special is None else list(special)
+
+    def normal(self, shape, scale=1.0):
+        """Standard normal times ``scale``; with ``extreme``, about a third are special values."""
+        x = self.rng.standard_normal(shape) * scale
+        if self.extreme and self.special:
+            hit = self.rng.random(shape) < 1 / 3
+            x[hit] = self.rng.choice(self.special, size=int(hit.sum()))
+        return x.astype(self.dtype)
+
+    def uniform(self, shape, low=0.0, high=1.0):
+        return self.rng.uniform(low, high, shape).astype(self.dtype)
+
+    def unset(self, shape):
+        """An output buffer filled with NaN: any element the kernel skips fails the test."""
+        return np.full(shape, np.nan, dtype=self.dtype)
+
+    def targets(self, shape):
+        """BCE targets: soft labels in [0, 1]; with ``extreme``, a third are 0, 1 or near them."""
+        y = self.rng.uniform(0.0, 1.0, shape)
+        if self.extreme:
+            hit = self.rng.random(shape) < 1 / 3
+            y[hit] = self.rng.choice([0.0, 1.0, 0.9999, 1e-4], size=int(hit.sum()))
+        return y.astype(self.dtype)
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """One row: the kernel's name, a variant id and ``make(inputs, rows, cols) -> args``."""
+
+    kernel: str
+    variant: str
+    make: Callable
+
+    @property
+    def id(self):
+        return f"{self.kernel}-{self.variant}"
+
+    @property
+    def reference(self):
+        return getattr(reference, self.kernel)
+
+    def outputs(self):
+        """Names of the arguments the kernel writes."""
+        return [p.name for p in kernel_specs()[self.kernel].params if p.kind == "out"]
+
+
+def _bias_act(act):
+    def make(inp, rows, cols):
+        return inp.normal(cols), cols, ACT[act], inp.normal((rows, cols), 3.0)
+
+    return make
+
+
+def _act_bwd(act):
+    def make(inp, rows, cols):
+        z = inp.normal((rows, cols), 3.0)
+        A = reference.activation(act, z).astype(inp.dtype)
+        return A, ACT[act], inp.normal((rows, cols))
+
+    return make
+
+
+def _bce(inp, rows, cols):
+    return (inp.normal((rows, cols), 4.0), inp.targets((rows, cols)), 1.0 / rows,
+            inp.unset((rows, cols)), inp.unset((rows, cols)))
+
+
+def _row_stats(Z):
+    """rowmax and rowsum of exp(Z - rowmax), in Z's dtype, as a loss computes them."""
+    rowmax = Z.max(axis=1)
+    return rowmax, np.exp(Z - rowmax[:, None]).sum(axis=1, dtype=Z.dtype)
+
+
+def _shift_exp(inp, rows, cols):
+    Z = inp.normal((rows, cols), 4.0)
+    return Z, _row_stats(Z)[0], cols, inp.unset((rows, cols))
+
+
+def _xent(inp, rows, cols):
+    Z = inp.normal((rows, cols), 4.0)
+    rowmax, rowsum = _row_stats(Z)
+    labels = inp.rng.integers(0, cols, rows).astype(np.int64)
+    return (Z, rowmax, rowsum, labels, cols, 1.0 / rows,
+            inp.unset((rows, cols)), inp.unset((rows, cols)))
+
+
+def _mse(inp, rows, cols):
+    return (inp.normal((rows, cols), 2.0), inp.normal((rows, cols), 2.0), 1.0 / (rows * cols),
+            inp.unset((rows, cols)), inp.unset((rows, cols)))
+
+
+def _sgd(momentum, dampening, weight_decay, nesterov, first):
+    def make(inp, rows, cols):
+        n = rows * cols
+        return (inp.normal(n), 0.05, momentum, dampening, weight_decay, nesterov, first,
+                inp.normal(n), inp.normal(n))
+
+    return make
+
+
+def _momentum(beta, t):
+    def make(inp, rows, cols):
+        n = rows * cols
+        correction = 1.0 / (1.0 - beta ** t) if t else 1.0
+        return inp.normal(n), 0.1, beta, correction, inp.normal(n), inp.normal(n, 0.1)
+
+    return make
+
+
+def _rmsprop(weight_decay, eps_in_sqrt):
+    def make(inp, rows, cols):
+        n = rows * cols
+        v = np.abs(inp.normal(n, 0.5))
+        return inp.normal(n), 0.01, 0.9, 1e-8, weight_decay, eps_in_sqrt, inp.normal(n), v
+
+    return make
+
+
+def _adam(t, weight_decay, decoupled, eps_in_sqrt):
+    def make(inp, rows, cols):
+        n, lr = rows * cols, 1e-3
+        step_size, bc2 = reference.adam_host_scalars(lr, 0.9, 0.999, t)
+        m, v = inp.normal(n, 0.1), np.abs(inp.normal(n, 0.1))
+        return (inp.normal(n), step_size, 0.9, 0.999, 1e-8, weight_decay,
+                lr * decoupled, bc2, eps_in_sqrt, inp.normal(n), m, v)
+
+    return make
+
+
+CASES = (
+    [KernelCase("bias_act_fwd", act, _bias_act(act)) for act in ACT]
+    + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
+    + [
+        KernelCase("bce_logits", "mean", _bce),
+        KernelCase("softmax_shift_exp", "rows", _shift_exp),
+        KernelCase("softmax_xent", "mean", _xent),
+        KernelCase("mse", "mean", _mse),
+        KernelCase("sgd_step", "plain", _sgd(0.0, 0.0, 0.0, 0, 0)),
+        KernelCase("sgd_step", "weight_decay", _sgd(0.0, 0.0, 0.01, 0, 0)),
+        KernelCase("sgd_step", "momentum_first", _sgd(0.9, 0.0, 0.0, 0, 1)),
+        KernelCase("sgd_step", "momentum_dampening", _sgd(0.9, 0.3, 0.01, 0, 0)),
+        KernelCase("sgd_step", "nesterov", _sgd(0.9, 0.0, 0.01, 1, 0)),
+        KernelCase("momentum_step", "plain", _momentum(0.9, 0)),
+        KernelCase("momentum_step", "bias_corrected", _momentum(0.9, 3)),
+        KernelCase("rmsprop_step", "torch", _rmsprop(0.0, 0)),
+        KernelCase("rmsprop_step", "eps_in_sqrt_weight_decay", _rmsprop(0.01, 1)),
+        KernelCase("adam_step", "first_step", _adam(1, 0.0, 0.0, 0)),
+        KernelCase("adam_step", "eps_in_sqrt", _adam(7, 0.0, 0.0, 1)),
+        KernelCase("adam_step", "l2", _adam(20, 0.01, 0.0, 0)),
+        KernelCase("adam_step", "adamw", _adam(1000, 0.0, 0.01, 0)),
+    ]
+)
+
+# Kernels whose inputs are activations or losses, where extreme values are meaningful.
+EXTREME_KERNELS = ("bias_act_fwd", "act_bwd", "bce_logits", "softmax_shift_exp",
+                   "softmax_xent", "mse")
+
+
+def expected_outputs(case, args):
+    """The reference's outputs for ``args`` (computed before the kernel overwrites them)."""
+    expected = case.reference(*args)
+    assert sorted(expected) == sorted(case.outputs()), case.id
+    return expected
+
+
+def run_on_backend(backend, case, args):
+    """Run ``case.kernel`` on ``backend`` with copies of ``args``; its outputs as NumPy."""
+    device = [backend.asarray(a.copy()) if isinstance(a, np.ndarray) else a for a in args]
+    backend.kernel(case.kernel, *device)
+    params = kernel_specs()[case.kernel].params
+    return {p.name: backend.to_numpy(a) for p, a in zip(params, device) if p.kind == "out"}
+
+
+def check_case(backend, case, inputs, rows, cols):
+    """Build inputs, run the kernel on ``backend``, compare every output with the reference."""
+    args = case.make(inputs, rows, cols)
+    expected = expected_outputs(case, args)
+    actual = run_on_backend(backend, case, args)
+    for name, value in expected.items():
+        reference.assert_close(actual[name], value, inputs.dtype,
+                               err_msg=f"{case.id} {name} ({rows}x{cols}, {backend.name})")

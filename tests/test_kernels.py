@@ -1,0 +1,155 @@
+"""Every kernel on every backend against its float64 reference, plus argument errors.
+
+The table (one row per kernel variant) lives in kernel_cases.py; test_kernel_coverage.py fails if
+a kernel of the ``.cu`` files has no row in ``CASES`` as imported here.
+"""
+
+import numpy as np
+import pytest
+import reference
+from kernel_cases import (
+    CASES,
+    EXTREME_KERNELS,
+    SHAPES,
+    Inputs,
+    check_case,
+    extreme_values,
+    run_on_backend,
+)
+
+EXTREME_CASES = [case for case in CASES if case.kernel in EXTREME_KERNELS]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_kernel_matches_reference(backend, dtype, case):
+    rng = np.random.default_rng(1234)
+    for rows, cols in SHAPES:
+        check_case(backend, case, Inputs(rng, dtype), rows, cols)
+
+
+@pytest.mark.parametrize("case", EXTREME_CASES, ids=lambda case: case.id)
+def test_kernel_extreme_inputs_stay_finite(backend, dtype, case):
+    rng = np.random.default_rng(99)
+    inputs = Inputs(rng, dtype, extreme=True)
+    args = case.make(inputs, 37, 7)
+    assert any(np.isin(a, extreme_values(dtype)).any() for a in args
+               if isinstance(a, np.ndarray) and a.dtype == dtype)
+    actual = run_on_backend(backend, case, args)
+    for name, value in actual.items():
+        assert np.isfinite(value).all(), f"{case.id} {name}: non-finite for finite inputs"
+    check_case(backend, case, Inputs(np.random.default_rng(99), dtype, extreme=True), 37, 7)
+
+
+@pytest.mark.parametrize("act", list(reference.ACTIVATION_CODES))
+def test_forward_then_backward_gives_the_derivative(backend, dtype, act):
+    """act_bwd on bias_act_fwd's output is f'(z), checked against the derivative from z."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(0.0, 3.0, (23, 9)).astype(dtype)
+    b = np.zeros(9, dtype)
+    A = backend.asarray(z.copy())
+    backend.kernel("bias_act_fwd", backend.asarray(b), 9, reference.ACTIVATION_CODES[act], A)
+    dZ = backend.asarray(np.ones_like(z))
+    backend.kernel("act_bwd", A, reference.ACTIVATION_CODES[act], dZ)
+    expected = reference.activation_derivative(act, z)
+    reference.assert_close(backend.to_numpy(dZ), expected, dtype)
+
+
+def test_softmax_pipeline_matches_logsumexp(backend, dtype):
+    """softmax_shift_exp, row sums on the backend, softmax_xent: the loss from logits alone."""
+    xp, rng = backend.xp, np.random.default_rng(8)
+    z = rng.normal(0.0, 5.0, (29, 11)).astype(dtype)
+    z[3, 4], z[7] = 1e4, -88.7
+    labels = rng.integers(0, 11, 29).astype(np.int64)
+    Z = backend.asarray(z)
+    rowmax = xp.ascontiguousarray(Z.max(axis=1))
+    E = backend.empty(z.shape, dtype)
+    backend.kernel("softmax_shift_exp", Z, rowmax, 11, E)
+    rowsum = xp.ascontiguousarray(E.sum(axis=1))
+    loss, dZ = backend.empty(z.shape, dtype), backend.empty(z.shape, dtype)
+    backend.kernel("softmax_xent", Z, rowmax, rowsum, backend.asarray(labels), 11, 1.0, loss, dZ)
+    row_loss, grad = reference.softmax_cross_entropy(z, labels)
+    reference.assert_close(backend.to_numpy(loss).sum(axis=1), row_loss, dtype, scale=2)
+    reference.assert_close(backend.to_numpy(dZ), grad, dtype, scale=2)
+
+
+def _mse_args(backend, dtype, n=10):
+    return [backend.asarray(np.ones(n, dtype)), backend.asarray(np.zeros(n, dtype)), 0.5,
+            backend.empty(n, dtype), backend.empty(n, dtype)]
+
+
+def _replace(args, index, value):
+    return [value if i == index else a for i, a in enumerate(args)]
+
+
+BAD_ARGUMENTS = [
+    # (description, position, make the bad value, error type, words the message must contain)
+    ("int array", 0, lambda be, dt: be.asarray(np.ones(10, np.int32)), TypeError,
+     ["'Z'", "int32"]),
+    ("int output", 4, lambda be, dt: be.asarray(np.ones(10, np.int64)), TypeError,
+     ["'dZ'", "int64"]),
+    ("mixed dtypes", 1, lambda be, dt: be.asarray(np.ones(10, _other(dt))), TypeError,
+     ["'Y'", "expected dtype {dtype}, got {other}"]),
+    ("non-contiguous", 0, lambda be, dt: be.asarray(np.ones(20, dt))[::2], ValueError,
+     ["'Z'", "contiguous"]),
+    ("list input", 0, lambda be, dt: [1.0] * 10, TypeError, ["'Z'", "list"]),
+    ("list middle", 1, lambda be, dt: [1.0] * 10, TypeError, ["'Y'", "list"]),
+    ("list last", 4, lambda be, dt: [1.0] * 10, TypeError, ["'dZ'", "list"]),
+    ("short output", 3, lambda be, dt: be.empty(9, dt), ValueError, ["'loss'", "10", "9"]),
+    ("array as scalar", 2, lambda be, dt: be.asarray(np.ones(1, dt)), TypeError, ["'scale'"]),
+    ("None as array", 1, lambda be, dt: None, TypeError, ["'Y'", "NoneType"]),
+]
+
+
+def _other(dtype):
+    return np.float32 if np.dtype(dtype) == np.float64 else np.float64
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=lambda bad: bad[0])
+def test_kernel_argument_errors_name_the_argument(backend, dtype, bad):
+    _, position, make, error, words = bad
+    args = _replace(_mse_args(backend, dtype), position, make(backend, dtype))
+    with pytest.raises(error) as raised:
+        backend.kernel("mse", *args)
+    for word in words:
+        word = word.format(dtype=dtype, other=np.dtype(_other(dtype)))
+        assert word in str(raised.value), (word, str(raised.value))
+
+
+def test_kernel_wrong_argument_count_names_the_signature(backend):
+    args = _mse_args(backend, np.float64)
+    with pytest.raises(TypeError, match=r"mse\(Z, Y, scale, loss, dZ\): expected 5 .* got 4"):
+        backend.kernel("mse", *args[:4])
+
+
+def test_unknown_kernel_lists_the_choices(backend):
+    with pytest.raises(ValueError, match=r"kernel: expected one of \[.*'adam_step'.*got 'nope'"):
+        backend.kernel("nope", backend.asarray(np.ones(3)))
+
+
+def test_kernel_accepts_numpy_scalars_and_leaves_inputs_alone(backend, dtype):
+    args = _mse_args(backend, dtype)
+    args[2] = np.float64(0.5)
+    backend.kernel("mse", *args)
+    assert (backend.to_numpy(args[0]) == 1).all() and (backend.to_numpy(args[1]) == 0).all()
+    reference.assert_close(backend.to_numpy(args[4]), np.ones(10), dtype)
+
+
+def test_kernel_scalar_errors_name_the_argument(backend):
+    A, dZ = backend.asarray(np.ones(4)), backend.asarray(np.ones(4))
+    with pytest.raises(TypeError, match="act_bwd argument 'act': expected an integer, got float"):
+        backend.kernel("act_bwd", A, 1.5, dZ)
+    args = _mse_args(backend, np.float64)
+    with pytest.raises(TypeError, match="mse argument 'scale': expected a real number, got str"):
+        backend.kernel("mse", *_replace(args, 2, "0.5"))
+
+
+def test_bce_soft_labels_near_saturation(backend, dtype):
+    """max(z, 0) - z y must not cancel when y is near 1 and z is large (or the reverse)."""
+    z = np.array([1e4, 88.7, -88.7, 20.0, -1e4], dtype)
+    y = np.array([0.9999, 0.99999, 1e-5, 0.999, 1e-4], dtype)
+    args = [backend.asarray(z), backend.asarray(y), 1.0, backend.empty(5, dtype),
+            backend.empty(5, dtype)]
+    backend.kernel("bce_logits", *args)
+    expected = reference.bce_logits(z, y, 1.0)
+    reference.assert_close(backend.to_numpy(args[3]), expected["loss"], dtype)
+    reference.assert_close(backend.to_numpy(args[4]), expected["dZ"], dtype)
