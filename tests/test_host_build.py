@@ -70,7 +70,7 @@ def test_host_kernel_touches_exactly_n_elements(case, dtype, launch):
     grid, block = launch
     rng = np.random.default_rng(7)
     for rows, cols in SHAPES:
-        args = case.make(Inputs(rng, dtype), rows, cols)
+        args = case.args(Inputs(rng, dtype), rows, cols)
         buffers = [_with_tail(a) for a in args]
         before = [b.copy() if isinstance(b, np.ndarray) else b for b in buffers]
         _launch(case.kernel, dtype, grid, block, buffers, args[-1].size)
@@ -81,7 +81,7 @@ def test_sentinel_check_can_fail():
     """A launch told n + 1 writes the first sentinel, and the check sees it."""
     case = next(case for case in CASES if case.kernel == "mse")
     dtype = np.dtype(np.float64)
-    args = case.make(Inputs(np.random.default_rng(0), dtype), 3, 4)
+    args = case.args(Inputs(np.random.default_rng(0), dtype), 3, 4)
     buffers = [_with_tail(a) for a in args]
     before = [b.copy() if isinstance(b, np.ndarray) else b for b in buffers]
     _launch("mse", dtype, 2, 8, buffers, args[-1].size + 1)

@@ -31,7 +31,7 @@ def test_kernel_matches_reference(backend, dtype, case):
 def test_kernel_extreme_inputs_stay_finite(backend, dtype, case):
     rng = np.random.default_rng(99)
     inputs = Inputs(rng, dtype, extreme=True)
-    args = case.make(inputs, 37, 7)
+    args = case.args(inputs, 37, 7)
     assert any(np.isin(a, extreme_values(dtype)).any() for a in args
                if isinstance(a, np.ndarray) and a.dtype == dtype)
     actual = run_on_backend(backend, case, args)
