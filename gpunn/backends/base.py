@@ -16,7 +16,8 @@ def check_dtype(dtype, argument="dtype"):
         resolved = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in DTYPES:
+    # Not "None in DTYPES": NumPy compares None as np.dtype(None), which is float64.
+    if resolved is None or resolved not in DTYPES:
         raise TypeError(f"{argument}: expected float32 or float64, got {dtype!r}")
     return resolved
 
