@@ -2,7 +2,34 @@
 
 from gpunn.backends import get_backend, use_backend
 from gpunn.info import info
+from gpunn.layers import Dense
+from gpunn.losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError
+from gpunn.model import MLP, Sequential
+from gpunn.optim import SGD, Adam, AdamW, Momentum, RMSprop
+from gpunn.schedules import Constant, Exponential, InverseSqrt, InverseTime, Staircase
 
 __version__ = "0.1.0"
 
-__all__ = ["get_backend", "use_backend", "info", "__version__"]
+__all__ = [
+    "MLP",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "BinaryCrossEntropy",
+    "Constant",
+    "CrossEntropy",
+    "Dense",
+    "Exponential",
+    "InverseSqrt",
+    "InverseTime",
+    "Loss",
+    "MeanSquaredError",
+    "Momentum",
+    "RMSprop",
+    "Sequential",
+    "Staircase",
+    "__version__",
+    "get_backend",
+    "info",
+    "use_backend",
+]

@@ -1,0 +1,112 @@
+"""The Dense layer: ``Z = A_prev @ W + b``, ``A = f(Z)``, bias and activation fused in one kernel."""
+
+import numpy as np
+
+from gpunn.validation import check_choice, check_int
+
+# Kernel codes of the activations; equal to gpunn.kernels.activations.ACTIVATIONS (a test checks
+# it), defined again here because that module imports numba and only the backends may.
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
+
+
+class Dense:
+    """A fully connected layer ``A = f(A_prev @ W + b)`` with ``W`` (n_in, n_out), ``b`` (n_out,).
+
+    The parameters live in the flat buffer of the model that takes the layer: ``W``, ``b`` and
+    the gradients ``dW``, ``db`` are writable views into ``flat_params`` / ``flat_grads``.
+
+    Args:
+        n_in: input features.
+        n_out: output units.
+        activation: ``"identity"``, ``"sigmoid"``, ``"relu"`` or ``"tanh"``.
+    """
+
+    def __init__(self, n_in, n_out, activation="sigmoid"):
+        self.n_in = check_int("n_in", n_in, low=1)
+        self.n_out = check_int("n_out", n_out, low=1)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.act = ACTIVATIONS[self.activation]
+        self.W = self.b = self.dW = self.db = None
+
+    def __repr__(self):
+        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r})"
+
+    @property
+    def n_params(self):
+        """Number of parameters: ``n_in * n_out + n_out``."""
+        return self.n_in * self.n_out + self.n_out
+
+    def config(self):
+        """The constructor arguments, JSON-serializable."""
+        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation}
+
+    def initial_weights(self, rng):
+        """Seeded initial ``W`` in float64 on the host; the bias starts at zero.
+
+        Glorot (Xavier) uniform, ``U(-sqrt(6 / (n_in + n_out)), +...)``, for sigmoid, tanh and
+        identity; He normal, ``N(0, 2 / n_in)``, for relu.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+
+        Returns:
+            An ``(n_in, n_out)`` float64 array.
+        """
+        shape = (self.n_in, self.n_out)
+        if self.activation == "relu":
+            return rng.normal(0.0, np.sqrt(2.0 / self.n_in), size=shape)
+        limit = np.sqrt(6.0 / (self.n_in + self.n_out))
+        return rng.uniform(-limit, limit, size=shape)
+
+    def bind(self, params, grads, w_start, b_start):
+        """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets."""
+        w_stop, b_stop = w_start + self.n_in * self.n_out, b_start + self.n_out
+        self.W = params[w_start:w_stop].reshape(self.n_in, self.n_out)
+        self.dW = grads[w_start:w_stop].reshape(self.n_in, self.n_out)
+        self.b, self.db = params[b_start:b_stop], grads[b_start:b_stop]
+
+    def forward(self, be, A_prev, Z):
+        """``Z = f(A_prev @ W + b)``, written into ``Z`` (m, n_out)."""
+        be.matmul(A_prev, self.W, out=Z)
+        be.kernel("bias_act_fwd", self.b, self.n_out, self.act, Z)
+
+    def backward(self, be, A_prev, dZ, dA_prev=None):
+        """Fill ``dW = A_prev.T @ dZ`` and ``db = sum(dZ)``; ``dA_prev = dZ @ W.T`` if given.
+
+        Gradients are overwritten, not accumulated.
+        """
+        be.matmul(A_prev, dZ, out=self.dW, trans_a=True)
+        be.colsum(dZ, out=self.db)
+        if dA_prev is not None:
+            be.matmul(dZ, self.W, out=dA_prev, trans_b=True)
+
+    def activation_backward(self, be, A, dA):
+        """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A``."""
+        be.kernel("act_bwd", A, self.act, dA)
+
+
+def check_layers(layers):
+    """``layers`` as a list after checking each is a new Dense layer fitting the previous."""
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(f"layers: expected a non-empty list of Dense layers, got {layers!r}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Dense):
+            raise TypeError(f"layers[{i}]: expected a Dense layer, got {type(layer).__name__}")
+        if layer.W is not None or any(layer is other for other in layers[:i]):
+            raise ValueError(f"layers[{i}]: expected a new Dense layer, got one that already "
+                             "belongs to a model or appears twice")
+        if i and layer.n_in != layers[i - 1].n_out:
+            raise ValueError(f"layers[{i}].n_in: expected {layers[i - 1].n_out} (n_out of "
+                             f"layers[{i - 1}]), got {layer.n_in}")
+    return list(layers)
+
+
+def layout(layers, align):
+    """``[(name, start, stop), ...]`` of every W and b in a flat buffer; starts are multiples
+    of ``align`` elements."""
+    ranges, offset = [], 0
+    for i, layer in enumerate(layers):
+        for name, size in ((f"W{i}", layer.n_in * layer.n_out), (f"b{i}", layer.n_out)):
+            ranges.append((name, offset, offset + size))
+            offset = -(-(offset + size) // align) * align
+    return ranges

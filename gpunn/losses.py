@@ -1,0 +1,158 @@
+"""Losses fused with the output activation: one kernel writes per-element terms and dL/dZ.
+
+Every loss is a mean, as PyTorch's default ``reduction="mean"``:
+
+- ``bce`` (``BCEWithLogitsLoss``): sigmoid + binary cross-entropy from the logits ``z``,
+  ``max(z, 0) - z y + log1p(exp(-|z|))``, averaged over all ``n * n_out`` elements;
+  gradient ``(sigmoid(z) - y) / (n * n_out)``. Targets are 0/1.
+- ``cross_entropy`` (``CrossEntropyLoss``): softmax + cross-entropy by log-sum-exp,
+  ``lse(z) - z_y``, averaged over the ``n`` rows; gradient ``(softmax(z) - onehot(y)) / n``.
+  Targets are integer labels in ``[0, n_out)``.
+- ``mse`` (``MSELoss``): ``(z - y)^2`` averaged over all elements; gradient
+  ``2 (z - y) / (n * n_out)``.
+
+A loss writes the SUM of its terms into a device scalar; the mean is that sum times
+:meth:`Loss.scale`, taken on the host when the value is read.
+"""
+
+import numpy as np
+
+from gpunn.validation import as_host_array, check_choice, check_finite
+
+# Output activations a model may fuse into its loss; None is a plain (regression) output.
+OUTPUTS = (None, "sigmoid", "softmax")
+LOSSES = {}
+
+
+class Loss:
+    """Base class; a subclass with a ``name`` registers itself for :func:`get_loss`."""
+
+    name = None
+    output = None  # the output activation the loss applies to the model's last layer
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name is not None:
+            LOSSES[cls.name] = cls
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    def scale(self, n, n_out):
+        """Factor turning the sum of the terms of ``n`` rows into the mean: ``1 / (n n_out)``."""
+        return 1.0 / (n * n_out)
+
+    def buffer_specs(self, n_out, dtype):
+        """Per-row shapes and dtypes of the loss's workspace arrays."""
+        return {"terms": ((n_out,), dtype)}
+
+    def targets(self, y, n, n_out, dtype):
+        """``y`` checked for ``n`` rows and converted to the target array the kernel reads."""
+        y = as_host_array("y", y, ndim=(1, 2))
+        if y.ndim == 1 and n_out == 1:
+            y = y.reshape(-1, 1)
+        if y.shape != (n, n_out):
+            raise ValueError(f"y: expected shape ({n}, {n_out}) for loss {self.name!r} "
+                             f"(one row per row of X, one column per output), got {y.shape}")
+        return check_finite("y", y.astype(dtype, copy=False))
+
+    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+        """Write the loss terms' sum into ``total`` (0-d) and ``dL/dZ * scale`` into ``dZ``."""
+        raise NotImplementedError
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid + binary cross-entropy from logits, mean over all elements; targets 0/1."""
+
+    name = "bce"
+    output = "sigmoid"
+
+    def targets(self, y, n, n_out, dtype):
+        T = super().targets(y, n, n_out, dtype)
+        if not bool(((T == 0) | (T == 1)).all()):
+            bad = T[(T != 0) & (T != 1)]
+            raise ValueError(f"y: expected binary targets 0/1 for loss 'bce', got "
+                             f"{bad.size} other values, e.g. {float(bad.ravel()[0])!r}")
+        return T
+
+    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+        be.kernel("bce_logits", Z, T, scale, buffers["terms"], dZ)
+        be.xp.sum(buffers["terms"], out=total)
+
+
+class CrossEntropy(Loss):
+    """Softmax + cross-entropy over ``n_out`` classes, mean over rows; integer labels."""
+
+    name = "cross_entropy"
+    output = "softmax"
+
+    def scale(self, n, n_out):
+        return 1.0 / n
+
+    def buffer_specs(self, n_out, dtype):
+        return {"terms": ((n_out,), dtype), "rowmax": ((), dtype), "rowsum": ((), dtype)}
+
+    def targets(self, y, n, n_out, dtype):
+        y = as_host_array("y", y, ndim=(1, 2))
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.shape != (n,):
+            raise ValueError(f"y: expected shape ({n},) of class labels for loss "
+                             f"'cross_entropy', got {y.shape}")
+        labels = check_finite("y", y).astype(np.int64)
+        if y.dtype.kind == "f" and not bool((labels == y).all()):
+            raise ValueError("y: expected integer class labels for loss 'cross_entropy', "
+                             f"got non-integer values such as {float(y[labels != y][0])!r}")
+        if labels.min() < 0 or labels.max() >= n_out:
+            raise ValueError(f"y: expected labels in [0, {n_out}) for {n_out} output units, "
+                             f"got values in [{labels.min()}, {labels.max()}]")
+        return labels
+
+    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+        xp, n_cols = be.xp, Z.shape[1]
+        rowmax, rowsum = buffers["rowmax"], buffers["rowsum"]
+        xp.max(Z, axis=1, out=rowmax)
+        be.kernel("softmax_shift_exp", Z, rowmax, n_cols, dZ)
+        xp.sum(dZ, axis=1, out=rowsum)
+        be.kernel("softmax_xent", Z, rowmax, rowsum, T, n_cols, scale, buffers["terms"], dZ)
+        xp.sum(buffers["terms"], out=total)
+
+
+class MeanSquaredError(Loss):
+    """Squared error, mean over all elements; targets shaped like the output."""
+
+    name = "mse"
+    output = None
+
+    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+        be.kernel("mse", Z, T, scale, buffers["terms"], dZ)
+        be.xp.sum(buffers["terms"], out=total)
+
+
+DEFAULT_LOSS = {"sigmoid": "bce", "softmax": "cross_entropy", None: "mse"}
+
+
+def get_loss(loss, model=None):
+    """A loss object by name (``"bce"``, ``"cross_entropy"``, ``"mse"``) or as given.
+
+    Args:
+        loss: name, :class:`Loss` instance, or None for the default of ``model.output``.
+        model: if given, the loss must apply the model's output activation.
+
+    Returns:
+        A :class:`Loss`.
+    """
+    if loss is None:
+        if model is None:
+            raise ValueError("loss: expected a name or a Loss when no model is given, got None")
+        loss = DEFAULT_LOSS[model.output]
+    if isinstance(loss, str):
+        loss = LOSSES[check_choice("loss", loss, LOSSES)]()
+    elif not isinstance(loss, Loss):
+        raise TypeError(f"loss: expected a name in {sorted(LOSSES)} or a Loss, "
+                        f"got {type(loss).__name__}")
+    if model is not None and loss.output != model.output:
+        raise ValueError(f"loss: expected a loss for output={model.output!r} "
+                         f"({DEFAULT_LOSS[model.output]!r}), got {loss.name!r}, which "
+                         f"applies output={loss.output!r}")
+    return loss

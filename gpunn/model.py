@@ -1,0 +1,292 @@
+"""Sequential models of Dense layers over one flat parameter buffer; MLP builds one from sizes."""
+
+import numpy as np
+
+from gpunn.backends import check_dtype, get_backend
+from gpunn.layers import Dense, check_layers, layout
+from gpunn.losses import OUTPUTS, get_loss
+from gpunn.validation import check_choice, check_features, check_int
+from gpunn.workspace import Workspace
+
+# Offsets of W and b in the flat buffers are multiples of this many elements (>= 128 bytes), so
+# every view starts aligned for vectorized BLAS / cuBLAS kernels. Gaps stay zero.
+ALIGN = 32
+# Rows per chunk when predicting before any workspace exists.
+DEFAULT_CHUNK = 1024
+
+
+class Sequential:
+    """A stack of :class:`~gpunn.Dense` layers whose parameters share one flat buffer.
+
+    ``flat_params`` holds every ``W`` and ``b`` (each layer's are views into it), ``flat_grads``
+    the gradients in the same layout, so one kernel launch updates the whole model. The output
+    activation is fused into the loss: with ``output="sigmoid"`` (binary cross-entropy) or
+    ``"softmax"`` (cross-entropy) the last layer must be ``"identity"`` and produces logits.
+
+    Args:
+        layers: Dense layers, each taking the previous one's ``n_out`` as ``n_in``.
+        output: ``None`` (regression, MSE), ``"sigmoid"`` or ``"softmax"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        seed: seed of the weight initialization (NumPy on the host: same on every backend).
+    """
+
+    def __init__(self, layers, output=None, dtype="float32", seed=0):
+        self.layers = check_layers(layers)
+        self.output = check_choice("output", output, OUTPUTS)
+        if self.output is not None and self.layers[-1].activation != "identity":
+            raise ValueError(f"layers[-1].activation: expected 'identity' with output="
+                             f"{self.output!r} (the loss applies it), got "
+                             f"{self.layers[-1].activation!r}")
+        self.dtype = check_dtype(dtype)
+        self.seed = check_int("seed", seed, low=0)
+        self.backend = get_backend()
+        self.param_ranges = layout(self.layers, ALIGN)
+        host = np.zeros(self.param_ranges[-1][2])
+        rng = np.random.default_rng(self.seed)
+        for i, layer in enumerate(self.layers):
+            _, start, stop = self.param_ranges[2 * i]
+            host[start:stop] = layer.initial_weights(rng).ravel()
+        self.flat_params = self.backend.asarray(host.astype(self.dtype))
+        self.flat_grads = self.backend.zeros(host.shape, self.dtype)
+        for i, layer in enumerate(self.layers):
+            layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
+                       self.param_ranges[2 * i + 1][1])
+        self._total = self.backend.xp.zeros((), dtype=self.dtype)
+        self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
+        self._ws = None
+        self._loss_ws = {}
+
+    def __repr__(self):
+        layers = ", ".join(map(repr, self.layers))
+        return (f"{type(self).__name__}([{layers}], output={self.output!r}, "
+                f"dtype={self.dtype.name!r}) on {self.backend.name}")
+
+    @property
+    def n_in(self):
+        """Input features."""
+        return self.layers[0].n_in
+
+    @property
+    def n_out(self):
+        """Output units (classes for softmax)."""
+        return self.layers[-1].n_out
+
+    @property
+    def n_params(self):
+        """Number of parameters (the flat buffers also hold alignment gaps)."""
+        return sum(layer.n_params for layer in self.layers)
+
+    def parameters(self):
+        """``[W0, b0, W1, b1, ...]``: writable views into ``flat_params``."""
+        return [p for layer in self.layers for p in (layer.W, layer.b)]
+
+    def gradients(self):
+        """``[dW0, db0, dW1, db1, ...]``: views into ``flat_grads``, same order."""
+        return [g for layer in self.layers for g in (layer.dW, layer.db)]
+
+    def config(self):
+        """The architecture, JSON-serializable: layers, output, dtype, seed."""
+        return {"layers": [layer.config() for layer in self.layers], "output": self.output,
+                "dtype": self.dtype.name, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        """A fresh model of the :meth:`config` architecture on the current backend."""
+        layers = [Dense(**spec) for spec in config["layers"]]
+        return Sequential(layers, output=config["output"], dtype=config["dtype"],
+                          seed=config["seed"])
+
+    def copy(self, dtype=None):
+        """A copy with the same parameters on the current backend, cast to ``dtype`` if given."""
+        dtype = self.dtype if dtype is None else check_dtype(dtype)
+        config = dict(self.config(), dtype=dtype.name)
+        clone = Sequential.from_config(config)
+        host = self.backend.to_numpy(self.flat_params).astype(clone.dtype)
+        clone.flat_params[...] = clone.backend.asarray(host)
+        return clone
+
+    # --- the training step: device arrays in, nothing allocated once the workspace exists ---
+
+    def _forward(self, X):
+        """Run the layers on the device batch ``X``; the workspace views, by name.
+
+        ``A{i}`` is the output of layer ``i`` (the last: logits or regression outputs), ``D{i}``
+        its delta buffer.
+        """
+        m = X.shape[0]
+        if self._ws is None or m > self._ws.capacity:
+            specs = {name: ((layer.n_out,), self.dtype)
+                     for layer, names in zip(self.layers, self._names) for name in names}
+            self._ws = Workspace(self.backend, m, specs)
+        views = self._ws.rows(m)
+        A = X
+        for layer, (a_name, _) in zip(self.layers, self._names):
+            layer.forward(self.backend, A, views[a_name])
+            A = views[a_name]
+        return views
+
+    def _loss(self, X, T, loss):
+        """Forward and the fused loss on device arrays; the workspace views.
+
+        Leaves the sum of the loss terms in ``self._total`` (device 0-d) and dL/dZ of the last
+        layer in its delta buffer.
+        """
+        views, m = self._forward(X), X.shape[0]
+        ws = self._loss_ws.get(loss.name)
+        if ws is None or m > ws.capacity:
+            specs = loss.buffer_specs(self.n_out, self.dtype)
+            ws = self._loss_ws[loss.name] = Workspace(self.backend, m, specs)
+        a_name, d_name = self._names[-1]
+        loss.forward_backward(self.backend, views[a_name], T, loss.scale(m, self.n_out),
+                              views[d_name], ws.rows(m), self._total)
+        return views
+
+    def _loss_and_grad(self, X, T, loss):
+        """Forward, fused loss, backward; ``flat_grads`` filled, the device sum of terms back."""
+        be, views = self.backend, self._loss(X, T, loss)
+        for i in range(len(self.layers) - 1, -1, -1):
+            A_prev = X if i == 0 else views[self._names[i - 1][0]]
+            dA_prev = None if i == 0 else views[self._names[i - 1][1]]
+            self.layers[i].backward(be, A_prev, views[self._names[i][1]], dA_prev)
+            if i > 0:
+                self.layers[i - 1].activation_backward(be, A_prev, dA_prev)
+        return self._total
+
+    # --- the public, validating API ---------------------------------------------------------
+
+    def prepare(self, X, y=None, loss=None):
+        """Validate ``X`` (and ``y`` for ``loss``) and move them to the device, once.
+
+        Args:
+            X: ``(n, n_in)`` array-like of finite numbers.
+            y: targets for ``loss`` (see :mod:`gpunn.losses`), or None.
+            loss: loss name or object; ``None`` is the model's default.
+
+        Returns:
+            ``(X, T, loss)``: device arrays (``T`` is None without ``y``) and the loss object.
+        """
+        loss = get_loss(loss, self)
+        X = check_features("X", X, self.n_in, self.dtype)
+        Xd = self.backend.asarray(X)
+        if y is None:
+            return Xd, None, loss
+        T = loss.targets(y, X.shape[0], self.n_out, self.dtype)
+        return Xd, self.backend.asarray(T), loss
+
+    def loss_and_grad(self, X, y, loss=None):
+        """Loss over ``(X, y)`` as a float; fills ``flat_grads`` with its gradient.
+
+        Args:
+            X: ``(n, n_in)`` inputs.
+            y: targets: labels for softmax, 0/1 for sigmoid, values for regression.
+            loss: ``"bce"``, ``"cross_entropy"``, ``"mse"``, a Loss, or None for the default
+                of the output (sigmoid: bce, softmax: cross_entropy, None: mse).
+
+        Returns:
+            The mean loss (see :mod:`gpunn.losses` for what is averaged).
+        """
+        Xd, T, loss = self.prepare(X, y, loss)
+        total = self._loss_and_grad(Xd, T, loss)
+        return float(total) * loss.scale(Xd.shape[0], self.n_out)
+
+    def evaluate(self, X, y, loss=None, batch_size=None):
+        """Mean loss and accuracy over ``(X, y)``, in chunks of ``batch_size`` rows.
+
+        Returns:
+            ``(loss, accuracy)``; accuracy is the fraction of rows whose labels all match, None
+            for regression.
+        """
+        Xd, T, loss = self.prepare(X, y, loss)
+        return self._evaluate(Xd, T, loss, batch_size)
+
+    def _evaluate(self, Xd, T, loss, batch_size=None):
+        n, total, correct = Xd.shape[0], 0.0, 0
+        for start, stop in self._chunks(n, batch_size):
+            views = self._loss(Xd[start:stop], T[start:stop], loss)
+            total += float(self._total)
+            if self.output is not None:
+                labels = self._convert(views[self._names[-1][0]], False)
+                expected = self.backend.to_numpy(T[start:stop])
+                correct += int(np.all(labels.reshape(stop - start, -1)
+                                      == expected.reshape(stop - start, -1), axis=1).sum())
+        accuracy = correct / n if self.output is not None else None
+        return total * loss.scale(n, self.n_out), accuracy
+
+    def forward(self, X):
+        """Outputs of the last layer for ``X``: logits for sigmoid/softmax models.
+
+        Returns:
+            A new ``(n, n_out)`` array on the model's backend.
+        """
+        Xd = self._inputs(X)
+        return self.backend.xp.array(self._forward(Xd)[self._names[-1][0]])
+
+    def predict_proba(self, X, batch_size=None):
+        """Sigmoid or softmax of the logits: an ``(n, n_out)`` float64 NumPy array."""
+        if self.output is None:
+            raise ValueError("predict_proba: expected a model with output 'sigmoid' or "
+                             "'softmax', got output=None (regression)")
+        return self._predict(X, batch_size, probabilities=True)
+
+    def predict(self, X, batch_size=None):
+        """Labels for classifiers, outputs for regression, as a NumPy array.
+
+        Softmax: the argmax, shape ``(n,)``. Sigmoid: 1 where the probability exceeds 0.5,
+        shape ``(n,)`` with one output unit, else ``(n, n_out)``. Regression: ``(n, n_out)``.
+
+        Args:
+            X: ``(n, n_in)`` inputs.
+            batch_size: rows per forward pass; None: the workspace's rows (or 1024).
+        """
+        return self._predict(X, batch_size, probabilities=False)
+
+    def _inputs(self, X):
+        return self.backend.asarray(check_features("X", X, self.n_in, self.dtype))
+
+    def _chunks(self, n, batch_size):
+        if batch_size is None:
+            batch_size = min(n, self._ws.capacity if self._ws is not None else DEFAULT_CHUNK)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+    def _predict(self, X, batch_size, probabilities):
+        Xd, last = self._inputs(X), self._names[-1][0]
+        return np.concatenate([
+            self._convert(self._forward(Xd[start:stop])[last], probabilities)
+            for start, stop in self._chunks(Xd.shape[0], batch_size)])
+
+    def _convert(self, Z, probabilities):
+        """Host labels, probabilities or outputs from the last layer's device outputs."""
+        Z = self.backend.to_numpy(Z).astype(np.float64)
+        if self.output == "softmax":
+            if not probabilities:
+                return np.argmax(Z, axis=1)
+            E = np.exp(Z - Z.max(axis=1, keepdims=True))
+            return E / E.sum(axis=1, keepdims=True)
+        if self.output == "sigmoid":
+            if probabilities:
+                return np.exp(-np.logaddexp(0.0, -Z))
+            labels = (Z > 0).astype(np.int64)
+            return labels[:, 0] if self.n_out == 1 else labels
+        return Z
+
+
+class MLP(Sequential):
+    """A multi-layer perceptron: Dense layers of ``sizes``, hidden ``activation``, fused output.
+
+    Args:
+        sizes: ``[n_in, hidden..., n_out]`` (at least two entries).
+        activation: activation of the hidden layers; the last layer is identity.
+        output: ``None`` (regression), ``"sigmoid"`` (binary / multi-label) or ``"softmax"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        seed: seed of the weight initialization.
+    """
+
+    def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0):
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
+            raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
+                             f"got {sizes!r}")
+        sizes = [check_int(f"sizes[{i}]", s, low=1) for i, s in enumerate(sizes)]
+        acts = [activation] * (len(sizes) - 2) + ["identity"]
+        layers = [Dense(a, b, act) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
+        super().__init__(layers, output=output, dtype=dtype, seed=seed)
