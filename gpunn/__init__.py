@@ -1,12 +1,15 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
 
 from gpunn.backends import get_backend, use_backend
+from gpunn.gradcheck import gradcheck
+from gpunn.history import History
 from gpunn.info import info
 from gpunn.layers import Dense
 from gpunn.losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError
 from gpunn.model import MLP, Sequential
 from gpunn.optim import SGD, Adam, AdamW, Momentum, RMSprop
 from gpunn.schedules import Constant, Exponential, InverseSqrt, InverseTime, Staircase
+from gpunn.train import TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
@@ -20,6 +23,7 @@ __all__ = [
     "CrossEntropy",
     "Dense",
     "Exponential",
+    "History",
     "InverseSqrt",
     "InverseTime",
     "Loss",
@@ -28,8 +32,11 @@ __all__ = [
     "RMSprop",
     "Sequential",
     "Staircase",
+    "TrainingDiverged",
     "__version__",
+    "fit",
     "get_backend",
+    "gradcheck",
     "info",
     "use_backend",
 ]
