@@ -19,7 +19,7 @@ ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
 
 
 def assert_close(actual, expected, dtype, scale=1.0, err_msg=""):
-    """Assert ``actual`` matches the float64 ``expected`` within ``TOL[dtype]`` (times ``scale``)."""
+    """Assert ``actual`` matches float64 ``expected`` within ``TOL[dtype]`` times ``scale``."""
     tol = TOL[np.dtype(dtype)]
     actual = np.asarray(actual, dtype=np.float64)
     assert actual.shape == np.shape(expected), (
@@ -244,3 +244,47 @@ def run_adam(p, grads, lrs, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
 def run_adamw(p, grads, lrs, weight_decay=0.01, **hyperparameters):
     """AdamW (Loshchilov & Hutter; PyTorch): p -= lr wd p, then Adam on the plain gradient."""
     return run_adam(p, grads, lrs, weight_decay=weight_decay, decoupled=True, **hyperparameters)
+
+
+# --- models: MLP forward, losses, backprop -----------------------------------------------
+
+def mlp_forward(params, activations, X):
+    """Outputs ``[A1, ..., AL]`` of ``Z = A_prev W + b``, ``A = f(Z)``; params ``[(W, b), ...]``."""
+    outputs, A = [], _f64(X)
+    for (W, b), name in zip(params, activations):
+        A = activation(name, A @ _f64(W) + _f64(b))
+        outputs.append(A)
+    return outputs
+
+
+def loss_and_dZ(loss, Z, y):
+    """Mean loss and its gradient w.r.t. the logits/outputs ``Z``, as PyTorch's defaults.
+
+    bce: BCEWithLogitsLoss, mean over all elements. cross_entropy: CrossEntropyLoss, mean over
+    rows. mse: MSELoss, mean over all elements.
+    """
+    Z = _f64(Z)
+    if loss == "cross_entropy":
+        terms, grad = softmax_cross_entropy(Z, np.asarray(y))
+        return terms.mean(), grad / Z.shape[0]
+    Y = _f64(y).reshape(Z.shape)
+    if loss == "bce":
+        return (np.logaddexp(0.0, Z) - Z * Y).mean(), (sigmoid(Z) - Y) / Z.size
+    return ((Z - Y) ** 2).mean(), 2.0 * (Z - Y) / Z.size
+
+
+def mlp_loss_and_grad(params, activations, X, y, loss):
+    """Loss and ``[(dW, db), ...]`` by hand-written backprop, f' from the pre-activations."""
+    X = _f64(X)
+    pre, A = [], X
+    for (W, b), name in zip(params, activations):
+        pre.append(A @ _f64(W) + _f64(b))
+        A = activation(name, pre[-1])
+    value, dA = loss_and_dZ(loss, A, y)
+    inputs = [X] + [activation(n, z) for n, z in zip(activations[:-1], pre[:-1])]
+    grads = []
+    for (W, _), name, z, A_prev in reversed(list(zip(params, activations, pre, inputs))):
+        dZ = dA * activation_derivative(name, z)
+        grads.append((A_prev.T @ dZ, dZ.sum(axis=0)))
+        dA = dZ @ _f64(W).T
+    return value, grads[::-1]
