@@ -3,10 +3,10 @@ where a working GPU exists)."""
 
 import numpy as np
 import pytest
+from host_build import emulated_backend
 
 from gpunn.backends import cuda_status, use_backend
 from gpunn.backends.cpu import CpuBackend
-from host_build import emulated_backend
 
 _BACKENDS = {}
 

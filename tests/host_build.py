@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-
 from gpunn.kernels import DTYPE_SUFFIX, cuda_source, kernel_specs
 
 SHIM = Path(__file__).resolve().parent / "cuda_host_shim.h"
