@@ -18,7 +18,9 @@ MODULES = ("activations", "losses", "optimizers")
 DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 
 _KERNEL_RE = re.compile(
+    r'(?://\s*sizes:([^\n]*)\n)?'
     r'extern\s+"C"\s+__global__\s+void\s+GPUNN_NAME\((\w+)\)\s*\(([^)]*)\)', re.S)
+_SIZE_RE = re.compile(r"(\w+)\[\s*(\w+)\s*(?:/\s*(\w+)\s*)?\]")
 _INCLUDE_RE = re.compile(r'^#include\s+"([\w.]+)"\s*$', re.M)
 
 # C parameter type -> kind: "in"/"out" arrays (of real or int64), "real"/"int"/"int64" scalars.
@@ -30,10 +32,13 @@ _PARAM_KINDS = {
 
 @dataclass(frozen=True)
 class Param:
-    """One kernel parameter: its C name and kind (in, out, in_int64, real, int, int64)."""
+    """One kernel parameter: its C name, kind (in, out, in_int64, real, int, int64) and, for
+    arrays, its element count as ``(numerator, divisor)`` names ("n" unless declared otherwise
+    in a ``// sizes: b[n_cols] rowmax[n / n_cols]`` line above the kernel)."""
 
     name: str
     kind: str
+    size: tuple = ("n", None)
 
     @property
     def is_array(self):
@@ -52,13 +57,13 @@ class KernelSpec:
         return f"gpunn_{self.name}_{DTYPE_SUFFIX[str(dtype)][1]}"
 
 
-def _parse_param(text):
+def _parse_param(text, declared):
     text = " ".join(text.replace("*", "* ").split())
     ctype, name = text.rsplit(" ", 1)
     ctype = ctype.replace(" *", "*")
     if ctype not in _PARAM_KINDS:
         raise ValueError(f"kernel parameter {text!r}: unsupported C type {ctype!r}")
-    return Param(name, _PARAM_KINDS[ctype])
+    return Param(name, _PARAM_KINDS[ctype], declared.get(name, ("n", None)))
 
 
 @lru_cache(maxsize=None)
@@ -67,10 +72,14 @@ def kernel_specs():
     specs = {}
     for module in MODULES:
         source = (KERNEL_DIR / f"{module}.cu").read_text()
-        for name, params in _KERNEL_RE.findall(source):
-            parsed = tuple(_parse_param(p) for p in params.split(","))
+        for sizes, name, params in _KERNEL_RE.findall(source):
+            declared = {a: (b, c or None) for a, b, c in _SIZE_RE.findall(sizes)}
+            parsed = tuple(_parse_param(p, declared) for p in params.split(","))
             if parsed[-1] != Param("n", "int64"):
                 raise ValueError(f"kernel {name}: last parameter must be 'long long n'")
+            unknown = set(declared) - {p.name for p in parsed if p.is_array}
+            if unknown:
+                raise ValueError(f"kernel {name}: sizes declared for unknown arrays {unknown}")
             specs[name] = KernelSpec(module, name, parsed[:-1])
     return specs
 

@@ -1,9 +1,11 @@
 // Fused bias + activation forward and the activation backward of a Dense layer.
-// Arrays are flat, row-major (batch, n_cols); n is the size of the last array.
+// Arrays are flat, row-major (batch, n_cols); n is the size of the last array. Every array has
+// n elements unless a '// sizes:' line right above its kernel says otherwise (the backend checks).
 #include "common.cuh"
 #include "activations.cuh"
 
 // Z[i] = f(Z[i] + b[i % n_cols]), in place.
+// sizes: b[n_cols]
 extern "C" __global__ void GPUNN_NAME(bias_act_fwd)(
     const real* b, long long n_cols, int act, real* Z, long long n) {
     GPUNN_GRID_STRIDE(i, n) {

@@ -15,6 +15,7 @@ extern "C" __global__ void GPUNN_NAME(bce_logits)(
 }
 
 // E[i] = exp(Z[i] - rowmax[row]): the shifted exponentials whose row sums feed softmax_xent.
+// sizes: rowmax[n / n_cols]
 extern "C" __global__ void GPUNN_NAME(softmax_shift_exp)(
     const real* Z, const real* rowmax, long long n_cols, real* E, long long n) {
     GPUNN_GRID_STRIDE(i, n) {
@@ -25,6 +26,7 @@ extern "C" __global__ void GPUNN_NAME(softmax_shift_exp)(
 // Softmax + cross-entropy for integer labels, by log-sum-exp, lse = rowmax + log(rowsum):
 // loss = [j == y] * (lse - z); dZ = (exp(z - lse) - [j == y]) * scale. Both use z - lse as
 // (z - rowmax) - log(rowsum): rounding lse itself would cost ulp(rowmax), e.g. 1e-3 at 1e4.
+// sizes: rowmax[n / n_cols] rowsum[n / n_cols] labels[n / n_cols]
 extern "C" __global__ void GPUNN_NAME(softmax_xent)(
     const real* Z, const real* rowmax, const real* rowsum, const long long* labels,
     long long n_cols, real scale, real* loss, real* dZ, long long n) {

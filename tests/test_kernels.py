@@ -95,6 +95,8 @@ BAD_ARGUMENTS = [
     ("list middle", 1, lambda be, dt: [1.0] * 10, TypeError, ["'Y'", "list"]),
     ("list last", 4, lambda be, dt: [1.0] * 10, TypeError, ["'dZ'", "list"]),
     ("short output", 3, lambda be, dt: be.empty(9, dt), ValueError, ["'loss'", "10", "9"]),
+    ("short input", 1, lambda be, dt: be.zeros(9, dt), ValueError, ["'Y'", "10", "9"]),
+    ("long input", 0, lambda be, dt: be.zeros(11, dt), ValueError, ["'Z'", "10", "11"]),
     ("array as scalar", 2, lambda be, dt: be.asarray(np.ones(1, dt)), TypeError, ["'scale'"]),
     ("None as array", 1, lambda be, dt: None, TypeError, ["'Y'", "NoneType"]),
 ]
@@ -119,6 +121,33 @@ def test_kernel_wrong_argument_count_names_the_signature(backend):
     args = _mse_args(backend, np.float64)
     with pytest.raises(TypeError, match=r"mse\(Z, Y, scale, loss, dZ\): expected 5 .* got 4"):
         backend.kernel("mse", *args[:4])
+
+
+def _softmax_args(backend, dtype, rows=3, cols=4):
+    z = backend.zeros(rows * cols, dtype)
+    return [z, backend.zeros(rows, dtype), backend.zeros(rows, dtype),
+            backend.asarray(np.zeros(rows, np.int64)), cols, 1.0,
+            backend.empty(rows * cols, dtype), backend.empty(rows * cols, dtype)]
+
+
+@pytest.mark.parametrize("position, value, words", [
+    (1, lambda be, dt: be.zeros(2, dt), ["'rowmax'", "3 elements (n/n_cols), got 2"]),
+    (3, lambda be, dt: be.asarray(np.zeros(4, np.int64)), ["'labels'", "got 4"]),
+    (4, lambda be, dt: 5, ["'n_cols'", "positive divisor of n=12, got 5"]),
+    (4, lambda be, dt: 0, ["'n_cols'", "got 0"]),
+])
+def test_kernel_checks_declared_row_sizes(backend, dtype, position, value, words):
+    args = _replace(_softmax_args(backend, dtype), position, value(backend, dtype))
+    with pytest.raises(ValueError) as raised:
+        backend.kernel("softmax_xent", *args)
+    for word in words:
+        assert word in str(raised.value), (word, str(raised.value))
+
+
+def test_bias_must_have_n_cols_elements(backend, dtype):
+    Z = backend.zeros(12, dtype)
+    with pytest.raises(ValueError, match=r"'b': expected 4 elements \(n_cols\), got 3"):
+        backend.kernel("bias_act_fwd", backend.zeros(3, dtype), 4, 1, Z)
 
 
 def test_unknown_kernel_lists_the_choices(backend):

@@ -73,7 +73,28 @@ class Backend:
         real = check_dtype(args[first].dtype,
                            f"kernel {spec.name} argument {spec.params[first].name!r} dtype")
         n = args[-1].size
-        return [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)], real, n
+        converted = [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)]
+        self._check_sizes(spec, converted, n)
+        return converted, real, n
+
+    @staticmethod
+    def _check_sizes(spec, converted, n):
+        """Each array must hold the elements its ``.cu`` declaration says it reads or writes."""
+        values = {p.name: int(a) for p, a in zip(spec.params, converted) if not p.is_array}
+        values["n"] = n
+        for param, value in zip(spec.params, converted):
+            if not param.is_array:
+                continue
+            numerator, divisor = param.size
+            for name in {numerator, divisor} - {"n", None}:
+                if values[name] < 1 or n % values[name]:
+                    raise ValueError(f"kernel {spec.name} argument {name!r}: expected a "
+                                     f"positive divisor of n={n}, got {values[name]}")
+            expected = values[numerator] // (values[divisor] if divisor else 1)
+            if value.size != expected:
+                size = f"{numerator}/{divisor}" if divisor else numerator
+                raise ValueError(f"kernel {spec.name} argument {param.name!r}: expected "
+                                 f"{expected} elements ({size}), got {value.size}")
 
     def _check_array(self, spec, param, value):
         if not isinstance(value, self.xp.ndarray):
@@ -94,9 +115,6 @@ class Backend:
             raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
         if not value.flags.c_contiguous:
             raise ValueError(f"{where}: expected a C-contiguous array, got strides {value.strides}")
-        if param.kind == "out" and value.size != n:
-            raise ValueError(f"{where}: expected {n} elements (the size of the last array), "
-                             f"got {value.size}")
         return value.reshape(-1)
 
     def _launch(self, spec, converted):
