@@ -1,4 +1,4 @@
-"""The Dense layer: ``Z = A_prev @ W + b``, ``A = f(Z)``, bias and activation fused in one kernel."""
+"""The Dense layer: ``Z = A_prev @ W + b``, ``A = f(Z)``; bias and activation fused in a kernel."""
 
 import numpy as np
 

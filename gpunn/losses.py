@@ -132,6 +132,14 @@ class MeanSquaredError(Loss):
 DEFAULT_LOSS = {"sigmoid": "bce", "softmax": "cross_entropy", None: "mse"}
 
 
+def check_output(output):
+    """``output`` (None, ``"sigmoid"`` or ``"softmax"``, case-insensitive) or ValueError."""
+    key = output.strip().lower() if isinstance(output, str) else output
+    if key not in OUTPUTS:
+        raise ValueError(f"output: expected None, 'sigmoid' or 'softmax', got {output!r}")
+    return key
+
+
 def get_loss(loss, model=None):
     """A loss object by name (``"bce"``, ``"cross_entropy"``, ``"mse"``) or as given.
 

@@ -3,8 +3,8 @@
 import numpy as np
 
 from gpunn.backends import check_dtype, get_backend
-from gpunn.layers import Dense, check_layers, layout
-from gpunn.losses import OUTPUTS, get_loss
+from gpunn.layers import ACTIVATIONS, Dense, check_layers, layout
+from gpunn.losses import check_output, get_loss
 from gpunn.validation import check_choice, check_features, check_int
 from gpunn.workspace import Workspace
 
@@ -32,7 +32,7 @@ class Sequential:
 
     def __init__(self, layers, output=None, dtype="float32", seed=0):
         self.layers = check_layers(layers)
-        self.output = check_choice("output", output, OUTPUTS)
+        self.output = check_output(output)
         if self.output is not None and self.layers[-1].activation != "identity":
             raise ValueError(f"layers[-1].activation: expected 'identity' with output="
                              f"{self.output!r} (the loss applies it), got "
@@ -287,6 +287,8 @@ class MLP(Sequential):
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s, low=1) for i, s in enumerate(sizes)]
-        acts = [activation] * (len(sizes) - 2) + ["identity"]
+        acts = [check_choice("activation", activation, ACTIVATIONS)] * (len(sizes) - 2)
+        acts.append("identity")
         layers = [Dense(a, b, act) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
         super().__init__(layers, output=output, dtype=dtype, seed=seed)
+
