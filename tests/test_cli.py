@@ -1,0 +1,101 @@
+"""`gpunn train` and the datasets behind it."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import datasets
+from gpunn.cli import main
+
+
+def run(capsys, *argv):
+    code = main(["train", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("dataset", ["digits", "breast_cancer"])
+def test_defaults_reach_95_percent_test_accuracy(backend, capsys, dataset):
+    code, out, _ = run(capsys, "--dataset", dataset)
+    assert code == 0
+    assert f"backend: {backend.name}" in out
+    assert len(re.findall(r"^epoch +\d+/20  cost [\d.]+  test_acc [\d.]+", out, re.MULTILINE)) == 20
+    train_acc, test_acc = map(float, re.search(
+        r"train accuracy ([\d.]+)  test accuracy ([\d.]+)", out).groups())
+    assert test_acc >= 0.95 and train_acc >= 0.95
+
+
+def test_options_plot_and_save(backend, capsys, tmp_path):
+    code, out, _ = run(capsys, "--dataset", "synthetic", "--hidden", "16,8", "--activation",
+                       "tanh", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "full",
+                       "--epochs", "3", "--schedule", "exponential,rate=0.9", "--dtype",
+                       "float64", "--seed", "2", "--test-size", "0.2", "--plot",
+                       str(tmp_path / "cost.png"), "--save", str(tmp_path / "model.npz"))
+    assert code == 0, out
+    assert "synthetic, 799 train / 201 test rows, 20 features, 3 classes" in out
+    assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as saved:
+        config = json.loads(str(saved["architecture"]))
+        params = saved["flat_params"]
+    assert [layer["n_out"] for layer in config["layers"]] == [16, 8, 3]
+    assert config["output"] == "softmax" and params.dtype == np.float64
+    restored = gpunn.Sequential.from_config(config)
+    restored.flat_params[...] = backend.asarray(params)
+    X_train, X_test, _, y_test = datasets.train_test_split(*datasets.synthetic(seed=2), 0.2, 2)
+    accuracy = np.mean(restored.predict(datasets.standardize(X_train, X_test)[1]) == y_test)
+    assert f"test accuracy {accuracy:.4f}" in out and accuracy > 0.5
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--hidden", "64,x"], "--hidden: expected comma-separated layer sizes"),
+    (["--batch-size", "0"], r"batch_size: expected an integer in \[1, 1347\], got 0"),
+    (["--batch-size", "many"], "--batch-size: expected a positive integer or 'full'"),
+    (["--optimizer", "nadam"], "optimizer: expected one of"),
+    (["--optimizer", "sgd"], r"optimizer 'sgd': expected a value for \['lr'\]"),
+    (["--schedule", "exponential"], r"schedule 'exponential': expected a value for \['rate'\]"),
+    (["--schedule", "exponential,0.9"], "--schedule: expected name,key=value"),
+    (["--activation", "swish"], "activation: expected one of"),
+    (["--epochs", "0"], r"epochs: expected an integer in \[1, inf\], got 0"),
+    (["--lr", "-1"], "lr: expected a finite number"),
+    (["--test-size", "1.5"], r"test_size: expected a finite number in \(0.0, 1.0\)"),
+])
+def test_bad_options_exit_with_a_named_error(backend, capsys, argv, match):
+    code, _, err = run(capsys, "--epochs", "1", *argv)
+    assert code == 1
+    assert re.search(f"^gpunn train: error: .*{match}", err, re.MULTILINE), err
+
+
+def test_synthetic_is_seeded_and_balanced(backend):
+    X, y = datasets.synthetic(n_samples=90, n_features=4, n_classes=3, seed=5)
+    assert X.shape == (90, 4) and np.bincount(y).tolist() == [30, 30, 30]
+    again, _ = datasets.synthetic(n_samples=90, n_features=4, n_classes=3, seed=5)
+    np.testing.assert_array_equal(X, again)
+    assert not np.array_equal(X, datasets.synthetic(90, 4, 3, seed=6)[0])
+
+
+def test_split_is_stratified_and_seeded(backend):
+    X, y = np.arange(40).reshape(20, 2), np.array([0] * 12 + [1] * 8)
+    X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, 0.25, seed=1)
+    assert np.bincount(y_test).tolist() == [3, 2] and np.bincount(y_train).tolist() == [9, 6]
+    assert sorted(np.concatenate([X_train[:, 0], X_test[:, 0]]).tolist()) == X[:, 0].tolist()
+    assert datasets.train_test_split(X, y, 0.25, seed=1)[1].tolist() == X_test.tolist()
+    with pytest.raises(ValueError, match="test_size: expected a split leaving rows"):
+        datasets.train_test_split(X, y, 0.01)
+
+
+def test_standardize_uses_the_training_statistics(backend):
+    train = np.array([[1.0, 5.0], [3.0, 5.0]])
+    scaled_train, scaled_test = datasets.standardize(train, np.array([[5.0, 6.0]]))
+    np.testing.assert_array_equal(scaled_train, [[-1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(scaled_test, [[3.0, 1.0]])
+
+
+def test_missing_scikit_learn_names_the_data_extra(backend, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[data\]'"):
+        datasets.digits()
+    code, _, err = run(capsys, "--dataset", "breast_cancer")
+    assert code == 1 and "scikit-learn" in err
