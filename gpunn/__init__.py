@@ -1,6 +1,7 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
 
 from gpunn.backends import get_backend, use_backend
+from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
 from gpunn.gradcheck import gradcheck
 from gpunn.history import History
 from gpunn.info import info
@@ -19,6 +20,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "BinaryCrossEntropy",
+    "CheckpointError",
     "Constant",
     "CrossEntropy",
     "Dense",
@@ -38,5 +40,8 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "info",
+    "load",
+    "load_checkpoint",
+    "save_checkpoint",
     "use_backend",
 ]

@@ -1,0 +1,256 @@
+"""Checkpoints: round trips, across backends, atomic writes, and one error for every bad file."""
+
+import io
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+from conftest import _make
+
+import gpunn
+from gpunn import checkpoint as ckpt
+from gpunn.backends import use_backend
+
+EXECUTED = []
+
+
+def record_execution():
+    """What a malicious pickle in a crafted file would run; must never be called."""
+    EXECUTED.append(True)
+
+
+class Payload:
+    def __reduce__(self):
+        return record_execution, ()
+
+
+def data(n=12, n_in=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_in)), rng.integers(0, 2, size=n)
+
+
+def model(dtype="float64", sizes=(3, 5, 2)):
+    return gpunn.MLP(list(sizes), activation="tanh", output="softmax", dtype=dtype, seed=1)
+
+
+def trained(path):
+    """A model and Adam after two epochs, saved to ``path`` with everything fit would save."""
+    X, y = data()
+    net, optimizer, schedule = model(), gpunn.Adam(lr=0.05), gpunn.Exponential(0.5)
+    history = gpunn.fit(net, X, y, optimizer=optimizer, schedule=schedule, epochs=2,
+                        batch_size=5)
+    rng = np.random.default_rng(4)
+    gpunn.save_checkpoint(path, net, optimizer, schedule, history, epoch=2, rng=rng,
+                          order=np.arange(12)[::-1], note="run 1")
+    return net, optimizer, history
+
+
+def test_round_trip_keeps_everything(backend, tmp_path):
+    path = tmp_path / "run.npz"
+    net, optimizer, history = trained(path)
+    loaded = gpunn.load_checkpoint(path)
+    assert loaded.model.config() == net.config() and loaded.model.backend is backend
+    np.testing.assert_array_equal(backend.to_numpy(loaded.model.flat_params),
+                                  backend.to_numpy(net.flat_params))
+    saved_state, got_state = optimizer.state_dict(), loaded.optimizer.state_dict()
+    assert got_state["t"] == saved_state["t"] == 6 and got_state["lr"] == saved_state["lr"]
+    for key in ("m", "v"):
+        np.testing.assert_array_equal(got_state["state"][key], saved_state["state"][key])
+    assert loaded.schedule.config() == {"name": "exponential", "rate": 0.5, "per": "epoch"}
+    assert loaded.history == history and loaded.epoch == 2 and loaded.extra == {"note": "run 1"}
+    assert loaded.rng().random() == np.random.default_rng(4).random()
+    np.testing.assert_array_equal(loaded.order, np.arange(12)[::-1])
+    assert os.listdir(tmp_path) == ["run.npz"]
+
+
+def test_a_bare_model_round_trips_and_model_only_loads(backend, tmp_path):
+    net = model(dtype="float32")
+    gpunn.save_checkpoint(tmp_path / "m.npz", net)
+    loaded = gpunn.load_checkpoint(tmp_path / "m.npz")
+    assert loaded.optimizer is loaded.schedule is loaded.history is loaded.rng_state is None
+    assert loaded.epoch == 0 and loaded.model.dtype == np.float32
+    again = gpunn.load(tmp_path / "m.npz")
+    X, _ = data()
+    np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
+
+
+@pytest.mark.parametrize("save_on, load_on", [("cpu", "cuda-emulated"), ("cuda-emulated", "cpu")])
+def test_checkpoints_move_between_backends(tmp_path, save_on, load_on):
+    with use_backend(_make(save_on)):
+        net, optimizer, _ = trained(tmp_path / "run.npz")
+        X, y = data(seed=2)
+        expected = net.predict_proba(X)
+    with use_backend(_make(load_on)) as target:
+        loaded = gpunn.load_checkpoint(tmp_path / "run.npz")
+        assert loaded.model.backend is target
+        np.testing.assert_array_equal(target.to_numpy(loaded.model.flat_params),
+                                      np.asarray(net.flat_params))
+        np.testing.assert_allclose(loaded.model.predict_proba(X), expected, rtol=1e-12)
+        loaded.model.loss_and_grad(X, y)
+        loaded.optimizer.step(loaded.model)  # the state arrays live on the new backend
+        assert loaded.optimizer.t == optimizer.t + 1
+
+
+def test_loading_into_a_model_checks_its_architecture(backend, tmp_path):
+    path = tmp_path / "run.npz"
+    net, _, _ = trained(path)
+    same = model()
+    gpunn.load_checkpoint(path, model=same)
+    np.testing.assert_array_equal(backend.to_numpy(same.flat_params),
+                                  backend.to_numpy(net.flat_params))
+    for other in (model(sizes=(3, 6, 2)), model(dtype="float32")):
+        before = backend.to_numpy(other.flat_params).copy()
+        with pytest.raises(gpunn.CheckpointError, match="model: expected the saved architecture"):
+            gpunn.load_checkpoint(path, model=other)
+        np.testing.assert_array_equal(backend.to_numpy(other.flat_params), before)
+
+
+def test_a_crash_mid_save_keeps_the_previous_file(backend, tmp_path, monkeypatch):
+    path = tmp_path / "run.npz"
+    net, _, _ = trained(path)
+    original = path.read_bytes()
+
+    def crashing_writer(file, arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "_write_npz", crashing_writer)
+    net.flat_params[...] = 0
+    with pytest.raises(OSError, match="disk full"):
+        gpunn.save_checkpoint(path, net)
+    assert path.read_bytes() == original and os.listdir(tmp_path) == ["run.npz"]
+    assert np.any(np.asarray(gpunn.load(path).flat_params) != 0)
+
+
+def entries(path):
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def header(arrays):
+    return json.loads(arrays["header"].tobytes())
+
+
+def with_header(arrays, **changes):
+    new = dict(header(arrays), **changes)
+    return dict(arrays, header=np.frombuffer(json.dumps(new).encode(), dtype=np.uint8))
+
+
+def rewrite(path, arrays):
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+BAD_ENTRIES = [
+    ("wrong version", lambda a: with_header(a, version=2), "expected gpunn-checkpoint version 1"),
+    ("other format", lambda a: with_header(a, format="keras"), "expected format"),
+    ("no header", lambda a: {k: v for k, v in a.items() if k != "header"}, "'header' entry"),
+    ("text header", lambda a: dict(a, header=np.array("{}")), "'header' entry of uint8"),
+    ("bad json", lambda a: dict(a, header=np.frombuffer(b"{", np.uint8)), "not UTF-8 JSON"),
+    ("missing params", lambda a: {k: v for k, v in a.items() if k != "params"},
+     r"expected entries \[.*'params'"),
+    ("missing state", lambda a: {k: v for k, v in a.items() if k != "optimizer.m"},
+     r"expected entries \[.*'optimizer.m'"),
+    ("unexpected entry", lambda a: dict(a, surprise=np.zeros(1)), "got .*'surprise'"),
+    ("short params", lambda a: dict(a, params=a["params"][:-1]), "entry 'params': expected"),
+    ("2-D params", lambda a: dict(a, params=a["params"][:, None]), "entry 'params': expected"),
+    ("float32 params", lambda a: dict(a, params=a["params"].astype(np.float32)),
+     "entry 'params': expected float64"),
+    ("int state", lambda a: dict(a, **{"optimizer.v": a["optimizer.v"].astype(np.int64)}),
+     "entry 'optimizer.v': expected float64"),
+    ("bad layer", lambda a: with_header(a, model=dict(header(a)["model"], layers=[{"n_in": 0}])),
+     "invalid checkpoint content"),
+    ("bad layout", lambda a: with_header(a, layout=[["W0", 0, 15]]), "layout: expected|entry"),
+    ("bad optimizer", lambda a: with_header(a, optimizer=dict(header(a)["optimizer"],
+                                                              name="lion")), "lion"),
+    ("bad rng", lambda a: with_header(a, rng_state={"bit_generator": "os.system"}),
+     "rng_state: expected a bit generator"),
+    ("bad history", lambda a: with_header(a, history={"epochs": 1}), "invalid checkpoint"),
+    ("object array", lambda a: dict(a, params=np.array([Payload()], dtype=object)),
+     "not a readable gpunn checkpoint"),
+]
+
+
+@pytest.mark.parametrize("change, match", [row[1:] for row in BAD_ENTRIES],
+                         ids=[row[0] for row in BAD_ENTRIES])
+def test_bad_entries_raise_checkpoint_error(backend, tmp_path, change, match):
+    path = tmp_path / "run.npz"
+    trained(path)
+    rewrite(path, change(entries(path)))
+    with pytest.raises(gpunn.CheckpointError, match=match) as caught:
+        gpunn.load_checkpoint(path)
+    assert str(path) in str(caught.value) and isinstance(caught.value, ValueError)
+    assert EXECUTED == []
+
+
+def pickle_bytes(_):
+    return pickle.dumps(Payload())
+
+
+def npy_bytes(_):
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content, match", [
+    (lambda b: b[:len(b) // 2], "not a readable"),
+    (lambda b: b[:100], "not a readable"),
+    (lambda b: b"", "not a readable"),
+    (lambda b: b"hello, not a zip", "not a readable"),
+    (pickle_bytes, "not a readable"),
+    (npy_bytes, "expected a .npz archive"),
+], ids=["half", "100 bytes", "empty", "text", "pickle", "npy"])
+def test_unreadable_files_raise_checkpoint_error(backend, tmp_path, content, match):
+    path = tmp_path / "run.npz"
+    trained(path)
+    path.write_bytes(content(path.read_bytes()))
+    with pytest.raises(gpunn.CheckpointError, match=match):
+        gpunn.load_checkpoint(path)
+    assert EXECUTED == []
+
+
+def test_flipped_bytes_raise_or_change_nothing(backend, tmp_path):
+    """A flip the zip CRCs and checks cannot see (e.g. a timestamp) must leave the content
+    as saved; every other flip raises CheckpointError. Never silently different numbers."""
+    path = tmp_path / "run.npz"
+    trained(path)
+    original, expected = path.read_bytes(), entries(path)
+    rng, raised = np.random.default_rng(0), 0
+    for position in rng.choice(len(original), size=40, replace=False):
+        corrupted = bytearray(original)
+        corrupted[position] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(corrupted))
+        try:
+            gpunn.load_checkpoint(path)
+        except gpunn.CheckpointError:
+            raised += 1
+            continue
+        loaded = entries(path)
+        assert loaded.keys() == expected.keys(), position
+        for name in expected:
+            np.testing.assert_array_equal(loaded[name], expected[name], err_msg=str(position))
+    assert raised >= 30
+
+
+def test_a_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        gpunn.load_checkpoint(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"model": "net"}, TypeError, "model: expected a Sequential or MLP, got str"),
+    ({"optimizer": "adam"}, TypeError, "optimizer: expected an Optimizer, got str"),
+    ({"history": {}}, TypeError, "history: expected a History, got dict"),
+    ({"rng": 3}, TypeError, "rng: expected a numpy.random.Generator, got int"),
+    ({"epoch": -1}, ValueError, r"epoch: expected an integer in \[0, inf\], got -1"),
+    ({"schedule": "cosine"}, ValueError, "schedule: expected one of"),
+    ({"note": object()}, TypeError, "extra: expected JSON-serializable values"),
+])
+def test_bad_save_arguments_name_the_argument(backend, tmp_path, kwargs, error, match):
+    kwargs = {"model": model(), **kwargs}
+    with pytest.raises(error, match=match):
+        gpunn.save_checkpoint(tmp_path / "run.npz", **kwargs)
+    assert os.listdir(tmp_path) == []
