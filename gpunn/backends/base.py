@@ -8,6 +8,26 @@ from gpunn.kernels import kernel_specs
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _SCALAR_TYPES = {"int": np.int32, "int64": np.int64}
+_FLOAT32, _FLOAT64 = DTYPES
+# Scalar types the fast path converts itself; any other (valid or not) takes the full checks.
+_PLAIN_SCALARS = {"real": (float, int, bool, np.float32, np.float64),
+                  "int": (int, bool), "int64": (int, bool)}
+_PLANS = {}
+
+
+def _plan(spec):
+    """Per kernel argument: ``(dtype, size_is_n, scalar_types, to_scalar)``; arrays have
+    ``scalar_types`` None and dtype None for the real dtype (else int64); scalars a converter,
+    None for the real dtype. Also whether any array declares a size other than n."""
+    plan = []
+    for p in spec.params:
+        if p.is_array:
+            dtype = np.dtype(np.int64) if p.kind == "in_int64" else None
+            plan.append((dtype, p.size == ("n", None), None, None))
+        else:
+            plan.append((None, False, _PLAIN_SCALARS[p.kind], _SCALAR_TYPES.get(p.kind)))
+    sized = any(p.is_array and p.size != ("n", None) for p in spec.params)
+    return tuple(plan), sized
 
 
 def check_dtype(dtype, argument="dtype"):
@@ -62,6 +82,9 @@ class Backend:
         self._launch(spec, self._convert_args(spec, args))
 
     def _convert_args(self, spec, args):
+        fast = self._fast_convert_args(spec, args)
+        if fast is not None:
+            return fast
         if len(args) != len(spec.params):
             names = ", ".join(p.name for p in spec.params)
             raise TypeError(f"kernel {spec.name}({names}): expected {len(spec.params)} "
@@ -75,6 +98,36 @@ class Backend:
         n = args[-1].size
         converted = [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)]
         self._check_sizes(spec, converted, n)
+        return converted, real, n
+
+    def _fast_convert_args(self, spec, args):
+        """The common case (plain scalars, contiguous arrays of one float dtype, no declared
+        sizes) converted in a few microseconds; None sends anything else, errors included,
+        through the full checks. The result is the one the full checks would give."""
+        plan = _PLANS.get(spec.name)
+        if plan is None:
+            plan = _PLANS[spec.name] = _plan(spec)
+        kinds, sized = plan
+        ndarray = self.xp.ndarray
+        if len(args) != len(kinds) or type(args[-1]) is not ndarray:
+            return None
+        real = args[-1].dtype
+        if real is not _FLOAT32 and real is not _FLOAT64:
+            return None
+        n, to_real = args[-1].size, real.type
+        converted = []
+        for (dtype, size_is_n, scalar_types, to_scalar), value in zip(kinds, args):
+            if scalar_types is None:
+                if (type(value) is not ndarray or value.dtype is not (real if dtype is None else dtype)
+                        or (size_is_n and value.size != n) or not value.flags.c_contiguous):
+                    return None
+                converted.append(value if value.ndim == 1 else value.reshape(-1))
+            elif type(value) in scalar_types:
+                converted.append((to_scalar or to_real)(value))
+            else:
+                return None
+        if sized:
+            self._check_sizes(spec, converted, n)
         return converted, real, n
 
     @staticmethod
