@@ -18,6 +18,8 @@ class History:
         val_loss: mean loss on ``validation_data`` after the epoch (empty without it).
         val_accuracy: accuracy on ``validation_data`` (empty without it or for regression).
         step_cost: loss of every mini-batch, in order (only with ``record_steps=True``).
+        skipped_steps: steps whose update was dropped for a non-finite loss or gradient
+            (``on_nonfinite="skip"``), over all epochs.
         backend: name of the backend that trained.
         batch_size: rows per mini-batch.
         n_samples: training rows.
@@ -31,6 +33,7 @@ class History:
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
     step_cost: list = field(default_factory=list)
+    skipped_steps: int = 0
     backend: str = ""
     batch_size: int = 0
     n_samples: int = 0

@@ -6,28 +6,32 @@ import time
 
 import numpy as np
 
+from gpunn.checkpoint import CheckpointError, save_checkpoint
 from gpunn.history import History
 from gpunn.optim import get_optimizer
+from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
-from gpunn.validation import check_bool, check_int
+from gpunn.validation import check_bool, check_choice, check_int
 from gpunn.workspace import Workspace
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
-    """The loss became NaN or infinite; the update of that step was not applied.
+    """The loss or the gradient became NaN or infinite; the update of that step was not applied.
 
     Attributes:
         epoch: epoch number (from 1).
         step: step within the epoch (from 1).
-        loss: the non-finite loss.
+        loss: the loss of that step (finite when only the gradient was not).
         last_finite_loss: loss of the previous step, or None if there was none.
     """
 
     def __init__(self, epoch, step, loss, last_finite_loss):
         self.epoch, self.step = epoch, step
         self.loss, self.last_finite_loss = loss, last_finite_loss
+        what = (f"the loss is {loss}" if not math.isfinite(loss) else
+                f"the gradient has NaN/inf entries (loss {loss})")
         super().__init__(
-            f"training diverged at epoch {epoch}, step {step}: the loss is {loss}; last finite "
+            f"training diverged at epoch {epoch}, step {step}: {what}; last finite "
             f"loss {last_finite_loss}. The model keeps the parameters that gave it (that step's "
             "update was not applied); try a smaller learning rate.")
 
@@ -63,8 +67,17 @@ class Trainer:
         self.order = np.arange(n)
         self.last_loss = None  # mean loss of the last finite step, for TrainingDiverged
         self._order = model.backend.asarray(self.order)
+        self._grad_sum = model.backend.zeros((), model.dtype)
         self._batch = Workspace(model.backend, batch_size,
                                 {"X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
+
+    def restore_order(self, order):
+        """Continue from a saved row ``order`` (a permutation of the rows)."""
+        if order is None or sorted(order.tolist()) != list(range(len(self.order))):
+            raise CheckpointError(f"fit.order: expected a permutation of the {len(self.order)} "
+                                  f"rows of X, got {None if order is None else order.shape}")
+        self.order[:] = order
+        self._order = self.model.backend.asarray(self.order)
 
     def shuffle(self, rng):
         """Permute the order of the rows with ``rng`` (host), then copy it to the device once."""
@@ -75,30 +88,35 @@ class Trainer:
         """Gather rows ``order[start:stop]``, compute loss and gradients, update the model.
 
         Returns:
-            The sum of the batch's loss terms (times ``loss.scale`` is the mean), read from the
-            device so a non-finite loss is caught before the update; NaN or inf is returned as
-            is and the update skipped.
+            ``(total, applied)``: the sum of the batch's loss terms (times ``loss.scale`` is the
+            mean) and whether the update was applied. It is not when the loss or the sum of
+            the gradient (a cheap test for NaN/inf entries; one that overflows counts as
+            non-finite) is NaN or inf: both are read from the device before the update.
         """
         xp, batch = self.model.backend.xp, self._batch.rows(stop - start)
         idx = self._order[start:stop]
         _take_rows(xp, self.X, idx, batch["X"])
         _take_rows(xp, self.T, idx, batch["T"])
         total = float(self.model._loss_and_grad(batch["X"], batch["T"], self.loss))
-        if math.isfinite(total):
+        xp.sum(self.model.flat_grads, out=self._grad_sum)
+        applied = math.isfinite(total) and math.isfinite(float(self._grad_sum))
+        if applied:
             self.optimizer.step(self.model)
-        return total
+        return total, applied
 
 
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
-        callbacks=(), record_steps=False):
+        callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
+        checkpoint_path=None, resume_from=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
     backend sees the same batches) unless ``shuffle=False``. The data moves to the device once;
     each step gathers its rows into preallocated buffers and, after the first step, allocates
-    nothing. The loss of every step is read back (one scalar) so that a non-finite loss stops
-    training before its update: :class:`TrainingDiverged` names the epoch and step.
+    nothing. The loss and the gradient's sum of every step are read back (two scalars) so that
+    a non-finite step is caught before its update: :class:`TrainingDiverged` names the epoch
+    and step, and the model keeps its last finite parameters.
 
     Args:
         model: a :class:`~gpunn.Sequential` / :class:`~gpunn.MLP`; trained in place.
@@ -108,7 +126,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         optimizer: a name (``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``)
             or an optimizer object.
         lr: learning rate for a named optimizer; None takes its default.
-        epochs: passes over the data (>= 1).
+        epochs: passes over the data in all (>= 1), counting those before ``resume_from``.
         batch_size: None for full-batch gradient descent, 1 for SGD, else rows per batch; the
             last, smaller batch is kept.
         shuffle: reshuffle the rows every epoch.
@@ -121,9 +139,17 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         callbacks: callables ``cb(epoch, history, model)`` run after every epoch (``epoch``
             from 1); one returning ``True`` stops training after that epoch.
         record_steps: also record the loss of every step in ``history.step_cost``.
+        on_nonfinite: ``"raise"`` (:class:`TrainingDiverged`) or ``"skip"``: drop the step's
+            update, count it in ``history.skipped_steps`` and go on.
+        checkpoint_every: save a checkpoint every this many epochs (and after the last).
+        checkpoint_path: where checkpoints go (overwritten atomically); alone, it saves after
+            the last epoch.
+        resume_from: a checkpoint written by ``fit``: parameters, optimizer state and
+            hyperparameters, schedule, shuffling state and history are restored and training
+            continues after its epoch. The optimizer's kind and the schedule must match it.
 
     Returns:
-        A :class:`History`.
+        A :class:`History` (continuing the checkpoint's when resuming).
     """
     Xd, T, loss = model.prepare(X, y, loss)
     n = Xd.shape[0]
@@ -133,45 +159,58 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     callbacks = _check_callbacks(callbacks)
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
+    skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
+    every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
     validation = _prepare_validation(model, validation_data, loss)
     trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch_size)
     schedule = get_schedule(schedule)
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
-    with _progress_bar(show, epochs) as bar:
-        for epoch in range(1, epochs + 1):
+    done = 0
+    if resume_from is not None:
+        schedule, history, rng, done = resume(resume_from, trainer, schedule, history)
+    with _progress_bar(show, epochs, done) as bar:
+        for epoch in range(done + 1, epochs + 1):
             if shuffle:
                 trainer.shuffle(rng)
-            seconds = _run_epoch(trainer, schedule, epoch, history, record_steps)
+            seconds = _run_epoch(trainer, schedule, epoch, history, record_steps, skip)
             _log_epoch(trainer, history, epoch, seconds, validation, batch_size)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
-            stops = [cb(epoch, history, model) is True for cb in callbacks]  # call them all
-            if True in stops:
+            stop = True in [cb(epoch, history, model) is True for cb in callbacks]  # call all
+            if path is not None and (epoch % every == 0 or epoch == epochs or stop):
+                save_checkpoint(path, model, trainer.optimizer, schedule, history, epoch=epoch,
+                                rng=rng, order=trainer.order)
+            if stop:
                 break
     return history
 
 
-def _run_epoch(trainer, schedule, epoch, history, record_steps):
-    """One pass over the batches; records the epoch's cost, returns its wall time."""
+def _run_epoch(trainer, schedule, epoch, history, record_steps, skip=False):
+    """One pass over the batches; records the epoch's cost, returns its wall time.
+
+    The cost averages the steps whose update was applied (NaN if none was).
+    """
     model, loss, optimizer = trainer.model, trainer.loss, trainer.optimizer
     if schedule is not None and schedule.per == "epoch":
         optimizer.lr = schedule(optimizer.base_lr, epoch - 1)
     steps_before = (epoch - 1) * len(trainer.bounds)
-    total = 0.0
+    total, rows = 0.0, 0
     started = time.perf_counter()
     for k, (start, stop) in enumerate(trainer.bounds):
         if schedule is not None and schedule.per == "step":
             optimizer.lr = schedule(optimizer.base_lr, steps_before + k)
-        value = trainer.step(start, stop)
+        value, applied = trainer.step(start, stop)
         mean = value * loss.scale(stop - start, model.n_out)
-        if not math.isfinite(value):
+        if not applied and not skip:
             raise TrainingDiverged(epoch, k + 1, mean, trainer.last_loss)
-        total, trainer.last_loss = total + value, mean
+        if applied:
+            total, rows, trainer.last_loss = total + value, rows + stop - start, mean
+        history.skipped_steps += not applied
         if record_steps:
             history.step_cost.append(mean)
     model.backend.synchronize()
     seconds = time.perf_counter() - started
-    history.cost.append(total * loss.scale(trainer.X.shape[0], model.n_out))
+    history.cost.append(total * loss.scale(rows, model.n_out) if rows else math.nan)
     return seconds
 
 
@@ -218,8 +257,8 @@ def _check_callbacks(callbacks):
     return callbacks
 
 
-def _progress_bar(show, epochs):
+def _progress_bar(show, epochs, done=0):
     from tqdm import tqdm
 
-    return tqdm(total=epochs, unit="epoch", disable=not show, file=sys.stderr,
+    return tqdm(total=epochs, initial=done, unit="epoch", disable=not show, file=sys.stderr,
                 dynamic_ncols=True)

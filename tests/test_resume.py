@@ -1,0 +1,152 @@
+"""fit with checkpoints: exact resume, when checkpoints are written, non-finite steps."""
+
+import math
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import train
+
+
+def blobs(n=22, n_in=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    return rng.normal(size=(n, n_in)) + y[:, None], y
+
+
+def classifier(seed=0):
+    return gpunn.MLP([4, 6, 3], activation="tanh", output="softmax", dtype="float32", seed=seed)
+
+
+def schedule():
+    return gpunn.InverseTime(0.05, per="step")
+
+
+def run(model, epochs, **kwargs):
+    X, y = blobs()
+    return gpunn.fit(model, X, y, optimizer="adam", lr=0.05, epochs=epochs, batch_size=5,
+                     schedule=schedule(), seed=3, record_steps=True, **kwargs)
+
+
+def params(model):
+    return np.array(model.backend.to_numpy(model.flat_params))
+
+
+def test_five_plus_five_epochs_equal_ten_bit_for_bit(backend, tmp_path):
+    straight = classifier()
+    expected = run(straight, 10)
+    path = tmp_path / "run.npz"
+    run(classifier(), 5, checkpoint_path=path)
+    resumed = classifier(seed=9)  # other initial weights: the checkpoint must replace them
+    history = run(resumed, 10, resume_from=path)
+    np.testing.assert_array_equal(params(resumed), params(straight))
+    assert history.epoch == list(range(1, 11)) and history.cost == expected.cost
+    assert history.step_cost == expected.step_cost and history.lr == expected.lr
+    saved = gpunn.load_checkpoint(path)
+    assert saved.epoch == 5 and saved.optimizer.t == 25
+
+
+def test_checkpoints_every_k_epochs_and_after_the_last(backend, tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(train, "save_checkpoint",
+                        lambda path, *args, epoch, **kwargs: saved.append(epoch))
+    run(classifier(), 5, checkpoint_every=2, checkpoint_path=tmp_path / "a.npz")
+    assert saved == [2, 4, 5]
+    saved.clear()
+    run(classifier(), 5, checkpoint_every=2, checkpoint_path=tmp_path / "a.npz",
+        callbacks=[lambda epoch, history, model: epoch == 3])
+    assert saved == [2, 3]
+    saved.clear()
+    run(classifier(), 3, checkpoint_path=tmp_path / "a.npz")
+    assert saved == [3]
+
+
+def test_resuming_a_finished_run_trains_nothing(backend, tmp_path):
+    model = classifier()
+    run(model, 3, checkpoint_path=tmp_path / "a.npz")
+    again = classifier(seed=5)
+    history = run(again, 3, resume_from=tmp_path / "a.npz")
+    assert history.epoch == [1, 2, 3]
+    np.testing.assert_array_equal(params(again), params(model))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "sgd", "lr": 0.1}, r"optimizer: state_dict\['name'\]: expected 'sgd'"),
+    ({"schedule": gpunn.InverseTime(0.1, per="step")}, "schedule: expected"),
+    ({"batch_size": 4}, "batch_size: expected 5 as saved, got 4"),
+    ({"X": blobs(n=20)[0], "y": blobs(n=20)[1]}, "n_samples: expected 22 as saved, got 20"),
+])
+def test_resuming_with_other_settings_names_them(backend, tmp_path, kwargs, match):
+    run(classifier(), 2, checkpoint_path=tmp_path / "a.npz")
+    kwargs = dict(kwargs)
+    X, y = kwargs.pop("X", blobs()[0]), kwargs.pop("y", blobs()[1])
+    settings = {"optimizer": "adam", "lr": 0.05, "batch_size": 5, "schedule": schedule(),
+                **kwargs}
+    with pytest.raises(gpunn.CheckpointError, match=match):
+        gpunn.fit(classifier(), X, y, epochs=4, resume_from=tmp_path / "a.npz", **settings)
+
+
+def test_resuming_from_a_model_only_checkpoint_is_refused(backend, tmp_path):
+    gpunn.save_checkpoint(tmp_path / "m.npz", classifier())
+    with pytest.raises(gpunn.CheckpointError, match="expected a checkpoint written by fit"):
+        run(classifier(), 4, resume_from=tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"checkpoint_every": 2}, ValueError, "checkpoint_every: expected checkpoint_path too"),
+    ({"checkpoint_every": 0, "checkpoint_path": "a.npz"}, ValueError,
+     r"checkpoint_every: expected an integer in \[1, inf\], got 0"),
+    ({"checkpoint_path": 3}, TypeError, "checkpoint_path: expected a file path, got int"),
+    ({"on_nonfinite": "ignore"}, ValueError, r"on_nonfinite: expected one of \['raise', 'skip'\]"),
+])
+def test_bad_checkpoint_arguments_name_the_argument(backend, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run(classifier(), 2, **kwargs)
+
+
+def poison_gradients(monkeypatch, model, calls):
+    """Make the gradient of the ``calls``-th training steps (from 1) NaN, the loss finite;
+    returns the parameters seen before every step."""
+    seen, original = [], model._loss_and_grad
+
+    def poisoned(X, T, loss):
+        seen.append(params(model))
+        total = original(X, T, loss)
+        if len(seen) in calls:
+            model.flat_grads[3] = np.nan
+        return total
+
+    monkeypatch.setattr(model, "_loss_and_grad", poisoned)
+    return seen
+
+
+def test_a_nonfinite_gradient_stops_before_the_update(backend, monkeypatch):
+    model = classifier()
+    seen = poison_gradients(monkeypatch, model, {7})
+    with pytest.raises(gpunn.TrainingDiverged, match="epoch 2, step 2: the gradient has NaN/inf "
+                                                     "entries") as caught:
+        run(model, 3)
+    assert math.isfinite(caught.value.loss) and math.isfinite(caught.value.last_finite_loss)
+    np.testing.assert_array_equal(params(model), seen[6])
+    assert not np.array_equal(seen[6], seen[5])
+
+
+def test_skip_drops_nonfinite_steps_and_counts_them(backend, monkeypatch):
+    model = classifier()
+    seen = poison_gradients(monkeypatch, model, {2, 4})
+    history = run(model, 2, on_nonfinite="skip")
+    assert history.skipped_steps == 2 and len(seen) == 10
+    np.testing.assert_array_equal(seen[2], seen[1])  # step 2's update was dropped
+    assert all(math.isfinite(c) for c in history.cost) and np.all(np.isfinite(params(model)))
+    assert len(history.step_cost) == 10
+
+
+def test_a_huge_learning_rate_diverges_with_finite_parameters(backend):
+    X = np.random.default_rng(0).normal(size=(16, 3))
+    y = 1e4 * X @ np.ones((3, 1))
+    model = gpunn.MLP([3, 8, 1], activation="relu", dtype="float32")
+    with pytest.raises(gpunn.TrainingDiverged) as caught:
+        gpunn.fit(model, X, y, optimizer="sgd", lr=1e6, epochs=20, batch_size=4)
+    assert np.all(np.isfinite(params(model)))
+    assert f"epoch {caught.value.epoch}, step {caught.value.step}" in str(caught.value)
