@@ -105,6 +105,21 @@ class Sequential:
         clone.flat_params[...] = clone.backend.asarray(host)
         return clone
 
+    def save(self, path):
+        """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.
+
+        The file is a model-only checkpoint (:mod:`gpunn.checkpoint`): ``.npz``, no pickle.
+
+        Args:
+            path: target file, conventionally ``*.npz``.
+
+        Returns:
+            ``path``.
+        """
+        from gpunn.checkpoint import save_checkpoint  # it imports this module
+
+        return save_checkpoint(path, self)
+
     # --- the training step: device arrays in, nothing allocated once the workspace exists ---
 
     def _forward(self, X):

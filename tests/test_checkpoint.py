@@ -76,6 +76,16 @@ def test_a_bare_model_round_trips_and_model_only_loads(backend, tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
 
 
+def test_model_save_and_gpunn_load(backend, tmp_path):
+    net = model()
+    assert net.save(tmp_path / "m.npz") == tmp_path / "m.npz"
+    loaded = gpunn.load(tmp_path / "m.npz")
+    assert loaded.config() == net.config() and loaded is not net
+    np.testing.assert_array_equal(backend.to_numpy(loaded.flat_params),
+                                  backend.to_numpy(net.flat_params))
+    assert gpunn.load_checkpoint(tmp_path / "m.npz").optimizer is None
+
+
 @pytest.mark.parametrize("save_on, load_on", [("cpu", "cuda-emulated"), ("cuda-emulated", "cpu")])
 def test_checkpoints_move_between_backends(tmp_path, save_on, load_on):
     with use_backend(_make(save_on)):
