@@ -50,7 +50,10 @@ def as_host_array(name, value, ndim=None):
 
     Device arrays (CuPy) pass through unchanged apart from the checks.
     """
-    array = value if hasattr(value, "__cuda_array_interface__") else np.asarray(value)
+    try:
+        array = value if hasattr(value, "__cuda_array_interface__") else np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{name}: expected a rectangular array of numbers, got {exc}") from None
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected numeric data, got dtype {array.dtype}")
     if ndim is not None and array.ndim not in np.atleast_1d(ndim):
