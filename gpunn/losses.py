@@ -60,6 +60,14 @@ class Loss:
         """Write the loss terms' sum into ``total`` (0-d) and ``dL/dZ * scale`` into ``dZ``."""
         raise NotImplementedError
 
+    def predictions(self, Z):
+        """What ``predict`` returns for the host float64 outputs ``Z``: here ``Z`` itself."""
+        return Z
+
+    def probabilities(self, Z):
+        """Host probabilities of the output activation for the float64 logits ``Z``."""
+        raise ValueError(f"loss {self.name!r} applies no output activation: no probabilities")
+
 
 class BinaryCrossEntropy(Loss):
     """Sigmoid + binary cross-entropy from logits, mean over all elements; targets 0/1."""
@@ -78,6 +86,14 @@ class BinaryCrossEntropy(Loss):
     def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
         be.kernel("bce_logits", Z, T, scale, buffers["terms"], dZ)
         be.xp.sum(buffers["terms"], out=total)
+
+    def predictions(self, Z):
+        """1 where the probability exceeds 0.5 (z > 0); a vector for one output unit."""
+        labels = (Z > 0).astype(np.int64)
+        return labels[:, 0] if Z.shape[1] == 1 else labels
+
+    def probabilities(self, Z):
+        return np.exp(-np.logaddexp(0.0, -Z))
 
 
 class CrossEntropy(Loss):
@@ -116,6 +132,14 @@ class CrossEntropy(Loss):
         xp.sum(dZ, axis=1, out=rowsum)
         be.kernel("softmax_xent", Z, rowmax, rowsum, T, n_cols, scale, buffers["terms"], dZ)
         xp.sum(buffers["terms"], out=total)
+
+    def predictions(self, Z):
+        """The most probable class of every row."""
+        return np.argmax(Z, axis=1)
+
+    def probabilities(self, Z):
+        E = np.exp(Z - Z.max(axis=1, keepdims=True))
+        return E / E.sum(axis=1, keepdims=True)
 
 
 class MeanSquaredError(Loss):

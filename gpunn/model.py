@@ -272,18 +272,8 @@ class Sequential:
 
     def _convert(self, Z, probabilities):
         """Host labels, probabilities or outputs from the last layer's device outputs."""
-        Z = self.backend.to_numpy(Z).astype(np.float64)
-        if self.output == "softmax":
-            if not probabilities:
-                return np.argmax(Z, axis=1)
-            E = np.exp(Z - Z.max(axis=1, keepdims=True))
-            return E / E.sum(axis=1, keepdims=True)
-        if self.output == "sigmoid":
-            if probabilities:
-                return np.exp(-np.logaddexp(0.0, -Z))
-            labels = (Z > 0).astype(np.int64)
-            return labels[:, 0] if self.n_out == 1 else labels
-        return Z
+        Z, head = self.backend.to_numpy(Z).astype(np.float64), get_loss(None, self)
+        return head.probabilities(Z) if probabilities else head.predictions(Z)
 
 
 class MLP(Sequential):
