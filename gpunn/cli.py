@@ -2,9 +2,7 @@
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 
 # Defaults of `gpunn train`: digits and breast_cancer reach >= 0.95 test accuracy in seconds.
@@ -87,17 +85,6 @@ def _print_epoch(epochs):
     return callback
 
 
-def save_npz(model, path):
-    """Write flat parameters and the JSON architecture with ``np.savez``, atomically, no pickle."""
-    import numpy as np
-
-    params = model.backend.to_numpy(model.flat_params)
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as handle:
-        np.savez(handle, flat_params=params, architecture=np.array(json.dumps(model.config())))
-    os.replace(handle.name, path)
-
-
 def _cmd_train(args):
     import numpy as np
 
@@ -132,8 +119,8 @@ def _cmd_train(args):
         history.plot(args.plot)
         print(f"plot: {args.plot}")
     if args.save:
-        save_npz(model, args.save)
-        print(f"saved: {args.save}")
+        model.save(args.save)
+        print(f"saved: {args.save} (read it back with gpunn.load)")
     return 0
 
 
@@ -164,7 +151,7 @@ def _add_train_parser(sub):
     p.add_argument("--test-size", type=float, default=d["test_size"],
                    help="held-out fraction of every class (default %(default)s)")
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
-    p.add_argument("--save", metavar="PATH", help="write parameters and architecture (.npz)")
+    p.add_argument("--save", metavar="PATH", help="write the trained model (.npz checkpoint, gpunn.load reads it)")
     p.set_defaults(func=_cmd_train)
 
 

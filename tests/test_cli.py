@@ -1,6 +1,5 @@
 """`gpunn train` and the datasets behind it."""
 
-import json
 import re
 
 import numpy as np
@@ -37,13 +36,9 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     assert code == 0, out
     assert "synthetic, 799 train / 201 test rows, 20 features, 3 classes" in out
     assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
-    with np.load(tmp_path / "model.npz", allow_pickle=False) as saved:
-        config = json.loads(str(saved["architecture"]))
-        params = saved["flat_params"]
-    assert [layer["n_out"] for layer in config["layers"]] == [16, 8, 3]
-    assert config["output"] == "softmax" and params.dtype == np.float64
-    restored = gpunn.Sequential.from_config(config)
-    restored.flat_params[...] = backend.asarray(params)
+    restored = gpunn.load(tmp_path / "model.npz")
+    assert [layer.n_out for layer in restored.layers] == [16, 8, 3]
+    assert restored.output == "softmax" and restored.dtype == np.float64
     X_train, X_test, _, y_test = datasets.train_test_split(*datasets.synthetic(seed=2), 0.2, 2)
     accuracy = np.mean(restored.predict(datasets.standardize(X_train, X_test)[1]) == y_test)
     assert f"test accuracy {accuracy:.4f}" in out and accuracy > 0.5
