@@ -57,9 +57,11 @@ class Trainer:
         loss: the loss object.
         optimizer: the optimizer object.
         batch_size: rows per mini-batch (the last one may be smaller).
+        gather: gather each batch's rows in ``order`` into buffers; False takes views of
+            consecutive rows instead (no copy, no second copy of the data set in memory).
     """
 
-    def __init__(self, model, X, T, loss, optimizer, batch_size):
+    def __init__(self, model, X, T, loss, optimizer, batch_size, gather=True):
         self.model, self.X, self.T = model, X, T
         self.loss, self.optimizer = loss, optimizer
         n = X.shape[0]
@@ -68,8 +70,8 @@ class Trainer:
         self.last_loss = None  # mean loss of the last finite step, for TrainingDiverged
         self._order = model.backend.asarray(self.order)
         self._grad_sum = model.backend.zeros((), model.dtype)
-        self._batch = Workspace(model.backend, batch_size,
-                                {"X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
+        self._batch = Workspace(model.backend, batch_size, {
+            "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)}) if gather else None
 
     def restore_order(self, order):
         """Continue from a saved row ``order`` (a permutation of the rows)."""
@@ -93,11 +95,15 @@ class Trainer:
             the gradient (a cheap test for NaN/inf entries; one that overflows counts as
             non-finite) is NaN or inf: both are read from the device before the update.
         """
-        xp, batch = self.model.backend.xp, self._batch.rows(stop - start)
-        idx = self._order[start:stop]
-        _take_rows(xp, self.X, idx, batch["X"])
-        _take_rows(xp, self.T, idx, batch["T"])
-        total = float(self.model._loss_and_grad(batch["X"], batch["T"], self.loss))
+        xp = self.model.backend.xp
+        if self._batch is None:
+            X, T = self.X[start:stop], self.T[start:stop]
+        else:
+            batch, idx = self._batch.rows(stop - start), self._order[start:stop]
+            X, T = batch["X"], batch["T"]
+            _take_rows(xp, self.X, idx, X)
+            _take_rows(xp, self.T, idx, T)
+        total = float(self.model._loss_and_grad(X, T, self.loss))
         xp.sum(self.model.flat_grads, out=self._grad_sum)
         applied = math.isfinite(total) and math.isfinite(float(self._grad_sum))
         if applied:
@@ -112,8 +118,9 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
-    backend sees the same batches) unless ``shuffle=False``. The data moves to the device once;
-    each step gathers its rows into preallocated buffers and, after the first step, allocates
+    backend sees the same batches) unless ``shuffle=False`` or one batch holds them all. The
+    data moves to the device once; each step gathers its rows into preallocated buffers (or,
+    not shuffling, takes a view of consecutive rows) and, after the first step, allocates
     nothing. The loss and the gradient's sum of every step are read back (two scalars) so that
     a non-finite step is caught before its update: :class:`TrainingDiverged` names the epoch
     and step, and the model keeps its last finite parameters.
@@ -155,14 +162,15 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     n = Xd.shape[0]
     epochs = check_int("epochs", epochs, low=1)
     batch_size = n if batch_size is None else check_int("batch_size", batch_size, low=1, high=n)
-    shuffle, record_steps = check_bool("shuffle", shuffle), check_bool("record_steps", record_steps)
+    shuffle = check_bool("shuffle", shuffle) and batch_size < n  # one batch: order is moot
+    record_steps = check_bool("record_steps", record_steps)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     callbacks = _check_callbacks(callbacks)
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
     validation = _prepare_validation(model, validation_data, loss)
-    trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch_size)
+    trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch_size, shuffle)
     schedule = get_schedule(schedule)
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
     done = 0

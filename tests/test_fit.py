@@ -49,12 +49,13 @@ def test_batches_per_epoch_keep_the_last_partial_batch(backend, batch_size, step
     assert len(history.step_cost) == 2 * steps
 
 
-def manual_training(X, y, optimizer, epochs, batch_size, seed):
+def manual_training(X, y, optimizer, epochs, batch_size, seed, shuffle):
     """What fit promises, written out: host permutation per epoch, batches, step, update."""
     model, rng, order, costs = classifier(), np.random.default_rng(seed), np.arange(len(y)), []
     optimizer = get_optimizer(optimizer, lr=0.1)
     for _ in range(epochs):
-        rng.shuffle(order)
+        if shuffle:
+            rng.shuffle(order)
         for start in range(0, len(y), batch_size):
             rows = order[start:start + batch_size]
             costs.append(model.loss_and_grad(X[rows], y[rows]))
@@ -62,13 +63,16 @@ def manual_training(X, y, optimizer, epochs, batch_size, seed):
     return model, costs
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_fit_is_the_documented_loop(backend, optimizer):
+@pytest.mark.parametrize("optimizer, batch_size, shuffle", [
+    ("sgd", 5, True), ("adam", 5, True), ("adam", 5, False), ("adam", None, True)])
+def test_fit_is_the_documented_loop(backend, optimizer, batch_size, shuffle):
     X, y = blobs(n=22)
     model = classifier()
-    history = gpunn.fit(model, X, y, optimizer=optimizer, lr=0.1, epochs=3, batch_size=5,
-                        seed=7, record_steps=True)
-    expected, costs = manual_training(X, y, optimizer, 3, 5, seed=7)
+    history = gpunn.fit(model, X, y, optimizer=optimizer, lr=0.1, epochs=3,
+                        batch_size=batch_size, seed=7, shuffle=shuffle, record_steps=True)
+    # One batch of all rows is not shuffled: the order cannot change its gradient.
+    expected, costs = manual_training(X, y, optimizer, 3, batch_size or 22, seed=7,
+                                      shuffle=shuffle and batch_size is not None)
     ref.assert_close(history.step_cost, costs, np.float64)
     ref.assert_close(backend.to_numpy(model.flat_params),
                      backend.to_numpy(expected.flat_params), np.float64)
