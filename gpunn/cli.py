@@ -151,7 +151,8 @@ def _add_train_parser(sub):
     p.add_argument("--test-size", type=float, default=d["test_size"],
                    help="held-out fraction of every class (default %(default)s)")
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
-    p.add_argument("--save", metavar="PATH", help="write the trained model (.npz checkpoint, gpunn.load reads it)")
+    p.add_argument("--save", metavar="PATH",
+                   help="write the trained model (.npz checkpoint, gpunn.load reads it)")
     p.set_defaults(func=_cmd_train)
 
 

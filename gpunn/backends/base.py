@@ -118,7 +118,8 @@ class Backend:
         converted = []
         for (dtype, size_is_n, scalar_types, to_scalar), value in zip(kinds, args):
             if scalar_types is None:
-                if (type(value) is not ndarray or value.dtype is not (real if dtype is None else dtype)
+                want = real if dtype is None else dtype
+                if (type(value) is not ndarray or value.dtype is not want
                         or (size_is_n and value.size != n) or not value.flags.c_contiguous):
                     return None
                 converted.append(value if value.ndim == 1 else value.reshape(-1))
