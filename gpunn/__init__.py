@@ -1,10 +1,10 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
 
 from gpunn.backends import get_backend, use_backend
+from gpunn.backends.info import info
 from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
 from gpunn.gradcheck import gradcheck
 from gpunn.history import History
-from gpunn.info import info
 from gpunn.layers import Dense
 from gpunn.losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError
 from gpunn.model import MLP, Sequential

@@ -11,7 +11,7 @@ TRAIN_DEFAULTS = {"hidden": "128", "activation": "relu", "optimizer": "adam", "b
 
 
 def _cmd_info(args):
-    from gpunn.info import info
+    from gpunn.backends.info import info
 
     report = info()
     if args.json:

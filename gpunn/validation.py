@@ -7,10 +7,10 @@ import numpy as np
 
 
 def check_choice(name, value, choices):
-    """``value`` if it is one of ``choices`` (strings compared case-insensitively)."""
+    """``value`` if it is one of ``choices`` (strings compared case-insensitively; None allowed)."""
     key = value.strip().lower() if isinstance(value, str) else value
     if key not in choices:
-        raise ValueError(f"{name}: expected one of {sorted(choices)}, got {value!r}")
+        raise ValueError(f"{name}: expected one of {sorted(choices, key=str)}, got {value!r}")
     return key
 
 
