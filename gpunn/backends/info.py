@@ -17,8 +17,10 @@ def info():
 
     from gpunn._compat import import_cupy
     from gpunn.backends import cuda_status, get_backend
+    from gpunn.backends.cpu import start_numba_threads
 
     backend = get_backend()
+    start_numba_threads()  # before get_num_threads() starts them with spinning workers
     _, reason = cuda_status()
     cupy, _ = import_cupy()
     blas = [
