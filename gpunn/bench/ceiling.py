@@ -1,0 +1,54 @@
+"""The memory-bandwidth ceiling of this machine: an in-place ``a += s * b`` stream.
+
+12 bytes move per element (read ``a`` and ``b``, write ``a``), the same read-modify-write
+pattern as the optimizer updates, so their GB/s divided by this one is the fraction of the
+attainable bandwidth they reach. Two implementations, the faster counts: a Numba ``prange``
+loop (all threads) and NumPy in L2-sized chunks (one thread, no temporary out of cache).
+Numba is imported here, outside the backends, because this is a probe of the machine, not a
+compute path of gpunn.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from gpunn.bench.harness import interleaved
+
+BYTES_PER_ELEMENT = 12
+CHUNK = 1 << 16
+
+
+@njit(parallel=True, cache=True)
+def _axpy_inplace(s, b, a):
+    for i in prange(a.size):
+        a[i] += s * b[i]
+
+
+def _numpy_stream(s, b, a, tmp):
+    for start in range(0, a.size, CHUNK):
+        stop = min(start + CHUNK, a.size)
+        np.multiply(b[start:stop], s, out=tmp[:stop - start])
+        a[start:stop] += tmp[:stop - start]
+
+
+def measure(total_bytes=400e6, rounds=7, min_sample_s=0.05):
+    """Stream ``total_bytes`` of two float32 arrays in place; GB/s of each implementation.
+
+    Returns:
+        ``{"bytes_footprint", "elements", "contenders": {name: timing + gb_per_s},
+        "ceiling_gb_per_s", "ceiling_by"}``.
+    """
+    n = int(total_bytes // 8)
+    rng = np.random.default_rng(0)
+    a = rng.random(n, dtype=np.float32)
+    b = rng.random(n, dtype=np.float32)
+    tmp = np.empty(CHUNK, np.float32)
+    s = np.float32(1e-7)
+    timings = interleaved({"numba prange": lambda: _axpy_inplace(s, b, a),
+                           "numpy chunked": lambda: _numpy_stream(s, b, a, tmp)},
+                          rounds=rounds, min_sample_s=min_sample_s)
+    contenders = {name: {**t.as_dict(), "gb_per_s": BYTES_PER_ELEMENT * n / t.median / 1e9}
+                  for name, t in timings.items()}
+    best = max(contenders, key=lambda k: contenders[k]["gb_per_s"])
+    return {"bytes_footprint": 8 * n, "elements": n, "bytes_per_element": BYTES_PER_ELEMENT,
+            "contenders": contenders, "ceiling_gb_per_s": contenders[best]["gb_per_s"],
+            "ceiling_by": best}
