@@ -163,6 +163,9 @@ def build_parser():
     p_info.add_argument("--json", action="store_true", help="print the report as JSON")
     p_info.set_defaults(func=_cmd_info)
     _add_train_parser(sub)
+    from gpunn.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
