@@ -43,6 +43,10 @@ def start_numba_threads():
     _started = True
 
 
+# All threads must take at most this fraction of one thread's time to be chosen.
+PARALLEL_GAIN = 0.8
+
+
 class _ThreadChoice:
     """Per kernel and size: run on all of Numba's threads or on the calling thread alone.
 
@@ -50,7 +54,10 @@ class _ThreadChoice:
     kernel's whole work, and where that stops being true depends on the kernel (an Adam step on
     10^5 elements: 44 us alone vs 94 us on 2 threads; a sigmoid on 10^5: the reverse). So the
     first launch of each (kernel, n) warms the memory up (fresh arrays fault their pages in), the
-    next ``2 * TRIALS`` alternate the two and later ones take the faster by median time.
+    next ``TRIALS`` use all threads, the ``TRIALS`` after them one (in blocks: right after a
+    switch the data sits in the other cores' caches), and later launches take all threads only
+    if their median time beats one thread's by ``PARALLEL_GAIN``: a worker's wake-up time
+    varies with how long it has slept, and one thread leaves the other cores to BLAS.
     Results are identical either way: every element is computed by the same code,
     independently of the others.
     """
@@ -76,7 +83,7 @@ class _ThreadChoice:
             self.trials[key] = ([], [])
             twin(*args)
             return
-        single = len(times[1]) < len(times[0])
+        single = len(times[0]) >= self.TRIALS
         start = time.perf_counter()
         if single:
             _single_threaded(twin, args)
@@ -84,7 +91,7 @@ class _ThreadChoice:
             twin(*args)
         times[single].append(time.perf_counter() - start)
         if len(times[1]) >= self.TRIALS:
-            self.choice[key] = _median(times[1]) < _median(times[0])
+            self.choice[key] = _median(times[0]) > PARALLEL_GAIN * _median(times[1])
             del self.trials[key]
 
 
