@@ -49,6 +49,9 @@ def add_arguments(parser):
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--report-from", metavar="JSON",
+                        help="measure nothing: print the tables and write the plots and page "
+                        "of an earlier run's JSON")
     parser.add_argument("--keep-blas-env", action="store_true",
                         help=f"keep {' and '.join(BLAS_OVERRIDES)} if set (they are "
                         "otherwise removed for the run, in a child process)")
@@ -81,6 +84,10 @@ def run(args):
     if unknown or not sections:
         raise ValueError(f"--sections: expected names among {list(SECTIONS)}, "
                          f"got {args.sections!r}")
+    if args.report_from:
+        from gpunn.bench.runner import report_from
+
+        return report_from(args)
     if not args.keep_blas_env and any(k in os.environ for k in BLAS_OVERRIDES):
         return _rerun_without_blas_overrides(args)
     from gpunn.bench.runner import run_all

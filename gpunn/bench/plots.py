@@ -15,6 +15,18 @@ def _figure(panels, width=5.0, height=3.8):
     return figure, axes
 
 
+def _plain_numbers(ax):
+    """Tick labels as plain numbers (0.3, 2, 1e+04), not powers of ten, on log axes."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(FuncFormatter(
+                lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
+
+
 def _label(batch, rows):
     if batch == "full" or batch == rows:
         return f"batch GD (full, {rows})"
@@ -39,6 +51,7 @@ def cost_vs_epoch(sweeps, path):
         ax.set(xlabel="epochs (passes over the training set)", ylabel="training cost",
                yscale="log", title=f"{sweep['data']}, MLP {'-'.join(map(str, sweep['sizes']))}")
         ax.legend(fontsize=8)
+        _plain_numbers(ax)
     figure.savefig(path, dpi=DPI)
 
 
@@ -58,6 +71,7 @@ def cost_vs_seconds(sweeps, path):
         ax.set(xlabel="training time (s)", ylabel="training cost", xscale="log", yscale="log",
                title=f"{sweep['data']}, MLP {'-'.join(map(str, sweep['sizes']))}")
         ax.legend(title="batch size", fontsize=7, ncol=2)
+        _plain_numbers(ax)
     figure.savefig(path, dpi=DPI)
 
 
@@ -102,6 +116,7 @@ def kernel_bandwidth(section, path):
         ax.set(xlabel="parameters N (float32)", ylabel="effective GB/s (bytes that must move)",
                xscale="log", yscale="log", title=kind)
         ax.legend(fontsize=6)
+        _plain_numbers(ax)
     figure.savefig(path, dpi=DPI)
 
 

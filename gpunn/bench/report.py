@@ -28,8 +28,9 @@ def _span(t, scale):
 def machine_lines(results):
     """Short description of where and how the run happened."""
     m = results["machine"]
-    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
-                     f"{b['num_threads']} threads)" for b in m["blas"]) or "none found"
+    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
+                     f"{b['num_threads']} threads, {os.path.basename(b['filepath'] or '?')})"
+                     for b in m["blas"]) or "none found"
     versions = m["versions"]
     git = m["git"]
     return [f"CPU: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs; "

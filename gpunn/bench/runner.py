@@ -123,6 +123,16 @@ def run_all(args, sections):
     return 0
 
 
+def report_from(args):
+    """Print the report of the JSON ``args.report_from``; write its plots and page. Returns 0."""
+    from gpunn.bench import report
+
+    results = json.loads(Path(args.report_from).read_text())
+    print(report.render(results))
+    _write(args, results)
+    return 0
+
+
 def _finite(value):
     """JSON without NaN/inf: non-finite floats become None."""
     if isinstance(value, float) and not math.isfinite(value):
