@@ -23,8 +23,10 @@ def _plain_numbers(ax):
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
             axis.set_major_formatter(plain)
-            axis.set_minor_formatter(FuncFormatter(
-                lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
+            axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    if ax.yaxis.get_scale() == "log":  # a few labelled minor ticks where decades are tall
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else ""))
 
 
 def _label(batch, rows):
@@ -90,6 +92,7 @@ def throughput_vs_batch(results, path):
                 ylabel="training samples / s", xscale="log", yscale="log",
                 title="gpunn.fit throughput")
     axes[0].legend(fontsize=8)
+    _plain_numbers(axes[0])
     if peers:
         for name in peers[0]["contenders"]:
             axes[1].plot([c["batch"] for c in peers],
@@ -98,6 +101,7 @@ def throughput_vs_batch(results, path):
         axes[1].set(xlabel="batch size", ylabel="samples / s", xscale="log", yscale="log",
                     title=f"step of MLP {'-'.join(map(str, peers[0]['sizes']))}")
         axes[1].legend(fontsize=8)
+        _plain_numbers(axes[1])
     figure.savefig(path, dpi=DPI)
 
 
