@@ -72,6 +72,41 @@ def _gpu(profile, backend, torch):
     return section
 
 
+def _torch_alone(results, profile, threads):
+    """Add PyTorch's own-process rows (see :mod:`gpunn.bench.torch_alone`) to the kernel and
+    peer comparisons, with gpunn's ratios against them."""
+    import subprocess
+
+    sections = results["sections"]
+    spec = {"threads": threads}
+    if "kernels" in sections:
+        spec["kernels"] = {"kinds": ["adam", "rmsprop", "sgd_momentum"],
+                           "sizes": profile["kernel_sizes"], "rounds": profile["kernel_rounds"],
+                           "sample_s": profile["kernel_sample_s"]}
+    if "peers" in sections:
+        spec["peers"] = {"sizes": profile["peer_sizes"], "batches": profile["peer_batches"],
+                         "rounds": profile["peer_rounds"], "sample_s": profile["peer_sample_s"]}
+    if len(spec) == 1:
+        return
+    _say("PyTorch in its own process ...")
+    done = subprocess.run([sys.executable, "-m", "gpunn.bench.torch_alone", json.dumps(spec)],
+                          capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout)
+    for section, keys in (("kernels", ("kind", "n")), ("peers", ("batch",))):
+        for row in rows[section]:
+            for comparison in sections[section]["comparisons"]:
+                if all(comparison[k] == row[k] for k in keys):
+                    _add_contender(comparison, row["name"], row["timing"])
+
+
+def _add_contender(comparison, name, timing):
+    gpunn = comparison["contenders"]["gpunn"]
+    extra = {k: v * gpunn["median_s"] / timing["median_s"] for k, v in gpunn.items()
+             if k.endswith("_per_s")}
+    comparison["contenders"][name] = {**timing, **extra}
+    comparison["ratios"][f"gpunn vs {name}"] = timing["median_s"] / gpunn["median_s"]
+
+
 RUNNERS = {"kernels": _kernels, "peers": _peers, "vectorization": _vectorization,
            "training": _training, "gpu": _gpu}
 
@@ -111,6 +146,8 @@ def run_all(args, sections):
             begun = time.perf_counter()
             results["sections"][name] = RUNNERS[name](PROFILES[mode], backend, torch)
             results["sections"][name]["seconds"] = time.perf_counter() - begun
+        if torch is not None and backend.name == "cpu":
+            _torch_alone(results, PROFILES[mode], threads)
     finally:
         restore()
     results["machine"] = harness.machine_info(threads=threads)
