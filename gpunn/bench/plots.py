@@ -84,9 +84,9 @@ def throughput_vs_batch(results, path):
     peers = sections.get("peers", {}).get("comparisons", [])
     figure, axes = _figure(2 if peers else 1)
     for sweep in sweeps:
-        runs = sweep["runs"]
-        batches = [sweep["rows"] if r["batch"] == "full" else r["batch"] for r in runs]
-        axes[0].plot(batches, [r["samples_per_s"] for r in runs], marker="o",
+        points = sorted((sweep["rows"] if r["batch"] == "full" else r["batch"],
+                         r["samples_per_s"]) for r in sweep["runs"])
+        axes[0].plot(*zip(*points), marker="o",
                      label=f"{sweep['data']} {'-'.join(map(str, sweep['sizes']))}")
     axes[0].set(xlabel="batch size (rows per step; full batch at the data set size)",
                 ylabel="training samples / s", xscale="log", yscale="log",
