@@ -69,7 +69,9 @@ class Trainer:
         self.order = np.arange(n)
         self.last_loss = None  # mean loss of the last finite step, for TrainingDiverged
         self._order = model.backend.asarray(self.order)
-        self._grad_sum = model.backend.zeros((), model.dtype)
+        # The step's loss and gradient sum side by side, so one device read checks both.
+        self._sums = model.backend.zeros(2, model.dtype)
+        self._loss_sum, self._grad_sum = (self._sums[i:i + 1].reshape(()) for i in (0, 1))
         self._batch = Workspace(model.backend, batch_size, {
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)}) if gather else None
 
@@ -93,7 +95,8 @@ class Trainer:
             ``(total, applied)``: the sum of the batch's loss terms (times ``loss.scale`` is the
             mean) and whether the update was applied. It is not when the loss or the sum of
             the gradient (a cheap test for NaN/inf entries; one that overflows counts as
-            non-finite) is NaN or inf: both are read from the device before the update.
+            non-finite) is NaN or inf: both are read from the device, in one transfer, before
+            the update.
         """
         xp = self.model.backend.xp
         if self._batch is None:
@@ -103,9 +106,10 @@ class Trainer:
             X, T = batch["X"], batch["T"]
             _take_rows(xp, self.X, idx, X)
             _take_rows(xp, self.T, idx, T)
-        total = float(self.model._loss_and_grad(X, T, self.loss))
+        xp.copyto(self._loss_sum, self.model._loss_and_grad(X, T, self.loss))
         xp.sum(self.model.flat_grads, out=self._grad_sum)
-        applied = math.isfinite(total) and math.isfinite(float(self._grad_sum))
+        total, grad_sum = (float(v) for v in self.model.backend.to_numpy(self._sums))
+        applied = math.isfinite(total) and math.isfinite(grad_sum)
         if applied:
             self.optimizer.step(self.model)
         return total, applied
@@ -121,8 +125,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     backend sees the same batches) unless ``shuffle=False`` or one batch holds them all. The
     data moves to the device once; each step gathers its rows into preallocated buffers (or,
     not shuffling, takes a view of consecutive rows) and, after the first step, allocates
-    nothing. The loss and the gradient's sum of every step are read back (two scalars) so that
-    a non-finite step is caught before its update: :class:`TrainingDiverged` names the epoch
+    nothing. The loss and the gradient's sum of every step are read back (one 2-element read)
+    so that a non-finite step is caught before its update: :class:`TrainingDiverged` names the epoch
     and step, and the model keeps its last finite parameters.
 
     Args:
