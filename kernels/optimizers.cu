@@ -64,3 +64,11 @@ extern "C" __global__ void GPUNN_NAME(adam_step)(
         p[i] = pi - step_size * mi / denom;
     }
 }
+
+// a += s * b: the plain gradient step (s = -lr) and the in-place stream the benchmarks take as
+// this device's bandwidth ceiling for the updates above (12 bytes per element).
+extern "C" __global__ void GPUNN_NAME(axpy)(const real* b, real s, real* a, long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        a[i] += s * b[i];
+    }
+}

@@ -65,3 +65,10 @@ def adam_step(g, step_size, beta1, beta2, eps, weight_decay, decoupled_decay, bc
         v[i] = vi
         denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
         p[i] = pi - step_size * mi / denom
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def axpy(b, s, a):
+    """a += s b: the plain gradient step and the benchmarks' in-place bandwidth probe."""
+    for i in prange(a.size):
+        a[i] += s * b[i]

@@ -174,6 +174,11 @@ def _adam(t, weight_decay, decoupled, eps_in_sqrt):
     return make
 
 
+def _axpy(inp, rows, cols):
+    n = rows * cols
+    return inp.normal(n), -0.05, inp.normal(n)
+
+
 CASES = (
     [KernelCase("bias_act_fwd", act, _bias_act(act)) for act in ACT]
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
@@ -195,6 +200,7 @@ CASES = (
         KernelCase("adam_step", "eps_in_sqrt", _adam(7, 0.0, 0.0, 1)),
         KernelCase("adam_step", "l2", _adam(20, 0.01, 0.0, 0)),
         KernelCase("adam_step", "adamw", _adam(1000, 0.0, 0.01, 0)),
+        KernelCase("axpy", "step", _axpy),
     ]
 )
 

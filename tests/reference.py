@@ -288,3 +288,8 @@ def mlp_loss_and_grad(params, activations, X, y, loss):
         grads.append((A_prev.T @ dZ, dZ.sum(axis=0)))
         dA = dZ @ _f64(W).T
     return value, grads[::-1]
+
+
+def axpy(b, s, a):
+    """a + s b in float64."""
+    return {"a": _f64(a) + float(s) * _f64(b)}

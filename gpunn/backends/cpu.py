@@ -95,6 +95,28 @@ class _ThreadChoice:
             del self.trials[key]
 
 
+def numba_runtime():
+    """Numba's version, thread count and threading layer (None before a parallel launch)."""
+    import numba
+
+    start_numba_threads()
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel function has run yet
+        layer = None
+    return {"version": numba.__version__, "threads": numba.get_num_threads(), "layer": layer}
+
+
+def set_numba_threads(n):
+    """Run Numba kernels of the calling thread on ``n`` threads; returns the previous count."""
+    import numba
+
+    start_numba_threads()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    return previous
+
+
 def _median(values):
     return sorted(values)[len(values) // 2]
 

@@ -2,25 +2,17 @@
 
 12 bytes move per element (read ``a`` and ``b``, write ``a``), the same read-modify-write
 pattern as the optimizer updates, so their GB/s divided by this one is the fraction of the
-attainable bandwidth they reach. Two implementations, the faster counts: a Numba ``prange``
-loop (all threads) and NumPy in L2-sized chunks (one thread, no temporary out of cache).
-Numba is imported here, outside the backends, because this is a probe of the machine, not a
-compute path of gpunn.
+attainable bandwidth they reach. The backend's own ``axpy`` kernel (all threads on the CPU,
+the whole device on a GPU) and, on the CPU, NumPy in L2-sized chunks (one thread, no
+temporary out of cache); the faster counts.
 """
 
 import numpy as np
-from numba import njit, prange
 
 from gpunn.bench.harness import interleaved
 
 BYTES_PER_ELEMENT = 12
 CHUNK = 1 << 16
-
-
-@njit(parallel=True, cache=True)
-def _axpy_inplace(s, b, a):
-    for i in prange(a.size):
-        a[i] += s * b[i]
 
 
 def _numpy_stream(s, b, a, tmp):
@@ -30,7 +22,7 @@ def _numpy_stream(s, b, a, tmp):
         a[start:stop] += tmp[:stop - start]
 
 
-def measure(total_bytes=400e6, rounds=7, min_sample_s=0.05):
+def measure(backend, total_bytes=400e6, rounds=7, min_sample_s=0.05):
     """Stream ``total_bytes`` of two float32 arrays in place; GB/s of each implementation.
 
     Returns:
@@ -41,11 +33,14 @@ def measure(total_bytes=400e6, rounds=7, min_sample_s=0.05):
     rng = np.random.default_rng(0)
     a = rng.random(n, dtype=np.float32)
     b = rng.random(n, dtype=np.float32)
-    tmp = np.empty(CHUNK, np.float32)
-    s = np.float32(1e-7)
-    timings = interleaved({"numba prange": lambda: _axpy_inplace(s, b, a),
-                           "numpy chunked": lambda: _numpy_stream(s, b, a, tmp)},
-                          rounds=rounds, min_sample_s=min_sample_s)
+    a_dev, b_dev = backend.asarray(a), backend.asarray(b)
+    contenders = {f"gpunn axpy ({backend.name})": lambda: backend.kernel("axpy", b_dev, 1e-7,
+                                                                          a_dev)}
+    if backend.xp is np:
+        tmp = np.empty(CHUNK, np.float32)
+        contenders["numpy chunked"] = lambda: _numpy_stream(np.float32(1e-7), b, a, tmp)
+    timings = interleaved(contenders, rounds=rounds, min_sample_s=min_sample_s,
+                          sync=backend.synchronize)
     contenders = {name: {**t.as_dict(), "gb_per_s": BYTES_PER_ELEMENT * n / t.median / 1e9}
                   for name, t in timings.items()}
     best = max(contenders, key=lambda k: contenders[k]["gb_per_s"])

@@ -109,12 +109,11 @@ def _git_commit():
 
 
 def _versions():
-    import numba
-
     import gpunn
+    from gpunn.backends.cpu import numba_runtime
 
     versions = {"python": sys.version.split()[0], "gpunn": gpunn.__version__,
-                "numpy": np.__version__, "numba": numba.__version__}
+                "numpy": np.__version__, "numba": numba_runtime()["version"]}
     for name in ("torch", "sklearn", "cupy", "threadpoolctl", "matplotlib"):
         module = sys.modules.get(name)
         if module is None and name in ("torch", "sklearn", "threadpoolctl"):
@@ -137,8 +136,9 @@ def machine_info(threads=None):
     """CPU model and cores, BLAS (threadpoolctl: kernel architecture, threads), thread counts
     (``threads``: the count the benchmark asked for), library versions, the git commit and
     the BLAS- and OpenMP-related environment variables."""
-    import numba
     from threadpoolctl import threadpool_info
+
+    from gpunn.backends.cpu import numba_runtime
 
     pools = threadpool_info()
     blas = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
@@ -146,15 +146,12 @@ def machine_info(threads=None):
             for p in pools if p.get("user_api") == "blas"]
     openmp = [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
               for p in pools if p.get("user_api") == "openmp"]
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel function has run yet
-        layer = None
+    numba = numba_runtime()
     return {"cpu": _cpu_model(), "machine": platform.machine(), "platform": platform.platform(),
             "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
             "blas": blas, "openmp": openmp,
-            "threads": {"requested": threads, "numba": numba.get_num_threads(),
-                        "numba_layer": layer,
+            "threads": {"requested": threads, "numba": numba["threads"],
+                        "numba_layer": numba["layer"],
                         "blas": [b["num_threads"] for b in blas], "torch": _torch_threads()},
             "versions": _versions(), "git": _git_commit(),
             "env": {k: os.environ.get(k) for k in BLAS_ENV_VARS},
@@ -168,19 +165,19 @@ def _torch_threads():
 
 def set_threads(n):
     """Give Numba, BLAS (and PyTorch, if imported) the same ``n`` threads; returns a restorer."""
-    import numba
     from threadpoolctl import threadpool_limits
 
-    old_numba = numba.get_num_threads()
+    from gpunn.backends.cpu import set_numba_threads
+
     limiter = threadpool_limits(limits=n, user_api="blas")
-    numba.set_num_threads(n)
+    old_numba = set_numba_threads(n)
     torch = sys.modules.get("torch")
     old_torch = torch.get_num_threads() if torch is not None else None
     if torch is not None:
         torch.set_num_threads(n)
 
     def restore():
-        numba.set_num_threads(old_numba)
+        set_numba_threads(old_numba)
         limiter.restore_original_limits()
         if old_torch is not None:
             torch.set_num_threads(old_torch)

@@ -20,7 +20,8 @@ def _say(text):
 def _kernels(profile, backend, torch):
     from gpunn.bench import ceiling, kernels
 
-    return {"ceiling": ceiling.measure(profile["ceiling_bytes"], profile["ceiling_rounds"]),
+    return {"ceiling": ceiling.measure(backend, profile["ceiling_bytes"],
+                                              profile["ceiling_rounds"]),
             "comparisons": kernels.run(profile["kernel_sizes"], backend, torch,
                                        profile["kernel_rounds"], profile["kernel_sample_s"])}
 
