@@ -92,7 +92,7 @@ class _ThreadChoice:
         times[single].append(time.perf_counter() - start)
         if len(times[1]) >= self.TRIALS:
             self.choice[key] = _median(times[0]) > PARALLEL_GAIN * _median(times[1])
-            del self.trials[key]
+            self.trials.pop(key, None)  # another Python thread may have decided it already
 
 
 def numba_runtime():

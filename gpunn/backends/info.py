@@ -11,16 +11,15 @@ def info():
         dict with keys ``backend``, ``device``, ``cuda_unavailable_reason``, ``python``,
         ``numpy``, ``numba``, ``cupy``, ``blas`` (threadpoolctl's view) and ``threads``.
     """
-    import numba
     import numpy
     from threadpoolctl import threadpool_info
 
     from gpunn._compat import import_cupy
     from gpunn.backends import cuda_status, get_backend
-    from gpunn.backends.cpu import start_numba_threads
+    from gpunn.backends.cpu import numba_runtime
 
     backend = get_backend()
-    start_numba_threads()  # before get_num_threads() starts them with spinning workers
+    numba = numba_runtime()  # starts Numba's threads as the backend would: passive workers
     _, reason = cuda_status()
     cupy, _ = import_cupy()
     blas = [
@@ -35,8 +34,8 @@ def info():
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": numpy.__version__,
-        "numba": numba.__version__,
+        "numba": numba["version"],
         "cupy": getattr(cupy, "__version__", None),
         "blas": blas,
-        "threads": {"numba": numba.get_num_threads(), "blas": [b["num_threads"] for b in blas]},
+        "threads": {"numba": numba["threads"], "blas": [b["num_threads"] for b in blas]},
     }
