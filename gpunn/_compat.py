@@ -1,4 +1,5 @@
-"""The only module that imports CuPy: tells "installed" from "has a working GPU", quietly."""
+"""The only module that imports CuPy and nvmath-python: tells "installed" from "has a working
+GPU", quietly."""
 
 import warnings
 from functools import lru_cache
@@ -27,3 +28,15 @@ def cuda_device_count(cupy):
     if count < 1:
         return 0, "no CUDA device (getDeviceCount() == 0)"
     return count, None
+
+
+@lru_cache(maxsize=1)
+def import_nvmath_cublas():
+    """Return ``(nvmath.bindings.cublas, None)`` or ``(None, reason)``; never raises or warns."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from nvmath.bindings import cublas
+    except Exception as exc:
+        return None, f"nvmath-python is not importable ({type(exc).__name__}: {exc})"
+    return cublas, None

@@ -29,7 +29,9 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
     checked = model.copy(dtype="float64")
     Xd, T, loss = checked.prepare(X, y, loss)
     scale = loss.scale(Xd.shape[0], checked.n_out)
-    checked._loss_and_grad(Xd, T, loss)
+    views = checked.new_workspace(Xd.shape[0], loss).rows(Xd.shape[0])
+    checked.loss_pass(Xd, T, loss, views, scale)
+    checked.backward_pass(Xd, views)
     analytic = np.array(checked.backend.to_numpy(checked.flat_grads), dtype=np.float64)
     params = checked.flat_params
     worst = 0.0
@@ -40,8 +42,8 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
             losses = []
             for value in (original + eps, original - eps):
                 params[i] = value
-                checked._loss(Xd, T, loss)
-                losses.append(float(checked._total) * scale)
+                total = checked.loss_pass(Xd, T, loss, views, scale)
+                losses.append(float(checked.backend.to_numpy(total)[0]) * scale)
             params[i] = original
             numeric[i - start] = (losses[0] - losses[1]) / (2.0 * eps)
         worst = max(worst, _relative_error(analytic[start:stop], numeric))

@@ -70,13 +70,14 @@ class Dense:
         be.matmul(A_prev, self.W, out=Z)
         be.kernel("bias_act_fwd", self.b, self.n_out, self.act, Z)
 
-    def backward(self, be, A_prev, dZ, dA_prev=None):
-        """Fill ``dW = A_prev.T @ dZ`` and ``db = sum(dZ)``; ``dA_prev = dZ @ W.T`` if given.
+    def backward(self, be, A_prev, dZ, ones, dA_prev=None):
+        """Fill ``dW = A_prev.T @ dZ`` and ``db = ones @ dZ`` (the column sums, as a GEMV with
+        a ones vector of ``m`` entries: no strided reduction); ``dA_prev = dZ @ W.T`` if given.
 
         Gradients are overwritten, not accumulated.
         """
         be.matmul(A_prev, dZ, out=self.dW, trans_a=True)
-        be.colsum(dZ, out=self.db)
+        be.matmul(ones, dZ, out=self.db)
         if dA_prev is not None:
             be.matmul(dZ, self.W, out=dA_prev, trans_b=True)
 

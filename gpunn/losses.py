@@ -11,8 +11,9 @@ Every loss is a mean, as PyTorch's default ``reduction="mean"``:
 - ``mse`` (``MSELoss``): ``(z - y)^2`` averaged over all elements; gradient
   ``2 (z - y) / (n * n_out)``.
 
-A loss writes the SUM of its terms into a device scalar; the mean is that sum times
-:meth:`Loss.scale`, taken on the host when the value is read.
+A loss kernel writes per-element (per-row for cross-entropy) terms and dL/dZ; their SUM is
+formed on the device (a GEMV with a ones vector, see ``Sequential.loss_pass``) and the mean is
+that sum times :meth:`Loss.scale`, taken on the host when the value is read.
 """
 
 import numpy as np
@@ -43,7 +44,8 @@ class Loss:
         return 1.0 / (n * n_out)
 
     def buffer_specs(self, n_out, dtype):
-        """Per-row shapes and dtypes of the loss's workspace arrays."""
+        """Per-row shapes and dtypes of the loss's workspace arrays; ``terms`` holds what is
+        summed into the loss."""
         return {"terms": ((n_out,), dtype)}
 
     def targets(self, y, n, n_out, dtype):
@@ -56,8 +58,8 @@ class Loss:
                              f"(one row per row of X, one column per output), got {y.shape}")
         return check_finite("y", y.astype(dtype, copy=False))
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
-        """Write the loss terms' sum into ``total`` (0-d) and ``dL/dZ * scale`` into ``dZ``."""
+    def forward_backward(self, be, Z, T, scale, dZ, buffers):
+        """One kernel: the loss terms into ``buffers["terms"]``, ``dL/dZ * scale`` into ``dZ``."""
         raise NotImplementedError
 
     def predictions(self, Z):
@@ -83,9 +85,8 @@ class BinaryCrossEntropy(Loss):
                              f"{bad.size} other values, e.g. {float(bad.ravel()[0])!r}")
         return T
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+    def forward_backward(self, be, Z, T, scale, dZ, buffers):
         be.kernel("bce_logits", Z, T, scale, buffers["terms"], dZ)
-        be.xp.sum(buffers["terms"], out=total)
 
     def predictions(self, Z):
         """1 where the probability exceeds 0.5 (z > 0); a vector for one output unit."""
@@ -97,7 +98,11 @@ class BinaryCrossEntropy(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax + cross-entropy over ``n_out`` classes, mean over rows; integer labels."""
+    """Softmax + cross-entropy over ``n_out`` classes, mean over rows; integer labels.
+
+    The labels are stored in the model's float dtype on the device (exact below 2^24 classes),
+    so a batch gathers them with the same kernel as its inputs.
+    """
 
     name = "cross_entropy"
     output = "softmax"
@@ -106,7 +111,7 @@ class CrossEntropy(Loss):
         return 1.0 / n
 
     def buffer_specs(self, n_out, dtype):
-        return {"terms": ((n_out,), dtype), "rowmax": ((), dtype), "rowsum": ((), dtype)}
+        return {"terms": ((), dtype)}
 
     def targets(self, y, n, n_out, dtype):
         y = as_host_array("y", y, ndim=(1, 2))
@@ -122,16 +127,10 @@ class CrossEntropy(Loss):
         if labels.min() < 0 or labels.max() >= n_out:
             raise ValueError(f"y: expected labels in [0, {n_out}) for {n_out} output units, "
                              f"got values in [{labels.min()}, {labels.max()}]")
-        return labels
+        return labels.astype(dtype)
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
-        xp, n_cols = be.xp, Z.shape[1]
-        rowmax, rowsum = buffers["rowmax"], buffers["rowsum"]
-        xp.max(Z, axis=1, out=rowmax)
-        be.kernel("softmax_shift_exp", Z, rowmax, n_cols, dZ)
-        xp.sum(dZ, axis=1, out=rowsum)
-        be.kernel("softmax_xent", Z, rowmax, rowsum, T, n_cols, scale, buffers["terms"], dZ)
-        xp.sum(buffers["terms"], out=total)
+    def forward_backward(self, be, Z, T, scale, dZ, buffers):
+        be.kernel("softmax_xent", Z, T, Z.shape[1], scale, buffers["terms"], dZ)
 
     def predictions(self, Z):
         """The most probable class of every row."""
@@ -148,9 +147,8 @@ class MeanSquaredError(Loss):
     name = "mse"
     output = None
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers, total):
+    def forward_backward(self, be, Z, T, scale, dZ, buffers):
         be.kernel("mse", Z, T, scale, buffers["terms"], dZ)
-        be.xp.sum(buffers["terms"], out=total)
 
 
 DEFAULT_LOSS = {"sigmoid": "bce", "softmax": "cross_entropy", None: "mse"}

@@ -51,10 +51,8 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
                        self.param_ranges[2 * i + 1][1])
-        self._total = self.backend.xp.zeros((), dtype=self.dtype)
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
-        self._ws = None
-        self._loss_ws = {}
+        self._ws = {}  # the model's own buffers by loss name (None: forward only)
 
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
@@ -120,52 +118,65 @@ class Sequential:
 
         return save_checkpoint(path, self)
 
-    # --- the training step: device arrays in, nothing allocated once the workspace exists ---
+    # --- passes over a device batch: into given buffers, nothing allocated ---------------------
 
-    def _forward(self, X):
-        """Run the layers on the device batch ``X``; the workspace views, by name.
+    def new_workspace(self, rows, loss=None):
+        """Buffers for passes over up to ``rows`` rows: ``A{i}`` (layer outputs), ``D{i}``
+        (deltas) and, with a ``loss``, its buffers, ``ones`` (for sums by GEMV) and ``total``.
 
-        ``A{i}`` is the output of layer ``i`` (the last: logits or regression outputs), ``D{i}``
-        its delta buffer.
+        Returns:
+            A :class:`~gpunn.workspace.Workspace`; ``ws.rows(m)`` gives the views of a batch.
         """
-        m = X.shape[0]
-        if self._ws is None or m > self._ws.capacity:
-            specs = {name: ((layer.n_out,), self.dtype)
-                     for layer, names in zip(self.layers, self._names) for name in names}
-            self._ws = Workspace(self.backend, m, specs)
-        views = self._ws.rows(m)
+        specs = {name: ((layer.n_out,), self.dtype)
+                 for layer, names in zip(self.layers, self._names) for name in names}
+        if loss is not None:
+            specs.update(loss.buffer_specs(self.n_out, self.dtype))
+            specs["ones"] = ((self.n_out,), self.dtype)
+        ws = Workspace(self.backend, rows, specs)
+        if loss is not None:
+            ws.arrays["ones"].fill(1)
+            ws.arrays["total"] = self.backend.zeros(1, self.dtype)
+        return ws
+
+    def forward_pass(self, X, views):
+        """Run the layers on the device batch ``X`` into ``views["A{i}"]``; the last layer's
+        outputs (logits, or regression outputs)."""
         A = X
         for layer, (a_name, _) in zip(self.layers, self._names):
             layer.forward(self.backend, A, views[a_name])
             A = views[a_name]
-        return views
+        return A
 
-    def _loss(self, X, T, loss):
-        """Forward and the fused loss on device arrays; the workspace views.
+    def loss_pass(self, X, T, loss, views, scale):
+        """Forward, then the fused loss: dL/dZ of the last layer into its delta buffer and the
+        SUM of the loss terms into ``views["total"]`` (a 1-element device array; times
+        ``scale`` is the mean when ``scale`` is ``loss.scale`` of the batch)."""
+        Z = self.forward_pass(X, views)
+        terms = views["terms"].reshape(-1)
+        loss.forward_backward(self.backend, Z, T, scale, views[self._names[-1][1]], views)
+        ones = views["ones"].reshape(-1)[:terms.size]
+        self.backend.matmul(ones, terms.reshape(-1, 1), out=views["total"])
+        return views["total"]
 
-        Leaves the sum of the loss terms in ``self._total`` (device 0-d) and dL/dZ of the last
-        layer in its delta buffer.
-        """
-        views, m = self._forward(X), X.shape[0]
-        ws = self._loss_ws.get(loss.name)
-        if ws is None or m > ws.capacity:
-            specs = loss.buffer_specs(self.n_out, self.dtype)
-            ws = self._loss_ws[loss.name] = Workspace(self.backend, m, specs)
-        a_name, d_name = self._names[-1]
-        loss.forward_backward(self.backend, views[a_name], T, loss.scale(m, self.n_out),
-                              views[d_name], ws.rows(m), self._total)
-        return views
-
-    def _loss_and_grad(self, X, T, loss):
-        """Forward, fused loss, backward; ``flat_grads`` filled, the device sum of terms back."""
-        be, views = self.backend, self._loss(X, T, loss)
+    def backward_pass(self, X, views):
+        """Backpropagate the last layer's delta (left by :meth:`loss_pass`): ``flat_grads`` is
+        overwritten with the gradient."""
+        be, m = self.backend, X.shape[0]
+        ones = views["ones"].reshape(-1)[:m]
         for i in range(len(self.layers) - 1, -1, -1):
             A_prev = X if i == 0 else views[self._names[i - 1][0]]
             dA_prev = None if i == 0 else views[self._names[i - 1][1]]
-            self.layers[i].backward(be, A_prev, views[self._names[i][1]], dA_prev)
+            self.layers[i].backward(be, A_prev, views[self._names[i][1]], ones, dA_prev)
             if i > 0:
                 self.layers[i - 1].activation_backward(be, A_prev, dA_prev)
-        return self._total
+
+    def _views(self, m, loss=None):
+        """The model's own buffers (predict, evaluate, loss_and_grad) for ``m`` rows."""
+        key = None if loss is None else loss.name
+        ws = self._ws.get(key)
+        if ws is None or m > ws.capacity:
+            ws = self._ws[key] = self.new_workspace(m, loss)
+        return ws.rows(m)
 
     # --- the public, validating API ---------------------------------------------------------
 
@@ -188,6 +199,16 @@ class Sequential:
         T = loss.targets(y, X.shape[0], self.n_out, self.dtype)
         return Xd, self.backend.asarray(T), loss
 
+    def loss(self, X, y, loss=None):
+        """Mean loss over ``(X, y)`` as a float, in one pass (no gradient).
+
+        Args: as :meth:`loss_and_grad`.
+        """
+        Xd, T, loss = self.prepare(X, y, loss)
+        scale = loss.scale(Xd.shape[0], self.n_out)
+        total = self.loss_pass(Xd, T, loss, self._views(Xd.shape[0], loss), scale)
+        return float(self.backend.to_numpy(total)[0]) * scale
+
     def loss_and_grad(self, X, y, loss=None):
         """Loss over ``(X, y)`` as a float; fills ``flat_grads`` with its gradient.
 
@@ -201,8 +222,11 @@ class Sequential:
             The mean loss (see :mod:`gpunn.losses` for what is averaged).
         """
         Xd, T, loss = self.prepare(X, y, loss)
-        total = self._loss_and_grad(Xd, T, loss)
-        return float(total) * loss.scale(Xd.shape[0], self.n_out)
+        scale = loss.scale(Xd.shape[0], self.n_out)
+        views = self._views(Xd.shape[0], loss)
+        total = self.loss_pass(Xd, T, loss, views, scale)
+        self.backward_pass(Xd, views)
+        return float(self.backend.to_numpy(total)[0]) * scale
 
     def evaluate(self, X, y, loss=None, batch_size=None):
         """Mean loss and accuracy over ``(X, y)``, in chunks of ``batch_size`` rows.
@@ -212,13 +236,15 @@ class Sequential:
             for regression.
         """
         Xd, T, loss = self.prepare(X, y, loss)
-        return self._evaluate(Xd, T, loss, batch_size)
+        return self.evaluate_device(Xd, T, loss, batch_size)
 
-    def _evaluate(self, Xd, T, loss, batch_size=None):
+    def evaluate_device(self, Xd, T, loss, batch_size=None):
+        """:meth:`evaluate` of device arrays prepared by :meth:`prepare`."""
         n, total, correct = Xd.shape[0], 0.0, 0
         for start, stop in self._chunks(n, batch_size):
-            views = self._loss(Xd[start:stop], T[start:stop], loss)
-            total += float(self._total)
+            views = self._views(stop - start, loss)
+            sums = self.loss_pass(Xd[start:stop], T[start:stop], loss, views, 1.0)
+            total += float(self.backend.to_numpy(sums)[0])
             if self.output is not None:
                 labels = self._convert(views[self._names[-1][0]], False)
                 expected = self.backend.to_numpy(T[start:stop])
@@ -234,7 +260,7 @@ class Sequential:
             A new ``(n, n_out)`` array on the model's backend.
         """
         Xd = self._inputs(X)
-        return self.backend.xp.array(self._forward(Xd)[self._names[-1][0]])
+        return self.backend.xp.array(self.forward_pass(Xd, self._views(Xd.shape[0])))
 
     def predict_proba(self, X, batch_size=None):
         """Sigmoid or softmax of the logits: an ``(n, n_out)`` float64 NumPy array."""
@@ -260,14 +286,16 @@ class Sequential:
 
     def _chunks(self, n, batch_size):
         if batch_size is None:
-            batch_size = min(n, self._ws.capacity if self._ws is not None else DEFAULT_CHUNK)
+            capacity = max((ws.capacity for ws in self._ws.values()), default=DEFAULT_CHUNK)
+            batch_size = min(n, capacity)
         batch_size = check_int("batch_size", batch_size, low=1)
         return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
     def _predict(self, X, batch_size, probabilities):
-        Xd, last = self._inputs(X), self._names[-1][0]
+        Xd = self._inputs(X)
         return np.concatenate([
-            self._convert(self._forward(Xd[start:stop])[last], probabilities)
+            self._convert(self.forward_pass(Xd[start:stop], self._views(stop - start)),
+                          probabilities)
             for start, stop in self._chunks(Xd.shape[0], batch_size)])
 
     def _convert(self, Z, probabilities):

@@ -1,8 +1,12 @@
 """Optimizers, sorted in order of increasing complexity: SGD, Momentum, RMSprop, Adam, AdamW.
 
-``step(model)`` is ONE kernel launch over ``model.flat_params``, ``model.flat_grads`` and the
-optimizer's flat state (``kernels/optimizers.cu`` and its Numba twin) on ``model.backend``.
-Learning rate and bias corrections are Python floats computed here; kernels do per-element math.
+``update(model, lrs, ctrl)`` is ONE kernel launch over ``model.flat_params``,
+``model.flat_grads`` and the optimizer's flat state (``kernels/optimizers.cu`` and its Numba
+twin) on ``model.backend``; the learning rate comes from the device table ``lrs`` at the step
+index in the control array ``ctrl`` and the update count from ``ctrl`` too (``gpunn.step``), so a
+recorded training step stays valid; bias corrections are computed from it in the kernel, in
+double. ``step(model)`` is the eager form: it fills a one-entry table and a control array from
+``lr`` and ``t`` and launches the same kernel.
 Adding an optimizer is one kernel pair and one small class: a subclass with a ``name``
 registers itself for :func:`get_optimizer`.
 
@@ -72,6 +76,7 @@ class Optimizer:
         self.t = 0
         self.state = {}
         self._backend = None
+        self._eager = None  # (backend, lr table, control array) of step()
 
     @property
     def lr(self):
@@ -82,8 +87,27 @@ class Optimizer:
         # >= 0, not > 0 as in the constructor: a schedule may decay the rate to zero.
         self._lr = check_number("lr", value, low=0.0)
 
+    def launch_key(self):
+        """The hyperparameters a launch bakes in: a recorded step is valid while it is equal."""
+        return tuple(getattr(self, k) for k in self.hyperparameters)
+
     def step(self, model):
-        """Update ``model.flat_params`` in place from ``model.flat_grads``: one kernel launch."""
+        """Update ``model.flat_params`` in place from ``model.flat_grads``: one kernel launch.
+
+        Uses ``lr`` and ``t + 1`` as the update count, then increments ``t``.
+        """
+        be, p, _ = _unpack(model)
+        if self._eager is None or self._eager[0] is not be or self._eager[1].dtype != p.dtype:
+            self._eager = (be, be.zeros(1, p.dtype), be.xp.zeros(8, dtype=np.int64))
+        _, lrs, ctrl = self._eager
+        be.copy_from_host(lrs, [self.lr])
+        be.copy_from_host(ctrl, [self.t] + [0] * 7)
+        self.update(model, lrs, ctrl)
+        self.t += 1
+
+    def update(self, model, lrs, ctrl):
+        """One fused launch: the update of the step whose index and count ``ctrl`` holds (see
+        :mod:`gpunn.step`), with learning rate ``lrs[ctrl[K]]``. Does not change ``t``."""
         be, p, g = _unpack(model)
         for key in self.state_names:
             array = self.state.get(key)
@@ -95,10 +119,9 @@ class Optimizer:
             else:
                 _check_like(key, array, p)
         self._backend = be
-        self.t += 1
-        self._update(be, g, p, self.state)
+        self._update(be, g, p, self.state, lrs, ctrl)
 
-    def _update(self, be, g, p, state):
+    def _update(self, be, g, p, state, lrs, ctrl):
         raise NotImplementedError
 
     def state_dict(self):
@@ -197,9 +220,9 @@ class SGD(Optimizer):
     def state_names(self):
         return ("buf",) if self.momentum else ()
 
-    def _update(self, be, g, p, state):
-        be.kernel("sgd_step", g, self.lr, self.momentum, self.dampening, self.weight_decay,
-                  self.nesterov, self.t == 1, p, state.get("buf", p))
+    def _update(self, be, g, p, state, lrs, ctrl):
+        be.kernel("sgd_step", g, lrs, lrs.size, self.momentum, self.dampening,
+                  self.weight_decay, self.nesterov, ctrl, p, state.get("buf", p))
 
 
 class Momentum(Optimizer):
@@ -220,9 +243,9 @@ class Momentum(Optimizer):
         self.beta = _rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
-    def _update(self, be, g, p, state):
-        correction = 1.0 / (1.0 - self.beta ** self.t) if self.bias_correction else 1.0
-        be.kernel("momentum_step", g, self.lr, self.beta, correction, p, state["v"])
+    def _update(self, be, g, p, state, lrs, ctrl):
+        be.kernel("momentum_step", g, lrs, lrs.size, self.beta, self.bias_correction, ctrl, p,
+                  state["v"])
 
 
 class RMSprop(Optimizer):
@@ -244,9 +267,9 @@ class RMSprop(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state):
-        be.kernel("rmsprop_step", g, self.lr, self.alpha, self.eps, self.weight_decay,
-                  self.eps_in_sqrt, p, state["v"])
+    def _update(self, be, g, p, state, lrs, ctrl):
+        be.kernel("rmsprop_step", g, lrs, lrs.size, self.alpha, self.eps, self.weight_decay,
+                  self.eps_in_sqrt, ctrl, p, state["v"])
 
 
 class Adam(Optimizer):
@@ -274,12 +297,12 @@ class Adam(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state):
+    def _update(self, be, g, p, state, lrs, ctrl):
         b1, b2 = self.betas
         wd = self.weight_decay
-        l2, decay = (0.0, self.lr * wd) if self.decoupled else (wd, 0.0)
-        be.kernel("adam_step", g, self.lr / (1.0 - b1 ** self.t), b1, b2, self.eps, l2, decay,
-                  1.0 - b2 ** self.t, self.eps_in_sqrt, p, state["m"], state["v"])
+        l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
+        be.kernel("adam_step", g, lrs, lrs.size, b1, b2, self.eps, l2, decoupled,
+                  self.eps_in_sqrt, ctrl, p, state["m"], state["v"])
 
 
 class AdamW(Adam):

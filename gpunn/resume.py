@@ -33,7 +33,7 @@ def resume(path, trainer, schedule, history):
 
     Args:
         path: the checkpoint.
-        trainer: the fit's :class:`~gpunn.train.Trainer` (model, optimizer, row order).
+        trainer: the fit's :class:`~gpunn.step.TrainStep` (model, optimizer, row order).
         schedule: the schedule ``fit`` was given (None, or one with the saved config).
         history: the fresh History of this fit (its batch size and row count must match).
 
@@ -56,6 +56,9 @@ def resume(path, trainer, schedule, history):
         if getattr(saved.history, key) != getattr(history, key):
             raise CheckpointError(f"{path}: {key}: expected {getattr(saved.history, key)} as "
                                   f"saved, got {getattr(history, key)}")
-    trainer.restore_order(saved.order)
+    try:
+        trainer.restore_order(saved.order)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: fit.{exc}") from None
     saved.history.backend = history.backend
     return saved.schedule, saved.history, saved.rng(), saved.epoch

@@ -6,128 +6,63 @@ import time
 
 import numpy as np
 
-from gpunn.checkpoint import CheckpointError, save_checkpoint
+from gpunn.checkpoint import save_checkpoint
 from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
+from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
 from gpunn.validation import check_bool, check_choice, check_int
-from gpunn.workspace import Workspace
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
-    """The loss or the gradient became NaN or infinite; the update of that step was not applied.
+    """Training produced NaN or inf; the message says exactly what state the model is in.
+
+    Either the loss or the gradient of a step was not finite, and that step's update (and any
+    after it) was not applied: the model keeps the parameters of the last good step. Or an
+    update with finite inputs made parameters NaN/inf (``bad_update``), and the model holds
+    those non-finite parameters.
 
     Attributes:
         epoch: epoch number (from 1).
         step: step within the epoch (from 1).
         loss: the loss of that step (finite when only the gradient was not).
-        last_finite_loss: loss of the previous step, or None if there was none.
+        last_finite_loss: loss of the previous applied step, or None if there was none.
+        bad_update: True when the update itself produced non-finite parameters.
     """
 
-    def __init__(self, epoch, step, loss, last_finite_loss):
+    def __init__(self, epoch, step, loss, last_finite_loss, bad_update=False):
         self.epoch, self.step = epoch, step
         self.loss, self.last_finite_loss = loss, last_finite_loss
-        what = (f"the loss is {loss}" if not math.isfinite(loss) else
-                f"the gradient has NaN/inf entries (loss {loss})")
-        super().__init__(
-            f"training diverged at epoch {epoch}, step {step}: {what}; last finite "
-            f"loss {last_finite_loss}. The model keeps the parameters that gave it (that step's "
-            "update was not applied); try a smaller learning rate.")
-
-
-def _take_rows(xp, source, idx, out):
-    """``out[:] = source[idx]`` without a temporary."""
-    if xp is np:
-        # NumPy's default mode="raise" buffers the result through a temporary; the indices are
-        # a permutation, always in range, so "clip" gives the same result with no allocation.
-        np.take(source, idx, axis=0, out=out, mode="clip")
-    else:
-        xp.take(source, idx, axis=0, out=out)
-
-
-class Trainer:
-    """The training set on the device, its batch buffers, and one training step.
-
-    Built by :func:`fit`; after the first step of each shape, :meth:`step` allocates nothing.
-
-    Args:
-        model: a :class:`~gpunn.Sequential`.
-        X, T: device inputs and targets (from ``model.prepare``).
-        loss: the loss object.
-        optimizer: the optimizer object.
-        batch_size: rows per mini-batch (the last one may be smaller).
-        gather: gather each batch's rows in ``order`` into buffers; False takes views of
-            consecutive rows instead (no copy, no second copy of the data set in memory).
-    """
-
-    def __init__(self, model, X, T, loss, optimizer, batch_size, gather=True):
-        self.model, self.X, self.T = model, X, T
-        self.loss, self.optimizer = loss, optimizer
-        n = X.shape[0]
-        self.bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-        self.order = np.arange(n)
-        self.last_loss = None  # mean loss of the last finite step, for TrainingDiverged
-        self._order = model.backend.asarray(self.order)
-        # The step's loss and gradient sum side by side, so one device read checks both.
-        self._sums = model.backend.zeros(2, model.dtype)
-        self._loss_sum, self._grad_sum = (self._sums[i:i + 1].reshape(()) for i in (0, 1))
-        self._batch = Workspace(model.backend, batch_size, {
-            "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)}) if gather else None
-
-    def restore_order(self, order):
-        """Continue from a saved row ``order`` (a permutation of the rows)."""
-        if order is None or sorted(order.tolist()) != list(range(len(self.order))):
-            raise CheckpointError(f"fit.order: expected a permutation of the {len(self.order)} "
-                                  f"rows of X, got {None if order is None else order.shape}")
-        self.order[:] = order
-        self._order = self.model.backend.asarray(self.order)
-
-    def shuffle(self, rng):
-        """Permute the order of the rows with ``rng`` (host), then copy it to the device once."""
-        rng.shuffle(self.order)
-        self._order = self.model.backend.asarray(self.order)
-
-    def step(self, start, stop):
-        """Gather rows ``order[start:stop]``, compute loss and gradients, update the model.
-
-        Returns:
-            ``(total, applied)``: the sum of the batch's loss terms (times ``loss.scale`` is the
-            mean) and whether the update was applied. It is not when the loss or the sum of
-            the gradient (a cheap test for NaN/inf entries; one that overflows counts as
-            non-finite) is NaN or inf: both are read from the device, in one transfer, before
-            the update.
-        """
-        xp = self.model.backend.xp
-        if self._batch is None:
-            X, T = self.X[start:stop], self.T[start:stop]
+        self.bad_update = bad_update
+        where = f"training diverged at epoch {epoch}, step {step}"
+        if bad_update:
+            message = (f"{where}: the update made parameters NaN/inf (loss {loss}); the "
+                       "model holds those non-finite parameters. Try a smaller learning rate.")
         else:
-            batch, idx = self._batch.rows(stop - start), self._order[start:stop]
-            X, T = batch["X"], batch["T"]
-            _take_rows(xp, self.X, idx, X)
-            _take_rows(xp, self.T, idx, T)
-        xp.copyto(self._loss_sum, self.model._loss_and_grad(X, T, self.loss))
-        xp.sum(self.model.flat_grads, out=self._grad_sum)
-        total, grad_sum = (float(v) for v in self.model.backend.to_numpy(self._sums))
-        applied = math.isfinite(total) and math.isfinite(grad_sum)
-        if applied:
-            self.optimizer.step(self.model)
-        return total, applied
+            what = (f"the loss is {loss}" if not math.isfinite(loss) else
+                    f"the gradient has NaN/inf entries (loss {loss})")
+            message = (f"{where}: {what}; last finite loss {last_finite_loss}. The model "
+                       "keeps the parameters that gave it (no update of that step or after "
+                       "it was applied); try a smaller learning rate.")
+        super().__init__(message)
 
 
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
-        checkpoint_path=None, resume_from=None):
+        checkpoint_path=None, resume_from=None, check_every=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
     backend sees the same batches) unless ``shuffle=False`` or one batch holds them all. The
-    data moves to the device once; each step gathers its rows into preallocated buffers (or,
-    not shuffling, takes a view of consecutive rows) and, after the first step, allocates
-    nothing. The loss and the gradient's sum of every step are read back (one 2-element read)
-    so that a non-finite step is caught before its update: :class:`TrainingDiverged` names the epoch
-    and step, and the model keeps its last finite parameters.
+    data moves to the device once; each step (:class:`gpunn.step.TrainStep`) gathers its rows
+    into preallocated buffers on the device, is recorded once per batch shape and replayed (a
+    CUDA graph on a GPU), and allocates nothing. The host reads the steps' losses and statuses
+    once per epoch (or every ``check_every`` steps). A step whose loss or gradient is NaN/inf
+    is caught on the device before its update: :class:`TrainingDiverged` names the epoch and
+    step, and the model keeps its last finite parameters; an update that itself makes
+    parameters non-finite (an overflowing learning rate) is caught too, and the error says so.
 
     Args:
         model: a :class:`~gpunn.Sequential` / :class:`~gpunn.MLP`; trained in place.
@@ -158,6 +93,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         resume_from: a checkpoint written by ``fit``: parameters, optimizer state and
             hyperparameters, schedule, shuffling state and history are restored and training
             continues after its epoch. The optimizer's kind and the schedule must match it.
+        check_every: read the device's step records every this many steps (stopping early on
+            divergence) besides the end of each epoch; None: once per epoch.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
@@ -173,8 +110,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
+    check_every = None if check_every is None else check_int("check_every", check_every, low=1)
     validation = _prepare_validation(model, validation_data, loss)
-    trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch_size, shuffle)
+    trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch_size,
+                        halt_on_nonfinite=not skip)
+    trainer.last_loss = None  # mean loss of the last applied step, for TrainingDiverged
     schedule = get_schedule(schedule)
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
     done = 0
@@ -184,7 +124,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         for epoch in range(done + 1, epochs + 1):
             if shuffle:
                 trainer.shuffle(rng)
-            seconds = _run_epoch(trainer, schedule, epoch, history, record_steps, skip)
+            seconds = _run_epoch(trainer, schedule, epoch, history, record_steps, skip,
+                                 check_every)
             _log_epoch(trainer, history, epoch, seconds, validation, batch_size)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
@@ -197,33 +138,63 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     return history
 
 
-def _run_epoch(trainer, schedule, epoch, history, record_steps, skip=False):
+def _epoch_lrs(trainer, schedule, epoch):
+    """The learning rate of each step of ``epoch`` (host floats); sets ``optimizer.lr`` to the
+    last one."""
+    optimizer, steps = trainer.optimizer, trainer.n_steps
+    if schedule is None:
+        lrs = [optimizer.lr] * steps
+    elif schedule.per == "epoch":
+        lrs = [schedule(optimizer.base_lr, epoch - 1)] * steps
+    else:
+        first = (epoch - 1) * steps
+        lrs = [schedule(optimizer.base_lr, first + k) for k in range(steps)]
+    optimizer.lr = lrs[-1]
+    return lrs
+
+
+def _run_epoch(trainer, schedule, epoch, history, record_steps, skip=False, check_every=None):
     """One pass over the batches; records the epoch's cost, returns its wall time.
 
     The cost averages the steps whose update was applied (NaN if none was).
     """
-    model, loss, optimizer = trainer.model, trainer.loss, trainer.optimizer
-    if schedule is not None and schedule.per == "epoch":
-        optimizer.lr = schedule(optimizer.base_lr, epoch - 1)
-    steps_before = (epoch - 1) * len(trainer.bounds)
-    total, rows = 0.0, 0
+    model, loss = trainer.model, trainer.loss
+    trainer.begin_epoch(_epoch_lrs(trainer, schedule, epoch))
     started = time.perf_counter()
-    for k, (start, stop) in enumerate(trainer.bounds):
-        if schedule is not None and schedule.per == "step":
-            optimizer.lr = schedule(optimizer.base_lr, steps_before + k)
-        value, applied = trainer.step(start, stop)
-        mean = value * loss.scale(stop - start, model.n_out)
-        if not applied and not skip:
-            raise TrainingDiverged(epoch, k + 1, mean, trainer.last_loss)
-        if applied:
-            total, rows, trainer.last_loss = total + value, rows + stop - start, mean
-        history.skipped_steps += not applied
-        if record_steps:
-            history.step_cost.append(mean)
-    model.backend.synchronize()
+    for k in range(trainer.n_steps):
+        trainer.run(k)
+        if check_every is not None and (k + 1) % check_every == 0 and k + 1 < trainer.n_steps:
+            _check_divergence(trainer, epoch, trainer.read(), skip)
+    records = trainer.read()  # waits for the device: the epoch's time is all in
     seconds = time.perf_counter() - started
+    means = records.totals * np.array([loss.scale(m, model.n_out) for m in records.rows])
+    _check_divergence(trainer, epoch, records, skip, means)
+    applied = records.applied
+    rows = int(records.rows[applied].sum())
+    history.skipped_steps += int((records.status == STEP_NONFINITE).sum())
+    if record_steps:
+        history.step_cost.extend(means.tolist())
+    if applied.any():
+        trainer.last_loss = float(means[applied][-1])
+    total = float(records.totals[applied].sum())
     history.cost.append(total * loss.scale(rows, model.n_out) if rows else math.nan)
     return seconds
+
+
+def _check_divergence(trainer, epoch, records, skip, means=None):
+    """Raise TrainingDiverged for the first flagged step (a skipped one only when not
+    ``skip``); the last finite loss is that of the applied step before it."""
+    statuses = (STEP_BAD_UPDATE,) if skip else (STEP_NONFINITE, STEP_BAD_UPDATE)
+    k = records.first(statuses)
+    if k is None:
+        return
+    if means is None:
+        means = records.totals * np.array([trainer.loss.scale(m, trainer.model.n_out)
+                                           for m in records.rows])
+    before = np.flatnonzero(records.applied[:k])
+    last = float(means[before[-1]]) if before.size else trainer.last_loss
+    raise TrainingDiverged(epoch, k + 1, float(means[k]), last,
+                           bad_update=records.status[k] == STEP_BAD_UPDATE)
 
 
 def _log_epoch(trainer, history, epoch, seconds, validation, batch_size):
@@ -232,7 +203,7 @@ def _log_epoch(trainer, history, epoch, seconds, validation, batch_size):
     history.samples_per_second.append(trainer.X.shape[0] / seconds if seconds > 0 else math.inf)
     history.lr.append(trainer.optimizer.lr)
     if validation is not None:
-        val_loss, accuracy = trainer.model._evaluate(*validation, trainer.loss, batch_size)
+        val_loss, accuracy = trainer.model.evaluate_device(*validation, trainer.loss, batch_size)
         history.val_loss.append(val_loss)
         if accuracy is not None:
             history.val_accuracy.append(accuracy)

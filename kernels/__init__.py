@@ -14,35 +14,52 @@ from functools import lru_cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent
-MODULES = ("activations", "losses", "optimizers")
+MODULES = ("activations", "losses", "optimizers", "step")
 DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 
 _KERNEL_RE = re.compile(
     r'(?://\s*sizes:([^\n]*)\n)?'
     r'extern\s+"C"\s+__global__\s+void\s+GPUNN_NAME\((\w+)\)\s*\(([^)]*)\)', re.S)
-_SIZE_RE = re.compile(r"(\w+)\[\s*(\w+)\s*(?:/\s*(\w+)\s*)?\]")
+_SIZE_RE = re.compile(r"(\w+)\[\s*(\w+)\s*(?:([/*])\s*(\w+)\s*)?\]")
 _INCLUDE_RE = re.compile(r'^#include\s+"([\w.]+)"\s*$', re.M)
 
-# C parameter type -> kind: "in"/"out" arrays (of real or int64), "real"/"int"/"int64" scalars.
+# C parameter type -> kind: "in"/"out" arrays of real, "in_int64"/"out_int64" arrays of int64,
+# "real"/"double"/"int"/"int64" scalars.
 _PARAM_KINDS = {
     "const real*": "in", "real*": "out", "const long long*": "in_int64",
-    "real": "real", "int": "int", "long long": "int64",
+    "long long*": "out_int64", "real": "real", "double": "double", "int": "int",
+    "long long": "int64",
 }
+ARRAY_KINDS = ("in", "out", "in_int64", "out_int64")
 
 
 @dataclass(frozen=True)
 class Param:
-    """One kernel parameter: its C name, kind (in, out, in_int64, real, int, int64) and, for
-    arrays, its element count as ``(numerator, divisor)`` names ("n" unless declared otherwise
-    in a ``// sizes: b[n_cols] rowmax[n / n_cols]`` line above the kernel)."""
+    """One kernel parameter: its C name, kind (see ``_PARAM_KINDS``) and, for arrays, its
+    element count as ``(left, op, right)``: names of scalar parameters, ``n`` or integer
+    literals, ``op`` one of ``"/"``, ``"*"`` or None (then ``right`` is None). It is
+    ``("n", None, None)`` unless declared otherwise in a ``// sizes: b[n_cols]
+    rowmax[n / n_cols] flags[4]`` line above the kernel.
+
+    ``n`` (the kernel's trailing ``long long n``) is the size of the LAST array parameter whose
+    size is not declared."""
 
     name: str
     kind: str
-    size: tuple = ("n", None)
+    size: tuple = ("n", None, None)
 
     @property
     def is_array(self):
-        return self.kind in ("in", "out", "in_int64")
+        return self.kind in ARRAY_KINDS
+
+    @property
+    def is_int64_array(self):
+        return self.kind in ("in_int64", "out_int64")
+
+    @property
+    def writes(self):
+        """Whether the kernel writes this array."""
+        return self.kind in ("out", "out_int64")
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,12 @@ class KernelSpec:
     module: str
     name: str
     params: tuple
+
+    @property
+    def n_index(self):
+        """Index of the parameter whose size is ``n``: the last undeclared array."""
+        return max(i for i, p in enumerate(self.params)
+                   if p.is_array and p.size == ("n", None, None))
 
     def cuda_name(self, dtype):
         return f"gpunn_{self.name}_{DTYPE_SUFFIX[str(dtype)][1]}"
@@ -63,7 +86,7 @@ def _parse_param(text, declared):
     ctype = ctype.replace(" *", "*")
     if ctype not in _PARAM_KINDS:
         raise ValueError(f"kernel parameter {text!r}: unsupported C type {ctype!r}")
-    return Param(name, _PARAM_KINDS[ctype], declared.get(name, ("n", None)))
+    return Param(name, _PARAM_KINDS[ctype], declared.get(name, ("n", None, None)))
 
 
 @lru_cache(maxsize=None)
@@ -73,14 +96,16 @@ def kernel_specs():
     for module in MODULES:
         source = (KERNEL_DIR / f"{module}.cu").read_text()
         for sizes, name, params in _KERNEL_RE.findall(source):
-            declared = {a: (b, c or None) for a, b, c in _SIZE_RE.findall(sizes)}
+            declared = {a: (b, op or None, c or None) for a, b, op, c in _SIZE_RE.findall(sizes)}
             parsed = tuple(_parse_param(p, declared) for p in params.split(","))
             if parsed[-1] != Param("n", "int64"):
                 raise ValueError(f"kernel {name}: last parameter must be 'long long n'")
             unknown = set(declared) - {p.name for p in parsed if p.is_array}
             if unknown:
                 raise ValueError(f"kernel {name}: sizes declared for unknown arrays {unknown}")
-            specs[name] = KernelSpec(module, name, parsed[:-1])
+            spec = specs[name] = KernelSpec(module, name, parsed[:-1])
+            if not any(p.is_array and p.size == ("n", None, None) for p in spec.params):
+                raise ValueError(f"kernel {name}: no array of size n")
     return specs
 
 

@@ -14,28 +14,33 @@ extern "C" __global__ void GPUNN_NAME(bce_logits)(
     }
 }
 
-// E[i] = exp(Z[i] - rowmax[row]): the shifted exponentials whose row sums feed softmax_xent.
-// sizes: rowmax[n / n_cols]
-extern "C" __global__ void GPUNN_NAME(softmax_shift_exp)(
-    const real* Z, const real* rowmax, long long n_cols, real* E, long long n) {
-    GPUNN_GRID_STRIDE(i, n) {
-        E[i] = exp(Z[i] - rowmax[i / n_cols]);
-    }
-}
-
-// Softmax + cross-entropy for integer labels, by log-sum-exp, lse = rowmax + log(rowsum):
-// loss = [j == y] * (lse - z); dZ = (exp(z - lse) - [j == y]) * scale. Both use z - lse as
-// (z - rowmax) - log(rowsum): rounding lse itself would cost ulp(rowmax), e.g. 1e-3 at 1e4.
-// sizes: rowmax[n / n_cols] rowsum[n / n_cols] labels[n / n_cols]
+// Softmax + cross-entropy for integer labels (stored as reals), one thread per row:
+// E = exp(z - rowmax) into dZ, rowsum = sum(E); loss[row] = log(rowsum) - (z_y - rowmax);
+// dZ = (E / rowsum - [j == y]) * scale. The loss uses z_y - lse as (z_y - rowmax) - log(rowsum):
+// rounding lse = rowmax + log(rowsum) itself would cost ulp(rowmax), e.g. 1e-3 at 1e4.
+// sizes: labels[n / n_cols] loss[n / n_cols]
 extern "C" __global__ void GPUNN_NAME(softmax_xent)(
-    const real* Z, const real* rowmax, const real* rowsum, const long long* labels,
-    long long n_cols, real scale, real* loss, real* dZ, long long n) {
-    GPUNN_GRID_STRIDE(i, n) {
-        long long row = i / n_cols;
-        real shifted = (Z[i] - rowmax[row]) - log(rowsum[row]);
-        real hit = (i % n_cols == labels[row]) ? real(1) : real(0);
-        loss[i] = -hit * shifted;
-        dZ[i] = (exp(shifted) - hit) * scale;
+    const real* Z, const real* labels, long long n_cols, real scale, real* loss, real* dZ,
+    long long n) {
+    GPUNN_GRID_STRIDE(row, n / n_cols) {
+        const real* z = Z + row * n_cols;
+        real* e = dZ + row * n_cols;
+        real rowmax = z[0];
+        for (long long j = 1; j < n_cols; ++j) {
+            rowmax = z[j] > rowmax ? z[j] : rowmax;
+        }
+        real rowsum = real(0);
+        for (long long j = 0; j < n_cols; ++j) {
+            e[j] = exp(z[j] - rowmax);
+            rowsum += e[j];
+        }
+        long long label = (long long)labels[row];
+        real inv = real(1) / rowsum;
+        for (long long j = 0; j < n_cols; ++j) {
+            e[j] = (e[j] * inv - (j == label ? real(1) : real(0))) * scale;
+        }
+        real z_label = (label >= 0 && label < n_cols) ? z[label] : rowmax;
+        loss[row] = log(rowsum) - (z_label - rowmax);
     }
 }
 

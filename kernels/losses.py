@@ -23,25 +23,26 @@ def bce_logits(Z, Y, scale, loss, dZ):
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def softmax_shift_exp(Z, rowmax, n_cols, E):
-    """E[i] = exp(Z[i] - rowmax[row])."""
-    for i in prange(E.size):
-        E[i] = math.exp(Z[i] - rowmax[i // n_cols])
-
-
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss, dZ):
-    """loss = [j == y](lse - z); dZ = (exp(z - lse) - [j == y]) scale; lse = rowmax + log(rowsum).
-
-    z - lse is taken as (z - rowmax) - log(rowsum), which does not round lse (see losses.cu).
-    """
+def softmax_xent(Z, labels, n_cols, scale, loss, dZ):
+    """One row per iteration: loss[row] = log(rowsum) - (z_y - rowmax);
+    dZ = (softmax(z) - [j == y]) * scale (see losses.cu)."""
     one, zero = Z.dtype.type(1), Z.dtype.type(0)
-    for i in prange(dZ.size):
-        row = i // n_cols
-        shifted = (Z[i] - rowmax[row]) - math.log(rowsum[row])
-        hit = one if i % n_cols == labels[row] else zero
-        loss[i] = -hit * shifted
-        dZ[i] = (math.exp(shifted) - hit) * scale
+    for row in prange(dZ.size // n_cols):
+        start = row * n_cols
+        rowmax = Z[start]
+        for j in range(1, n_cols):
+            rowmax = max(rowmax, Z[start + j])
+        rowsum = zero
+        for j in range(n_cols):
+            e = math.exp(Z[start + j] - rowmax)
+            dZ[start + j] = e
+            rowsum += e
+        label = int(labels[row])
+        inv = one / rowsum
+        for j in range(n_cols):
+            dZ[start + j] = (dZ[start + j] * inv - (one if j == label else zero)) * scale
+        z_label = Z[start + label] if 0 <= label < n_cols else rowmax
+        loss[row] = math.log(rowsum) - (z_label - rowmax)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)

@@ -1,13 +1,33 @@
 // Optimizer updates over the flat parameter buffer: one launch updates the whole model.
-// Bias corrections and learning-rate schedules are host floats; kernels do per-element math.
-// Order: gradient, host scalars, then the arrays updated in place (parameters, state).
+// Order: gradient, the per-step learning-rate table, host scalars, the control array (step.cuh),
+// then the arrays updated in place (parameters, state).
+//
+// Per step everything comes from the device, so a recorded step stays valid: lr = lrs[k] with
+// k = ctrl[K] (the host computes the schedule), t = ctrl[T] + 1 (updates applied so far + 1;
+// bias corrections are computed from it here, in double). An update does nothing when
+// ctrl[BAD] or ctrl[HALT] is set (a non-finite loss or gradient, or training halted), and sets
+// ctrl[BAD_UPDATE] when it makes a parameter NaN or inf.
 #include "common.cuh"
+#include "step.cuh"
+
+// The learning rate of this step (0 past the table's end: no update).
+__device__ __host__ inline real gpunn_step_lr(const real* lrs, long long n_lrs,
+                                              const long long* ctrl) {
+    long long k = ctrl[GPUNN_CTRL_K];
+    return (k >= 0 && k < n_lrs) ? lrs[k] : real(0);
+}
 
 // PyTorch SGD: d = g + wd p; buf = first ? d : momentum buf + (1 - dampening) d;
-// d = nesterov ? d + momentum buf : buf (when momentum != 0); p -= lr d.
+// d = nesterov ? d + momentum buf : buf (when momentum != 0); p -= lr d. first: t == 1.
+// sizes: lrs[n_lrs] ctrl[8]
 extern "C" __global__ void GPUNN_NAME(sgd_step)(
-    const real* g, real lr, real momentum, real dampening, real weight_decay, int nesterov,
-    int first, real* p, real* buf, long long n) {
+    const real* g, const real* lrs, long long n_lrs, real momentum, real dampening,
+    real weight_decay, int nesterov, long long* ctrl, real* p, real* buf, long long n) {
+    if (GPUNN_UPDATE_SKIPPED(ctrl)) {
+        return;
+    }
+    real lr = gpunn_step_lr(lrs, n_lrs, ctrl);
+    int first = ctrl[GPUNN_CTRL_T] == 0;
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
         if (momentum != real(0)) {
@@ -15,53 +35,95 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
             buf[i] = b;
             d = nesterov ? d + momentum * b : b;
         }
-        p[i] -= lr * d;
+        real pi = p[i] - lr * d;
+        p[i] = pi;
+        if (!isfinite(pi)) {
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
     }
 }
 
 // The course's momentum, an exponentially weighted average of gradients:
-// v = beta v + (1 - beta) g; p -= lr * v * correction, correction = 1 / (1 - beta^t) or 1.
+// v = beta v + (1 - beta) g; p -= lr * v * correction, correction = 1 / (1 - beta^t) when
+// bias_correction, else 1.
+// sizes: lrs[n_lrs] ctrl[8]
 extern "C" __global__ void GPUNN_NAME(momentum_step)(
-    const real* g, real lr, real beta, real correction, real* p, real* v, long long n) {
+    const real* g, const real* lrs, long long n_lrs, double beta, int bias_correction,
+    long long* ctrl, real* p, real* v, long long n) {
+    if (GPUNN_UPDATE_SKIPPED(ctrl)) {
+        return;
+    }
+    double t = double(ctrl[GPUNN_CTRL_T] + 1);
+    real scale = real(double(gpunn_step_lr(lrs, n_lrs, ctrl))
+                      * (bias_correction ? 1.0 / (1.0 - pow(beta, t)) : 1.0));
+    real b = real(beta);
     GPUNN_GRID_STRIDE(i, n) {
-        real vi = beta * v[i] + (real(1) - beta) * g[i];
+        real vi = b * v[i] + (real(1) - b) * g[i];
         v[i] = vi;
-        p[i] -= lr * vi * correction;
+        real pi = p[i] - scale * vi;
+        p[i] = pi;
+        if (!isfinite(pi)) {
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
     }
 }
 
 // PyTorch RMSprop: d = g + wd p; v = alpha v + (1 - alpha) d^2;
 // p -= lr d / (sqrt(v) + eps), or lr d / sqrt(v + eps) when eps_in_sqrt (Keras, the course).
+// sizes: lrs[n_lrs] ctrl[8]
 extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
-    const real* g, real lr, real alpha, real eps, real weight_decay, int eps_in_sqrt,
-    real* p, real* v, long long n) {
+    const real* g, const real* lrs, long long n_lrs, real alpha, real eps, real weight_decay,
+    int eps_in_sqrt, long long* ctrl, real* p, real* v, long long n) {
+    if (GPUNN_UPDATE_SKIPPED(ctrl)) {
+        return;
+    }
+    real lr = gpunn_step_lr(lrs, n_lrs, ctrl);
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
         real vi = alpha * v[i] + (real(1) - alpha) * d * d;
         v[i] = vi;
         real denom = eps_in_sqrt ? sqrt(vi + eps) : sqrt(vi) + eps;
-        p[i] -= lr * d / denom;
+        real pi = p[i] - lr * d / denom;
+        p[i] = pi;
+        if (!isfinite(pi)) {
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
     }
 }
 
 // Adam / AdamW as in PyTorch (Kingma & Ba, Algorithm 1):
-// p *= 1 - decoupled_decay (AdamW: lr * wd); d = g + weight_decay p (Adam's L2);
+// p *= 1 - lr decoupled_wd (AdamW); d = g + weight_decay p (Adam's L2);
 // m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2;
 // p -= step_size m / (sqrt(v) / sqrt(bc2) + eps), step_size = lr / (1 - b1^t), bc2 = 1 - b2^t;
 // eps_in_sqrt: p -= step_size m / sqrt(v / bc2 + eps) (the course's form).
+// sizes: lrs[n_lrs] ctrl[8]
 extern "C" __global__ void GPUNN_NAME(adam_step)(
-    const real* g, real step_size, real beta1, real beta2, real eps, real weight_decay,
-    real decoupled_decay, real bc2, int eps_in_sqrt, real* p, real* m, real* v, long long n) {
+    const real* g, const real* lrs, long long n_lrs, double beta1, double beta2, real eps,
+    real weight_decay, real decoupled_wd, int eps_in_sqrt, long long* ctrl, real* p, real* m,
+    real* v, long long n) {
+    if (GPUNN_UPDATE_SKIPPED(ctrl)) {
+        return;
+    }
+    double t = double(ctrl[GPUNN_CTRL_T] + 1);
+    double lr = double(gpunn_step_lr(lrs, n_lrs, ctrl));
+    real step_size = real(lr / (1.0 - pow(beta1, t)));
+    real bc2 = real(1.0 - pow(beta2, t));
+    real keep_p = real(1) - real(lr * double(decoupled_wd));
     real bc2_sqrt = sqrt(bc2);
+    real b1 = real(beta1), b2 = real(beta2);
     GPUNN_GRID_STRIDE(i, n) {
-        real pi = p[i] * (real(1) - decoupled_decay);
+        real pi = p[i] * keep_p;
         real d = g[i] + weight_decay * pi;
-        real mi = beta1 * m[i] + (real(1) - beta1) * d;
-        real vi = beta2 * v[i] + (real(1) - beta2) * d * d;
+        real mi = b1 * m[i] + (real(1) - b1) * d;
+        real vi = b2 * v[i] + (real(1) - b2) * d * d;
         m[i] = mi;
         v[i] = vi;
         real denom = eps_in_sqrt ? sqrt(vi / bc2 + eps) : sqrt(vi) / bc2_sqrt + eps;
-        p[i] = pi - step_size * mi / denom;
+        pi = pi - step_size * mi / denom;
+        p[i] = pi;
+        if (!isfinite(pi)) {
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 """Numba twins of optimizers.cu: one fused update over the flat parameter buffer.
 
-Scalars arrive in the arrays' dtype (the backend converts them); constants are made with
-``p.dtype.type`` so float32 math stays float32 and vectorizes at full width.
+Scalars arrive in the arrays' dtype (``double`` ones as float64; the backend converts them);
+constants are made with ``p.dtype.type`` so float32 math stays float32 and vectorizes at full
+width. Per-step values come from the device arrays as in the CUDA kernels: ``lr = lrs[k]``,
+``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set, and
+``ctrl[BAD_UPDATE]`` is set when a new parameter is not finite.
 """
 
 import math
@@ -9,62 +12,128 @@ import math
 from numba import njit, prange
 
 from .config import CACHE, FASTMATH
+from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
+
+# Elements per prange iteration. LLVM computes the body of each inner loop in SIMD lanes and
+# its last few elements in a scalar remainder, where FMA contraction may differ by an ulp;
+# fixed blocks make which elements fall in a remainder independent of the thread count, so
+# results are identical on any number of threads.
+BLOCK = 4096
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _skipped(ctrl):
+    return ctrl[CTRL_BAD] != 0 or ctrl[CTRL_HALT] != 0
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _step_lr(lrs, n_lrs, ctrl, zero):
+    k = ctrl[CTRL_K]
+    return lrs[k] if 0 <= k < n_lrs else zero
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def sgd_step(g, lr, momentum, dampening, weight_decay, nesterov, first, p, buf):
+def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p, buf):
     """PyTorch SGD with momentum, dampening, nesterov and L2 weight decay."""
-    keep = p.dtype.type(1) - dampening
-    if momentum == 0:
-        for i in prange(p.size):
-            p[i] -= lr * (g[i] + weight_decay * p[i])
+    if _skipped(ctrl):
         return
-    for i in prange(p.size):
-        d = g[i] + weight_decay * p[i]
-        b = d if first else momentum * buf[i] + keep * d
-        buf[i] = b
-        p[i] -= lr * (d + momentum * b if nesterov else b)
+    lr = _step_lr(lrs, n_lrs, ctrl, p.dtype.type(0))
+    keep = p.dtype.type(1) - dampening
+    first = ctrl[CTRL_T] == 0
+    bad = 0
+    if momentum == 0:
+        for block in prange((p.size + BLOCK - 1) // BLOCK):
+            for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
+                pi = p[i] - lr * (g[i] + weight_decay * p[i])
+                p[i] = pi
+                bad += 0 if math.isfinite(pi) else 1
+    else:
+        for block in prange((p.size + BLOCK - 1) // BLOCK):
+            for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
+                d = g[i] + weight_decay * p[i]
+                b = d if first else momentum * buf[i] + keep * d
+                buf[i] = b
+                pi = p[i] - lr * (d + momentum * b if nesterov else b)
+                p[i] = pi
+                bad += 0 if math.isfinite(pi) else 1
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def momentum_step(g, lr, beta, correction, p, v):
+def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
     """v = beta v + (1 - beta) g; p -= lr v correction."""
-    keep = p.dtype.type(1) - beta
-    scale = lr * correction
-    for i in prange(p.size):
-        vi = beta * v[i] + keep * g[i]
-        v[i] = vi
-        p[i] -= scale * vi
+    if _skipped(ctrl):
+        return
+    t = float(ctrl[CTRL_T] + 1)
+    lr = float(_step_lr(lrs, n_lrs, ctrl, p.dtype.type(0)))
+    scale = p.dtype.type(lr / (1.0 - beta ** t) if bias_correction else lr)
+    b = p.dtype.type(beta)
+    keep = p.dtype.type(1) - b
+    bad = 0
+    for block in prange((p.size + BLOCK - 1) // BLOCK):
+        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
+            vi = b * v[i] + keep * g[i]
+            v[i] = vi
+            pi = p[i] - scale * vi
+            p[i] = pi
+            bad += 0 if math.isfinite(pi) else 1
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def rmsprop_step(g, lr, alpha, eps, weight_decay, eps_in_sqrt, p, v):
+def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, v):
     """v = alpha v + (1 - alpha) d^2; p -= lr d / (sqrt(v) + eps) or / sqrt(v + eps)."""
+    if _skipped(ctrl):
+        return
+    lr = _step_lr(lrs, n_lrs, ctrl, p.dtype.type(0))
     keep = p.dtype.type(1) - alpha
-    for i in prange(p.size):
-        d = g[i] + weight_decay * p[i]
-        vi = alpha * v[i] + keep * d * d
-        v[i] = vi
-        denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
-        p[i] -= lr * d / denom
+    bad = 0
+    for block in prange((p.size + BLOCK - 1) // BLOCK):
+        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
+            d = g[i] + weight_decay * p[i]
+            vi = alpha * v[i] + keep * d * d
+            v[i] = vi
+            denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
+            pi = p[i] - lr * d / denom
+            p[i] = pi
+            bad += 0 if math.isfinite(pi) else 1
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def adam_step(g, step_size, beta1, beta2, eps, weight_decay, decoupled_decay, bc2,
-              eps_in_sqrt, p, m, v):
+def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt, ctrl,
+              p, m, v):
     """Adam / AdamW (PyTorch): see optimizers.cu for the equations."""
-    one = p.dtype.type(1)
-    keep_p, keep_m, keep_v = one - decoupled_decay, one - beta1, one - beta2
+    if _skipped(ctrl):
+        return
+    real = p.dtype.type
+    t = float(ctrl[CTRL_T] + 1)
+    lr = float(_step_lr(lrs, n_lrs, ctrl, real(0)))
+    step_size = real(lr / (1.0 - beta1 ** t))
+    bc2 = real(1.0 - beta2 ** t)
+    one = real(1)
+    keep_p = one - real(lr * float(decoupled_wd))
+    b1, b2 = real(beta1), real(beta2)
+    keep_m, keep_v = one - b1, one - b2
     bc2_sqrt = math.sqrt(bc2)
-    for i in prange(p.size):
-        pi = p[i] * keep_p
-        d = g[i] + weight_decay * pi
-        mi = beta1 * m[i] + keep_m * d
-        vi = beta2 * v[i] + keep_v * d * d
-        m[i] = mi
-        v[i] = vi
-        denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
-        p[i] = pi - step_size * mi / denom
+    bad = 0
+    for block in prange((p.size + BLOCK - 1) // BLOCK):
+        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
+            pi = p[i] * keep_p
+            d = g[i] + weight_decay * pi
+            mi = b1 * m[i] + keep_m * d
+            vi = b2 * v[i] + keep_v * d * d
+            m[i] = mi
+            v[i] = vi
+            denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
+            pi = pi - step_size * mi / denom
+            p[i] = pi
+            bad += 0 if math.isfinite(pi) else 1
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)

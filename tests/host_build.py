@@ -22,7 +22,8 @@ from gpunn.kernels import DTYPE_SUFFIX, cuda_source, kernel_specs
 SHIM = Path(__file__).resolve().parent / "cuda_host_shim.h"
 _C_TYPES = {
     "in": "const real*", "out": "real*", "in_int64": "const long long*",
-    "real": "real", "int": "int", "int64": "long long",
+    "out_int64": "long long*", "real": "real", "double": "double", "int": "int",
+    "int64": "long long",
 }
 _CTYPES = {
     np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
@@ -120,6 +121,40 @@ class HostLoader:
             return self._modules[key]
 
 
+class HostCublas:
+    """Column-major cuBLAS ``gemm`` on host memory, with cuBLAS's own argument conventions.
+
+    ``gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc)`` computes ``C = op(A) op(B)``
+    where every matrix is read column-major from its array's memory with its leading
+    dimension, exactly as cuBLAS reads device memory: so the CUDA backend's mapping of
+    row-major matmuls onto cuBLAS (``gpunn.backends.cuda.gemm_arguments``) runs for real in the
+    cuda-emulated backend, argument order and leading dimensions included. Out-of-bounds
+    reads or writes raise instead of touching memory.
+    """
+
+    def __init__(self):
+        self.calls = 0
+
+    @staticmethod
+    def _matrix(array, rows, cols, ld):
+        flat = array.reshape(-1)
+        if rows and cols and (ld < rows or (cols - 1) * ld + rows > flat.size):
+            raise ValueError(f"cuBLAS matrix {rows}x{cols} with ld={ld} reads past "
+                             f"{flat.size} elements")
+        return np.lib.stride_tricks.as_strided(
+            flat, shape=(rows, cols), strides=(flat.itemsize, ld * flat.itemsize),
+            writeable=flat.flags.writeable)
+
+    def gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+        self.calls += 1
+        a = self._matrix(A, *((k, m) if transa else (m, k)), lda)
+        b = self._matrix(B, *((n, k) if transb else (k, n)), ldb)
+        c = self._matrix(C, m, n, ldc)
+        op_a, op_b = (a.T if transa else a), (b.T if transb else b)
+        # C^T = op(B)^T op(A)^T into the row-major view of C: no temporary when ldc == m.
+        np.matmul(op_b.T, op_a.T, out=c.T)
+
+
 def emulated_backend(block_size=32, max_blocks=5):
     """The CUDA backend's launch code over NumPy arrays and host-compiled kernels.
 
@@ -132,4 +167,4 @@ def emulated_backend(block_size=32, max_blocks=5):
 
     return CudaBackend(numpy, HostLoader(), name="cuda-emulated",
                        device="host CPU running the CUDA C (g++)",
-                       block_size=block_size, max_blocks=max_blocks)
+                       block_size=block_size, max_blocks=max_blocks, blas=HostCublas())

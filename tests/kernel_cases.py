@@ -78,7 +78,7 @@ class KernelCase:
 
     def outputs(self):
         """Names of the arguments the kernel writes."""
-        return [p.name for p in kernel_specs()[self.kernel].params if p.kind == "out"]
+        return [p.name for p in kernel_specs()[self.kernel].params if p.writes]
 
     def args(self, inputs, rows, cols):
         """The kernel's arguments, real scalars rounded to the dtype as the backend passes them.
@@ -112,23 +112,10 @@ def _bce(inp, rows, cols):
             inp.unset((rows, cols)), inp.unset((rows, cols)))
 
 
-def _row_stats(Z):
-    """rowmax and rowsum of exp(Z - rowmax), in Z's dtype, as a loss computes them."""
-    rowmax = Z.max(axis=1)
-    return rowmax, np.exp(Z - rowmax[:, None]).sum(axis=1, dtype=Z.dtype)
-
-
-def _shift_exp(inp, rows, cols):
-    Z = inp.normal((rows, cols), 4.0)
-    return Z, _row_stats(Z)[0], cols, inp.unset((rows, cols))
-
-
 def _xent(inp, rows, cols):
     Z = inp.normal((rows, cols), 4.0)
-    rowmax, rowsum = _row_stats(Z)
-    labels = inp.rng.integers(0, cols, rows).astype(np.int64)
-    return (Z, rowmax, rowsum, labels, cols, 1.0 / rows,
-            inp.unset((rows, cols)), inp.unset((rows, cols)))
+    labels = inp.rng.integers(0, cols, rows).astype(inp.dtype)
+    return Z, labels, cols, 1.0 / rows, inp.unset(rows), inp.unset((rows, cols))
 
 
 def _mse(inp, rows, cols):
@@ -136,20 +123,33 @@ def _mse(inp, rows, cols):
             inp.unset((rows, cols)), inp.unset((rows, cols)))
 
 
-def _sgd(momentum, dampening, weight_decay, nesterov, first):
+def _ctrl(t=0, k=0, bad=0, bad_update=0, halt=0):
+    ctrl = np.zeros(8, np.int64)
+    ctrl[:5] = t, k, bad, bad_update, halt
+    return ctrl
+
+
+def _lrs(inp, lr, k=2):
+    """A learning-rate table whose entry k is lr and whose others would be visibly wrong."""
+    table = np.full(5, 7.0, dtype=inp.dtype)
+    table[k] = lr
+    return table
+
+
+def _sgd(momentum, dampening, weight_decay, nesterov, t, **flags):
     def make(inp, rows, cols):
         n = rows * cols
-        return (inp.normal(n), 0.05, momentum, dampening, weight_decay, nesterov, first,
-                inp.normal(n), inp.normal(n))
+        return (inp.normal(n), _lrs(inp, 0.05), 5, momentum, dampening, weight_decay, nesterov,
+                _ctrl(t=t, k=2, **flags), inp.normal(n), inp.normal(n))
 
     return make
 
 
-def _momentum(beta, t):
+def _momentum(beta, bias_correction, t):
     def make(inp, rows, cols):
         n = rows * cols
-        correction = 1.0 / (1.0 - beta ** t) if t else 1.0
-        return inp.normal(n), 0.1, beta, correction, inp.normal(n), inp.normal(n, 0.1)
+        return (inp.normal(n), _lrs(inp, 0.1), 5, beta, bias_correction, _ctrl(t=t, k=2),
+                inp.normal(n), inp.normal(n, 0.1))
 
     return make
 
@@ -158,18 +158,60 @@ def _rmsprop(weight_decay, eps_in_sqrt):
     def make(inp, rows, cols):
         n = rows * cols
         v = np.abs(inp.normal(n, 0.5))
-        return inp.normal(n), 0.01, 0.9, 1e-8, weight_decay, eps_in_sqrt, inp.normal(n), v
+        return (inp.normal(n), _lrs(inp, 0.01), 5, 0.9, 1e-8, weight_decay, eps_in_sqrt,
+                _ctrl(t=4, k=2), inp.normal(n), v)
 
     return make
 
 
-def _adam(t, weight_decay, decoupled, eps_in_sqrt):
+def _adam(t, weight_decay, decoupled, eps_in_sqrt, k=2, **flags):
     def make(inp, rows, cols):
-        n, lr = rows * cols, 1e-3
-        step_size, bc2 = reference.adam_host_scalars(lr, 0.9, 0.999, t)
+        n = rows * cols
         m, v = inp.normal(n, 0.1), np.abs(inp.normal(n, 0.1))
-        return (inp.normal(n), step_size, 0.9, 0.999, 1e-8, weight_decay,
-                lr * decoupled, bc2, eps_in_sqrt, inp.normal(n), m, v)
+        return (inp.normal(n), _lrs(inp, 1e-3), 5, 0.9, 0.999, 1e-8, weight_decay, decoupled,
+                eps_in_sqrt, _ctrl(t=t - 1, k=k, **flags), inp.normal(n), m, v)
+
+    return make
+
+
+def _overflowing_sgd(inp, rows, cols):
+    """A finite gradient times a finite lr beyond the dtype's range: BAD_UPDATE is set."""
+    n = rows * cols
+    g = np.full(n, np.finfo(inp.dtype).max / 4, dtype=inp.dtype)
+    return (g, _lrs(inp, 16.0), 5, 0.0, 0.0, 0.0, 0, _ctrl(k=2), inp.normal(n), inp.normal(n))
+
+
+def _gather(inp, rows, cols):
+    src_rows = 2 * rows + 1
+    order = inp.rng.permutation(src_rows).astype(np.int64)
+    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows, rows,
+            1, cols, inp.unset((rows, cols)))
+
+
+def _gather_past_the_end(inp, rows, cols):
+    """The last batch's positions past the order's end leave their rows untouched."""
+    src_rows = rows + 2
+    order = inp.rng.permutation(src_rows).astype(np.int64)
+    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows, rows,
+            0, cols, inp.normal((rows, cols)))
+
+
+def _check(bad_at=None, total=1.5):
+    def make(inp, rows, cols):
+        g = inp.normal(rows * cols)
+        if bad_at is not None:
+            g[min(bad_at, g.size - 1)] = np.nan if bad_at % 2 else np.inf
+        return np.array([total], inp.dtype), g, _ctrl(t=3, k=1)
+
+    return make
+
+
+def _step_end(halt_on_nonfinite, past_the_table=False, **flags):
+    def make(inp, rows, cols):
+        n_steps = rows + 2
+        k = n_steps if past_the_table else rows
+        return (np.array([2.5], inp.dtype), n_steps, halt_on_nonfinite,
+                _ctrl(t=5, k=k, **flags), inp.normal(2 * n_steps))
 
     return make
 
@@ -184,29 +226,44 @@ CASES = (
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
     + [
         KernelCase("bce_logits", "mean", _bce),
-        KernelCase("softmax_shift_exp", "rows", _shift_exp),
         KernelCase("softmax_xent", "mean", _xent),
         KernelCase("mse", "mean", _mse),
-        KernelCase("sgd_step", "plain", _sgd(0.0, 0.0, 0.0, 0, 0)),
-        KernelCase("sgd_step", "weight_decay", _sgd(0.0, 0.0, 0.01, 0, 0)),
-        KernelCase("sgd_step", "momentum_first", _sgd(0.9, 0.0, 0.0, 0, 1)),
-        KernelCase("sgd_step", "momentum_dampening", _sgd(0.9, 0.3, 0.01, 0, 0)),
-        KernelCase("sgd_step", "nesterov", _sgd(0.9, 0.0, 0.01, 1, 0)),
-        KernelCase("momentum_step", "plain", _momentum(0.9, 0)),
-        KernelCase("momentum_step", "bias_corrected", _momentum(0.9, 3)),
+        KernelCase("sgd_step", "plain", _sgd(0.0, 0.0, 0.0, 0, 3)),
+        KernelCase("sgd_step", "weight_decay", _sgd(0.0, 0.0, 0.01, 0, 3)),
+        KernelCase("sgd_step", "momentum_first", _sgd(0.9, 0.0, 0.0, 0, 0)),
+        KernelCase("sgd_step", "momentum_dampening", _sgd(0.9, 0.3, 0.01, 0, 3)),
+        KernelCase("sgd_step", "nesterov", _sgd(0.9, 0.0, 0.01, 1, 3)),
+        KernelCase("sgd_step", "skipped_when_bad", _sgd(0.9, 0.0, 0.0, 0, 3, bad=1)),
+        KernelCase("sgd_step", "skipped_when_halted", _sgd(0.0, 0.0, 0.0, 0, 3, halt=1)),
+        KernelCase("sgd_step", "flags_an_overflowing_update", _overflowing_sgd),
+        KernelCase("momentum_step", "plain", _momentum(0.9, 0, 0)),
+        KernelCase("momentum_step", "bias_corrected", _momentum(0.9, 1, 2)),
         KernelCase("rmsprop_step", "torch", _rmsprop(0.0, 0)),
         KernelCase("rmsprop_step", "eps_in_sqrt_weight_decay", _rmsprop(0.01, 1)),
         KernelCase("adam_step", "first_step", _adam(1, 0.0, 0.0, 0)),
         KernelCase("adam_step", "eps_in_sqrt", _adam(7, 0.0, 0.0, 1)),
         KernelCase("adam_step", "l2", _adam(20, 0.01, 0.0, 0)),
         KernelCase("adam_step", "adamw", _adam(1000, 0.0, 0.01, 0)),
+        KernelCase("adam_step", "lr_past_the_table", _adam(3, 0.0, 0.01, 0, k=5)),
+        KernelCase("adam_step", "skipped_when_bad", _adam(3, 0.0, 0.0, 0, bad=1)),
         KernelCase("axpy", "step", _axpy),
+        KernelCase("gather_rows", "batch", _gather),
+        KernelCase("gather_rows", "past_the_end", _gather_past_the_end),
+        KernelCase("nonfinite_check", "finite", _check()),
+        KernelCase("nonfinite_check", "nan_or_inf_gradient", _check(bad_at=4)),
+        KernelCase("nonfinite_check", "last_gradient", _check(bad_at=10**9)),
+        KernelCase("nonfinite_check", "inf_loss", _check(total=np.inf)),
+        KernelCase("step_end", "applied", _step_end(1)),
+        KernelCase("step_end", "nonfinite_halts", _step_end(1, bad=1)),
+        KernelCase("step_end", "nonfinite_skipped", _step_end(0, bad=1)),
+        KernelCase("step_end", "bad_update_halts", _step_end(0, bad_update=1)),
+        KernelCase("step_end", "halted", _step_end(1, halt=1, bad=1)),
+        KernelCase("step_end", "past_the_table", _step_end(1, past_the_table=True)),
     ]
 )
 
 # Kernels whose inputs are activations or losses, where extreme values are meaningful.
-EXTREME_KERNELS = ("bias_act_fwd", "act_bwd", "bce_logits", "softmax_shift_exp",
-                   "softmax_xent", "mse")
+EXTREME_KERNELS = ("bias_act_fwd", "act_bwd", "bce_logits", "softmax_xent", "mse")
 
 
 def expected_outputs(case, args):
@@ -221,7 +278,7 @@ def run_on_backend(backend, case, args):
     device = [backend.asarray(a.copy()) if isinstance(a, np.ndarray) else a for a in args]
     backend.kernel(case.kernel, *device)
     params = kernel_specs()[case.kernel].params
-    return {p.name: backend.to_numpy(a) for p, a in zip(params, device) if p.kind == "out"}
+    return {p.name: backend.to_numpy(a) for p, a in zip(params, device) if p.writes}
 
 
 def check_case(backend, case, inputs, rows, cols):

@@ -100,26 +100,12 @@ def logsumexp_rows(Z):
     return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
-def softmax_shift_exp(Z, rowmax, n_cols, E=None):
-    """E = exp(Z - rowmax of its row)."""
+def softmax_xent(Z, labels, n_cols, scale, loss=None, dZ=None):
+    """Per row lse(z) - z_y; per element (softmax(z) - onehot(y)) * scale; labels as reals."""
     rows = _f64(Z).reshape(-1, int(n_cols))
-    return {"E": np.exp(rows - _f64(rowmax)[: rows.shape[0], None]).reshape(np.shape(Z))}
-
-
-def softmax_xent(Z, rowmax, rowsum, labels, n_cols, scale, loss=None, dZ=None):
-    """Per element [j == y] (lse - z) and (softmax(z) - onehot(y)) * scale, lse from its inputs.
-
-    lse = rowmax + log(rowsum): the kernel's contract is to trust the row statistics it is given.
-    """
-    rows = _f64(Z).reshape(-1, int(n_cols))
-    n_rows = rows.shape[0]
-    shifted = rows - _f64(rowmax)[:n_rows, None]
-    log_sum = np.log(_f64(rowsum)[:n_rows, None])
-    onehot = np.zeros_like(rows)
-    onehot[np.arange(n_rows), np.asarray(labels)[:n_rows]] = 1.0
-    loss = onehot * (log_sum - shifted)
-    dZ = (np.exp(shifted - log_sum) - onehot) * float(scale)
-    return {"loss": loss.reshape(np.shape(Z)), "dZ": dZ.reshape(np.shape(Z))}
+    labels = np.asarray(labels).astype(np.int64)[: rows.shape[0]]
+    row_loss, grad = softmax_cross_entropy(rows, labels)
+    return {"loss": row_loss, "dZ": (grad * float(scale)).reshape(np.shape(Z))}
 
 
 def softmax_cross_entropy(Z, labels):
@@ -138,54 +124,131 @@ def mse(Z, Y, scale, loss=None, dZ=None):
     return {"loss": diff ** 2, "dZ": 2.0 * diff * float(scale)}
 
 
-# --- optimizers --------------------------------------------------------------------------
+# --- the step's control array (restated from kernels/step.cuh) ----------------------------
 
-def sgd_step(g, lr, momentum, dampening, weight_decay, nesterov, first, p, buf):
-    """PyTorch SGD: d = g + wd p; buf = d on the first step, else mu buf + (1 - dampening) d;
-    d = d + mu buf (nesterov) or buf; p -= lr d. Without momentum, buf is untouched."""
-    d = _f64(g) + weight_decay * _f64(p)
-    buf = _f64(buf).copy()
-    if momentum != 0:
-        buf = d.copy() if first else momentum * buf + (1.0 - dampening) * d
-        d = d + momentum * buf if nesterov else buf
-    return {"p": _f64(p) - lr * d, "buf": buf}
+CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT = 0, 1, 2, 3, 4
+STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
 
 
-def momentum_step(g, lr, beta, correction, p, v):
-    """Exponentially weighted average v = beta v + (1 - beta) g; p -= lr * correction * v."""
-    v = beta * _f64(v) + (1.0 - beta) * _f64(g)
-    return {"p": _f64(p) - lr * correction * v, "v": v}
+def _real(x, like):
+    """``x`` rounded to the dtype of the array ``like``, as the kernels' per-element math."""
+    return float(np.asarray(like).dtype.type(x))
 
 
-def rmsprop_step(g, lr, alpha, eps, weight_decay, eps_in_sqrt, p, v):
+def _update(lrs, n_lrs, ctrl, state, compute):
+    """An update kernel's contract: nothing changes when ctrl[BAD] or ctrl[HALT] is set; else
+    ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1, and
+    ctrl[BAD_UPDATE] = 1 when a new parameter is not finite."""
+    ctrl = np.array(ctrl, dtype=np.int64)
+    if ctrl[CTRL_BAD] or ctrl[CTRL_HALT]:
+        return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl}
+    k = int(ctrl[CTRL_K])
+    lr = float(lrs[k]) if 0 <= k < n_lrs else 0.0
+    with np.errstate(over="ignore"):  # the parameters are stored in their dtype: may overflow
+        out = compute(lr, int(ctrl[CTRL_T]) + 1)
+        out["p"] = out["p"].astype(np.asarray(state["p"]).dtype).astype(np.float64)
+    if not np.isfinite(out["p"]).all():
+        ctrl[CTRL_BAD_UPDATE] = 1
+    return {**out, "ctrl": ctrl}
+
+
+def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p, buf):
+    """PyTorch SGD: d = g + wd p; buf = d on the first step (t = 1), else
+    mu buf + (1 - dampening) d; d = d + mu buf (nesterov) or buf; p -= lr d. Without
+    momentum, buf is untouched."""
+    def compute(lr, t):
+        d = _f64(g) + weight_decay * _f64(p)
+        new_buf = _f64(buf).copy()
+        if momentum != 0:
+            new_buf = d.copy() if t == 1 else momentum * new_buf + (1.0 - dampening) * d
+            d = d + momentum * new_buf if nesterov else new_buf
+        return {"p": _f64(p) - lr * d, "buf": new_buf}
+
+    return _update(lrs, n_lrs, ctrl, {"p": p, "buf": buf}, compute)
+
+
+def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
+    """Exponentially weighted average v = beta v + (1 - beta) g; p -= lr * correction * v,
+    correction = 1 / (1 - beta^t) with bias_correction."""
+    def compute(lr, t):
+        b = _real(beta, p)
+        new_v = b * _f64(v) + (1.0 - b) * _f64(g)
+        correction = 1.0 / (1.0 - beta ** t) if bias_correction else 1.0
+        return {"p": _f64(p) - lr * correction * new_v, "v": new_v}
+
+    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute)
+
+
+def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, v):
     """PyTorch RMSprop: v = alpha v + (1 - alpha) d^2; p -= lr d / (sqrt(v) + eps), or
     / sqrt(v + eps) with eps_in_sqrt (Keras); d = g + wd p."""
-    d = _f64(g) + weight_decay * _f64(p)
-    v = alpha * _f64(v) + (1.0 - alpha) * d ** 2
-    denom = np.sqrt(v + eps) if eps_in_sqrt else np.sqrt(v) + eps
-    return {"p": _f64(p) - lr * d / denom, "v": v}
+    def compute(lr, t):
+        d = _f64(g) + weight_decay * _f64(p)
+        new_v = alpha * _f64(v) + (1.0 - alpha) * d ** 2
+        denom = np.sqrt(new_v + eps) if eps_in_sqrt else np.sqrt(new_v) + eps
+        return {"p": _f64(p) - lr * d / denom, "v": new_v}
+
+    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute)
 
 
-def adam_step(g, step_size, beta1, beta2, eps, weight_decay, decoupled_decay, bc2,
-              eps_in_sqrt, p, m, v):
-    """Adam (Kingma & Ba, Algorithm 1, as PyTorch): lr m_hat / (sqrt(v_hat) + eps).
+def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt, ctrl,
+              p, m, v):
+    """Adam (Kingma & Ba, Algorithm 1, as PyTorch): lr m_hat / (sqrt(v_hat) + eps),
+    m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t). AdamW first shrinks p by
+    lr * decoupled_wd; Adam's L2 adds weight_decay * p to the gradient. The betas of the moment
+    averages are those of the parameters' dtype; the bias corrections use them exactly."""
+    def compute(lr, t):
+        b1, b2 = _real(beta1, p), _real(beta2, p)
+        q = _f64(p) * (1.0 - lr * decoupled_wd)
+        d = _f64(g) + weight_decay * q
+        new_m = b1 * _f64(m) + (1.0 - b1) * d
+        new_v = b2 * _f64(v) + (1.0 - b2) * d ** 2
+        m_hat, v_hat = new_m / (1.0 - beta1 ** t), new_v / (1.0 - beta2 ** t)
+        denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
+        return {"p": q - lr * m_hat / denom, "m": new_m, "v": new_v}
 
-    The host passes step_size = lr / (1 - beta1^t) and bc2 = 1 - beta2^t, so
-    lr * m_hat = step_size * m and v_hat = v / bc2. AdamW first shrinks p by decoupled_decay
-    (lr * wd); Adam's L2 adds weight_decay * p to the gradient.
-    """
-    p = _f64(p) * (1.0 - decoupled_decay)
-    d = _f64(g) + weight_decay * p
-    m = beta1 * _f64(m) + (1.0 - beta1) * d
-    v = beta2 * _f64(v) + (1.0 - beta2) * d ** 2
-    v_hat = v / bc2
-    denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
-    return {"p": p - step_size * m / denom, "m": m, "v": v}
+    return _update(lrs, n_lrs, ctrl, {"p": p, "m": m, "v": v}, compute)
 
 
-def adam_host_scalars(lr, beta1, beta2, t):
-    """(step_size, bc2) the host computes for step t >= 1: lr / (1 - beta1^t), 1 - beta2^t."""
-    return lr / (1.0 - beta1 ** t), 1.0 - beta2 ** t
+# --- the step's bookkeeping kernels ---------------------------------------------------------
+
+def gather_rows(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
+    """Rows order[ctrl[K] * stride + offset + r] of src (n_cols wide); positions past the end
+    of order, or rows past the end of src, leave out untouched."""
+    src = _f64(src).reshape(-1)
+    result = _f64(out).reshape(-1, int(n_cols)).copy()
+    first = int(ctrl[CTRL_K]) * int(stride) + int(offset)
+    for r in range(result.shape[0]):
+        if first + r < n_order:
+            row = int(order[first + r])
+            if 0 <= row and (row + 1) * n_cols <= n_src:
+                result[r] = src[row * n_cols:(row + 1) * n_cols]
+    return {"out": result.reshape(np.shape(out))}
+
+
+def nonfinite_check(total, g, ctrl):
+    """ctrl[BAD] = 1 when total[0] or any entry of g is NaN or inf."""
+    ctrl = np.array(ctrl, dtype=np.int64)
+    if not (np.isfinite(_f64(g)).all() and np.isfinite(float(total[0]))):
+        ctrl[CTRL_BAD] = 1
+    return {"ctrl": ctrl}
+
+
+def step_end(total, n_steps, halt_on_nonfinite, ctrl, record):
+    """Record total and status of step k = ctrl[K], count an applied update, halt after a bad
+    update (or a non-finite step with halt_on_nonfinite), clear the flags, k += 1."""
+    ctrl, record = np.array(ctrl, dtype=np.int64), _f64(record).copy()
+    k = int(ctrl[CTRL_K])
+    status = (STEP_HALTED if ctrl[CTRL_HALT] else STEP_NONFINITE if ctrl[CTRL_BAD]
+              else STEP_BAD_UPDATE if ctrl[CTRL_BAD_UPDATE] else STEP_APPLIED)
+    if 0 <= k < n_steps:
+        record[k], record[n_steps + k] = float(total[0]), status
+    ctrl[CTRL_T] += status in (STEP_APPLIED, STEP_BAD_UPDATE)
+    if status == STEP_BAD_UPDATE or (status == STEP_NONFINITE and halt_on_nonfinite):
+        ctrl[CTRL_HALT] = 1
+    ctrl[CTRL_BAD] = ctrl[CTRL_BAD_UPDATE] = 0
+    ctrl[CTRL_K] = k + 1
+    return {"ctrl": ctrl, "record": record}
 
 
 # --- optimizers over many steps: the public hyperparameters, not the kernel's arguments -----

@@ -21,8 +21,8 @@ from gpunn.backends import CHOICES, cuda_status, get_backend, use_backend
 from gpunn.backends.cpu import CpuBackend
 
 CUDA, CUDA_REASON = cuda_status()
-INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "python", "platform", "numpy",
-             "numba", "cupy", "blas", "threads"}
+INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "python",
+             "platform", "numpy", "numba", "cupy", "blas", "threads"}
 
 
 def _fresh(function, *args):
@@ -186,14 +186,41 @@ def test_matmul_transposes_and_out(backend, dtype, trans_a, trans_b):
     np.testing.assert_array_equal(fresh, got)
 
 
-def test_colsum_with_and_without_out(backend, dtype):
+def test_column_sums_as_a_gemv_with_ones(backend, dtype):
+    """Bias gradients: ones(m) @ dZ, a 1-D left operand (one row), through every backend's
+    GEMM path (on cuda-emulated, cuBLAS's column-major arguments)."""
     x = np.random.default_rng(4).standard_normal((41, 7)).astype(dtype)
     out = backend.zeros(7, dtype)
-    assert backend.colsum(backend.asarray(x), out=out) is out
+    ones = backend.asarray(np.ones(41, dtype))
+    assert backend.matmul(ones, backend.asarray(x), out=out) is out
     bound = 41 * np.finfo(dtype).eps * np.abs(x.astype(np.float64)).sum(axis=0)
     expected = x.astype(np.float64).sum(axis=0)
-    for got in (backend.to_numpy(out), backend.to_numpy(backend.colsum(backend.asarray(x)))):
-        assert got.dtype == dtype and (np.abs(got - expected) <= bound).all()
+    got = backend.to_numpy(out)
+    assert got.dtype == dtype and (np.abs(got - expected) <= bound).all()
+    total = backend.zeros(1, dtype)
+    backend.matmul(backend.asarray(np.ones(x.size, dtype)), backend.asarray(x).reshape(-1, 1),
+                   out=total)
+    assert abs(backend.to_numpy(total)[0] - x.astype(np.float64).sum()) <= 41 * 7 * np.finfo(
+        dtype).eps * np.abs(x).sum()
+
+
+def test_recording_replays_the_same_launches(backend, dtype):
+    """What a recorded step relies on: the tape holds the launches of its region (kernels and
+    GEMMs, converted once) and replaying them repeats the work on the arrays they name."""
+    rng = np.random.default_rng(5)
+    a, b = backend.asarray(rng.standard_normal((5, 3)).astype(dtype)), backend.zeros(3, dtype)
+    out = backend.zeros((5, 3), dtype)
+    with backend.recording() as tape:
+        backend.matmul(a, backend.asarray(np.eye(3, dtype=dtype)), out=out)
+        backend.kernel("bias_act_fwd", b, 3, 2, out)
+    assert len(tape.ops) == 2
+    first = backend.to_numpy(out).copy()
+    backend.copy_from_host(out, np.zeros((5, 3)))
+    backend.replayable(tape)()
+    np.testing.assert_array_equal(backend.to_numpy(out), first)
+    np.testing.assert_array_equal(first, np.maximum(backend.to_numpy(a), 0))
+    backend.kernel("act_bwd", a, 0, out)  # outside the region: not recorded
+    assert len(tape.ops) == 2
 
 
 def test_empty_zeros_asarray_to_numpy(backend, dtype):

@@ -7,6 +7,7 @@ a kernel of the ``.cu`` files has no row in ``CASES`` as imported here.
 import numpy as np
 import pytest
 import reference
+from gpunn.kernels import kernel_specs
 from kernel_cases import (
     CASES,
     EXTREME_KERNELS,
@@ -54,21 +55,17 @@ def test_forward_then_backward_gives_the_derivative(backend, dtype, act):
     reference.assert_close(backend.to_numpy(dZ), expected, dtype)
 
 
-def test_softmax_pipeline_matches_logsumexp(backend, dtype):
-    """softmax_shift_exp, row sums on the backend, softmax_xent: the loss from logits alone."""
-    xp, rng = backend.xp, np.random.default_rng(8)
+def test_softmax_xent_matches_logsumexp_at_extremes(backend, dtype):
+    """The row kernel's loss and gradient from the logits alone, with huge and tiny rows."""
+    rng = np.random.default_rng(8)
     z = rng.normal(0.0, 5.0, (29, 11)).astype(dtype)
     z[3, 4], z[7] = 1e4, -88.7
-    labels = rng.integers(0, 11, 29).astype(np.int64)
-    Z = backend.asarray(z)
-    rowmax = xp.ascontiguousarray(Z.max(axis=1))
-    E = backend.empty(z.shape, dtype)
-    backend.kernel("softmax_shift_exp", Z, rowmax, 11, E)
-    rowsum = xp.ascontiguousarray(E.sum(axis=1))
-    loss, dZ = backend.empty(z.shape, dtype), backend.empty(z.shape, dtype)
-    backend.kernel("softmax_xent", Z, rowmax, rowsum, backend.asarray(labels), 11, 1.0, loss, dZ)
+    labels = rng.integers(0, 11, 29)
+    loss, dZ = backend.empty(29, dtype), backend.empty(z.shape, dtype)
+    backend.kernel("softmax_xent", backend.asarray(z), backend.asarray(labels.astype(dtype)), 11,
+                   1.0, loss, dZ)
     row_loss, grad = reference.softmax_cross_entropy(z, labels)
-    reference.assert_close(backend.to_numpy(loss).sum(axis=1), row_loss, dtype, scale=2)
+    reference.assert_close(backend.to_numpy(loss), row_loss, dtype, scale=2)
     reference.assert_close(backend.to_numpy(dZ), grad, dtype, scale=2)
 
 
@@ -125,16 +122,15 @@ def test_kernel_wrong_argument_count_names_the_signature(backend):
 
 def _softmax_args(backend, dtype, rows=3, cols=4):
     z = backend.zeros(rows * cols, dtype)
-    return [z, backend.zeros(rows, dtype), backend.zeros(rows, dtype),
-            backend.asarray(np.zeros(rows, np.int64)), cols, 1.0,
-            backend.empty(rows * cols, dtype), backend.empty(rows * cols, dtype)]
+    return [z, backend.zeros(rows, dtype), cols, 1.0, backend.empty(rows, dtype),
+            backend.empty(rows * cols, dtype)]
 
 
 @pytest.mark.parametrize("position, value, words", [
-    (1, lambda be, dt: be.zeros(2, dt), ["'rowmax'", "3 elements (n/n_cols), got 2"]),
-    (3, lambda be, dt: be.asarray(np.zeros(4, np.int64)), ["'labels'", "got 4"]),
-    (4, lambda be, dt: 5, ["'n_cols'", "positive divisor of n=12, got 5"]),
-    (4, lambda be, dt: 0, ["'n_cols'", "got 0"]),
+    (1, lambda be, dt: be.zeros(2, dt), ["'labels'", "3 elements (n / n_cols), got 2"]),
+    (4, lambda be, dt: be.zeros(4, dt), ["'loss'", "got 4"]),
+    (2, lambda be, dt: 5, ["'n_cols'", "positive divisor of n=12, got 5"]),
+    (2, lambda be, dt: 0, ["'n_cols'", "got 0"]),
 ])
 def test_kernel_checks_declared_row_sizes(backend, dtype, position, value, words):
     args = _replace(_softmax_args(backend, dtype), position, value(backend, dtype))
@@ -142,6 +138,21 @@ def test_kernel_checks_declared_row_sizes(backend, dtype, position, value, words
         backend.kernel("softmax_xent", *args)
     for word in words:
         assert word in str(raised.value), (word, str(raised.value))
+
+
+def test_control_array_and_tables_are_size_checked(backend, dtype):
+    g, p = backend.zeros(6, dtype), backend.zeros(6, dtype)
+    ctrl = backend.xp.zeros(8, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"'ctrl': expected 8 elements \(8\), got 7"):
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0,
+                       ctrl[:7], p, p)
+    with pytest.raises(ValueError, match=r"'lrs': expected 4 elements \(n_lrs\), got 3"):
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 4, 0.0, 0.0, 0.0, 0, ctrl, p, p)
+    with pytest.raises(TypeError, match=r"'ctrl': expected dtype int64, got"):
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0,
+                       backend.zeros(8, dtype), p, p)
+    with pytest.raises(ValueError, match=r"'record': expected 10 elements \(n_steps \* 2\)"):
+        backend.kernel("step_end", backend.zeros(1, dtype), 5, 1, ctrl, backend.zeros(9, dtype))
 
 
 def test_bias_must_have_n_cols_elements(backend, dtype):
@@ -182,3 +193,31 @@ def test_bce_soft_labels_near_saturation(backend, dtype):
     expected = reference.bce_logits(z, y, 1.0)
     reference.assert_close(backend.to_numpy(args[3]), expected["loss"], dtype)
     reference.assert_close(backend.to_numpy(args[4]), expected["dZ"], dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_twins_give_identical_bits_on_any_thread_count(dtype, case):
+    """The CPU backend may run a kernel on one thread or all (and two Python threads train
+    side by side): every twin must give the same bits either way, on sizes that span several
+    SIMD remainders and prange blocks."""
+    import numba
+
+    from gpunn.backends.cpu import CpuBackend, set_numba_threads
+
+    backend = CpuBackend()
+    args = case.args(Inputs(np.random.default_rng(3), dtype), 83, 101)
+    results = []
+    previous = set_numba_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        for threads in (numba.config.NUMBA_NUM_THREADS, 1):
+            numba.set_num_threads(threads)
+            copies = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+            module = __import__(f"gpunn.kernels.{kernel_specs()[case.kernel].module}",
+                                fromlist=["_"])
+            getattr(module, case.kernel)(*backend._convert_args(
+                kernel_specs()[case.kernel], copies)[0])
+            results.append([a for a in copies if isinstance(a, np.ndarray)])
+    finally:
+        numba.set_num_threads(previous)
+    for first, second in zip(*results):
+        np.testing.assert_array_equal(first, second, err_msg=case.id)

@@ -28,10 +28,11 @@ def run_loss(backend, loss, Z, y, dtype):
     n, n_out = Z.shape
     T = backend.asarray(loss.targets(y, n, n_out, dtype))
     buffers = Workspace(backend, n, loss.buffer_specs(n_out, dtype)).rows(n)
-    dZ, total = backend.empty(Z.shape, dtype), backend.xp.zeros((), dtype=dtype)
+    dZ = backend.empty(Z.shape, dtype)
     scale = loss.scale(n, n_out)
-    loss.forward_backward(backend, backend.asarray(Z, dtype), T, scale, dZ, buffers, total)
-    return float(total) * scale, backend.to_numpy(dZ)
+    loss.forward_backward(backend, backend.asarray(Z, dtype), T, scale, dZ, buffers)
+    total = backend.to_numpy(buffers["terms"]).astype(np.float64).sum()
+    return total * scale, backend.to_numpy(dZ)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))

@@ -138,15 +138,16 @@ def test_smaller_batches_use_views_of_the_workspace(backend):
     model = gpunn.MLP([4, 6, 3], activation="tanh", output="softmax", dtype="float64")
     X, y = inputs(8, 4), make_targets("cross_entropy", 8, 3)
     model.loss_and_grad(X, y)
-    arrays = dict(model._ws.arrays)
+    arrays = dict(model._ws["cross_entropy"].arrays)
     value = model.loss_and_grad(X[:3], y[:3])
-    assert model._ws.arrays == arrays and model._ws.capacity == 8
+    ws = model._ws["cross_entropy"]
+    assert ws.arrays == arrays and ws.capacity == 8
     expected, grads = ref.mlp_loss_and_grad(host_params(model), ["tanh", "identity"], X[:3],
                                             y[:3], "cross_entropy")
     ref.assert_close(value, expected, np.float64, scale=10.0)
     ref.assert_close(backend.to_numpy(model.layers[0].dW), grads[0][0], np.float64, scale=10.0)
     model.loss_and_grad(inputs(12, 4), make_targets("cross_entropy", 12, 3))
-    assert model._ws.capacity == 12
+    assert model._ws["cross_entropy"].capacity == 12
 
 
 def test_predict_softmax_labels_and_probabilities(backend):

@@ -1,10 +1,10 @@
-"""The exact ``RawModule`` source of every kernel module compiles with NVRTC, as CuPy does.
+"""The exact source the CUDA backend compiles, with its exact NVRTC options, for every module.
 
-Runs without a GPU: ``cupy.cuda.nvrtc`` is a thin wrapper over libnvrtc, which needs no device
-(``cupy.cuda.compiler.compile_using_nvrtc`` does, to ask for the architecture). The options
-are the backend's ``NVRTC_OPTIONS`` plus what CuPy 14's ``RawModule`` adds itself
-(``--std=c++17`` unless a standard is given, ``-ftz=true``, ``-arch=sm_XX``,
-``--device-as-default-execution-space``), and ``--ptxas-options=-v`` for the resource report:
+Runs without a GPU: ``cupy.cuda.nvrtc`` is a thin wrapper over libnvrtc, which needs no device.
+The backend compiles with NVRTC itself (``gpunn.backends.cuda.nvrtc_compile``): CuPy's
+RawModule would append ``-ftz=true`` after any option, and gpunn keeps subnormals
+(``-ftz=false``) so that the GPU agrees with the CPU. The options are the backend's
+``NVRTC_OPTIONS`` and ``-arch=sm_XX``, plus ``--ptxas-options=-v`` for the resource report:
 every kernel compiles to an entry function with no spills, no stack frame and few registers.
 """
 
@@ -14,7 +14,7 @@ from functools import cache
 import pytest
 from gpunn.kernels import DTYPE_SUFFIX, MODULES, cuda_source, kernel_specs
 
-from gpunn.backends.cuda import NVRTC_OPTIONS
+from gpunn.backends.cuda import NVRTC_OPTIONS, device_arch, nvrtc_compile
 
 cupy = pytest.importorskip("cupy", reason="cupy is not installed (pip install -e .[test])")
 nvrtc = cupy.cuda.nvrtc
@@ -25,12 +25,9 @@ _ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\d+)'")
 
 
 def rawmodule_options(arch):
-    """The options NVRTC sees when the CUDA backend's RawModule compiles for ``sm_<arch>``."""
-    options = list(NVRTC_OPTIONS)
-    if not any(option.lstrip("-").startswith("std=") for option in options):
-        options.append("--std=c++17")
-    return options + ["-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space",
-                      "--ptxas-options=-v"]
+    """The options NVRTC sees when the CUDA backend compiles for ``sm_<arch>``, plus the
+    resource report."""
+    return [*NVRTC_OPTIONS, f"-arch=sm_{arch}", "--ptxas-options=-v"]
 
 
 @cache
@@ -63,12 +60,46 @@ def ptxas_report(log):
     return report
 
 
-def test_options_follow_the_backend_and_cupy():
+def test_options_keep_subnormals_and_follow_cupy():
     options = rawmodule_options("90")
     assert options[: len(NVRTC_OPTIONS)] == list(NVRTC_OPTIONS)
-    for option in ("-ftz=true", "-arch=sm_90", "--device-as-default-execution-space"):
+    for option in ("-ftz=false", "-arch=sm_90", "--device-as-default-execution-space"):
         assert option in options
+    assert "-ftz=true" not in options
     assert sum(option.lstrip("-").startswith("std=") for option in options) == 1
+
+
+def _flushing_instructions(ptx):
+    """PTX instructions that flush subnormals, apart from the ``.approx`` seeds inside
+    libdevice's exp and division, whose callers scale their inputs out of the subnormal range."""
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    return {op for op in re.findall(r"\b[\w.]*\.ftz[\w.]*", ptx) if ".approx." not in op}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_backend_compiler_keeps_subnormals(module):
+    """The backend's own compile emits no flushing arithmetic or comparison; the H200 run,
+    compiled by CuPy with -ftz=true, saw relu' of a subnormal as 0 where the CPU sees 1."""
+    ptx, _ = nvrtc_compile(nvrtc, cuda_source(module, "float32"), "compute_90")
+    assert _flushing_instructions(ptx) == set()
+
+
+def test_the_subnormal_check_sees_flushing():
+    program = nvrtc.createProgram(cuda_source("activations", "float32"), "a.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, [*NVRTC_OPTIONS, "-ftz=true", "-arch=compute_90"])
+        assert any(op.startswith("setp.") for op in _flushing_instructions(
+            nvrtc.getPTX(program)))
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+def test_backend_compile_gives_a_cubin_and_picks_the_device_arch():
+    cubin, _ = nvrtc_compile(nvrtc, cuda_source("step", "float64"), "sm_80")
+    assert cubin[:4] == b"\x7fELF"
+    assert device_arch(nvrtc, "90") == "sm_90"
+    newest = max(int(a) for a in nvrtc.getSupportedArchs())
+    assert device_arch(nvrtc, str(newest + 1)) == f"compute_{newest}"
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda arch: f"sm_{arch}")

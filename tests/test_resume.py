@@ -107,17 +107,25 @@ def test_bad_checkpoint_arguments_name_the_argument(backend, kwargs, error, matc
 
 def poison_gradients(monkeypatch, model, calls):
     """Make the gradient of the ``calls``-th training steps (from 1) NaN, the loss finite;
-    returns the parameters seen before every step."""
-    seen, original = [], model._loss_and_grad
+    returns the parameters seen before every step.
 
-    def poisoned(X, T, loss):
+    The step is recorded and replayed on the device, so the poison is a device array added to
+    the gradient by one more recorded launch (axpy); the host sets it before each step."""
+    be = model.backend
+    seen, poison = [], be.zeros(model.flat_grads.shape, model.dtype)
+    backward, run_step = model.backward_pass, gpunn.step.TrainStep.run
+
+    def poisoned_backward(X, views):
+        backward(X, views)
+        be.kernel("axpy", poison, 1.0, model.flat_grads)
+
+    def counted_run(self, k):
         seen.append(params(model))
-        total = original(X, T, loss)
-        if len(seen) in calls:
-            model.flat_grads[3] = np.nan
-        return total
+        be.copy_from_host(poison[3:4], [np.nan if len(seen) in calls else 0.0])
+        run_step(self, k)
 
-    monkeypatch.setattr(model, "_loss_and_grad", poisoned)
+    monkeypatch.setattr(model, "backward_pass", poisoned_backward)
+    monkeypatch.setattr(gpunn.step.TrainStep, "run", counted_run)
     return seen
 
 

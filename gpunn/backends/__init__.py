@@ -28,7 +28,7 @@ def _smoke_test(backend):
     import numpy as np
 
     x = backend.asarray(np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32))
-    y = backend.matmul(x, x)
+    y = backend.matmul(x, x, out=backend.empty((2, 2), np.float32))
     backend.kernel("act_bwd", backend.asarray(np.ones(4, np.float32)), 0, y.reshape(-1))
     got = backend.to_numpy(y)
     if not np.allclose(got, [[-5.0, -3.0], [4.5, -5.75]]):
@@ -36,9 +36,24 @@ def _smoke_test(backend):
     return None
 
 
+def _cublas(cupy, stream):
+    """The capturable cuBLAS binding bound to ``stream``, or None when nvmath-python is absent
+    or fails to start (GEMMs then go through CuPy's matmul and steps are not captured)."""
+    from gpunn._compat import import_nvmath_cublas
+    from gpunn.backends.cublas import Cublas
+
+    binding, _ = import_nvmath_cublas()
+    if binding is None:
+        return None
+    try:
+        return Cublas(binding, cupy, stream)
+    except Exception:
+        return None
+
+
 def _probe_cuda():
     from gpunn._compat import cuda_device_count, import_cupy
-    from gpunn.backends.cuda import CudaBackend, RawModuleLoader
+    from gpunn.backends.cuda import CudaBackend, NvrtcLoader
 
     cupy, reason = import_cupy()
     if cupy is None:
@@ -49,8 +64,10 @@ def _probe_cuda():
     try:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        backend = CudaBackend(cupy, RawModuleLoader(cupy), device=f"cuda:{cupy.cuda.Device().id} "
-                              f"({name})", max_blocks=props["multiProcessorCount"] * 32)
+        stream = cupy.cuda.Stream(non_blocking=False)
+        backend = CudaBackend(cupy, NvrtcLoader(cupy), device=f"cuda:{cupy.cuda.Device().id} "
+                              f"({name})", max_blocks=props["multiProcessorCount"] * 32,
+                              blas=_cublas(cupy, stream), stream=stream)
         reason = _smoke_test(backend)
     except Exception as exc:
         return None, f"CUDA smoke test failed ({type(exc).__name__}: {exc})"

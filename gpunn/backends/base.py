@@ -1,5 +1,7 @@
 """What every backend shares: array helpers written once against ``self.xp``, kernel arguments."""
 
+import contextlib
+import contextvars
 import numbers
 
 import numpy as np
@@ -7,12 +9,30 @@ import numpy as np
 from gpunn.kernels import kernel_specs
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_SCALAR_TYPES = {"int": np.int32, "int64": np.int64}
+_INT64 = np.dtype(np.int64)
+_SCALAR_TYPES = {"int": np.int32, "int64": np.int64, "double": np.float64}
 _FLOAT32, _FLOAT64 = DTYPES
 # Scalar types the fast path converts itself; any other (valid or not) takes the full checks.
 _PLAIN_SCALARS = {"real": (float, int, bool, np.float32, np.float64),
+                  "double": (float, int, bool, np.float32, np.float64),
                   "int": (int, bool), "int64": (int, bool)}
 _PLANS = {}
+# The tape that records this context's launches, if any (see Backend.recording).
+_TAPE = contextvars.ContextVar("gpunn_tape", default=None)
+
+
+class Tape:
+    """The launches of one recorded step, in order: ``(function, args)`` pairs with arguments
+    already converted, so replaying them repeats exactly the same work."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.ops = []
+
+    def replay(self):
+        """Run the recorded launches again, eagerly."""
+        for function, args in self.ops:
+            function(*args)
 
 
 def _plan(spec):
@@ -22,12 +42,12 @@ def _plan(spec):
     plan = []
     for p in spec.params:
         if p.is_array:
-            dtype = np.dtype(np.int64) if p.kind == "in_int64" else None
-            plan.append((dtype, p.size == ("n", None), None, None))
+            dtype = _INT64 if p.is_int64_array else None
+            plan.append((dtype, p.size == ("n", None, None), None, None))
         else:
             plan.append((None, False, _PLAIN_SCALARS[p.kind], _SCALAR_TYPES.get(p.kind)))
-    sized = any(p.is_array and p.size != ("n", None) for p in spec.params)
-    return tuple(plan), sized
+    sized = any(p.is_array and p.size != ("n", None, None) for p in spec.params)
+    return tuple(plan), sized, spec.n_index
 
 
 def check_dtype(dtype, argument="dtype"):
@@ -63,13 +83,47 @@ class Backend:
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype=check_dtype(dtype))
 
-    def matmul(self, a, b, out=None, trans_a=False, trans_b=False):
-        """``op(a) @ op(b)`` through BLAS; transposes are views, so no copy is made."""
-        return self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+    def copy_from_host(self, dst, values):
+        """Write host ``values`` into the device array ``dst`` in place (no new array)."""
+        dst[...] = np.asarray(values, dtype=dst.dtype).reshape(dst.shape)
 
-    def colsum(self, a, out=None):
-        """Sum of a 2-D array over its rows (axis 0), e.g. a bias gradient."""
-        return self.xp.sum(a, axis=0, out=out)
+    def matmul(self, a, b, out=None, trans_a=False, trans_b=False):
+        """``out[...] = op(a) @ op(b)`` through BLAS; a 1-D ``a`` is one row, a 1-D ``out`` one
+        row or column. Transposes are views, so no copy is made. Recorded like a kernel; a
+        new ``out`` is allocated when none is given (not in a recorded step)."""
+        if out is None:
+            rows = 1 if a.ndim == 1 else a.shape[1 if trans_a else 0]
+            shape = (b.shape[0 if trans_b else 1],) if a.ndim == 1 else None
+            out = self.xp.empty(shape or (rows, b.shape[0 if trans_b else 1]),
+                                dtype=np.result_type(a.dtype, b.dtype))
+        tape = _TAPE.get()
+        if tape is not None and tape.backend is self:
+            tape.ops.append((self._matmul, (a, b, out, trans_a, trans_b)))
+        self._matmul(a, b, out, trans_a, trans_b)
+        return out
+
+    def _matmul(self, a, b, out, trans_a, trans_b):
+        self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Run as usual while recording every :meth:`kernel` and :meth:`matmul` launch of this
+        context; yields the :class:`Tape`. Only those two may happen in a recorded region."""
+        tape = Tape(self)
+        token = _TAPE.set(tape)
+        try:
+            yield tape
+        finally:
+            _TAPE.reset(token)
+
+    def replayable(self, tape):
+        """A function that repeats ``tape``: here, the launches replayed eagerly."""
+        return tape.replay
+
+    @property
+    def graph_status(self):
+        """How :meth:`replayable` replays: a short description (``gpunn info`` shows it)."""
+        return "eager replay of the recorded launches (no CUDA graphs on this backend)"
 
     def synchronize(self):
         """Wait for queued device work; a no-op on the CPU."""
@@ -79,7 +133,11 @@ class Backend:
         spec = kernel_specs().get(name)
         if spec is None:
             raise ValueError(f"kernel: expected one of {sorted(kernel_specs())}, got {name!r}")
-        self._launch(spec, self._convert_args(spec, args))
+        converted = self._convert_args(spec, args)
+        tape = _TAPE.get()
+        if tape is not None and tape.backend is self:
+            tape.ops.append((self._launch, (spec, converted)))
+        self._launch(spec, converted)
 
     def _convert_args(self, spec, args):
         fast = self._fast_convert_args(spec, args)
@@ -89,13 +147,13 @@ class Backend:
             names = ", ".join(p.name for p in spec.params)
             raise TypeError(f"kernel {spec.name}({names}): expected {len(spec.params)} "
                             f"arguments, got {len(args)}")
-        # The first real input array fixes the dtype; the last argument (an array) fixes n.
-        first = next((i for i, p in enumerate(spec.params) if p.kind == "in"), len(args) - 1)
-        for index in (first, len(args) - 1):
+        # The first real array fixes the dtype; the last array of undeclared size fixes n.
+        first = next(i for i, p in enumerate(spec.params) if p.kind in ("in", "out"))
+        for index in (first, spec.n_index):
             self._check_array(spec, spec.params[index], args[index])
         real = check_dtype(args[first].dtype,
                            f"kernel {spec.name} argument {spec.params[first].name!r} dtype")
-        n = args[-1].size
+        n = args[spec.n_index].size
         converted = [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)]
         self._check_sizes(spec, converted, n)
         return converted, real, n
@@ -107,14 +165,14 @@ class Backend:
         plan = _PLANS.get(spec.name)
         if plan is None:
             plan = _PLANS[spec.name] = _plan(spec)
-        kinds, sized = plan
+        kinds, sized, n_index = plan
         ndarray = self.xp.ndarray
-        if len(args) != len(kinds) or type(args[-1]) is not ndarray:
+        if len(args) != len(kinds) or type(args[n_index]) is not ndarray:
             return None
-        real = args[-1].dtype
+        real = args[n_index].dtype
         if real is not _FLOAT32 and real is not _FLOAT64:
             return None
-        n, to_real = args[-1].size, real.type
+        n, to_real = args[n_index].size, real.type
         converted = []
         for (dtype, size_is_n, scalar_types, to_scalar), value in zip(kinds, args):
             if scalar_types is None:
@@ -139,14 +197,17 @@ class Backend:
         for param, value in zip(spec.params, converted):
             if not param.is_array:
                 continue
-            numerator, divisor = param.size
-            for name in {numerator, divisor} - {"n", None}:
-                if values[name] < 1 or n % values[name]:
-                    raise ValueError(f"kernel {spec.name} argument {name!r}: expected a "
-                                     f"positive divisor of n={n}, got {values[name]}")
-            expected = values[numerator] // (values[divisor] if divisor else 1)
+            left, op, right = param.size
+            a, b = (int(x) if x.isdigit() else values[x] for x in (left, right or "1"))
+            if op == "/" and (b < 1 or a % b):
+                raise ValueError(f"kernel {spec.name} argument {right!r}: expected a "
+                                 f"positive divisor of {left}={a}, got {b}")
+            if op != "/" and (a < 0 or b < 0):
+                raise ValueError(f"kernel {spec.name} argument {param.name!r}: expected "
+                                 f"non-negative sizes, got {left}={a}, {right}={b}")
+            expected = a // b if op == "/" else a * b
             if value.size != expected:
-                size = f"{numerator}/{divisor}" if divisor else numerator
+                size = f"{left} {op} {right}" if op else left
                 raise ValueError(f"kernel {spec.name} argument {param.name!r}: expected "
                                  f"{expected} elements ({size}), got {value.size}")
 
@@ -159,12 +220,13 @@ class Backend:
         where = f"kernel {spec.name} argument {param.name!r}"
         if not param.is_array:
             integral = isinstance(value, (numbers.Integral, np.bool_))
-            if not (integral or param.kind == "real" and isinstance(value, numbers.Real)):
-                kind = "a real number" if param.kind == "real" else "an integer"
+            floating = param.kind in ("real", "double")
+            if not (integral or floating and isinstance(value, numbers.Real)):
+                kind = "a real number" if floating else "an integer"
                 raise TypeError(f"{where}: expected {kind}, got {type(value).__name__}")
             return real.type(value) if param.kind == "real" else _SCALAR_TYPES[param.kind](value)
         self._check_array(spec, param, value)
-        expected = np.dtype(np.int64) if param.kind == "in_int64" else real
+        expected = _INT64 if param.is_int64_array else real
         if value.dtype != expected:
             raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
         if not value.flags.c_contiguous:

@@ -8,8 +8,9 @@ def info():
     """Return a dict: backend, device, why CUDA is not used, library versions, BLAS, threads.
 
     Returns:
-        dict with keys ``backend``, ``device``, ``cuda_unavailable_reason``, ``python``,
-        ``numpy``, ``numba``, ``cupy``, ``blas`` (threadpoolctl's view) and ``threads``.
+        dict with keys ``backend``, ``device``, ``cuda_unavailable_reason``, ``step_replay``
+        (CUDA graphs, or eager replay and why), ``python``, ``numpy``, ``numba``, ``cupy``,
+        ``blas`` (threadpoolctl's view) and ``threads``.
     """
     import numpy
     from threadpoolctl import threadpool_info
@@ -31,6 +32,7 @@ def info():
         "backend": backend.name,
         "device": backend.device,
         "cuda_unavailable_reason": reason,
+        "step_replay": backend.graph_status,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": numpy.__version__,

@@ -25,7 +25,6 @@ KERNELS = {
     "momentum_step": (20, 5, "g p v", "p v"),
     "bias_act_fwd": (8, 5, "Z", "Z"),
     "act_bwd": (12, 3, "A dZ", "dZ"),
-    "softmax_shift_exp": (8, 2, "Z", "E"),
     "softmax_xent": (16, 8, "Z dZ", "loss dZ"),
     "bce_logits": (16, 12, "Z Y", "loss dZ"),
     "mse": (16, 5, "Z Y", "loss dZ"),
@@ -66,7 +65,6 @@ def model_step(sizes, batch, gpu=H100):
     params = sum(a * b + b for a, b in pairs)
     elementwise = (sum(model_seconds("bias_act_fwd", batch * s, gpu) for s in sizes[1:])
                    + sum(model_seconds("act_bwd", batch * s, gpu) for s in sizes[1:-1])
-                   + model_seconds("softmax_shift_exp", batch * sizes[-1], gpu)
                    + model_seconds("softmax_xent", batch * sizes[-1], gpu)
                    + model_seconds("adam_step", params, gpu))
     return {"batch": batch, "gemm_flops": gemm_flops, "model_gemm_s": gemm,

@@ -3,7 +3,7 @@
 A step is what mini-batch training repeats: gather the batch's rows, forward, softmax
 cross-entropy, backward, Adam update. Contenders, interleaved per batch size:
 
-- ``gpunn``: :class:`gpunn.train.Trainer` ``.step`` (what :func:`gpunn.fit` runs per batch);
+- ``gpunn``: :class:`gpunn.step.TrainStep` (what :func:`gpunn.fit` runs per batch);
 - ``torch default`` / ``torch fused``: PyTorch eager, ``nn.Sequential`` of Linear + Sigmoid,
   ``CrossEntropyLoss``, ``torch.optim.Adam`` with its CPU default (a loop over the tensors) or
   ``fused=True``;
@@ -32,15 +32,15 @@ def synthetic(n, n_in, n_classes, seed=0):
 
 
 def gpunn_step(sizes, X, y, batch):
-    """``Trainer.step`` of a float32 MLP with Adam on the current backend."""
+    """:class:`gpunn.step.TrainStep` of a float32 MLP with Adam on the current backend."""
     import gpunn
-    from gpunn.train import Trainer
+    from gpunn.step import TrainStep
 
     model = gpunn.MLP(sizes, activation="sigmoid", output="softmax", seed=0)
     Xd, T, loss = model.prepare(X, y)
-    trainer = Trainer(model, Xd, T, loss, gpunn.Adam(lr=LR), batch)
+    trainer = TrainStep(model, loss, gpunn.Adam(lr=LR), Xd, T, batch)
     trainer.shuffle(np.random.default_rng(0))
-    return lambda: trainer.step(0, batch), model.backend
+    return trainer.run_next, model.backend
 
 
 def torch_step(torch, sizes, X, y, batch, fused):

@@ -5,7 +5,7 @@ MLP. The loops compute the same gradient as the vectorized code, one sample at a
 NumPy for each sample's dot products, and (logistic regression only, on a few samples) with
 no NumPy at all. Figures are per sample; a ratio is how many times faster the vectorized code
 computes the same gradient. ``gpunn`` is a full training step (gather, forward, loss,
-backward, update) of :class:`gpunn.train.Trainer` on the whole batch, so it does more work
+backward, update) of :class:`gpunn.step.TrainStep` on the whole batch, so it does more work
 than the gradient alone.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import gpunn
 from gpunn.bench import numpy_mlp
 from gpunn.bench.harness import interleaved
-from gpunn.train import Trainer
+from gpunn.step import TrainStep
 
 
 def _data(m, n_in, n_classes, seed=0):
@@ -26,8 +26,8 @@ def _data(m, n_in, n_classes, seed=0):
 def _gpunn_step(sizes, output, X, y):
     model = gpunn.MLP(sizes, output=output, seed=0)
     Xd, T, loss = model.prepare(X, y)
-    trainer = Trainer(model, Xd, T, loss, gpunn.SGD(lr=0.01), X.shape[0])
-    return lambda: trainer.step(0, X.shape[0]), model.backend
+    trainer = TrainStep(model, loss, gpunn.SGD(lr=0.01), Xd, T, X.shape[0])
+    return trainer.run_next, model.backend
 
 
 def logistic_regression(m, n_in, loop_rows, rounds, min_sample_s):

@@ -1,0 +1,42 @@
+"""Column-major GEMMs through NVIDIA's cuBLAS binding (nvmath-python), capturable in a graph.
+
+CuPy's matmul sets the cuBLAS stream on every call, which CuPy refuses while a stream is being
+captured into a CUDA graph; nvmath-python's thin binding (``nvmath.bindings.cublas``) calls
+``cublasSgemm``/``cublasDgemm`` as they are, on a handle whose stream and workspace are set
+once, here. It is the binding NVIDIA maintains for cuBLAS and cuBLASLt (the fused-epilogue
+GEMMs the next steps want), small (one wheel, no compiler).
+"""
+
+import numpy as np
+
+# cuBLAS needs a user workspace to run inside a captured graph (it cannot allocate there).
+WORKSPACE_BYTES = 32 * 1024 * 1024
+
+
+class Cublas:
+    """``gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc)``: ``C = op(A) op(B)`` on
+    column-major CuPy arrays (alpha 1, beta 0), float32 or float64, on ``stream``.
+
+    Args:
+        binding: ``nvmath.bindings.cublas``.
+        cupy: the cupy module (for the workspace).
+        stream: the CuPy stream every GEMM goes to.
+    """
+
+    def __init__(self, binding, cupy, stream):
+        self._lib = binding
+        self._handle = binding.create()
+        binding.set_stream(self._handle, stream.ptr)
+        self._workspace = cupy.empty(WORKSPACE_BYTES, dtype=np.uint8)
+        binding.set_workspace(self._handle, self._workspace.data.ptr, WORKSPACE_BYTES)
+        # Host scalars read when each call is issued (host pointer mode, cuBLAS's default).
+        self._scalars = {np.dtype(t): (np.ones(1, t), np.zeros(1, t))
+                         for t in (np.float32, np.float64)}
+        self._functions = {np.dtype(np.float32): binding.sgemm,
+                           np.dtype(np.float64): binding.dgemm}
+
+    def gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+        one, zero = self._scalars[C.dtype]
+        self._functions[C.dtype](self._handle, transa, transb, m, n, k, one.ctypes.data,
+                                 A.data.ptr, lda, B.data.ptr, ldb, zero.ctypes.data,
+                                 C.data.ptr, ldc)

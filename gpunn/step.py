@@ -1,0 +1,187 @@
+"""One training step, owned by :class:`TrainStep`: recorded once per batch shape, replayed.
+
+A step is gather -> forward -> fused loss -> backward -> (all-reduce) -> finiteness check ->
+ONE fused update -> bookkeeping, all on the device. Nothing in it reads a host value that
+changes from step to step: the batch offset, the learning rate and the update count come from
+small device arrays (the control array ``ctrl``, whose slots are named below, and the epoch's
+learning-rate table), so the launches of a step are recorded once per batch shape and
+replayed; on CUDA they are captured as a CUDA graph and relaunched with one call
+(``backend.replayable``). The host reads the step records once per epoch (or every
+``check_every`` steps): each step's loss sum and status.
+
+Divergence is handled on the device: ``nonfinite_check`` flags a step whose loss or gradient
+is NaN/inf and the update kernels then leave parameters and state untouched (PyTorch's fused
+Adam ``found_inf``, optax ``apply_if_finite``); an update that itself produces a non-finite
+parameter is flagged too. After a flagged step, with ``halt_on_nonfinite``, no further update
+is applied until the host has seen it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpunn.workspace import Workspace
+
+# Slots of the control array, as kernels/step.cuh numbers them (a test checks they agree).
+CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = 0, 1, 2, 3, 4, 8
+# Step statuses in the record.
+STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
+
+
+@dataclass
+class StepRecords:
+    """What the device recorded for the steps run so far in this epoch.
+
+    Attributes:
+        totals: each step's sum of loss terms (times ``loss.scale`` of its rows: the mean).
+        status: each step's status: ``STEP_APPLIED``, ``STEP_NONFINITE`` (loss or gradient
+            NaN/inf; the update was not applied), ``STEP_BAD_UPDATE`` (the update was applied
+            and made parameters non-finite) or ``STEP_HALTED`` (not applied: halted before).
+        rows: each step's batch rows.
+    """
+
+    totals: np.ndarray
+    status: np.ndarray
+    rows: np.ndarray
+
+    @property
+    def applied(self):
+        """Mask of the steps whose update was applied."""
+        return (self.status == STEP_APPLIED) | (self.status == STEP_BAD_UPDATE)
+
+    def first(self, statuses):
+        """Index of the first step with one of ``statuses``, or None."""
+        hits = np.flatnonzero(np.isin(self.status, statuses))
+        return int(hits[0]) if hits.size else None
+
+
+class TrainStep:
+    """The training set on the device, its batch buffers, and one recorded training step.
+
+    Per epoch: :meth:`shuffle` (optional), :meth:`begin_epoch` with the epoch's learning
+    rates, :meth:`run` for each batch index, :meth:`read` for the records. After the first two
+    steps of each batch shape (one eager run while recording, one capture), a step launches
+    the recording and allocates nothing.
+
+    Args:
+        model: a :class:`~gpunn.Sequential`.
+        loss: the loss object.
+        optimizer: the optimizer object.
+        X, T: device inputs and targets (from ``model.prepare``).
+        batch_size: rows per mini-batch (the last one may be smaller).
+        halt_on_nonfinite: after a step with a non-finite loss or gradient, apply no further
+            update (fit's ``on_nonfinite="raise"``); else such steps are skipped and counted.
+    """
+
+    def __init__(self, model, loss, optimizer, X, T, batch_size, halt_on_nonfinite=True):
+        be, n = model.backend, X.shape[0]
+        self.model, self.loss, self.optimizer, self.X, self.T = model, loss, optimizer, X, T
+        self.batch_size = batch_size
+        self.bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+        self.n_steps = len(self.bounds)
+        self.halt_on_nonfinite = bool(halt_on_nonfinite)
+        self.order = np.arange(n)
+        self._order = be.asarray(self.order)
+        self._ctrl = be.xp.zeros(CTRL_SIZE, dtype=np.int64)
+        self._lrs = be.zeros(self.n_steps, model.dtype)
+        self._record = be.zeros(2 * self.n_steps, model.dtype)
+        self._ws = model.new_workspace(batch_size, loss)
+        # One batch of all rows in order: the data itself, nothing to gather.
+        self._batch = None if self.n_steps == 1 else Workspace(be, batch_size, {
+            "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
+        self._tapes, self._replays = {}, {}
+        self._t0, self._k = optimizer.t, 0
+
+    @property
+    def graph_status(self):
+        """How recorded steps are replayed on this backend (CUDA graphs or eagerly)."""
+        return self.model.backend.graph_status
+
+    def restore_order(self, order):
+        """Continue from a saved row ``order`` (a permutation of the rows); ValueError if not."""
+        order = None if order is None else np.asarray(order)
+        if (order is None or order.shape != self.order.shape
+                or not np.array_equal(np.sort(order), np.arange(len(self.order)))):
+            raise ValueError(f"order: expected a permutation of the {len(self.order)} rows "
+                             f"of X, got {None if order is None else order.shape}")
+        self.order[:] = order
+        self.model.backend.copy_from_host(self._order, self.order)
+
+    def shuffle(self, rng):
+        """Permute the rows with ``rng`` (host), then copy the order to the device once."""
+        rng.shuffle(self.order)
+        self.model.backend.copy_from_host(self._order, self.order)
+
+    def begin_epoch(self, lrs):
+        """Start an epoch: ``lrs`` holds the learning rate of each of its steps (host floats,
+        one copy to the device); the step index and flags restart, the update count is the
+        optimizer's."""
+        lrs = np.asarray(lrs, dtype=np.float64)
+        if lrs.shape != (self.n_steps,):
+            raise ValueError(f"lrs: expected {self.n_steps} learning rates, got {lrs.shape}")
+        be = self.model.backend
+        self._epoch_lrs = lrs
+        be.copy_from_host(self._lrs, lrs)
+        ctrl = np.zeros(CTRL_SIZE, dtype=np.int64)
+        ctrl[CTRL_T] = self._t0 = self.optimizer.t
+        be.copy_from_host(self._ctrl, ctrl)
+        self._k = 0
+
+    def run(self, k):
+        """Run step ``k`` of the epoch (``k`` must follow the previous one)."""
+        if k != self._k:
+            raise ValueError(f"k: expected step {self._k} of the epoch, got {k}")
+        start, stop = self.bounds[k]
+        key = (stop - start, self.optimizer.launch_key())
+        replay = self._replays.get(key)
+        if replay is None:
+            tape = self._tapes.get(key)
+            if tape is None:  # the first step of this shape runs eagerly while recording
+                with self.model.backend.recording() as tape:
+                    self._launch(stop - start)
+                self._tapes[key] = tape
+            else:
+                replay = self._replays[key] = self.model.backend.replayable(tape)
+        if replay is not None:
+            replay()
+        self._k += 1
+
+    def run_next(self):
+        """Run the next step; after the last one, start a new epoch with the same learning
+        rates and row order first (a loop of steps, as the benchmarks time them)."""
+        if self._k == self.n_steps or not hasattr(self, "_epoch_lrs"):
+            self.begin_epoch(getattr(self, "_epoch_lrs", [self.optimizer.lr] * self.n_steps))
+        self.run(self._k)
+
+    def _launch(self, m):
+        """The launches of one step of ``m`` rows (what gets recorded)."""
+        model, be = self.model, self.model.backend
+        if self._batch is None:
+            X, T = self.X, self.T
+        else:
+            batch = self._batch.rows(m)
+            X, T = batch["X"], batch["T"]
+            for source, out in ((self.X, X), (self.T, T)):
+                n_cols = out.size // m
+                be.kernel("gather_rows", source, self._order, self._ctrl, source.size,
+                          self._order.size, self.batch_size, 0, n_cols, out)
+        views = self._ws.rows(m)
+        total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out))
+        model.backward_pass(X, views)
+        be.kernel("nonfinite_check", total, model.flat_grads, self._ctrl)
+        self.optimizer.update(model, self._lrs, self._ctrl)
+        be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, self._ctrl,
+                  self._record)
+
+    def read(self):
+        """The records of the steps run so far this epoch: ONE device-to-host read.
+
+        Also sets ``optimizer.t`` to the updates applied so far.
+        """
+        record = self.model.backend.to_numpy(self._record)
+        k, n = self._k, self.n_steps
+        rows = np.array([stop - start for start, stop in self.bounds[:k]])
+        records = StepRecords(totals=record[:k].astype(np.float64),
+                              status=record[n:n + k].astype(np.int64), rows=rows)
+        self.optimizer.t = self._t0 + int(records.applied.sum())
+        return records

@@ -1,0 +1,71 @@
+// The training step's own kernels: gather a batch, flag non-finite values, close the step.
+// They read the step index from the device control array (step.cuh), so one recorded step
+// (a CUDA graph on a GPU) serves every batch of an epoch.
+#include "common.cuh"
+#include "step.cuh"
+
+// out[i] = src[order[ctrl[K] * stride + offset + r] * n_cols + j], r = i / n_cols,
+// j = i % n_cols: the rows of this step's batch (or of this rank's shard of it).
+// Positions past the end of order are left alone (the host sizes batches so there are none).
+// sizes: src[n_src] order[n_order] ctrl[8]
+extern "C" __global__ void GPUNN_NAME(gather_rows)(
+    const real* src, const long long* order, const long long* ctrl, long long n_src,
+    long long n_order, long long stride, long long offset, long long n_cols, real* out,
+    long long n) {
+    long long first = ctrl[GPUNN_CTRL_K] * stride + offset;
+    GPUNN_GRID_STRIDE(i, n) {
+        long long pos = first + i / n_cols;
+        if (pos < n_order) {
+            long long row = order[pos];
+            long long at = row * n_cols + i % n_cols;
+            if (row >= 0 && at < n_src) {
+                out[i] = src[at];
+            }
+        }
+    }
+}
+
+// ctrl[BAD] = 1 when the loss total or any gradient entry is NaN or inf. Plain stores of 1:
+// a benign race, every writer writes the same value.
+// sizes: total[1] ctrl[8]
+extern "C" __global__ void GPUNN_NAME(nonfinite_check)(
+    const real* total, const real* g, long long* ctrl, long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        if (!isfinite(g[i]) || (i == 0 && !isfinite(total[0]))) {
+            ctrl[GPUNN_CTRL_BAD] = 1;
+        }
+    }
+}
+
+// One thread closes the step: records its loss total and status at record[k] and
+// record[n_steps + k], counts an applied update, halts on a non-finite update (or on a
+// non-finite loss or gradient when halt_on_nonfinite), clears the step's flags, k += 1.
+// sizes: ctrl[8] record[n_steps * 2]
+extern "C" __global__ void GPUNN_NAME(step_end)(
+    const real* total, long long n_steps, int halt_on_nonfinite, long long* ctrl, real* record,
+    long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        if (i != 0) {
+            continue;
+        }
+        long long k = ctrl[GPUNN_CTRL_K];
+        int status = ctrl[GPUNN_CTRL_HALT] ? GPUNN_STEP_HALTED
+                     : ctrl[GPUNN_CTRL_BAD] ? GPUNN_STEP_NONFINITE
+                     : ctrl[GPUNN_CTRL_BAD_UPDATE] ? GPUNN_STEP_BAD_UPDATE
+                     : GPUNN_STEP_APPLIED;
+        if (k >= 0 && k < n_steps) {
+            record[k] = total[0];
+            record[n_steps + k] = real(status);
+        }
+        if (status == GPUNN_STEP_APPLIED || status == GPUNN_STEP_BAD_UPDATE) {
+            ctrl[GPUNN_CTRL_T] += 1;
+        }
+        if (status == GPUNN_STEP_BAD_UPDATE ||
+            (status == GPUNN_STEP_NONFINITE && halt_on_nonfinite)) {
+            ctrl[GPUNN_CTRL_HALT] = 1;
+        }
+        ctrl[GPUNN_CTRL_BAD] = 0;
+        ctrl[GPUNN_CTRL_BAD_UPDATE] = 0;
+        ctrl[GPUNN_CTRL_K] = k + 1;
+    }
+}

@@ -1,0 +1,60 @@
+"""Numba twins of step.cu: gather a batch, flag non-finite values, close the step.
+
+The control-array slots and step statuses are those of step.cuh (a test checks they agree).
+"""
+
+import math
+
+from numba import njit, prange
+
+from .config import CACHE, FASTMATH
+
+CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = 0, 1, 2, 3, 4, 8
+STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def gather_rows(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
+    """out row r = src row order[ctrl[K] * stride + offset + r]; one row per iteration."""
+    first = ctrl[CTRL_K] * stride + offset
+    for r in prange(out.size // n_cols):
+        pos = first + r
+        if pos < n_order:
+            row = order[pos]
+            if row >= 0 and (row + 1) * n_cols <= n_src:
+                for j in range(n_cols):
+                    out[r * n_cols + j] = src[row * n_cols + j]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def nonfinite_check(total, g, ctrl):
+    """ctrl[BAD] = 1 when total[0] or any g[i] is NaN or inf."""
+    bad = 0
+    for i in prange(g.size):
+        bad += 0 if math.isfinite(g[i]) else 1
+    if bad or not math.isfinite(total[0]):
+        ctrl[CTRL_BAD] = 1
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def step_end(total, n_steps, halt_on_nonfinite, ctrl, record):
+    """Record the step's loss and status, count the update, halt if needed, k += 1."""
+    k = ctrl[CTRL_K]
+    if ctrl[CTRL_HALT]:
+        status = STEP_HALTED
+    elif ctrl[CTRL_BAD]:
+        status = STEP_NONFINITE
+    elif ctrl[CTRL_BAD_UPDATE]:
+        status = STEP_BAD_UPDATE
+    else:
+        status = STEP_APPLIED
+    if 0 <= k < n_steps:
+        record[k] = total[0]
+        record[n_steps + k] = status
+    if status == STEP_APPLIED or status == STEP_BAD_UPDATE:
+        ctrl[CTRL_T] += 1
+    if status == STEP_BAD_UPDATE or (status == STEP_NONFINITE and halt_on_nonfinite):
+        ctrl[CTRL_HALT] = 1
+    ctrl[CTRL_BAD] = 0
+    ctrl[CTRL_BAD_UPDATE] = 0
+    ctrl[CTRL_K] = k + 1
