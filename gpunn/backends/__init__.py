@@ -46,8 +46,17 @@ def _cublas(cupy, stream):
     if binding is None:
         return None
     try:
-        return Cublas(binding, cupy, stream)
-    except Exception:
+        blas = Cublas(binding, cupy, stream)
+        a = cupy.asarray([[1.0, 2.0], [3.0, 4.0]], dtype=cupy.float32)
+        c = cupy.empty((2, 2), dtype=cupy.float32)
+        # Read column-major, a is a.T, and the column-major product a.T @ a.T = (a @ a).T is
+        # stored as the row-major a @ a.
+        blas.gemm(0, 0, 2, 2, 2, a, 2, a, 2, c, 2)
+        stream.synchronize()
+        if not bool(cupy.allclose(c, a @ a)):
+            return None
+        return blas
+    except Exception:  # a binding that cannot find or run cuBLAS: CuPy's matmul instead
         return None
 
 
