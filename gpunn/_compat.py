@@ -1,5 +1,5 @@
-"""The only module that imports CuPy and nvmath-python: tells "installed" from "has a working
-GPU", quietly."""
+"""The only module that imports optional packages (CuPy, nvmath-python, NCCL through CuPy,
+mpi4py): tells "installed" from "has a working GPU", quietly."""
 
 import warnings
 from functools import lru_cache
@@ -40,3 +40,31 @@ def import_nvmath_cublas():
     except Exception as exc:
         return None, f"nvmath-python is not importable ({type(exc).__name__}: {exc})"
     return cublas, None
+
+
+@lru_cache(maxsize=1)
+def import_mpi():
+    """Return ``(mpi4py.MPI, None)`` or ``(None, reason)``; importing it initializes MPI."""
+    try:
+        from mpi4py import MPI
+    except Exception as exc:  # ImportError, or mpi4py present without an MPI runtime
+        return None, (f"mpi4py is not importable ({type(exc).__name__}: {exc}); install the "
+                      "'mpi' extra: pip install 'gpunn[mpi]'")
+    return MPI, None
+
+
+def import_nccl():
+    """Return ``(cupy, cupy.cuda.nccl, None)`` or ``(None, None, reason)``; never raises."""
+    cupy, reason = import_cupy()
+    if cupy is None:
+        return None, None, reason
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from cupy.cuda import nccl
+    except Exception as exc:  # CuPy without libnccl
+        return None, None, f"cupy.cuda.nccl is not importable ({type(exc).__name__}: {exc})"
+    if not nccl.available:
+        return None, None, ("cupy.cuda.nccl found no NCCL library: install nvidia-nccl-cu12 "
+                            "(or -cu13, matching the CuPy wheel)")
+    return cupy, nccl, None

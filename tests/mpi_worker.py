@@ -1,0 +1,114 @@
+"""Run under ``mpiexec -n K python mpi_worker.py MODE OUT_DIR [TIMEOUT]`` by test_distributed.
+
+Each mode exercises the communicators on real ranks and writes what it saw to
+``OUT_DIR/rank<r>.npz`` for the test (in the parent process) to check against NumPy.
+"""
+
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from gpunn.comm import MPIComm, get_comm
+from gpunn.comm_nccl import NCCLComm
+
+
+def rank_data(rank, n=1000, dtype=np.float32):
+    """What rank ``rank`` contributes; the test recomputes it to form the expected sum."""
+    return np.random.default_rng(rank).standard_normal(n).astype(dtype)
+
+
+def collectives(comm, out):
+    """All-reduce (flat array, 0-d loss sum), broadcasts and a barrier."""
+    flat, loss = rank_data(comm.rank), np.array(comm.rank + 0.5, np.float64)
+    comm.allreduce_sum(flat)
+    comm.allreduce_sum(loss)
+    params = rank_data(100 + comm.rank, n=7, dtype=np.float64)
+    comm.bcast_array(params, root=1)
+    obj = comm.bcast({"from": comm.rank, "tuple": (1, 2.5)}, root=1)
+    comm.barrier()
+    try:
+        comm.allreduce_sum(flat[::2])
+        rejected = ""
+    except TypeError as exc:
+        rejected = str(exc)
+    np.savez(out, flat=flat, loss=loss, params=params, obj_from=obj["from"],
+             obj_tuple=np.array(obj["tuple"]), rank=comm.rank, size=comm.size,
+             rejected=rejected, kind=type(get_comm("auto")).__name__)
+
+
+def failure(comm, out):
+    """Rank 1 raises between collectives; rank 0 waits in the next all-reduce."""
+    flat = rank_data(comm.rank)
+    comm.allreduce_sum(flat)
+    if comm.rank == 1:
+        raise RuntimeError("boom on purpose")
+    comm.allreduce_sum(flat)
+
+
+def hang(comm, out):
+    """Rank 1 never reaches the all-reduce (it sleeps); rank 0's times out."""
+    if comm.rank == 1:
+        time.sleep(60)
+    comm.allreduce_sum(rank_data(comm.rank))
+
+
+class FakeDeviceArray:
+    """A host array posing as a CuPy array: ``data.ptr``, ``size``, ``dtype``, ``flags``."""
+
+    registry = {}
+
+    def __init__(self, array):
+        self.array, self.size, self.dtype, self.flags = array, array.size, array.dtype, array.flags
+        self.data = SimpleNamespace(ptr=array.ctypes.data)
+        self.registry[self.data.ptr] = array
+
+
+def fake_modules(mpi, calls):
+    """Stand-ins for ``cupy`` and ``cupy.cuda.nccl`` whose collectives run over MPI."""
+
+    class Communicator:
+        def __init__(self, size, uid, rank):
+            calls.append(("init", size, uid, rank))
+
+        def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802 (CuPy's name)
+            calls.append(("allReduce", send == recv, count, dtype, op, stream))
+            mpi.allreduce_sum(FakeDeviceArray.registry[recv][:count])
+
+    nccl = SimpleNamespace(NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
+                           NcclCommunicator=Communicator,
+                           get_unique_id=lambda: f"uid-of-rank-{mpi.rank}".encode())
+    device = SimpleNamespace(use=lambda: None)
+    cuda = SimpleNamespace(
+        runtime=SimpleNamespace(getDeviceCount=lambda: 2),
+        Device=lambda number: calls.append(("device", number)) or device,
+        get_current_stream=lambda: SimpleNamespace(ptr=1234))
+    return SimpleNamespace(cuda=cuda, ndarray=FakeDeviceArray), nccl
+
+
+def nccl_logic(comm, out):
+    """NCCLComm with stand-in modules: the id exchange, the GPU choice, the call mapping."""
+    calls = []
+    cupy, nccl = fake_modules(comm, calls)
+    nc = NCCLComm(host=comm, cupy=cupy, nccl=nccl)
+    flat = rank_data(comm.rank)
+    nc.allreduce_sum(FakeDeviceArray(flat))
+    init = next(c for c in calls if c[0] == "init")
+    reduce_call = next(c for c in calls if c[0] == "allReduce")
+    np.savez(out, flat=flat, device=next(c for c in calls if c[0] == "device")[1],
+             init_size=init[1], init_uid=init[2].decode(), init_rank=init[3],
+             reduce_call=np.array(reduce_call[1:]), local_rank=comm.local_rank)
+
+
+MODES = {"collectives": collectives, "failure": failure, "hang": hang, "nccl": nccl_logic}
+
+
+def main(mode, out_dir, timeout=None):
+    comm = MPIComm(timeout=timeout)
+    with comm.guard():
+        MODES[mode](comm, f"{out_dir}/rank{comm.rank}.npz")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

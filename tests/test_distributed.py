@@ -1,0 +1,130 @@
+"""Data-parallel training across processes: the communicators under a real ``mpiexec``.
+
+Each MPI test launches ``mpiexec -n 2`` on a small script (``mpi_worker.py``) and checks what
+every rank wrote against NumPy in this process. Without mpi4py and a launcher they skip.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi_worker import rank_data
+
+from gpunn.comm import MPIComm, SingleProcess, get_comm, launched_size
+from gpunn.comm_nccl import choose_device
+
+HERE = Path(__file__).parent
+LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE",
+                 "SLURM_PROCID", "SLURM_NTASKS")
+
+
+def mpiexec(ranks, *args, timeout=60):
+    """Run ``mpiexec -n ranks python *args`` from the tests folder; the finished process."""
+    pytest.importorskip("mpi4py")
+    launcher = shutil.which("mpiexec", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if launcher is None:
+        pytest.skip("no mpiexec (install the 'mpi' extra: it brings MPICH's)")
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    return subprocess.run([launcher, "-n", str(ranks), sys.executable, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=HERE, env=env)
+
+
+def results(tmp_path, ranks):
+    return [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(ranks)]
+
+
+def test_collectives_match_numpy_on_every_rank(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "collectives", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = np.add(rank_data(0), rank_data(1), dtype=np.float32)
+    params = rank_data(101, n=7, dtype=np.float64)
+    for r, got in enumerate(results(tmp_path, 2)):
+        assert (int(got["rank"]), int(got["size"])) == (r, 2)
+        np.testing.assert_allclose(got["flat"], expected, rtol=1e-6, atol=1e-6)
+        assert float(got["loss"]) == 0.5 + 1.5
+        np.testing.assert_array_equal(got["params"], params)
+        assert int(got["obj_from"]) == 1 and got["obj_tuple"].tolist() == [1, 2.5]
+        assert "expected a C-contiguous NumPy array" in str(got["rejected"])
+        assert str(got["kind"]) == "MPIComm"
+
+
+def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "failure", tmp_path, timeout=60)
+    assert done.returncode != 0
+    line = "gpunn: rank 1 of 2 failed: RuntimeError: boom on purpose"
+    # Printed by the failing rank and, after the notice reached it, by the waiting rank.
+    assert done.stderr.count(line) == 2, done.stderr
+
+
+def test_a_rank_that_hangs_times_out_the_others(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "hang", tmp_path, 1.5, timeout=50)
+    assert done.returncode != 0
+    assert ("gpunn: rank 0 of 2 failed: CommTimeout: allreduce_sum: rank 0 of 2 waited 1.5 s"
+            in done.stderr), done.stderr
+
+
+def test_nccl_id_exchange_device_choice_and_call_mapping(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "nccl", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = np.add(rank_data(0), rank_data(1), dtype=np.float32)
+    for r, got in enumerate(results(tmp_path, 2)):
+        assert (int(got["init_size"]), str(got["init_uid"]), int(got["init_rank"])) == (
+            2, "uid-of-rank-0", r)
+        assert int(got["device"]) == int(got["local_rank"]) == r
+        # In place (send == recv), every element, float32, sum, the current stream.
+        assert got["reduce_call"].tolist() == [True, 1000, 7, 0, 1234]
+        np.testing.assert_allclose(got["flat"], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_one_gpu_per_rank():
+    assert choose_device(1, 2) == 1
+    with pytest.raises(ValueError, match="local rank 2 has no GPU of its own: the node shows 2"):
+        choose_device(2, 2)
+
+
+def test_single_process_is_the_identity():
+    comm, flat = SingleProcess(), np.arange(3.0)
+    assert comm.allreduce_sum(flat) is flat and flat.tolist() == [0.0, 1.0, 2.0]
+    assert comm.bcast({"a": 1}) == {"a": 1} and (comm.rank, comm.size) == (0, 1)
+    with pytest.raises(KeyError), comm.guard():
+        raise KeyError("passes through")
+
+
+@pytest.mark.parametrize("environ, size", [
+    ({}, 1), ({"PMI_SIZE": "4"}, 4), ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}, 8), ({"SLURM_NTASKS": "8"}, 1)],
+    ids=["none", "hydra", "openmpi", "srun", "slurm-batch-shell"])
+def test_launched_size_reads_the_launchers_variables(environ, size):
+    assert launched_size(environ) == size
+
+
+def test_get_comm_without_a_launcher_is_single_process(monkeypatch):
+    for key in LAUNCHER_VARS:
+        monkeypatch.delenv(key, raising=False)
+    assert isinstance(get_comm("auto"), SingleProcess)
+    assert isinstance(get_comm(None), SingleProcess)
+    mine = SingleProcess()
+    assert get_comm(mine) is mine
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ("gloo", ValueError, "comm: expected 'auto', 'mpi', 'nccl' or None, got 'gloo'"),
+    (3, TypeError, "comm: expected 'auto', 'mpi', 'nccl', None or a communicator, got int")],
+    ids=["unknown-name", "not-a-communicator"])
+def test_get_comm_names_bad_input(kind, error, match):
+    with pytest.raises(error, match=match):
+        get_comm(kind)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_bad_timeout_is_named(monkeypatch, value):
+    pytest.importorskip("mpi4py")
+    monkeypatch.setenv("GPUNN_COMM_TIMEOUT", value)
+    with pytest.raises(ValueError, match="GPUNN_COMM_TIMEOUT: expected a positive number"):
+        MPIComm()
