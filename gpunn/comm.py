@@ -203,6 +203,19 @@ class MPIComm:
                 time.sleep(1e-3)
 
 
+def shard(start, stop, rank, size):
+    """Rank ``rank``'s rows of the global batch ``start:stop``: as even a split as can be.
+
+    Full batches of ``size * b`` rows give every rank ``b`` consecutive rows; a shorter last
+    batch gives them ``floor`` or ``ceil`` of an equal share (possibly none).
+
+    Returns:
+        ``(lo, hi)`` with ``start <= lo <= hi <= stop``.
+    """
+    m = stop - start
+    return start + rank * m // size, start + (rank + 1) * m // size
+
+
 def launched_size(environ=None):
     """Number of ranks an MPI launcher (mpiexec, srun) started, from its variables; 1 if none.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpunn.comm import SingleProcess, shard
 from gpunn.workspace import Workspace
 
 # Slots of the control array, as kernels/step.cuh numbers them (a test checks they agree).
@@ -71,23 +72,31 @@ class TrainStep:
         batch_size: rows per mini-batch (the last one may be smaller).
         halt_on_nonfinite: after a step with a non-finite loss or gradient, apply no further
             update (fit's ``on_nonfinite="raise"``); else such steps are skipped and counted.
+        comm: a communicator (:mod:`gpunn.comm`); with several ranks, ``batch_size`` is the
+            global batch, each rank computes its shard of it (:func:`gpunn.comm.shard`) with
+            the global batch's loss scale, and the gradient and the loss total are summed over
+            the ranks between backward and the finiteness check, so every rank sees the same
+            numbers and takes the same decisions.
     """
 
-    def __init__(self, model, loss, optimizer, X, T, batch_size, halt_on_nonfinite=True):
+    def __init__(self, model, loss, optimizer, X, T, batch_size, halt_on_nonfinite=True,
+                 comm=None):
         be, n = model.backend, X.shape[0]
         self.model, self.loss, self.optimizer, self.X, self.T = model, loss, optimizer, X, T
         self.batch_size = batch_size
         self.bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         self.n_steps = len(self.bounds)
         self.halt_on_nonfinite = bool(halt_on_nonfinite)
+        self.comm = SingleProcess() if comm is None else comm
+        rows = -(-batch_size // self.comm.size)  # the largest shard
         self.order = np.arange(n)
         self._order = be.asarray(self.order)
         self._ctrl = be.xp.zeros(CTRL_SIZE, dtype=np.int64)
         self._lrs = be.zeros(self.n_steps, model.dtype)
         self._record = be.zeros(2 * self.n_steps, model.dtype)
-        self._ws = model.new_workspace(batch_size, loss)
+        self._ws = model.new_workspace(rows, loss)
         # One batch of all rows in order: the data itself, nothing to gather.
-        self._batch = None if self.n_steps == 1 else Workspace(be, batch_size, {
+        self._batch = None if self.n_steps == 1 else Workspace(be, rows, {
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
         self._tapes, self._replays = {}, {}
         self._t0, self._k = optimizer.t, 0
@@ -154,30 +163,44 @@ class TrainStep:
         self.run(self._k)
 
     def _launch(self, m):
-        """The launches of one step of ``m`` rows (what gets recorded)."""
-        model, be = self.model, self.model.backend
-        if self._batch is None:
-            X, T = self.X, self.T
-        else:
-            batch = self._batch.rows(m)
-            X, T = batch["X"], batch["T"]
-            for source, out in ((self.X, X), (self.T, T)):
-                n_cols = out.size // m
-                be.kernel("gather_rows", source, self._order, self._ctrl, source.size,
-                          self._order.size, self.batch_size, 0, n_cols, out)
-        views = self._ws.rows(m)
-        total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out))
-        model.backward_pass(X, views)
+        """The launches of one step of ``m`` rows (what gets recorded); with a communicator,
+        of this rank's shard of them."""
+        model, be, comm = self.model, self.model.backend, self.comm
+        lo, hi = shard(0, m, comm.rank, comm.size)
+        if hi > lo:
+            X, T = self._shard_rows(lo, hi)
+            views = self._ws.rows(hi - lo)
+            total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out))
+            model.backward_pass(X, views)
+        else:  # a last batch with fewer rows than ranks: this rank adds nothing
+            total = self._ws.arrays["total"]
+            be.call(model.flat_grads.fill, 0)
+            be.call(total.fill, 0)
+        if comm.size > 1:
+            be.call(comm.allreduce_sum, model.flat_grads)
+            be.call(comm.allreduce_sum, total)
         be.kernel("nonfinite_check", total, model.flat_grads, self._ctrl)
         self.optimizer.update(model, self._lrs, self._ctrl)
         be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, self._ctrl,
                   self._record)
+
+    def _shard_rows(self, lo, hi):
+        """Inputs and targets of rows ``lo:hi`` of the step's batch: views of the data when
+        it is one batch in order, else gathered by the kernel (offset ``lo`` in the batch)."""
+        if self._batch is None:
+            return self.X[lo:hi], self.T[lo:hi]
+        be, batch = self.model.backend, self._batch.rows(hi - lo)
+        for source, out in ((self.X, batch["X"]), (self.T, batch["T"])):
+            be.kernel("gather_rows", source, self._order, self._ctrl, source.size,
+                      self._order.size, self.batch_size, lo, out.size // (hi - lo), out)
+        return batch["X"], batch["T"]
 
     def read(self):
         """The records of the steps run so far this epoch: ONE device-to-host read.
 
         Also sets ``optimizer.t`` to the updates applied so far.
         """
+        self.comm.wait()  # NCCL: the queued collectives, against the communicator's deadline
         record = self.model.backend.to_numpy(self._record)
         k, n = self._k, self.n_steps
         rows = np.array([stop - start for start, stop in self.bounds[:k]])

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from gpunn.checkpoint import save_checkpoint
+from gpunn.comm import get_comm
 from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.resume import check_checkpointing, resume
@@ -51,7 +52,7 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
-        checkpoint_path=None, resume_from=None, check_every=None):
+        checkpoint_path=None, resume_from=None, check_every=None, comm=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
@@ -64,6 +65,15 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     step, and the model keeps its last finite parameters; an update that itself makes
     parameters non-finite (an overflowing learning rate) is caught too, and the error says so.
 
+    Data-parallel (``comm`` of several ranks, each a process started by ``mpiexec`` or
+    ``srun``, each with the same data, model and arguments): every rank shuffles alike (same
+    ``seed``), takes its shard of each global batch of ``batch_size * ranks`` rows, and the
+    gradient and loss sums are all-reduced once per step, so training equals one process at
+    the global batch up to the order of float additions. Rank 0's parameters are broadcast at
+    the start. Only rank 0 shows progress and writes checkpoints; callbacks run on every rank
+    and rank 0's answer decides whether all stop. A rank that fails ends all ranks
+    (:meth:`gpunn.comm.MPIComm.guard`); divergence raises the same error on every rank.
+
     Args:
         model: a :class:`~gpunn.Sequential` / :class:`~gpunn.MLP`; trained in place.
         X: ``(n, n_in)`` inputs; any array-like, converted once.
@@ -73,8 +83,9 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             or an optimizer object.
         lr: learning rate for a named optimizer; None takes its default.
         epochs: passes over the data in all (>= 1), counting those before ``resume_from``.
-        batch_size: None for full-batch gradient descent, 1 for SGD, else rows per batch; the
-            last, smaller batch is kept.
+        batch_size: None for full-batch gradient descent, 1 for SGD, else rows per batch (per
+            rank: the global batch is ``batch_size`` times the ranks); the last, smaller batch
+            is kept.
         shuffle: reshuffle the rows every epoch.
         schedule: a schedule name or object (``gpunn.schedules``), or None for a constant lr;
             it sets ``optimizer.lr`` from ``optimizer.base_lr`` before every epoch or step.
@@ -93,34 +104,43 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         resume_from: a checkpoint written by ``fit``: parameters, optimizer state and
             hyperparameters, schedule, shuffling state and history are restored and training
             continues after its epoch. The optimizer's kind and the schedule must match it.
+            Data-parallel, every rank reads it (a file system they share) and the global batch
+            must match (the same number of ranks and batch size does).
         check_every: read the device's step records every this many steps (stopping early on
             divergence) besides the end of each epoch; None: once per epoch.
+        comm: None (one process), ``"auto"``, ``"mpi"``, ``"nccl"`` or a communicator
+            (:func:`gpunn.comm.get_comm`). With NCCL, make the communicator before the model
+            (it picks the rank's GPU) and pass the object.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
     """
     Xd, T, loss = model.prepare(X, y, loss)
     n = Xd.shape[0]
+    comm = get_comm(comm, backend=model.backend)
     epochs = check_int("epochs", epochs, low=1)
-    batch_size = n if batch_size is None else check_int("batch_size", batch_size, low=1, high=n)
+    batch_size = _global_batch(batch_size, n, comm.size)
     shuffle = check_bool("shuffle", shuffle) and batch_size < n  # one batch: order is moot
     record_steps = check_bool("record_steps", record_steps)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     callbacks = _check_callbacks(callbacks)
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
+    show = show and comm.rank == 0
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
     check_every = None if check_every is None else check_int("check_every", check_every, low=1)
     validation = _prepare_validation(model, validation_data, loss)
     trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch_size,
-                        halt_on_nonfinite=not skip)
+                        halt_on_nonfinite=not skip, comm=comm)
     trainer.last_loss = None  # mean loss of the last applied step, for TrainingDiverged
     schedule = get_schedule(schedule)
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
     done = 0
     if resume_from is not None:
         schedule, history, rng, done = resume(resume_from, trainer, schedule, history)
-    with _progress_bar(show, epochs, done) as bar:
+    if comm.size > 1:
+        comm.bcast_array(model.flat_params)
+    with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
         for epoch in range(done + 1, epochs + 1):
             if shuffle:
                 trainer.shuffle(rng)
@@ -130,12 +150,25 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
             stop = True in [cb(epoch, history, model) is True for cb in callbacks]  # call all
-            if path is not None and (epoch % every == 0 or epoch == epochs or stop):
+            stop = comm.bcast(stop) if comm.size > 1 else stop
+            due = path is not None and (epoch % every == 0 or epoch == epochs or stop)
+            if due and comm.rank == 0:
                 save_checkpoint(path, model, trainer.optimizer, schedule, history, epoch=epoch,
                                 rng=rng, order=trainer.order)
             if stop:
                 break
+        if path is not None:
+            comm.barrier()  # the last checkpoint is on disk before any rank returns
     return history
+
+
+def _global_batch(batch_size, n, ranks):
+    """Rows of one global batch: ``batch_size`` per rank times ``ranks``, or all ``n``."""
+    if n < ranks:
+        raise ValueError(f"X: expected at least one row per rank ({ranks} ranks), got {n}")
+    if batch_size is None:
+        return n
+    return check_int("batch_size", batch_size, low=1, high=n // ranks) * ranks
 
 
 def _epoch_lrs(trainer, schedule, epoch):

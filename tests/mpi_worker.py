@@ -4,14 +4,20 @@ Each mode exercises the communicators on real ranks and writes what it saw to
 ``OUT_DIR/rank<r>.npz`` for the test (in the parent process) to check against NumPy.
 """
 
+import os
 import sys
 import time
 from types import SimpleNamespace
 
 import numpy as np
 
+import gpunn
 from gpunn.comm import MPIComm, get_comm
 from gpunn.comm_nccl import NCCLComm
+
+# The data-parallel runs: (rows, per-rank batch). 17 rows at 2 x 4 leave a last global batch
+# of one row, so one rank's shard is empty; 23 rows leave 7 (shards of 3 and 4).
+TRAIN_RUNS = {"uneven": (23, 4), "empty-shard": (17, 4)}
 
 
 def rank_data(rank, n=1000, dtype=np.float32):
@@ -101,7 +107,67 @@ def nccl_logic(comm, out):
              reduce_call=np.array(reduce_call[1:]), local_rank=comm.local_rank)
 
 
-MODES = {"collectives": collectives, "failure": failure, "hang": hang, "nccl": nccl_logic}
+def blobs(n, n_in=5, n_classes=3, seed=0):
+    """Gaussian inputs around fixed class centres (the same on every rank)."""
+    centres = np.random.default_rng(100).normal(size=(n_classes, n_in)) * 2
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    return centres[y] + rng.normal(size=(n, n_in)), y
+
+
+def classifier():
+    return gpunn.MLP([5, 8, 3], activation="tanh", output="softmax", dtype="float64", seed=3)
+
+
+def train_once(comm, n, batch_size, **kwargs):
+    """``fit`` of :func:`classifier` on ``blobs(n)``; the model and its history."""
+    model = classifier()
+    history = gpunn.fit(model, *blobs(n), optimizer="adam", lr=0.05, batch_size=batch_size,
+                        seed=7, record_steps=True, comm=comm, **kwargs)
+    return model, history
+
+
+def train(comm, out):
+    """Data-parallel fits: straight, checkpointed and resumed, and one that diverges."""
+    saved = {}
+    for name, (n, b) in TRAIN_RUNS.items():
+        model, history = train_once(comm, n, b, epochs=3)
+        saved[f"{name}_params"] = model.flat_params
+        saved[f"{name}_steps"] = np.array(history.step_cost)
+        saved[f"{name}_meta"] = np.array([history.batch_size, history.n_samples])
+    path = f"{out[:-len('rank0.npz')]}/fit.ckpt.npz"
+    train_once(comm, 23, 4, epochs=2, checkpoint_path=path)
+    saved["ckpt_exists_after_fit"] = np.array(os.path.exists(path))
+    model, history = train_once(comm, 23, 4, epochs=3, resume_from=path)
+    saved["resumed_params"], saved["resumed_steps"] = model.flat_params, history.step_cost
+    saved["diverged"] = diverge(comm)  # 2 x 4 rows: one process at 8 diverges too
+    np.savez(out, **saved)
+
+
+def diverge(comm, batch_size=4):
+    """A regression whose SGD steps blow up; the TrainingDiverged message (or "")."""
+    X, y = blobs(23)
+    model = gpunn.MLP([5, 8, 1], activation="relu", dtype="float64", seed=3)
+    try:
+        with np.errstate(all="ignore"):  # the overflow is the point
+            gpunn.fit(model, X, y.astype(np.float64), optimizer="sgd", lr=1.0,
+                      batch_size=batch_size, seed=7, epochs=3, comm=comm)
+    except gpunn.TrainingDiverged as exc:
+        return str(exc)
+    return ""
+
+
+def fit_failure(comm, out):
+    """A callback fails on rank 1 only, after the first epoch."""
+    def callback(epoch, history, model):
+        if comm.rank == 1:
+            raise RuntimeError("callback failed on purpose")
+
+    train_once(comm, 23, 4, epochs=3, callbacks=[callback])
+
+
+MODES = {"collectives": collectives, "failure": failure, "hang": hang, "nccl": nccl_logic,
+         "train": train, "fit-failure": fit_failure}
 
 
 def main(mode, out_dir, timeout=None):

@@ -5,6 +5,7 @@ every rank wrote against NumPy in this process. Without mpi4py and a launcher th
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi_worker import rank_data
+from mpi_worker import TRAIN_RUNS, diverge, rank_data, train_once
 
 from gpunn.comm import MPIComm, SingleProcess, get_comm, launched_size
 from gpunn.comm_nccl import choose_device
@@ -63,9 +64,9 @@ def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
 
 
 def test_a_rank_that_hangs_times_out_the_others(tmp_path):
-    done = mpiexec(2, "mpi_worker.py", "hang", tmp_path, 1.5, timeout=50)
+    done = mpiexec(2, "mpi_worker.py", "hang", tmp_path, 1, timeout=50)
     assert done.returncode != 0
-    assert ("gpunn: rank 0 of 2 failed: CommTimeout: allreduce_sum: rank 0 of 2 waited 1.5 s"
+    assert ("gpunn: rank 0 of 2 failed: CommTimeout: allreduce_sum: rank 0 of 2 waited 1 s"
             in done.stderr), done.stderr
 
 
@@ -128,3 +129,46 @@ def test_bad_timeout_is_named(monkeypatch, value):
     monkeypatch.setenv("GPUNN_COMM_TIMEOUT", value)
     with pytest.raises(ValueError, match="GPUNN_COMM_TIMEOUT: expected a positive number"):
         MPIComm()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """What each of 2 ranks saw in the ``train`` mode (one launch for the tests below)."""
+    out = tmp_path_factory.mktemp("train")
+    done = mpiexec(2, "mpi_worker.py", "train", out)
+    assert done.returncode == 0, done.stderr
+    return results(out, 2)
+
+
+def test_two_ranks_train_like_one_process_at_the_global_batch(trained):
+    ranks = trained
+    for name, (n, b) in TRAIN_RUNS.items():
+        model, history = train_once(None, n, 2 * b, epochs=3)
+        for got in ranks:
+            assert got[f"{name}_meta"].tolist() == [2 * b, n]
+            np.testing.assert_allclose(got[f"{name}_steps"], history.step_cost, rtol=1e-12)
+            np.testing.assert_allclose(got[f"{name}_params"], model.flat_params,
+                                       rtol=1e-10, atol=1e-12)
+    model, history = train_once(None, 23, 8, epochs=3)
+    for got in ranks:
+        # Two epochs, a checkpoint written by rank 0, a third epoch resumed from it.
+        assert bool(got["ckpt_exists_after_fit"])
+        np.testing.assert_allclose(got["resumed_params"], model.flat_params, rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(got["resumed_steps"], history.step_cost, rtol=1e-12)
+
+
+def test_divergence_stops_every_rank_at_the_same_step(trained):
+    messages = [str(got["diverged"]) for got in trained]
+    alone = diverge(None, batch_size=8)
+    where = re.compile(r"^training diverged at epoch (\d+), step (\d+): the loss is inf")
+    assert where.match(alone), alone
+    assert messages[0] == messages[1]
+    assert where.match(messages[0]).groups() == where.match(alone).groups()
+
+
+def test_a_rank_failing_inside_fit_stops_every_rank(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "fit-failure", tmp_path)
+    assert done.returncode != 0
+    line = "gpunn: rank 1 of 2 failed: RuntimeError: callback failed on purpose"
+    assert done.stderr.count(line) == 2, done.stderr

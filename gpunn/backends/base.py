@@ -105,10 +105,18 @@ class Backend:
     def _matmul(self, a, b, out, trans_a, trans_b):
         self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
+    def call(self, function, *args):
+        """``function(*args)``, recorded like a kernel: a collective (``gpunn.comm``) or a
+        fill between launches. On CUDA it must queue its work on the current stream."""
+        tape = _TAPE.get()
+        if tape is not None and tape.backend is self:
+            tape.ops.append((function, args))
+        function(*args)
+
     @contextlib.contextmanager
     def recording(self):
-        """Run as usual while recording every :meth:`kernel` and :meth:`matmul` launch of this
-        context; yields the :class:`Tape`. Only those two may happen in a recorded region."""
+        """Run as usual while recording every :meth:`kernel`, :meth:`matmul` and :meth:`call`
+        of this context; yields the :class:`Tape`. Only those may happen in a recorded region."""
         tape = Tape(self)
         token = _TAPE.set(tape)
         try:
