@@ -85,6 +85,21 @@ def _print_epoch(epochs):
     return callback
 
 
+def _get_comm(args):
+    """The communicator ``--distributed`` asks for: NCCL for the CUDA backend, else MPI."""
+    from gpunn.backends import get_backend
+    from gpunn.comm import get_comm
+
+    kind = args.distributed
+    if kind == "auto":
+        kind = "nccl" if get_backend().name == "cuda" else "mpi"
+    return get_comm(kind, timeout=args.comm_timeout)
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
 def _cmd_train(args):
     import numpy as np
 
@@ -95,12 +110,17 @@ def _cmd_train(args):
     batch_size = _parse_batch_size(args.batch_size)
     if args.backend is not None:
         use_backend(args.backend)
+    comm = _get_comm(args)
+    say = print if comm.rank == 0 else _silent  # rank 0 alone prints, plots and saves
     X_train, X_test, y_train, y_test = _load_data(args)
     model = _build_model(args, X_train.shape[1], int(np.max(y_train)) + 1)
-    print(f"backend: {model.backend.name} ({model.backend.device})")
-    print(f"data: {args.dataset}, {len(y_train)} train / {len(y_test)} test rows, "
-          f"{X_train.shape[1]} features, {int(np.max(y_train)) + 1} classes")
-    print(f"model: {model}, {model.n_params} parameters")
+    say(f"backend: {model.backend.name} ({model.backend.device})")
+    if args.distributed is not None:
+        say(f"distributed: {comm.size} rank(s) through {comm.name}, each "
+            f"{batch_size or 'its share of all'} rows of every global batch")
+    say(f"data: {args.dataset}, {len(y_train)} train / {len(y_test)} test rows, "
+        f"{X_train.shape[1]} features, {int(np.max(y_train)) + 1} classes")
+    say(f"model: {model}, {model.n_params} parameters")
     if schedule is not None:
         from gpunn.schedules import get_schedule
 
@@ -108,9 +128,19 @@ def _cmd_train(args):
     started = time.perf_counter()
     history = fit(model, X_train, y_train, optimizer=args.optimizer, lr=args.lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
-                  validation_data=(X_test, y_test), progress=False,
-                  callbacks=[_print_epoch(args.epochs)])
+                  validation_data=(X_test, y_test), progress=False, comm=comm,
+                  callbacks=[_print_epoch(args.epochs)] if comm.rank == 0 else [])
     elapsed = time.perf_counter() - started
+    if comm.rank == 0:
+        _report(args, model, history, elapsed, (X_train, X_test, y_train, y_test))
+    return 0
+
+
+def _report(args, model, history, elapsed, data):
+    """Accuracies, the plot and the saved model (rank 0's job)."""
+    import numpy as np
+
+    X_train, X_test, y_train, y_test = data
     train_acc = float(np.mean(model.predict(X_train) == y_train))
     test_acc = float(np.mean(model.predict(X_test) == y_test))
     print(f"train accuracy {train_acc:.4f}  test accuracy {test_acc:.4f}  "
@@ -121,7 +151,6 @@ def _cmd_train(args):
     if args.save:
         model.save(args.save)
         print(f"saved: {args.save} (read it back with gpunn.load)")
-    return 0
 
 
 def _add_train_parser(sub):
@@ -153,6 +182,13 @@ def _add_train_parser(sub):
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
     p.add_argument("--save", metavar="PATH",
                    help="write the trained model (.npz checkpoint, gpunn.load reads it)")
+    p.add_argument("--distributed", nargs="?", const="auto", choices=("auto", "mpi", "nccl"),
+                   help="data-parallel over the ranks mpiexec/srun started: --batch-size rows "
+                        "per rank; auto: NCCL for the cuda backend, else MPI (needs the 'mpi' "
+                        "extra)")
+    p.add_argument("--comm-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long a rank waits for the others in a collective before all "
+                        "stop (default: GPUNN_COMM_TIMEOUT, else 300)")
     p.set_defaults(func=_cmd_train)
 
 

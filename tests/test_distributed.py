@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from mpi_worker import TRAIN_RUNS, diverge, rank_data, train_once
 
+import gpunn
 from gpunn.comm import MPIComm, SingleProcess, get_comm, launched_size
 from gpunn.comm_nccl import choose_device
 
@@ -172,3 +173,15 @@ def test_a_rank_failing_inside_fit_stops_every_rank(tmp_path):
     assert done.returncode != 0
     line = "gpunn: rank 1 of 2 failed: RuntimeError: callback failed on purpose"
     assert done.stderr.count(line) == 2, done.stderr
+
+
+def test_cli_distributed_prints_and_saves_on_rank_0_only(tmp_path):
+    done = mpiexec(2, "-m", "gpunn.cli", "train", "--distributed", "--dataset", "synthetic",
+                   "--hidden", "16", "--epochs", "2", "--batch-size", "16", "--save",
+                   tmp_path / "model.npz")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("distributed: 2 rank(s) through mpi, each 16 rows of every global batch") == 1
+    assert len(re.findall(r"^epoch 1/2  cost [\d.]+  test_acc [\d.]+", out, re.MULTILINE)) == 1
+    assert out.count("train accuracy") == 1 and out.count("saved: ") == 1
+    assert [layer.n_out for layer in gpunn.load(tmp_path / "model.npz").layers] == [16, 3]
