@@ -33,6 +33,7 @@ from gpunn._compat import import_mpi
 
 GRACE = 2.0  # seconds a failing rank waits for the others to acknowledge its notice
 _FAIL_TAG, _ACK_TAG = 31_001, 31_002
+_yield_core = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))  # none on Windows
 # Set by the launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's srun) in every rank.
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -138,8 +139,11 @@ class MPIComm:
     def wait_for(self, request, what):
         """Poll ``request`` until done; raise on another rank's failure notice or the deadline.
 
-        Spins for the first milliseconds (a step's collective usually completes in them), then
-        sleeps up to 1 ms between polls so a long wait does not take a core from the others.
+        MPI progresses a nonblocking collective only inside calls such as ``Test``, so polls
+        follow each other closely, yielding the core between them (a tight spin starves the
+        other ranks on a busy machine; a sleep stalls every round of a large all-reduce).
+        After a second of waiting (another rank is validating or writing), polls are 1 ms
+        apart.
         """
         started = time.monotonic()
         while not request.Test():
@@ -150,8 +154,10 @@ class MPIComm:
                     f"{what}: rank {self.rank} of {self.size} waited {self.timeout:g} s for the "
                     "other ranks (one is stuck or died; timeout= or GPUNN_COMM_TIMEOUT sets "
                     "the limit)")
-            if waited > 0.005:
-                time.sleep(min(1e-3, waited / 100))
+            if waited > 1.0:
+                time.sleep(1e-3)
+            else:
+                _yield_core()
 
     def check_notice(self):
         """Raise :class:`RankFailed` if another rank posted its failure (see :meth:`guard`)."""
