@@ -34,8 +34,8 @@ from gpunn._compat import import_mpi
 GRACE = 2.0  # seconds a failing rank waits for the others to acknowledge its notice
 _FAIL_TAG, _ACK_TAG = 31_001, 31_002
 _yield_core = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))  # none on Windows
-# Set by the launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's srun) in every rank.
-_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+# Set in every rank by the launchers: Hydra (MPICH, Intel MPI), Open MPI, MVAPICH; srun below.
+_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 class CommError(RuntimeError):

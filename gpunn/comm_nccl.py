@@ -49,6 +49,9 @@ def connect(nccl, host):
 class NCCLComm:
     """NCCL through CuPy for CuPy arrays; one GPU per rank, chosen by the rank on its node.
 
+    Making it makes that GPU current, so make it before the model (``fit(comm=...)`` with
+    a communicator object, not a name, when the model is built after it).
+
     Args:
         host: the :class:`~gpunn.comm.MPIComm` that starts it and carries everything but the
             arrays; None makes one on ``COMM_WORLD``.
@@ -70,7 +73,8 @@ class NCCLComm:
         count, reason = cuda_device_count(cupy)
         if count == 0:
             raise RuntimeError(f"NCCLComm: rank {self.rank}: {reason}")
-        cupy.cuda.Device(choose_device(self.local_rank, count)).use()
+        self.device = choose_device(self.local_rank, count)
+        cupy.cuda.Device(self.device).use()
         self._cupy, self._nccl = cupy, nccl
         self._types = {np.dtype(np.float32): nccl.NCCL_FLOAT32,
                        np.dtype(np.float64): nccl.NCCL_FLOAT64}
@@ -132,4 +136,8 @@ class NCCLComm:
                             f"{type(array).__name__} of {getattr(array, 'dtype', None)}")
         if not array.flags.c_contiguous:
             raise ValueError(f"{what}: expected a C-contiguous array, got a strided one")
+        if array.device.id != self.device:
+            raise ValueError(f"{what}: expected an array on this rank's GPU {self.device}, got "
+                             f"one on GPU {array.device.id}: make the communicator before the "
+                             "model, so that the model is made on the rank's GPU")
         return array.data.ptr, array.size, dtype

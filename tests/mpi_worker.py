@@ -61,13 +61,14 @@ def hang(comm, out):
 
 
 class FakeDeviceArray:
-    """A host array posing as a CuPy array: ``data.ptr``, ``size``, ``dtype``, ``flags``."""
+    """A host array posing as a CuPy array on GPU ``device``: ``data.ptr``, ``size``,
+    ``dtype``, ``flags``, ``device.id``."""
 
     registry = {}
 
-    def __init__(self, array):
+    def __init__(self, array, device):
         self.array, self.size, self.dtype, self.flags = array, array.size, array.dtype, array.flags
-        self.data = SimpleNamespace(ptr=array.ctypes.data)
+        self.data, self.device = SimpleNamespace(ptr=array.ctypes.data), SimpleNamespace(id=device)
         self.registry[self.data.ptr] = array
 
 
@@ -99,12 +100,18 @@ def nccl_logic(comm, out):
     cupy, nccl = fake_modules(comm, calls)
     nc = NCCLComm(host=comm, cupy=cupy, nccl=nccl)
     flat = rank_data(comm.rank)
-    nc.allreduce_sum(FakeDeviceArray(flat))
+    nc.allreduce_sum(FakeDeviceArray(flat, device=comm.local_rank))
+    try:
+        nc.allreduce_sum(FakeDeviceArray(flat, device=1 - comm.local_rank))
+        wrong_gpu = ""
+    except ValueError as exc:
+        wrong_gpu = str(exc)
     init = next(c for c in calls if c[0] == "init")
     reduce_call = next(c for c in calls if c[0] == "allReduce")
     np.savez(out, flat=flat, device=next(c for c in calls if c[0] == "device")[1],
              init_size=init[1], init_uid=init[2].decode(), init_rank=init[3],
-             reduce_call=np.array(reduce_call[1:]), local_rank=comm.local_rank)
+             reduce_call=np.array(reduce_call[1:]), local_rank=comm.local_rank,
+             wrong_gpu=wrong_gpu)
 
 
 def blobs(n, n_in=5, n_classes=3, seed=0):

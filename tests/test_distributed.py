@@ -20,7 +20,7 @@ from gpunn.comm import MPIComm, SingleProcess, get_comm, launched_size
 from gpunn.comm_nccl import choose_device
 
 HERE = Path(__file__).parent
-LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE",
+LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
                  "SLURM_PROCID", "SLURM_NTASKS")
 
 
@@ -82,6 +82,8 @@ def test_nccl_id_exchange_device_choice_and_call_mapping(tmp_path):
         # In place (send == recv), every element, float32, sum, the current stream.
         assert got["reduce_call"].tolist() == [True, 1000, 7, 0, 1234]
         np.testing.assert_allclose(got["flat"], expected, rtol=1e-6, atol=1e-6)
+        assert f"expected an array on this rank's GPU {r}, got one on GPU {1 - r}" in str(
+            got["wrong_gpu"])
 
 
 def test_one_gpu_per_rank():
