@@ -7,9 +7,10 @@ The script launches itself with ``mpiexec`` (the 'mpi' extra's MPICH) three time
 MLP 784-1024-1024-10 (float32, sigmoid, Adam) at 256 rows per rank per step:
 
 - 1 rank on 1 thread, 1 rank on 2 threads, 2 ranks on 1 thread each (the 2 cores here);
-- in each rank, interleaved in rounds: the training step with the all-reduce (``Trainer.step``
-  with an :class:`~gpunn.comm.MPIComm`), the same step alone (no communicator, every rank at
-  once, so the cores are as busy) and the all-reduce of the flat gradient alone.
+- in each rank, interleaved in rounds: the training step with the all-reduce
+  (:class:`~gpunn.step.TrainStep` with an :class:`~gpunn.comm.MPIComm`), the same step alone
+  (no communicator, every rank at once, so the cores are as busy) and the all-reduce of the
+  flat gradient alone.
 
 The all-reduce's share of a step is (step with all-reduce - step alone) / step with all-reduce;
 medians over the rounds; rank 0 reports.
@@ -50,17 +51,18 @@ def _contenders(comm):
     """The three functions one rank times: step with all-reduce, step alone, all-reduce."""
     import gpunn
     from gpunn.bench.peers import synthetic
-    from gpunn.train import Trainer
+    from gpunn.step import TrainStep
 
-    X, y = synthetic(PER_RANK * comm.size, SIZES[0], SIZES[-1])
+    # Four global batches, so that steps gather their rows as in fit.
+    X, y = synthetic(4 * PER_RANK * comm.size, SIZES[0], SIZES[-1])
     model = gpunn.MLP(SIZES, activation="sigmoid", output="softmax", seed=0)
     Xd, T, loss = model.prepare(X, y)
-    together = Trainer(model, Xd, T, loss, gpunn.Adam(lr=1e-3), PER_RANK * comm.size,
-                       comm=comm)
-    alone = Trainer(model, Xd[:PER_RANK], T[:PER_RANK], loss, gpunn.Adam(lr=1e-3), PER_RANK)
+    together = TrainStep(model, loss, gpunn.Adam(lr=1e-3), Xd, T, PER_RANK * comm.size,
+                         comm=comm)
+    alone = TrainStep(model, loss, gpunn.Adam(lr=1e-3), Xd[:4 * PER_RANK], T[:4 * PER_RANK],
+                      PER_RANK)
     flat = model.flat_grads.copy()
-    return {"step with all-reduce": lambda: together.step(0, PER_RANK * comm.size),
-            "step alone": lambda: alone.step(0, PER_RANK),
+    return {"step with all-reduce": together.run_next, "step alone": alone.run_next,
             "all-reduce alone": lambda: comm.allreduce_sum(flat)}, model.n_params
 
 
