@@ -187,3 +187,21 @@ def test_cli_distributed_prints_and_saves_on_rank_0_only(tmp_path):
     assert len(re.findall(r"^epoch 1/2  cost [\d.]+  test_acc [\d.]+", out, re.MULTILINE)) == 1
     assert out.count("train accuracy") == 1 and out.count("saved: ") == 1
     assert [layer.n_out for layer in gpunn.load(tmp_path / "model.npz").layers] == [16, 3]
+
+
+class TwoRanks(SingleProcess):
+    """Says it has two ranks: enough for fit's argument checks, which come before any
+    collective."""
+
+    size = 2
+
+
+@pytest.mark.parametrize("n, batch_size, match", [
+    (11, 6, r"batch_size: expected an integer in \[1, 5\], got 6"),
+    (1, None, r"X: expected at least one row per rank \(2 ranks\), got 1")],
+    ids=["batch-over-a-share", "fewer-rows-than-ranks"])
+def test_fit_checks_the_per_rank_batch(n, batch_size, match):
+    X, y = np.random.default_rng(0).normal(size=(n, 3)), np.arange(n) % 2
+    model = gpunn.MLP([3, 4, 2], output="softmax")
+    with pytest.raises(ValueError, match=match):
+        gpunn.fit(model, X, y, batch_size=batch_size, comm=TwoRanks())
