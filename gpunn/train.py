@@ -149,17 +149,26 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             _log_epoch(trainer, history, epoch, seconds, validation, batch_size)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
-            stop = True in [cb(epoch, history, model) is True for cb in callbacks]  # call all
-            stop = comm.bcast(stop) if comm.size > 1 else stop
-            due = path is not None and (epoch % every == 0 or epoch == epochs or stop)
-            if due and comm.rank == 0:
-                save_checkpoint(path, model, trainer.optimizer, schedule, history, epoch=epoch,
-                                rng=rng, order=trainer.order)
+            stop = _callbacks_stop(callbacks, epoch, history, model, comm)
+            if path is not None and (epoch % every == 0 or epoch == epochs or stop):
+                _save(comm, path, trainer, schedule, history, epoch, rng)
             if stop:
                 break
-        if path is not None:
-            comm.barrier()  # the last checkpoint is on disk before any rank returns
     return history
+
+
+def _callbacks_stop(callbacks, epoch, history, model, comm):
+    """Run every callback; True if one asked to stop (rank 0's answer, for all ranks)."""
+    stop = True in [cb(epoch, history, model) is True for cb in callbacks]  # call all
+    return comm.bcast(stop) if comm.size > 1 else stop
+
+
+def _save(comm, path, trainer, schedule, history, epoch, rng):
+    """Rank 0 writes the checkpoint; no rank goes on before it is on disk."""
+    if comm.rank == 0:
+        save_checkpoint(path, trainer.model, trainer.optimizer, schedule, history, epoch=epoch,
+                        rng=rng, order=trainer.order)
+    comm.barrier()
 
 
 def _global_batch(batch_size, n, ranks):
