@@ -72,12 +72,19 @@ class FakeDeviceArray:
         self.registry[self.data.ptr] = array
 
 
-def fake_modules(mpi, calls):
-    """Stand-ins for ``cupy`` and ``cupy.cuda.nccl`` whose collectives run over MPI."""
+def fake_modules(mpi, calls, done=True):
+    """Stand-ins for ``cupy`` and ``cupy.cuda.nccl`` whose collectives run over MPI (their
+    events report ``done``)."""
 
     class Communicator:
         def __init__(self, size, uid, rank):
             calls.append(("init", size, uid, rank))
+
+        def check_async_error(self):
+            calls.append(("check_async_error",))
+
+        def abort(self):
+            calls.append(("abort",))
 
         def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802 (CuPy's name)
             calls.append(("allReduce", send == recv, count, dtype, op, stream))
@@ -90,7 +97,8 @@ def fake_modules(mpi, calls):
     cuda = SimpleNamespace(
         runtime=SimpleNamespace(getDeviceCount=lambda: 2),
         Device=lambda number: calls.append(("device", number)) or device,
-        get_current_stream=lambda: SimpleNamespace(ptr=1234))
+        get_current_stream=lambda: SimpleNamespace(ptr=1234),
+        Event=lambda disable_timing: SimpleNamespace(record=lambda: None, done=done))
     return SimpleNamespace(cuda=cuda, ndarray=FakeDeviceArray), nccl
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi_worker import TRAIN_RUNS, diverge, rank_data, train_once
+from mpi_worker import TRAIN_RUNS, diverge, fake_modules, rank_data, train_once
 
 import gpunn
-from gpunn.comm import MPIComm, SingleProcess, get_comm, launched_size
-from gpunn.comm_nccl import choose_device
+from gpunn.comm import CommTimeout, MPIComm, SingleProcess, get_comm, launched_size
+from gpunn.comm_nccl import NCCLComm, choose_device
 
 HERE = Path(__file__).parent
 LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
@@ -205,3 +205,26 @@ def test_fit_checks_the_per_rank_batch(n, batch_size, match):
     model = gpunn.MLP([3, 4, 2], output="softmax")
     with pytest.raises(ValueError, match=match):
         gpunn.fit(model, X, y, batch_size=batch_size, comm=TwoRanks())
+
+
+class OneRankHost(SingleProcess):
+    """What NCCLComm asks of its MPI host, for one rank without MPI."""
+
+    timeout = 0.2
+
+    def check_notice(self):
+        pass
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["finished", "stuck"])
+def test_nccl_wait_returns_or_times_out_and_aborts(done):
+    calls = []
+    cupy, nccl = fake_modules(SingleProcess(), calls, done=done)
+    nc = NCCLComm(host=OneRankHost(), cupy=cupy, nccl=nccl)
+    if done:
+        nc.wait()
+        assert ("abort",) not in calls
+    else:
+        with pytest.raises(CommTimeout, match="NCCL: rank 0 of 1 waited 0.2 s"):
+            nc.wait()
+        assert calls[-1] == ("abort",) and ("check_async_error",) in calls
