@@ -1,35 +1,48 @@
-"""Checkpoints: a model, its optimizer, schedule, history, epoch and shuffling RNG in one .npz.
+"""Checkpoints: a model, its optimizer, schedule, history, epoch and shuffling RNG in one file.
 
-The file is a plain (uncompressed) NumPy ``.npz``: an entry ``header`` holds UTF-8 JSON as a
-``uint8`` array (format name and version, architecture, optimizer scalars and hyperparameters,
-schedule config, history, epoch, RNG state, extra metadata); the other entries are 1-D host
-arrays (``params``, ``optimizer.<state>``, ``fit.order``). Nothing is pickled: files are read
-with ``allow_pickle=False``. Writes go to a temporary file in the same folder, flushed and
-fsynced, then renamed over the target, so a crash mid-save leaves the previous file intact.
-Every problem found while reading raises :class:`CheckpointError` naming the file and what is
-wrong. Arrays are stored on the host, so a checkpoint written on one backend loads on any.
+A safetensors container (gpunn checkpoint format 2): 1-D tensors ``params``,
+``optimizer.<state>`` and ``fit.order`` as raw little-endian buffers; the metadata entry
+``gpunn`` holds JSON (format, version, architecture, layout, optimizer scalars and
+hyperparameters, schedule, history, epoch, RNG state, extra, CRC32 of every tensor) and
+``gpunn.crc32`` its own checksum. No code is stored or run (no pickle). Reading checks, in this
+order, before anything is built or changed: the container (offsets inside the file), the
+header (checksum, structure, architecture, layout), the entries it implies (names, dtypes,
+shapes), then the data (checksums, finite values, a valid RNG state). Every problem raises a
+short :class:`CheckpointError` naming the file. Writing is atomic (:mod:`gpunn.fileio`).
+Format 1 files (``.npz``) are refused with a CheckpointError that says so.
 """
 
 import json
 import os
-import tempfile
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpunn import fileio
+from gpunn.checkpoint_content import (
+    BIT_GENERATORS,
+    check_header,
+    check_history,
+    check_index,
+    check_rng_state,
+    checked_extra,
+    checked_optimizer,
+    checked_schedule,
+    normalized_config,
+    short,
+    short_list,
+)
 from gpunn.history import History
 from gpunn.model import Sequential
-from gpunn.optim import OPTIMIZERS, Optimizer
+from gpunn.optim import Optimizer
 from gpunn.schedules import Schedule, get_schedule
 from gpunn.validation import check_int
 
-FORMAT, VERSION = "gpunn-checkpoint", 1
-# Bit generators whose state is plain integers / integer arrays (JSON after tolist()).
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
-                UnicodeDecodeError)
+FORMAT, VERSION = "gpunn-checkpoint", 2
+METADATA_KEY, CRC_KEY = "gpunn", "gpunn.crc32"
+_CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+                   RecursionError)
 
 
 class CheckpointError(ValueError):
@@ -41,7 +54,8 @@ class Checkpoint:
     """What :func:`load_checkpoint` returns; absent parts are None.
 
     Attributes:
-        model: a :class:`~gpunn.Sequential` on the current backend with the saved parameters.
+        model: a :class:`~gpunn.Sequential` with the saved parameters (None from
+            :func:`read_checkpoint`).
         optimizer: the optimizer with its state and step count, or None.
         schedule: the learning-rate schedule, or None.
         history: the :class:`~gpunn.History` so far, or None.
@@ -49,9 +63,11 @@ class Checkpoint:
         rng_state: ``bit_generator.state`` of the shuffling generator (a dict), or None.
         order: the row order of the last shuffle (int64 array), or None.
         extra: the ``**extra`` metadata given to :func:`save_checkpoint`.
+        config: the saved architecture (as ``Sequential.config()``).
+        params: the saved flat parameters, a host NumPy array.
     """
 
-    model: Sequential
+    model: Sequential = None
     optimizer: Optimizer = None
     schedule: Schedule = None
     history: History = None
@@ -59,6 +75,8 @@ class Checkpoint:
     rng_state: dict = None
     order: np.ndarray = None
     extra: dict = field(default_factory=dict)
+    config: dict = None
+    params: np.ndarray = None
 
     def rng(self):
         """A ``numpy.random.Generator`` in the saved state, or None if none was saved."""
@@ -73,8 +91,10 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
                     rng=None, order=None, **extra):
     """Write ``model`` and any training state given to ``path`` atomically.
 
+    An existing ``path`` is handled as ``open(path, "w")`` would (:mod:`gpunn.fileio`).
+
     Args:
-        path: target file (conventionally ``*.npz``); its folder must exist.
+        path: target file (conventionally ``*.safetensors``); its folder must exist.
         model: a :class:`~gpunn.Sequential`.
         optimizer: an :class:`~gpunn.optim.Optimizer` (state, step count, hyperparameters).
         schedule: a schedule (its config is stored).
@@ -87,6 +107,7 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
     Returns:
         ``path``.
     """
+    fileio.check_target("path", path)  # before any work: a bad path costs nothing
     header, arrays = _model_part(model)
     header.update(epoch=check_int("epoch", epoch, low=0), extra=_json_checked("extra", extra))
     if optimizer is not None:
@@ -95,16 +116,15 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
     if schedule is not None:
         header["schedule"] = get_schedule(schedule).config()
     if history is not None:
-        if not isinstance(history, History):
-            raise TypeError(f"history: expected a History, got {type(history).__name__}")
-        header["history"] = _json_checked("history", history.as_dict())
+        header["history"] = _history_part(history)
     if rng is not None:
         header["rng_state"] = _rng_state(rng)
     if order is not None:
-        arrays["fit.order"] = np.asarray(order, dtype=np.int64).reshape(-1)
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    _atomic_write(os.fspath(path), arrays)
-    return path
+        arrays["fit.order"] = np.array(order, dtype=np.int64).reshape(-1)
+    header["crc32"] = {name: _crc(array) for name, array in arrays.items()}
+    text = json.dumps(header)
+    metadata = {METADATA_KEY: text, CRC_KEY: _text_crc(text)}
+    return fileio.atomic_write(path, lambda file: _write(file, arrays, metadata))
 
 
 def load_checkpoint(path, model=None):
@@ -113,25 +133,55 @@ def load_checkpoint(path, model=None):
     Args:
         path: the file.
         model: if given, the saved parameters are loaded into it (its architecture and dtype
-            must match), else a new model is built on the current backend.
+            must match), else a new model is built on the current backend. It is changed only
+            once the whole file has been checked.
 
     Returns:
         A :class:`Checkpoint`.
 
     Raises:
         CheckpointError: unreadable, truncated or corrupted file, another format or version,
-            missing or unexpected entries, wrong shapes or dtypes, a different architecture.
+            missing or unexpected entries, wrong shapes or dtypes, non-finite parameters, a
+            different architecture.
     """
+    saved = read_checkpoint(path, like=model)
+    target = model
+    if target is None:
+        try:
+            target = Sequential.from_config(saved.config)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{os.fspath(path)}: model: {exc}") from None
+    with target.exclusive("load_checkpoint"):  # not while another thread trains it
+        target.flat_params[...] = target.backend.asarray(saved.params)
+    if saved.optimizer is not None:  # state moves onto the model's backend and belongs to it
+        saved.optimizer.load_state_dict(saved.optimizer.state_dict(), model=target)
+    saved.model = target
+    return saved
+
+
+def read_checkpoint(path, like=None):
+    """Read and check a whole checkpoint without building or changing any model.
+
+    Args:
+        path: the file.
+        like: a model whose architecture the saved one must match, or None.
+
+    Returns:
+        A :class:`Checkpoint` with ``model=None``, ``config`` and ``params`` set.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     path = os.fspath(path)
+    if like is not None and not isinstance(like, Sequential):
+        raise TypeError(f"model: expected a Sequential or MLP, got {type(like).__name__}")
     try:
-        return _build(*_read(path), model)
-    except FileNotFoundError:
-        raise
+        with fileio.open_container(path, CheckpointError) as (metadata, index, read):
+            return _read(metadata, index, read, like)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+    except _CONTENT_ERRORS as exc:
         raise CheckpointError(f"{path}: invalid checkpoint content "
-                              f"({type(exc).__name__}: {exc})") from None
+                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
 
 
 def load(path):
@@ -158,12 +208,18 @@ def _optimizer_part(optimizer):
     return _json_checked("optimizer", state_dict), state
 
 
+def _history_part(history):
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a History, got {type(history).__name__}")
+    return _json_checked("history", history.as_dict())
+
+
 def _rng_state(rng):
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     state = rng.bit_generator.state
-    if state["bit_generator"] not in _BIT_GENERATORS:
-        raise ValueError(f"rng: expected a bit generator in {list(_BIT_GENERATORS)}, "
+    if state["bit_generator"] not in BIT_GENERATORS:
+        raise ValueError(f"rng: expected a bit generator in {list(BIT_GENERATORS)}, "
                          f"got {state['bit_generator']!r}")
     return json.loads(json.dumps(state, default=lambda a: np.asarray(a).tolist()))
 
@@ -176,117 +232,86 @@ def _json_checked(name, value):
     return value
 
 
-def _write_npz(file, arrays):
-    """The writer :func:`_atomic_write` calls (a seam for crash tests)."""
-    np.savez(file, **arrays)
+def _crc(array):
+    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
 
 
-def _atomic_write(path, arrays):
-    """Write to a temporary file beside ``path``, fsync it, rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _text_crc(text):
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def _write(file, arrays, metadata):
+    """The writer :func:`save_checkpoint` gives :func:`fileio.atomic_write` (a test seam)."""
+    from safetensors.numpy import save
+
+    file.write(save(arrays, metadata=metadata))
 
 
 # --- reading ---------------------------------------------------------------------------------
 
-def _read(path):
-    """``(header dict, {name: array})`` of a gpunn checkpoint file; every entry read in full."""
+def _read(metadata, index, read, like):
+    """The checked :class:`Checkpoint` of an open container; nothing is built or changed."""
+    text = metadata.get(METADATA_KEY)
+    if not isinstance(text, str):
+        raise CheckpointError(f"expected a gpunn checkpoint (safetensors metadata "
+                              f"{METADATA_KEY!r}), got metadata keys {short_list(metadata)}")
+    if metadata.get(CRC_KEY) != _text_crc(text):
+        raise CheckpointError("header: checksum mismatch (the file is damaged)")
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise CheckpointError("expected a .npz archive, got a single .npy array")
-        with npz:
-            arrays = {name: npz[name] for name in npz.files}  # reading checks each CRC
-    except (CheckpointError, FileNotFoundError):
-        raise
-    except _READ_ERRORS as exc:
-        raise CheckpointError(f"not a readable gpunn checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
-    raw = arrays.pop("header", None)
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"expected a 'header' entry of uint8 JSON, got "
-                              f"{'none' if raw is None else f'{raw.dtype} {raw.shape}'}")
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"header is not UTF-8 JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        got = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise CheckpointError(f"expected format {FORMAT!r}, got {got!r}")
-    if header.get("version") != VERSION:
-        raise CheckpointError(f"expected {FORMAT} version {VERSION}, "
-                              f"got version {header.get('version')!r}")
-    _check_entries(path, header, arrays)
-    return header, arrays
-
-
-def _check_entries(path, header, arrays):
-    """Exactly the entries the header implies, each 1-D of the expected length and dtype."""
-    dtype, size = np.dtype(header["model"]["dtype"]), header["layout"][-1][2]
-    expected = {"params": (dtype, size)}
-    if header.get("optimizer") is not None:
-        names = header["optimizer"]["state_names"] if header["optimizer"]["t"] else []
-        expected.update({f"optimizer.{k}": (dtype, size) for k in names})
-    if "fit.order" in arrays:
-        expected["fit.order"] = (np.dtype(np.int64), arrays["fit.order"].size)
-    if sorted(arrays) != sorted(expected):
-        raise CheckpointError(f"expected entries {sorted(expected)} besides 'header', "
-                              f"got {sorted(arrays)}")
-    for name, (want_dtype, want_size) in expected.items():
-        array = arrays[name]
-        if array.dtype != want_dtype or array.shape != (want_size,):
-            raise CheckpointError(f"entry {name!r}: expected {want_dtype} of shape "
-                                  f"({want_size},), got {array.dtype} of shape {array.shape}")
-
-
-def _build(header, arrays, model):
-    """The :class:`Checkpoint` of checked entries; parameters go into ``model`` if given."""
-    saved = Sequential.from_config(header["model"])
-    if [list(r) for r in saved.param_ranges] != header["layout"]:
-        raise CheckpointError(f"layout: expected {saved.param_ranges} for this architecture, "
-                              f"got {header['layout']}")
-    if model is None:
-        model = saved
-    elif not isinstance(model, Sequential) or _architecture(model) != _architecture(saved):
-        got = _architecture(model) if isinstance(model, Sequential) else type(model).__name__
-        raise CheckpointError(f"model: expected the saved architecture {_architecture(saved)}, "
-                              f"got {got}")
-    optimizer = None
-    if header.get("optimizer") is not None:
-        state_dict = dict(header["optimizer"])
-        names = state_dict.pop("state_names")
-        state_dict["state"] = {k: arrays[f"optimizer.{k}"] for k in names if state_dict["t"]}
-        optimizer = OPTIMIZERS[state_dict["name"]](lr=state_dict["base_lr"])
-        optimizer.load_state_dict(state_dict, model=model)
-    schedule = header.get("schedule")
+        header = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"header is not JSON ({type(exc).__name__})") from None
+    check_header(header, FORMAT, VERSION)
+    config, size = normalized_config(header)
+    if like is not None:
+        _check_like(like, config)
+    optimizer, state_dict = checked_optimizer(header.get("optimizer"), config["dtype"])
+    expected = _expected_entries(np.dtype(config["dtype"]), size, state_dict, index)
+    check_index(index, expected)
+    checksums = header.get("crc32")
+    if not isinstance(checksums, dict) or sorted(checksums) != sorted(expected):
+        raise CheckpointError(f"crc32: expected checksums of {sorted(expected)}, got "
+                              f"{short_list(checksums)}")
+    arrays = {name: _checked(name, read(name), checksums[name]) for name in expected}
+    if state_dict is not None:
+        state_dict["state"] = {k: arrays[f"optimizer.{k}"] for k in state_dict["state"]}
+        optimizer.load_state_dict(state_dict)
     history = header.get("history")
-    rng_state = header.get("rng_state")
-    if rng_state is not None and rng_state.get("bit_generator") not in _BIT_GENERATORS:
-        raise CheckpointError(f"rng_state: expected a bit generator in {list(_BIT_GENERATORS)}, "
-                              f"got {rng_state.get('bit_generator')!r}")
-    model.flat_params[...] = model.backend.asarray(arrays["params"])  # last: all checked
-    return Checkpoint(model=model, optimizer=optimizer,
-                      schedule=None if schedule is None else get_schedule(schedule),
-                      history=None if history is None else History(**history),
-                      epoch=check_int("epoch", header["epoch"], low=0), rng_state=rng_state,
-                      order=arrays.get("fit.order"), extra=header.get("extra", {}))
+    return Checkpoint(
+        optimizer=optimizer, schedule=checked_schedule(header.get("schedule")),
+        history=None if history is None else History(**check_history(history)),
+        epoch=check_int("epoch", header.get("epoch", 0), low=0),
+        rng_state=check_rng_state(header.get("rng_state")), order=arrays.get("fit.order"),
+        extra=checked_extra(header.get("extra", {})), config=config, params=arrays["params"])
 
 
-def _architecture(model):
+def _expected_entries(dtype, size, state_dict, index):
+    expected = {"params": (dtype, (size,))}
+    for key in [] if state_dict is None else state_dict["state"]:
+        expected[f"optimizer.{key}"] = (dtype, (size,))
+    if "fit.order" in index:
+        expected["fit.order"] = (np.dtype(np.int64), index["fit.order"][1])
+    return expected
+
+
+def _checked(name, array, checksum):
+    """``array`` if its checksum is the saved one and, for floats, every value is finite."""
+    if _crc(array) != checksum:
+        raise CheckpointError(f"entry {name!r}: checksum mismatch (the data is damaged)")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise CheckpointError(f"entry {name!r}: expected finite values, got {bad} NaN/inf")
+    return array
+
+
+def _check_like(model, config):
+    if _architecture(model) != _architecture(config):
+        raise CheckpointError(f"model: expected the saved architecture "
+                              f"{short(_architecture(config))}, got {_architecture(model)}")
+
+
+def _architecture(model_or_config):
     """The config without the initialization seed, which does not change what is computed."""
-    return {k: v for k, v in model.config().items() if k != "seed"}
+    config = (model_or_config.config() if isinstance(model_or_config, Sequential)
+              else model_or_config)
+    return {k: v for k, v in config.items() if k != "seed"}

@@ -23,11 +23,17 @@ def _cmd_info(args):
 
 
 def _parse_hidden(text):
+    """``"64,64"`` -> ``[64, 64]``; ``"none"`` -> ``[]`` (no hidden layer, asked for by name)."""
+    if text.strip().lower() == "none":
+        return []
+    parts = [part.strip() for part in text.split(",")]
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        if not all(parts):
+            raise ValueError
+        return [int(part) for part in parts]
     except ValueError:
-        raise ValueError(f"--hidden: expected comma-separated layer sizes such as 64,64, "
-                         f"got {text!r}") from None
+        raise ValueError(f"--hidden: expected comma-separated layer sizes such as 64,64 (or "
+                         f"'none' for no hidden layer), got {text!r}") from None
 
 
 def _parse_batch_size(text):
@@ -66,11 +72,11 @@ def _load_data(args):
     return X_train, X_test, y_train, y_test
 
 
-def _build_model(args, n_features, n_classes):
+def _build_model(hidden, args, n_features, n_classes):
     from gpunn.model import MLP
 
     binary = n_classes == 2
-    sizes = [n_features, *_parse_hidden(args.hidden), 1 if binary else n_classes]
+    sizes = [n_features, *hidden, 1 if binary else n_classes]
     return MLP(sizes, activation=args.activation, output="sigmoid" if binary else "softmax",
                dtype=args.dtype, seed=args.seed)
 
@@ -100,6 +106,16 @@ def _silent(*args, **kwargs):
     pass
 
 
+def _check_outputs(args):
+    """Refuse output paths that cannot be written before training: a bad path must not cost
+    the run."""
+    from gpunn.fileio import check_target
+
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path is not None:
+            check_target(option, path)
+
+
 def _cmd_train(args):
     import numpy as np
 
@@ -108,12 +124,14 @@ def _cmd_train(args):
 
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
     batch_size = _parse_batch_size(args.batch_size)
+    hidden = _parse_hidden(args.hidden)
+    _check_outputs(args)
     if args.backend is not None:
         use_backend(args.backend)
     comm = _get_comm(args)
     say = print if comm.rank == 0 else _silent  # rank 0 alone prints, plots and saves
     X_train, X_test, y_train, y_test = _load_data(args)
-    model = _build_model(args, X_train.shape[1], int(np.max(y_train)) + 1)
+    model = _build_model(hidden, args, X_train.shape[1], int(np.max(y_train)) + 1)
     say(f"backend: {model.backend.name} ({model.backend.device})")
     if args.distributed is not None:
         say(f"distributed: {comm.size} rank(s) through {comm.name}, each "
@@ -145,12 +163,12 @@ def _report(args, model, history, elapsed, data):
     test_acc = float(np.mean(model.predict(X_test) == y_test))
     print(f"train accuracy {train_acc:.4f}  test accuracy {test_acc:.4f}  "
           f"({elapsed:.2f} s in all, {history.seconds[-1]:.2f} s training)")
+    if args.save:  # the model first: a failing plot must not lose it
+        model.save(args.save)
+        print(f"saved: {args.save} (read it back with gpunn.load)")
     if args.plot:
         history.plot(args.plot)
         print(f"plot: {args.plot}")
-    if args.save:
-        model.save(args.save)
-        print(f"saved: {args.save} (read it back with gpunn.load)")
 
 
 def _add_train_parser(sub):
@@ -160,7 +178,7 @@ def _add_train_parser(sub):
     p = sub.add_parser("train", help="train an MLP on a bundled dataset and report accuracy")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--hidden", default=d["hidden"],
-                   help="hidden layer sizes, comma-separated (default %(default)s)")
+                   help="hidden layer sizes, comma-separated, or 'none' (default %(default)s)")
     p.add_argument("--activation", default=d["activation"],
                    help="identity, sigmoid, relu or tanh (default %(default)s)")
     p.add_argument("--optimizer", default=d["optimizer"],
@@ -181,7 +199,7 @@ def _add_train_parser(sub):
                    help="held-out fraction of every class (default %(default)s)")
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
     p.add_argument("--save", metavar="PATH",
-                   help="write the trained model (.npz checkpoint, gpunn.load reads it)")
+                   help="write the trained model (safetensors checkpoint, gpunn.load reads it)")
     p.add_argument("--distributed", nargs="?", const="auto", choices=("auto", "mpi", "nccl"),
                    help="data-parallel over the ranks mpiexec/srun started: --batch-size rows "
                         "per rank; auto: NCCL for the cuda backend, else MPI (needs the 'mpi' "
@@ -210,7 +228,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         print(f"gpunn {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

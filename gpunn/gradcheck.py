@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gpunn.validation import check_positive
+from gpunn.validation import check_model, check_positive
 
 
 def gradcheck(model, X, y, loss=None, eps=1e-6):
@@ -26,7 +26,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
         The largest per-tensor relative error (below ~1e-7 means the gradients agree).
     """
     eps = check_positive("eps", eps)
-    checked = model.copy(dtype="float64")
+    checked = check_model("model", model).copy(dtype="float64")
     Xd, T, loss = checked.prepare(X, y, loss)
     scale = loss.scale(Xd.shape[0], checked.n_out)
     views = checked.new_workspace(Xd.shape[0], loss).rows(Xd.shape[0])

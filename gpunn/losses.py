@@ -18,7 +18,7 @@ that sum times :meth:`Loss.scale`, taken on the host when the value is read.
 
 import numpy as np
 
-from gpunn.validation import as_host_array, check_choice, check_finite
+from gpunn.validation import as_host_array, as_labels, check_choice, check_finite
 
 # Output activations a model may fuse into its loss; None is a plain (regression) output.
 OUTPUTS = (None, "sigmoid", "softmax")
@@ -120,14 +120,7 @@ class CrossEntropy(Loss):
         if y.shape != (n,):
             raise ValueError(f"y: expected shape ({n},) of class labels for loss "
                              f"'cross_entropy', got {y.shape}")
-        labels = check_finite("y", y).astype(np.int64)
-        if y.dtype.kind == "f" and not bool((labels == y).all()):
-            raise ValueError("y: expected integer class labels for loss 'cross_entropy', "
-                             f"got non-integer values such as {float(y[labels != y][0])!r}")
-        if labels.min() < 0 or labels.max() >= n_out:
-            raise ValueError(f"y: expected labels in [0, {n_out}) for {n_out} output units, "
-                             f"got values in [{labels.min()}, {labels.max()}]")
-        return labels.astype(dtype)
+        return as_labels("y", y, n_out, context=" for loss 'cross_entropy'").astype(dtype)
 
     def forward_backward(self, be, Z, T, scale, dZ, buffers):
         be.kernel("softmax_xent", Z, T, Z.shape[1], scale, buffers["terms"], dZ)

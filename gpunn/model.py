@@ -5,6 +5,7 @@ import numpy as np
 from gpunn.backends import check_dtype, get_backend
 from gpunn.layers import ACTIVATIONS, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
+from gpunn.sharing import Shareable, holding_model
 from gpunn.validation import check_choice, check_features, check_int
 from gpunn.workspace import Workspace
 
@@ -15,7 +16,7 @@ ALIGN = 32
 DEFAULT_CHUNK = 1024
 
 
-class Sequential:
+class Sequential(Shareable):
     """A stack of :class:`~gpunn.Dense` layers whose parameters share one flat buffer.
 
     ``flat_params`` holds every ``W`` and ``b`` (each layer's are views into it), ``flat_grads``
@@ -30,6 +31,10 @@ class Sequential:
         seed: seed of the weight initialization (NumPy on the host: same on every backend).
     """
 
+    # What __init__ builds; copies rebuild it (gpunn.sharing), other attributes are copied.
+    _OWN = ("layers", "output", "dtype", "seed", "backend", "param_ranges", "flat_params",
+            "flat_grads", "_names", "_ws", "_lock")
+
     def __init__(self, layers, output=None, dtype="float32", seed=0):
         self.layers = check_layers(layers)
         self.output = check_output(output)
@@ -37,6 +42,11 @@ class Sequential:
             raise ValueError(f"layers[-1].activation: expected 'identity' with output="
                              f"{self.output!r} (the loss applies it), got "
                              f"{self.layers[-1].activation!r}")
+        if self.output == "softmax" and self.layers[-1].n_out == 1:
+            raise ValueError("layers[-1].n_out: expected at least 2 units with output="
+                             "'softmax' (the softmax of one unit is always 1, nothing is "
+                             "learned), got 1; for two classes use output='sigmoid' with 1 "
+                             "unit, or 2 units with softmax")
         self.dtype = check_dtype(dtype)
         self.seed = check_int("seed", seed, low=0)
         self.backend = get_backend()
@@ -53,6 +63,7 @@ class Sequential:
                        self.param_ranges[2 * i + 1][1])
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
         self._ws = {}  # the model's own buffers by loss name (None: forward only)
+        self._lock = self.new_lock()
 
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
@@ -106,10 +117,11 @@ class Sequential:
     def save(self, path):
         """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.
 
-        The file is a model-only checkpoint (:mod:`gpunn.checkpoint`): ``.npz``, no pickle.
+        The file is a model-only checkpoint (:mod:`gpunn.checkpoint`): safetensors, no pickle.
+        An existing path is treated as ``open(path, "w")`` would (:mod:`gpunn.fileio`).
 
         Args:
-            path: target file, conventionally ``*.npz``.
+            path: target file, conventionally ``*.safetensors``.
 
         Returns:
             ``path``.
@@ -180,25 +192,24 @@ class Sequential:
 
     # --- the public, validating API ---------------------------------------------------------
 
-    def prepare(self, X, y=None, loss=None):
-        """Validate ``X`` (and ``y`` for ``loss``) and move them to the device, once.
+    def prepare(self, X, y, loss=None):
+        """Validate ``X`` and ``y`` for ``loss`` and move them to the device, once.
 
         Args:
             X: ``(n, n_in)`` array-like of finite numbers.
-            y: targets for ``loss`` (see :mod:`gpunn.losses`), or None.
+            y: targets for ``loss`` (see :mod:`gpunn.losses`).
             loss: loss name or object; ``None`` is the model's default.
 
         Returns:
-            ``(X, T, loss)``: device arrays (``T`` is None without ``y``) and the loss object.
+            ``(X, T, loss)``: device arrays and the loss object.
         """
         loss = get_loss(loss, self)
         X = check_features("X", X, self.n_in, self.dtype)
         Xd = self.backend.asarray(X)
-        if y is None:
-            return Xd, None, loss
-        T = loss.targets(y, X.shape[0], self.n_out, self.dtype)
+        T = loss.targets(y, X.shape[0], self.n_out, self.dtype)  # y=None: a clear TypeError
         return Xd, self.backend.asarray(T), loss
 
+    @holding_model("loss")
     def loss(self, X, y, loss=None):
         """Mean loss over ``(X, y)`` as a float, in one pass (no gradient).
 
@@ -209,6 +220,7 @@ class Sequential:
         total = self.loss_pass(Xd, T, loss, self._views(Xd.shape[0], loss), scale)
         return float(self.backend.to_numpy(total)[0]) * scale
 
+    @holding_model("loss_and_grad")
     def loss_and_grad(self, X, y, loss=None):
         """Loss over ``(X, y)`` as a float; fills ``flat_grads`` with its gradient.
 
@@ -228,6 +240,7 @@ class Sequential:
         self.backward_pass(Xd, views)
         return float(self.backend.to_numpy(total)[0]) * scale
 
+    @holding_model("evaluate")
     def evaluate(self, X, y, loss=None, batch_size=None):
         """Mean loss and accuracy over ``(X, y)``, in chunks of ``batch_size`` rows.
 
@@ -253,6 +266,7 @@ class Sequential:
         accuracy = correct / n if self.output is not None else None
         return total * loss.scale(n, self.n_out), accuracy
 
+    @holding_model("forward")
     def forward(self, X):
         """Outputs of the last layer for ``X``: logits for sigmoid/softmax models.
 
@@ -262,6 +276,7 @@ class Sequential:
         Xd = self._inputs(X)
         return self.backend.xp.array(self.forward_pass(Xd, self._views(Xd.shape[0])))
 
+    @holding_model("predict_proba")
     def predict_proba(self, X, batch_size=None):
         """Sigmoid or softmax of the logits: an ``(n, n_out)`` float64 NumPy array."""
         if self.output is None:
@@ -269,6 +284,7 @@ class Sequential:
                              "'softmax', got output=None (regression)")
         return self._predict(X, batch_size, probabilities=True)
 
+    @holding_model("predict")
     def predict(self, X, batch_size=None):
         """Labels for classifiers, outputs for regression, as a NumPy array.
 

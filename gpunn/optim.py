@@ -14,6 +14,8 @@ Attributes: ``lr`` (the current rate; a schedule writes it), ``base_lr`` (the co
 ``t`` (steps taken). State arrays are allocated on the first step, shaped like the parameters.
 """
 
+import weakref
+
 import numpy as np
 
 from gpunn.validation import (
@@ -47,6 +49,14 @@ def _unpack(model):
     return be, p, g
 
 
+def _weak(model):
+    """A weak reference to ``model`` (a strong one for objects that cannot have weak ones)."""
+    try:
+        return weakref.ref(model)
+    except TypeError:
+        return lambda: model
+
+
 def _check_like(key, array, p):
     if array.shape != p.shape or array.dtype != p.dtype:
         raise ValueError(f"optimizer state {key!r}: expected shape {p.shape} and dtype "
@@ -77,6 +87,7 @@ class Optimizer:
         self.state = {}
         self._backend = None
         self._eager = None  # (backend, lr table, control array) of step()
+        self._owner = None  # weak reference to the model the state belongs to
 
     @property
     def lr(self):
@@ -90,6 +101,35 @@ class Optimizer:
     def launch_key(self):
         """The hyperparameters a launch bakes in: a recorded step is valid while it is equal."""
         return tuple(getattr(self, k) for k in self.hyperparameters)
+
+    def check_dtype(self, dtype):
+        """Raise ValueError if ``lr``, ``eps`` or ``weight_decay`` is not 0 and not a normal
+        number of ``dtype`` (the precision the update runs in): such a value rounds to inf or
+        to 0 / a subnormal there, and the update becomes inf or NaN."""
+        info = np.finfo(dtype)
+        low, high = float(info.tiny), float(info.max)  # compared as Python floats: no cast
+        for name in ("lr", "eps", "weight_decay"):
+            value = getattr(self, name, 0.0)
+            if value != 0 and not low <= value <= high:
+                raise ValueError(f"{name}: expected 0 or a value in [{low:.4g}, {high:.4g}] "
+                                 f"(normal {info.dtype} numbers, the precision of the model), "
+                                 f"got {value!r}")
+
+    def __getstate__(self):
+        """Pickle / copy: scalars and host copies of the state. A copy binds to the next
+        model it steps and moves its state there (backends and device caches do not copy)."""
+        host = self._backend.to_numpy if self._backend is not None else np.asarray
+        state = {k: np.array(host(a), copy=True) for k, a in self.state.items()}
+        return dict(self.__dict__, state=state, _owner=None, _backend=None, _eager=None)
+
+    def _claim(self, model):
+        """Refuse to apply state built on another model (or on one that is gone) to ``model``."""
+        owner = None if self._owner is None else self._owner()
+        if self.state and self._owner is not None and owner is not model:
+            raise ValueError("model: expected the model this optimizer's state was built on, "
+                             "got another one; use a new optimizer for each model (or move "
+                             "state on purpose with state_dict / load_state_dict(model=...))")
+        self._owner = _weak(model)
 
     def step(self, model):
         """Update ``model.flat_params`` in place from ``model.flat_grads``: one kernel launch.
@@ -109,6 +149,7 @@ class Optimizer:
         """One fused launch: the update of the step whose index and count ``ctrl`` holds (see
         :mod:`gpunn.step`), with learning rate ``lrs[ctrl[K]]``. Does not change ``t``."""
         be, p, g = _unpack(model)
+        self.check_dtype(p.dtype)
         for key in self.state_names:
             array = self.state.get(key)
             if array is None:
@@ -118,6 +159,7 @@ class Optimizer:
                 self.state[key] = be.asarray(array)
             else:
                 _check_like(key, array, p)
+        self._claim(model)
         self._backend = be
         self._update(be, g, p, self.state, lrs, ctrl)
 
@@ -170,6 +212,7 @@ class Optimizer:
                 _check_like(key, array, p)
                 fresh.state[key] = be.asarray(array)
             fresh._backend = be
+            fresh._owner = _weak(model)
         self.__dict__.update(fresh.__dict__)
 
 

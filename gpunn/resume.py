@@ -2,7 +2,9 @@
 
 import os
 
-from gpunn.checkpoint import CheckpointError, load_checkpoint
+import numpy as np
+
+from gpunn.checkpoint import CheckpointError, read_checkpoint
 from gpunn.validation import check_int
 
 
@@ -31,6 +33,10 @@ def check_checkpointing(every, path, epochs):
 def resume(path, trainer, schedule, history):
     """Restore a ``fit`` checkpoint into ``trainer``'s model and optimizer.
 
+    The whole checkpoint is read and checked against this fit first (architecture, optimizer
+    kind, schedule, batch size, rows, row order, epochs and history); only then are the model's
+    parameters, the optimizer and the row order changed, so a refused resume changes nothing.
+
     Args:
         path: the checkpoint.
         trainer: the fit's :class:`~gpunn.step.TrainStep` (model, optimizer, row order).
@@ -40,25 +46,50 @@ def resume(path, trainer, schedule, history):
     Returns:
         ``(schedule, history, rng, epoch)`` to continue with, ``epoch`` being those done.
     """
-    saved = load_checkpoint(path, model=trainer.model)
-    if saved.optimizer is None or saved.history is None or saved.rng_state is None:
-        raise CheckpointError(f"{path}: expected a checkpoint written by fit (optimizer, "
-                              "history and shuffling state), got a model-only checkpoint")
+    saved = read_checkpoint(path, like=trainer.model)
     try:
-        trainer.optimizer.load_state_dict(saved.optimizer.state_dict(), model=trainer.model)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: optimizer: {exc}") from None
+        _check_fits(saved, trainer, schedule, history)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
+    model = trainer.model
+    trainer.optimizer.load_state_dict(saved.optimizer.state_dict(), model=model)
+    trainer.restore_order(saved.order)
+    model.flat_params[...] = model.backend.asarray(saved.params)
+    saved.history.backend = history.backend
+    return saved.schedule, saved.history, saved.rng(), saved.epoch
+
+
+def _check_fits(saved, trainer, schedule, history):
+    """Raise CheckpointError unless the checked checkpoint ``saved`` can continue this fit."""
+    if saved.optimizer is None or saved.history is None or saved.rng_state is None:
+        raise CheckpointError("expected a checkpoint written by fit (optimizer, history and "
+                              "shuffling state), got a model-only checkpoint")
+    if saved.optimizer.name != trainer.optimizer.name:
+        raise CheckpointError(f"optimizer: expected {saved.optimizer.name!r} as saved, "
+                              f"got {trainer.optimizer.name!r}")
     expected = None if saved.schedule is None else saved.schedule.config()
     if schedule is not None and schedule.config() != expected:
-        raise CheckpointError(f"{path}: schedule: expected {expected} as saved, "
+        raise CheckpointError(f"schedule: expected {expected} as saved, "
                               f"got {schedule.config()}")
     for key in ("batch_size", "n_samples"):
         if getattr(saved.history, key) != getattr(history, key):
-            raise CheckpointError(f"{path}: {key}: expected {getattr(saved.history, key)} as "
-                                  f"saved, got {getattr(history, key)}")
-    try:
-        trainer.restore_order(saved.order)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: fit.{exc}") from None
-    saved.history.backend = history.backend
-    return saved.schedule, saved.history, saved.rng(), saved.epoch
+            raise CheckpointError(f"{key}: expected {getattr(saved.history, key)!r} as "
+                                  f"saved, got {getattr(history, key)!r}")
+    n = len(trainer.order)
+    order = saved.order
+    if order is None or order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        raise CheckpointError(f"fit.order: expected a permutation of the {n} rows of X, got "
+                              f"{'none' if order is None else f'shape {order.shape}'}")
+    _check_history(saved.history, saved.epoch)
+
+
+def _check_history(history, epoch):
+    """One entry per epoch done in every per-epoch list (validation lists may be empty)."""
+    if history.epoch != list(range(1, epoch + 1)):
+        raise CheckpointError(f"history.epoch: expected epochs 1 to {epoch} (the saved epoch), "
+                              f"got {len(history.epoch)} entries")
+    for key in ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy"):
+        size = len(getattr(history, key))
+        if size != epoch and not (size == 0 and key.startswith("val_")):
+            raise CheckpointError(f"history.{key}: expected {epoch} entries (one per epoch), "
+                                  f"got {size}")

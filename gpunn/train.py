@@ -12,8 +12,9 @@ from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
+from gpunn.sharing import holding_model
 from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
-from gpunn.validation import check_bool, check_choice, check_int
+from gpunn.validation import check_bool, check_callbacks, check_choice, check_int
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
@@ -49,6 +50,7 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
         super().__init__(message)
 
 
+@holding_model("fit")  # one fit (or predict) per model at a time: they share buffers
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
@@ -123,7 +125,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     shuffle = check_bool("shuffle", shuffle) and batch_size < n  # one batch: order is moot
     record_steps = check_bool("record_steps", record_steps)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
-    callbacks = _check_callbacks(callbacks)
+    callbacks = check_callbacks("callbacks", callbacks)
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
     show = show and comm.rank == 0
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
@@ -132,6 +134,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     validation = _prepare_validation(model, validation_data, loss)
     trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch_size,
                         halt_on_nonfinite=not skip, comm=comm)
+    trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
     trainer.last_loss = None  # mean loss of the last applied step, for TrainingDiverged
     schedule = get_schedule(schedule)
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
@@ -271,15 +274,6 @@ def _prepare_validation(model, validation_data, loss):
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"validation_data: {exc}") from None
     return Xv, Tv
-
-
-def _check_callbacks(callbacks):
-    callbacks = [callbacks] if callable(callbacks) else list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not callable(cb):
-            raise TypeError(f"callbacks[{i}]: expected a callable cb(epoch, history, model), "
-                            f"got {type(cb).__name__}")
-    return callbacks
 
 
 def _progress_bar(show, epochs, done=0):

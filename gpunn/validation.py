@@ -2,6 +2,7 @@
 what was expected and what came, so the same bad input gives the same error everywhere."""
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -48,12 +49,11 @@ def check_int(name, value, low=None, high=None):
 def as_host_array(name, value, ndim=None):
     """``value`` (any array-like) as a NumPy array; rejects non-numeric data and wrong ndim.
 
-    Device arrays (CuPy) pass through unchanged apart from the checks.
+    CuPy arrays pass through unchanged apart from the checks. Refused with a message saying
+    what to do: None, masked arrays (their mask would be lost), sparse matrices, and other
+    device arrays. Nothing the input names is imported.
     """
-    try:
-        array = value if hasattr(value, "__cuda_array_interface__") else np.asarray(value)
-    except ValueError as exc:  # ragged nested lists
-        raise ValueError(f"{name}: expected a rectangular array of numbers, got {exc}") from None
+    array = _known_array(name, value)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected numeric data, got dtype {array.dtype}")
     if ndim is not None and array.ndim not in np.atleast_1d(ndim):
@@ -63,9 +63,59 @@ def as_host_array(name, value, ndim=None):
     return array
 
 
+def _cupy_ndarray():
+    """CuPy's array type if CuPy is already imported (a CuPy array implies it is), else None."""
+    cupy = sys.modules.get("cupy")
+    return getattr(cupy, "ndarray", None)
+
+
+def _known_array(name, value):
+    if value is None:
+        raise TypeError(f"{name}: expected an array of numbers, got None")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain array, got a masked array (the mask would be "
+                        "ignored); drop or fill the masked entries first, e.g. X.filled(0)")
+    if isinstance(value, np.ndarray):
+        return value
+    cupy_ndarray = _cupy_ndarray()
+    if cupy_ndarray is not None and isinstance(value, cupy_ndarray):
+        return value
+    kind = f"{type(value).__module__}.{type(value).__name__}"
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):
+        raise TypeError(f"{name}: expected a dense array; convert with .toarray(), got the "
+                        f"sparse matrix {kind}")
+    if hasattr(value, "__cuda_array_interface__"):
+        raise TypeError(f"{name}: expected a NumPy or CuPy array, got the device array {kind}; "
+                        "convert it with cupy.asarray")
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{name}: expected a rectangular array of numbers, got {exc}") from None
+
+
+def as_labels(name, value, n_classes, context=""):
+    """``value`` as int64 class labels in ``[0, n_classes)``; any integer or integral float
+    dtype, ranges compared before any cast (a uint64 label never wraps to a negative one).
+    ``context`` ends the first part of a message (e.g. " for loss 'cross_entropy'")."""
+    if value.dtype.kind == "f":
+        check_finite(name, value)
+        if not bool((value == np.round(value)).all()):
+            bad = value[value != np.round(value)]
+            raise ValueError(f"{name}: expected integer class labels{context}, got non-integer "
+                             f"values such as {float(bad.ravel()[0])!r}")
+    low, high = value.min(), value.max()
+    if low < 0 or high >= n_classes:
+        low, high = (int(v) if value.dtype.kind != "f" else float(v) for v in (low, high))
+        raise ValueError(f"{name}: expected labels in [0, {n_classes}) for {n_classes} output "
+                         f"units, got values in [{low}, {high}]")
+    return value.astype(np.int64)
+
+
 def check_finite(name, array):
     """Raise ValueError naming ``name`` if ``array`` holds NaN or inf."""
-    xp = np if isinstance(array, np.ndarray) else _array_module(array)
+    cupy_ndarray = _cupy_ndarray()
+    on_device = cupy_ndarray is not None and isinstance(array, cupy_ndarray)
+    xp = sys.modules["cupy"] if on_device else np
     if array.dtype.kind == "f" and not bool(xp.isfinite(array).all()):
         bad = int((~xp.isfinite(array)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
@@ -81,10 +131,31 @@ def check_features(name, X, n_features, dtype):
     return check_finite(name, X.astype(dtype, copy=False))
 
 
-def _array_module(array):
-    import importlib
+def check_model(name, value):
+    """``value`` if it is a :class:`~gpunn.Sequential` (an MLP is one), else TypeError."""
+    from gpunn.model import Sequential  # it imports this module
 
-    return importlib.import_module(type(array).__module__.split(".")[0])
+    if not isinstance(value, Sequential):
+        raise TypeError(f"{name}: expected a Sequential or MLP, got {type(value).__name__}")
+    return value
+
+
+def check_callbacks(name, callbacks):
+    """``callbacks`` (one callable, an iterable of them, or None for none) as a list."""
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"{name}: expected a callable, a list of callables or None, got "
+                        f"{type(callbacks).__name__}") from None
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"{name}[{i}]: expected a callable cb(epoch, history, model), "
+                            f"got {type(cb).__name__}")
+    return callbacks
 
 
 def check_bool(name, value):

@@ -82,6 +82,9 @@ BAD_ARGUMENTS = [
      "model: expected a Sequential"),
     ("load into", lambda: gpunn.load_checkpoint(__file__), gpunn.CheckpointError,
      "not a readable gpunn checkpoint"),
+    ("load path type", lambda: gpunn.load(3), TypeError, "path: expected a file path, got int"),
+    ("load into a non-model", lambda: gpunn.load_checkpoint(__file__, model="net"), TypeError,
+     "model: expected a Sequential or MLP, got str"),
 ]
 
 
@@ -118,3 +121,82 @@ def test_lists_fortran_and_strided_inputs_give_the_same_results(backend):
         got = results(variant, backend)
         for key, value in expected.items():
             np.testing.assert_array_equal(got[key], value, err_msg=f"{name}: {key}")
+
+
+# Every public entry point that takes y, as a call on a fresh model.
+Y_ENTRIES = {
+    "fit": lambda y: gpunn.fit(net(), np.ones((4, 3)), y, epochs=1),
+    "evaluate": lambda y: net().evaluate(np.ones((4, 3)), y),
+    "loss_and_grad": lambda y: net().loss_and_grad(np.ones((4, 3)), y),
+    "gradcheck": lambda y: gpunn.gradcheck(net(), np.ones((4, 3)), y),
+}
+
+BAD_Y = [
+    ("None", None, TypeError, "y: expected an array of numbers, got None"),
+    ("uint64 too large", np.array([0, 1, 2**64 - 1, 0], dtype=np.uint64), ValueError,
+     r"y: expected labels in \[0, 2\) for 2 output units, got values in "
+     r"\[0, 18446744073709551615\]"),
+    ("masked", np.ma.masked_array(Y, mask=[0, 1, 0, 0]), TypeError,
+     "y: expected a plain array, got a masked array"),
+]
+
+
+@pytest.mark.parametrize("y, error, match", [row[1:] for row in BAD_Y],
+                         ids=[row[0] for row in BAD_Y])
+def test_the_same_bad_y_gives_the_same_error_at_every_entry(backend, y, error, match):
+    for call in Y_ENTRIES.values():
+        with pytest.raises(error, match=match):
+            call(y)
+
+
+def test_uint64_labels_in_range_work(backend):
+    model = net()
+    assert model.loss_and_grad(np.ones((4, 3)), Y.astype(np.uint64)) == net().loss_and_grad(
+        np.ones((4, 3)), Y)
+
+
+def test_sparse_and_masked_X_are_refused_with_what_to_do(backend):
+    sparse = pytest.importorskip("scipy.sparse")
+    for call in X_ENTRIES.values():
+        with pytest.raises(TypeError, match=r"X: expected a dense array; convert with "
+                                            r"\.toarray\(\), got the sparse matrix scipy"):
+            call(sparse.csr_matrix(np.ones((4, 3))))
+        with pytest.raises(TypeError, match=r"X: expected a plain array, got a masked array"):
+            call(np.ma.masked_array(np.ones((4, 3)), mask=np.eye(4, 3)))
+
+
+def test_nothing_named_by_the_input_is_imported(backend):
+    import sys
+
+    class Crafted:
+        """Looks enough like a device array to reach the finiteness check."""
+
+        __cuda_array_interface__ = {}
+        dtype, ndim, shape, size = np.dtype(np.float64), 2, (4, 3), 12
+
+        def astype(self, *args, **kwargs):
+            return self
+
+    Crafted.__module__ = "this"  # a module with a side effect on import (it prints)
+    sys.modules.pop("this", None)
+    with pytest.raises(TypeError, match="X: expected a NumPy or CuPy array, got the device "
+                                        "array this.Crafted"):
+        net().predict(Crafted())
+    assert "this" not in sys.modules
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: gpunn.gradcheck(None, np.ones((4, 3)), Y), "model: expected a Sequential or MLP, "
+                                                         "got NoneType"),
+    (lambda: gpunn.fit(None, np.ones((4, 3)), Y), "model: expected a Sequential or MLP"),
+    (lambda: gpunn.fit(net(), np.ones((4, 3)), Y, callbacks=3), "callbacks: expected a "
+                                                                "callable, a list"),
+], ids=["gradcheck None", "fit None", "callbacks int"])
+def test_bad_models_and_callbacks_are_type_errors(backend, call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_callbacks_none_means_no_callbacks(backend):
+    history = gpunn.fit(net(), np.ones((4, 3)), Y, epochs=2, callbacks=None)
+    assert history.epoch == [1, 2]

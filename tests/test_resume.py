@@ -1,5 +1,6 @@
 """fit with checkpoints: exact resume, when checkpoints are written, non-finite steps."""
 
+import json
 import math
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_resuming_a_finished_run_trains_nothing(backend, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"optimizer": "sgd", "lr": 0.1}, r"optimizer: state_dict\['name'\]: expected 'sgd'"),
+    ({"optimizer": "sgd", "lr": 0.1}, "optimizer: expected 'adam' as saved, got 'sgd'"),
     ({"schedule": gpunn.InverseTime(0.1, per="step")}, "schedule: expected"),
     ({"batch_size": 4}, "batch_size: expected 5 as saved, got 4"),
     ({"X": blobs(n=20)[0], "y": blobs(n=20)[1]}, "n_samples: expected 22 as saved, got 20"),
@@ -83,8 +84,61 @@ def test_resuming_with_other_settings_names_them(backend, tmp_path, kwargs, matc
     X, y = kwargs.pop("X", blobs()[0]), kwargs.pop("y", blobs()[1])
     settings = {"optimizer": "adam", "lr": 0.05, "batch_size": 5, "schedule": schedule(),
                 **kwargs}
+    model = classifier(seed=7)
+    before = params(model)
     with pytest.raises(gpunn.CheckpointError, match=match):
-        gpunn.fit(classifier(), X, y, epochs=4, resume_from=tmp_path / "a.npz", **settings)
+        gpunn.fit(model, X, y, epochs=4, resume_from=tmp_path / "a.npz", **settings)
+    np.testing.assert_array_equal(params(model), before)  # a refused resume changes nothing
+
+
+def rewrite_header(path, **changes):
+    """Change the gpunn header of a checkpoint, keeping its checksums consistent."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    from gpunn import checkpoint
+
+    with safe_open(path, framework="np") as handle:
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+        header = json.loads(handle.metadata()["gpunn"])
+    arrays.update(changes.pop("arrays", {}))
+    header.update(changes, crc32={k: checkpoint._crc(v) for k, v in arrays.items()})
+    text = json.dumps(header)
+    path.write_bytes(save(arrays, metadata={"gpunn": text,
+                                            "gpunn.crc32": checkpoint._text_crc(text)}))
+    return header
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda h: {"arrays": {"fit.order": np.zeros(22, np.int64)}},
+     "fit.order: expected a permutation of the 22 rows"),
+    (lambda h: {"epoch": 3}, r"history.epoch: expected epochs 1 to 3"),
+    (lambda h: {"history": dict(h["history"], cost=h["history"]["cost"][:1])},
+     "history.cost: expected 2 entries"),
+    (lambda h: {"rng_state": dict(h["rng_state"], state={"state": -1, "inc": 1})},
+     "rng_state: "),
+    (lambda h: {"optimizer": dict(h["optimizer"], lr=float("nan"))}, "lr: expected a finite"),
+], ids=["order", "epoch", "history", "rng", "lr"])
+def test_a_damaged_fit_checkpoint_is_refused_before_anything_changes(backend, tmp_path, change,
+                                                                     match):
+    path = tmp_path / "a.npz"
+    run(classifier(), 2, checkpoint_path=path)
+    rewrite_header(path, **change(gpunn.load_checkpoint(path) and _header(path)))
+    model, optimizer = classifier(seed=7), gpunn.Adam(lr=0.05)
+    before = params(model)
+    with pytest.raises(gpunn.CheckpointError, match=match):
+        X, y = blobs()
+        gpunn.fit(model, X, y, optimizer=optimizer, epochs=4, batch_size=5,
+                  schedule=schedule(), resume_from=path)
+    np.testing.assert_array_equal(params(model), before)
+    assert optimizer.t == 0 and optimizer.state == {}
+
+
+def _header(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as handle:
+        return json.loads(handle.metadata()["gpunn"])
 
 
 def test_resuming_from_a_model_only_checkpoint_is_refused(backend, tmp_path):

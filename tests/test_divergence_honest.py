@@ -1,0 +1,60 @@
+"""After fit returns or raises, every parameter is finite, or the error says the parameters
+are not. An update that overflows (finite learning rate and gradient, an infinite step) is the
+case a check before the update cannot see; the device-side flag on the new parameters does."""
+
+import numpy as np
+import pytest
+
+import gpunn
+
+
+def overflowing_problem():
+    """Full-batch regression whose first SGD update overflows float32: gradients far above 1
+    and lr = 3e38, which float32 can hold (so hyperparameter validation lets it through)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 3))
+    y = 1e3 * X @ np.ones((3, 1))
+    model = gpunn.MLP([3, 4, 1], activation="tanh", dtype="float32", seed=0)
+    return model, X, y
+
+
+def params(model):
+    return np.array(model.backend.to_numpy(model.flat_params))
+
+
+def test_the_problem_overflows_only_through_the_update(backend):
+    model, X, y = overflowing_problem()
+    model.loss_and_grad(X, y)
+    grads = np.array(backend.to_numpy(model.flat_grads))
+    assert np.all(np.isfinite(grads)) and np.abs(grads).max() > 1.0
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(3e38) * np.float32(np.abs(grads).max()))
+    gpunn.SGD(lr=3e38).check_dtype(np.float32)  # representable: not refused up front
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_an_overflowing_last_update_is_reported_or_not_applied(backend):
+    model, X, y = overflowing_problem()
+    try:
+        gpunn.fit(model, X, y, optimizer="sgd", lr=3e38, epochs=1, batch_size=None)
+    except gpunn.TrainingDiverged as exc:
+        assert "non-finite" in str(exc) and "parameters" in str(exc)
+        return
+    assert np.all(np.isfinite(params(model)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+def test_what_fit_says_about_the_parameters_is_true(backend, on_nonfinite):
+    """Returned: every parameter is finite. Raised: the error says whether the model holds
+    non-finite parameters, and it does exactly when it says so."""
+    model, X, y = overflowing_problem()
+    try:
+        gpunn.fit(model, X, y, optimizer="sgd", lr=3e38, epochs=3, batch_size=8,
+                  on_nonfinite=on_nonfinite)
+    except gpunn.TrainingDiverged as exc:
+        holds_nonfinite = "holds those non-finite parameters" in str(exc)
+        assert holds_nonfinite == exc.bad_update
+        assert holds_nonfinite == (not np.all(np.isfinite(params(model))))
+        return
+    assert np.all(np.isfinite(params(model)))

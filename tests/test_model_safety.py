@@ -1,0 +1,137 @@
+"""Copies that train like the original, one model per thread, and silent oddities refused:
+softmax of one unit, optimizer state reused on another model, hyperparameters the model's
+precision cannot hold."""
+
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import gpunn
+
+
+def data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    return rng.normal(size=(n, 4)) + y[:, None], y
+
+
+def net(dtype="float32"):
+    return gpunn.MLP([4, 6, 3], activation="tanh", output="softmax", dtype=dtype, seed=2)
+
+
+def params(model):
+    return np.array(model.backend.to_numpy(model.flat_params))
+
+
+COPIES = {"deepcopy": copy.deepcopy, "copy": copy.copy,
+          "pickle": lambda m: pickle.loads(pickle.dumps(m))}
+
+
+@pytest.mark.parametrize("make_copy", COPIES.values(), ids=COPIES.keys())
+def test_a_copy_trains_exactly_like_the_original(backend, make_copy):
+    X, y = data()
+    original = net()
+    original.note = {"run": 1}
+    clone = make_copy(original)
+    assert clone.backend is backend and clone.note == {"run": 1}
+    np.testing.assert_array_equal(params(clone), params(original))
+    for layer in clone.layers:  # W and b are views of the copy's own buffer
+        assert np.shares_memory(backend.to_numpy(layer.W), backend.to_numpy(clone.flat_params))
+    expected = gpunn.fit(original, X, y, epochs=3, batch_size=8).cost
+    got = gpunn.fit(clone, X, y, epochs=3, batch_size=8).cost
+    assert got == expected and got[-1] < got[0]
+    np.testing.assert_array_equal(params(clone), params(original))
+
+
+def test_deepcopy_keeps_the_models_backend(backend):
+    model = net()
+    with gpunn.use_backend("cpu"):
+        clone = copy.deepcopy(model)
+    assert clone.backend is backend
+
+
+def test_a_second_thread_using_a_model_in_fit_gets_a_clear_error(backend):
+    X, y = data()
+    model, inside, release, errors = net(), threading.Event(), threading.Event(), []
+
+    def hold(epoch, history, model_):
+        model_.predict(X)  # the thread in fit may use its model
+        inside.set()
+        release.wait(60)
+
+    def train():
+        try:
+            gpunn.fit(model, X, y, epochs=1, callbacks=[hold])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    try:
+        assert inside.wait(60)
+        with pytest.raises(RuntimeError, match="fit: this model is in use by another thread"):
+            gpunn.fit(model, X, y, epochs=1)
+        with pytest.raises(RuntimeError, match="predict: this model is in use"):
+            model.predict(X)
+    finally:
+        release.set()
+        thread.join()
+    assert errors == []
+    gpunn.fit(model, X, y, epochs=1)  # free again
+
+
+def test_softmax_with_one_unit_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="expected at least 2 units with output='softmax'.*"
+                                         "output='sigmoid' with 1 unit"):
+        gpunn.MLP([4, 1], output="softmax")
+
+
+def test_optimizer_state_is_not_reused_on_another_model(backend):
+    X, y = data()
+    optimizer = gpunn.Adam(lr=0.01)
+    first = net()
+    gpunn.fit(first, X, y, optimizer=optimizer, epochs=1)
+    gpunn.fit(first, X, y, optimizer=optimizer, epochs=1)  # the same model continues
+    other = net()
+    before = params(other)
+    with pytest.raises(ValueError, match="model: expected the model this optimizer's state"):
+        gpunn.fit(other, X, y, optimizer=optimizer, epochs=1)
+    np.testing.assert_array_equal(params(other), before)
+    moved = gpunn.Adam(lr=0.01)
+    moved.load_state_dict(optimizer.state_dict(), model=other)  # on purpose: allowed
+    gpunn.fit(other, X, y, optimizer=moved, epochs=1)
+
+
+def test_optimizers_still_pickle_and_copy_with_their_model(backend):
+    X, y = data()
+    model, optimizer = net(), gpunn.Adam(lr=0.01)
+    gpunn.fit(model, X, y, optimizer=optimizer, epochs=1)
+    for clone_model, clone_optimizer in (copy.deepcopy((model, optimizer)),
+                                         pickle.loads(pickle.dumps((model, optimizer)))):
+        expected = gpunn.fit(copy.deepcopy(model), X, y, optimizer=copy.deepcopy(optimizer),
+                             epochs=1).cost
+        assert gpunn.fit(clone_model, X, y, optimizer=clone_optimizer, epochs=1).cost == expected
+
+
+@pytest.mark.parametrize("make, dtype, match", [
+    (lambda: gpunn.SGD(lr=1e39), "float32", r"lr: expected 0 or a value in \[1.175e-38, "),
+    (lambda: gpunn.Adam(eps=1e-320), "float64", "eps: expected 0 or a value in"),
+    (lambda: gpunn.Adam(eps=1e-40), "float32", "eps: expected 0 or a value in"),
+    (lambda: gpunn.AdamW(weight_decay=1e39), "float32", "weight_decay: expected 0 or"),
+    (lambda: gpunn.RMSprop(lr=1e-39), "float32", "lr: expected 0 or a value"),
+], ids=["sgd lr 1e39", "adam eps 1e-320", "adam eps 1e-40 f32", "adamw wd", "lr 1e-39 f32"])
+def test_hyperparameters_the_precision_cannot_hold_are_refused(backend, make, dtype, match):
+    X, y = data()
+    model = net(dtype)
+    before = params(model)
+    with pytest.raises(ValueError, match=match):
+        gpunn.fit(model, X, y, optimizer=make(), epochs=1)
+    np.testing.assert_array_equal(params(model), before)
+
+
+def test_the_same_values_are_fine_in_float64(backend):
+    X, y = data()
+    gpunn.fit(net("float64"), X, y, optimizer=gpunn.Adam(lr=1e-39, eps=1e-40), epochs=1)
