@@ -14,14 +14,12 @@ Format 1 files (``.npz``) are refused with a CheckpointError that says so.
 
 import json
 import os
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gpunn import fileio
 from gpunn.checkpoint_content import (
-    BIT_GENERATORS,
     check_header,
     check_history,
     check_index,
@@ -33,14 +31,21 @@ from gpunn.checkpoint_content import (
     short,
     short_list,
 )
+from gpunn.checkpoint_write import (
+    CRC_KEY,
+    FORMAT,
+    METADATA_KEY,
+    VERSION,
+    crc,
+    text_crc,
+    write_checkpoint,
+)
 from gpunn.history import History
 from gpunn.model import Sequential
 from gpunn.optim import Optimizer
-from gpunn.schedules import Schedule, get_schedule
+from gpunn.schedules import Schedule
 from gpunn.validation import check_int
 
-FORMAT, VERSION = "gpunn-checkpoint", 2
-METADATA_KEY, CRC_KEY = "gpunn", "gpunn.crc32"
 _CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                    RecursionError)
 
@@ -108,23 +113,14 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
         ``path``.
     """
     fileio.check_target("path", path)  # before any work: a bad path costs nothing
-    header, arrays = _model_part(model)
-    header.update(epoch=check_int("epoch", epoch, low=0), extra=_json_checked("extra", extra))
-    if optimizer is not None:
-        header["optimizer"], state = _optimizer_part(optimizer)
-        arrays.update({f"optimizer.{k}": v for k, v in state.items()})
-    if schedule is not None:
-        header["schedule"] = get_schedule(schedule).config()
-    if history is not None:
-        header["history"] = _history_part(history)
-    if rng is not None:
-        header["rng_state"] = _rng_state(rng)
-    if order is not None:
-        arrays["fit.order"] = np.array(order, dtype=np.int64).reshape(-1)
-    header["crc32"] = {name: _crc(array) for name, array in arrays.items()}
-    text = json.dumps(header)
-    metadata = {METADATA_KEY: text, CRC_KEY: _text_crc(text)}
-    return fileio.atomic_write(path, lambda file: _write(file, arrays, metadata))
+    for name, value, cls, expected in (
+            ("model", model, Sequential, "a Sequential or MLP"),
+            ("optimizer", optimizer, Optimizer, "an Optimizer"),
+            ("history", history, History, "a History")):
+        if (value is not None or name == "model") and not isinstance(value, cls):
+            raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    return write_checkpoint(path, model, optimizer, schedule, history, epoch=epoch, rng=rng,
+                            order=order, **extra)
 
 
 def load_checkpoint(path, model=None):
@@ -189,64 +185,6 @@ def load(path):
     return load_checkpoint(path).model
 
 
-# --- writing ---------------------------------------------------------------------------------
-
-def _model_part(model):
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model: expected a Sequential or MLP, got {type(model).__name__}")
-    header = {"format": FORMAT, "version": VERSION, "model": model.config(),
-              "layout": [list(r) for r in model.param_ranges]}
-    return header, {"params": np.array(model.backend.to_numpy(model.flat_params))}
-
-
-def _optimizer_part(optimizer):
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer: expected an Optimizer, got {type(optimizer).__name__}")
-    state_dict = optimizer.state_dict()
-    state = state_dict.pop("state")
-    state_dict["state_names"] = sorted(state)
-    return _json_checked("optimizer", state_dict), state
-
-
-def _history_part(history):
-    if not isinstance(history, History):
-        raise TypeError(f"history: expected a History, got {type(history).__name__}")
-    return _json_checked("history", history.as_dict())
-
-
-def _rng_state(rng):
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    state = rng.bit_generator.state
-    if state["bit_generator"] not in BIT_GENERATORS:
-        raise ValueError(f"rng: expected a bit generator in {list(BIT_GENERATORS)}, "
-                         f"got {state['bit_generator']!r}")
-    return json.loads(json.dumps(state, default=lambda a: np.asarray(a).tolist()))
-
-
-def _json_checked(name, value):
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: expected JSON-serializable values, got {exc}") from None
-    return value
-
-
-def _crc(array):
-    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-
-
-def _text_crc(text):
-    return f"{zlib.crc32(text.encode()):08x}"
-
-
-def _write(file, arrays, metadata):
-    """The writer :func:`save_checkpoint` gives :func:`fileio.atomic_write` (a test seam)."""
-    from safetensors.numpy import save
-
-    file.write(save(arrays, metadata=metadata))
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 def _read(metadata, index, read, like):
@@ -255,7 +193,7 @@ def _read(metadata, index, read, like):
     if not isinstance(text, str):
         raise CheckpointError(f"expected a gpunn checkpoint (safetensors metadata "
                               f"{METADATA_KEY!r}), got metadata keys {short_list(metadata)}")
-    if metadata.get(CRC_KEY) != _text_crc(text):
+    if metadata.get(CRC_KEY) != text_crc(text):
         raise CheckpointError("header: checksum mismatch (the file is damaged)")
     try:
         header = json.loads(text)
@@ -296,7 +234,7 @@ def _expected_entries(dtype, size, state_dict, index):
 
 def _checked(name, array, checksum):
     """``array`` if its checksum is the saved one and, for floats, every value is finite."""
-    if _crc(array) != checksum:
+    if crc(array) != checksum:
         raise CheckpointError(f"entry {name!r}: checksum mismatch (the data is damaged)")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())

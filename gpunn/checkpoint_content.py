@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from gpunn.backends import check_dtype
+from gpunn.checkpoint_write import BIT_GENERATORS
 from gpunn.history import History
 from gpunn.layers import Dense, layout
 from gpunn.losses import check_output
@@ -18,8 +19,6 @@ from gpunn.optim import OPTIMIZERS
 from gpunn.schedules import get_schedule
 from gpunn.validation import check_int
 
-# Bit generators whose state is plain integers / integer arrays (JSON after tolist()).
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 _CONFIG_KEYS = ["dtype", "layers", "output", "seed"]
 _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64), "I64": np.dtype(np.int64)}
 _HISTORY_LISTS = ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy",

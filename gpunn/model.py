@@ -3,6 +3,7 @@
 import numpy as np
 
 from gpunn.backends import check_dtype, get_backend
+from gpunn.checkpoint_write import write_checkpoint
 from gpunn.layers import ACTIVATIONS, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
 from gpunn.sharing import Shareable, holding_model
@@ -118,6 +119,8 @@ class Sequential(Shareable):
         """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.
 
         The file is a model-only checkpoint (:mod:`gpunn.checkpoint`): safetensors, no pickle.
+        Written by :mod:`gpunn.checkpoint_write`, which sits below this module: saving needs
+        no import of the reader.
         An existing path is treated as ``open(path, "w")`` would (:mod:`gpunn.fileio`).
 
         Args:
@@ -126,9 +129,7 @@ class Sequential(Shareable):
         Returns:
             ``path``.
         """
-        from gpunn.checkpoint import save_checkpoint  # it imports this module
-
-        return save_checkpoint(path, self)
+        return write_checkpoint(path, self)
 
     # --- passes over a device batch: into given buffers, nothing allocated ---------------------
 

@@ -149,7 +149,7 @@ def test_a_crash_before_the_rename_leaves_only_a_temp_file_that_a_save_removes(t
     path = tmp_path / "m.safetensors"
     net().save(path)
     before = path.read_bytes()
-    script = ("import os, gpunn, gpunn.checkpoint as c\n"
+    script = ("import os, gpunn, gpunn.checkpoint_write as c\n"
               "c._write = lambda file, arrays, metadata: (file.write(b'half'), file.flush(), "
               "os._exit(9))\n"
               f"gpunn.MLP([3, 4, 2], seed=5).save({str(path)!r})\n")

@@ -111,10 +111,10 @@ def test_mutated_files_raise_checkpoint_error_or_load_the_saved_content(original
 
 def crafted(path, header, arrays):
     """A container with a consistent checksum over ``header`` (a dict)."""
-    header = dict(header, crc32={k: checkpoint._crc(v) for k, v in arrays.items()})
+    header = dict(header, crc32={k: checkpoint.crc(v) for k, v in arrays.items()})
     text = json.dumps(header)
     path.write_bytes(save(arrays, metadata={"gpunn": text,
-                                            "gpunn.crc32": checkpoint._text_crc(text)}))
+                                            "gpunn.crc32": checkpoint.text_crc(text)}))
 
 
 def header_of(model):

@@ -102,10 +102,10 @@ def rewrite_header(path, **changes):
         arrays = {name: handle.get_tensor(name) for name in handle.keys()}
         header = json.loads(handle.metadata()["gpunn"])
     arrays.update(changes.pop("arrays", {}))
-    header.update(changes, crc32={k: checkpoint._crc(v) for k, v in arrays.items()})
+    header.update(changes, crc32={k: checkpoint.crc(v) for k, v in arrays.items()})
     text = json.dumps(header)
     path.write_bytes(save(arrays, metadata={"gpunn": text,
-                                            "gpunn.crc32": checkpoint._text_crc(text)}))
+                                            "gpunn.crc32": checkpoint.text_crc(text)}))
     return header
 
 
