@@ -36,6 +36,7 @@ from gpunn.checkpoint_write import (
     FORMAT,
     METADATA_KEY,
     VERSION,
+    CheckpointError,
     crc,
     text_crc,
     write_checkpoint,
@@ -48,10 +49,6 @@ from gpunn.validation import check_int
 
 _CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                    RecursionError)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read or does not fit: the message names the file and why."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from gpunn.backends import check_dtype
-from gpunn.checkpoint_write import BIT_GENERATORS
+from gpunn.checkpoint_write import BIT_GENERATORS, CheckpointError
 from gpunn.history import History
 from gpunn.layers import Dense, layout
 from gpunn.losses import check_output
@@ -27,8 +27,6 @@ SHOWN = 8  # names listed in a message at most; the rest are counted
 
 
 def _error(message):
-    from gpunn.checkpoint import CheckpointError  # it imports this module
-
     return CheckpointError(message)
 
 

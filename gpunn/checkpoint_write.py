@@ -18,6 +18,12 @@ from gpunn.validation import check_int
 
 FORMAT, VERSION = "gpunn-checkpoint", 2
 METADATA_KEY, CRC_KEY = "gpunn", "gpunn.crc32"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit: the message names the file and why."""
+
+
 # Bit generators whose state is plain integers / integer arrays (JSON after tolist()).
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
