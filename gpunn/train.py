@@ -6,15 +6,17 @@ import time
 
 import numpy as np
 
+from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint import save_checkpoint
 from gpunn.comm import get_comm
 from gpunn.history import History
 from gpunn.optim import get_optimizer
+from gpunn.progress import check_verbose, report_epoch
 from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
 from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
-from gpunn.validation import check_bool, check_callbacks, check_choice, check_int
+from gpunn.validation import check_bool, check_choice, check_int, check_number
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
@@ -54,7 +56,8 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
-        checkpoint_path=None, resume_from=None, check_every=None, comm=None):
+        checkpoint_path=None, resume_from=None, check_every=None, comm=None,
+        validation_split=None, verbose=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
@@ -94,8 +97,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         validation_data: ``(X_val, y_val)``, evaluated after every epoch.
         seed: seed of the shuffling.
         progress: True for a tqdm bar on stderr, False for none, None for a bar when stderr
-            is a terminal.
-        callbacks: callables ``cb(epoch, history, model)`` run after every epoch (``epoch``
+            is a terminal (used when ``verbose`` is None).
+        callbacks: :class:`gpunn.callbacks.Callback` objects (hooks at train, epoch and, if
+            they ask for them, batch boundaries: those read each step's loss from the device)
+            or plain callables ``cb(epoch, history, model)`` run after every epoch (``epoch``
             from 1); one returning ``True`` stops training after that epoch.
         record_steps: also record the loss of every step in ``history.step_cost``.
         on_nonfinite: ``"raise"`` (:class:`TrainingDiverged`) or ``"skip"``: drop the step's
@@ -113,10 +118,17 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         comm: None (one process), ``"auto"``, ``"mpi"``, ``"nccl"`` or a communicator
             (:func:`gpunn.comm.get_comm`). With NCCL, make the communicator before the model
             (it picks the rank's GPU) and pass the object.
+        validation_split: fraction in (0, 1) of the rows held out for validation: the LAST
+            rows of ``X``, ``y`` as given (before shuffling), as Keras does; shuffle data that
+            is sorted by class first. Not together with ``validation_data``.
+        verbose: None (``progress`` decides), 0 silent, 1 a bar on a terminal and a line per
+            epoch elsewhere, 2 a line per epoch (stdout, rank 0). Epochs are also logged at
+            INFO on the ``logging`` logger ``"gpunn"``.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
     """
+    X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
     Xd, T, loss = model.prepare(X, y, loss)
     n = Xd.shape[0]
     comm = get_comm(comm, backend=model.backend)
@@ -125,9 +137,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     shuffle = check_bool("shuffle", shuffle) and batch_size < n  # one batch: order is moot
     record_steps = check_bool("record_steps", record_steps)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
-    callbacks = check_callbacks("callbacks", callbacks)
-    show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
-    show = show and comm.rank == 0
+    callbacks = CallbackList(callbacks)
+    show, lines = (flag and comm.rank == 0 for flag in check_verbose(verbose, progress))
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
     check_every = None if check_every is None else check_int("check_every", check_every, low=1)
@@ -143,8 +154,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         schedule, history, rng, done = resume(resume_from, trainer, schedule, history)
     if comm.size > 1:
         comm.bcast_array(model.flat_params)
+    _bind_callbacks(callbacks, trainer, history, epochs, batch_size)
+    logs = {}
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
         for epoch in range(done + 1, epochs + 1):
+            callbacks.call("on_epoch_begin", epoch, {})
             if shuffle:
                 trainer.shuffle(rng)
             seconds = _run_epoch(trainer, schedule, epoch, history, record_steps, skip,
@@ -152,18 +166,50 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             _log_epoch(trainer, history, epoch, seconds, validation, batch_size)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
-            stop = _callbacks_stop(callbacks, epoch, history, model, comm)
+            logs = epoch_logs(history)
+            if comm.rank == 0:
+                report_epoch(epoch, epochs, logs, lines)
+            stop = _callbacks_stop(callbacks, epoch, logs, comm)
             if path is not None and (epoch % every == 0 or epoch == epochs or stop):
                 _save(comm, path, trainer, schedule, history, epoch, rng)
             if stop:
                 break
+    callbacks.call("on_train_end", logs)
     return history
 
 
-def _callbacks_stop(callbacks, epoch, history, model, comm):
+def _callbacks_stop(callbacks, epoch, logs, comm):
     """Run every callback; True if one asked to stop (rank 0's answer, for all ranks)."""
-    stop = True in [cb(epoch, history, model) is True for cb in callbacks]  # call all
+    stop = callbacks.epoch_end(epoch, logs)
     return comm.bcast(stop) if comm.size > 1 else stop
+
+
+def _bind_callbacks(callbacks, trainer, history, epochs, batch_size):
+    """Give the callbacks their context; wrap the step only if one wants batch hooks."""
+    callbacks.bind(trainer.model, trainer.optimizer, history,
+                   {"epochs": epochs, "batch_size": batch_size, "steps": trainer.n_steps})
+    if callbacks.wants_batches:
+        trainer.run = callbacks.wrap_step(trainer)
+    callbacks.call("on_train_begin", {})
+
+
+def _split_validation(X, y, validation_split, validation_data):
+    """``(X_train, y_train, validation_data)``: the last ``validation_split`` of the rows."""
+    if validation_split is None:
+        return X, y, validation_data
+    fraction = check_number("validation_split", validation_split, low=0.0, high=1.0,
+                            low_open=True, high_open=True)
+    if validation_data is not None:
+        raise ValueError("validation_split: expected None when validation_data is given, "
+                         f"got {validation_split!r}")
+    X = X if hasattr(X, "shape") else np.asarray(X)
+    y = y if hasattr(y, "shape") else np.asarray(y)
+    n = X.shape[0]
+    n_val = int(n * fraction)
+    if not 1 <= n_val < n:
+        raise ValueError(f"validation_split: expected a fraction leaving rows on both sides, "
+                         f"got {fraction} of {n} rows")
+    return X[:n - n_val], y[:n - n_val], (X[n - n_val:], y[n - n_val:])
 
 
 def _save(comm, path, trainer, schedule, history, epoch, rng):

@@ -1,0 +1,368 @@
+"""Callbacks for :func:`gpunn.fit`, with the hooks Keras and skorch users know.
+
+A callback subclasses :class:`Callback` and overrides any of ``on_train_begin(logs)``,
+``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``,
+``on_train_batch_begin(batch, logs)`` and ``on_train_batch_end(batch, logs)``. Before
+training, :func:`gpunn.fit` sets its ``model``, ``optimizer``, ``history`` and ``params``
+(``epochs``, ``batch_size``, ``steps`` per epoch); setting ``self.stop_training = True`` ends
+training after the current epoch. Epochs count from 1, as in :class:`~gpunn.History`.
+
+Epoch ``logs`` hold ``loss`` (the epoch's mean training loss, also as ``cost``), ``lr``,
+``seconds`` and, with validation data, ``val_loss`` and ``val_accuracy`` (classifiers).
+
+Batch hooks cost time: a callback that overrides one makes every training step read its loss
+back to the host (a device synchronization per step), where otherwise the host waits once per
+epoch. Leave them alone unless you need them.
+
+A plain callable ``cb(epoch, history, model)`` still works as a callback: it runs after every
+epoch and returning ``True`` stops training.
+"""
+
+import csv
+import math
+import os
+
+import numpy as np
+
+from gpunn.validation import check_choice, check_int, check_number
+
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
+
+
+class Callback:
+    """Base class: every hook does nothing; subclasses override the ones they need.
+
+    Attributes:
+        model, optimizer, history: what :func:`gpunn.fit` trains and records (set by fit).
+        params: ``{"epochs", "batch_size", "steps"}`` of the run (set by fit).
+        stop_training: set True to stop after the current epoch.
+    """
+
+    model = optimizer = history = None
+    params = None
+    stop_training = False
+
+    def on_train_begin(self, logs=None):
+        """Called once before the first epoch."""
+
+    def on_train_end(self, logs=None):
+        """Called once after the last epoch (``logs`` of the last epoch)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called before epoch ``epoch`` (from 1)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called after epoch ``epoch`` with its ``logs`` (see the module docstring)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Called before step ``batch`` (from 0) of the epoch; forces a per-step sync."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Called after step ``batch`` with ``{"loss", "size"}``; forces a per-step sync."""
+
+    @property
+    def wants_batches(self):
+        """Whether a batch hook is overridden (fit then calls them around every step)."""
+        return any(getattr(type(self), name) is not getattr(Callback, name)
+                   for name in BATCH_HOOKS)
+
+
+class FunctionCallback(Callback):
+    """Wraps the plain form ``fn(epoch, history, model)``; ``True`` from it stops training."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fn(epoch, self.history, self.model) is True:
+            self.stop_training = True
+
+
+class CallbackList:
+    """The callbacks of one :func:`gpunn.fit` call and the dispatch of their hooks.
+
+    Args:
+        callbacks: a callback, a callable, a sequence of them, or None.
+    """
+
+    def __init__(self, callbacks):
+        if callbacks is None:
+            callbacks = []
+        elif callable(callbacks) or isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        else:
+            try:
+                callbacks = list(callbacks)
+            except TypeError:
+                raise TypeError("callbacks: expected a callable, a list of callables or "
+                                "gpunn.callbacks.Callback objects, or None, got "
+                                f"{type(callbacks).__name__}") from None
+        self.callbacks = []
+        for i, cb in enumerate(callbacks):
+            if isinstance(cb, Callback):
+                self.callbacks.append(cb)
+            elif callable(cb):
+                self.callbacks.append(FunctionCallback(cb))
+            else:
+                raise TypeError(f"callbacks[{i}]: expected a callable cb(epoch, history, "
+                                f"model) or a gpunn.callbacks.Callback, got {type(cb).__name__}")
+
+    def bind(self, model, optimizer, history, params):
+        """Give every callback the model, optimizer, history and run parameters."""
+        for cb in self.callbacks:
+            cb.model, cb.optimizer, cb.history, cb.params = model, optimizer, history, params
+            cb.stop_training = False
+
+    @property
+    def wants_batches(self):
+        """Whether any callback needs batch hooks."""
+        return any(cb.wants_batches for cb in self.callbacks)
+
+    def call(self, hook, *args):
+        """Run ``hook`` on every callback, in order."""
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def epoch_end(self, epoch, logs):
+        """Run every ``on_epoch_end``; whether any callback asks to stop."""
+        self.call("on_epoch_end", epoch, logs)
+        return any(cb.stop_training for cb in self.callbacks)
+
+    def wrap_step(self, trainer):
+        """``trainer.run`` with the batch hooks around every step.
+
+        After each step the step's record is read from the device (one synchronization per
+        step, which is why fit wraps the step only when a callback overrides a batch hook).
+
+        Args:
+            trainer: the :class:`gpunn.step.TrainStep` of the run.
+        """
+        run, loss, n_out = trainer.run, trainer.loss, trainer.model.n_out
+
+        def wrapped(k):
+            self.call("on_train_batch_begin", k, {})
+            result = run(k)
+            records = trainer.read()
+            rows = int(records.rows[k])
+            self.call("on_train_batch_end", k, {
+                "size": rows, "loss": float(records.totals[k]) * loss.scale(rows, n_out),
+                "applied": bool(records.applied[k])})
+            return result
+
+        return wrapped
+
+
+def epoch_logs(history):
+    """The ``logs`` of the last epoch recorded in ``history``."""
+    logs = {"loss": history.cost[-1], "cost": history.cost[-1], "lr": history.lr[-1],
+            "seconds": history.seconds[-1]}
+    if history.val_loss:
+        logs["val_loss"] = history.val_loss[-1]
+    if history.val_accuracy:
+        logs["val_accuracy"] = history.val_accuracy[-1]
+    return logs
+
+
+class _Monitor(Callback):
+    """Shared by the callbacks that watch one logged value for improvement."""
+
+    def __init__(self, monitor, mode, min_delta):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor: expected a log name such as 'val_loss', "
+                            f"got {type(monitor).__name__}")
+        self.monitor = monitor
+        mode = check_choice("mode", mode, ("auto", "min", "max"))
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        self.mode = mode
+        self.min_delta = check_number("min_delta", min_delta, low=0.0)
+        self.best = None
+
+    def _current(self, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"{type(self).__name__}: monitor {self.monitor!r} is not "
+                             f"recorded, expected one of {sorted(logs)} (val_* need "
+                             "validation_data or validation_split)")
+        return float(logs[self.monitor])
+
+    def _improved(self, value):
+        """Whether ``value`` beats the best by more than ``min_delta``; updates the best."""
+        if math.isnan(value):
+            return False
+        better = (self.best is None or
+                  (value < self.best - self.min_delta if self.mode == "min"
+                   else value > self.best + self.min_delta))
+        if better:
+            self.best = value
+        return better
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        monitor: a log name: ``"val_loss"``, ``"val_accuracy"``, ``"loss"``.
+        patience: epochs without improvement before stopping (>= 0).
+        min_delta: smallest change that counts as an improvement (>= 0).
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names containing "acc").
+        restore_best: at the end of training, put back the parameters of the best epoch
+            (Keras ``restore_best_weights``, skorch ``load_best``).
+
+    Attributes:
+        best, best_epoch: best value seen and its epoch.
+        stopped_epoch: the epoch training stopped at (0 if it ran to the end).
+    """
+
+    def __init__(self, monitor="val_loss", patience=10, min_delta=0.0, mode="auto",
+                 restore_best=False):
+        super().__init__(monitor, mode, min_delta)
+        self.patience = check_int("patience", patience, low=0)
+        self.restore_best = bool(restore_best)
+        self.best_epoch = self.stopped_epoch = self.wait = 0
+        self._best_params = None
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.stopped_epoch, self.wait = None, 0, 0, 0
+        self._best_params = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._improved(self._current(logs)):
+            self.best_epoch, self.wait = epoch, 0
+            if self.restore_best:
+                be = self.model.backend
+                self._best_params = np.array(be.to_numpy(self.model.flat_params), copy=True)
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch, self.stop_training = epoch, True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self._best_params is not None:
+            model = self.model
+            model.flat_params[...] = model.backend.asarray(self._best_params)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving.
+
+    It scales the optimizer's ``base_lr`` (the rate a schedule starts from) and its current
+    ``lr`` together, so it composes with any schedule: every schedule of :mod:`gpunn.schedules`
+    is proportional to ``base_lr``, and the next scheduled rate comes out scaled instead of
+    overwriting the reduction.
+
+    Args:
+        monitor: a log name, as for :class:`EarlyStopping`.
+        factor: multiplier in (0, 1).
+        patience: epochs without improvement before a reduction.
+        min_delta: smallest change that counts as an improvement.
+        cooldown: epochs to wait after a reduction before counting again.
+        min_lr: lower bound of ``base_lr``.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, mode="auto"):
+        super().__init__(monitor, mode, min_delta)
+        self.factor = check_number("factor", factor, low=0.0, high=1.0, low_open=True,
+                                   high_open=True)
+        self.patience = check_int("patience", patience, low=0)
+        self.cooldown = check_int("cooldown", cooldown, low=0)
+        self.min_lr = check_number("min_lr", min_lr, low=0.0)
+        self.wait = self.cooldown_left = 0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.wait, self.cooldown_left = None, 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._improved(self._current(logs)):
+            self.wait = 0
+            return
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            optimizer = self.optimizer
+            new = max(optimizer.base_lr * self.factor, self.min_lr)
+            if new < optimizer.base_lr and new > 0:
+                optimizer.lr = optimizer.lr * (new / optimizer.base_lr)
+                optimizer.base_lr = new
+            self.wait, self.cooldown_left = 0, self.cooldown
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model (and optimizer state, history, epoch) after epochs, atomically.
+
+    Files are written by :func:`gpunn.save_checkpoint` (temporary file, then rename), so an
+    interrupted save never leaves a broken file; read them with :func:`gpunn.load`.
+
+    Args:
+        path: target file; may hold format fields ``{epoch}`` and any log name, e.g.
+            ``"model-{epoch:03d}-{val_loss:.3f}.npz"``. Its folder must exist.
+        monitor: log name compared for ``save_best_only``.
+        save_best_only: save only when ``monitor`` improved; else after every epoch.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+
+    Attributes:
+        best, best_epoch: best value seen and its epoch; last_path: the last file written.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
+        super().__init__(monitor, mode, 0.0)
+        self.path = os.fspath(path)
+        self.save_best_only = bool(save_best_only)
+        self.best_epoch, self.last_path = 0, None
+
+    def on_train_begin(self, logs=None):
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"ModelCheckpoint.path: expected a file in an existing folder, "
+                             f"got {self.path!r}")
+        self.best, self.best_epoch = None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        from gpunn.checkpoint import save_checkpoint
+
+        if self.save_best_only:
+            if not self._improved(self._current(logs)):
+                return
+            self.best_epoch = epoch
+        path = self.path.format(epoch=epoch, **logs)
+        self.last_path = save_checkpoint(path, self.model, self.optimizer,
+                                         history=self.history, epoch=epoch)
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (the epoch and its logs) to a CSV file, flushed every epoch.
+
+    Args:
+        path: the CSV file.
+        separator: field separator.
+        append: keep existing rows (and header) instead of starting a new file.
+    """
+
+    def __init__(self, path, separator=",", append=False):
+        self.path, self.separator, self.append = os.fspath(path), separator, bool(append)
+        self._fields = None
+
+    def on_train_begin(self, logs=None):
+        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        self._fields = None
+        if self.append and exists:
+            with open(self.path, newline="") as file:
+                header = next(csv.reader(file, delimiter=self.separator), None)
+            self._fields = header
+        else:
+            open(self.path, "w").close()  # fails now, not after an epoch, if not writable
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **logs}
+        new = self._fields is None
+        if new:
+            self._fields = list(row)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, self._fields, delimiter=self.separator,
+                                    extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

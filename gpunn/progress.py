@@ -1,0 +1,50 @@
+"""What :func:`gpunn.fit` tells the user while it trains: a bar, a line per epoch, log records.
+
+Every epoch goes to the ``logging`` logger ``"gpunn"`` at INFO level (shown once the
+application configures logging, e.g. ``logging.basicConfig(level=logging.INFO)``).
+``verbose`` decides what is printed besides: 0 nothing, 1 a tqdm bar on a terminal and a line
+per epoch elsewhere (logs, notebooks, CI), 2 a line per epoch.
+"""
+
+import logging
+import sys
+
+from gpunn.validation import check_bool, check_choice
+
+logger = logging.getLogger("gpunn")
+
+
+def check_verbose(verbose, progress):
+    """``(bar, lines)``: whether to show a tqdm bar and whether to print a line per epoch.
+
+    Args:
+        verbose: None (decided by ``progress``), 0, 1 or 2.
+        progress: the older switch: True a bar, False nothing, None a bar on a terminal.
+    """
+    terminal = sys.stderr.isatty()
+    if verbose is None:
+        return (terminal if progress is None else check_bool("progress", progress)), False
+    verbose = check_choice("verbose", verbose, (0, 1, 2))
+    if progress is not None:
+        raise ValueError(f"progress: expected None when verbose is given, got {progress!r}")
+    return verbose == 1 and terminal, verbose == 2 or (verbose == 1 and not terminal)
+
+
+def epoch_line(epoch, epochs, logs):
+    """One line for the epoch: ``epoch 3/20  loss 0.1234  val_loss ...  lr ...  1.23 s``."""
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4g}"]
+    for key in ("val_loss", "val_accuracy"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4g}")
+    parts.append(f"lr {logs['lr']:.3g}")
+    parts.append(f"{logs['seconds']:.2f} s")
+    return "  ".join(parts)
+
+
+def report_epoch(epoch, epochs, logs, lines):
+    """Log the epoch (INFO on ``"gpunn"``) and print it to stdout if ``lines``."""
+    if lines or logger.isEnabledFor(logging.INFO):
+        text = epoch_line(epoch, epochs, logs)
+        logger.info(text)
+        if lines:
+            print(text, flush=True)
