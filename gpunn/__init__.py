@@ -1,5 +1,6 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
 
+from gpunn import callbacks
 from gpunn.backends import get_backend, use_backend
 from gpunn.backends.info import info
 from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
@@ -14,6 +15,17 @@ from gpunn.train import TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
+# Imported on first use, so that `import gpunn` needs (and imports) no scikit-learn.
+_LAZY = {"GpunnClassifier": "gpunn.sklearn", "GpunnRegressor": "gpunn.sklearn"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gpunn' has no attribute {name!r}")
+
 __all__ = [
     "MLP",
     "SGD",
@@ -25,6 +37,8 @@ __all__ = [
     "CrossEntropy",
     "Dense",
     "Exponential",
+    "GpunnClassifier",
+    "GpunnRegressor",
     "History",
     "InverseSqrt",
     "InverseTime",
@@ -36,6 +50,7 @@ __all__ = [
     "Staircase",
     "TrainingDiverged",
     "__version__",
+    "callbacks",
     "fit",
     "get_backend",
     "gradcheck",

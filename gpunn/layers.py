@@ -7,6 +7,9 @@ from gpunn.validation import check_choice, check_int
 # Kernel codes of the activations; equal to gpunn.kernels.activations.ACTIVATIONS (a test checks
 # it), defined again here because that module imports numba and only the backends may.
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
+# Weight initializations (see Dense.initial_weights); "auto" picks by activation.
+INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
+DEFAULT_INIT = "auto"
 
 
 class Dense:
@@ -19,17 +22,20 @@ class Dense:
         n_in: input features.
         n_out: output units.
         activation: ``"identity"``, ``"sigmoid"``, ``"relu"`` or ``"tanh"``.
+        init: weight initialization, one of ``INITS`` (see :meth:`initial_weights`).
     """
 
-    def __init__(self, n_in, n_out, activation="sigmoid"):
+    def __init__(self, n_in, n_out, activation="sigmoid", init=DEFAULT_INIT):
         self.n_in = check_int("n_in", n_in, low=1)
         self.n_out = check_int("n_out", n_out, low=1)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.init = check_choice("init", init, INITS)
         self.act = ACTIVATIONS[self.activation]
         self.W = self.b = self.dW = self.db = None
 
     def __repr__(self):
-        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r})"
+        init = "" if self.init == DEFAULT_INIT else f", init={self.init!r}"
+        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}{init})"
 
     @property
     def n_params(self):
@@ -38,13 +44,19 @@ class Dense:
 
     def config(self):
         """The constructor arguments, JSON-serializable."""
-        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation}
+        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
+                "init": self.init}
 
     def initial_weights(self, rng):
-        """Seeded initial ``W`` in float64 on the host; the bias starts at zero.
+        """Seeded initial ``W`` in float64 on the host, by ``init``:
 
-        Glorot (Xavier) uniform, ``U(-sqrt(6 / (n_in + n_out)), +...)``, for sigmoid, tanh and
-        identity; He normal, ``N(0, 2 / n_in)``, for relu.
+        - ``"glorot_uniform"`` (Xavier; Keras' default): ``U(-a, a)``,
+          ``a = sqrt(6 / (n_in + n_out))``;
+        - ``"he_normal"``: ``N(0, 2 / n_in)``; ``"he_uniform"``: ``U(-a, a)``,
+          ``a = sqrt(6 / n_in)``;
+        - ``"torch"`` (PyTorch's ``nn.Linear``: kaiming_uniform with ``a = sqrt(5)``):
+          ``U(-1/sqrt(n_in), 1/sqrt(n_in))``, the bias too (:meth:`initial_bias`);
+        - ``"auto"``: he_normal for relu, glorot_uniform for the other activations.
 
         Args:
             rng: a ``numpy.random.Generator``.
@@ -52,11 +64,22 @@ class Dense:
         Returns:
             An ``(n_in, n_out)`` float64 array.
         """
-        shape = (self.n_in, self.n_out)
-        if self.activation == "relu":
+        shape, init = (self.n_in, self.n_out), self.init
+        if init == "auto":
+            init = "he_normal" if self.activation == "relu" else "glorot_uniform"
+        if init == "he_normal":
             return rng.normal(0.0, np.sqrt(2.0 / self.n_in), size=shape)
-        limit = np.sqrt(6.0 / (self.n_in + self.n_out))
+        limit = {"glorot_uniform": np.sqrt(6.0 / (self.n_in + self.n_out)),
+                 "he_uniform": np.sqrt(6.0 / self.n_in),
+                 "torch": 1.0 / np.sqrt(self.n_in)}[init]
         return rng.uniform(-limit, limit, size=shape)
+
+    def initial_bias(self, rng):
+        """Seeded initial ``b`` (float64, host): zeros, or ``U(+-1/sqrt(n_in))`` for torch."""
+        if self.init == "torch":
+            limit = 1.0 / np.sqrt(self.n_in)
+            return rng.uniform(-limit, limit, size=self.n_out)
+        return np.zeros(self.n_out)
 
     def bind(self, params, grads, w_start, b_start):
         """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets."""

@@ -4,7 +4,7 @@ import numpy as np
 
 from gpunn.backends import check_dtype, get_backend
 from gpunn.checkpoint_write import write_checkpoint
-from gpunn.layers import ACTIVATIONS, Dense, check_layers, layout
+from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
 from gpunn.sharing import Shareable, holding_model
 from gpunn.validation import check_choice, check_features, check_int
@@ -55,8 +55,10 @@ class Sequential(Shareable):
         host = np.zeros(self.param_ranges[-1][2])
         rng = np.random.default_rng(self.seed)
         for i, layer in enumerate(self.layers):
-            _, start, stop = self.param_ranges[2 * i]
-            host[start:stop] = layer.initial_weights(rng).ravel()
+            for (_, start, stop), values in zip(self.param_ranges[2 * i:2 * i + 2],
+                                                (layer.initial_weights(rng),
+                                                 layer.initial_bias(rng))):
+                host[start:stop] = values.ravel()
         self.flat_params = self.backend.asarray(host.astype(self.dtype))
         self.flat_grads = self.backend.zeros(host.shape, self.dtype)
         for i, layer in enumerate(self.layers):
@@ -330,15 +332,17 @@ class MLP(Sequential):
         output: ``None`` (regression), ``"sigmoid"`` (binary / multi-label) or ``"softmax"``.
         dtype: ``"float32"`` or ``"float64"``.
         seed: seed of the weight initialization.
+        init: weight initialization of every layer (see :meth:`Dense.initial_weights`).
     """
 
-    def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0):
+    def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0,
+                 init=DEFAULT_INIT):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s, low=1) for i, s in enumerate(sizes)]
         acts = [check_choice("activation", activation, ACTIVATIONS)] * (len(sizes) - 2)
         acts.append("identity")
-        layers = [Dense(a, b, act) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
+        layers = [Dense(a, b, act, init) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
         super().__init__(layers, output=output, dtype=dtype, seed=seed)
 

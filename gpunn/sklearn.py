@@ -1,0 +1,352 @@
+"""scikit-learn estimators: :class:`GpunnClassifier` and :class:`GpunnRegressor`.
+
+Drop-in for ``MLPClassifier`` / ``MLPRegressor`` in a ``Pipeline``, ``cross_val_score`` or
+``GridSearchCV``: hyperparameters in ``__init__`` (the same names where the two agree), ``fit``,
+``partial_fit``, ``predict``, ``predict_proba``, ``score``. Needs the ``sklearn`` extra
+(``pip install 'gpunn[sklearn]'``); ``import gpunn`` does not import scikit-learn.
+
+Stopping follows ``MLPClassifier``: with ``early_stopping=False`` training stops when the
+training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs; with
+``early_stopping=True`` a stratified (classifier) or random (regressor) ``validation_fraction``
+is held out, training stops when its accuracy (classifier) or loss (regressor: the same order
+as R^2) has not improved for ``n_iter_no_change`` epochs, and the best epoch's parameters are
+kept. Either way at most ``max_iter`` epochs run.
+"""
+
+import contextlib
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from gpunn.backends import use_backend
+from gpunn.callbacks import EarlyStopping
+from gpunn.layers import DEFAULT_INIT
+from gpunn.model import MLP, Sequential
+from gpunn.optim import get_optimizer
+from gpunn.train import fit as gpunn_fit
+
+__all__ = ["GpunnClassifier", "GpunnRegressor"]
+
+_SEED_HIGH = 2**31 - 1
+
+
+class _GpunnMLP(BaseEstimator):
+    """Shared by the classifier and the regressor: model building, training, pickling."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", solver="adam",
+                 learning_rate_init=0.001, batch_size="auto", max_iter=200, shuffle=True,
+                 tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
+                 backend=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.init = init
+        self.schedule = schedule
+        self.dtype = dtype
+        self.backend = backend
+        self.verbose = verbose
+
+    # --- subclass hooks: targets in and predictions out ---------------------------------
+
+    def _encode_targets(self, y, first):
+        raise NotImplementedError
+
+    def _output_spec(self):
+        """``(n_out, output)`` of the model for the encoded targets."""
+        raise NotImplementedError
+
+    # --- training ------------------------------------------------------------------------
+
+    def _backend_context(self):
+        return contextlib.nullcontext() if self.backend is None else use_backend(self.backend)
+
+    def _sizes(self, n_features, n_out):
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1
+               for h in hidden):
+            raise ValueError(f"hidden_layer_sizes: expected positive integers, "
+                             f"got {self.hidden_layer_sizes!r}")
+        return [n_features, *(int(h) for h in hidden), n_out]
+
+    def _initialize(self, n_features):
+        rng = check_random_state(self.random_state)
+        self._init_seed, self._fit_seed = (int(s) for s in rng.randint(0, _SEED_HIGH, 2))
+        n_out, output = self._output_spec()
+        with self._backend_context():
+            self._model = MLP(self._sizes(n_features, n_out), activation=self.activation,
+                              output=output, dtype=self.dtype, seed=self._init_seed,
+                              init=self.init)
+        self._optimizer = get_optimizer(self.solver, self.learning_rate_init)
+        self._calls = 0
+
+    def _batch_size(self, n):
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return min(200, n)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)):
+            raise ValueError(f"batch_size: expected 'auto' or a positive integer, "
+                             f"got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+        return min(int(self.batch_size), n)
+
+    def _stopper(self):
+        if self.early_stopping:
+            monitor = "val_accuracy" if self._model.output is not None else "val_loss"
+            return EarlyStopping(monitor, patience=self.n_iter_no_change, min_delta=self.tol,
+                                 restore_best=True)
+        return EarlyStopping("loss", patience=self.n_iter_no_change, min_delta=self.tol)
+
+    def _split(self, X, T):
+        """``(X, T, validation_data)``: the held-out fraction when early stopping."""
+        if not self.early_stopping:
+            return X, T, None
+        stratify = T if self._model.output is not None else None
+        X, X_val, T, T_val = train_test_split(
+            X, T, test_size=self.validation_fraction, stratify=stratify,
+            random_state=self._fit_seed)
+        return X, T, (X_val, T_val)
+
+    def _train(self, X, T, epochs, stopper=None):
+        """Run ``epochs`` epochs of gpunn.fit on the model, continuing its optimizer."""
+        X, T, validation = self._split(X, T) if stopper is not None else (X, T, None)
+        self._calls += 1
+        with self._backend_context():
+            history = gpunn_fit(
+                self._model, X, T, optimizer=self._optimizer, epochs=epochs,
+                batch_size=self._batch_size(X.shape[0]), shuffle=bool(self.shuffle),
+                schedule=self.schedule, validation_data=validation,
+                seed=(self._fit_seed + self._calls) % _SEED_HIGH,
+                callbacks=[] if stopper is None else [stopper], verbose=self.verbose)
+        self.history_ = history
+        self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + list(history.cost)
+        self.loss_ = history.cost[-1]
+        self.best_loss_ = min(self.loss_curve_)
+        self.n_iter_ = getattr(self, "n_iter_", 0) + len(history.epoch)
+        if validation is not None:
+            self.validation_scores_ = list(history.val_accuracy or history.val_loss)
+            self.best_validation_score_ = stopper.best
+        return history
+
+    def fit(self, X, y):
+        """Train a new model on ``(X, y)`` for at most ``max_iter`` epochs.
+
+        Args:
+            X: ``(n_samples, n_features)`` numbers.
+            y: labels (classifier, any hashable type) or targets (regressor, 1-D or 2-D).
+
+        Returns:
+            self.
+        """
+        X, y = self._validate(X, y, reset=True)
+        T = self._encode_targets(y, first=True)
+        for name in ("loss_curve_", "n_iter_", "validation_scores_", "best_validation_score_"):
+            self.__dict__.pop(name, None)
+        self._initialize(X.shape[1])
+        stopper = self._stopper()
+        self._train(X, T, self.max_iter, stopper)
+        if stopper.stopped_epoch == 0:
+            warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and "
+                          "the optimization has not converged yet.", ConvergenceWarning,
+                          stacklevel=2)
+        return self
+
+    def _partial_fit(self, X, y, first):
+        X, y = self._validate(X, y, reset=first)
+        T = self._encode_targets(y, first=first)
+        if first:
+            self._initialize(X.shape[1])
+        self._train(X, T, 1)
+        return self
+
+    def _validate(self, X, y="no_validation", reset=False):
+        kwargs = {"dtype": (np.float64, np.float32), "reset": reset}
+        if isinstance(y, str) and y == "no_validation":
+            return validate_data(self, X, **kwargs)
+        multi = isinstance(self, RegressorMixin)
+        return validate_data(self, X, y, multi_output=multi, y_numeric=multi, **kwargs)
+
+    def _outputs(self, X, probabilities):
+        check_is_fitted(self, "_model")
+        X = self._validate(X)
+        with self._backend_context():
+            if probabilities:
+                return self._model.predict_proba(X)
+            return self._model.predict(X)
+
+    # --- pickling: the model as its config and host parameters ----------------------------
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its model
+        model = state.pop("_model", None)
+        if model is not None:
+            state["_model_config"] = model.config()
+            state["_model_params"] = np.array(model.backend.to_numpy(model.flat_params))
+        optimizer = state.pop("_optimizer", None)
+        if optimizer is not None:
+            state["_optimizer_state"] = optimizer.state_dict()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        config, params = state.pop("_model_config", None), state.pop("_model_params", None)
+        optimizer_state = state.pop("_optimizer_state", None)
+        super().__setstate__(state)
+        if config is None:
+            return
+        with self._backend_context():
+            model = Sequential.from_config(config)
+        model.flat_params[...] = model.backend.asarray(params)
+        self._model = model
+        if optimizer_state is not None:
+            optimizer = get_optimizer(optimizer_state["name"], optimizer_state["base_lr"],
+                                      **optimizer_state["hyperparameters"])
+            optimizer.load_state_dict(optimizer_state, model=model)
+            self._optimizer = optimizer
+
+    @property
+    def model_(self):
+        """The trained :class:`~gpunn.MLP` (raises NotFittedError before ``fit``)."""
+        check_is_fitted(self, "_model")
+        return self._model
+
+
+class GpunnClassifier(ClassifierMixin, _GpunnMLP):
+    """MLP classifier trained by gpunn (GPU via CuPy, or the CPU), scikit-learn compatible.
+
+    Labels may be of any type (strings, 1..10, ...): ``classes_`` holds them sorted. Two
+    classes train one sigmoid unit (binary cross-entropy), more a softmax. ``predict_proba``
+    is ``(n, n_classes)``, binary included.
+
+    Args:
+        hidden_layer_sizes: units of the hidden layers, e.g. ``(100,)`` or ``(64, 64)``.
+        activation: ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``.
+        solver: gpunn optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"momentum"``,
+            ``"rmsprop"``.
+        learning_rate_init: learning rate.
+        batch_size: ``"auto"`` (``min(200, n_samples)``) or rows per mini-batch (clipped to
+            n_samples).
+        max_iter: most epochs per ``fit``.
+        shuffle: reshuffle the rows every epoch.
+        tol, n_iter_no_change: stop when the monitored value has not improved by ``tol`` for
+            ``n_iter_no_change`` epochs (see the module docstring).
+        early_stopping, validation_fraction: hold out a stratified fraction to monitor.
+        random_state: int, RandomState or None: seeds of the initialization and shuffling.
+        init: weight initialization (``gpunn.layers.INITS``).
+        schedule: a gpunn learning-rate schedule name or object, or None.
+        dtype: ``"float32"`` or ``"float64"`` (parameters and computation).
+        backend: ``None`` (gpunn's current choice), ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        verbose: 0, 1 or 2, as in :func:`gpunn.fit`.
+
+    Attributes:
+        classes_, n_features_in_, n_iter_, loss_, loss_curve_, best_loss_, history_ (the
+        last gpunn History), model_ (the gpunn MLP), validation_scores_ and
+        best_validation_score_ (accuracy) with early stopping.
+    """
+
+    def _encode_targets(self, y, first):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first:
+            classes = np.unique(y) if getattr(self, "_pending_classes", None) is None \
+                else self._pending_classes
+            if len(classes) < 2:
+                raise ValueError(f"y: expected samples of at least 2 classes, got 1 class "
+                                 f"({classes[0]!r})")
+            self.classes_ = classes
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if unseen.size:
+            raise ValueError(f"y: expected labels among classes_ {self.classes_.tolist()}, "
+                             f"got {unseen.tolist()}")
+        return np.searchsorted(self.classes_, y)
+
+    def _output_spec(self):
+        k = len(self.classes_)
+        return (1, "sigmoid") if k == 2 else (k, "softmax")
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch on ``(X, y)``; the first call needs ``classes`` (all labels to expect).
+
+        Returns:
+            self.
+        """
+        first = not hasattr(self, "_model")
+        if first:
+            if classes is None:
+                raise ValueError("classes: expected every label of the problem on the first "
+                                 "call to partial_fit, got None")
+            self._pending_classes = np.unique(column_or_1d(classes))
+        try:
+            return self._partial_fit(X, y, first)
+        finally:
+            self.__dict__.pop("_pending_classes", None)
+
+    def predict_proba(self, X):
+        """Class probabilities, ``(n_samples, n_classes)`` in the order of ``classes_``."""
+        P = self._outputs(X, probabilities=True)
+        return np.hstack([1.0 - P, P]) if len(self.classes_) == 2 else P
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable label of every row, of the type of ``classes_``."""
+        P = self.predict_proba(X)
+        return self.classes_[np.argmax(P, axis=1)]
+
+
+class GpunnRegressor(RegressorMixin, _GpunnMLP):
+    """MLP regressor (mean squared error) trained by gpunn, scikit-learn compatible.
+
+    ``y`` may be 1-D (``predict`` returns 1-D) or 2-D for several outputs. Arguments as for
+    :class:`GpunnClassifier`; with ``early_stopping`` the validation loss is monitored.
+    """
+
+    def _encode_targets(self, y, first):
+        y = np.asarray(y, dtype=np.float64)
+        if first:
+            self._y_ndim = y.ndim
+            self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
+            raise ValueError(f"y: expected {self.n_outputs_} target columns, got shape "
+                             f"{y.shape}")
+        return y.reshape(len(y), -1)
+
+    def _output_spec(self):
+        return self.n_outputs_, None
+
+    def partial_fit(self, X, y):
+        """One epoch on ``(X, y)``, continuing the model and its optimizer state.
+
+        Returns:
+            self.
+        """
+        return self._partial_fit(X, y, first=not hasattr(self, "_model"))
+
+    def predict(self, X):
+        """Predicted targets: ``(n_samples,)`` when fitted on 1-D ``y``, else 2-D."""
+        Y = self._outputs(X, probabilities=False)
+        return Y[:, 0] if self._y_ndim == 1 else Y
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
