@@ -7,7 +7,7 @@ Every loss is a mean, as PyTorch's default ``reduction="mean"``:
   gradient ``(sigmoid(z) - y) / (n * n_out)``. Targets are 0/1.
 - ``cross_entropy`` (``CrossEntropyLoss``): softmax + cross-entropy by log-sum-exp,
   ``lse(z) - z_y``, averaged over the ``n`` rows; gradient ``(softmax(z) - onehot(y)) / n``.
-  Targets are integer labels in ``[0, n_out)``.
+  Targets are integer labels in ``[0, n_out)`` or one-hot rows ``(n, n_out)``.
 - ``mse`` (``MSELoss``): ``(z - y)^2`` averaged over all elements; gradient
   ``2 (z - y) / (n * n_out)``.
 
@@ -78,11 +78,12 @@ class BinaryCrossEntropy(Loss):
     output = "sigmoid"
 
     def targets(self, y, n, n_out, dtype):
-        T = super().targets(y, n, n_out, dtype)
+        T = super().targets(_numeric_labels(y, "bce"), n, n_out, dtype)
         if not bool(((T == 0) | (T == 1)).all()):
             bad = T[(T != 0) & (T != 1)]
             raise ValueError(f"y: expected binary targets 0/1 for loss 'bce', got "
-                             f"{bad.size} other values, e.g. {float(bad.ravel()[0])!r}")
+                             f"{bad.size} other values, e.g. {float(bad.ravel()[0])!r}; "
+                             f"{_LABEL_HINT}")
         return T
 
     def forward_backward(self, be, Z, T, scale, dZ, buffers):
@@ -114,13 +115,24 @@ class CrossEntropy(Loss):
         return {"terms": ((), dtype)}
 
     def targets(self, y, n, n_out, dtype):
-        y = as_host_array("y", y, ndim=(1, 2))
+        """Integer labels in ``[0, n_out)`` as given, or one-hot rows ``(n, n_out)``."""
+        y = _numeric_labels(y, "cross_entropy")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        if y.ndim == 2 and y.shape == (n, n_out) and _is_one_hot(y):
+            return np.argmax(y, axis=1).astype(dtype)
         if y.shape != (n,):
             raise ValueError(f"y: expected shape ({n},) of class labels for loss "
-                             f"'cross_entropy', got {y.shape}")
-        return as_labels("y", y, n_out, context=" for loss 'cross_entropy'").astype(dtype)
+                             f"'cross_entropy', got {y.shape}" +
+                             (" that are not one-hot rows (a single 1 per row, zeros elsewhere)"
+                              if y.ndim == 2 and y.shape == (n, n_out) else ""))
+        try:
+            labels = as_labels("y", y, n_out, context=" for loss 'cross_entropy'")
+        except ValueError as exc:
+            if "expected labels in" not in str(exc):
+                raise
+            raise ValueError(f"{exc}; {_LABEL_HINT}") from None
+        return labels.astype(dtype)
 
     def forward_backward(self, be, Z, T, scale, dZ, buffers):
         be.kernel("softmax_xent", Z, T, Z.shape[1], scale, buffers["terms"], dZ)
@@ -145,6 +157,20 @@ class MeanSquaredError(Loss):
 
 
 DEFAULT_LOSS = {"sigmoid": "bce", "softmax": "cross_entropy", None: "mse"}
+_LABEL_HINT = ("map other labels to 0..K-1 first (numpy.unique(y, return_inverse=True)), or "
+               "use gpunn.GpunnClassifier, which accepts labels of any type")
+
+
+def _numeric_labels(y, loss):
+    """``y`` as a host array; labels that are not numbers get a hint on how to map them."""
+    try:
+        return as_host_array("y", y, ndim=(1, 2))
+    except TypeError as exc:
+        raise TypeError(f"{exc} for loss {loss!r}; {_LABEL_HINT}") from None
+
+
+def _is_one_hot(y):
+    return bool(((y == 0) | (y == 1)).all() and (y.sum(axis=1) == 1).all())
 
 
 def check_output(output):

@@ -130,3 +130,32 @@ def test_accepted_target_forms(backend):
     bits = sigmoid.loss_and_grad(X, np.array([[1.0], [0.0], [0.0], [1.0]]))
     for same in ([1, 0, 0, 1], np.array([True, False, False, True])):
         assert sigmoid.loss_and_grad(X, same) == bits
+
+
+def test_one_hot_targets_equal_labels_for_softmax(backend):
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    model = gpunn.MLP([3, 3], output="softmax", dtype="float64")
+    labels = np.array([0, 2, 1, 2])
+    by_labels = model.loss_and_grad(X, labels)
+    grads = backend.to_numpy(model.flat_grads).copy()
+    assert model.loss_and_grad(X, np.eye(3)[labels]) == by_labels
+    np.testing.assert_array_equal(backend.to_numpy(model.flat_grads), grads)
+
+
+LABEL_HINTS = [
+    ("softmax", 10, [1, 2, 10, 5], ValueError,
+     r"got values in \[1, 10\]; map other labels to 0..K-1 first .*GpunnClassifier"),
+    ("softmax", 3, ["a", "b", "c", "a"], TypeError,
+     "y: expected numeric data, got dtype <U1 for loss 'cross_entropy'; map other labels"),
+    ("sigmoid", 1, [1, 2, 2, 1], ValueError, "expected binary targets 0/1 .*; map other labels"),
+    ("sigmoid", 1, ["y", "n", "y", "n"], TypeError, "for loss 'bce'; map other labels"),
+]
+
+
+@pytest.mark.parametrize("output, n_out, y, error, match", LABEL_HINTS,
+                         ids=["labels-1-to-10", "string-labels",
+                              "bce-1-2", "bce-strings"])
+def test_label_errors_give_hints(output, n_out, y, error, match):
+    model = gpunn.MLP([3, n_out], output=output)
+    with pytest.raises(error, match=match):
+        model.loss_and_grad(np.ones((4, 3)), y)
