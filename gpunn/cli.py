@@ -64,28 +64,27 @@ def _parse_schedule(text):
 
 
 def _load_data(args):
-    from gpunn import datasets
+    """Train/test parts of the data, standardized; the preprocessing to save with the model."""
+    from gpunn import cli_data
 
-    X, y = datasets.load(args.dataset, seed=args.seed)
-    X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, args.test_size, args.seed)
-    X_train, X_test = datasets.standardize(X_train, X_test)
-    return X_train, X_test, y_train, y_test
+    return cli_data.load(args)
 
 
-def _build_model(hidden, args, n_features, n_classes):
+def _build_model(hidden, args, n_features, data):
     from gpunn.model import MLP
 
-    binary = n_classes == 2
-    sizes = [n_features, *hidden, 1 if binary else n_classes]
-    return MLP(sizes, activation=args.activation, output="sigmoid" if binary else "softmax",
+    n_out, output = data.output_spec()
+    return MLP([n_features, *hidden, n_out], activation=args.activation, output=output,
                dtype=args.dtype, seed=args.seed)
 
 
-def _print_epoch(epochs):
+def _print_epoch(epochs, name):
     def callback(epoch, history, model):
         line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  cost {history.cost[-1]:.4f}"
         if history.val_accuracy:
-            line += f"  test_acc {history.val_accuracy[-1]:.4f}"
+            line += f"  {name}_acc {history.val_accuracy[-1]:.4f}"
+        elif history.val_loss:
+            line += f"  {name}_loss {history.val_loss[-1]:.4g}"
         print(f"{line}  {history.seconds[-1]:.2f} s", flush=True)
 
     return callback
@@ -117,8 +116,7 @@ def _check_outputs(args):
 
 
 def _cmd_train(args):
-    import numpy as np
-
+    from gpunn import cli_data
     from gpunn.backends import use_backend
     from gpunn.train import fit
 
@@ -130,42 +128,45 @@ def _cmd_train(args):
         use_backend(args.backend)
     comm = _get_comm(args)
     say = print if comm.rank == 0 else _silent  # rank 0 alone prints, plots and saves
-    X_train, X_test, y_train, y_test = _load_data(args)
-    model = _build_model(hidden, args, X_train.shape[1], int(np.max(y_train)) + 1)
+    data = _load_data(args)
+    model = _build_model(hidden, args, data.X_train.shape[1], data)
     say(f"backend: {model.backend.name} ({model.backend.device})")
     if args.distributed is not None:
         say(f"distributed: {comm.size} rank(s) through {comm.name}, each "
             f"{batch_size or 'its share of all'} rows of every global batch")
-    say(f"data: {args.dataset}, {len(y_train)} train / {len(y_test)} test rows, "
-        f"{X_train.shape[1]} features, {int(np.max(y_train)) + 1} classes")
+    say(f"data: {data.describe()}")
     say(f"model: {model}, {model.n_params} parameters")
     if schedule is not None:
         from gpunn.schedules import get_schedule
 
         schedule = get_schedule(schedule, **schedule_kwargs)
+    validation, name, callbacks = cli_data.validation(args, data, say)
     started = time.perf_counter()
-    history = fit(model, X_train, y_train, optimizer=args.optimizer, lr=args.lr,
+    printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
+    history = fit(model, data.X_train, data.y_train, optimizer=args.optimizer, lr=args.lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
-                  validation_data=(X_test, y_test), progress=False, comm=comm,
-                  callbacks=[_print_epoch(args.epochs)] if comm.rank == 0 else [])
+                  validation_data=validation, progress=False, comm=comm,
+                  callbacks=[*printer, *callbacks])
     elapsed = time.perf_counter() - started
     if comm.rank == 0:
-        _report(args, model, history, elapsed, (X_train, X_test, y_train, y_test))
+        _report(args, model, history, elapsed, data, callbacks)
     return 0
 
 
-def _report(args, model, history, elapsed, data):
-    """Accuracies, the plot and the saved model (rank 0's job)."""
-    import numpy as np
+def _report(args, model, history, elapsed, data, callbacks):
+    """Scores, early stopping, the plot and the saved model (rank 0's job)."""
+    from gpunn import cli_data
 
-    X_train, X_test, y_train, y_test = data
-    train_acc = float(np.mean(model.predict(X_train) == y_train))
-    test_acc = float(np.mean(model.predict(X_test) == y_test))
-    print(f"train accuracy {train_acc:.4f}  test accuracy {test_acc:.4f}  "
-          f"({elapsed:.2f} s in all, {history.seconds[-1]:.2f} s training)")
+    for cb in callbacks:
+        if cb.stopped_epoch:
+            print(f"early stopping: stopped after epoch {cb.stopped_epoch}, kept epoch "
+                  f"{cb.best_epoch} (val_loss {cb.best:.4g})")
+    print(f"{data.scores(model)}  ({elapsed:.2f} s in all, {history.seconds[-1]:.2f} s "
+          "training)")
     if args.save:  # the model first: a failing plot must not lose it
-        model.save(args.save)
-        print(f"saved: {args.save} (read it back with gpunn.load)")
+        cli_data.save(args.save, model, data)
+        print(f"saved: {args.save} (takes raw rows: gpunn predict --model {args.save} ..., "
+              "or gpunn.load)")
     if args.plot:
         history.plot(args.plot)
         print(f"plot: {args.plot}")
@@ -175,8 +176,20 @@ def _add_train_parser(sub):
     from gpunn.datasets import DATASETS
 
     d = TRAIN_DEFAULTS
-    p = sub.add_parser("train", help="train an MLP on a bundled dataset and report accuracy")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p = sub.add_parser("train", allow_abbrev=False,
+                       help="train an MLP on a bundled dataset or your own file")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="a bundled dataset (default digits)")
+    source.add_argument("--csv", metavar="FILE", help="your data: CSV with a header row")
+    source.add_argument("--npz", metavar="FILE", help="your data: .npz with arrays X and y")
+    source.add_argument("--npy", metavar="FILE",
+                        help="your data: 2-D .npy, the target in a column (default last)")
+    p.add_argument("--target", metavar="COL",
+                   help="target column: a CSV column name (default the last column), a .npy "
+                        "column index, an .npz array name (default y)")
+    p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
+                   help="default: classes for text or few integer values, else regression")
     p.add_argument("--hidden", default=d["hidden"],
                    help="hidden layer sizes, comma-separated, or 'none' (default %(default)s)")
     p.add_argument("--activation", default=d["activation"],
@@ -196,7 +209,14 @@ def _add_train_parser(sub):
                    help="default: GPUNN_BACKEND, else auto")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--test-size", type=float, default=d["test_size"],
-                   help="held-out fraction of every class (default %(default)s)")
+                   help="held-out fraction (of every class) for the final score; 0 for none "
+                        "with your own data (default %(default)s)")
+    p.add_argument("--val-split", type=float, default=None, metavar="FRACTION",
+                   help="fraction of the training rows (shuffled) validated after each epoch")
+    p.add_argument("--early-stopping", type=int, nargs="?", const=10, default=None,
+                   metavar="PATIENCE", help="stop when the validation loss has not improved "
+                   "for PATIENCE epochs (default 10) and keep the best epoch; needs a "
+                   "validation split (--val-split, 0.1 if not given)")
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
     p.add_argument("--save", metavar="PATH",
                    help="write the trained model (safetensors checkpoint, gpunn.load reads it)")
@@ -210,13 +230,31 @@ def _add_train_parser(sub):
     p.set_defaults(func=_cmd_train)
 
 
+def _add_predict_parser(sub):
+    from gpunn import cli_data
+
+    p = sub.add_parser("predict", allow_abbrev=False,
+                       help="predict with a saved model for the rows of a file")
+    p.add_argument("--model", required=True, metavar="FILE", help="a model saved by train")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", metavar="FILE", help="rows to predict (CSV with a header)")
+    source.add_argument("--npz", metavar="FILE", help="rows to predict (.npz with array X)")
+    source.add_argument("--npy", metavar="FILE", help="rows to predict (2-D .npy)")
+    p.add_argument("--out", metavar="FILE", help="CSV of predictions (default: stdout)")
+    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default=None,
+                   help="default: GPUNN_BACKEND, else auto")
+    p.set_defaults(func=cli_data.predict_command)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="gpunn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gpunn", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="show the backend, device, versions, BLAS and threads")
+    p_info = sub.add_parser("info", allow_abbrev=False,
+                            help="show the backend, device, versions, BLAS and threads")
     p_info.add_argument("--json", action="store_true", help="print the report as JSON")
     p_info.set_defaults(func=_cmd_info)
     _add_train_parser(sub)
+    _add_predict_parser(sub)
     from gpunn.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)

@@ -67,13 +67,14 @@ def load(name, seed=0):
     raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {name!r}")
 
 
-def train_test_split(X, y, test_size=0.25, seed=0):
+def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
     """Seeded, stratified split: each class keeps its share in both parts.
 
     Args:
         X, y: arrays with the same number of rows; ``y`` holds class labels.
         test_size: fraction of the rows of every class held out, in (0, 1).
         seed: NumPy seed of the shuffle.
+        stratify: False for a plain random split (regression targets).
 
     Returns:
         ``(X_train, X_test, y_train, y_test)``.
@@ -82,8 +83,9 @@ def train_test_split(X, y, test_size=0.25, seed=0):
                              high_open=True)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     test = []
-    for label in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == label))
+    groups = np.unique(y, return_inverse=True)[1] if stratify else np.zeros(len(y), int)
+    for group in np.unique(groups):
+        rows = rng.permutation(np.flatnonzero(groups == group))
         test.extend(rows[:round(test_size * rows.size)])
     is_test = np.zeros(len(y), dtype=bool)
     is_test[test] = True

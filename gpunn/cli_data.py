@@ -1,0 +1,219 @@
+"""The data side of ``gpunn train`` and ``gpunn predict``: load, split, scale, save, predict.
+
+What ``train`` learns about the data (feature names, the target, the task, the label classes,
+the scaling statistics) goes into the checkpoint's ``extra`` metadata under ``"gpunn_cli"``;
+the scaling is also folded into the saved model (:func:`gpunn.tabular.fold_scaling`), so the
+file predicts from raw rows with ``gpunn predict`` and with ``gpunn.load(path).predict``.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpunn import datasets, tabular
+
+META_KEY = "gpunn_cli"
+
+
+@dataclass
+class Data:
+    """Training data after the CLI's preprocessing, and what is needed to undo it."""
+
+    name: str
+    task: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray = None
+    y_test: np.ndarray = None
+    features: list = field(default_factory=list)
+    target: str = None
+    classes: list = None
+    input_mean: np.ndarray = None
+    input_std: np.ndarray = None
+    target_mean: np.ndarray = None
+    target_std: np.ndarray = None
+
+    def output_spec(self):
+        """``(n_out, output)`` of the model for this task."""
+        if self.task == "regression":
+            return 1, None
+        return (1, "sigmoid") if len(self.classes) == 2 else (len(self.classes), "softmax")
+
+    def describe(self):
+        """One line: rows, features, classes or target."""
+        test = "" if self.X_test is None else f" / {len(self.X_test)} test"
+        what = (f"{len(self.classes)} classes" if self.task == "classification"
+                else f"regression of {self.target!r}")
+        return (f"{self.name}, {len(self.X_train)} train{test} rows, "
+                f"{self.X_train.shape[1]} features, {what}")
+
+    def scores(self, model):
+        """Accuracy (classes) or R^2 and RMSE in the target's units (regression)."""
+        parts = [("train", self.X_train, self.y_train)]
+        if self.X_test is not None:
+            parts.append(("test", self.X_test, self.y_test))
+        words = []
+        for label, X, y in parts:
+            predicted = model.predict(X)
+            if self.task == "classification":
+                words.append(f"{label} accuracy {np.mean(predicted == y):.4f}")
+            else:
+                p, t = (np.ravel(a) * self.target_std[0] + self.target_mean[0]
+                        for a in (predicted, y))
+                r2 = 1 - np.sum((t - p) ** 2) / max(np.sum((t - t.mean()) ** 2), 1e-300)
+                rmse = np.sqrt(np.mean((t - p) ** 2))
+                words.append(f"{label} R2 {r2:.4f}  {label} RMSE {rmse:.4g}")
+        return "  ".join(words)
+
+    def metadata(self):
+        """The JSON-ready record stored in the checkpoint."""
+        def plain(a):
+            return None if a is None else np.asarray(a, np.float64).tolist()
+
+        return {"task": self.task, "features": self.features, "target": self.target,
+                "classes": self.classes, "input_mean": plain(self.input_mean),
+                "input_std": plain(self.input_std), "target_mean": plain(self.target_mean),
+                "target_std": plain(self.target_std), "scaling_folded_into_model": True}
+
+
+def _source(args):
+    for kind in ("csv", "npz", "npy"):
+        if getattr(args, kind, None):
+            return getattr(args, kind)
+    return None
+
+
+def load(args):
+    """Read, encode, split and standardize the data of ``gpunn train`` into a :class:`Data`."""
+    path = _source(args)
+    if path is None:
+        name = args.dataset or "digits"
+        X, y = datasets.load(name, seed=args.seed)
+        features, target, task = [f"x{i}" for i in range(X.shape[1])], "y", "classification"
+    else:
+        X, y, features, target = tabular.read_table(path, args.target)
+        name, task = path, tabular.infer_task(y, args.task)
+    data = _split(args, name, task, X, y, path is None)
+    data.features, data.target = features, target
+    return data
+
+
+def _split(args, name, task, X, y, bundled):
+    classes = None
+    if task == "classification":
+        classes, y = tabular.encode_labels(y)
+    elif y.dtype.kind not in "biuf":
+        raise ValueError(f"--task regression: expected numeric targets, got {y.dtype} "
+                         f"values such as {y[0]!r}")
+    if args.test_size == 0 and not bundled:
+        X_train, X_test, y_train, y_test = X, None, y, None
+    else:
+        X_train, X_test, y_train, y_test = datasets.train_test_split(
+            X, y, args.test_size, args.seed, stratify=task == "classification")
+    data = Data(name, task, X_train, y_train, X_test, y_test, classes=classes)
+    data.input_mean, data.input_std = X_train.mean(axis=0), X_train.std(axis=0)
+    data.input_std[data.input_std == 0] = 1.0
+    scaled = datasets.standardize(X_train, *([] if X_test is None else [X_test]))
+    data.X_train, data.X_test = scaled[0], (scaled[1] if X_test is not None else None)
+    if task == "regression":
+        y_train = y_train.astype(np.float64)
+        data.target_mean, data.target_std = np.atleast_1d(y_train.mean()), \
+            np.atleast_1d(y_train.std() or 1.0)
+        data.y_train = (y_train - data.target_mean[0]) / data.target_std[0]
+        if y_test is not None:
+            data.y_test = (y_test.astype(np.float64) - data.target_mean[0]) / data.target_std[0]
+    return data
+
+
+def validation(args, data, say=print):
+    """``(validation_data, name, callbacks)`` for fit; holds out ``--val-split`` if asked.
+
+    With a validation split the training rows are shuffled (seeded) first and the last
+    fraction is held out, so data sorted by class still validates on every class.
+    """
+    from gpunn.callbacks import EarlyStopping
+
+    fraction = args.val_split
+    if fraction is None and args.early_stopping is not None:
+        fraction = 0.1
+        say("early stopping: validating on 0.1 of the training rows (--val-split)")
+    if fraction is None:
+        test = None if data.X_test is None else (data.X_test, data.y_test)
+        return test, "test", []
+    if not 0 < fraction < 1:
+        raise ValueError(f"--val-split: expected a fraction in (0, 1), got {fraction}")
+    order = np.random.default_rng(args.seed).permutation(len(data.X_train))
+    n_val = int(len(order) * fraction)
+    if not 1 <= n_val < len(order):
+        raise ValueError(f"--val-split: expected a fraction leaving rows on both sides, got "
+                         f"{fraction} of {len(order)} rows")
+    val, train = order[len(order) - n_val:], order[:len(order) - n_val]
+    X_val, y_val = data.X_train[val], data.y_train[val]
+    data.X_train, data.y_train = data.X_train[train], data.y_train[train]
+    callbacks = []
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping("val_loss", patience=args.early_stopping,
+                                       restore_best=True))
+    return (X_val, y_val), "val", callbacks
+
+
+def save(path, model, data):
+    """Save ``model`` with the scaling folded in and the preprocessing in ``extra``."""
+    from gpunn.checkpoint import save_checkpoint
+
+    folded = tabular.fold_scaling(model, data.input_mean, data.input_std,
+                                  data.target_mean, data.target_std)
+    save_checkpoint(path, folded, **{META_KEY: data.metadata()})
+
+
+def predict_command(args):
+    """``gpunn predict``: the saved model's predictions for the rows of a file, as CSV."""
+    from gpunn.backends import use_backend
+    from gpunn.checkpoint import load_checkpoint
+    from gpunn.fileio import check_target
+
+    if args.out is not None:
+        check_target("--out", args.out)
+    if args.backend is not None:
+        use_backend(args.backend)
+    saved = load_checkpoint(args.model)
+    model, meta = saved.model, saved.extra.get(META_KEY)
+    path = _source(args)
+    target = None if meta is None else meta["target"]
+    X, y, features, _ = tabular.read_table(path, target if not path.endswith(".npy") else
+                                           "none", require_target=False)
+    if meta is not None and path.lower().endswith(".csv"):
+        X = _select(path, X, features, meta["features"])
+    columns = _prediction_columns(model, meta, X)
+    tabular.write_predictions(args.out, columns)
+    if args.out is not None:
+        print(f"wrote {len(X)} predictions to {args.out}")
+        if y is not None and meta is not None and meta["task"] == "classification":
+            labels = np.asarray(columns[list(columns)[0]])
+            if y.dtype.kind in "biuf":
+                labels = labels.astype(np.float64)
+            print(f"accuracy {np.mean(labels == y):.4f} against column {meta['target']!r}")
+    return 0
+
+
+def _select(path, X, have, want):
+    missing = [name for name in want if name not in have]
+    if missing:
+        raise ValueError(f"{path}: expected the model's feature columns {want}, "
+                         f"missing {missing}")
+    return X[:, [have.index(name) for name in want]]
+
+
+def _prediction_columns(model, meta, X):
+    name = "prediction" if meta is None or meta["target"] is None else meta["target"]
+    if model.output is None:
+        Y = model.predict(X)
+        return {name: Y[:, 0]} if Y.shape[1] == 1 else \
+            {f"{name}_{j}": Y[:, j] for j in range(Y.shape[1])}
+    P = model.predict_proba(X)
+    if model.output == "sigmoid" and P.shape[1] == 1:
+        P = np.hstack([1 - P, P])
+    classes = list(range(P.shape[1])) if meta is None or meta["classes"] is None \
+        else meta["classes"]
+    labels = [classes[k] for k in np.argmax(P, axis=1)]
+    return {name: labels, **{f"proba_{c}": P[:, j] for j, c in enumerate(classes)}}

@@ -1,0 +1,164 @@
+"""`gpunn train` on your own CSV / .npz / .npy data and `gpunn predict` with the saved model."""
+
+import csv
+import re
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import datasets, tabular
+from gpunn.cli import main
+
+
+def write_csv(path, X, y, names=None, target="label"):
+    names = names or [f"f{i}" for i in range(X.shape[1])]
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([*names, target])
+        for row, label in zip(X, y):
+            writer.writerow([*(repr(float(v)) for v in row), label])
+    return str(path)
+
+
+def raw_blobs(n=240):
+    """Three classes on features of very different scales, sorted by class, string labels."""
+    X, y = datasets.synthetic(n_samples=n, n_features=6, n_classes=3, seed=3)
+    order = np.argsort(y, kind="stable")
+    X = X[order] * [1.0, 100.0, 0.01, 1000.0, 1.0, 1.0] + [0.0, 5000.0, -3.0, 1e5, 0.0, 0.0]
+    return X, np.array(["ant", "bee", "cat"])[y[order]]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_csv_train_then_predict_on_raw_rows(tmp_path, capsys):
+    X, y = raw_blobs()
+    data = write_csv(tmp_path / "train.csv", X, y)
+    model_path, preds = tmp_path / "m.npz", tmp_path / "preds.csv"
+    code, out, err = run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "30",
+                         "--val-split", "0.2", "--early-stopping", "3", "--save",
+                         str(model_path))
+    assert code == 0, err
+    assert "180 train / 60 test rows, 6 features, 3 classes" in out
+    assert re.search(r"^epoch +1/30  cost [\d.]+  val_acc [\d.]+", out, re.MULTILINE)
+    test_acc = float(re.search(r"test accuracy ([\d.]+)", out).group(1))
+    assert test_acc > 0.9
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--csv", data,
+                         "--out", str(preds))
+    assert code == 0, err
+    rows = read_rows(preds)
+    assert list(rows[0]) == ["label", "proba_ant", "proba_bee", "proba_cat"]
+    labels = np.array([r["label"] for r in rows])
+    assert np.mean(labels == y) > 0.9
+    assert f"accuracy {np.mean(labels == y):.4f} against column 'label'" in out
+    # gpunn.load gives the same model: raw rows in, class indices out, classes in extra.
+    saved = gpunn.load_checkpoint(model_path)
+    classes = saved.extra["gpunn_cli"]["classes"]
+    assert classes == ["ant", "bee", "cat"]
+    np.testing.assert_array_equal(np.array(classes)[gpunn.load(model_path).predict(X)], labels)
+
+
+def test_folding_the_scaling_gives_the_same_outputs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)) * [1.0, 50.0, 0.1] + [3.0, -400.0, 7.0]
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    t_mean, t_std = np.array([120.0]), np.array([35.0])
+    model = gpunn.MLP([3, 6, 1], activation="tanh", dtype="float64", seed=1)
+    folded = tabular.fold_scaling(model, mean, std, t_mean, t_std)
+    expected = model.predict((X - mean) / std) * t_std + t_mean
+    np.testing.assert_allclose(folded.predict(X), expected, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(model.predict(X[:2]), model.predict(X[:2]))  # not modified
+
+
+def test_regression_csv_is_inferred_and_predicts_in_target_units(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3)) * [1.0, 10.0, 100.0]
+    y = 500.0 + 30.0 * X[:, 0] + 2.0 * X[:, 1] + 0.1 * X[:, 2]
+    data = write_csv(tmp_path / "r.csv", X, y, target="price")
+    code, out, err = run(capsys, "train", "--csv", data, "--epochs", "40", "--lr", "0.02",
+                         "--activation",
+                         "identity", "--hidden", "8", "--save", str(tmp_path / "r.npz"))
+    assert code == 0, err
+    assert "regression of 'price'" in out  # the last column is the default target
+    assert float(re.search(r"test R2 ([-\d.]+)", out).group(1)) > 0.95
+    code, out, _ = run(capsys, "predict", "--model", str(tmp_path / "r.npz"), "--csv", data)
+    predicted = np.array([float(line) for line in out.splitlines()[1:]])
+    assert out.splitlines()[0] == "price"
+    assert np.sqrt(np.mean((predicted - y) ** 2)) < 0.1 * y.std()
+
+
+def test_npz_and_npy_data(tmp_path, capsys):
+    X, y = datasets.synthetic(n_samples=150, n_features=3, n_classes=2, seed=4)
+    np.savez(tmp_path / "d.npz", X=X, y=y + 1)  # labels 1 and 2
+    np.save(tmp_path / "d.npy", np.column_stack([y, X]))
+    for argv in (["--npz", str(tmp_path / "d.npz")],
+                 ["--npy", str(tmp_path / "d.npy"), "--target", "0"]):
+        code, out, err = run(capsys, "train", *argv, "--epochs", "10", "--lr", "0.01",
+                             "--save", str(tmp_path / "m.npz"))
+        assert code == 0, err
+        assert "3 features, 2 classes" in out
+    np.save(tmp_path / "X.npy", X)
+    code, out, err = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--npy",
+                         str(tmp_path / "X.npy"), "--out", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    predicted = np.array([float(r["0"]) for r in read_rows(tmp_path / "p.csv")])
+    np.testing.assert_array_equal(predicted, gpunn.load(tmp_path / "m.npz").predict(X))
+    assert np.mean(predicted == y) > 0.8
+
+
+def test_saved_bundled_model_scores_on_raw_rows(tmp_path, capsys):
+    """The issue's case: breast cancer saved by the CLI used to score 0.37 on raw rows."""
+    code, out, _ = run(capsys, "train", "--dataset", "breast_cancer", "--epochs", "5",
+                       "--save", str(tmp_path / "bc.npz"))
+    assert code == 0
+    _, X_test, _, y_test = datasets.train_test_split(*datasets.breast_cancer(), 0.25, 0)
+    accuracy = np.mean(gpunn.load(tmp_path / "bc.npz").predict(X_test) == y_test)
+    assert f"test accuracy {accuracy:.4f}" in out and accuracy > 0.9
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--data", "x.csv"], None),
+    (["--csv", "{bad}", "--target", "label"],
+     r"expected numbers in feature column 'f1', got 'oops' on line 3"),
+    (["--csv", "{good}", "--target", "nope"], r"--target: expected a column of .*'nope'"),
+    (["--csv", "{good}", "--save", "{missing}/m.npz"], "--save: no such folder"),
+    (["--csv", "{good}", "--plot", "{tmp}"], "--plot: expected a regular file .* directory"),
+    (["--csv", "{good}", "--task", "regression"], "--task regression: expected numeric"),
+    (["--csv", "{good}", "--val-split", "1.5"], r"--val-split: expected a fraction in \(0, 1\)"),
+    (["--csv", "{missing}/x.csv"], "data: expected an existing file"),
+], ids=["no-abbreviation", "text-feature", "unknown-target", "save-folder", "plot-dir",
+        "string-regression", "val-split", "missing-file"])
+def test_bad_data_options_fail_before_training(tmp_path, capsys, argv, match):
+    X, y = raw_blobs(30)
+    good = write_csv(tmp_path / "good.csv", X, y)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("f0,f1,label\n1,2,a\n3,oops,b\n")
+    argv = [a.format(good=good, bad=bad, tmp=tmp_path, missing=tmp_path / "missing")
+            for a in argv]
+    if match is None:  # argparse: an unknown option is not expanded to --dataset
+        with pytest.raises(SystemExit):
+            main(["train", *argv])
+        assert "unrecognized arguments: --data" in capsys.readouterr().err
+        return
+    code, out, err = run(capsys, "train", "--epochs", "1", *argv)
+    assert code == 1 and "epoch" not in out
+    assert re.search(match, err), err
+
+
+def test_task_inference():
+    assert tabular.infer_task(np.array(["a", "b"])) == "classification"
+    assert tabular.infer_task(np.array([1.0, 2.0, 10.0])) == "classification"
+    assert tabular.infer_task(np.array([0.5, 2.0, 10.0])) == "regression"
+    assert tabular.infer_task(np.arange(100.0)) == "regression"
+    assert tabular.infer_task(np.arange(100.0), "classification") == "classification"
+    with pytest.raises(ValueError, match="target: expected at least 2 classes, got 1"):
+        tabular.encode_labels(np.array(["a", "a"]))
