@@ -5,7 +5,7 @@ test split) from every init in ``gpunn.layers.INITS`` on the bundled data sets, 
 each, and records the mean test accuracy after a few and after more epochs. Writes
 ``benchmarks/results/init_choice.json`` and ``init_choice.md``.
 
-    python benchmarks/init_choice.py [--seeds 3] [--epochs 5,20]
+    python benchmarks/init_choice.py [--seeds 3] [--epochs 5,20] [--data digits,...]
 """
 
 import argparse
@@ -26,8 +26,9 @@ ARCHS = {"relu 100": ([100], "relu"), "relu 256-256": ([256, 256], "relu"),
 
 
 def _data(name):
-    if name == "synthetic100":
+    if name == "noisy100":  # 100 features, 10 overlapping classes: far from trivially separable
         X, y = datasets.synthetic(n_samples=2000, n_features=100, n_classes=10, seed=1)
+        X = X + np.random.default_rng(2).normal(0.0, 6.0, size=X.shape)
     else:
         X, y = datasets.load(name)
     X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, 0.25, 0)
@@ -51,10 +52,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", default="5,20")
+    parser.add_argument("--data", default="digits,breast_cancer,noisy100")
+    parser.add_argument("--out", default="init_choice", help="name of the result files")
     args = parser.parse_args()
     epochs = [int(e) for e in args.epochs.split(",")]
     rows = []
-    for name in ("digits", "breast_cancer", "synthetic100"):
+    for name in args.data.split(","):
         data = _data(name)
         for arch, (hidden, activation) in ARCHS.items():
             for init in INITS:
@@ -69,12 +72,12 @@ def main():
     meta = {"machine": platform.processor() or platform.machine(), "commit": commit,
             "backend": gpunn.get_backend().name, "seeds": args.seeds, "epochs": epochs}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "init_choice.json"), "w") as file:
+    with open(os.path.join(HERE, "results", f"{args.out}.json"), "w") as file:
         json.dump({"meta": meta, "rows": rows}, file, indent=1)
-    _write_table(rows, epochs, meta)
+    _write_table(rows, epochs, meta, args.out)
 
 
-def _write_table(rows, epochs, meta):
+def _write_table(rows, epochs, meta, out):
     keys = [f"acc@{e}" for e in epochs]
     lines = [f"# Test accuracy by weight initialization ({meta['seeds']} seeds, mean)", "",
              f"commit {meta['commit']}, backend {meta['backend']}", "",
@@ -89,7 +92,7 @@ def _write_table(rows, epochs, meta):
              for i in INITS}
     lines += ["", "Mean over all rows: " + ", ".join(
         f"{i} " + "/".join(f"{means[i][k]:.4f}" for k in keys) for i in INITS)]
-    with open(os.path.join(HERE, "results", "init_choice.md"), "w") as file:
+    with open(os.path.join(HERE, "results", f"{out}.md"), "w") as file:
         file.write("\n".join(lines) + "\n")
 
 

@@ -89,7 +89,27 @@ def cuda_status():
     with _lock:
         if _cuda_status is None:
             _cuda_status = _probe_cuda()
+            _explain_fallback(*_cuda_status)
         return _cuda_status
+
+
+def _explain_fallback(backend, reason):
+    """Say once, on the ``logging`` logger "gpunn", why an installed CuPy goes unused.
+
+    A GPU that is there but does not work (missing CUDA libraries, failed smoke test) is a
+    WARNING, printed even when the application configures no logging; a machine without a
+    CUDA device or driver is only INFO; without CuPy nothing is said.
+    """
+    import logging
+
+    from gpunn._compat import import_cupy
+
+    if backend is not None or import_cupy()[0] is None:
+        return
+    level = logging.INFO if reason.startswith("no CUDA device") else logging.WARNING
+    logging.getLogger("gpunn").log(level, "CuPy is installed but gpunn cannot use CUDA: %s. "
+                                   "Training runs on the CPU; `gpunn info` shows details.",
+                                   reason)
 
 
 def _resolve(name):

@@ -8,7 +8,8 @@ def info():
     """Return a dict: backend, device, why CUDA is not used, library versions, BLAS, threads.
 
     Returns:
-        dict with keys ``backend``, ``device``, ``cuda_unavailable_reason``, ``step_replay``
+        dict with keys ``backend`` ("unavailable" when the requested one cannot work, with
+        ``backend_error`` saying why), ``device``, ``cuda_unavailable_reason``, ``step_replay``
         (CUDA graphs, or eager replay and why), ``python``, ``numpy``, ``numba``, ``cupy``,
         ``blas`` (threadpoolctl's view) and ``threads``.
     """
@@ -19,7 +20,10 @@ def info():
     from gpunn.backends import cuda_status, get_backend
     from gpunn.backends.cpu import numba_runtime
 
-    backend = get_backend()
+    try:
+        backend = get_backend()
+    except (RuntimeError, ValueError) as exc:  # GPUNN_BACKEND=cuda where CUDA cannot work
+        backend = _Unavailable(str(exc))
     numba = numba_runtime()  # starts Numba's threads as the backend would: passive workers
     _, reason = cuda_status()
     cupy, _ = import_cupy()
@@ -28,8 +32,10 @@ def info():
                                         "num_threads", "filepath")}
         for pool in threadpool_info() if pool.get("user_api") == "blas"
     ]
+    error = {"backend_error": backend.error} if isinstance(backend, _Unavailable) else {}
     return {
         "backend": backend.name,
+        **error,
         "device": backend.device,
         "cuda_unavailable_reason": reason,
         "step_replay": backend.graph_status,
@@ -41,3 +47,12 @@ def info():
         "blas": blas,
         "threads": {"numba": numba["threads"], "blas": [b["num_threads"] for b in blas]},
     }
+
+
+class _Unavailable:
+    """Stands for the backend in the report when the one requested cannot be used."""
+
+    name, device, graph_status = "unavailable", None, None
+
+    def __init__(self, error):
+        self.error = error
