@@ -42,14 +42,57 @@ class History:
         """All fields as a dict of plain Python values (JSON-serializable)."""
         return asdict(self)
 
-    def plot(self, path):
-        """Write a PNG with two panels, cost vs epoch and cost vs seconds, to ``path``.
+    def rows(self):
+        """One dict per epoch: ``epoch``, ``loss``, ``seconds``, ``samples_per_second``,
+        ``lr`` and, when recorded, ``val_loss`` and ``val_accuracy``."""
+        columns = {"epoch": self.epoch, "loss": self.cost, "seconds": self.seconds,
+                   "samples_per_second": self.samples_per_second, "lr": self.lr,
+                   "val_loss": self.val_loss, "val_accuracy": self.val_accuracy}
+        columns = {k: v for k, v in columns.items() if len(v) == len(self.epoch) and v}
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
-        Needs matplotlib (``pip install -e '.[plot]'``); the validation loss is drawn too when
-        recorded.
+    def to_csv(self, path):
+        """Write :meth:`rows` as CSV (a header, then one row per epoch) to ``path``.
+
+        Returns:
+            ``path``.
+        """
+        import csv
+
+        rows = self.rows()
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, list(rows[0]) if rows else ["epoch"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def to_dataframe(self):
+        """:meth:`rows` as a pandas DataFrame indexed by epoch (needs pandas)."""
+        try:
+            import pandas
+        except ImportError as exc:
+            raise ImportError("History.to_dataframe needs pandas: pip install pandas") from exc
+        frame = pandas.DataFrame(self.rows())
+        return frame.set_index("epoch") if len(frame) else frame
+
+    def panels(self):
+        """Names of the panels :meth:`plot` draws: loss by epoch and by time, accuracy (if
+        recorded), learning rate."""
+        return ["loss", "loss_vs_time"] + (["accuracy"] if self.val_accuracy else []) + ["lr"]
+
+    def plot(self, path=None, ax=None):
+        """Draw the training curves with matplotlib; write a PNG to ``path`` if given.
+
+        Panels (:meth:`panels`): training cost and validation loss by epoch, the same by
+        training time, validation accuracy by epoch (when recorded), learning rate by epoch.
 
         Args:
-            path: file to write (PNG).
+            path: PNG file to write, or None.
+            ax: None for a new figure with every panel; a matplotlib Axes (the loss by epoch
+                only) or a sequence of Axes (the panels in order, as many as given).
+
+        Returns:
+            The matplotlib Figure drawn on.
         """
         try:
             from matplotlib.figure import Figure
@@ -58,17 +101,36 @@ class History:
                               "pip install -e '.[plot]'") from exc
         if not self.epoch:
             raise ValueError("History.plot: expected at least one recorded epoch, got none")
-        figure = Figure(figsize=(10, 4), layout="constrained")
-        for axes, x, label in zip(figure.subplots(1, 2), (self.epoch, self.seconds),
-                                  ("epoch", "training time (s)")):
+        panels = self.panels()
+        if ax is None:
+            figure = Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
+            axes = list(figure.subplots(1, len(panels)))
+            figure.suptitle(f"gpunn on {self.backend}: batch size {self.batch_size}, "
+                            f"{self.n_samples} samples")
+        else:
+            axes = list(ax) if hasattr(ax, "__iter__") else [ax]
+            figure = axes[0].figure
+        for axes_i, panel in zip(axes, panels):
+            self._draw(axes_i, panel)
+        if path is not None:
+            figure.savefig(path, format="png", dpi=100)
+        return figure
+
+    def _draw(self, axes, panel):
+        time = panel == "loss_vs_time"
+        x = self.seconds if time else self.epoch
+        if panel in ("loss", "loss_vs_time"):
             axes.plot(x, self.cost, marker=".", label="training cost")
             if self.val_loss:
                 axes.plot(x, self.val_loss, marker=".", label="validation loss")
-            axes.set_xlabel(label)
             axes.set_ylabel("cost")
             axes.set_yscale("log" if min(self.cost) > 0 else "linear")
-            axes.grid(True, alpha=0.3)
             axes.legend()
-        figure.suptitle(f"gpunn on {self.backend}: batch size {self.batch_size}, "
-                        f"{self.n_samples} samples")
-        figure.savefig(path, format="png", dpi=100)
+        elif panel == "accuracy":
+            axes.plot(x, self.val_accuracy, marker=".", label="validation accuracy")
+            axes.set_ylabel("accuracy")
+        else:
+            axes.plot(x, self.lr, marker=".", label="learning rate")
+            axes.set_ylabel("learning rate")
+        axes.set_xlabel("training time (s)" if time else "epoch")
+        axes.grid(True, alpha=0.3)

@@ -217,3 +217,41 @@ def test_verbose_prints_a_line_per_epoch_and_logs(capsys, caplog):
     assert len(capsys.readouterr().out.splitlines()) == 2
     gpunn.fit(classifier(), X, y, epochs=2, verbose=0)
     assert capsys.readouterr() == ("", "")
+
+
+def trained_history():
+    X, y = blobs()
+    return gpunn.fit(classifier(), X, y, epochs=3, validation_split=0.25,
+                     schedule=gpunn.Exponential(rate=0.5))
+
+
+def test_history_to_csv_and_dataframe(tmp_path):
+    history = trained_history()
+    history.to_csv(tmp_path / "h.csv")
+    with open(tmp_path / "h.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["epoch", "loss", "seconds", "samples_per_second", "lr",
+                             "val_loss", "val_accuracy"]
+    np.testing.assert_allclose([float(r["lr"]) for r in rows], history.lr, rtol=1e-15)
+    pandas = pytest.importorskip("pandas")
+    frame = history.to_dataframe()
+    assert isinstance(frame, pandas.DataFrame) and frame.index.tolist() == [1, 2, 3]
+    assert frame["val_accuracy"].tolist() == history.val_accuracy
+
+
+def test_history_plot_draws_on_given_axes(tmp_path):
+    figure_module = pytest.importorskip("matplotlib.figure")
+    history = trained_history()
+    assert history.panels() == ["loss", "loss_vs_time", "accuracy", "lr"]
+    figure = figure_module.Figure()
+    axes = figure.subplots(1, 4)
+    assert history.plot(ax=axes) is figure
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), history.cost)
+    np.testing.assert_allclose(axes[1].lines[0].get_xdata(), history.seconds)
+    np.testing.assert_allclose(axes[2].lines[0].get_ydata(), history.val_accuracy)
+    np.testing.assert_allclose(axes[3].lines[0].get_ydata(), history.lr)
+    single = figure_module.Figure().subplots()
+    history.plot(ax=single)
+    assert len(single.lines) == 2  # training cost and validation loss
+    history.plot(tmp_path / "all.png")
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
