@@ -181,15 +181,7 @@ def _add_train_parser(sub):
     source = p.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=DATASETS, default=None,
                         help="a bundled dataset (default digits)")
-    source.add_argument("--csv", metavar="FILE", help="your data: CSV with a header row")
-    source.add_argument("--npz", metavar="FILE", help="your data: .npz with arrays X and y")
-    source.add_argument("--npy", metavar="FILE",
-                        help="your data: 2-D .npy, the target in a column (default last)")
-    p.add_argument("--target", metavar="COL",
-                   help="target column: a CSV column name (default the last column), a .npy "
-                        "column index, an .npz array name (default y)")
-    p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
-                   help="default: classes for text or few integer values, else regression")
+    _add_data_arguments(p, source)
     p.add_argument("--hidden", default=d["hidden"],
                    help="hidden layer sizes, comma-separated, or 'none' (default %(default)s)")
     p.add_argument("--activation", default=d["activation"],
@@ -228,6 +220,18 @@ def _add_train_parser(sub):
                    help="how long a rank waits for the others in a collective before all "
                         "stop (default: GPUNN_COMM_TIMEOUT, else 300)")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_data_arguments(p, source):
+    source.add_argument("--csv", metavar="FILE", help="your data: CSV with a header row")
+    source.add_argument("--npz", metavar="FILE", help="your data: .npz with arrays X and y")
+    source.add_argument("--npy", metavar="FILE",
+                        help="your data: 2-D .npy, the target in a column (default last)")
+    p.add_argument("--target", metavar="COL",
+                   help="target column: a CSV column name (default the last column), a .npy "
+                        "column index, an .npz array name (default y)")
+    p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
+                   help="default: classes for text or few integer values, else regression")
 
 
 def _add_predict_parser(sub):
