@@ -9,7 +9,8 @@ from gpunn.validation import check_choice, check_int
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
 # Weight initializations (see Dense.initial_weights); "auto" picks by activation.
 INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
-DEFAULT_INIT = "auto"
+# The default, chosen by measurement: benchmarks/init_choice.py, README "Weight initialization".
+DEFAULT_INIT = "glorot_uniform"
 
 
 class Dense:
@@ -22,7 +23,8 @@ class Dense:
         n_in: input features.
         n_out: output units.
         activation: ``"identity"``, ``"sigmoid"``, ``"relu"`` or ``"tanh"``.
-        init: weight initialization, one of ``INITS`` (see :meth:`initial_weights`).
+        init: weight initialization, one of ``INITS`` (see :meth:`initial_weights`); the
+            default is ``"glorot_uniform"`` for every activation.
     """
 
     def __init__(self, n_in, n_out, activation="sigmoid", init=DEFAULT_INIT):

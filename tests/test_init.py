@@ -64,3 +64,11 @@ def test_init_is_in_the_config_and_survives_a_checkpoint(tmp_path, init):
 def test_unknown_init_is_named():
     with pytest.raises(ValueError, match=r"init: expected one of \['auto', 'glorot_uniform'"):
         gpunn.MLP([3, 2], init="xavier")
+
+
+def test_default_is_glorot_uniform_for_every_activation():
+    """Chosen by benchmarks/init_choice.py (README, "Weight initialization")."""
+    for activation in ("relu", "tanh"):
+        model = gpunn.MLP([3, 5, 2], activation=activation, seed=1)
+        explicit = gpunn.MLP([3, 5, 2], activation=activation, seed=1, init="glorot_uniform")
+        np.testing.assert_array_equal(model.flat_params, explicit.flat_params)

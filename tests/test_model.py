@@ -64,7 +64,7 @@ def test_parameters_are_views_of_one_aligned_flat_buffer(backend):
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_initialization_is_seeded_glorot_or_he(backend, dtype, activation):
     sizes, seed = [4, 6, 3], 5
-    model = gpunn.MLP(sizes, activation=activation, dtype=dtype, seed=seed)
+    model = gpunn.MLP(sizes, activation=activation, dtype=dtype, seed=seed, init="auto")
     rng = np.random.default_rng(seed)
     for (W, b), n_in, n_out, act in zip(host_params(model), sizes[:-1], sizes[1:],
                                         [activation, "identity"]):
@@ -75,7 +75,7 @@ def test_initialization_is_seeded_glorot_or_he(backend, dtype, activation):
             expected = rng.uniform(-limit, limit, size=(n_in, n_out))
         np.testing.assert_array_equal(W, expected.astype(dtype))
         np.testing.assert_array_equal(b, np.zeros(n_out))
-    other = gpunn.MLP(sizes, activation=activation, dtype=dtype, seed=seed + 1)
+    other = gpunn.MLP(sizes, activation=activation, dtype=dtype, seed=seed + 1, init="auto")
     assert not np.array_equal(host_params(other)[0][0], host_params(model)[0][0])
 
 
