@@ -34,7 +34,8 @@ class Callback:
 
     Attributes:
         model, optimizer, history: what :func:`gpunn.fit` trains and records (set by fit).
-        params: ``{"epochs", "batch_size", "steps"}`` of the run (set by fit).
+        params: ``{"epochs", "batch_size", "steps", "rank"}`` of the run (set by fit;
+            ``rank`` is the process's rank in data-parallel training, else 0).
         stop_training: set True to stop after the current epoch.
     """
 
@@ -150,6 +151,10 @@ class CallbackList:
             return result
 
         return wrapped
+
+
+def _rank(callback):
+    return (callback.params or {}).get("rank", 0)
 
 
 def epoch_logs(history):
@@ -327,6 +332,8 @@ class ModelCheckpoint(_Monitor):
             if not self._improved(self._current(logs)):
                 return
             self.best_epoch = epoch
+        if _rank(self) != 0:  # data-parallel: rank 0 alone writes files
+            return
         path = self.path.format(epoch=epoch, **logs)
         self.last_path = save_checkpoint(path, self.model, self.optimizer,
                                          history=self.history, epoch=epoch)
@@ -348,6 +355,8 @@ class CSVLogger(Callback):
     def on_train_begin(self, logs=None):
         exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._fields = None
+        if _rank(self) != 0:
+            return
         if self.append and exists:
             with open(self.path, newline="") as file:
                 header = next(csv.reader(file, delimiter=self.separator), None)
@@ -356,6 +365,8 @@ class CSVLogger(Callback):
             open(self.path, "w").close()  # fails now, not after an epoch, if not writable
 
     def on_epoch_end(self, epoch, logs=None):
+        if _rank(self) != 0:
+            return
         row = {"epoch": epoch, **logs}
         new = self._fields is None
         if new:

@@ -187,7 +187,8 @@ def _callbacks_stop(callbacks, epoch, logs, comm):
 def _bind_callbacks(callbacks, trainer, history, epochs, batch_size):
     """Give the callbacks their context; wrap the step only if one wants batch hooks."""
     callbacks.bind(trainer.model, trainer.optimizer, history,
-                   {"epochs": epochs, "batch_size": batch_size, "steps": trainer.n_steps})
+                   {"epochs": epochs, "batch_size": batch_size, "steps": trainer.n_steps,
+                    "rank": trainer.comm.rank})
     if callbacks.wants_batches:
         trainer.run = callbacks.wrap_step(trainer)
     callbacks.call("on_train_begin", {})

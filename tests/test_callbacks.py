@@ -66,7 +66,7 @@ def test_hooks_run_in_order_with_model_optimizer_and_history(backend):
                               "epoch_end 2", "train_end"]
     got_model, optimizer, got_history, params = recorder.context
     assert got_model is model and got_history is history and optimizer.name == "adam"
-    assert params == {"epochs": 2, "batch_size": 16, "steps": 3}
+    assert params == {"epochs": 2, "batch_size": 16, "steps": 3, "rank": 0}
     assert recorder.last_logs == {"loss": history.cost[-1], "cost": history.cost[-1],
                                   "lr": 0.05, "seconds": history.seconds[-1],
                                   "val_loss": history.val_loss[-1],
