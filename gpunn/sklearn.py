@@ -17,12 +17,17 @@ import contextlib
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as exc:  # not installed, or older than 1.6 (no validate_data)
+    raise ImportError("gpunn.sklearn needs scikit-learn >= 1.6: install the 'sklearn' extra, "
+                      "pip install 'gpunn[sklearn]'") from exc
 
 from gpunn.backends import use_backend
 from gpunn.callbacks import EarlyStopping

@@ -188,3 +188,12 @@ def test_import_gpunn_does_not_import_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_missing_scikit_learn_names_the_extra(monkeypatch):
+    import importlib
+
+    monkeypatch.delitem(sys.modules, "gpunn.sklearn")
+    monkeypatch.setitem(sys.modules, "sklearn.base", None)
+    with pytest.raises(ImportError, match=r"pip install 'gpunn\[sklearn\]'"):
+        importlib.import_module("gpunn.sklearn")
