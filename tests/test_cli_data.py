@@ -162,3 +162,19 @@ def test_task_inference():
     assert tabular.infer_task(np.arange(100.0), "classification") == "classification"
     with pytest.raises(ValueError, match="target: expected at least 2 classes, got 1"):
         tabular.encode_labels(np.array(["a", "a"]))
+
+
+def test_predict_picks_the_model_columns_by_name(tmp_path, capsys):
+    X, y = raw_blobs(60)
+    data = write_csv(tmp_path / "d.csv", X, y)
+    assert run(capsys, "train", "--csv", data, "--epochs", "2", "--save",
+               str(tmp_path / "m.npz"))[0] == 0
+    reordered = write_csv(tmp_path / "r.csv", X[:, ::-1], y,
+                          names=[f"f{i}" for i in range(5, -1, -1)])
+    code, out, _ = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--csv", reordered)
+    assert code == 0
+    same = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--csv", data)[1]
+    assert out == same
+    partial = write_csv(tmp_path / "p.csv", X[:, :5], y)
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--csv", partial)
+    assert code == 1 and "missing ['f5']" in err
