@@ -303,7 +303,7 @@ class ModelCheckpoint(_Monitor):
 
     Args:
         path: target file; may hold format fields ``{epoch}`` and any log name, e.g.
-            ``"model-{epoch:03d}-{val_loss:.3f}.npz"``. Its folder must exist.
+            ``"model-{epoch:03d}-{val_loss:.3f}.safetensors"``. Its folder must exist.
         monitor: log name compared for ``save_best_only``.
         save_best_only: save only when ``monitor`` improved; else after every epoch.
         mode: ``"min"``, ``"max"`` or ``"auto"``.
