@@ -10,3 +10,10 @@ FASTMATH = {"nsz", "arcp", "contract"}
 
 # Numba writes compiled machine code next to these files, so a second process compiles nothing.
 CACHE = True
+
+# Iterations per chunk of every prange loop (the CPU backend sets it around each launch with
+# numba.set_parallel_chunksize). LLVM computes a chunk in SIMD lanes and its last few elements
+# in a scalar remainder, where FMA contraction may differ by an ulp; chunks of a fixed size put
+# the remainders at the same elements on any number of threads, so results are identical on
+# one thread or all (a plain prange splits a loop by the thread count).
+CHUNK = 4096

@@ -14,12 +14,6 @@ from numba import njit, prange
 from .config import CACHE, FASTMATH
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
 
-# Elements per prange iteration. LLVM computes the body of each inner loop in SIMD lanes and
-# its last few elements in a scalar remainder, where FMA contraction may differ by an ulp;
-# fixed blocks make which elements fall in a remainder independent of the thread count, so
-# results are identical on any number of threads.
-BLOCK = 4096
-
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _skipped(ctrl):
@@ -42,20 +36,18 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p
     first = ctrl[CTRL_T] == 0
     bad = 0
     if momentum == 0:
-        for block in prange((p.size + BLOCK - 1) // BLOCK):
-            for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
-                pi = p[i] - lr * (g[i] + weight_decay * p[i])
-                p[i] = pi
-                bad += 0 if math.isfinite(pi) else 1
+        for i in prange(p.size):
+            pi = p[i] - lr * (g[i] + weight_decay * p[i])
+            p[i] = pi
+            bad += 0 if math.isfinite(pi) else 1
     else:
-        for block in prange((p.size + BLOCK - 1) // BLOCK):
-            for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
-                d = g[i] + weight_decay * p[i]
-                b = d if first else momentum * buf[i] + keep * d
-                buf[i] = b
-                pi = p[i] - lr * (d + momentum * b if nesterov else b)
-                p[i] = pi
-                bad += 0 if math.isfinite(pi) else 1
+        for i in prange(p.size):
+            d = g[i] + weight_decay * p[i]
+            b = d if first else momentum * buf[i] + keep * d
+            buf[i] = b
+            pi = p[i] - lr * (d + momentum * b if nesterov else b)
+            p[i] = pi
+            bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -71,13 +63,12 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
     b = p.dtype.type(beta)
     keep = p.dtype.type(1) - b
     bad = 0
-    for block in prange((p.size + BLOCK - 1) // BLOCK):
-        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
-            vi = b * v[i] + keep * g[i]
-            v[i] = vi
-            pi = p[i] - scale * vi
-            p[i] = pi
-            bad += 0 if math.isfinite(pi) else 1
+    for i in prange(p.size):
+        vi = b * v[i] + keep * g[i]
+        v[i] = vi
+        pi = p[i] - scale * vi
+        p[i] = pi
+        bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -90,15 +81,14 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, 
     lr = _step_lr(lrs, n_lrs, ctrl, p.dtype.type(0))
     keep = p.dtype.type(1) - alpha
     bad = 0
-    for block in prange((p.size + BLOCK - 1) // BLOCK):
-        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
-            d = g[i] + weight_decay * p[i]
-            vi = alpha * v[i] + keep * d * d
-            v[i] = vi
-            denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
-            pi = p[i] - lr * d / denom
-            p[i] = pi
-            bad += 0 if math.isfinite(pi) else 1
+    for i in prange(p.size):
+        d = g[i] + weight_decay * p[i]
+        vi = alpha * v[i] + keep * d * d
+        v[i] = vi
+        denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
+        pi = p[i] - lr * d / denom
+        p[i] = pi
+        bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -120,18 +110,17 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
     keep_m, keep_v = one - b1, one - b2
     bc2_sqrt = math.sqrt(bc2)
     bad = 0
-    for block in prange((p.size + BLOCK - 1) // BLOCK):
-        for i in range(block * BLOCK, min(p.size, (block + 1) * BLOCK)):
-            pi = p[i] * keep_p
-            d = g[i] + weight_decay * pi
-            mi = b1 * m[i] + keep_m * d
-            vi = b2 * v[i] + keep_v * d * d
-            m[i] = mi
-            v[i] = vi
-            denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
-            pi = pi - step_size * mi / denom
-            p[i] = pi
-            bad += 0 if math.isfinite(pi) else 1
+    for i in prange(p.size):
+        pi = p[i] * keep_p
+        d = g[i] + weight_decay * pi
+        mi = b1 * m[i] + keep_m * d
+        vi = b2 * v[i] + keep_v * d * d
+        m[i] = mi
+        v[i] = vi
+        denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
+        pi = pi - step_size * mi / denom
+        p[i] = pi
+        bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 

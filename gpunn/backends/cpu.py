@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from gpunn.backends.base import Backend
+from gpunn.kernels.config import CHUNK
 
 # Variables with which a user chooses how OpenMP worker threads wait; gpunn then leaves it be.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
@@ -153,4 +154,15 @@ class CpuBackend(Backend):
             start_numba_threads()
             module = importlib.import_module(f"gpunn.kernels.{spec.module}")
             twin = self._twins[spec.name] = getattr(module, spec.name)
-        self._threads.run((spec.name, n), twin, args)
+        set_chunk = _chunk_setter()
+        previous = set_chunk(CHUNK)  # fixed prange chunks: the same bits on any thread count
+        try:
+            self._threads.run((spec.name, n), twin, args)
+        finally:
+            set_chunk(previous)
+
+
+def _chunk_setter():
+    import numba
+
+    return numba.set_parallel_chunksize
