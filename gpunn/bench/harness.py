@@ -1,41 +1,23 @@
-"""Interleaved timing and the machine record that every benchmark figure carries.
+"""Interleaved timing, and the machine record every benchmark figure carries.
 
-Contenders of one comparison run in the same process, round-robin: round ``r`` times each
-contender once (the order rotates every round), so a slow spell of the machine hits all of
-them alike. Each sample is the mean of ``number`` back-to-back calls, ``number`` calibrated so
-that a sample lasts at least ``min_sample_s``. Figures are min / median / max over the rounds;
-a comparison is the ratio of medians.
+pytest-benchmark does the statistics (``Stats``: min, median, max, IQR, ...) and the machine
+and commit records; it cannot interleave contenders (each benchmark runs to completion before
+the next), and neither can pyperf (each benchmark in its own worker processes), so the
+round-robin loop is kept here: round ``r`` times every contender once, the order rotating each
+round, so a slow spell of a shared machine hits all of them alike. A sample is the mean of
+``number`` back-to-back calls, ``number`` calibrated so a sample lasts ``min_sample_s``.
 """
 
 import os
-import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
-BLAS_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                 "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS",
-                 "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Seconds per call of one contender: min, median and max over the rounds."""
-
-    min: float
-    median: float
-    max: float
-    rounds: int
-    number: int
-
-    def as_dict(self):
-        return {"min_s": self.min, "median_s": self.median, "max_s": self.max,
-                "rounds": self.rounds, "calls_per_round": self.number}
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+            "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
+            "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "GPUNN_BACKEND")
+STATS = ("min", "median", "max", "mean", "stddev", "iqr", "rounds")
 
 
 def _calibrate(func, min_sample_s):
@@ -53,21 +35,24 @@ def _calibrate(func, min_sample_s):
 
 
 def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
-    """Time callables round-robin in this process.
+    """Time zero-argument callables round-robin in this process.
 
     Args:
-        contenders: ``{name: zero-argument callable}``; each is called once to warm up.
+        contenders: ``{name: callable}``; each is called once to warm up.
         rounds: samples per contender.
         min_sample_s: a sample repeats a call until it lasts at least this long.
-        sync: called after each sample before the clock stops (a device synchronize).
+        sync: called before the clock starts and before it stops (a device synchronize).
 
     Returns:
-        ``{name: Timing}`` in seconds per call.
+        ``{name: {min, median, max, mean, stddev, iqr, rounds (pytest-benchmark's Stats),
+        calls_per_round}}``, in seconds per call.
     """
+    from pytest_benchmark.stats import Stats
+
     sync = sync or (lambda: None)
     names = list(contenders)
     number = {n: _calibrate(contenders[n], min_sample_s) for n in names}
-    samples = {n: [] for n in names}
+    stats = {n: Stats() for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
             func, calls = contenders[n], number[n]
@@ -76,53 +61,9 @@ def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
             for _ in range(calls):
                 func()
             sync()
-            samples[n].append((time.perf_counter() - start) / calls)
-    return {n: Timing(float(np.min(s)), float(np.median(s)), float(np.max(s)), rounds,
-                      number[n]) for n, s in samples.items()}
-
-
-def ratio(slow, fast):
-    """``slow.median / fast.median``: how many times faster ``fast`` is."""
-    return slow.median / fast.median
-
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit():
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], text=True,
-                             capture_output=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                "--untracked-files=no"], text=True, capture_output=True,
-                               timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": out, "dirty": bool(dirty)}
-
-
-def _versions():
-    import gpunn
-    from gpunn.backends.cpu import numba_runtime
-
-    versions = {"python": sys.version.split()[0], "gpunn": gpunn.__version__,
-                "numpy": np.__version__, "numba": numba_runtime()["version"]}
-    for name in ("torch", "sklearn", "cupy", "threadpoolctl", "matplotlib"):
-        module = sys.modules.get(name)
-        if module is None and name in ("torch", "sklearn", "threadpoolctl"):
-            try:
-                module = __import__(name)
-            except ImportError:  # an optional peer that is absent is just absent
-                module = None
-        versions[name] = getattr(module, "__version__", None)
-    return versions
+            stats[n].update((time.perf_counter() - start) / calls)
+    return {n: {**{k: getattr(s, k) for k in STATS}, "calls_per_round": number[n]}
+            for n, s in stats.items()}
 
 
 def usable_cpus():
@@ -132,63 +73,69 @@ def usable_cpus():
     return os.cpu_count() or 1
 
 
-def machine_info(threads=None):
-    """CPU model and cores, BLAS (threadpoolctl: kernel architecture, threads), thread counts
-    (``threads``: the count the benchmark asked for), library versions, the git commit and
+def set_threads(n):
+    """Give Numba, BLAS (and PyTorch, if imported) ``n`` threads each."""
+    from threadpoolctl import threadpool_limits
+
+    from gpunn.backends.cpu import set_numba_threads
+
+    threadpool_limits(limits=n, user_api="blas")
+    set_numba_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def import_optional(name):
+    """The module ``name``, or None when it is not installed (its contenders are left out)."""
+    try:
+        return __import__(name)
+    except ImportError:  # an optional peer that is absent is just absent
+        return None
+
+
+def versions():
+    """Versions of Python, gpunn and the libraries it is measured with (None: not loaded)."""
+    import gpunn
+
+    found = {"python": sys.version.split()[0], "gpunn": gpunn.__version__}
+    for name in ("numpy", "numba", "torch", "jax", "cupy", "threadpoolctl"):
+        found[name] = getattr(sys.modules.get(name), "__version__", None)
+    return found
+
+
+def machine_info(threads):
+    """Machine (pytest-benchmark's record, CPU flags left out), BLAS and OpenMP pools
+    (threadpoolctl: kernel architecture, threads), thread counts, versions, git commit and
     the BLAS- and OpenMP-related environment variables."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
     from threadpoolctl import threadpool_info
 
     from gpunn.backends.cpu import numba_runtime
 
+    machine = pytest_benchmark_generate_machine_info()
+    machine["cpu"] = {k: v for k, v in machine["cpu"].items() if k != "flags"}
     pools = threadpool_info()
-    blas = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                   "threading_layer", "filepath")}
-            for p in pools if p.get("user_api") == "blas"]
-    openmp = [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
-              for p in pools if p.get("user_api") == "openmp"]
+    keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer",
+            "filepath")
     numba = numba_runtime()
-    return {"cpu": _cpu_model(), "machine": platform.machine(), "platform": platform.platform(),
-            "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
-            "blas": blas, "openmp": openmp,
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)  # get_commit_info reads the repository of the working directory
+        commit = get_commit_info()
+    finally:
+        os.chdir(cwd)
+    return {**machine, "usable_cpus": usable_cpus(), "logical_cpus": os.cpu_count(),
+            "blas": [{k: p.get(k) for k in keep} for p in pools if p["user_api"] == "blas"],
+            "openmp": [{k: p.get(k) for k in keep} for p in pools if p["user_api"] == "openmp"],
             "threads": {"requested": threads, "numba": numba["threads"],
-                        "numba_layer": numba["layer"],
-                        "blas": [b["num_threads"] for b in blas], "torch": _torch_threads()},
-            "versions": _versions(), "git": _git_commit(),
-            "env": {k: os.environ.get(k) for k in BLAS_ENV_VARS},
+                        "numba_layer": numba["layer"], "torch": _torch_threads()},
+            "versions": versions(), "commit": commit,
+            "env": {k: os.environ.get(k) for k in ENV_VARS},
+            "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _torch_threads():
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else None
-
-
-def set_threads(n):
-    """Give Numba, BLAS (and PyTorch, if imported) the same ``n`` threads; returns a restorer."""
-    from threadpoolctl import threadpool_limits
-
-    from gpunn.backends.cpu import set_numba_threads
-
-    limiter = threadpool_limits(limits=n, user_api="blas")
-    old_numba = set_numba_threads(n)
-    torch = sys.modules.get("torch")
-    old_torch = torch.get_num_threads() if torch is not None else None
-    if torch is not None:
-        torch.set_num_threads(n)
-
-    def restore():
-        set_numba_threads(old_numba)
-        limiter.restore_original_limits()
-        if old_torch is not None:
-            torch.set_num_threads(old_torch)
-
-    return restore
-
-
-def import_torch():
-    """PyTorch, or None when it is not installed (its comparisons are then skipped)."""
-    try:
-        import torch
-    except ImportError:  # not installed: its comparisons are skipped
-        return None
-    return torch

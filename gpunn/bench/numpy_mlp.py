@@ -1,11 +1,6 @@
-"""A plain, vectorized NumPy MLP as a user would write it: the peer gpunn is measured against.
-
-Textbook and allocation-naive on purpose: every step allocates its activations, deltas and
-optimizer temporaries, and the optimizer is one NumPy expression per array (Adam as in the
-paper). Same architecture as :class:`gpunn.MLP` (hidden sigmoid, softmax cross-entropy output,
-``Z = A @ W + b``), same Glorot initialization. Also the per-sample loops of the vectorization
-benchmark.
-"""
+"""A plain, vectorized NumPy MLP as a user would write it (allocating temporaries every
+step), the same architecture as :class:`gpunn.MLP` (hidden sigmoid, softmax cross-entropy,
+``Z = A @ W + b``), and the per-sample loops of the vectorization benchmark."""
 
 import itertools
 import math
@@ -54,37 +49,24 @@ def loss_and_grads(params, X, y):
     return float(loss), grads
 
 
-class NumpyAdam:
-    """Adam (Kingma & Ba, Algorithm 1) written the textbook way, one array at a time."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-
-    def step(self, params, grads):
-        """Update ``params`` in place from ``grads``."""
-        b1, b2 = self.betas
-        self.t += 1
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            m[...] = b1 * m + (1 - b1) * g
-            v[...] = b2 * v + (1 - b2) * g * g
-            m_hat = m / (1 - b1 ** self.t)
-            v_hat = v / (1 - b2 ** self.t)
-            p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
-
-
 class NumpyMLP:
-    """The peer: ``step(X, y)`` = forward, loss, backward and a textbook Adam update."""
+    """The peer: ``step(X, y)`` = forward, loss, backward, then Adam (Kingma & Ba,
+    Algorithm 1) written the textbook way, one NumPy expression per array."""
 
-    def __init__(self, sizes, lr=1e-3, dtype=np.float32, seed=0):
-        self.params = init_params(sizes, dtype, seed)
-        self.optimizer = NumpyAdam(self.params, lr)
+    def __init__(self, sizes, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, seed=0):
+        self.params = init_params(sizes, np.float32, seed)
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
 
     def step(self, X, y):
         """One training step on the batch; the loss before the update."""
         loss, grads = loss_and_grads(self.params, X, y)
-        self.optimizer.step(self.params, grads)
+        (b1, b2), self.t = self.betas, self.t + 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m[...] = b1 * m + (1 - b1) * g
+            v[...] = b2 * v + (1 - b2) * g * g
+            p -= self.lr * (m / (1 - b1 ** self.t)) / (np.sqrt(v / (1 - b2 ** self.t)) + self.eps)
         return loss
 
 

@@ -1,181 +1,203 @@
-"""The benchmark's tables: built once from the results, rendered as text or Markdown."""
+"""The benchmark's tables and targets, built from the results, rendered as text or Markdown.
+
+Targets are ratios against the hardware floor (the bandwidth ceiling, the GEMM floor) or the
+best peer measured in the same run; only targets whose figures were measured are listed.
+"""
 
 import os
 
-from gpunn.bench import targets as _targets
-
-
-def targets(results):
-    """The issue's targets judged on ``results`` (see :mod:`gpunn.bench.targets`)."""
-    return _targets.evaluate(results)
+TORCH_UPDATES = ("torch fused", "torch default", "torch foreach, 100 tensors")
 
 
 def _f(value, digits=3):
     """A number with ``digits`` significant digits, or '-'."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
+    if value is None or isinstance(value, str):
+        return value or "-"
     if value == 0 or 1e-3 <= abs(value) < 1e6:
         return f"{value:.{digits}g}"
     return f"{value:.2e}"
 
 
 def _span(t, scale):
-    return f"{_f(t['min_s'] * scale)}-{_f(t['max_s'] * scale)}"
+    return f"{_f(t['min'] * scale)}-{_f(t['max'] * scale)}"
 
 
 def machine_lines(results):
-    """Short description of where and how the run happened."""
-    m = results["machine"]
+    """Where and how the run happened."""
+    m, v = results["machine"], results["machine"]["versions"]
     blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
                      f"{b['num_threads']} threads, {os.path.basename(b['filepath'] or '?')})"
                      for b in m["blas"]) or "none found"
-    versions = m["versions"]
-    git = m["git"]
-    return [f"CPU: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs; "
-            f"backend {results['backend']} ({results['device']})",
-            f"BLAS: {blas}; Numba {versions['numba']} ({m['threads']['numba']} threads, "
-            f"{m['threads']['numba_layer']} layer); torch {versions['torch']} "
-            f"({m['threads']['torch']} threads); NumPy {versions['numpy']}",
-            f"gpunn {versions['gpunn']} at {str(git['commit'])[:12]}"
-            f"{' (uncommitted changes)' if git['dirty'] else ''}; mode {results['mode']}; "
-            f"{_f(results.get('runtime_s'))} s; load average before/after "
-            f"{m['loadavg_before']} / {m['loadavg_after']}"]
+    commit = m["commit"]
+    return [f"CPU: {m['cpu'].get('brand_raw')}, {m['usable_cpus']} usable of "
+            f"{m['logical_cpus']} logical CPUs; backend {results['backend']} "
+            f"({results['device']})",
+            f"BLAS: {blas}; Numba {v['numba']} ({m['threads']['numba']} threads, "
+            f"{m['threads']['numba_layer']} layer); torch {v['torch']}; jax {v['jax']}; "
+            f"NumPy {v['numpy']}",
+            f"gpunn {v['gpunn']} at {str(commit.get('id'))[:12]}"
+            f"{' (uncommitted changes)' if commit.get('dirty') else ''}; mode "
+            f"{results['mode']}; {_f(results.get('runtime_s'))} s; load average {m['loadavg']}"]
 
 
-def _kernel_table(section):
-    ceiling = section["ceiling"]["ceiling_gb_per_s"]
-    rows = []
-    for c in section["comparisons"]:
-        for name, t in c["contenders"].items():
-            speedup = c["ratios"].get(f"gpunn vs {name}")
-            rows.append([c["kind"], f"{c['n']:.0e}", name, _f(t["median_s"] * 1e6),
-                         _span(t, 1e6), _f(t["gb_per_s"]), _f(100 * t["gb_per_s"] / ceiling),
-                         "1" if name == "gpunn" else _f(speedup)])
-    title = (f"Optimizer updates (float32, one step, Python included); bandwidth ceiling "
-             f"{_f(ceiling)} GB/s ({section['ceiling']['ceiling_by']}, in-place a += s*b over "
-             f"{section['ceiling']['bytes_footprint'] / 1e6:.0f} MB)")
-    return (title, ["update", "N", "contender", "median us", "min-max us", "GB/s",
-                    "% ceiling", "gpunn x faster"], rows)
+def _updates(s):
+    rows = [[c["kind"], f"{c['n']:.0e}", name, _f(t["median"] * 1e6), _span(t, 1e6),
+             _f(t["gb_per_s"]), _f(t["of_ceiling"]), _f(c["ratios"].get(f"{name} / gpunn", 1))]
+            for c in s["comparisons"] for name, t in c["contenders"].items()]
+    return [(f"Optimizer updates (float32, one step through the public API); ceiling: the "
+             f"backend's axpy, {_f(s['ceiling']['gb_per_s'])} GB/s over "
+             f"{s['ceiling']['elements'] * 8 / 1e6:.0f} MB", ["update", "N", "contender",
+             "median us", "min-max us", "GB/s", "of ceiling", "time / gpunn's"], rows)]
 
 
-def _peer_table(section):
-    rows = []
-    for c in section["comparisons"]:
-        for name, t in c["contenders"].items():
-            speedup = c["ratios"].get(f"gpunn vs {name}")
-            rows.append([c["batch"], name, _f(t["median_s"] * 1e3), _span(t, 1e3),
-                         _f(t["samples_per_s"]), _f(t["gemm_gflop_per_s"]),
-                         "1" if name == "gpunn" else _f(speedup)])
-    sizes = "-".join(map(str, section["comparisons"][0]["sizes"]))
-    return (f"MLP {sizes} training step (gather, forward, loss, backward, Adam)",
-            ["batch", "contender", "median ms", "min-max ms", "samples/s", "GEMM GFLOP/s",
-             "gpunn x faster"], rows)
+def _steps(title, comparisons):
+    rows = [["-".join(map(str, c["sizes"])), c["batch"], name, _f(t["median"] * 1e3),
+             _span(t, 1e3), _f(t["samples_per_s"]), _f(t["gflop_per_s"]),
+             _f(c["ratios"].get(f"{name} / gpunn", 1))]
+            for c in comparisons for name, t in c["contenders"].items()]
+    return (title, ["MLP", "batch", "contender", "median ms", "min-max ms", "samples/s",
+                    "GEMM GFLOP/s", "time / gpunn's"], rows)
 
 
-def _vector_table(section):
-    rows = []
-    for c in section["comparisons"]:
-        for name, t in c["contenders"].items():
-            speedups = [v for k, v in c["ratios"].items() if k.startswith(f"{name} vs ")]
-            rows.append([c["model"], "-".join(map(str, c["sizes"])), name, t["samples"],
-                         _f(t["seconds_per_sample"] * 1e6),
-                         " / ".join(_f(s) for s in speedups) or "-"])
-    return ("Vectorization: per-sample loop vs vectorized (same gradient)",
-            ["model", "sizes", "contender", "samples", "us / sample",
-             "x faster than the loop(s)"], rows)
+def _gpu(s):
+    if "skipped" in s and "comparisons" not in s:
+        return [(f"GPU step: skipped ({s['skipped']})", [], [])]
+    notes = [f"{peer}: {why}" for peer, why in {**s["skipped"], **s["errors"]}.items()]
+    return [_steps(f"GPU training step ({s['device']}), each peer in its own process"
+                   + (f"; not run: {'; '.join(notes)}" if notes else ""), s["comparisons"])]
 
 
-def _sweep_tables(section):
-    tables = []
-    for s in section["sweeps"]:
-        rows = [[r["batch"], r["steps"], _f(r["samples_per_s"]),
-                 _f(r["seconds_per_epoch"]) + (" *" if r["extrapolated"] else ""),
-                 _f(r["epochs"]), _f(r["final_cost"]), _f(r["cost_drop_per_s"]),
-                 _f(r["time_to_target_s"])] for r in s["runs"]]
-        title = (f"Batch size sweep: {s['data']} ({s['rows']} rows), MLP "
-                 f"{'-'.join(map(str, s['sizes']))}, {s['optimizer']} lr {s['lr']}, "
-                 f"<= {s['budget_s']} s or {s['max_epochs']} epochs each; target cost "
-                 f"{_f(s['target_cost'])} (initial {_f(s['initial_cost'])}), reached first by "
-                 f"batch {s['fastest_to_target']}; * extrapolated from part of an epoch")
-        tables.append((title, ["batch", "steps", "samples/s", "s / epoch", "epochs",
-                               "final cost", "cost drop / s", "s to target"], rows))
-    return tables
+def _vectorization(s):
+    rows = [[c["model"], "-".join(map(str, c["sizes"])), name, t["samples"],
+             _f(t["seconds_per_sample"] * 1e6),
+             " / ".join(_f(v) for k, v in c["ratios"].items() if k.endswith(f"/ {name}"))
+             or "-"] for c in s["comparisons"] for name, t in c["contenders"].items()]
+    return [("Vectorization: per-sample loops vs vectorized (same gradient; gpunn: a whole "
+             "step)", ["model", "sizes", "contender", "samples", "us / sample",
+                       "loop(s) time / this"], rows)]
 
 
-def _gpu_table(section):
-    measured = {(r["kernel"], r["n"]): r for r in section.get("measured") or []}
-    rows = [[r["kernel"], r["bytes_per_element"], r["flops_per_element"], f"{r['n']:.0e}",
-             _f(r["model_s"] * 1e6), _f(r["model_gb_per_s"]),
-             _f(measured[(r["kernel"], r["n"])]["measured_s"] * 1e6)
-             if (r["kernel"], r["n"]) in measured else "-"] for r in section["kernels"]]
-    gpu = section["gpu"]
-    title = (f"MODEL, not a measurement: {gpu['name']}, {gpu['hbm_bytes_per_s'] / 1e12} TB/s "
-             f"HBM, {gpu['fp32_flops_per_s'] / 1e12:.0f} TFLOP/s FP32, "
-             f"{gpu['launch_s'] * 1e6:.0f} us launch")
-    return (title, ["kernel", "B/elem", "FLOP/elem", "N", "model us", "model GB/s",
-                    "measured us"], rows)
+def _batch(s):
+    return [(f"Batch sizes: {w['data']} ({w['rows']} rows), MLP {'-'.join(map(str, w['sizes']))}"
+             f", {w['optimizer']} lr {w['lr']}, <= {w['budget_s']} s or {w['max_epochs']} "
+             f"epochs; target cost {_f(w['target_cost'])} (from {_f(w['initial_cost'])}), "
+             f"reached first by batch {w['fastest_to_target']}; * extrapolated",
+             ["batch", "steps", "samples/s", "s / epoch", "epochs", "final cost",
+              "s to target"],
+             [[r["batch"], r["steps"], _f(r["samples_per_s"]),
+               _f(r["seconds_per_epoch"]) + " *" * r["extrapolated"], _f(r["epochs"]),
+               _f(r["final_cost"]), _f(r["time_to_target_s"])] for r in w["runs"]])
+            for w in s["sweeps"]]
 
 
-def _step_model_table(section):
-    rows = [[s["batch"], _f(s["model_gemm_s"] * 1e3), _f(s["model_elementwise_s"] * 1e3),
-             _f(s["model_samples_per_s"])] for s in section["steps"]]
-    return ("MODEL: MLP training step on the GPU above (SGEMM at "
-            f"{section['gpu']['sgemm_efficiency']:.0%} of peak)",
-            ["batch", "GEMM ms", "elementwise ms", "samples/s"], rows)
+def _imports(s):
+    rows = [[r["order"], r["batch"], _f(r["step_over_floor"]),
+             " ".join(_f(x) for x in r["runs"]), _f(r["step_s"] * 1e3)] for r in s["rows"]]
+    return [(f"CPU step of MLP {'-'.join(map(str, s['sizes']))} in fresh processes, per "
+             "import order" + (f"; failed: {s['errors']}" if s["errors"] else ""),
+             ["imports", "batch", "step / GEMM floor", "each process", "step ms"], rows)]
 
 
-def _target_table(results):
-    rows = [[t["name"], _f(t["value"]), f"{t['comparison']} {t['needed']}",
-             {True: "met", False: "MISSED", None: "not measured"}[t["met"]]]
-            for t in results["targets"]]
-    return ("Targets (ratios of medians in this run)", ["target", "value", "needed", ""], rows)
+BUILDERS = {"updates": _updates, "step": lambda s: [_steps(
+    "MLP training step (gather, forward, softmax loss, backward, Adam)", s["comparisons"])],
+    "gpu": _gpu, "vectorization": _vectorization, "batch": _batch, "imports": _imports}
+
+
+def _target(found, name, value, needed, at_most=False):
+    found.append({"name": name, "value": value, "needed": needed,
+                  "comparison": "<=" if at_most else ">=",
+                  "met": value <= needed if at_most else value >= needed})
+
+
+def _best_peer(comparison, names):
+    """The fastest named peer's median over gpunn's (None when none of them ran)."""
+    ratios = [v for k, v in comparison["ratios"].items() if k[:-len(" / gpunn")] in names]
+    return min(ratios) if ratios else None
+
+
+def _update_targets(found, s):
+    for c in (c for c in s["comparisons"] if c["kind"] in ("adam", "rmsprop")):
+        best = _best_peer(c, TORCH_UPDATES)
+        if best is not None:
+            _target(found, f"{c['kind']} N={c['n']:.0e}: best PyTorch time / gpunn's", best,
+                    0.95)
+        if c["n"] >= 10_000_000:
+            _target(found, f"{c['kind']} N={c['n']:.0e}: fraction of the bandwidth ceiling",
+                    c["contenders"]["gpunn"]["of_ceiling"], 0.9)
+
+
+def _step_targets(found, comparisons, gpu=False):
+    for c in comparisons:
+        where = f"MLP {'-'.join(map(str, c['sizes']))} batch {c['batch']}"
+        floor = c["ratios"].get("GEMM floor / gpunn")
+        limit = 1.1 if gpu else 1.4 if c["batch"] == 128 else 1.15
+        if floor and (c["batch"] == 128 and not gpu or c["batch"] >= (8192 if gpu else 2048)):
+            _target(found, f"{where}: step / GEMM floor", 1 / floor, limit, at_most=True)
+        peers = ("jax jit", "torch cuda graph") if gpu else ("torch eager",
+                                                              "torch eager, fused Adam")
+        best = _best_peer(c, peers)
+        if best is not None:
+            _target(found, f"{where}: best of {', '.join(peers)} time / gpunn's", best, 1.0)
+        eager = c["ratios"].get("torch eager / gpunn")
+        if gpu and c["batch"] == 128 and eager:
+            _target(found, f"{where}: PyTorch eager time / gpunn's", eager, 4.0)
+
+
+def _import_targets(found, s):
+    by = {(r["order"], r["batch"]): r["step_s"] for r in s["rows"]}
+    for batch in sorted({r["batch"] for r in s["rows"]}):
+        if ("torch first", batch) in by and ("gpunn first", batch) in by:
+            _target(found, f"CPU step batch {batch}: torch first / gpunn first",
+                    by[("torch first", batch)] / by[("gpunn first", batch)], 1.05, True)
+
+
+def targets(results):
+    """The targets of benchmarks/RESULTS.md that this run measured, each with its value."""
+    found, sections = [], results["sections"]
+    if "updates" in sections:
+        _update_targets(found, sections["updates"])
+    if "step" in sections and results["backend"] == "cpu":
+        _step_targets(found, sections["step"]["comparisons"])
+    if "comparisons" in sections.get("gpu", {}):
+        _step_targets(found, sections["gpu"]["comparisons"], gpu=True)
+    if "imports" in sections:
+        _import_targets(found, sections["imports"])
+    if results["mode"] == "quick":
+        _target(found, "gpunn bench --quick seconds", results["runtime_s"], 180, True)
+    return found
 
 
 def tables(results):
     """``[(title, headers, rows)]`` of every section present, then the targets."""
-    builders = {"kernels": lambda s: [_kernel_table(s)], "peers": lambda s: [_peer_table(s)],
-                "vectorization": lambda s: [_vector_table(s)], "training": _sweep_tables,
-                "gpu": lambda s: [_gpu_table(s), _step_model_table(s)]}
-    found = []
-    for name, section in results["sections"].items():
-        found += builders[name](section)
-    return found + [_target_table(results)]
+    found = [t for name, s in results["sections"].items() for t in BUILDERS[name](s)]
+    rows = [[t["name"], _f(t["value"]), f"{t['comparison']} {t['needed']}",
+             "met" if t["met"] else "MISSED"] for t in results["targets"]]
+    return found + [("Targets (ratios of medians in this run)",
+                     ["target", "value", "needed", "verdict"], rows)] * bool(rows)
 
 
-def _text_table(title, headers, rows):
+def _text(title, headers, rows):
+    if not headers:
+        return title
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) if i > 2 else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(row, widths))) for row in cells[1:]]
-    return "\n".join(lines)
+    return "\n".join(lines + ["  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w)
+                                        in enumerate(zip(row, widths))) for row in cells[1:]])
 
 
-def render(results):
-    """The readable report printed on stdout."""
-    blocks = ["\n".join(machine_lines(results))]
-    blocks += [_text_table(*table) for table in tables(results)]
-    return "\n\n".join(blocks)
+def _markdown(title, headers, rows):
+    if not headers:
+        return f"**{title}**"
+    return "\n".join([f"**{title}**", "", "| " + " | ".join(headers) + " |",
+                      "|" + "---|" * len(headers)]
+                     + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def _markdown_table(title, headers, rows):
-    lines = [f"**{title}**", "", "| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def markdown(results, base="."):
-    """The results page: machine, every table, the plots (linked relative to ``base``, the
-    page's folder)."""
-    blocks = ["# gpunn benchmark results", "",
-              "Generated by `gpunn bench"
-              + (f" --{results['mode']}" if results["mode"] != "full" else "") + "`.",
-              "", *[f"- {line}" for line in machine_lines(results)]]
-    for name, path in (results.get("plots") or {}).items():
-        blocks += ["", f"![{name}]({os.path.relpath(path, base)})"]
-    text = "\n".join(blocks)
-    return text + "\n\n" + "\n\n".join(_markdown_table(*t) for t in tables(results)) + "\n"
+def render(results, markdown=False):
+    """The report: machine lines, then every table, as text or Markdown."""
+    lines = machine_lines(results)
+    head = "\n".join(f"- {line}" for line in lines) if markdown else "\n".join(lines)
+    table = _markdown if markdown else _text
+    return "\n\n".join([head] + [table(*t) for t in tables(results)]) + "\n"

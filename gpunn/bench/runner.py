@@ -1,174 +1,153 @@
-"""Runs the selected sections of ``gpunn bench`` and writes the table, JSON, plots and page."""
+"""Runs the selected sections of ``gpunn bench``; writes the JSON and the plots."""
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from gpunn.bench import harness
-from gpunn.bench.profiles import PROFILES
+BIG, SMALL, DIGITS = [784, 1024, 1024, 10], [784, 256, 256, 10], [64, 256, 256, 10]
+# The rows of the GPU step table (issue #8): sizes, batch.
+GPU_ROWS = [[BIG, 128], [BIG, 8192], [[784, 4096, 4096, 4096, 10], 1024],
+            [[784, 4096, 4096, 4096, 10], 8192], [[64, 256, 256, 10], 512]]
+ALL_BATCHES = [1, 8, 32, 64, 128, 256, 512, 1024, 2048, None]
 
-SCHEMA = 1
+
+def _sweep(data, sizes, batches, budget_s, max_epochs, eval_rows, n=60000):
+    return {"data": data, "sizes": sizes, "batches": batches, "budget_s": budget_s,
+            "max_epochs": max_epochs, "eval_rows": eval_rows, "n": n}
+
+
+# Per mode: (rounds, seconds per sample) of each section and its sizes.
+PROFILES = {
+    "full": {"updates": (9, 0.03, [1e5, 1e6, 1e7]), "ceiling_n": 5e7,
+             "step": (7, 0.1, BIG, [32, 64, 128, 256, 512, 1024, 2048]),
+             "vectorization": (5, 0.02, 2000, 256, SMALL),
+             "batch": [_sweep("digits", DIGITS, ALL_BATCHES, 2.0, 60, 1797),
+                       _sweep("synthetic", SMALL, ALL_BATCHES, 6.0, 10, 5000),
+                       _sweep("synthetic", BIG, ALL_BATCHES, 10.0, 5, 3000)],
+             "imports": (5, 0.05, BIG, [32, 128, 512, 2048], 3), "gpu": (7, 0.05, GPU_ROWS)},
+    "quick": {"updates": (5, 0.02, [1e5, 1e6, 1e7]), "ceiling_n": 5e7,
+              "step": (5, 0.05, BIG, [32, 128, 512, 2048]),
+              "vectorization": (5, 0.02, 1000, 128, SMALL),
+              "batch": [_sweep("digits", DIGITS, [1, 8, 64, 512, None], 1.0, 30, 1797),
+                        _sweep("synthetic", SMALL, [1, 32, 256, 2048, None], 2.0, 3, 2000)],
+              "imports": (3, 0.05, BIG, [128, 2048], 1), "gpu": (5, 0.02, GPU_ROWS)},
+    "smoke": {"updates": (3, 0.002, [1e4]), "ceiling_n": 1e6,
+              "step": (3, 0.002, [64, 32, 32, 10], [32]),
+              "vectorization": (3, 0.002, 64, 16, [64, 16, 10]),
+              "batch": [_sweep("digits", [64, 16, 10], [1, 64, None], 0.1, 2, 500),
+                        _sweep("synthetic", [784, 16, 10], [32, None], 0.1, 1, 500, 2000)],
+              "imports": (3, 0.002, [64, 32, 32, 10], [32], 1),
+              "gpu": (3, 0.002, [[[64, 32, 32, 10], 32]])},
+}
 
 
 def _say(text):
     print(f"[gpunn bench] {text}", file=sys.stderr, flush=True)
 
 
-def _kernels(profile, backend, torch):
-    from gpunn.bench import ceiling, kernels
+def _updates(p, backend, torch, threads):
+    from gpunn.bench import updates
 
-    return {"ceiling": ceiling.measure(backend, profile["ceiling_bytes"],
-                                              profile["ceiling_rounds"]),
-            "comparisons": kernels.run(profile["kernel_sizes"], backend, torch,
-                                       profile["kernel_rounds"], profile["kernel_sample_s"])}
+    rounds, sample_s, sizes = p["updates"]
+    return updates.run(sizes, backend, torch, rounds, sample_s, p["ceiling_n"])
 
 
-def _peers(profile, backend, torch):
-    from gpunn.bench import peers
+def _step(p, backend, torch, threads):
+    from gpunn.bench import step
 
-    return {"comparisons": peers.run(profile["peer_sizes"], profile["peer_batches"], torch,
-                                     profile["peer_rounds"], profile["peer_sample_s"])}
+    rounds, sample_s, sizes, batches = p["step"]
+    return {"comparisons": step.run(sizes, batches, torch, rounds, sample_s)}
 
 
-def _vectorization(profile, backend, torch):
+def _vectorization(p, backend, torch, threads):
     from gpunn.bench import vectorization
 
-    return {"comparisons": vectorization.run(
-        profile["vec_logreg_rows"], profile["vec_mlp_rows"], profile["vec_mlp_sizes"],
-        rounds=profile["vec_rounds"])}
+    rounds, sample_s, m_logreg, m_mlp, sizes = p["vectorization"]
+    return {"comparisons": vectorization.run(m_logreg, m_mlp, sizes, rounds=rounds,
+                                             min_sample_s=sample_s)}
 
 
-def _training(profile, backend, torch):
-    from gpunn.bench import training
+def _batch(p, backend, torch, threads):
+    from gpunn.bench import batch
 
     sweeps = []
-    for config in profile["sweeps"]:
-        if config["data"] == "digits":
-            X, y = training.digits()
-        else:
-            X, y = training.synthetic_mnist(n=config.get("n", 60000))
-        _say(f"  sweep {config['data']} {config['sizes']}: {X.shape[0]} rows")
-        result = training.sweep(X, y, config["sizes"], config["batches"], config["budget_s"],
-                                config["max_epochs"], eval_rows=config["eval_rows"])
-        sweeps.append({"data": config["data"], "rows": int(X.shape[0]),
-                       "sizes": config["sizes"], "budget_s": config["budget_s"],
-                       "max_epochs": config["max_epochs"], "optimizer": "sgd", "lr": 0.1,
-                       **result})
+    for s in p["batch"]:
+        X, y = batch.digits() if s["data"] == "digits" else batch.synthetic_mnist(n=s["n"])
+        _say(f"  {s['data']} {s['sizes']}: {X.shape[0]} rows")
+        found = batch.sweep(X, y, s["sizes"], s["batches"], s["budget_s"], s["max_epochs"],
+                            eval_rows=s["eval_rows"])
+        sweeps.append({**s, "rows": int(X.shape[0]), "optimizer": "sgd", "lr": 0.1, **found})
     return {"sweeps": sweeps}
 
 
-def _gpu(profile, backend, torch):
-    from gpunn.bench import gpu_model
+def _imports(p, backend, torch, threads):
+    from gpunn.bench import processes
 
-    section = {"gpu": gpu_model.H100,
-               "kernels": gpu_model.model_table(profile["gpu_sizes"]),
-               "steps": [gpu_model.model_step(profile["peer_sizes"], b)
-                         for b in profile["gpu_step_batches"]],
-               "measured": None}
-    if backend.name != "cpu":
-        section["measured"] = gpu_model.measure(backend, profile["gpu_sizes"])
-    return section
+    rounds, sample_s, sizes, batches, repeats = p["imports"]
+    return processes.import_orders(sizes, batches, repeats, rounds, sample_s, threads)
 
 
-def _torch_alone(results, profile, threads):
-    """Add PyTorch's own-process rows (see :mod:`gpunn.bench.torch_alone`) to the kernel and
-    peer comparisons, with gpunn's ratios against them."""
-    import subprocess
+def _gpu(p, backend, torch, threads):
+    from gpunn.bench import processes
 
-    sections = results["sections"]
-    spec = {"threads": threads}
-    if "kernels" in sections:
-        spec["kernels"] = {"kinds": ["adam", "rmsprop", "sgd_momentum"],
-                           "sizes": profile["kernel_sizes"], "rounds": profile["kernel_rounds"],
-                           "sample_s": profile["kernel_sample_s"]}
-    if "peers" in sections:
-        spec["peers"] = {"sizes": profile["peer_sizes"], "batches": profile["peer_batches"],
-                         "rounds": profile["peer_rounds"], "sample_s": profile["peer_sample_s"]}
-    if len(spec) == 1:
-        return
-    _say("PyTorch in its own process ...")
-    done = subprocess.run([sys.executable, "-m", "gpunn.bench.torch_alone", json.dumps(spec)],
-                          capture_output=True, text=True, check=True)
-    rows = json.loads(done.stdout)
-    for section, keys in (("kernels", ("kind", "n")), ("peers", ("batch",))):
-        for row in rows[section]:
-            for comparison in sections[section]["comparisons"]:
-                if all(comparison[k] == row[k] for k in keys):
-                    _add_contender(comparison, row["name"], row["timing"])
+    if backend.name != "cuda":
+        return {"skipped": f"needs CUDA: the backend here is {backend.name}"}
+    rounds, sample_s, rows = p["gpu"]
+    return processes.peers(rows, "cuda", rounds, sample_s, threads)
 
 
-def _add_contender(comparison, name, timing):
-    gpunn = comparison["contenders"]["gpunn"]
-    extra = {k: v * gpunn["median_s"] / timing["median_s"] for k, v in gpunn.items()
-             if k.endswith("_per_s")}
-    comparison["contenders"][name] = {**timing, **extra}
-    comparison["ratios"][f"gpunn vs {name}"] = timing["median_s"] / gpunn["median_s"]
-
-
-RUNNERS = {"kernels": _kernels, "peers": _peers, "vectorization": _vectorization,
-           "training": _training, "gpu": _gpu}
-
-
-def _setup(args):
-    """Pick the backend, start Numba's threads as gpunn does, then import PyTorch and set the
-    thread counts; ``(backend, torch, threads, restore)``.
-
-    PyTorch and Numba's OpenMP layer end up sharing one GNU OpenMP runtime, whichever loads
-    first: started first, gpunn's runs with its passive wait policy and PyTorch shares it;
-    imported first, PyTorch's spinning workers would take the cores from OpenBLAS in gpunn's
-    steps (the step of MLP 784-1024-1024-10 at batch 128: 9.5 ms vs 55 ms on 2 cores).
-    """
-    from gpunn.backends import use_backend
-    from gpunn.backends.cpu import start_numba_threads
-
-    backend = use_backend(args.backend).backend
-    start_numba_threads()
-    torch = None if args.no_torch else harness.import_torch()
-    threads = args.threads or harness.usable_cpus()
-    return backend, torch, threads, harness.set_threads(threads)
+RUNNERS = {"updates": _updates, "step": _step, "gpu": _gpu, "vectorization": _vectorization,
+           "batch": _batch, "imports": _imports}
 
 
 def run_all(args, sections):
     """Run ``sections``; print the report; write the requested files. Returns 0."""
-    from gpunn.bench import report
+    from gpunn.backends import use_backend
+    from gpunn.backends.cpu import start_numba_threads
+    from gpunn.bench import harness
 
     started = time.perf_counter()
-    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    backend, torch, threads, restore = _setup(args)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    results = {"schema": SCHEMA, "mode": mode, "backend": backend.name,
-               "device": backend.device, "threads": threads, "sections": {}}
-    try:
-        for name in sections:
-            _say(f"{name} ...")
-            begun = time.perf_counter()
-            results["sections"][name] = RUNNERS[name](PROFILES[mode], backend, torch)
-            results["sections"][name]["seconds"] = time.perf_counter() - begun
-        if torch is not None and backend.name == "cpu":
-            _torch_alone(results, PROFILES[mode], threads)
-    finally:
-        restore()
-    results["machine"] = harness.machine_info(threads=threads)
-    results["machine"]["loadavg_before"] = load_before
-    results["machine"]["loadavg_after"] = os.getloadavg() if load_before else None
+    backend = use_backend(args.backend).backend
+    start_numba_threads()  # before PyTorch loads: see processes.import_orders for the others
+    torch = None if args.no_torch else harness.import_optional("torch")
+    threads = args.threads or harness.usable_cpus()
+    harness.set_threads(threads)
+    results = {"schema": 2, "mode": args.mode, "backend": backend.name,
+               "device": backend.device, "sections": {}}
+    for name in sections:
+        _say(f"{name} ...")
+        begun = time.perf_counter()
+        section = RUNNERS[name](PROFILES[args.mode], backend, torch, threads)
+        results["sections"][name] = {**section, "seconds": time.perf_counter() - begun}
+    results["machine"] = harness.machine_info(threads)
     results["runtime_s"] = time.perf_counter() - started
-    results["targets"] = report.targets(results)
-    print(report.render(results))
-    _write(args, results)
+    return report(args, results)
+
+
+def report(args, results):
+    """Print the report of ``results``; write the JSON and plots ``args`` asks for. Returns 0."""
+    from gpunn.bench import report as tables
+
+    results["targets"] = tables.targets(results)
+    print(tables.render(results))
+    if args.plots:
+        from gpunn.bench import plots
+
+        results["plots"] = plots.write_all(results, Path(args.plots))
+    if args.markdown:
+        Path(args.markdown).write_text(tables.render(results, markdown=True))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_finite(results), indent=1) + "\n")
+        _say(f"wrote {args.json}")
     return 0
 
 
 def report_from(args):
-    """Print the report of the JSON ``args.report_from``; write its plots and page. Returns 0."""
-    from gpunn.bench import report
-
-    results = json.loads(Path(args.report_from).read_text())
-    print(report.render(results))
-    _write(args, results)
-    return 0
+    """Re-render an earlier run's JSON (``--report-from``). Returns 0."""
+    return report(args, json.loads(Path(args.report_from).read_text()))
 
 
 def _finite(value):
@@ -180,21 +159,3 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def _write(args, results):
-    if args.plots:
-        from gpunn.bench import plots
-
-        results["plots"] = plots.write_all(results, Path(args.plots))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_finite(results), indent=1) + "\n")
-        _say(f"wrote {args.json}")
-    if args.markdown:
-        from gpunn.bench import report
-
-        page = Path(args.markdown)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(report.markdown(results, base=page.parent))
-        _say(f"wrote {args.markdown}")

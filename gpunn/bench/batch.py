@@ -92,8 +92,8 @@ def sweep(X, y, sizes, batches, budget_s, max_epochs, eval_rows=5000, points=12,
 
     Returns:
         ``{"runs": [per batch size: batch, steps, samples, seconds, samples_per_s,
-        seconds_per_epoch, extrapolated, epochs, cost_per_epoch, curve, time_to_target],
-        "target_cost", "fastest_to_target"}``.
+        seconds_per_epoch, extrapolated, epochs, cost_per_epoch, final_cost, curve,
+        time_to_target_s], "initial_cost", "target_cost", "fastest_to_target"}``.
     """
     n = X.shape[0]
     eval_idx = np.random.default_rng(seed + 1).permutation(n)[:min(eval_rows, n)]
@@ -115,8 +115,7 @@ def sweep(X, y, sizes, batches, budget_s, max_epochs, eval_rows=5000, points=12,
 
 
 def _summarize(runs, initial):
-    best = [min(p["cost"] for p in run.points) for run in runs]
-    target = float(f"{np.median(best):.2g}")
+    target = float(f"{np.median([min(p['cost'] for p in run.points) for run in runs]):.2g}")
     results = []
     for run in runs:
         hit = next((p for p in run.points if p["cost"] <= target), None)
@@ -127,12 +126,7 @@ def _summarize(runs, initial):
             "samples_per_s": rate, "seconds_per_epoch": run.n / rate,
             "extrapolated": run.seen < run.n, "epochs": run.seen / run.n,
             "cost_per_epoch": run.epoch_cost, "final_cost": run.points[-1]["cost"],
-            "best_cost": min(p["cost"] for p in run.points),
-            "cost_drop_per_s": (initial - run.points[-1]["cost"]) / run.seconds
-            if run.seconds > 0 else 0.0,
-            "curve": run.points,
-            "time_to_target_s": hit["seconds"] if hit else None,
-            "samples_to_target": hit["samples"] if hit else None})
+            "curve": run.points, "time_to_target_s": hit["seconds"] if hit else None})
     reached = [r for r in results if r["time_to_target_s"] is not None]
     fastest = min(reached, key=lambda r: r["time_to_target_s"])["batch"] if reached else None
     return {"initial_cost": initial, "target_cost": target, "fastest_to_target": fastest,

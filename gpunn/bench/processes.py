@@ -1,0 +1,190 @@
+"""Training steps measured in fresh processes: the GPU peers, and the CPU step under three
+import orders.
+
+Each peer runs in its own process, so one cannot poison the CUDA context (or the OpenMP
+runtime) of another: ``gpunn`` (its step interleaved with its GEMM floor), ``torch eager``
+(fused Adam), ``torch cuda graph`` (the same step captured once with ``torch.cuda.CUDAGraph``
+and replayed) and ``jax jit`` (the whole step one jitted function, Adam written out). A peer
+that cannot run here (no CUDA, JAX not installed) reports why; it is never dropped silently.
+Ratios across processes are ratios of medians that were not interleaved.
+
+Child usage: ``python -m gpunn.bench.processes SPEC`` prints one JSON line; SPEC is JSON
+``{"peer", "device": "cpu"|"cuda", "rows": [[sizes, batch], ...], "rounds", "min_sample_s",
+"threads"}``.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from gpunn.bench import harness, step
+from gpunn.bench.numpy_mlp import init_params
+
+PEERS = ("gpunn", "torch eager", "torch cuda graph", "jax jit")
+IMPORT_ORDERS = {"no torch": "", "torch first": "import torch; ", "gpunn first": ""}
+B1, B2, EPS = 0.9, 0.999, 1e-8
+
+
+class Skip(Exception):
+    """This peer cannot run here; the message says why."""
+
+
+def _gpunn(spec, sizes, X, y, batch):
+    from gpunn.backends import use_backend
+    from gpunn.backends.cpu import start_numba_threads
+
+    with use_backend(spec["device"]):
+        gpunn_step, backend = step.gpunn_step(sizes, X, y, batch)
+        if spec.get("imports") == "gpunn first":
+            start_numba_threads()
+            import torch  # noqa: F401 - loaded after gpunn's threads, as a user would
+        harness.set_threads(spec["threads"])
+        return ({"gpunn": gpunn_step, "GEMM floor": step.gemm_floor(sizes, batch, backend)},
+                backend.synchronize)
+
+
+def _torch(spec, sizes, X, y, batch, graph=False):
+    torch = harness.import_optional("torch")
+    cuda = spec["device"] == "cuda"
+    if torch is None:
+        raise Skip("PyTorch is not installed")
+    if (cuda or graph) and not torch.cuda.is_available():
+        raise Skip("needs CUDA: torch.cuda.is_available() is False")
+    torch.set_num_threads(spec["threads"])
+    run = step.torch_step(torch, sizes, X, y, batch, True, "cuda" if cuda else "cpu", graph)
+    sync = torch.cuda.synchronize if cuda or graph else None
+    if graph:  # warm up on a side stream, then capture one step (PyTorch's recipe)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        captured = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(captured):
+            run()
+        run = captured.replay
+    return {spec["peer"]: run}, sync
+
+
+def _jax(spec, sizes, X, y, batch):
+    jax = harness.import_optional("jax")
+    if jax is None:
+        raise Skip("JAX is not installed")
+    if spec["device"] == "cuda" and jax.default_backend() != "gpu":
+        raise Skip(f"needs CUDA: JAX's backend is {jax.default_backend()}")
+    jnp, tree = jax.numpy, jax.tree_util.tree_map
+
+    def loss(params, xb, yb):
+        for i, (W, b) in enumerate(params):
+            xb = xb @ W + b if i == len(params) - 1 else jax.nn.sigmoid(xb @ W + b)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(xb), yb[:, None], axis=1))
+
+    @jax.jit
+    def train(params, m, v, t, Xd, yd, idx):
+        value, g = jax.value_and_grad(loss)(params, Xd[idx], yd[idx])
+        t = t + 1
+        m = tree(lambda m, g: B1 * m + (1 - B1) * g, m, g)
+        v = tree(lambda v, g: B2 * v + (1 - B2) * g * g, v, g)
+        params = tree(lambda p, m, v: p - step.LR * (m / (1 - B1 ** t))
+                      / (jnp.sqrt(v / (1 - B2 ** t)) + EPS), params, m, v)
+        return params, m, v, t, value
+
+    flat = [jnp.asarray(a) for a in init_params(sizes)]
+    params = list(zip(flat[0::2], flat[1::2]))
+    zeros = tree(jnp.zeros_like, params)
+    state = [params, zeros, zeros, jnp.float32(0)]
+    data = (jnp.asarray(X), jnp.asarray(y.astype(np.int32)),
+            jnp.asarray(np.random.default_rng(0).permutation(X.shape[0])[:batch]))
+
+    def run():
+        state[:] = train(*state, *data)[:4]
+
+    return {spec["peer"]: run}, lambda: jax.block_until_ready(state)
+
+
+BUILDERS = {"gpunn": _gpunn, "torch eager": _torch, "jax jit": _jax,
+            "torch cuda graph": lambda *a: _torch(*a, graph=True)}
+
+
+def main(argv=None):
+    """Child process: time ``spec["peer"]`` on every row; print ``{"rows"}`` or ``{"skipped"}``."""
+    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    rows = []
+    try:
+        for sizes, batch in spec["rows"]:
+            X, y = step.synthetic(batch, sizes[0], sizes[-1])
+            contenders, sync = BUILDERS[spec["peer"]](spec, sizes, X, y, batch)
+            timings = harness.interleaved(contenders, spec["rounds"], spec["min_sample_s"], sync)
+            rows.append({"sizes": sizes, "batch": batch, "timings": timings})
+    except Skip as why:
+        print(json.dumps({"skipped": str(why)}))
+        return 0
+    print(json.dumps({"rows": rows, "versions": harness.versions()}))
+    return 0
+
+
+def measure(spec, timeout=600):
+    """Run ``spec`` in a fresh process; its JSON answer, or ``{"error": stderr's tail}``."""
+    code = (f"{IMPORT_ORDERS.get(spec.get('imports'), '')}import sys; "
+            "from gpunn.bench.processes import main; sys.exit(main(sys.argv[1:]))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], text=True,
+                              capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        return {"error": f"exit status {done.returncode}: {done.stderr[-2000:]}"}
+    return json.loads(lines[-1])
+
+
+def peers(rows, device, rounds, min_sample_s, threads, names=PEERS):
+    """Every peer in its own process on ``rows`` (``[[sizes, batch], ...]``).
+
+    Returns:
+        ``{"device", "comparisons": [step.comparison rows], "skipped": {peer: why},
+        "errors": {peer: stderr}}``; ratios are each contender's median over gpunn's.
+    """
+    merged = {(tuple(sizes), batch): {} for sizes, batch in rows}
+    skipped, errors = {}, {}
+    for name in names:
+        answer = measure({"peer": name, "device": device, "rows": rows, "rounds": rounds,
+                          "min_sample_s": min_sample_s, "threads": threads})
+        if "skipped" in answer or "error" in answer:
+            (skipped if "skipped" in answer else errors)[name] = next(iter(answer.values()))
+            continue
+        for row in answer["rows"]:
+            merged[(tuple(row["sizes"]), row["batch"])].update(row["timings"])
+    return {"device": device, "skipped": skipped, "errors": errors,
+            "comparisons": [step.comparison(sizes, batch, timings)
+                            for (sizes, batch), timings in merged.items() if timings]}
+
+
+def import_orders(sizes, batches, repeats, rounds, min_sample_s, threads):
+    """gpunn's CPU step over its GEMM floor in fresh processes per import order (no torch,
+    torch first, gpunn first), ``repeats`` processes each, the orders alternating.
+
+    Returns:
+        ``{"sizes", "rows": [{"order", "batch", "step_over_floor": median over processes,
+        "runs": [each process's ratio], "step_s": median step seconds}], "errors"}``.
+    """
+    found, errors = {}, []
+    for _ in range(repeats):
+        for order in IMPORT_ORDERS:
+            answer = measure({"peer": "gpunn", "device": "cpu", "imports": order,
+                              "rows": [[sizes, b] for b in batches], "rounds": rounds,
+                              "min_sample_s": min_sample_s, "threads": threads})
+            if "error" in answer:
+                errors.append(f"{order}: {answer['error']}")
+            for row in answer.get("rows", []):
+                t = row["timings"]
+                found.setdefault((order, row["batch"]), []).append(
+                    (t["gpunn"]["median"] / t["GEMM floor"]["median"], t["gpunn"]["median"]))
+    return {"sizes": list(sizes), "errors": errors, "rows": [
+        {"order": order, "batch": batch, "runs": [r for r, _ in runs],
+         "step_over_floor": float(np.median([r for r, _ in runs])),
+         "step_s": float(np.median([s for _, s in runs]))}
+        for (order, batch), runs in found.items()]}

@@ -1,0 +1,145 @@
+"""One training step of an MLP against its GEMM floor and its peers.
+
+A step is what mini-batch training repeats: gather the batch's rows, forward (hidden sigmoid),
+softmax cross-entropy, backward, Adam update. Contenders, interleaved per batch size:
+
+- ``gpunn``: the library's own step (:func:`gpunn_step`, the one place that builds it);
+- ``GEMM floor``: the step's matrix products alone (three per layer, no input gradient) through
+  the backend's ``matmul`` on preallocated buffers: the hardware floor of the step;
+- ``torch eager`` / ``torch eager, fused Adam``: ``nn.Sequential`` of Linear + Sigmoid,
+  ``CrossEntropyLoss``, ``torch.optim.Adam`` (CPU default: a loop over tensors, or fused);
+- ``numpy``: the textbook vectorized NumPy MLP (:mod:`gpunn.bench.numpy_mlp`).
+
+On a CUDA backend only gpunn and its floor run here; the GPU peers run in their own processes
+(:mod:`gpunn.bench.processes`).
+"""
+
+import itertools
+
+import numpy as np
+
+from gpunn.bench.harness import interleaved
+from gpunn.bench.numpy_mlp import NumpyMLP
+
+LR = 1e-3
+
+
+def synthetic(n, n_in, n_classes, seed=0):
+    """Standard-normal float32 inputs and uniform integer labels (speed does not care)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, n_in), dtype=np.float32),
+            rng.integers(0, n_classes, n).astype(np.int64))
+
+
+def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR):
+    """gpunn's training step on the first ``batch`` rows of a fixed shuffle, as ``fit`` runs it.
+
+    The only place in the benchmarks that reaches the library's step.
+
+    Returns:
+        ``(step, backend)``: a zero-argument callable and the backend it runs on.
+    """
+    import gpunn
+    from gpunn.optim import get_optimizer
+    from gpunn.train import Trainer
+
+    model = gpunn.MLP(sizes, activation="sigmoid", output=output, seed=0)
+    Xd, T, loss = model.prepare(X, y)
+    trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch)
+    trainer.shuffle(np.random.default_rng(0))
+    return (lambda: trainer.step(0, batch)), model.backend
+
+
+def gemm_floor(sizes, batch, backend):
+    """The step's matrix products alone on preallocated float32 buffers (same BLAS, same
+    transposed views as the model)."""
+    rng = np.random.default_rng(0)
+    pairs = list(itertools.pairwise(sizes))
+    # Values of the sizes a trained network sees: no overflow, no subnormals.
+    weights = [backend.asarray(rng.uniform(-0.05, 0.05, shape), np.float32) for shape in pairs]
+    acts = [backend.asarray(rng.uniform(0, 1, (batch, s)), np.float32) for s in sizes]
+    deltas = [backend.asarray(rng.uniform(-0.01, 0.01, (batch, s)), np.float32) for s in sizes]
+    grads = [backend.empty(w.shape, np.float32) for w in weights]
+
+    def step():
+        for i, W in enumerate(weights):
+            backend.matmul(acts[i], W, out=acts[i + 1])
+        for i in range(len(weights) - 1, -1, -1):
+            backend.matmul(acts[i], deltas[i + 1], out=grads[i], trans_a=True)
+            if i:
+                backend.matmul(deltas[i + 1], weights[i], out=deltas[i], trans_b=True)
+
+    return step
+
+
+def torch_step(torch, sizes, X, y, batch, fused=False, device="cpu", capturable=False):
+    """PyTorch eager: gather, zero_grad, forward, loss, backward, Adam step (no host read)."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(torch.nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.Sigmoid())
+    net = torch.nn.Sequential(*layers).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR, fused=fused or None,
+                                 capturable=capturable)
+    criterion = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+    idx = torch.from_numpy(np.random.default_rng(0).permutation(X.shape[0])[:batch]).to(device)
+
+    def step():
+        xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
+        optimizer.zero_grad(set_to_none=False)
+        loss = criterion(net(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def numpy_step(sizes, X, y, batch):
+    """The textbook NumPy MLP on a gathered batch."""
+    mlp = NumpyMLP(sizes, lr=LR)
+    idx = np.random.default_rng(0).permutation(X.shape[0])[:batch]
+    return lambda: mlp.step(X[idx], y[idx])
+
+
+def flops(sizes, batch):
+    """Floating-point operations of the step's GEMMs: 3 per layer but no input gradient."""
+    pairs = list(itertools.pairwise(sizes))
+    return 2 * batch * (3 * sum(a * b for a, b in pairs) - sizes[0] * sizes[1])
+
+
+def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05):
+    """Interleave the contenders at every batch size.
+
+    Returns:
+        ``[{"sizes", "batch", "contenders": {name: stats + samples_per_s + gflop_per_s},
+        "ratios": {"<name> / gpunn": median ratio}}]``.
+    """
+    X, y = synthetic(max(batches), sizes[0], sizes[-1])
+    results = []
+    for batch in batches:
+        step, backend = gpunn_step(sizes, X, y, batch)
+        found = {"gpunn": step, "GEMM floor": gemm_floor(sizes, batch, backend)}
+        if backend.xp is np:
+            if torch is not None:
+                found["torch eager"] = torch_step(torch, sizes, X, y, batch)
+                found["torch eager, fused Adam"] = torch_step(torch, sizes, X, y, batch, True)
+            found["numpy"] = numpy_step(sizes, X, y, batch)
+        timings = interleaved(found, rounds, min_sample_s, sync=backend.synchronize)
+        results.append(comparison(sizes, batch, timings))
+    return results
+
+
+def comparison(sizes, batch, timings):
+    """One batch size's row: every contender's stats with samples/s and GEMM GFLOP/s, and
+    each contender's median over gpunn's."""
+    work = flops(sizes, batch)
+    gpunn = timings.get("gpunn", {}).get("median")
+    return {"sizes": list(sizes), "batch": batch,
+            "contenders": {name: {**t, "samples_per_s": batch / t["median"],
+                                  "gflop_per_s": work / t["median"] / 1e9}
+                           for name, t in timings.items()},
+            "ratios": {f"{name} / gpunn": t["median"] / gpunn
+                       for name, t in timings.items() if name != "gpunn" and gpunn}}

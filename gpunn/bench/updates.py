@@ -1,0 +1,138 @@
+"""Optimizer updates at the memory limit: gpunn's fused kernels, PyTorch, NumPy, and the
+bandwidth ceiling.
+
+Every contender updates its own float32 parameters of size N from a fixed gradient through
+what a user calls (``Adam().step(model)``, ``torch.optim.Adam(...).step()``), Python included.
+GB/s counts the bytes that must move per parameter: Adam reads g, p, m, v and writes p, m, v
+(28 B); RMSprop and SGD with momentum read g, p, one state and write p and the state (20 B).
+The ceiling is the backend's ``axpy`` kernel (``a += s * b``, 12 B per element, the same
+read-modify-write pattern) on a footprint far beyond the caches.
+"""
+
+import types
+
+import numpy as np
+
+from gpunn.bench.harness import interleaved
+
+BYTES_PER_PARAM = {"adam": 28, "rmsprop": 20, "sgd_momentum": 20}
+LR, BETAS, EPS, ALPHA, MOMENTUM = 1e-3, (0.9, 0.999), 1e-8, 0.99, 0.9
+PIECES = 100  # a model's parameters as many tensors, as torch.optim sees them
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random(n, dtype=np.float32), (rng.random(n, dtype=np.float32) - 0.5) * 1e-2
+
+
+def gpunn_update(kind, backend, n):
+    """``optimizer.step(holder)`` on ``backend``; the holder is any object with flat buffers."""
+    from gpunn.optim import SGD, Adam, RMSprop
+
+    p, g = _data(n)
+    holder = types.SimpleNamespace(backend=backend, flat_params=backend.asarray(p),
+                                   flat_grads=backend.asarray(g))
+    optimizer = {"adam": lambda: Adam(lr=LR, betas=BETAS, eps=EPS),
+                 "rmsprop": lambda: RMSprop(lr=LR, alpha=ALPHA, eps=EPS),
+                 "sgd_momentum": lambda: SGD(lr=LR, momentum=MOMENTUM)}[kind]()
+    return lambda: optimizer.step(holder)
+
+
+def numpy_update(kind, n):
+    """The update with ``out=`` and one preallocated scratch array: NumPy at its best."""
+    p, g = _data(n)
+    m, v, tmp, t = np.zeros_like(p), np.zeros_like(p), np.empty_like(p), [0]
+    b1, b2 = BETAS
+
+    def adam():
+        t[0] += 1
+        np.multiply(m, b1, out=m)
+        m[...] += np.multiply(g, 1 - b1, out=tmp)
+        np.multiply(v, b2, out=v)
+        v[...] += np.multiply(np.square(g, out=tmp), 1 - b2, out=tmp)
+        np.sqrt(np.multiply(v, 1 / (1 - b2 ** t[0]), out=tmp), out=tmp)
+        np.divide(m, np.add(tmp, EPS, out=tmp), out=tmp)
+        p[...] -= np.multiply(tmp, LR / (1 - b1 ** t[0]), out=tmp)
+
+    def rmsprop():
+        np.multiply(v, ALPHA, out=v)
+        v[...] += np.multiply(np.square(g, out=tmp), 1 - ALPHA, out=tmp)
+        np.divide(g, np.add(np.sqrt(v, out=tmp), EPS, out=tmp), out=tmp)
+        p[...] -= np.multiply(tmp, LR, out=tmp)
+
+    def sgd_momentum():
+        np.multiply(m, MOMENTUM, out=m)
+        m[...] += g
+        p[...] -= np.multiply(m, LR, out=tmp)
+
+    return {"adam": adam, "rmsprop": rmsprop, "sgd_momentum": sgd_momentum}[kind]
+
+
+def torch_update(torch, kind, n, device="cpu", pieces=1, **options):
+    """``torch.optim`` over the N parameters as ``pieces`` tensors (gradients set once)."""
+    p, g = _data(n)
+    params = []
+    for p_piece, g_piece in zip(np.array_split(p, pieces), np.array_split(g, pieces)):
+        param = torch.nn.Parameter(torch.from_numpy(p_piece.copy()).to(device))
+        param.grad = torch.from_numpy(g_piece.copy()).to(device)
+        params.append(param)
+    make = {"adam": lambda: torch.optim.Adam(params, lr=LR, betas=BETAS, eps=EPS, **options),
+            "rmsprop": lambda: torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, eps=EPS,
+                                                   **options),
+            "sgd_momentum": lambda: torch.optim.SGD(params, lr=LR, momentum=MOMENTUM,
+                                                    **options)}
+    return make[kind]().step
+
+
+def contenders(kind, n, backend, torch):
+    """``{name: callable}`` for one optimizer and size (PyTorch's only when it is given)."""
+    found = {"gpunn": gpunn_update(kind, backend, n)}
+    device = "cpu" if backend.xp is np else "cuda"
+    if device == "cpu":
+        found["numpy in-place"] = numpy_update(kind, n)
+    if torch is None or (device == "cuda" and not torch.cuda.is_available()):
+        return found
+    # PyTorch's CPU has a fused Adam only; on CUDA every one of these has a fused kernel.
+    if kind == "adam" or device == "cuda":
+        found["torch fused"] = torch_update(torch, kind, n, device, fused=True)
+    found["torch default"] = torch_update(torch, kind, n, device)
+    found[f"torch foreach, {PIECES} tensors"] = torch_update(torch, kind, n, device, PIECES,
+                                                              foreach=True)
+    return found
+
+
+def ceiling(backend, n, rounds, min_sample_s):
+    """GB/s of the backend's in-place ``axpy`` over two float32 arrays of ``n`` elements."""
+    rng = np.random.default_rng(0)
+    a, b = (backend.asarray(rng.random(n, dtype=np.float32)) for _ in range(2))
+    timing = interleaved({"axpy": lambda: backend.kernel("axpy", b, 1e-7, a)}, rounds,
+                         min_sample_s, sync=backend.synchronize)["axpy"]
+    return {**timing, "elements": n, "gb_per_s": 12 * n / timing["median"] / 1e9}
+
+
+def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02, ceiling_n=50_000_000):
+    """The ceiling, then every contender per (optimizer, N), interleaved.
+
+    Returns:
+        ``{"ceiling": {stats, gb_per_s}, "comparisons": [{"kind", "n", "contenders":
+        {name: stats + gb_per_s + of_ceiling}, "ratios": {"<name> / gpunn": ...}}]}``.
+    """
+    top = ceiling(backend, int(ceiling_n), rounds, min_sample_s)
+    found = []
+    for kind, n in ((k, int(n)) for k in BYTES_PER_PARAM for n in sizes):
+        timings = interleaved(contenders(kind, n, backend, torch), rounds, min_sample_s,
+                              sync=_sync(backend, torch))
+        moved = BYTES_PER_PARAM[kind] * n
+        found.append({"kind": kind, "n": n, "contenders": {
+            name: {**t, "gb_per_s": moved / t["median"] / 1e9,
+                   "of_ceiling": moved / t["median"] / 1e9 / top["gb_per_s"]}
+            for name, t in timings.items()}, "ratios": {
+            f"{name} / gpunn": t["median"] / timings["gpunn"]["median"]
+            for name, t in timings.items() if name != "gpunn"}})
+    return {"ceiling": top, "comparisons": found}
+
+
+def _sync(backend, torch):
+    if backend.xp is np or torch is None or not torch.cuda.is_available():
+        return backend.synchronize
+    return lambda: (backend.synchronize(), torch.cuda.synchronize())
