@@ -1,9 +1,10 @@
 """One training step of MLP 784-1024-1024-10 (gather, forward, loss, backward, Adam): gpunn,
-PyTorch eager, plain NumPy and the step's GEMM floor, per batch size."""
+its GEMM floor, PyTorch eager and plain NumPy, per batch size (the contenders of
+``gpunn bench --sections step``)."""
 
 import pytest
 
-from gpunn.bench import peers
+from gpunn.bench import step
 
 SIZES = [784, 1024, 1024, 10]
 BATCHES = [32, 128, 512, 2048]
@@ -11,30 +12,29 @@ BATCHES = [32, 128, 512, 2048]
 
 @pytest.fixture(scope="module")
 def data():
-    return peers.synthetic(max(BATCHES), SIZES[0], SIZES[-1])
+    return step.synthetic(max(BATCHES), SIZES[0], SIZES[-1])
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_gpunn_step(benchmark, data, batch):
     benchmark.group = f"step batch {batch}"
-    step, _ = peers.gpunn_step(SIZES, *data, batch)
-    benchmark(step)
+    benchmark(step.gpunn_step(SIZES, *data, batch)[0])
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_gemm_floor(benchmark, cpu, batch):
+    benchmark.group = f"step batch {batch}"
+    benchmark(step.gemm_floor(SIZES, batch, cpu))
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["default", "fused"])
 @pytest.mark.parametrize("batch", BATCHES)
 def test_torch_step(benchmark, torch, data, batch, fused):
     benchmark.group = f"step batch {batch}"
-    benchmark(peers.torch_step(torch, SIZES, *data, batch, fused=fused))
+    benchmark(step.torch_step(torch, SIZES, *data, batch, fused=fused))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_numpy_step(benchmark, data, batch):
     benchmark.group = f"step batch {batch}"
-    benchmark(peers.numpy_step(SIZES, *data, batch))
-
-
-@pytest.mark.parametrize("batch", BATCHES)
-def test_gemm_floor(benchmark, cpu, batch):
-    benchmark.group = f"step batch {batch}"
-    benchmark(peers.gemm_floor(SIZES, batch, cpu))
+    benchmark(step.numpy_step(SIZES, *data, batch))

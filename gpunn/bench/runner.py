@@ -26,20 +26,22 @@ PROFILES = {
              "batch": [_sweep("digits", DIGITS, ALL_BATCHES, 2.0, 60, 1797),
                        _sweep("synthetic", SMALL, ALL_BATCHES, 6.0, 10, 5000),
                        _sweep("synthetic", BIG, ALL_BATCHES, 10.0, 5, 3000)],
-             "imports": (5, 0.05, BIG, [32, 128, 512, 2048], 3), "gpu": (7, 0.05, GPU_ROWS)},
+             "imports": (5, 0.05, BIG, [32, 128, 512, 2048], 3), "gpu": (7, 0.05, GPU_ROWS, None)},
     "quick": {"updates": (5, 0.02, [1e5, 1e6, 1e7]), "ceiling_n": 5e7,
               "step": (5, 0.05, BIG, [32, 128, 512, 2048]),
               "vectorization": (5, 0.02, 1000, 128, SMALL),
               "batch": [_sweep("digits", DIGITS, [1, 8, 64, 512, None], 1.0, 30, 1797),
                         _sweep("synthetic", SMALL, [1, 32, 256, 2048, None], 2.0, 3, 2000)],
-              "imports": (3, 0.05, BIG, [128, 2048], 1), "gpu": (5, 0.02, GPU_ROWS)},
+              "imports": (3, 0.05, BIG, [128, 2048], 1), "gpu": (5, 0.02, GPU_ROWS, None)},
     "smoke": {"updates": (3, 0.002, [1e4]), "ceiling_n": 1e6,
               "step": (3, 0.002, [64, 32, 32, 10], [32]),
               "vectorization": (3, 0.002, 64, 16, [64, 16, 10]),
               "batch": [_sweep("digits", [64, 16, 10], [1, 64, None], 0.1, 2, 500),
                         _sweep("synthetic", [784, 16, 10], [32, None], 0.1, 1, 500, 2000)],
               "imports": (3, 0.002, [64, 32, 32, 10], [32], 1),
-              "gpu": (3, 0.002, [[[64, 32, 32, 10], 32]])},
+              # On a machine without CUDA the smoke run still runs the GPU peers' scripts,
+              # on the CPU, so that they are exercised everywhere.
+              "gpu": (3, 0.002, [[[64, 32, 32, 10], 32]], "cpu")},
 }
 
 
@@ -92,10 +94,11 @@ def _imports(p, backend, torch, threads):
 def _gpu(p, backend, torch, threads):
     from gpunn.bench import processes
 
-    if backend.name != "cuda":
+    rounds, sample_s, rows, elsewhere = p["gpu"]
+    if backend.name != "cuda" and elsewhere is None:
         return {"skipped": f"needs CUDA: the backend here is {backend.name}"}
-    rounds, sample_s, rows = p["gpu"]
-    return processes.peers(rows, "cuda", rounds, sample_s, threads)
+    device = "cuda" if backend.name == "cuda" else elsewhere
+    return processes.peers(rows, device, rounds, sample_s, threads)
 
 
 RUNNERS = {"updates": _updates, "step": _step, "gpu": _gpu, "vectorization": _vectorization,
