@@ -1,7 +1,7 @@
 """``gpunn bench``: gpunn against its peers and against the machine's own limits.
 
 Sections (``--sections``): ``updates`` (fused optimizer updates vs PyTorch and NumPy, and the
-memory-bandwidth ceiling), ``step`` (an MLP training step vs its GEMM floor, PyTorch eager and
+stream bandwidth), ``step`` (an MLP training step vs its GEMM floor, PyTorch eager and
 NumPy), ``gpu`` (on CUDA: the step vs PyTorch eager, PyTorch CUDA graph and JAX jit, each in
 its own process), ``vectorization`` (per-sample loops vs vectorized), ``batch`` (batch vs
 mini-batch vs stochastic gradient descent) and ``imports`` (the CPU step in fresh processes

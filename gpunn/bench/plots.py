@@ -12,15 +12,19 @@ def _axes(panels, width=5.0, height=3.8):
     return figure, figure.subplots(1, panels, squeeze=False)[0]
 
 
-def _finish(ax, title, xlabel, ylabel, xlog=True, legend=None):
+def _finish(ax, title, xlabel, ylabel, xlog=True, ylog=True, legend=None):
     """Labels, log scales with plain tick numbers (0.3, 2, 1e+04), grid and legend."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter
 
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if xlog else "linear",
-           yscale="log")
-    for axis in (ax.xaxis, ax.yaxis) if xlog else (ax.yaxis,):
-        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axis.set_minor_formatter(NullFormatter())
+           yscale="log" if ylog else "linear")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    some = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")
+    for axis, log in ((ax.xaxis, xlog), (ax.yaxis, ylog)):
+        if log:  # labelled minor ticks at 2 and 5 where a decade is tall (the y axis)
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(some if axis is ax.yaxis else FuncFormatter(
+                lambda value, _: ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, title=legend, ncol=2)
 
@@ -49,7 +53,7 @@ def cost_curves(sweeps, path, x):
         _finish(ax, f"{sweep['data']}, MLP {'-'.join(map(str, sweep['sizes']))}",
                 "epochs (passes over the training set)" if x == "epochs" else
                 "training time (s)", "training cost (mean cross-entropy)",
-                xlog=x != "epochs", legend="batch size")
+                xlog=x != "epochs", ylog=False, legend="batch size")
     figure.savefig(path, dpi=DPI)
 
 
@@ -76,7 +80,7 @@ def throughput_vs_batch(results, path):
 
 
 def update_bandwidth(section, path):
-    """Effective GB/s of every optimizer update against N, with the bandwidth ceiling."""
+    """Effective GB/s of every optimizer update against N, with the axpy stream (dashed)."""
     kinds = list(dict.fromkeys(c["kind"] for c in section["comparisons"]))
     figure, axes = _axes(len(kinds), width=4.6)
     for ax, kind in zip(axes, kinds):
@@ -84,9 +88,8 @@ def update_bandwidth(section, path):
         for name in comparisons[0]["contenders"]:
             ax.plot([c["n"] for c in comparisons],
                     [c["contenders"][name]["gb_per_s"] for c in comparisons], marker="o",
-                    linewidth=2.5 if name == "gpunn" else 1.2, label=name)
-        ax.axhline(section["ceiling"]["gb_per_s"], color="black", linestyle="--",
-                   linewidth=1, label="axpy ceiling")
+                    linewidth=2.5 if name == "gpunn" else 1.2, label=name,
+                    linestyle="--" if name.startswith("axpy") else "-")
         _finish(ax, kind, "parameters N (float32)", "effective GB/s (bytes that must move)")
     figure.savefig(path, dpi=DPI)
 

@@ -20,20 +20,22 @@ def _sweep(data, sizes, batches, budget_s, max_epochs, eval_rows, n=60000):
 
 # Per mode: (rounds, seconds per sample) of each section and its sizes.
 PROFILES = {
-    "full": {"updates": (9, 0.03, [1e5, 1e6, 1e7]), "ceiling_n": 5e7,
+    "full": {"updates": (9, 0.03, [1e5, 1e6, 1e7]),
              "step": (7, 0.1, BIG, [32, 64, 128, 256, 512, 1024, 2048]),
              "vectorization": (5, 0.02, 2000, 256, SMALL),
              "batch": [_sweep("digits", DIGITS, ALL_BATCHES, 2.0, 60, 1797),
                        _sweep("synthetic", SMALL, ALL_BATCHES, 6.0, 10, 5000),
                        _sweep("synthetic", BIG, ALL_BATCHES, 10.0, 5, 3000)],
-             "imports": (5, 0.05, BIG, [32, 128, 512, 2048], 3), "gpu": (7, 0.05, GPU_ROWS, None)},
-    "quick": {"updates": (5, 0.02, [1e5, 1e6, 1e7]), "ceiling_n": 5e7,
+             "imports": (5, 0.05, BIG, [32, 128, 512, 2048], 3),
+             "gpu": (7, 0.05, GPU_ROWS, None)},
+    "quick": {"updates": (5, 0.02, [1e5, 1e6, 1e7]),
               "step": (5, 0.05, BIG, [32, 128, 512, 2048]),
               "vectorization": (5, 0.02, 1000, 128, SMALL),
               "batch": [_sweep("digits", DIGITS, [1, 8, 64, 512, None], 1.0, 30, 1797),
                         _sweep("synthetic", SMALL, [1, 32, 256, 2048, None], 2.0, 3, 2000)],
-              "imports": (3, 0.05, BIG, [128, 2048], 1), "gpu": (5, 0.02, GPU_ROWS, None)},
-    "smoke": {"updates": (3, 0.002, [1e4]), "ceiling_n": 1e6,
+              "imports": (3, 0.05, BIG, [128, 2048], 1),
+              "gpu": (5, 0.02, GPU_ROWS, None)},
+    "smoke": {"updates": (3, 0.002, [1e4]),
               "step": (3, 0.002, [64, 32, 32, 10], [32]),
               "vectorization": (3, 0.002, 64, 16, [64, 16, 10]),
               "batch": [_sweep("digits", [64, 16, 10], [1, 64, None], 0.1, 2, 500),
@@ -53,7 +55,7 @@ def _updates(p, backend, torch, threads):
     from gpunn.bench import updates
 
     rounds, sample_s, sizes = p["updates"]
-    return updates.run(sizes, backend, torch, rounds, sample_s, p["ceiling_n"])
+    return {"comparisons": updates.run(sizes, backend, torch, rounds, sample_s)}
 
 
 def _step(p, backend, torch, threads):

@@ -1,12 +1,13 @@
 """Optimizer updates at the memory limit: gpunn's fused kernels, PyTorch, NumPy, and the
-bandwidth ceiling.
+stream bandwidth at the same size.
 
 Every contender updates its own float32 parameters of size N from a fixed gradient through
 what a user calls (``Adam().step(model)``, ``torch.optim.Adam(...).step()``), Python included.
 GB/s counts the bytes that must move per parameter: Adam reads g, p, m, v and writes p, m, v
 (28 B); RMSprop and SGD with momentum read g, p, one state and write p and the state (20 B).
-The ceiling is the backend's ``axpy`` kernel (``a += s * b``, 12 B per element, the same
-read-modify-write pattern) on a footprint far beyond the caches.
+The bandwidth probe is the backend's ``axpy`` kernel (``a += s * b``, 12 B per element, the
+same read-modify-write pattern) on N elements, interleaved with the contenders: in cache at
+small N, a memory stream at large N.
 """
 
 import types
@@ -18,6 +19,7 @@ from gpunn.bench.harness import interleaved
 BYTES_PER_PARAM = {"adam": 28, "rmsprop": 20, "sgd_momentum": 20}
 LR, BETAS, EPS, ALPHA, MOMENTUM = 1e-3, (0.9, 0.999), 1e-8, 0.99, 0.9
 PIECES = 100  # a model's parameters as many tensors, as torch.optim sees them
+AXPY = "axpy (bandwidth probe)"
 
 
 def _data(n, seed=0):
@@ -101,35 +103,32 @@ def contenders(kind, n, backend, torch):
     return found
 
 
-def ceiling(backend, n, rounds, min_sample_s):
-    """GB/s of the backend's in-place ``axpy`` over two float32 arrays of ``n`` elements."""
+def axpy(backend, n):
+    """The backend's in-place ``a += s * b`` over ``n`` float32 pairs: the bandwidth probe."""
     rng = np.random.default_rng(0)
     a, b = (backend.asarray(rng.random(n, dtype=np.float32)) for _ in range(2))
-    timing = interleaved({"axpy": lambda: backend.kernel("axpy", b, 1e-7, a)}, rounds,
-                         min_sample_s, sync=backend.synchronize)["axpy"]
-    return {**timing, "elements": n, "gb_per_s": 12 * n / timing["median"] / 1e9}
+    return lambda: backend.kernel("axpy", b, 1e-7, a)
 
 
-def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02, ceiling_n=50_000_000):
-    """The ceiling, then every contender per (optimizer, N), interleaved.
+def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02):
+    """Every contender per (optimizer, N), interleaved with the axpy probe at the same N.
 
     Returns:
-        ``{"ceiling": {stats, gb_per_s}, "comparisons": [{"kind", "n", "contenders":
-        {name: stats + gb_per_s + of_ceiling}, "ratios": {"<name> / gpunn": ...}}]}``.
+        ``[{"kind", "n", "contenders": {name: stats + gb_per_s + of_axpy}, "ratios":
+        {"<name> / gpunn": median ratio}}]``; ``of_axpy`` is GB/s over the probe's.
     """
-    top = ceiling(backend, int(ceiling_n), rounds, min_sample_s)
     found = []
     for kind, n in ((k, int(n)) for k in BYTES_PER_PARAM for n in sizes):
-        timings = interleaved(contenders(kind, n, backend, torch), rounds, min_sample_s,
-                              sync=_sync(backend, torch))
-        moved = BYTES_PER_PARAM[kind] * n
+        timings = interleaved({**contenders(kind, n, backend, torch), AXPY: axpy(backend, n)},
+                              rounds, min_sample_s, sync=_sync(backend, torch))
+        rate = {name: (12 if name == AXPY else BYTES_PER_PARAM[kind]) * n / t["median"] / 1e9
+                for name, t in timings.items()}
         found.append({"kind": kind, "n": n, "contenders": {
-            name: {**t, "gb_per_s": moved / t["median"] / 1e9,
-                   "of_ceiling": moved / t["median"] / 1e9 / top["gb_per_s"]}
+            name: {**t, "gb_per_s": rate[name], "of_axpy": rate[name] / rate[AXPY]}
             for name, t in timings.items()}, "ratios": {
             f"{name} / gpunn": t["median"] / timings["gpunn"]["median"]
             for name, t in timings.items() if name != "gpunn"}})
-    return {"ceiling": top, "comparisons": found}
+    return found
 
 
 def _sync(backend, torch):
