@@ -1,5 +1,5 @@
 """One training step of MLP 784-1024-1024-10 (gather, forward, loss, backward, Adam): gpunn,
-its GEMM floor, PyTorch eager and plain NumPy, per batch size (the contenders of
+its GEMM floor and PyTorch eager, per batch size (the contenders of
 ``gpunn bench --sections step``)."""
 
 import pytest
@@ -32,9 +32,3 @@ def test_gemm_floor(benchmark, cpu, batch):
 def test_torch_step(benchmark, torch, data, batch, fused):
     benchmark.group = f"step batch {batch}"
     benchmark(step.torch_step(torch, SIZES, *data, batch, fused=fused))
-
-
-@pytest.mark.parametrize("batch", BATCHES)
-def test_numpy_step(benchmark, data, batch):
-    benchmark.group = f"step batch {batch}"
-    benchmark(step.numpy_step(SIZES, *data, batch))

@@ -80,10 +80,11 @@ def test_sections_hold_their_comparisons(smoke):
         assert c["contenders"]["axpy (bandwidth probe)"]["of_axpy"] == 1
         assert ("numpy in-place" in c["contenders"]) == host
         assert ("torch default" in c["contenders"]) == (torch and (host or _torch_cuda()))
+        assert ("torch default (own process)" in c["contenders"]) == (torch and host)
     for c in sections["step"]["comparisons"]:
         assert {"gpunn", "GEMM floor"} <= set(c["contenders"])
-        assert ("numpy" in c["contenders"]) == host
         assert ("torch eager" in c["contenders"]) == (torch and host)
+        assert ("torch eager, fused Adam (own process)" in c["contenders"]) == (torch and host)
     assert [c["batch"] for c in sections["gpu"]["comparisons"]] == [32]
     assert [c["model"] for c in sections["vectorization"]["comparisons"]] == [
         "logistic regression", "MLP"]
@@ -123,12 +124,12 @@ def test_gpu_peers_run_in_their_own_processes_or_say_why(smoke):
     contenders = set(found["comparisons"][0]["contenders"])
     assert {"gpunn", "GEMM floor"} <= contenders
     torch = harness.import_optional("torch")
-    assert ("torch eager" in contenders) == (torch is not None)
+    assert ("torch eager, fused Adam" in contenders) == (torch is not None)
     if torch is not None and not torch.cuda.is_available():
         assert found["skipped"]["torch cuda graph"].startswith("needs CUDA")
     if harness.import_optional("jax") is None:
         assert found["skipped"]["jax jit"] == "JAX is not installed"
-    assert set(found["skipped"]) | contenders >= set(processes.PEERS)
+    assert len(found["skipped"]) + len(contenders) == len(processes.PEERS) + 1
 
 
 def test_interleaved_rotates_and_reports_min_median_max():
@@ -154,8 +155,7 @@ def test_targets_list_only_what_was_measured():
     assert len(found) == 2
     floor = found["MLP 784-1024-1024-10 batch 128: step / GEMM floor"]
     assert floor["value"] == pytest.approx(1.25) and floor["met"]
-    peer = found["MLP 784-1024-1024-10 batch 128: best of torch eager, torch eager, fused Adam "
-                 "time / gpunn's"]
+    peer = found["MLP 784-1024-1024-10 batch 128: best PyTorch eager time / gpunn's"]
     assert peer["value"] == 0.9 and not peer["met"]
     results["sections"]["step"]["comparisons"][0]["ratios"] = {"numpy / gpunn": 3.0}
     assert report.targets(results) == []

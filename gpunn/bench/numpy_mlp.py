@@ -1,6 +1,6 @@
-"""A plain, vectorized NumPy MLP as a user would write it (allocating temporaries every
-step), the same architecture as :class:`gpunn.MLP` (hidden sigmoid, softmax cross-entropy,
-``Z = A @ W + b``), and the per-sample loops of the vectorization benchmark."""
+"""The gradient of an MLP (hidden sigmoid, softmax cross-entropy, ``Z = A @ W + b``, as
+:class:`gpunn.MLP`) and of logistic regression, in vectorized NumPy as a user would write it,
+and the same gradients one sample at a time: the contenders of the vectorization benchmark."""
 
 import itertools
 import math
@@ -47,27 +47,6 @@ def loss_and_grads(params, X, y):
         if i:
             dZ = (dZ @ weights[i].T) * A * (1 - A)
     return float(loss), grads
-
-
-class NumpyMLP:
-    """The peer: ``step(X, y)`` = forward, loss, backward, then Adam (Kingma & Ba,
-    Algorithm 1) written the textbook way, one NumPy expression per array."""
-
-    def __init__(self, sizes, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, seed=0):
-        self.params = init_params(sizes, np.float32, seed)
-        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-
-    def step(self, X, y):
-        """One training step on the batch; the loss before the update."""
-        loss, grads = loss_and_grads(self.params, X, y)
-        (b1, b2), self.t = self.betas, self.t + 1
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m[...] = b1 * m + (1 - b1) * g
-            v[...] = b2 * v + (1 - b2) * g * g
-            p -= self.lr * (m / (1 - b1 ** self.t)) / (np.sqrt(v / (1 - b2 ** self.t)) + self.eps)
-        return loss
 
 
 def mlp_grads_per_sample(params, X, y):

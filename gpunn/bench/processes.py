@@ -3,14 +3,17 @@ import orders.
 
 Each peer runs in its own process, so one cannot poison the CUDA context (or the OpenMP
 runtime) of another: ``gpunn`` (its step interleaved with its GEMM floor), ``torch eager``
-(fused Adam), ``torch cuda graph`` (the same step captured once with ``torch.cuda.CUDAGraph``
+(with fused Adam), ``torch cuda graph`` (the same step captured once with ``torch.cuda.CUDAGraph``
 and replayed) and ``jax jit`` (the whole step one jitted function, Adam written out). A peer
 that cannot run here (no CUDA, JAX not installed) reports why; it is never dropped silently.
 Ratios across processes are ratios of medians that were not interleaved.
 
-Child usage: ``python -m gpunn.bench.processes SPEC`` prints one JSON line; SPEC is JSON
-``{"peer", "device": "cpu"|"cuda", "rows": [[sizes, batch], ...], "rounds", "min_sample_s",
-"threads"}``.
+On the CPU PyTorch's contenders run here too (``torch eager``, ``torch updates``), where
+its OpenMP runtime keeps its own settings (in gpunn's process it shares gpunn's).
+
+Child usage: ``python -c "from gpunn.bench.processes import main; main()" SPEC`` prints one
+JSON line; SPEC is JSON ``{"peer", "device": "cpu"|"cuda", "rows": [[sizes, batch] or
+[kind, n], ...], "rounds", "min_sample_s", "threads", "imports": an IMPORT_ORDERS key}``.
 """
 
 import json
@@ -31,12 +34,12 @@ class Skip(Exception):
     """This peer cannot run here; the message says why."""
 
 
-def _gpunn(spec, sizes, X, y, batch):
+def _gpunn(spec, sizes, batch):
     from gpunn.backends import use_backend
     from gpunn.backends.cpu import start_numba_threads
 
     with use_backend(spec["device"]):
-        gpunn_step, backend = step.gpunn_step(sizes, X, y, batch)
+        gpunn_step, backend = step.gpunn_step(sizes, *_data(sizes, batch), batch)
         if spec.get("imports") == "gpunn first":
             start_numba_threads()
             import torch  # noqa: F401 - loaded after gpunn's threads, as a user would
@@ -45,15 +48,33 @@ def _gpunn(spec, sizes, X, y, batch):
                 backend.synchronize)
 
 
-def _torch(spec, sizes, X, y, batch, graph=False):
+def _data(sizes, batch):
+    return step.synthetic(batch, sizes[0], sizes[-1])
+
+
+def _import_torch(spec, cuda):
     torch = harness.import_optional("torch")
-    cuda = spec["device"] == "cuda"
     if torch is None:
         raise Skip("PyTorch is not installed")
-    if (cuda or graph) and not torch.cuda.is_available():
+    if cuda and not torch.cuda.is_available():
         raise Skip("needs CUDA: torch.cuda.is_available() is False")
     torch.set_num_threads(spec["threads"])
-    run = step.torch_step(torch, sizes, X, y, batch, True, "cuda" if cuda else "cpu", graph)
+    return torch
+
+
+def _torch_updates(spec, kind, n):
+    from gpunn.bench import updates
+
+    torch = _import_torch(spec, spec["device"] == "cuda")
+    found = updates.torch_contenders(torch, kind, n, spec["device"])
+    return found, torch.cuda.synchronize if spec["device"] == "cuda" else None
+
+
+def _torch(spec, sizes, batch, graph=False):
+    cuda = spec["device"] == "cuda"
+    torch = _import_torch(spec, cuda or graph)
+    run = step.torch_step(torch, sizes, *_data(sizes, batch), batch, True,
+                          "cuda" if cuda else "cpu", graph)
     sync = torch.cuda.synchronize if cuda or graph else None
     if graph:  # warm up on a side stream, then capture one step (PyTorch's recipe)
         side = torch.cuda.Stream()
@@ -66,10 +87,10 @@ def _torch(spec, sizes, X, y, batch, graph=False):
         with torch.cuda.graph(captured):
             run()
         run = captured.replay
-    return {spec["peer"]: run}, sync
+    return {"torch cuda graph" if graph else "torch eager, fused Adam": run}, sync
 
 
-def _jax(spec, sizes, X, y, batch):
+def _jax(spec, sizes, batch):
     jax = harness.import_optional("jax")
     if jax is None:
         raise Skip("JAX is not installed")
@@ -95,6 +116,7 @@ def _jax(spec, sizes, X, y, batch):
     flat = [jnp.asarray(a) for a in init_params(sizes)]
     params = list(zip(flat[0::2], flat[1::2]))
     zeros = tree(jnp.zeros_like, params)
+    X, y = _data(sizes, batch)
     state = [params, zeros, zeros, jnp.float32(0)]
     data = (jnp.asarray(X), jnp.asarray(y.astype(np.int32)),
             jnp.asarray(np.random.default_rng(0).permutation(X.shape[0])[:batch]))
@@ -106,7 +128,8 @@ def _jax(spec, sizes, X, y, batch):
 
 
 BUILDERS = {"gpunn": _gpunn, "torch eager": _torch, "jax jit": _jax,
-            "torch cuda graph": lambda *a: _torch(*a, graph=True)}
+            "torch cuda graph": lambda *a: _torch(*a, graph=True),
+            "torch updates": _torch_updates}
 
 
 def main(argv=None):
@@ -114,11 +137,10 @@ def main(argv=None):
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
     rows = []
     try:
-        for sizes, batch in spec["rows"]:
-            X, y = step.synthetic(batch, sizes[0], sizes[-1])
-            contenders, sync = BUILDERS[spec["peer"]](spec, sizes, X, y, batch)
+        for row in spec["rows"]:
+            contenders, sync = BUILDERS[spec["peer"]](spec, *row)
             timings = harness.interleaved(contenders, spec["rounds"], spec["min_sample_s"], sync)
-            rows.append({"sizes": sizes, "batch": batch, "timings": timings})
+            rows.append({"row": row, "timings": timings})
     except Skip as why:
         print(json.dumps({"skipped": str(why)}))
         return 0
@@ -157,7 +179,7 @@ def peers(rows, device, rounds, min_sample_s, threads, names=PEERS):
             (skipped if "skipped" in answer else errors)[name] = next(iter(answer.values()))
             continue
         for row in answer["rows"]:
-            merged[(tuple(row["sizes"]), row["batch"])].update(row["timings"])
+            merged[(tuple(row["row"][0]), row["row"][1])].update(row["timings"])
     return {"device": device, "skipped": skipped, "errors": errors,
             "comparisons": [step.comparison(sizes, batch, timings)
                             for (sizes, batch), timings in merged.items() if timings]}
@@ -181,7 +203,7 @@ def import_orders(sizes, batches, repeats, rounds, min_sample_s, threads):
                 errors.append(f"{order}: {answer['error']}")
             for row in answer.get("rows", []):
                 t = row["timings"]
-                found.setdefault((order, row["batch"]), []).append(
+                found.setdefault((order, row["row"][1]), []).append(
                     (t["gpunn"]["median"] / t["GEMM floor"]["median"], t["gpunn"]["median"]))
     return {"sizes": list(sizes), "errors": errors, "rows": [
         {"order": order, "batch": batch, "runs": [r for r, _ in runs],

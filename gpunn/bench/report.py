@@ -6,7 +6,10 @@ best peer measured in the same run; only targets whose figures were measured are
 
 import os
 
-TORCH_UPDATES = ("torch fused", "torch default", "torch foreach, 100 tensors")
+OWN = " (own process)"
+TORCH_UPDATES = [name + own for name in ("torch fused", "torch default",
+                                         "torch foreach, 100 tensors") for own in ("", OWN)]
+TORCH_CPU_STEPS = ("torch eager", "torch eager, fused Adam", "torch eager, fused Adam" + OWN)
 
 
 def _f(value, digits=3):
@@ -133,12 +136,11 @@ def _step_targets(found, comparisons, gpu=False):
         limit = 1.1 if gpu else 1.4 if c["batch"] == 128 else 1.15
         if floor and (c["batch"] == 128 and not gpu or c["batch"] >= (8192 if gpu else 2048)):
             _target(found, f"{where}: step / GEMM floor", 1 / floor, limit, at_most=True)
-        peers = ("jax jit", "torch cuda graph") if gpu else ("torch eager",
-                                                              "torch eager, fused Adam")
-        best = _best_peer(c, peers)
+        best = _best_peer(c, ("jax jit", "torch cuda graph") if gpu else TORCH_CPU_STEPS)
         if best is not None:
-            _target(found, f"{where}: best of {', '.join(peers)} time / gpunn's", best, 1.0)
-        eager = c["ratios"].get("torch eager / gpunn")
+            _target(found, f"{where}: best {'GPU peer' if gpu else 'PyTorch eager'} time / "
+                    "gpunn's", best, 1.0)
+        eager = c["ratios"].get("torch eager, fused Adam / gpunn")
         if gpu and c["batch"] == 128 and eager:
             _target(found, f"{where}: PyTorch eager time / gpunn's", eager, 4.0)
 

@@ -51,18 +51,41 @@ def _say(text):
     print(f"[gpunn bench] {text}", file=sys.stderr, flush=True)
 
 
+def _own_process(comparisons, peer, keys, build, rounds, sample_s, threads):
+    """``{"comparisons"}`` with PyTorch's ``peer`` measured again in its own process (on the
+    CPU in-process PyTorch shares gpunn's OpenMP runtime); its error, if any, as a note."""
+    from gpunn.bench import processes
+
+    answer = processes.measure({"peer": peer, "device": "cpu", "rounds": rounds,
+                                "min_sample_s": sample_s, "threads": threads,
+                                "rows": [[c[k] for k in keys] for c in comparisons]})
+    if "rows" not in answer:
+        return {"comparisons": comparisons, "own_process": answer}
+    return {"comparisons": [build(*row["row"], {**c["contenders"], **{
+        f"{name} (own process)": t for name, t in row["timings"].items()}})
+        for c, row in zip(comparisons, answer["rows"])]}
+
+
 def _updates(p, backend, torch, threads):
     from gpunn.bench import updates
 
     rounds, sample_s, sizes = p["updates"]
-    return {"comparisons": updates.run(sizes, backend, torch, rounds, sample_s)}
+    found = updates.run(sizes, backend, torch, rounds, sample_s)
+    if torch is None or backend.name != "cpu":
+        return {"comparisons": found}
+    return _own_process(found, "torch updates", ("kind", "n"), updates.comparison, rounds,
+                        sample_s, threads)
 
 
 def _step(p, backend, torch, threads):
     from gpunn.bench import step
 
     rounds, sample_s, sizes, batches = p["step"]
-    return {"comparisons": step.run(sizes, batches, torch, rounds, sample_s)}
+    found = step.run(sizes, batches, torch, rounds, sample_s)
+    if torch is None or backend.name != "cpu":
+        return {"comparisons": found}
+    return _own_process(found, "torch eager", ("sizes", "batch"), step.comparison, rounds,
+                        sample_s, threads)
 
 
 def _vectorization(p, backend, torch, threads):

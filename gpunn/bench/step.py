@@ -7,8 +7,7 @@ softmax cross-entropy, backward, Adam update. Contenders, interleaved per batch 
 - ``GEMM floor``: the step's matrix products alone (three per layer, no input gradient) through
   the backend's ``matmul`` on preallocated buffers: the hardware floor of the step;
 - ``torch eager`` / ``torch eager, fused Adam``: ``nn.Sequential`` of Linear + Sigmoid,
-  ``CrossEntropyLoss``, ``torch.optim.Adam`` (CPU default: a loop over tensors, or fused);
-- ``numpy``: the textbook vectorized NumPy MLP (:mod:`gpunn.bench.numpy_mlp`).
+  ``CrossEntropyLoss``, ``torch.optim.Adam`` (CPU default: a loop over tensors, or fused).
 
 On a CUDA backend only gpunn and its floor run here; the GPU peers run in their own processes
 (:mod:`gpunn.bench.processes`).
@@ -19,7 +18,6 @@ import itertools
 import numpy as np
 
 from gpunn.bench.harness import interleaved
-from gpunn.bench.numpy_mlp import NumpyMLP
 
 LR = 1e-3
 
@@ -97,13 +95,6 @@ def torch_step(torch, sizes, X, y, batch, fused=False, device="cpu", capturable=
     return step
 
 
-def numpy_step(sizes, X, y, batch):
-    """The textbook NumPy MLP on a gathered batch."""
-    mlp = NumpyMLP(sizes, lr=LR)
-    idx = np.random.default_rng(0).permutation(X.shape[0])[:batch]
-    return lambda: mlp.step(X[idx], y[idx])
-
-
 def flops(sizes, batch):
     """Floating-point operations of the step's GEMMs: 3 per layer but no input gradient."""
     pairs = list(itertools.pairwise(sizes))
@@ -122,11 +113,9 @@ def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05):
     for batch in batches:
         step, backend = gpunn_step(sizes, X, y, batch)
         found = {"gpunn": step, "GEMM floor": gemm_floor(sizes, batch, backend)}
-        if backend.xp is np:
-            if torch is not None:
-                found["torch eager"] = torch_step(torch, sizes, X, y, batch)
-                found["torch eager, fused Adam"] = torch_step(torch, sizes, X, y, batch, True)
-            found["numpy"] = numpy_step(sizes, X, y, batch)
+        if backend.xp is np and torch is not None:
+            found["torch eager"] = torch_step(torch, sizes, X, y, batch)
+            found["torch eager, fused Adam"] = torch_step(torch, sizes, X, y, batch, True)
         timings = interleaved(found, rounds, min_sample_s, sync=backend.synchronize)
         results.append(comparison(sizes, batch, timings))
     return results

@@ -94,6 +94,12 @@ def contenders(kind, n, backend, torch):
         found["numpy in-place"] = numpy_update(kind, n)
     if torch is None or (device == "cuda" and not torch.cuda.is_available()):
         return found
+    return found | torch_contenders(torch, kind, n, device)
+
+
+def torch_contenders(torch, kind, n, device):
+    """PyTorch's fused (where it has one), default and foreach-over-100-tensors updates."""
+    found = {}
     # PyTorch's CPU has a fused Adam only; on CUDA every one of these has a fused kernel.
     if kind == "adam" or device == "cuda":
         found["torch fused"] = torch_update(torch, kind, n, device, fused=True)
@@ -121,14 +127,20 @@ def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02):
     for kind, n in ((k, int(n)) for k in BYTES_PER_PARAM for n in sizes):
         timings = interleaved({**contenders(kind, n, backend, torch), AXPY: axpy(backend, n)},
                               rounds, min_sample_s, sync=_sync(backend, torch))
-        rate = {name: (12 if name == AXPY else BYTES_PER_PARAM[kind]) * n / t["median"] / 1e9
-                for name, t in timings.items()}
-        found.append({"kind": kind, "n": n, "contenders": {
-            name: {**t, "gb_per_s": rate[name], "of_axpy": rate[name] / rate[AXPY]}
-            for name, t in timings.items()}, "ratios": {
-            f"{name} / gpunn": t["median"] / timings["gpunn"]["median"]
-            for name, t in timings.items() if name != "gpunn"}})
+        found.append(comparison(kind, n, timings))
     return found
+
+
+def comparison(kind, n, timings):
+    """One (optimizer, N) row: stats with GB/s and the fraction of the axpy stream's, and
+    each contender's median over gpunn's."""
+    rate = {name: (12 if name == AXPY else BYTES_PER_PARAM[kind]) * n / t["median"] / 1e9
+            for name, t in timings.items()}
+    return {"kind": kind, "n": n, "contenders": {
+        name: {**t, "gb_per_s": rate[name], "of_axpy": rate[name] / rate[AXPY]}
+        for name, t in timings.items()}, "ratios": {
+        f"{name} / gpunn": t["median"] / timings["gpunn"]["median"]
+        for name, t in timings.items() if name != "gpunn"}}
 
 
 def _sync(backend, torch):
