@@ -82,6 +82,11 @@ def run(args):
         from gpunn.bench.runner import report_from
 
         return report_from(args)
+    try:
+        import pytest_benchmark  # noqa: F401 - its statistics and machine records are used
+    except ImportError as missing:
+        raise ImportError("gpunn bench needs pytest-benchmark: pip install "
+                          "'gpunn[bench]'") from missing
     sections = _sections(args)
     args.sections = ",".join(sections)
     if not args.keep_blas_env and any(k in os.environ for k in BLAS_OVERRIDES):

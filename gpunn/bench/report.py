@@ -160,7 +160,7 @@ def targets(results):
         _update_targets(found, sections["updates"])
     if "step" in sections and results["backend"] == "cpu":
         _step_targets(found, sections["step"]["comparisons"])
-    if "comparisons" in sections.get("gpu", {}):
+    if sections.get("gpu", {}).get("device") == "cuda":
         _step_targets(found, sections["gpu"]["comparisons"], gpu=True)
     if "imports" in sections:
         _import_targets(found, sections["imports"])
