@@ -49,7 +49,7 @@ def _gpunn(spec, sizes, batch):
 
 
 def _data(sizes, batch):
-    return step.synthetic(batch, sizes[0], sizes[-1])
+    return step.synthetic(2 * batch, sizes[0], sizes[-1])  # more rows than a batch: a gather
 
 
 def _import_torch(spec, cuda):

@@ -108,7 +108,7 @@ def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05):
         ``[{"sizes", "batch", "contenders": {name: stats + samples_per_s + gflop_per_s},
         "ratios": {"<name> / gpunn": median ratio}}]``.
     """
-    X, y = synthetic(max(batches), sizes[0], sizes[-1])
+    X, y = synthetic(2 * max(batches), sizes[0], sizes[-1])  # more rows than a batch
     results = []
     for batch in batches:
         step, backend = gpunn_step(sizes, X, y, batch)
