@@ -30,7 +30,8 @@ def synthetic(n, n_in, n_classes, seed=0):
 
 
 def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR):
-    """gpunn's training step on the first ``batch`` rows of a fixed shuffle, as ``fit`` runs it.
+    """gpunn's training step (:class:`gpunn.step.TrainStep`, what ``fit`` runs per batch):
+    the next batch of a fixed shuffle each call, epoch after epoch.
 
     The only place in the benchmarks that reaches the library's step.
 
@@ -39,13 +40,13 @@ def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR):
     """
     import gpunn
     from gpunn.optim import get_optimizer
-    from gpunn.train import Trainer
+    from gpunn.step import TrainStep
 
     model = gpunn.MLP(sizes, activation="sigmoid", output=output, seed=0)
     Xd, T, loss = model.prepare(X, y)
-    trainer = Trainer(model, Xd, T, loss, get_optimizer(optimizer, lr), batch)
-    trainer.shuffle(np.random.default_rng(0))
-    return (lambda: trainer.step(0, batch)), model.backend
+    step = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch)
+    step.shuffle(np.random.default_rng(0))
+    return step.run_next, model.backend
 
 
 def gemm_floor(sizes, batch, backend):
