@@ -34,11 +34,10 @@ def synthetic_mnist(n=60000, n_in=784, n_classes=10, seed=0):
 
 def digits():
     """scikit-learn's 8x8 digits (1797 x 64, 10 classes), standardized per feature."""
-    from sklearn.datasets import load_digits
+    from gpunn import datasets
 
-    X, y = load_digits(return_X_y=True)
-    X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-8)
-    return X.astype(np.float32), y.astype(np.int64)
+    X, y = datasets.digits()
+    return datasets.standardize(X)[0].astype(np.float32), y
 
 
 class Run:
@@ -53,7 +52,7 @@ class Run:
         self.order, self.pos = self.rng.permutation(n), 0
         self.seconds, self.seen, self.steps = 0.0, 0, 0
         self.chunk = self.step_rows
-        self.points, self.epoch_cost = [], []
+        self.points = []
 
     def done(self, budget_s, max_epochs):
         return self.seconds >= budget_s or self.seen >= max_epochs * self.n
@@ -78,7 +77,6 @@ class Run:
     def record(self, cost):
         self.points.append({"samples": self.seen, "seconds": self.seconds, "cost": cost})
         if self.pos >= self.n:
-            self.epoch_cost.append(cost)
             self.order, self.pos = self.rng.permutation(self.n), 0
 
 
@@ -92,7 +90,7 @@ def sweep(X, y, sizes, batches, budget_s, max_epochs, eval_rows=5000, points=12,
 
     Returns:
         ``{"runs": [per batch size: batch, steps, samples, seconds, samples_per_s,
-        seconds_per_epoch, extrapolated, epochs, cost_per_epoch, final_cost, curve,
+        seconds_per_epoch, extrapolated, epochs, final_cost, curve (samples, seconds, cost),
         time_to_target_s], "initial_cost", "target_cost", "fastest_to_target"}``.
     """
     n = X.shape[0]
@@ -125,7 +123,7 @@ def _summarize(runs, initial):
             "steps": run.steps, "samples": run.seen, "seconds": run.seconds,
             "samples_per_s": rate, "seconds_per_epoch": run.n / rate,
             "extrapolated": run.seen < run.n, "epochs": run.seen / run.n,
-            "cost_per_epoch": run.epoch_cost, "final_cost": run.points[-1]["cost"],
+            "final_cost": run.points[-1]["cost"],
             "curve": run.points, "time_to_target_s": hit["seconds"] if hit else None})
     reached = [r for r in results if r["time_to_target_s"] is not None]
     fastest = min(reached, key=lambda r: r["time_to_target_s"])["batch"] if reached else None
