@@ -12,21 +12,22 @@ def _axes(panels, width=5.0, height=3.8):
     return figure, figure.subplots(1, panels, squeeze=False)[0]
 
 
-def _finish(ax, title, xlabel, ylabel, xlog=True, ylog=True, legend=None):
+def _finish(ax, title, xlabel, ylabel, xlog=True, ylog=True, legend="in"):
     """Labels, log scales with plain tick numbers (0.3, 2, 1e+04), grid and legend."""
     from matplotlib.ticker import FuncFormatter
 
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if xlog else "linear",
            yscale="log" if ylog else "linear")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
-    some = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")
+    some = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else "")
     for axis, log in ((ax.xaxis, xlog), (ax.yaxis, ylog)):
         if log:  # labelled minor ticks at 2 and 5 where a decade is tall (the y axis)
             axis.set_major_formatter(plain)
             axis.set_minor_formatter(some if axis is ax.yaxis else FuncFormatter(
                 lambda value, _: ""))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, title=legend, ncol=2)
+    if legend:
+        ax.legend(fontsize=7, title=None if legend == "in" else legend, ncol=2)
 
 
 def _label(batch, rows):
@@ -79,18 +80,24 @@ def throughput_vs_batch(results, path):
     figure.savefig(path, dpi=DPI)
 
 
-def update_bandwidth(section, path):
+def update_bandwidth(comparisons, path):
     """Effective GB/s of every optimizer update against N, with the axpy stream (dashed)."""
-    kinds = list(dict.fromkeys(c["kind"] for c in section["comparisons"]))
-    figure, axes = _axes(len(kinds), width=4.6)
+    kinds = list(dict.fromkeys(c["kind"] for c in comparisons))
+    names = list(dict.fromkeys(name for c in comparisons for name in c["contenders"]))
+    figure, axes = _axes(len(kinds), width=4.6, height=4.8)
+    handles = {}
     for ax, kind in zip(axes, kinds):
-        comparisons = [c for c in section["comparisons"] if c["kind"] == kind]
-        for name in comparisons[0]["contenders"]:
-            ax.plot([c["n"] for c in comparisons],
-                    [c["contenders"][name]["gb_per_s"] for c in comparisons], marker="o",
-                    linewidth=2.5 if name == "gpunn" else 1.2, label=name,
-                    linestyle="--" if name.startswith("axpy") else "-")
-        _finish(ax, kind, "parameters N (float32)", "effective GB/s (bytes that must move)")
+        rows = [c for c in comparisons if c["kind"] == kind]
+        for name in rows[0]["contenders"]:
+            handles[name], = ax.plot(
+                [c["n"] for c in rows], [c["contenders"][name]["gb_per_s"] for c in rows],
+                marker="o", color=f"C{names.index(name) % 10}", label=name,
+                linewidth=2.5 if name == "gpunn" else 1.2,
+                linestyle="--" if name.startswith("axpy") else "-")
+        _finish(ax, kind, "parameters N (float32)", "effective GB/s (bytes that must move)",
+                legend=None)
+    figure.legend([handles[n] for n in names], names, loc="outside lower center", ncol=4,
+                  fontsize=8)
     figure.savefig(path, dpi=DPI)
 
 
@@ -107,7 +114,8 @@ def write_all(results, directory):
     if sweeps or "step" in sections:
         jobs["throughput_vs_batch"] = lambda p: throughput_vs_batch(results, p)
     if "updates" in sections:
-        jobs["update_bandwidth"] = lambda p: update_bandwidth(sections["updates"], p)
+        jobs["update_bandwidth"] = lambda p: update_bandwidth(
+            sections["updates"]["comparisons"], p)
     for name, job in jobs.items():
         job(directory / f"{name}.png")
     return {name: str(directory / f"{name}.png") for name in jobs}
