@@ -164,7 +164,7 @@ def targets(results):
         _step_targets(found, sections["gpu"]["comparisons"], gpu=True)
     if "imports" in sections:
         _import_targets(found, sections["imports"])
-    if results["mode"] == "quick":
+    if results["mode"] == "quick" and {"updates", "step", "batch"} <= set(sections):
         _target(found, "gpunn bench --quick seconds", results["runtime_s"], 180, True)
     return found
 
