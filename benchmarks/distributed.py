@@ -34,10 +34,33 @@ CONFIGS = [(1, 1), (1, 2), (2, 1)]  # (ranks, threads per rank)
 # all-reduce as nccl-tests reports it ("busbw"), and a per-collective latency.
 LINKS = {"NVLink (H100/H200 SXM node)": 450e9, "PCIe Gen4 x16 (workstation)": 20e9}
 NCCL_LATENCY_S = 20e-6
+# The one-GPU step when no GPU is here: an H100 SXM roofline MODEL. SGEMMs at 70% of the FP32
+# peak; per element, (bytes, flops) of the step's other kernels at HBM speed, 3 us per launch.
+H100 = {"name": "NVIDIA H100 SXM (model)", "hbm_bytes_per_s": 3.35e12,
+        "fp32_flops_per_s": 67e12, "launch_s": 3e-6, "sgemm_efficiency": 0.7}
+KERNEL_COST = {"bias_act_fwd": (8, 5), "act_bwd": (12, 3), "softmax_xent": (16, 8),
+               "adam_step": (28, 18)}
 
 
 def _median(values):
     return float(np.median(values))
+
+
+def _kernel_s(kernel, n):
+    nbytes, flops = KERNEL_COST[kernel]
+    return H100["launch_s"] + max(nbytes * n / H100["hbm_bytes_per_s"],
+                                  flops * n / H100["fp32_flops_per_s"])
+
+
+def model_step(sizes, batch):
+    """MODELLED seconds of one training step on the H100 above (not a measurement)."""
+    pairs = list(itertools.pairwise(sizes))
+    flops = 2 * batch * (3 * sum(a * b for a, b in pairs) - sizes[0] * sizes[1])
+    gemm = flops / (H100["fp32_flops_per_s"] * H100["sgemm_efficiency"])
+    return (gemm + sum(_kernel_s("bias_act_fwd", batch * s) for s in sizes[1:])
+            + sum(_kernel_s("act_bwd", batch * s) for s in sizes[1:-1])
+            + _kernel_s("softmax_xent", batch * sizes[-1])
+            + _kernel_s("adam_step", sum(a * b + b for a, b in pairs)))
 
 
 def _timed(func, steps):
@@ -50,7 +73,7 @@ def _timed(func, steps):
 def _contenders(comm):
     """The three functions one rank times: step with all-reduce, step alone, all-reduce."""
     import gpunn
-    from gpunn.bench.peers import synthetic
+    from gpunn.bench.step import synthetic
     from gpunn.step import TrainStep
 
     # Four global batches, so that steps gather their rows as in fit.
@@ -112,11 +135,9 @@ def gpu_step_seconds(override_ms):
 
     backend = cuda_status()[0]
     if backend is None:
-        from gpunn.bench.gpu_model import H100, model_step
-
-        return model_step(SIZES, PER_RANK)["model_step_s"], f"MODELLED: {H100['name']}"
+        return model_step(SIZES, PER_RANK), f"MODELLED: {H100['name']}"
     from gpunn.backends import use_backend
-    from gpunn.bench.peers import gpunn_step, synthetic
+    from gpunn.bench.step import gpunn_step, synthetic
 
     with use_backend(backend):
         step, _ = gpunn_step(SIZES, *synthetic(PER_RANK, SIZES[0], SIZES[-1]), PER_RANK)
