@@ -166,3 +166,17 @@ def test_backend_defaults_to_gpunn_backend(monkeypatch):
     assert add_arguments(argparse.ArgumentParser()).parse_args([]).backend == "cpu"
     parsed = add_arguments(argparse.ArgumentParser()).parse_args(["--backend", "auto"])
     assert parsed.backend == "auto"
+
+
+def test_a_peer_that_did_not_run_is_named_with_its_reason():
+    timing = {"min": 1.0, "median": 1.0, "max": 1.0}
+    row = {"sizes": [4, 2], "batch": 8, "ratios": {},
+           "contenders": {"gpunn": {**timing, "samples_per_s": 8.0, "gflop_per_s": 1.0}}}
+    gpu = {"device": "cuda", "comparisons": [row], "skipped": {"jax jit": "JAX is not installed"},
+           "errors": {"torch cuda graph": "exit status 1: Traceback\nRuntimeError: no graph\n"}}
+    step = {"comparisons": [row], "own_process": {"skipped": "PyTorch is not installed"}}
+    titles = [t[0] for t in report.tables({"sections": {"gpu": gpu, "step": step},
+                                           "targets": []})]
+    assert "jax jit: JAX is not installed" in titles[0]
+    assert "torch cuda graph: RuntimeError: no graph" in titles[0]
+    assert titles[1].endswith("did not run: PyTorch is not installed")

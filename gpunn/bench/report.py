@@ -48,9 +48,19 @@ def _updates(s):
              _f(t["gb_per_s"]), _f(t["of_axpy"]), _f(c["ratios"].get(f"{name} / gpunn", 1))]
             for c in s["comparisons"] for name, t in c["contenders"].items()]
     return [("Optimizer updates (float32, one step through the public API; GB/s of the bytes "
-             "that must move), with the backend's axpy stream at the same N", ["update", "N",
-             "contender", "median us", "min-max us", "GB/s", "of axpy", "time / gpunn's"],
-             rows)]
+             "that must move), with the backend's axpy stream at the same N" + _own(s),
+             ["update", "N", "contender", "median us", "min-max us", "GB/s", "of axpy",
+              "time / gpunn's"], rows)]
+
+
+def _own(section):
+    """A note when PyTorch's own-process run did not give figures (its reason)."""
+    why = next(iter(section.get("own_process", {}).values()), None)
+    return f"; PyTorch in its own process did not run: {_last(why)}" if why else ""
+
+
+def _last(text):
+    return text.strip().splitlines()[-1] if text.strip() else text
 
 
 def _steps(title, comparisons):
@@ -65,7 +75,7 @@ def _steps(title, comparisons):
 def _gpu(s):
     if "skipped" in s and "comparisons" not in s:
         return [(f"GPU step: skipped ({s['skipped']})", [], [])]
-    notes = [f"{peer}: {why}" for peer, why in {**s["skipped"], **s["errors"]}.items()]
+    notes = [f"{peer}: {_last(why)}" for peer, why in {**s["skipped"], **s["errors"]}.items()]
     return [_steps(f"GPU training step ({s['device']}), each peer in its own process"
                    + (f"; not run: {'; '.join(notes)}" if notes else ""), s["comparisons"])]
 
@@ -102,7 +112,8 @@ def _imports(s):
 
 
 BUILDERS = {"updates": _updates, "step": lambda s: [_steps(
-    "MLP training step (gather, forward, softmax loss, backward, Adam)", s["comparisons"])],
+    "MLP training step (gather, forward, softmax loss, backward, Adam)" + _own(s),
+    s["comparisons"])],
     "gpu": _gpu, "vectorization": _vectorization, "batch": _batch, "imports": _imports}
 
 
