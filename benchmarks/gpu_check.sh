@@ -48,6 +48,6 @@ part install 60 "$PY" -m pip install --no-deps --no-build-isolation --no-index -
 part info 30 env GPUNN_BACKEND=cuda "$PY" -m gpunn.cli info
 part tests 240 env GPUNN_BACKEND=cuda "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/tests.xml"
-part bench 150 env GPUNN_BACKEND=cuda "$PY" -m gpunn.bench --quick --keep-blas-env \
+part bench 150 env GPUNN_BACKEND=cuda "$PY" -m gpunn.bench --quick \
     --sections gpu,updates --json "$OUT/bench.json" --plots "$OUT/plots"
 exit $status

@@ -24,7 +24,7 @@ SECTIONS = ["updates", "step", "gpu", "vectorization", "batch", "imports"]
 def smoke(tmp_path_factory):
     """Run the smoke benchmark once; its stdout, JSON and output folder."""
     out = tmp_path_factory.mktemp("bench")
-    command = [sys.executable, "-m", "gpunn.bench", "--smoke", "--keep-blas-env",
+    command = [sys.executable, "-m", "gpunn.bench", "--smoke",
                "--backend", BACKEND, "--sections", ",".join(SECTIONS), "--json",
                str(out / "bench.json"), "--plots", str(out / "plots"), "--markdown",
                str(out / "tables.md")]

@@ -10,14 +10,12 @@ max, comparisons ratios of medians; the JSON records machine, BLAS, threads, ver
 """
 
 import os
-import subprocess
 import sys
 
 SECTIONS = ("updates", "step", "gpu", "vectorization", "batch", "imports")
 DEFAULT = {"cpu": ("updates", "step", "vectorization", "batch", "imports"),
            "cuda": ("updates", "step", "gpu", "vectorization", "batch")}
-# BLAS kernel overrides a CI machine may set for reproducible tests; the benchmark measures
-# the machine's own kernel unless --keep-blas-env.
+# BLAS kernel overrides a CI machine may set for reproducible tests.
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -49,18 +47,7 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--report-from", metavar="JSON", help="measure nothing: re-render an "
                         "earlier run's JSON (tables, plots)")
-    parser.add_argument("--keep-blas-env", action="store_true", help=f"keep "
-                        f"{' and '.join(BLAS_OVERRIDES)} (otherwise removed, in a child process)")
     return parser
-
-
-def _argv(args):
-    """The command-line options that give ``args`` again."""
-    argv = [] if args.mode == "full" else [f"--{args.mode}"]
-    for option in ("json", "plots", "markdown", "backend", "threads", "sections"):
-        if getattr(args, option) is not None:
-            argv += [f"--{option}", str(getattr(args, option))]
-    return argv + ["--no-torch"] * args.no_torch
 
 
 def _sections(args):
@@ -89,12 +76,10 @@ def run(args):
                           "'gpunn[bench]'") from missing
     sections = _sections(args)
     args.sections = ",".join(sections)
-    if not args.keep_blas_env and any(k in os.environ for k in BLAS_OVERRIDES):
-        print(f"gpunn bench: running without {', '.join(BLAS_OVERRIDES)} (--keep-blas-env "
-              "keeps them)", file=sys.stderr)
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
-        command = [sys.executable, "-m", "gpunn.bench", *_argv(args), "--keep-blas-env"]
-        return subprocess.run(command, env=env, check=False).returncode
+    overrides = [k for k in BLAS_OVERRIDES if k in os.environ]
+    if overrides:
+        print(f"gpunn bench: {', '.join(overrides)} set: measuring the BLAS kernel chosen "
+              "there (recorded); unset to measure the machine's own", file=sys.stderr)
     from gpunn.bench.runner import run_all
 
     return run_all(args, sections)
