@@ -51,6 +51,8 @@ def cost_curves(sweeps, path, x):
                     markersize=3, label=_label(run["batch"], sweep["rows"]))
         ax.axhline(sweep["target_cost"], color="red", linestyle="--", linewidth=1,
                    label="target cost")
+        # Early SGD steps can overshoot far above the start; cut there so the rest is readable.
+        ax.set_ylim(top=1.25 * sweep["initial_cost"])
         _finish(ax, f"{sweep['data']}, MLP {'-'.join(map(str, sweep['sizes']))}",
                 "epochs (passes over the training set)" if x == "epochs" else
                 "training time (s)", "training cost (mean cross-entropy)",
