@@ -94,7 +94,7 @@ def _jax(spec, sizes, batch):
     jax = harness.import_optional("jax")
     if jax is None:
         raise Skip("JAX is not installed")
-    if spec["device"] == "cuda" and jax.default_backend() != "gpu":
+    if spec["device"] == "cuda" and jax.default_backend() == "cpu":
         raise Skip(f"needs CUDA: JAX's backend is {jax.default_backend()}")
     jax.config.update("jax_default_matmul_precision", "highest")  # fp32 GEMMs, as the others
     jnp, tree = jax.numpy, jax.tree_util.tree_map
