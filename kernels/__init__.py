@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent
-MODULES = ("activations", "losses", "optimizers", "step")
+MODULES = ("activations", "losses", "optimizers", "step", "precision")
 DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 
 _KERNEL_RE = re.compile(
@@ -29,8 +29,11 @@ _PARAM_KINDS = {
     "const real*": "in", "real*": "out", "const long long*": "in_int64",
     "long long*": "out_int64", "real": "real", "double": "double", "int": "int",
     "long long": "int64",
+    # bfloat16 bits (float32 kernels only; see precision.cu).
+    "const unsigned short*": "in_u16", "unsigned short*": "out_u16",
 }
-ARRAY_KINDS = ("in", "out", "in_int64", "out_int64")
+U16_KINDS = ("in_u16", "out_u16")
+ARRAY_KINDS = ("in", "out", "in_int64", "out_int64", *U16_KINDS)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Param:
     @property
     def writes(self):
         """Whether the kernel writes this array."""
-        return self.kind in ("out", "out_int64")
+        return self.kind in ("out", "out_int64", "out_u16")
 
 
 @dataclass(frozen=True)

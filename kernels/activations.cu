@@ -3,6 +3,7 @@
 // n elements unless a '// sizes:' line right above its kernel says otherwise (the backend checks).
 #include "common.cuh"
 #include "activations.cuh"
+#include "precision.cuh"
 
 // Z[i] = f(Z[i] + b[i % n_cols]), in place.
 // sizes: b[n_cols]
@@ -17,5 +18,28 @@ extern "C" __global__ void GPUNN_NAME(bias_act_fwd)(
 extern "C" __global__ void GPUNN_NAME(act_bwd)(const real* A, int act, real* dZ, long long n) {
     GPUNN_GRID_STRIDE(i, n) {
         dZ[i] *= gpunn_activation_grad(A[i], act);
+    }
+}
+
+// bias_act_fwd that also writes the bfloat16 bits of its output into Zh: the next layer's GEMM
+// input in precision "bf16" (float32 only, as every kernel with bfloat16 arguments).
+// sizes: b[n_cols]
+extern "C" __global__ void GPUNN_NAME(bias_act_fwd_bf16)(
+    const real* b, long long n_cols, int act, real* Z, unsigned short* Zh, long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        real a = gpunn_activate(Z[i] + b[i % n_cols], act);
+        Z[i] = a;
+        Zh[i] = gpunn_bf16_bits((float)a);
+    }
+}
+
+// act_bwd that also writes the bfloat16 bits of dZ into dZh, the input of both GEMMs of the
+// layer's backward pass in precision "bf16".
+extern "C" __global__ void GPUNN_NAME(act_bwd_bf16)(
+    const real* A, int act, real* dZ, unsigned short* dZh, long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        real d = dZ[i] * gpunn_activation_grad(A[i], act);
+        dZ[i] = d;
+        dZh[i] = gpunn_bf16_bits((float)d);
     }
 }

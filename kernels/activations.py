@@ -9,6 +9,7 @@ import math
 from numba import njit, prange
 
 from .config import CACHE, FASTMATH
+from .precision import bf16_bits
 
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
 IDENTITY, SIGMOID, RELU, TANH = 0, 1, 2, 3
@@ -70,3 +71,23 @@ def act_bwd(A, act, dZ):
     """dZ[i] = dA[i] * f'(z_i), f' from the layer output A; dZ holds dA on entry."""
     for i in prange(dZ.size):
         dZ[i] *= activation_grad(A[i], act)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def bias_act_fwd_bf16(b, n_cols, act, Z, Zh):
+    """bias_act_fwd, also writing the bfloat16 bits of the output into Zh (float32 only)."""
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        for j in range(n_cols):
+            a = activate(Z[start + j] + b[j], act)
+            Z[start + j] = a
+            Zh[start + j] = bf16_bits(a)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def act_bwd_bf16(A, act, dZ, dZh):
+    """act_bwd, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
+    for i in prange(dZ.size):
+        d = dZ[i] * activation_grad(A[i], act)
+        dZ[i] = d
+        dZh[i] = bf16_bits(d)

@@ -3,6 +3,7 @@
 // __syncthreads, no atomics. A launch becomes sequential loops over blocks and threads.
 #pragma once
 #include <cmath>
+#include <cstring>
 #include <math.h>
 
 #define __global__

@@ -24,6 +24,7 @@ _C_TYPES = {
     "in": "const real*", "out": "real*", "in_int64": "const long long*",
     "out_int64": "long long*", "real": "real", "double": "double", "int": "int",
     "int64": "long long",
+    "in_u16": "const unsigned short*", "out_u16": "unsigned short*",
 }
 _CTYPES = {
     np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,

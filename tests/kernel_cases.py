@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import reference
-from gpunn.kernels import kernel_specs
+import reference_precision
+from gpunn.kernels import U16_KINDS, kernel_specs
 
 ACT = reference.ACTIVATION_CODES
 
@@ -51,6 +52,20 @@ class Inputs:
         """An output buffer filled with NaN: any element the kernel skips fails the test."""
         return np.full(shape, np.nan, dtype=self.dtype)
 
+    def unset_bf16(self, shape):
+        """A bfloat16 output filled with a NaN pattern, for the same reason."""
+        return np.full(shape, 0xFFFF, dtype=np.uint16)
+
+    def bf16(self, shape):
+        """Random bfloat16 bit patterns: every sign, exponent (inf, NaN, subnormals) and digit.
+
+        NaNs get the quiet bit: a signalling NaN raises NumPy's "invalid" warning when the
+        comparison casts it to float64.
+        """
+        bits = self.rng.integers(0, 1 << 16, shape)
+        nan = (bits & 0x7FFF) > 0x7F80
+        return (bits | np.where(nan, 0x40, 0)).astype(np.uint16)
+
     def targets(self, shape):
         """BCE targets: soft labels in [0, 1]; with ``extreme``, a third are 0, 1 or near them."""
         y = self.rng.uniform(0.0, 1.0, shape)
@@ -58,6 +73,15 @@ class Inputs:
             hit = self.rng.random(shape) < 1 / 3
             y[hit] = self.rng.choice([0.0, 1.0, 0.9999, 1e-4], size=int(hit.sum()))
         return y.astype(self.dtype)
+
+
+def assert_output(param, actual, expected, dtype, err_msg=""):
+    """An output against its float64 reference: bfloat16 bits within a bfloat16 ulp, real
+    arrays within the dtype's tolerance."""
+    if param.kind == "out_u16":
+        reference_precision.assert_bf16_close(actual, expected, err_msg=err_msg)
+    else:
+        reference.assert_close(actual, expected, dtype, err_msg=err_msg)
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,14 @@ class KernelCase:
     @property
     def reference(self):
         return getattr(reference, self.kernel)
+
+    @property
+    def dtypes(self):
+        """The dtypes the kernel runs in: float32 only if it takes bfloat16 bits."""
+        params = kernel_specs()[self.kernel].params
+        if any(p.kind in U16_KINDS for p in params):
+            return (np.dtype(np.float32),)
+        return (np.dtype(np.float32), np.dtype(np.float64))
 
     def outputs(self):
         """Names of the arguments the kernel writes."""
@@ -105,6 +137,34 @@ def _act_bwd(act):
         return A, ACT[act], inp.normal((rows, cols))
 
     return make
+
+
+def _bias_act_bf16(act):
+    def make(inp, rows, cols):
+        return (inp.normal(cols), cols, ACT[act], inp.normal((rows, cols), 3.0),
+                inp.unset_bf16((rows, cols)))
+
+    return make
+
+
+def _act_bwd_bf16(act):
+    def make(inp, rows, cols):
+        A, act_code, dZ = _act_bwd(act)(inp, rows, cols)
+        return A, act_code, dZ, inp.unset_bf16((rows, cols))
+
+    return make
+
+
+def _round_bf16(inp, rows, cols):
+    return inp.normal((rows, cols), 3.0), inp.unset_bf16((rows, cols))
+
+
+def _bf16_to_f32(inp, rows, cols):
+    return inp.bf16((rows, cols)), inp.unset((rows, cols))
+
+
+def _round_tf32(inp, rows, cols):
+    return (inp.normal((rows, cols), 3.0),)
 
 
 def _bce(inp, rows, cols):
@@ -224,6 +284,8 @@ def _axpy(inp, rows, cols):
 CASES = (
     [KernelCase("bias_act_fwd", act, _bias_act(act)) for act in ACT]
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
+    + [KernelCase("bias_act_fwd_bf16", act, _bias_act_bf16(act)) for act in ACT]
+    + [KernelCase("act_bwd_bf16", act, _act_bwd_bf16(act)) for act in ACT]
     + [
         KernelCase("bce_logits", "mean", _bce),
         KernelCase("softmax_xent", "mean", _xent),
@@ -259,6 +321,9 @@ CASES = (
         KernelCase("step_end", "bad_update_halts", _step_end(0, bad_update=1)),
         KernelCase("step_end", "halted", _step_end(1, halt=1, bad=1)),
         KernelCase("step_end", "past_the_table", _step_end(1, past_the_table=True)),
+        KernelCase("round_bf16", "normal", _round_bf16),
+        KernelCase("bf16_to_f32", "all_bits", _bf16_to_f32),
+        KernelCase("round_tf32", "normal", _round_tf32),
     ]
 )
 
@@ -286,6 +351,7 @@ def check_case(backend, case, inputs, rows, cols):
     args = case.args(inputs, rows, cols)
     expected = expected_outputs(case, args)
     actual = run_on_backend(backend, case, args)
+    params = {p.name: p for p in kernel_specs()[case.kernel].params}
     for name, value in expected.items():
-        reference.assert_close(actual[name], value, inputs.dtype,
-                               err_msg=f"{case.id} {name} ({rows}x{cols}, {backend.name})")
+        assert_output(params[name], actual[name], value, inputs.dtype,
+                      err_msg=f"{case.id} {name} ({rows}x{cols}, {backend.name})")

@@ -7,6 +7,7 @@ ignored) and return ``{output argument name: expected array}``.
 """
 
 import numpy as np
+from reference_precision import bf16_to_f32, round_bf16, round_tf32  # noqa: F401 (kernel refs)
 
 # Tight, dtype-keyed tolerances: float32 results to ~100 ulp, float64 to ~1e4 ulp.
 TOL = {
@@ -83,6 +84,18 @@ def act_bwd(A, act, dZ):
     """dZ <- dA * f'(z), f' from the layer output A (dZ holds dA on entry)."""
     grad = activation_derivative_from_output(_activation_name(act), A)
     return {"dZ": _f64(dZ) * grad.reshape(np.shape(dZ))}
+
+
+def bias_act_fwd_bf16(b, n_cols, act, Z, Zh=None):
+    """bias_act_fwd; Zh = the output (compared within a bfloat16 ulp)."""
+    out = bias_act_fwd(b, n_cols, act, Z)["Z"]
+    return {"Z": out, "Zh": out}
+
+
+def act_bwd_bf16(A, act, dZ, dZh=None):
+    """act_bwd; dZh = the new dZ (compared within a bfloat16 ulp)."""
+    out = act_bwd(A, act, dZ)["dZ"]
+    return {"dZ": out, "dZh": out}
 
 
 # --- losses ------------------------------------------------------------------------------

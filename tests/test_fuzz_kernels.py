@@ -32,7 +32,7 @@ def _backend(name):
 def kernel_inputs(draw, kernel):
     """(backend name, case, Inputs, rows, cols) for one example of ``kernel``."""
     case = draw(st.sampled_from([case for case in CASES if case.kernel == kernel]))
-    dtype = np.dtype(draw(st.sampled_from(["float32", "float64"])))
+    dtype = draw(st.sampled_from(case.dtypes))
     backend = draw(st.sampled_from(["cpu", "cuda-emulated"]))
     rows = draw(st.integers(1, 39))
     cols = draw(st.sampled_from([1, 2, 3, 7, 31, 32, 33, 39]))

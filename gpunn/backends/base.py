@@ -6,12 +6,13 @@ import numbers
 
 import numpy as np
 
-from gpunn.kernels import kernel_specs
+from gpunn.kernels import U16_KINDS, kernel_specs
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 _SCALAR_TYPES = {"int": np.int32, "int64": np.int64, "double": np.float64}
 _FLOAT32, _FLOAT64 = DTYPES
+_UINT16 = np.dtype(np.uint16)
 # Scalar types the fast path converts itself; any other (valid or not) takes the full checks.
 _PLAIN_SCALARS = {"real": (float, int, bool, np.float32, np.float64),
                   "double": (float, int, bool, np.float32, np.float64),
@@ -43,11 +44,17 @@ def _plan(spec):
     for p in spec.params:
         if p.is_array:
             dtype = _INT64 if p.is_int64_array else None
+            dtype = _UINT16 if p.kind in U16_KINDS else dtype
             plan.append((dtype, p.size == ("n", None, None), None, None))
         else:
             plan.append((None, False, _PLAIN_SCALARS[p.kind], _SCALAR_TYPES.get(p.kind)))
     sized = any(p.is_array and p.size != ("n", None, None) for p in spec.params)
     return tuple(plan), sized, spec.n_index
+
+
+def _has_u16(spec):
+    """Whether ``spec`` takes bfloat16 bits: such kernels run on float32 arrays only."""
+    return any(p.kind in U16_KINDS for p in spec.params)
 
 
 def check_dtype(dtype, argument="dtype"):
@@ -161,6 +168,9 @@ class Backend:
             self._check_array(spec, spec.params[index], args[index])
         real = check_dtype(args[first].dtype,
                            f"kernel {spec.name} argument {spec.params[first].name!r} dtype")
+        if real != _FLOAT32 and _has_u16(spec):
+            raise TypeError(f"kernel {spec.name} argument {spec.params[first].name!r}: expected "
+                            f"dtype float32 (kernels with bfloat16 arguments), got {real}")
         n = args[spec.n_index].size
         converted = [self._convert(spec, p, a, real, n) for p, a in zip(spec.params, args)]
         self._check_sizes(spec, converted, n)
@@ -178,7 +188,8 @@ class Backend:
         if len(args) != len(kinds) or type(args[n_index]) is not ndarray:
             return None
         real = args[n_index].dtype
-        if real is not _FLOAT32 and real is not _FLOAT64:
+        real = _FLOAT32 if real is _UINT16 else real  # bfloat16 kernels take float32 only
+        if real is not _FLOAT32 and real is not _FLOAT64 or real is _FLOAT64 and _has_u16(spec):
             return None
         n, to_real = args[n_index].size, real.type
         converted = []
@@ -235,6 +246,7 @@ class Backend:
             return real.type(value) if param.kind == "real" else _SCALAR_TYPES[param.kind](value)
         self._check_array(spec, param, value)
         expected = _INT64 if param.is_int64_array else real
+        expected = _UINT16 if param.kind in U16_KINDS else expected
         if value.dtype != expected:
             raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
         if not value.flags.c_contiguous:
