@@ -42,7 +42,7 @@ def bf16_value(bits):
     normal = np.ldexp(1.0 + mantissa / 128.0, np.maximum(exponent, 1) - 127)
     value = np.where(exponent == 0, np.ldexp(mantissa / 128.0, -126), normal)
     value = np.where(exponent == 0xFF, np.where(mantissa == 0, np.inf, np.nan), value)
-    return sign * value
+    return np.copysign(value, sign)
 
 
 def round_bf16(x, out=None):

@@ -10,7 +10,6 @@ from functools import cache
 
 import numpy as np
 import pytest
-import reference
 from gpunn.kernels import kernel_specs
 from host_build import HostModule
 from kernel_cases import CASES, Inputs, assert_output, expected_outputs
