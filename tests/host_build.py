@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from gpunn.kernels import DTYPE_SUFFIX, cuda_source, kernel_specs
+from host_gemm import HostGemmEx
 
 SHIM = Path(__file__).resolve().parent / "cuda_host_shim.h"
 _C_TYPES = {
@@ -122,7 +123,7 @@ class HostLoader:
             return self._modules[key]
 
 
-class HostCublas:
+class HostCublas(HostGemmEx):
     """Column-major cuBLAS ``gemm`` on host memory, with cuBLAS's own argument conventions.
 
     ``gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc)`` computes ``C = op(A) op(B)``

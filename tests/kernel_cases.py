@@ -327,6 +327,11 @@ CASES = (
     ]
 )
 
+# Every (case, dtype) the kernel runs in: bfloat16 kernels in float32 only (the backend refuses
+# float64 for them, and never launches their float64 build).
+CASE_DTYPES = [(case, dtype) for case in CASES for dtype in case.dtypes]
+CASE_DTYPE_IDS = [f"{case.id}-{dtype.name}" for case, dtype in CASE_DTYPES]
+
 # Kernels whose inputs are activations or losses, where extreme values are meaningful.
 EXTREME_KERNELS = ("bias_act_fwd", "act_bwd", "bce_logits", "softmax_xent", "mse")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gpunn.kernels import kernel_specs
 from host_build import HostModule
-from kernel_cases import CASES, Inputs, assert_output, expected_outputs
+from kernel_cases import CASE_DTYPE_IDS, CASE_DTYPES, CASES, Inputs, assert_output, expected_outputs
 
 # (grid, block): one thread; fewer threads than elements; a block size that is not a multiple
 # of the warp; far more threads than elements.
@@ -63,13 +63,8 @@ def _check(case, dtype, args, before, after):
             assert np.array_equal(new, old, equal_nan=True), f"{case.id}: input {param.name}"
 
 
-# bfloat16 kernels in float32 only: the backend never launches their float64 build.
-CASE_DTYPES = [(case, dtype) for case in CASES for dtype in case.dtypes]
-
-
 @pytest.mark.parametrize("launch", LAUNCHES, ids=lambda launch: f"grid{launch[0]}x{launch[1]}")
-@pytest.mark.parametrize("case, dtype", CASE_DTYPES,
-                         ids=[f"{case.id}-{dtype.name}" for case, dtype in CASE_DTYPES])
+@pytest.mark.parametrize("case, dtype", CASE_DTYPES, ids=CASE_DTYPE_IDS)
 def test_host_kernel_touches_exactly_n_elements(case, dtype, launch):
     grid, block = launch
     rng = np.random.default_rng(7)

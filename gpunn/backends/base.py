@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from gpunn.backends.gemm_precision import check_operands
 from gpunn.kernels import U16_KINDS, kernel_specs
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -94,22 +95,34 @@ class Backend:
         """Write host ``values`` into the device array ``dst`` in place (no new array)."""
         dst[...] = np.asarray(values, dtype=dst.dtype).reshape(dst.shape)
 
-    def matmul(self, a, b, out=None, trans_a=False, trans_b=False):
+    def matmul(self, a, b, out=None, trans_a=False, trans_b=False, precision="fp32"):
         """``out[...] = op(a) @ op(b)`` through BLAS; a 1-D ``a`` is one row, a 1-D ``out`` one
         row or column. Transposes are views, so no copy is made. Recorded like a kernel; a
-        new ``out`` is allocated when none is given (not in a recorded step)."""
+        new ``out`` is allocated when none is given (not in a recorded step).
+
+        ``precision`` (:mod:`gpunn.backends.gemm_precision`): ``"fp32"``; ``"tf32"`` (float32
+        operands read as TF32) or ``"bf16"`` (operands of bfloat16 bits, uint16), both
+        accumulated and written in float32. Here those two are emulated: the operands are
+        rounded to TF32 or widened from bfloat16 into float32 scratch arrays, one per operand
+        slot and shape (allocated once), and multiplied in float32.
+        """
+        if precision != "fp32":
+            precision = check_operands(a, b, out, precision)
         if out is None:
             rows = 1 if a.ndim == 1 else a.shape[1 if trans_a else 0]
             shape = (b.shape[0 if trans_b else 1],) if a.ndim == 1 else None
-            out = self.xp.empty(shape or (rows, b.shape[0 if trans_b else 1]),
-                                dtype=np.result_type(a.dtype, b.dtype))
+            dtype = np.result_type(a.dtype, b.dtype) if precision == "fp32" else np.float32
+            out = self.xp.empty(shape or (rows, b.shape[0 if trans_b else 1]), dtype=dtype)
         tape = _TAPE.get()
         if tape is not None and tape.backend is self:
-            tape.ops.append((self._matmul, (a, b, out, trans_a, trans_b)))
-        self._matmul(a, b, out, trans_a, trans_b)
+            tape.ops.append((self._matmul, (a, b, out, trans_a, trans_b, precision)))
+        self._matmul(a, b, out, trans_a, trans_b, precision)
         return out
 
-    def _matmul(self, a, b, out, trans_a, trans_b):
+    def _matmul(self, a, b, out, trans_a, trans_b, precision="fp32"):
+        if precision != "fp32":
+            a = self._scratch_operand(a, "a", precision)
+            b = self._scratch_operand(b, "b", precision)
         self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
     def call(self, function, *args):
@@ -119,6 +132,25 @@ class Backend:
         if tape is not None and tape.backend is self:
             tape.ops.append((function, args))
         function(*args)
+
+    def _scratch_operand(self, x, slot, precision):
+        """A float32 copy of operand ``x`` as the GEMM of ``precision`` reads it, in the
+        scratch array of its slot and shape. The conversion launches are part of the GEMM:
+        not recorded on their own (a recorded GEMM repeats them)."""
+        scratch = self.__dict__.setdefault("_scratch", {})
+        copy = scratch.get((slot, x.shape))
+        if copy is None:
+            copy = scratch[(slot, x.shape)] = self.xp.empty(x.shape, dtype=np.float32)
+        if precision == "bf16":
+            self._launch_now("bf16_to_f32", x, copy)
+        else:
+            copy[...] = x
+            self._launch_now("round_tf32", copy)
+        return copy
+
+    def _launch_now(self, name, *args):
+        spec = kernel_specs()[name]
+        self._launch(spec, self._convert_args(spec, args))
 
     @contextlib.contextmanager
     def recording(self):

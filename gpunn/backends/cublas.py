@@ -9,6 +9,8 @@ GEMMs the next steps want), small (one wheel, no compiler).
 
 import numpy as np
 
+from gpunn.backends.gemm_precision import CUBLAS_GEMM_DEFAULT
+
 # cuBLAS needs a user workspace to run inside a captured graph (it cannot allocate there).
 WORKSPACE_BYTES = 32 * 1024 * 1024
 
@@ -34,6 +36,15 @@ class Cublas:
                          for t in (np.float32, np.float64)}
         self._functions = {np.dtype(np.float32): binding.sgemm,
                            np.dtype(np.float64): binding.dgemm}
+
+    def gemm_ex(self, transa, transb, m, n, k, A, a_type, lda, B, b_type, ldb, C, c_type, ldc,
+                compute_type):
+        """``cublasGemmEx``, alpha 1, beta 0 (float32 scalars: every compute type gpunn uses
+        is a 32F one): the tf32 and bf16 GEMMs (:mod:`gpunn.backends.gemm_precision`)."""
+        one, zero = self._scalars[np.dtype(np.float32)]
+        self._lib.gemm_ex(self._handle, transa, transb, m, n, k, one.ctypes.data, A.data.ptr,
+                          a_type, lda, B.data.ptr, b_type, ldb, zero.ctypes.data, C.data.ptr,
+                          c_type, ldc, compute_type, CUBLAS_GEMM_DEFAULT)
 
     def gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
         one, zero = self._scalars[C.dtype]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gpunn.backends.base import Backend
+from gpunn.backends.gemm_precision import GEMM_EX_TYPES
 from gpunn.kernels import cuda_source
 
 # gpunn's NVRTC options, after CuPy's own (--std=c++17 --device-as-default-execution-space).
@@ -127,7 +128,9 @@ class CudaBackend(Backend):
         loader: ``loader(module, dtype)`` -> a module with ``get_function(name)``.
         blas: an object with ``gemm(op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc)`` over
             column-major device memory (``gpunn.backends.cublas.Cublas``), or None for
-            ``xp.matmul`` (then no CUDA graphs).
+            ``xp.matmul`` (then no CUDA graphs). Its ``gemm_ex`` (cuBLAS's argument order,
+            see :mod:`gpunn.backends.gemm_precision`), if it has one, runs the tf32 and bf16
+            GEMMs; without it they are emulated as on the CPU.
         stream: the stream graphs are captured on and launched from, and the cuBLAS handle's
             (None: no graphs). It must be a blocking stream: eager kernels run on the current
             (legacy default) stream, which then orders itself with it.
@@ -160,12 +163,18 @@ class CudaBackend(Backend):
         if self.xp is not np:
             (self._stream or self.xp.cuda.get_current_stream()).synchronize()
 
-    def _matmul(self, a, b, out, trans_a, trans_b):
-        if self._blas is None:
-            return super()._matmul(a, b, out, trans_a, trans_b)
+    def _matmul(self, a, b, out, trans_a, trans_b, precision="fp32"):
+        gemm_ex = getattr(self._blas, "gemm_ex", None) if precision != "fp32" else None
+        if self._blas is None or precision != "fp32" and gemm_ex is None:
+            return super()._matmul(a, b, out, trans_a, trans_b, precision)
         op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc = gemm_arguments(a, b, out, trans_a,
                                                                        trans_b)
-        self._blas.gemm(op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc)
+        if gemm_ex is None:
+            self._blas.gemm(op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc)
+            return None
+        operand, output, compute = GEMM_EX_TYPES[precision]
+        gemm_ex(op_b, op_a, m, n, k, b, operand, ldb, a, operand, lda, out, output, ldc, compute)
+        return None
 
     def _launch(self, spec, converted):
         args, dtype, n = converted

@@ -1,0 +1,120 @@
+"""GEMMs per precision on every backend against float64 products of the rounded operands, and
+the column-major cublasGemmEx mapping through its host emulation."""
+
+import itertools
+
+import numpy as np
+import pytest
+import reference_precision as rp
+from host_gemm import HostGemmEx
+
+from gpunn.backends.cuda import gemm_arguments
+from gpunn.backends.gemm_precision import GEMM_EX_TYPES
+
+SHAPES = [(1, 1, 1), (5, 7, 3), (33, 17, 9), (64, 40, 70)]  # (rows, inner, cols)
+TRANSPOSES = list(itertools.product([False, True], repeat=2))
+
+
+def _operands(rng, rows, inner, cols, trans_a, trans_b):
+    a = rng.standard_normal((inner, rows) if trans_a else (rows, inner)).astype(np.float32)
+    b = rng.standard_normal((cols, inner) if trans_b else (inner, cols)).astype(np.float32)
+    return a * 3, b
+
+
+def _bf16_bits(x):
+    """bfloat16 bits of the float32 ``x`` from the value reference."""
+    return (rp.round_to_mantissa(x, 7).astype(np.float32).view(np.uint32) >> 16).astype(
+        np.uint16).reshape(x.shape)
+
+
+def _as_read(x, precision):
+    """The float64 values the GEMM of ``precision`` multiplies, and its device operand."""
+    if precision == "bf16":
+        bits = _bf16_bits(x)
+        return rp.bf16_value(bits), bits
+    if precision == "tf32":
+        return rp.round_to_mantissa(x, 10).reshape(x.shape), x
+    return x.astype(np.float64), x
+
+
+def _check_product(actual, a, b, trans_a, trans_b):
+    """Within float32 accumulation of exact products: k * 2^-24 * (|A| @ |B|), factor 2."""
+    a, b = (a.T if trans_a else a), (b.T if trans_b else b)
+    bound = 2 * a.shape[1] * 2.0 ** -24 * (np.abs(a) @ np.abs(b)) + 1e-30
+    error = np.abs(actual.astype(np.float64) - a @ b)
+    assert (error <= bound).all(), f"max error / bound: {(error / bound).max()}"
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=["NN", "NT", "TN", "TT"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_matmul_multiplies_the_rounded_operands(backend, precision, trans_a, trans_b):
+    rng = np.random.default_rng(11)
+    for rows, inner, cols in SHAPES:
+        a, b = _operands(rng, rows, inner, cols, trans_a, trans_b)
+        (a64, a_dev), (b64, b_dev) = _as_read(a, precision), _as_read(b, precision)
+        out = backend.zeros((rows, cols), np.float32)
+        backend.matmul(backend.asarray(a_dev), backend.asarray(b_dev), out=out,
+                       trans_a=trans_a, trans_b=trans_b, precision=precision)
+        _check_product(backend.to_numpy(out), a64, b64, trans_a, trans_b)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_matmul_precision_changes_the_result(backend, precision):
+    """The check above fails when the operands are not rounded: fp32 values differ by more."""
+    rng = np.random.default_rng(12)
+    a, b = _operands(rng, 33, 17, 9, False, False)
+    a64, b64 = _as_read(a, precision)[0], _as_read(b, precision)[0]
+    exact = backend.to_numpy(backend.matmul(backend.asarray(a), backend.asarray(b)))
+    with pytest.raises(AssertionError, match="max error / bound"):
+        _check_product(exact, a64, b64, False, False)
+
+
+def test_cuda_emulated_goes_through_gemm_ex():
+    from host_build import emulated_backend
+
+    backend = emulated_backend()
+    a = np.ones((4, 3), np.float32)
+    before = backend._blas.gemm_ex_calls, backend._blas.calls
+    backend.matmul(a, a, trans_b=True, precision="tf32")
+    backend.matmul(a, a, trans_b=True)  # fp32: the plain gemm
+    assert (backend._blas.gemm_ex_calls, backend._blas.calls) == (before[0] + 1, before[1] + 1)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=["NN", "NT", "TN", "TT"])
+def test_column_major_mapping_on_the_host_emulation(trans_a, trans_b):
+    rng = np.random.default_rng(13)
+    a, b = _operands(rng, 6, 5, 4, trans_a, trans_b)
+    out = np.full((6, 4), np.nan, np.float32)
+    op_b, op_a, m, n, k, B, ldb, A, lda, C, ldc = gemm_arguments(a, b, out, trans_a, trans_b)
+    operand, output, compute = GEMM_EX_TYPES["fp32"]
+    HostGemmEx().gemm_ex(op_b, op_a, m, n, k, B, operand, ldb, A, operand, lda, C, output, ldc,
+                         compute)
+    expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_host_emulation_rejects_a_wrong_mapping():
+    """A row-major reading (operands in C's order, ld = column count) is refused or wrong."""
+    a, b = np.ones((6, 5), np.float32), np.ones((5, 4), np.float32)
+    operand, output, compute = GEMM_EX_TYPES["fp32"]
+    with pytest.raises(ValueError, match="leading dimension"):
+        HostGemmEx().gemm_ex(0, 0, 6, 4, 5, a, operand, 5, b, operand, 4,
+                             np.zeros((6, 4), np.float32), output, 6, compute)
+
+
+@pytest.mark.parametrize("precision, a_dtype, words", [
+    ("bf16", np.float32, "a: expected dtype uint16 (bfloat16 bits) for precision 'bf16'"),
+    ("tf32", np.uint16, "a: expected dtype float32 (float32) for precision 'tf32'"),
+])
+def test_matmul_operand_dtype_errors(backend, precision, a_dtype, words):
+    a = backend.asarray(np.ones((2, 2), a_dtype))
+    b = backend.asarray(np.ones((2, 2), np.uint16 if precision == "bf16" else np.float32))
+    with pytest.raises(TypeError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        backend.matmul(a, b, precision=precision)
+
+
+def test_matmul_unknown_precision(backend):
+    a = backend.asarray(np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"precision: expected one of \['fp32', 'tf32', "
+                                         r"'bf16'\], got 'fp16'"):
+        backend.matmul(a, a, precision="fp16")
