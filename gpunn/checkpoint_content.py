@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from gpunn.backends import check_dtype
+from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import BIT_GENERATORS, CheckpointError
 from gpunn.history import History
 from gpunn.layers import Dense, layout
@@ -19,7 +20,7 @@ from gpunn.optim import OPTIMIZERS
 from gpunn.schedules import get_schedule
 from gpunn.validation import check_int
 
-_CONFIG_KEYS = ["dtype", "layers", "output", "seed"]
+_CONFIG_KEYS = ["dtype", "layers", "output", "seed"]  # and "precision" (optional: fp32)
 _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64), "I64": np.dtype(np.int64)}
 _HISTORY_LISTS = ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy",
                   "step_cost")
@@ -63,7 +64,7 @@ def normalized_config(header):
     """``(config, n)``: the header's architecture checked and normalized, and the length of
     its flat parameter buffer; the layout stored must be the one the architecture gives."""
     config = header["model"]
-    if not isinstance(config, dict) or sorted(config) != _CONFIG_KEYS:
+    if not isinstance(config, dict) or sorted(set(config) - {"precision"}) != _CONFIG_KEYS:
         got = short_list(config)
         raise _error(f"model: expected a config with keys {_CONFIG_KEYS}, got {got}")
     if not isinstance(config["layers"], list) or not config["layers"]:
@@ -88,7 +89,8 @@ def normalized_config(header):
     normalized = {"layers": [layer.config() for layer in layers],
                   "output": check_output(config["output"]),
                   "dtype": check_dtype(config["dtype"]).name,
-                  "seed": check_int("seed", config["seed"], low=0)}
+                  "seed": check_int("seed", config["seed"], low=0),
+                  "precision": check_precision(config.get("precision", "fp32"))}
     return normalized, ranges[-1][2]
 
 

@@ -7,7 +7,8 @@ import time
 
 # Defaults of `gpunn train`: digits and breast_cancer reach >= 0.95 test accuracy in seconds.
 TRAIN_DEFAULTS = {"hidden": "128", "activation": "relu", "optimizer": "adam", "batch_size": "32",
-                  "epochs": 20, "test_size": 0.25, "seed": 0, "dtype": "float32"}
+                  "epochs": 20, "test_size": 0.25, "seed": 0, "dtype": "float32",
+                  "precision": "fp32"}
 
 
 def _cmd_info(args):
@@ -75,7 +76,7 @@ def _build_model(hidden, args, n_features, data):
 
     n_out, output = data.output_spec()
     return MLP([n_features, *hidden, n_out], activation=args.activation, output=output,
-               dtype=args.dtype, seed=args.seed)
+               dtype=args.dtype, seed=args.seed, precision=args.precision)
 
 
 def _print_epoch(epochs, name):
@@ -200,6 +201,9 @@ def _add_train_parser(sub):
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default=None,
                    help="default: GPUNN_BACKEND, else auto")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=d["precision"],
+                   help="what the GEMMs compute in: fp32, tf32 (TF32 inputs) or bf16 (bfloat16 "
+                        "inputs, float32 master weights); float32 only (default %(default)s)")
     p.add_argument("--test-size", type=float, default=d["test_size"],
                    help="held-out fraction (of every class) for the final score; 0 for none "
                         "with your own data (default %(default)s)")

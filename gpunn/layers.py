@@ -33,7 +33,8 @@ class Dense:
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.init = check_choice("init", init, INITS)
         self.act = ACTIVATIONS[self.activation]
-        self.W = self.b = self.dW = self.db = None
+        self.W = self.b = self.dW = self.db = self.Wh = None
+        self.precision = "fp32"
 
     def __repr__(self):
         init = "" if self.init == DEFAULT_INIT else f", init={self.init!r}"
@@ -83,32 +84,56 @@ class Dense:
             return rng.uniform(-limit, limit, size=self.n_out)
         return np.zeros(self.n_out)
 
-    def bind(self, params, grads, w_start, b_start):
-        """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets."""
+    def bind(self, params, grads, w_start, b_start, work=None, precision="fp32"):
+        """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets.
+
+        ``work``: the model's bfloat16 working copy of the parameters (precision "bf16"),
+        whose ``Wh`` view the GEMMs read instead of ``W``.
+        """
         w_stop, b_stop = w_start + self.n_in * self.n_out, b_start + self.n_out
         self.W = params[w_start:w_stop].reshape(self.n_in, self.n_out)
         self.dW = grads[w_start:w_stop].reshape(self.n_in, self.n_out)
         self.b, self.db = params[b_start:b_stop], grads[b_start:b_stop]
+        if work is not None:
+            self.Wh = work[w_start:w_stop].reshape(self.n_in, self.n_out)
+        self.precision = precision
 
-    def forward(self, be, A_prev, Z):
-        """``Z = f(A_prev @ W + b)``, written into ``Z`` (m, n_out)."""
-        be.matmul(A_prev, self.W, out=Z)
-        be.kernel("bias_act_fwd", self.b, self.n_out, self.act, Z)
+    @property
+    def _gemm_W(self):
+        return self.Wh if self.precision == "bf16" else self.W
 
-    def backward(self, be, A_prev, dZ, ones, dA_prev=None):
+    def forward(self, be, A_prev, Z, Zh=None):
+        """``Z = f(A_prev @ W + b)``, written into ``Z`` (m, n_out).
+
+        In precision "bf16" ``A_prev`` is the bfloat16 copy of the input and the GEMM reads
+        ``Wh``; ``Zh``, if given, receives the bfloat16 copy of ``Z``.
+        """
+        be.matmul(A_prev, self._gemm_W, out=Z, precision=self.precision)
+        if Zh is None:
+            be.kernel("bias_act_fwd", self.b, self.n_out, self.act, Z)
+        else:
+            be.kernel("bias_act_fwd_bf16", self.b, self.n_out, self.act, Z, Zh)
+
+    def backward(self, be, A_prev, dZ, ones, dA_prev=None, dZh=None):
         """Fill ``dW = A_prev.T @ dZ`` and ``db = ones @ dZ`` (the column sums, as a GEMV with
         a ones vector of ``m`` entries: no strided reduction); ``dA_prev = dZ @ W.T`` if given.
 
-        Gradients are overwritten, not accumulated.
+        Gradients are overwritten, not accumulated. In precision "bf16" both GEMMs read the
+        bfloat16 copies ``A_prev`` and ``dZh`` (and ``Wh``); ``db`` sums the float32 ``dZ``.
         """
-        be.matmul(A_prev, dZ, out=self.dW, trans_a=True)
+        D = dZ if dZh is None else dZh
+        be.matmul(A_prev, D, out=self.dW, trans_a=True, precision=self.precision)
         be.matmul(ones, dZ, out=self.db)
         if dA_prev is not None:
-            be.matmul(dZ, self.W, out=dA_prev, trans_b=True)
+            be.matmul(D, self._gemm_W, out=dA_prev, trans_b=True, precision=self.precision)
 
-    def activation_backward(self, be, A, dA):
-        """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A``."""
-        be.kernel("act_bwd", A, self.act, dA)
+    def activation_backward(self, be, A, dA, dAh=None):
+        """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A``; ``dAh``,
+        if given, receives the bfloat16 copy of the result."""
+        if dAh is None:
+            be.kernel("act_bwd", A, self.act, dA)
+        else:
+            be.kernel("act_bwd_bf16", A, self.act, dA, dAh)
 
 
 def check_layers(layers):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from gpunn.backends import check_dtype, get_backend
+from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import write_checkpoint
 from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
@@ -30,13 +31,28 @@ class Sequential(Shareable):
         output: ``None`` (regression, MSE), ``"sigmoid"`` or ``"softmax"``.
         dtype: ``"float32"`` or ``"float64"``.
         seed: seed of the weight initialization (NumPy on the host: same on every backend).
+        precision: what the GEMMs compute in (float32 models only):
+
+            - ``"fp32"``: float32 throughout.
+            - ``"tf32"``: the GEMMs read their float32 operands rounded to TF32 (10 mantissa
+              bits) and accumulate in float32; everything else float32.
+            - ``"bf16"``: the GEMMs read bfloat16 copies of the weights (``flat_work``, written
+              by the optimizer with every update), of the layer inputs and of the deltas, and
+              accumulate in float32. ``flat_params``, ``flat_grads``, optimizer state, layer
+              outputs, deltas, losses and softmax stay float32.
+
+            bfloat16 has float32's 8 exponent bits, so gradients neither underflow nor overflow
+            where float32's would not: no loss scaling (float16's fix for its 5-bit exponent)
+            is needed. On the CPU the GEMM inputs are rounded (tf32) or widened (bf16) into
+            float32 copies, so a laptop computes the same numbers up to accumulation order.
+            Checkpoints keep the precision; :meth:`copy` with ``precision=`` changes it.
     """
 
     # What __init__ builds; copies rebuild it (gpunn.sharing), other attributes are copied.
     _OWN = ("layers", "output", "dtype", "seed", "backend", "param_ranges", "flat_params",
-            "flat_grads", "_names", "_ws", "_lock")
+            "flat_grads", "_names", "_ws", "_lock", "precision", "flat_work", "_half_names")
 
-    def __init__(self, layers, output=None, dtype="float32", seed=0):
+    def __init__(self, layers, output=None, dtype="float32", seed=0, precision="fp32"):
         self.layers = check_layers(layers)
         self.output = check_output(output)
         if self.output is not None and self.layers[-1].activation != "identity":
@@ -50,6 +66,10 @@ class Sequential(Shareable):
                              "unit, or 2 units with softmax")
         self.dtype = check_dtype(dtype)
         self.seed = check_int("seed", seed, low=0)
+        self.precision = check_precision(precision)
+        if self.precision != "fp32" and self.dtype != np.float32:
+            raise ValueError(f"precision: expected 'fp32' for dtype {self.dtype.name} "
+                             f"({self.precision!r} needs float32), got {self.precision!r}")
         self.backend = get_backend()
         self.param_ranges = layout(self.layers, ALIGN)
         host = np.zeros(self.param_ranges[-1][2])
@@ -61,17 +81,22 @@ class Sequential(Shareable):
                 host[start:stop] = values.ravel()
         self.flat_params = self.backend.asarray(host.astype(self.dtype))
         self.flat_grads = self.backend.zeros(host.shape, self.dtype)
+        self.flat_work = (self.backend.xp.zeros(host.shape, np.uint16)
+                          if self.precision == "bf16" else None)
         for i, layer in enumerate(self.layers):
             layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
-                       self.param_ranges[2 * i + 1][1])
+                       self.param_ranges[2 * i + 1][1], self.flat_work, self.precision)
+        self.sync_working_copy()
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
+        self._half_names = [(f"Ah{i}", f"Dh{i}") for i in range(len(self.layers))]
         self._ws = {}  # the model's own buffers by loss name (None: forward only)
         self._lock = self.new_lock()
 
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
         return (f"{type(self).__name__}([{layers}], output={self.output!r}, "
-                f"dtype={self.dtype.name!r}) on {self.backend.name}")
+                f"dtype={self.dtype.name!r}, precision={self.precision!r}) on "
+                f"{self.backend.name}")
 
     @property
     def n_in(self):
@@ -97,25 +122,36 @@ class Sequential(Shareable):
         return [g for layer in self.layers for g in (layer.dW, layer.db)]
 
     def config(self):
-        """The architecture, JSON-serializable: layers, output, dtype, seed."""
+        """The architecture, JSON-serializable: layers, output, dtype, seed, precision."""
         return {"layers": [layer.config() for layer in self.layers], "output": self.output,
-                "dtype": self.dtype.name, "seed": self.seed}
+                "dtype": self.dtype.name, "seed": self.seed, "precision": self.precision}
 
     @classmethod
     def from_config(cls, config):
-        """A fresh model of the :meth:`config` architecture on the current backend."""
+        """A fresh model of the :meth:`config` architecture on the current backend (a config
+        without ``precision``, written before it existed, is fp32)."""
         layers = [Dense(**spec) for spec in config["layers"]]
         return Sequential(layers, output=config["output"], dtype=config["dtype"],
-                          seed=config["seed"])
+                          seed=config["seed"], precision=config.get("precision", "fp32"))
 
-    def copy(self, dtype=None):
-        """A copy with the same parameters on the current backend, cast to ``dtype`` if given."""
+    def copy(self, dtype=None, precision=None):
+        """A copy with the same parameters on the current backend, cast to ``dtype`` and
+        trained in ``precision`` if given (the only way a model changes precision)."""
         dtype = self.dtype if dtype is None else check_dtype(dtype)
-        config = dict(self.config(), dtype=dtype.name)
+        precision = self.precision if precision is None else check_precision(precision)
+        config = dict(self.config(), dtype=dtype.name, precision=precision)
         clone = Sequential.from_config(config)
         host = self.backend.to_numpy(self.flat_params).astype(clone.dtype)
         clone.flat_params[...] = clone.backend.asarray(host)
+        clone.sync_working_copy()
         return clone
+
+    def sync_working_copy(self):
+        """Round ``flat_params`` into the bfloat16 working copy the GEMMs read (precision
+        "bf16"; a no-op otherwise). Optimizers do it with every update; call it after writing
+        ``flat_params`` or a parameter view yourself."""
+        if self.flat_work is not None:
+            self.backend.kernel("round_bf16", self.flat_params, self.flat_work)
 
     def save(self, path):
         """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.
@@ -144,6 +180,14 @@ class Sequential(Shareable):
         """
         specs = {name: ((layer.n_out,), self.dtype)
                  for layer, names in zip(self.layers, self._names) for name in names}
+        if self.precision == "bf16":
+            # The bfloat16 copies the GEMMs read: the input's, each layer's output and delta.
+            # A and D stay float32: the loss reads float32 logits, f'(A) and the bias gradient
+            # are taken in float32, and the GEMMs write float32.
+            specs["Xh"] = ((self.n_in,), np.uint16)
+            specs.update({name: ((layer.n_out,), np.uint16)
+                          for layer, names in zip(self.layers, self._half_names)
+                          for name in names})
         if loss is not None:
             specs.update(loss.buffer_specs(self.n_out, self.dtype))
             specs["ones"] = ((self.n_out,), self.dtype)
@@ -155,12 +199,17 @@ class Sequential(Shareable):
 
     def forward_pass(self, X, views):
         """Run the layers on the device batch ``X`` into ``views["A{i}"]``; the last layer's
-        outputs (logits, or regression outputs)."""
+        outputs (logits, or regression outputs). In bf16 the GEMMs read ``Xh`` and ``Ah{i}``,
+        the bfloat16 copies written on the way."""
         A = X
-        for layer, (a_name, _) in zip(self.layers, self._names):
-            layer.forward(self.backend, A, views[a_name])
-            A = views[a_name]
-        return A
+        if self.precision == "bf16":
+            A = views["Xh"]
+            self.backend.kernel("round_bf16", X, A)
+        for i, (layer, (a_name, _)) in enumerate(zip(self.layers, self._names)):
+            half = self._half(views, i, 0) if i + 1 < len(self.layers) else None
+            layer.forward(self.backend, A, views[a_name], half)
+            A = views[a_name] if half is None else half
+        return views[self._names[-1][0]]
 
     def loss_pass(self, X, T, loss, views, scale):
         """Forward, then the fused loss: dL/dZ of the last layer into its delta buffer and the
@@ -176,14 +225,24 @@ class Sequential(Shareable):
     def backward_pass(self, X, views):
         """Backpropagate the last layer's delta (left by :meth:`loss_pass`): ``flat_grads`` is
         overwritten with the gradient."""
-        be, m = self.backend, X.shape[0]
+        be, m, last = self.backend, X.shape[0], len(self.layers) - 1
         ones = views["ones"].reshape(-1)[:m]
-        for i in range(len(self.layers) - 1, -1, -1):
+        if self.precision == "bf16":
+            be.kernel("round_bf16", views[self._names[last][1]], self._half(views, last, 1))
+        for i in range(last, -1, -1):
             A_prev = X if i == 0 else views[self._names[i - 1][0]]
             dA_prev = None if i == 0 else views[self._names[i - 1][1]]
-            self.layers[i].backward(be, A_prev, views[self._names[i][1]], ones, dA_prev)
+            A_gemm = A_prev if self.precision != "bf16" else (
+                views["Xh"] if i == 0 else self._half(views, i - 1, 0))
+            self.layers[i].backward(be, A_gemm, views[self._names[i][1]], ones, dA_prev,
+                                    self._half(views, i, 1))
             if i > 0:
-                self.layers[i - 1].activation_backward(be, A_prev, dA_prev)
+                self.layers[i - 1].activation_backward(be, A_prev, dA_prev,
+                                                       self._half(views, i - 1, 1))
+
+    def _half(self, views, i, which):
+        """The bfloat16 copy of layer ``i``'s output (0) or delta (1); None unless bf16."""
+        return views[self._half_names[i][which]] if self.precision == "bf16" else None
 
     def _views(self, m, loss=None):
         """The model's own buffers (predict, evaluate, loss_and_grad) for ``m`` rows."""
@@ -333,10 +392,12 @@ class MLP(Sequential):
         dtype: ``"float32"`` or ``"float64"``.
         seed: seed of the weight initialization.
         init: weight initialization of every layer (see :meth:`Dense.initial_weights`).
+        precision: ``"fp32"``, ``"tf32"`` or ``"bf16"`` (float32 models), see
+            :class:`Sequential`.
     """
 
     def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0,
-                 init=DEFAULT_INIT):
+                 init=DEFAULT_INIT, precision="fp32"):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")
@@ -344,5 +405,5 @@ class MLP(Sequential):
         acts = [check_choice("activation", activation, ACTIVATIONS)] * (len(sizes) - 2)
         acts.append("identity")
         layers = [Dense(a, b, act, init) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
-        super().__init__(layers, output=output, dtype=dtype, seed=seed)
+        super().__init__(layers, output=output, dtype=dtype, seed=seed, precision=precision)
 

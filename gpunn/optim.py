@@ -162,6 +162,9 @@ class Optimizer:
         self._claim(model)
         self._backend = be
         self._update(be, g, p, self.state, lrs, ctrl)
+        work = getattr(model, "flat_work", None)
+        if work is not None:  # precision "bf16": the working copy the GEMMs read
+            be.kernel("round_bf16", p, work)
 
     def _update(self, be, g, p, state, lrs, ctrl):
         raise NotImplementedError

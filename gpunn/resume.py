@@ -55,6 +55,7 @@ def resume(path, trainer, schedule, history):
     trainer.optimizer.load_state_dict(saved.optimizer.state_dict(), model=model)
     trainer.restore_order(saved.order)
     model.flat_params[...] = model.backend.asarray(saved.params)
+    model.sync_working_copy()
     saved.history.backend = history.backend
     return saved.schedule, saved.history, saved.rng(), saved.epoch
 

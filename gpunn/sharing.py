@@ -70,6 +70,7 @@ class Shareable:
         state = dict(state)
         built = self.from_config(state.pop("_config"))
         built.flat_params[...] = built.backend.asarray(state.pop("_params"))
+        built.sync_working_copy()
         self.__dict__.update(built.__dict__)
         self.__dict__.update(state)
 
