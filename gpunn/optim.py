@@ -68,7 +68,8 @@ class Optimizer:
     """Base class: learning rate, step count, flat state, state dicts.
 
     Subclasses set ``name``, ``state_names`` (their flat state arrays), ``hyperparameters``
-    (constructor keywords besides ``lr``) and write ``_update(be, g, p, state)``.
+    (constructor keywords besides ``lr``) and write
+    ``_update(be, g, p, state, lrs, ctrl, working, w)``.
     """
 
     name = None
@@ -88,6 +89,7 @@ class Optimizer:
         self._backend = None
         self._eager = None  # (backend, lr table, control array) of step()
         self._owner = None  # weak reference to the model the state belongs to
+        self._no_work = None  # the empty working copy of models without one
 
     @property
     def lr(self):
@@ -120,7 +122,8 @@ class Optimizer:
         model it steps and moves its state there (backends and device caches do not copy)."""
         host = self._backend.to_numpy if self._backend is not None else np.asarray
         state = {k: np.array(host(a), copy=True) for k, a in self.state.items()}
-        return dict(self.__dict__, state=state, _owner=None, _backend=None, _eager=None)
+        return dict(self.__dict__, state=state, _owner=None, _backend=None, _eager=None,
+                    _no_work=None)
 
     def _claim(self, model):
         """Refuse to apply state built on another model (or on one that is gone) to ``model``."""
@@ -161,12 +164,16 @@ class Optimizer:
                 _check_like(key, array, p)
         self._claim(model)
         self._backend = be
-        self._update(be, g, p, self.state, lrs, ctrl)
         work = getattr(model, "flat_work", None)
-        if work is not None:  # precision "bf16": the working copy the GEMMs read
-            be.kernel("round_bf16", p, work)
+        if work is None:  # no working copy (precision fp32, tf32): an empty one, not written
+            if self._no_work is None or not isinstance(self._no_work, be.xp.ndarray):
+                self._no_work = be.xp.zeros(0, dtype=np.uint16)
+            work = self._no_work
+        self._update(be, g, p, self.state, lrs, ctrl, int(work.size > 0), work)
 
-    def _update(self, be, g, p, state, lrs, ctrl):
+    def _update(self, be, g, p, state, lrs, ctrl, working, w):
+        """The fused launch; ``w`` is the model's bfloat16 working copy, written in the same
+        pass when ``working`` is 1 (precision "bf16"), else an empty array."""
         raise NotImplementedError
 
     def state_dict(self):
@@ -266,9 +273,9 @@ class SGD(Optimizer):
     def state_names(self):
         return ("buf",) if self.momentum else ()
 
-    def _update(self, be, g, p, state, lrs, ctrl):
+    def _update(self, be, g, p, state, lrs, ctrl, working, w):
         be.kernel("sgd_step", g, lrs, lrs.size, self.momentum, self.dampening,
-                  self.weight_decay, self.nesterov, ctrl, p, state.get("buf", p))
+                  self.weight_decay, self.nesterov, working, ctrl, p, state.get("buf", p), w)
 
 
 class Momentum(Optimizer):
@@ -289,9 +296,9 @@ class Momentum(Optimizer):
         self.beta = _rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
-    def _update(self, be, g, p, state, lrs, ctrl):
-        be.kernel("momentum_step", g, lrs, lrs.size, self.beta, self.bias_correction, ctrl, p,
-                  state["v"])
+    def _update(self, be, g, p, state, lrs, ctrl, working, w):
+        be.kernel("momentum_step", g, lrs, lrs.size, self.beta, self.bias_correction, working,
+                  ctrl, p, state["v"], w)
 
 
 class RMSprop(Optimizer):
@@ -313,9 +320,9 @@ class RMSprop(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state, lrs, ctrl):
+    def _update(self, be, g, p, state, lrs, ctrl, working, w):
         be.kernel("rmsprop_step", g, lrs, lrs.size, self.alpha, self.eps, self.weight_decay,
-                  self.eps_in_sqrt, ctrl, p, state["v"])
+                  self.eps_in_sqrt, working, ctrl, p, state["v"], w)
 
 
 class Adam(Optimizer):
@@ -343,12 +350,12 @@ class Adam(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state, lrs, ctrl):
+    def _update(self, be, g, p, state, lrs, ctrl, working, w):
         b1, b2 = self.betas
         wd = self.weight_decay
         l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
         be.kernel("adam_step", g, lrs, lrs.size, b1, b2, self.eps, l2, decoupled,
-                  self.eps_in_sqrt, ctrl, p, state["m"], state["v"])
+                  self.eps_in_sqrt, working, ctrl, p, state["m"], state["v"], w)
 
 
 class AdamW(Adam):

@@ -1,6 +1,11 @@
 // Optimizer updates over the flat parameter buffer: one launch updates the whole model.
 // Order: gradient, the per-step learning-rate table, host scalars, the control array (step.cuh),
-// then the arrays updated in place (parameters, state).
+// then the arrays updated in place (parameters, state), then w.
+//
+// w: the bfloat16 working copy of the parameters (precision "bf16", float32 only), written in
+// the same pass as the float32 master p (chainer's use_fp32_update, optax's mu_dtype), so the
+// GEMMs of the next step read the new weights without another pass over them. working = 1
+// writes it (w has n elements); working = 0 leaves it (w is empty).
 //
 // Per step everything comes from the device, so a recorded step stays valid: lr = lrs[k] with
 // k = ctrl[K] (the host computes the schedule), t = ctrl[T] + 1 (updates applied so far + 1;
@@ -9,6 +14,7 @@
 // ctrl[BAD_UPDATE] when it makes a parameter NaN or inf.
 #include "common.cuh"
 #include "step.cuh"
+#include "precision.cuh"
 
 // The learning rate of this step (0 past the table's end: no update).
 __device__ __host__ inline real gpunn_step_lr(const real* lrs, long long n_lrs,
@@ -19,10 +25,11 @@ __device__ __host__ inline real gpunn_step_lr(const real* lrs, long long n_lrs,
 
 // PyTorch SGD: d = g + wd p; buf = first ? d : momentum buf + (1 - dampening) d;
 // d = nesterov ? d + momentum buf : buf (when momentum != 0); p -= lr d. first: t == 1.
-// sizes: lrs[n_lrs] ctrl[8]
+// sizes: lrs[n_lrs] ctrl[8] w[n * working]
 extern "C" __global__ void GPUNN_NAME(sgd_step)(
     const real* g, const real* lrs, long long n_lrs, real momentum, real dampening,
-    real weight_decay, int nesterov, long long* ctrl, real* p, real* buf, long long n) {
+    real weight_decay, int nesterov, long long working, long long* ctrl, real* p, real* buf,
+    unsigned short* w, long long n) {
     if (GPUNN_UPDATE_SKIPPED(ctrl)) {
         return;
     }
@@ -37,6 +44,9 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
         }
         real pi = p[i] - lr * d;
         p[i] = pi;
+        if (working) {
+            w[i] = gpunn_bf16_bits((float)pi);
+        }
         if (!isfinite(pi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
@@ -46,10 +56,10 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
 // The course's momentum, an exponentially weighted average of gradients:
 // v = beta v + (1 - beta) g; p -= lr * v * correction, correction = 1 / (1 - beta^t) when
 // bias_correction, else 1.
-// sizes: lrs[n_lrs] ctrl[8]
+// sizes: lrs[n_lrs] ctrl[8] w[n * working]
 extern "C" __global__ void GPUNN_NAME(momentum_step)(
     const real* g, const real* lrs, long long n_lrs, double beta, int bias_correction,
-    long long* ctrl, real* p, real* v, long long n) {
+    long long working, long long* ctrl, real* p, real* v, unsigned short* w, long long n) {
     if (GPUNN_UPDATE_SKIPPED(ctrl)) {
         return;
     }
@@ -62,6 +72,9 @@ extern "C" __global__ void GPUNN_NAME(momentum_step)(
         v[i] = vi;
         real pi = p[i] - scale * vi;
         p[i] = pi;
+        if (working) {
+            w[i] = gpunn_bf16_bits((float)pi);
+        }
         if (!isfinite(pi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
@@ -70,10 +83,11 @@ extern "C" __global__ void GPUNN_NAME(momentum_step)(
 
 // PyTorch RMSprop: d = g + wd p; v = alpha v + (1 - alpha) d^2;
 // p -= lr d / (sqrt(v) + eps), or lr d / sqrt(v + eps) when eps_in_sqrt (Keras, the course).
-// sizes: lrs[n_lrs] ctrl[8]
+// sizes: lrs[n_lrs] ctrl[8] w[n * working]
 extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
     const real* g, const real* lrs, long long n_lrs, real alpha, real eps, real weight_decay,
-    int eps_in_sqrt, long long* ctrl, real* p, real* v, long long n) {
+    int eps_in_sqrt, long long working, long long* ctrl, real* p, real* v, unsigned short* w,
+    long long n) {
     if (GPUNN_UPDATE_SKIPPED(ctrl)) {
         return;
     }
@@ -85,6 +99,9 @@ extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
         real denom = eps_in_sqrt ? sqrt(vi + eps) : sqrt(vi) + eps;
         real pi = p[i] - lr * d / denom;
         p[i] = pi;
+        if (working) {
+            w[i] = gpunn_bf16_bits((float)pi);
+        }
         if (!isfinite(pi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
@@ -96,11 +113,11 @@ extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
 // m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2;
 // p -= step_size m / (sqrt(v) / sqrt(bc2) + eps), step_size = lr / (1 - b1^t), bc2 = 1 - b2^t;
 // eps_in_sqrt: p -= step_size m / sqrt(v / bc2 + eps) (the course's form).
-// sizes: lrs[n_lrs] ctrl[8]
+// sizes: lrs[n_lrs] ctrl[8] w[n * working]
 extern "C" __global__ void GPUNN_NAME(adam_step)(
     const real* g, const real* lrs, long long n_lrs, double beta1, double beta2, real eps,
-    real weight_decay, real decoupled_wd, int eps_in_sqrt, long long* ctrl, real* p, real* m,
-    real* v, long long n) {
+    real weight_decay, real decoupled_wd, int eps_in_sqrt, long long working, long long* ctrl,
+    real* p, real* m, real* v, unsigned short* w, long long n) {
     if (GPUNN_UPDATE_SKIPPED(ctrl)) {
         return;
     }
@@ -121,6 +138,9 @@ extern "C" __global__ void GPUNN_NAME(adam_step)(
         real denom = eps_in_sqrt ? sqrt(vi / bc2 + eps) : sqrt(vi) / bc2_sqrt + eps;
         pi = pi - step_size * mi / denom;
         p[i] = pi;
+        if (working) {
+            w[i] = gpunn_bf16_bits((float)pi);
+        }
         if (!isfinite(pi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }

@@ -12,7 +12,9 @@ import math
 from numba import njit, prange
 
 from .config import CACHE, FASTMATH
+from .precision import bf16_bits
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
+
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -27,7 +29,8 @@ def _step_lr(lrs, n_lrs, ctrl, zero):
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p, buf):
+def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working, ctrl, p,
+             buf, w):
     """PyTorch SGD with momentum, dampening, nesterov and L2 weight decay."""
     if _skipped(ctrl):
         return
@@ -39,6 +42,8 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p
         for i in prange(p.size):
             pi = p[i] - lr * (g[i] + weight_decay * p[i])
             p[i] = pi
+            if working:
+                w[i] = bf16_bits(pi)
             bad += 0 if math.isfinite(pi) else 1
     else:
         for i in prange(p.size):
@@ -47,13 +52,15 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p
             buf[i] = b
             pi = p[i] - lr * (d + momentum * b if nesterov else b)
             p[i] = pi
+            if working:
+                w[i] = bf16_bits(pi)
             bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
+def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     """v = beta v + (1 - beta) g; p -= lr v correction."""
     if _skipped(ctrl):
         return
@@ -68,13 +75,16 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
         v[i] = vi
         pi = p[i] - scale * vi
         p[i] = pi
+        if working:
+            w[i] = bf16_bits(pi)
         bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, v):
+def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, ctrl, p, v,
+                 w):
     """v = alpha v + (1 - alpha) d^2; p -= lr d / (sqrt(v) + eps) or / sqrt(v + eps)."""
     if _skipped(ctrl):
         return
@@ -88,14 +98,16 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, 
         denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
         pi = p[i] - lr * d / denom
         p[i] = pi
+        if working:
+            w[i] = bf16_bits(pi)
         bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt, ctrl,
-              p, m, v):
+def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt,
+              working, ctrl, p, m, v, w):
     """Adam / AdamW (PyTorch): see optimizers.cu for the equations."""
     if _skipped(ctrl):
         return
@@ -120,6 +132,8 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
         denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
         pi = pi - step_size * mi / denom
         p[i] = pi
+        if working:
+            w[i] = bf16_bits(pi)
         bad += 0 if math.isfinite(pi) else 1
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1

@@ -91,6 +91,7 @@ class KernelCase:
     kernel: str
     variant: str
     make: Callable
+    float32_only: bool = False  # it writes bfloat16 bits (kernels taking n of them always do)
 
     @property
     def id(self):
@@ -102,9 +103,10 @@ class KernelCase:
 
     @property
     def dtypes(self):
-        """The dtypes the kernel runs in: float32 only if it takes bfloat16 bits."""
+        """The dtypes the row runs in: float32 only if it passes bfloat16 bits (n of them)."""
         params = kernel_specs()[self.kernel].params
-        if any(p.kind in U16_KINDS for p in params):
+        if self.float32_only or any(p.kind in U16_KINDS and p.size == ("n", None, None)
+                                    for p in params):
             return (np.dtype(np.float32),)
         return (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -196,40 +198,48 @@ def _lrs(inp, lr, k=2):
     return table
 
 
-def _sgd(momentum, dampening, weight_decay, nesterov, t, **flags):
+def _working_copy(inp, n, working):
+    """The bfloat16 working copy an update writes (working = 1) or an empty one."""
+    return inp.unset_bf16(n) if working else np.zeros(0, np.uint16)
+
+
+def _sgd(momentum, dampening, weight_decay, nesterov, t, working=0, **flags):
     def make(inp, rows, cols):
         n = rows * cols
         return (inp.normal(n), _lrs(inp, 0.05), 5, momentum, dampening, weight_decay, nesterov,
-                _ctrl(t=t, k=2, **flags), inp.normal(n), inp.normal(n))
+                working, _ctrl(t=t, k=2, **flags), inp.normal(n), inp.normal(n),
+                _working_copy(inp, n, working))
 
     return make
 
 
-def _momentum(beta, bias_correction, t):
+def _momentum(beta, bias_correction, t, working=0):
     def make(inp, rows, cols):
         n = rows * cols
-        return (inp.normal(n), _lrs(inp, 0.1), 5, beta, bias_correction, _ctrl(t=t, k=2),
-                inp.normal(n), inp.normal(n, 0.1))
+        return (inp.normal(n), _lrs(inp, 0.1), 5, beta, bias_correction, working,
+                _ctrl(t=t, k=2), inp.normal(n), inp.normal(n, 0.1),
+                _working_copy(inp, n, working))
 
     return make
 
 
-def _rmsprop(weight_decay, eps_in_sqrt):
+def _rmsprop(weight_decay, eps_in_sqrt, working=0):
     def make(inp, rows, cols):
         n = rows * cols
         v = np.abs(inp.normal(n, 0.5))
         return (inp.normal(n), _lrs(inp, 0.01), 5, 0.9, 1e-8, weight_decay, eps_in_sqrt,
-                _ctrl(t=4, k=2), inp.normal(n), v)
+                working, _ctrl(t=4, k=2), inp.normal(n), v, _working_copy(inp, n, working))
 
     return make
 
 
-def _adam(t, weight_decay, decoupled, eps_in_sqrt, k=2, **flags):
+def _adam(t, weight_decay, decoupled, eps_in_sqrt, k=2, working=0, **flags):
     def make(inp, rows, cols):
         n = rows * cols
         m, v = inp.normal(n, 0.1), np.abs(inp.normal(n, 0.1))
         return (inp.normal(n), _lrs(inp, 1e-3), 5, 0.9, 0.999, 1e-8, weight_decay, decoupled,
-                eps_in_sqrt, _ctrl(t=t - 1, k=k, **flags), inp.normal(n), m, v)
+                eps_in_sqrt, working, _ctrl(t=t - 1, k=k, **flags), inp.normal(n), m, v,
+                _working_copy(inp, n, working))
 
     return make
 
@@ -238,7 +248,8 @@ def _overflowing_sgd(inp, rows, cols):
     """A finite gradient times a finite lr beyond the dtype's range: BAD_UPDATE is set."""
     n = rows * cols
     g = np.full(n, np.finfo(inp.dtype).max / 4, dtype=inp.dtype)
-    return (g, _lrs(inp, 16.0), 5, 0.0, 0.0, 0.0, 0, _ctrl(k=2), inp.normal(n), inp.normal(n))
+    return (g, _lrs(inp, 16.0), 5, 0.0, 0.0, 0.0, 0, 0, _ctrl(k=2), inp.normal(n), inp.normal(n),
+            _working_copy(inp, n, 0))
 
 
 def _gather(inp, rows, cols):
@@ -308,6 +319,12 @@ CASES = (
         KernelCase("adam_step", "adamw", _adam(1000, 0.0, 0.01, 0)),
         KernelCase("adam_step", "lr_past_the_table", _adam(3, 0.0, 0.01, 0, k=5)),
         KernelCase("adam_step", "skipped_when_bad", _adam(3, 0.0, 0.0, 0, bad=1)),
+        KernelCase("adam_step", "bf16_working_copy", _adam(3, 0.0, 0.01, 0, working=1), True),
+        KernelCase("adam_step", "bf16_copy_skipped_when_bad",
+                   _adam(3, 0.0, 0.0, 0, working=1, bad=1), True),
+        KernelCase("sgd_step", "bf16_working_copy", _sgd(0.9, 0.0, 0.01, 1, 3, working=1), True),
+        KernelCase("momentum_step", "bf16_working_copy", _momentum(0.9, 1, 2, working=1), True),
+        KernelCase("rmsprop_step", "bf16_working_copy", _rmsprop(0.01, 0, working=1), True),
         KernelCase("axpy", "step", _axpy),
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),

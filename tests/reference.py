@@ -7,7 +7,7 @@ ignored) and return ``{output argument name: expected array}``.
 """
 
 import numpy as np
-from reference_precision import bf16_to_f32, round_bf16, round_tf32  # noqa: F401 (kernel refs)
+from reference_precision import bf16_to_f32, bf16_value, round_bf16, round_tf32  # noqa: F401
 
 # Tight, dtype-keyed tolerances: float32 results to ~100 ulp, float64 to ~1e4 ulp.
 TOL = {
@@ -148,13 +148,14 @@ def _real(x, like):
     return float(np.asarray(like).dtype.type(x))
 
 
-def _update(lrs, n_lrs, ctrl, state, compute):
+def _update(lrs, n_lrs, ctrl, state, compute, working, w):
     """An update kernel's contract: nothing changes when ctrl[BAD] or ctrl[HALT] is set; else
     ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1, and
-    ctrl[BAD_UPDATE] = 1 when a new parameter is not finite."""
+    ctrl[BAD_UPDATE] = 1 when a new parameter is not finite. The working copy ``w`` (bfloat16
+    bits, compared within a bfloat16 ulp) becomes the new parameters when ``working``."""
     ctrl = np.array(ctrl, dtype=np.int64)
     if ctrl[CTRL_BAD] or ctrl[CTRL_HALT]:
-        return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl}
+        return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl, "w": bf16_value(w)}
     k = int(ctrl[CTRL_K])
     lr = float(lrs[k]) if 0 <= k < n_lrs else 0.0
     with np.errstate(over="ignore"):  # the parameters are stored in their dtype: may overflow
@@ -162,10 +163,11 @@ def _update(lrs, n_lrs, ctrl, state, compute):
         out["p"] = out["p"].astype(np.asarray(state["p"]).dtype).astype(np.float64)
     if not np.isfinite(out["p"]).all():
         ctrl[CTRL_BAD_UPDATE] = 1
-    return {**out, "ctrl": ctrl}
+    return {**out, "ctrl": ctrl, "w": out["p"] if working else bf16_value(w)}
 
 
-def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p, buf):
+def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working, ctrl, p, buf,
+             w):
     """PyTorch SGD: d = g + wd p; buf = d on the first step (t = 1), else
     mu buf + (1 - dampening) d; d = d + mu buf (nesterov) or buf; p -= lr d. Without
     momentum, buf is untouched."""
@@ -177,10 +179,10 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, ctrl, p
             d = d + momentum * new_buf if nesterov else new_buf
         return {"p": _f64(p) - lr * d, "buf": new_buf}
 
-    return _update(lrs, n_lrs, ctrl, {"p": p, "buf": buf}, compute)
+    return _update(lrs, n_lrs, ctrl, {"p": p, "buf": buf}, compute, working, w)
 
 
-def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
+def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     """Exponentially weighted average v = beta v + (1 - beta) g; p -= lr * correction * v,
     correction = 1 / (1 - beta^t) with bias_correction."""
     def compute(lr, t):
@@ -189,10 +191,10 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, ctrl, p, v):
         correction = 1.0 / (1.0 - beta ** t) if bias_correction else 1.0
         return {"p": _f64(p) - lr * correction * new_v, "v": new_v}
 
-    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute)
+    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute, working, w)
 
 
-def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, v):
+def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, ctrl, p, v, w):
     """PyTorch RMSprop: v = alpha v + (1 - alpha) d^2; p -= lr d / (sqrt(v) + eps), or
     / sqrt(v + eps) with eps_in_sqrt (Keras); d = g + wd p."""
     def compute(lr, t):
@@ -201,11 +203,11 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, ctrl, p, 
         denom = np.sqrt(new_v + eps) if eps_in_sqrt else np.sqrt(new_v) + eps
         return {"p": _f64(p) - lr * d / denom, "v": new_v}
 
-    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute)
+    return _update(lrs, n_lrs, ctrl, {"p": p, "v": v}, compute, working, w)
 
 
-def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt, ctrl,
-              p, m, v):
+def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_in_sqrt, working,
+              ctrl, p, m, v, w):
     """Adam (Kingma & Ba, Algorithm 1, as PyTorch): lr m_hat / (sqrt(v_hat) + eps),
     m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t). AdamW first shrinks p by
     lr * decoupled_wd; Adam's L2 adds weight_decay * p to the gradient. The betas of the moment
@@ -220,7 +222,7 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
         denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
         return {"p": q - lr * m_hat / denom, "m": new_m, "v": new_v}
 
-    return _update(lrs, n_lrs, ctrl, {"p": p, "m": m, "v": v}, compute)
+    return _update(lrs, n_lrs, ctrl, {"p": p, "m": m, "v": v}, compute, working, w)
 
 
 # --- the step's bookkeeping kernels ---------------------------------------------------------

@@ -149,14 +149,19 @@ def test_kernel_checks_declared_row_sizes(backend, dtype, position, value, words
 def test_control_array_and_tables_are_size_checked(backend, dtype):
     g, p = backend.zeros(6, dtype), backend.zeros(6, dtype)
     ctrl = backend.xp.zeros(8, dtype=np.int64)
+    no_w = backend.xp.zeros(0, dtype=np.uint16)
     with pytest.raises(ValueError, match=r"'ctrl': expected 8 elements \(8\), got 7"):
-        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0,
-                       ctrl[:7], p, p)
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0, 0,
+                       ctrl[:7], p, p, no_w)
     with pytest.raises(ValueError, match=r"'lrs': expected 4 elements \(n_lrs\), got 3"):
-        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 4, 0.0, 0.0, 0.0, 0, ctrl, p, p)
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 4, 0.0, 0.0, 0.0, 0, 0, ctrl, p,
+                       p, no_w)
     with pytest.raises(TypeError, match=r"'ctrl': expected dtype int64, got"):
-        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0,
-                       backend.zeros(8, dtype), p, p)
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0, 0,
+                       backend.zeros(8, dtype), p, p, no_w)
+    with pytest.raises(ValueError, match=r"'w': expected 6 elements \(n \* working\), got 0"):
+        backend.kernel("sgd_step", g, backend.zeros(3, dtype), 3, 0.0, 0.0, 0.0, 0, 1, ctrl, p,
+                       p, no_w)
     with pytest.raises(ValueError, match=r"'record': expected 10 elements \(n_steps \* 2\)"):
         backend.kernel("step_end", backend.zeros(1, dtype), 5, 1, ctrl, backend.zeros(9, dtype))
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import functools
 import numbers
 
 import numpy as np
@@ -53,9 +54,10 @@ def _plan(spec):
     return tuple(plan), sized, spec.n_index
 
 
-def _has_u16(spec):
-    """Whether ``spec`` takes bfloat16 bits: such kernels run on float32 arrays only."""
-    return any(p.kind in U16_KINDS for p in spec.params)
+@functools.lru_cache(maxsize=None)
+def _u16_positions(spec):
+    """Where ``spec`` takes bfloat16 bits: non-empty ones only with float32 arrays."""
+    return tuple(i for i, p in enumerate(spec.params) if p.kind in U16_KINDS)
 
 
 def check_dtype(dtype, argument="dtype"):
@@ -200,7 +202,7 @@ class Backend:
             self._check_array(spec, spec.params[index], args[index])
         real = check_dtype(args[first].dtype,
                            f"kernel {spec.name} argument {spec.params[first].name!r} dtype")
-        if real != _FLOAT32 and _has_u16(spec):
+        if real != _FLOAT32 and any(getattr(args[i], "size", 1) for i in _u16_positions(spec)):
             raise TypeError(f"kernel {spec.name} argument {spec.params[first].name!r}: expected "
                             f"dtype float32 (kernels with bfloat16 arguments), got {real}")
         n = args[spec.n_index].size
@@ -221,7 +223,9 @@ class Backend:
             return None
         real = args[n_index].dtype
         real = _FLOAT32 if real is _UINT16 else real  # bfloat16 kernels take float32 only
-        if real is not _FLOAT32 and real is not _FLOAT64 or real is _FLOAT64 and _has_u16(spec):
+        if real is not _FLOAT32 and real is not _FLOAT64:
+            return None
+        if real is _FLOAT64 and any(getattr(args[i], "size", 1) for i in _u16_positions(spec)):
             return None
         n, to_real = args[n_index].size, real.type
         converted = []
