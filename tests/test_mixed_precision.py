@@ -179,3 +179,32 @@ def test_cli_trains_and_saves_in_bf16(backend, capsys, tmp_path):
                  "--precision", "bf16", "--save", str(tmp_path / "m.npz")])
     assert code == 0, capsys.readouterr().out
     assert gpunn.load(tmp_path / "m.npz").precision == "bf16"
+
+
+def test_bf16_reaches_the_fp32_test_accuracy_on_digits(backend):
+    """The issue's accuracy target, on the CLI's digits split: within 0.5 points."""
+    pytest.importorskip("sklearn")
+    from gpunn import datasets
+
+    X, y = datasets.load("digits")
+    X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, 0.25, 0)
+    X_train, X_test = datasets.standardize(X_train, X_test)
+    accuracy = {}
+    for precision in ("fp32", "bf16"):
+        model = gpunn.MLP([64, 128, 10], activation="relu", output="softmax", seed=0,
+                          precision=precision)
+        gpunn.fit(model, X_train, y_train, optimizer="adam", lr=1e-3, epochs=10,
+                  batch_size=32, seed=0)
+        accuracy[precision] = np.mean(model.predict(X_test) == y_test)
+    assert accuracy["fp32"] > 0.9
+    assert accuracy["bf16"] >= accuracy["fp32"] - 0.005, accuracy
+
+
+def test_precision_bench_measures_every_contender(backend):
+    from gpunn.bench import precision as bench
+
+    row = bench.measure(backend, [8, 16, 4], 8, torch=None, rounds=1, min_sample_s=0.0)
+    assert set(row["median_s"]) == {f"{kind} {p}" for kind in ("step", "floor")
+                                    for p in bench.PRECISIONS}
+    assert all(t > 0 for t in row["median_s"].values())
+    assert "| 8-16-4 | 8 |" in bench.report([row])
