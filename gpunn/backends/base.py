@@ -4,6 +4,7 @@ import contextlib
 import contextvars
 import functools
 import numbers
+import threading
 
 import numpy as np
 
@@ -137,12 +138,14 @@ class Backend:
 
     def _scratch_operand(self, x, slot, precision):
         """A float32 copy of operand ``x`` as the GEMM of ``precision`` reads it, in the
-        scratch array of its slot and shape. The conversion launches are part of the GEMM:
-        not recorded on their own (a recorded GEMM repeats them)."""
+        scratch array of its slot, shape and thread (two threads may train on one backend).
+        The conversion launches are part of the GEMM: not recorded on their own (a recorded
+        GEMM repeats them)."""
         scratch = self.__dict__.setdefault("_scratch", {})
-        copy = scratch.get((slot, x.shape))
+        key = (threading.get_ident(), slot, x.shape)
+        copy = scratch.get(key)
         if copy is None:
-            copy = scratch[(slot, x.shape)] = self.xp.empty(x.shape, dtype=np.float32)
+            copy = scratch[key] = self.xp.empty(x.shape, dtype=np.float32)
         if precision == "bf16":
             self._launch_now("bf16_to_f32", x, copy)
         else:
