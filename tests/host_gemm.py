@@ -1,7 +1,8 @@
 """``cublasGemmEx`` emulated on the host: column-major NumPy arrays read exactly as cuBLAS reads
 its arguments (operation flags, sizes, leading dimensions, data and compute types), so the CUDA
 backend's row-major to column-major mapping runs in CI. Rounding to TF32 and widening bfloat16
-are written here on the bits with NumPy, apart from the kernels they check."""
+are written here on the bits with NumPy, apart from the kernels they check, into buffers kept
+per operand and shape: like cuBLAS, a warm call allocates nothing."""
 
 import numpy as np
 
@@ -15,27 +16,14 @@ from gpunn.backends.gemm_precision import (
 _STORAGE = {CUDA_R_32F: np.dtype(np.float32), CUDA_R_16BF: np.dtype(np.uint16)}
 
 
-def _tf32(x):
-    """float32 ``x`` rounded to nearest even at 10 mantissa bits (NaN quieted)."""
-    u = x.view(np.uint32).astype(np.uint64)
-    rounded = ((u + 0xFFF + ((u >> 13) & 1)) >> 13) << 13
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    return np.where(nan, u | 0x400000, rounded).astype(np.uint32).view(np.float32)
-
-
-def _matrix(flat, data_type, op, rows, cols, ld):
-    """``op(X)`` (rows x cols, float32) of the column-major X stored in ``flat``."""
-    if flat.dtype != _STORAGE[data_type]:
-        raise TypeError(f"data type {data_type} expects {_STORAGE[data_type]}, got {flat.dtype}")
-    stored_rows, stored_cols = (cols, rows) if op else (rows, cols)
-    if ld < max(1, stored_rows) or flat.size < ld * (stored_cols - 1) + stored_rows:
-        raise ValueError(f"leading dimension {ld} too small or buffer of {flat.size} too short")
-    padded = np.zeros(ld * stored_cols, flat.dtype)
-    padded[: min(flat.size, padded.size)] = flat.reshape(-1)[: padded.size]
-    stored = padded.reshape(stored_cols, ld).T[:stored_rows]
-    if data_type == CUDA_R_16BF:
-        stored = (stored.astype(np.uint32) << 16).view(np.float32)
-    return stored.T if op else stored
+def _column_major(flat, rows, cols, ld):
+    """The rows x cols column-major matrix with leading dimension ``ld`` in ``flat`` (a view)."""
+    flat = flat.reshape(-1)
+    if rows and cols and (ld < rows or (cols - 1) * ld + rows > flat.size):
+        raise ValueError(f"leading dimension {ld} too small or buffer of {flat.size} too short "
+                         f"for a {rows}x{cols} matrix")
+    return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols),
+                                           strides=(flat.itemsize, ld * flat.itemsize))
 
 
 class HostGemmEx:
@@ -46,19 +34,50 @@ class HostGemmEx:
 
     gemm_ex_calls = 0
 
+    def _buffers(self, role, shape):
+        """Three uint32 arrays and a mask of ``shape`` for operand ``role``, made once."""
+        cache = self.__dict__.setdefault("_gemm_ex_buffers", {})
+        key = (role, shape)
+        if key not in cache:
+            cache[key] = (np.empty(shape, np.uint32), np.empty(shape, np.uint32),
+                          np.empty(shape, np.uint32), np.empty(shape, bool))
+        return cache[key]
+
+    def _operand(self, role, flat, data_type, op, rows, cols, ld, compute):
+        """``op(X)`` (rows x cols) as float32 values the GEMM multiplies."""
+        if flat.dtype != _STORAGE[data_type]:
+            raise TypeError(f"data type {data_type} expects {_STORAGE[data_type]}, "
+                            f"got {flat.dtype}")
+        stored = _column_major(flat, *((cols, rows) if op else (rows, cols)), ld)
+        if data_type == CUDA_R_32F and compute != CUBLAS_COMPUTE_32F_FAST_TF32:
+            return stored.T if op else stored
+        bits, low, scratch, nan = self._buffers(role, stored.shape)
+        if data_type == CUDA_R_16BF:
+            np.copyto(bits, stored, casting="unsafe")
+            np.left_shift(bits, 16, out=bits)
+        else:
+            np.copyto(bits, stored.view(np.uint32))
+        if compute == CUBLAS_COMPUTE_32F_FAST_TF32:  # round to nearest even at bit 13
+            np.bitwise_and(bits, 0x7FFFFFFF, out=scratch)
+            np.greater(scratch, 0x7F800000, out=nan)
+            np.bitwise_or(bits, 0x400000, out=scratch)  # NaN: quieted, not rounded
+            np.right_shift(bits, 13, out=low)
+            np.bitwise_and(low, 1, out=low)
+            np.add(low, 0xFFF, out=low)
+            np.add(bits, low, out=bits)
+            np.bitwise_and(bits, 0xFFFFE000, out=bits)
+            np.copyto(bits, scratch, where=nan)
+        values = bits.view(np.float32)
+        return values.T if op else values
+
     def gemm_ex(self, op_a, op_b, m, n, k, A, a_type, lda, B, b_type, ldb, C, c_type, ldc,
                 compute):
         if c_type != CUDA_R_32F or compute not in (CUBLAS_COMPUTE_32F,
                                                    CUBLAS_COMPUTE_32F_FAST_TF32):
             raise ValueError(f"unsupported output type {c_type} or compute type {compute}")
-        left = _matrix(A, a_type, op_a, m, k, lda)
-        right = _matrix(B, b_type, op_b, k, n, ldb)
-        if compute == CUBLAS_COMPUTE_32F_FAST_TF32:
-            left, right = _tf32(np.ascontiguousarray(left)), _tf32(np.ascontiguousarray(right))
-        if ldc < m or C.size < ldc * (n - 1) + m:
-            raise ValueError(f"ldc {ldc} too small or C of {C.size} too short")
-        flat = C.reshape(-1)
-        result = (left @ right).astype(np.float32)
-        for j in range(n):  # column j of C starts at j * ldc
-            flat[j * ldc: j * ldc + m] = result[:, j]
+        left = self._operand("A", A, a_type, op_a, m, k, lda, compute)
+        right = self._operand("B", B, b_type, op_b, k, n, ldb, compute)
+        c = _column_major(C, m, n, ldc)
+        # C^T = op(B)^T op(A)^T into the row-major view of C: no temporary when ldc == m.
+        np.matmul(right.T, left.T, out=c.T)
         self.gemm_ex_calls += 1
