@@ -118,3 +118,32 @@ def test_matmul_unknown_precision(backend):
     with pytest.raises(ValueError, match=r"precision: expected one of \['fp32', 'tf32', "
                                          r"'bf16'\], got 'fp16'"):
         backend.matmul(a, a, precision="fp16")
+
+
+def test_cublas_gemm_ex_passes_cublas_argument_order():
+    """gpunn.backends.cublas.Cublas.gemm_ex on a stand-in binding (no GPU here): the handle,
+    every argument in cublasGemmEx's order, host scalars 1 and 0 in float32, the default
+    algorithm."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from gpunn.backends.cublas import Cublas
+    from gpunn.backends.gemm_precision import CUBLAS_GEMM_DEFAULT
+
+    calls = []
+    binding = SimpleNamespace(
+        create=lambda: 7, set_stream=lambda handle, ptr: None,
+        set_workspace=lambda handle, ptr, size: None, sgemm=None, dgemm=None,
+        gemm_ex=lambda *args: calls.append(args))
+    device = lambda ptr: SimpleNamespace(data=SimpleNamespace(ptr=ptr))  # noqa: E731
+    cupy = SimpleNamespace(empty=lambda size, dtype: device(1))
+    blas = Cublas(binding, cupy, SimpleNamespace(ptr=5))
+    operand, output, compute = GEMM_EX_TYPES["bf16"]
+    blas.gemm_ex(1, 0, 3, 4, 5, device(100), operand, 8, device(200), operand, 9, device(300),
+                 output, 3, compute)
+    (args,) = calls
+    assert args[:6] == (7, 1, 0, 3, 4, 5)
+    assert args[7:13] == (100, operand, 8, 200, operand, 9)
+    assert args[14:] == (300, output, 3, compute, CUBLAS_GEMM_DEFAULT)
+    assert ctypes.c_float.from_address(args[6]).value == 1.0
+    assert ctypes.c_float.from_address(args[13]).value == 0.0
