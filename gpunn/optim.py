@@ -6,7 +6,8 @@ twin) on ``model.backend``; the learning rate comes from the device table ``lrs`
 index in the control array ``ctrl`` and the update count from ``ctrl`` too (``gpunn.step``), so a
 recorded training step stays valid; bias corrections are computed from it in the kernel, in
 double. ``step(model)`` is the eager form: it fills a one-entry table and a control array from
-``lr`` and ``t`` and launches the same kernel.
+``lr`` and ``t`` and launches the same kernel. For a model in precision "bf16" the same
+launch also writes the bfloat16 working copy of the new parameters (``model.flat_work``).
 Adding an optimizer is one kernel pair and one small class: a subclass with a ``name``
 registers itself for :func:`get_optimizer`.
 
