@@ -16,7 +16,6 @@ from .precision import bf16_bits
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
 
 
-
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _skipped(ctrl):
     return ctrl[CTRL_BAD] != 0 or ctrl[CTRL_HALT] != 0

@@ -24,8 +24,8 @@ import sys
 
 import numpy as np
 
-from gpunn.bench.harness import interleaved, machine_info
-from gpunn.bench.peers import synthetic
+from gpunn.bench.harness import interleaved, machine_info, usable_cpus
+from gpunn.bench.step import synthetic
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 LR = 1e-3
@@ -119,7 +119,7 @@ def measure(backend, sizes, batch, torch=None, rounds=9, min_sample_s=0.2):
         if device == "cuda":
             sync = lambda: (backend.synchronize(), torch.cuda.synchronize())  # noqa: E731
     timings = interleaved(contenders, rounds=rounds, min_sample_s=min_sample_s, sync=sync)
-    median = {name: t.median for name, t in timings.items()}
+    median = {name: t["median"] for name, t in timings.items()}
     ratios = {f"step/floor {p}": median[f"step {p}"] / median[f"floor {p}"]
               for p in PRECISIONS}
     for p in PRECISIONS[1:]:
@@ -170,7 +170,8 @@ def main(argv=None):
     print(report(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "backend": backend.name, "rows": rows}, f,
+            json.dump({"machine": machine_info(usable_cpus()), "backend": backend.name,
+                       "rows": rows}, f,
                       indent=1)
     return 0
 
