@@ -1,21 +1,24 @@
 """Numba twins of activations.cu: fused bias + activation forward, activation backward.
 
 Constants are made with ``type(x)(c)`` / ``dtype.type(c)``: a bare ``1 - x`` would promote
-float32 to float64 in Numba and halve the vector width.
+float32 to float64 in Numba and halve the vector width. sigmoid and tanh take their exp from
+:mod:`.vecmath`, so the loops vectorize; the CUDA kernels use the device's ``exp``, and the two
+may differ by a few ulp (both are held to float64 references).
 """
 
 import math
 
 from numba import njit, prange
 
-from .config import CACHE, FASTMATH
+from .config import CACHE, ERROR_MODEL, FASTMATH
 from .precision import bf16_bits
+from .vecmath import exp_nonpositive, expm1_nonpositive
 
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
 IDENTITY, SIGMOID, RELU, TANH = 0, 1, 2, 3
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def sigmoid(x):
     """Two-branch stable sigmoid: exp never overflows, finite for any finite x.
 
@@ -24,11 +27,19 @@ def sigmoid(x):
     a mispredicted branch per element (2x faster on random signs).
     """
     one = type(x)(1)
-    e = math.exp(-abs(x))
+    e = exp_nonpositive(-abs(x))
     return one / (one + e) if x >= 0 else e / (one + e)
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def tanh(x):
+    """tanh(x) = -u / (2 + u) with u = expm1(-2|x|), signed like x: no overflow, and relative
+    accuracy near 0 (where 1 - exp(-2|x|) would cancel)."""
+    u = expm1_nonpositive(type(x)(-2) * abs(x))
+    return math.copysign(-u / (type(x)(2) + u), x)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def activate(x, act):
     """f(x) for activation code ``act``."""
     if act == SIGMOID:
@@ -36,11 +47,11 @@ def activate(x, act):
     if act == RELU:
         return x if x > 0 else type(x)(0)
     if act == TANH:
-        return math.tanh(x)
+        return tanh(x)
     return x
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def activation_grad(a, act):
     """f'(z) from the output a = f(z); tanh's 1 - a^2 as (1 - a)(1 + a), without cancellation."""
     one = type(a)(1)
@@ -53,7 +64,25 @@ def activation_grad(a, act):
     return one
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def bias_act_row(b, act, z):
+    """z[j] = f(z[j] + b[j]) over one row: one loop per activation, chosen once, so LLVM
+    vectorizes each (a loop over ``activate`` would hold every activation's code)."""
+    if act == SIGMOID:
+        for j in range(z.size):
+            z[j] = sigmoid(z[j] + b[j])
+    elif act == TANH:
+        for j in range(z.size):
+            z[j] = tanh(z[j] + b[j])
+    elif act == RELU:
+        for j in range(z.size):
+            z[j] = activate(z[j] + b[j], RELU)
+    else:
+        for j in range(z.size):
+            z[j] += b[j]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def bias_act_fwd(b, n_cols, act, Z):
     """Z[i] = f(Z[i] + b[i % n_cols]), in place.
 
@@ -61,19 +90,17 @@ def bias_act_fwd(b, n_cols, act, Z):
     integer division per element, which cost as much as the activation.
     """
     for row in prange(Z.size // n_cols):
-        start = row * n_cols
-        for j in range(n_cols):
-            Z[start + j] = activate(Z[start + j] + b[j], act)
+        bias_act_row(b, act, Z[row * n_cols:(row + 1) * n_cols])
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def act_bwd(A, act, dZ):
     """dZ[i] = dA[i] * f'(z_i), f' from the layer output A; dZ holds dA on entry."""
     for i in prange(dZ.size):
         dZ[i] *= activation_grad(A[i], act)
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def bias_act_fwd_bf16(b, n_cols, act, Z, Zh):
     """bias_act_fwd, also writing the bfloat16 bits of the output into Zh (float32 only)."""
     for row in prange(Z.size // n_cols):
@@ -84,7 +111,7 @@ def bias_act_fwd_bf16(b, n_cols, act, Z, Zh):
             Zh[start + j] = bf16_bits(a)
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def act_bwd_bf16(A, act, dZ, dZh):
     """act_bwd, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
     for i in prange(dZ.size):

@@ -8,6 +8,10 @@
 # The twins are element-wise loops with no reductions, so 'reassoc' bought no vectorization.
 FASTMATH = {"nsz", "arcp", "contract"}
 
+# Division by zero gives inf/NaN as in CUDA C and NumPy, instead of Python's ZeroDivisionError:
+# the check and its exception path in every loop that divides kept LLVM from vectorizing it.
+ERROR_MODEL = "numpy"
+
 # Numba writes compiled machine code next to these files, so a second process compiles nothing.
 CACHE = True
 
