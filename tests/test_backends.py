@@ -14,15 +14,22 @@ import threading
 import numpy as np
 import pytest
 import reference
+from gpunn.kernels import kernel_specs
 from host_build import emulated_backend
 
 import gpunn
 from gpunn.backends import CHOICES, cuda_status, get_backend, use_backend
-from gpunn.backends.cpu import CpuBackend
+from gpunn.backends.cpu import (
+    CpuBackend,
+    load_tbb,
+    numba_runtime,
+    runs_parallel,
+    set_numba_threads,
+)
 
 CUDA, CUDA_REASON = cuda_status()
 INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "python",
-             "platform", "numpy", "numba", "cupy", "blas", "threads"}
+             "platform", "numpy", "numba", "cupy", "blas", "threads", "threading", "advice"}
 
 
 def _fresh(function, *args):
@@ -159,6 +166,106 @@ def test_info_command_line():
     report = json.loads(_python(["-m", "gpunn.cli", "info", "--json"]).stdout)
     assert set(report) == INFO_KEYS
     assert report["cuda_unavailable_reason"] == CUDA_REASON
+
+
+def test_info_advises_on_threads_and_openblas(monkeypatch):
+    from gpunn.backends import info as info_module
+
+    runtime = {"layer": "omp", "tbb": None}
+    openblas = [{"internal_api": "openblas", "num_threads": 2}]
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    assert info_module._advice(runtime, openblas) == [info_module.OPENBLAS_ADVICE,
+                                                      info_module.TBB_ADVICE]
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    assert info_module._advice({"layer": "tbb", "tbb": "/lib/libtbb.so.12"}, openblas) == []
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    mkl = [{"internal_api": "mkl", "num_threads": 2}]
+    assert info_module._advice({"layer": "tbb", "tbb": "/lib/libtbb.so.12"}, mkl) == []
+    report = _fresh(gpunn.info)
+    assert report["threading"]["numba_layer"] == numba_runtime()["layer"]
+
+
+LAYER = """
+import json, sys
+if sys.argv[1] == "torch first":
+    import torch
+import gpunn
+from gpunn.backends.cpu import numba_runtime
+runtime = numba_runtime()
+maps = open("/proc/self/maps").read()
+print(json.dumps({**runtime, "omppool": "omppool" in maps, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("order", ["gpunn alone", "torch first"])
+def test_numba_runs_on_the_tbb_wheel_whatever_was_imported_first(order):
+    """With the tbb wheel installed, gpunn maps its library itself (Numba does not look in a
+    virtual environment's lib/) and Numba's TBB layer runs, also after PyTorch, whose OpenMP
+    runtime Numba's OpenMP layer would otherwise bind to."""
+    if order == "torch first":
+        pytest.importorskip("torch")
+    if load_tbb() is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs the tbb wheel, and /proc/self/maps to see what is mapped")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
+    done = subprocess.run([sys.executable, "-c", LAYER, order], capture_output=True, text=True,
+                          env=environment, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["layer"] == "tbb" and report["tbb"] == load_tbb()
+    assert report["torch"] == (order == "torch first") and not report["omppool"]
+
+
+def test_openmp_fallback_when_asked_for():
+    done = _python(["-c", "from gpunn.backends.cpu import numba_runtime; "
+                          "print(numba_runtime()['layer'], numba_runtime()['tbb'])"],
+                   NUMBA_THREADING_LAYER="omp")
+    assert done.stdout.split() == ["omp", "None"]
+
+
+THREAD_CHOICE = """
+import json, sys
+from gpunn.backends.cpu import runs_parallel
+from gpunn.kernels import kernel_specs
+print(json.dumps({k: [runs_parallel(k, n) for n in map(int, sys.argv[1:])]
+                  for k in sorted(kernel_specs())}))
+"""
+SIZES = [0, 1, 100, 4096, 10**4, 32768, 10**5, 131072, 10**6, 10**8]
+
+
+def test_thread_choice_is_a_pure_function_of_kernel_and_size(dtype):
+    """Which path runs depends on (kernel, n) alone: not on earlier launches, timings, the
+    dtype or the process; small launches stay on the calling thread, large ones use all."""
+    before = {k: [runs_parallel(k, n) for n in SIZES] for k in sorted(kernel_specs())}
+    backend = CpuBackend()
+    for n in (10, 50000, 300000):
+        backend.kernel("act_bwd", np.ones(n, dtype), 1, np.ones(n, dtype))
+    after = {k: [runs_parallel(k, n) for n in SIZES] for k in sorted(kernel_specs())}
+    elsewhere = json.loads(_python(["-c", THREAD_CHOICE, *map(str, SIZES)]).stdout)
+    assert before == after == elsewhere
+    for choices in before.values():
+        assert choices == sorted(choices) and not choices[3] and choices[-1]
+
+
+def test_backend_follows_the_thread_choice(monkeypatch):
+    """A launch runs its twin on all of Numba's threads exactly when runs_parallel says so."""
+    import numba
+
+    set_numba_threads(numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() < 2:
+        pytest.skip("one CPU: every launch runs on one thread")
+    seen = []
+    backend = CpuBackend()
+    backend._twins["act_bwd"] = lambda A, act, dZ: seen.append(numba.get_num_threads())
+    sizes = [1, 1000, 10**4, 10**5, 10**6]
+    for n in sizes:
+        backend.kernel("act_bwd", np.ones(n, np.float32), 1, np.ones(n, np.float32))
+    assert seen == [numba.get_num_threads() if runs_parallel("act_bwd", n) else 1
+                    for n in sizes]
+    assert 1 in seen and seen[-1] > 1
+    forced = CpuBackend({"act_bwd": 0})
+    forced._twins["act_bwd"] = backend._twins["act_bwd"]
+    forced.kernel("act_bwd", np.ones(1, np.float32), 1, np.ones(1, np.float32))
+    assert seen[-1] > 1
 
 
 def _matmul_bound(A, B, dtype):

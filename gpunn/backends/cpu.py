@@ -1,111 +1,123 @@
-"""CPU backend: NumPy arrays, BLAS matmuls, Numba-compiled kernel twins."""
+"""CPU backend: NumPy arrays, BLAS matmuls, Numba-compiled kernel twins.
 
+Numba's thread pool and OpenBLAS's share the cores: a training step alternates BLAS calls with
+Numba kernels. Whatever the process imported before gpunn (PyTorch, scikit-learn, JAX), the
+pool must not keep spinning after a kernel, and a small kernel must not wake it at all.
+"""
+
+import ctypes
 import importlib
+import importlib.metadata
 import os
-import time
+import sys
+import threading
 
 import numpy as np
 
 from gpunn.backends.base import Backend
-from gpunn.kernels.config import CHUNK
 
 # Variables with which a user chooses how OpenMP worker threads wait; gpunn then leaves it be.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-_started = False
+# The file of the TBB runtime that Numba's TBB layer links to, per platform.
+_TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+_start_lock = threading.Lock()
+_runtime = None
+
+# Kernels run on all of Numba's threads from these sizes (elements, ``n`` of the launch) on,
+# and on the calling thread alone below them: waking the pool costs more than a small kernel's
+# whole work, and a kernel on one thread leaves the other cores to BLAS. Sizes come from
+# benchmarks/cpu_threading.py (results/cpu_threading.json): the smallest size from which all
+# threads took at most PARALLEL_GAIN of one thread's time, rounded to a power of two.
+PARALLEL_GAIN = 0.8
+PARALLEL_FROM = {
+    "bias_act_fwd": 1 << 15,  # exp per element (sigmoid, tanh): the most work per element
+    "bce_logits": 1 << 15,
+    "softmax_xent": 1 << 15,
+    "softmax_shift_exp": 1 << 15,
+    "adam_step": 1 << 16,  # divisions and square roots over three state arrays
+    "rmsprop_step": 1 << 16,
+}
+# Streaming kernels (a multiply or two per element): act_bwd, sgd, momentum, axpy, mse, ...
+PARALLEL_FROM_DEFAULT = 1 << 17
+
+
+def load_tbb():
+    """Map the TBB runtime of the ``tbb`` wheel, so Numba can start its TBB threading layer.
+
+    Numba's TBB layer links to ``libtbb.so.12`` by name, and in a virtual environment the
+    dynamic loader does not look in the environment's ``lib/``, where the wheel puts it: there
+    Numba silently falls back to OpenMP. Once this process has the library mapped, the name
+    resolves to it. Returns the path, or None when the wheel is missing or does not load.
+    """
+    name = _TBB_LIBRARY.get(sys.platform)
+    try:
+        files = importlib.metadata.files("tbb") or ()
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == name:
+            path = os.path.realpath(file.locate())
+            try:
+                ctypes.CDLL(path)
+            except OSError:
+                return None
+            return path
+    return None
 
 
 def start_numba_threads():
-    """Start Numba's thread pool, with OpenMP workers that sleep, not spin, when idle.
+    """Start Numba's thread pool once: the TBB layer where the ``tbb`` wheel is installed,
+    else OpenMP with workers that sleep, not spin, when idle.
 
     Called by the first kernel launch; call it before ``numba.set_num_threads`` or anything
-    else that starts Numba's threads, or they start with the runtime's default wait policy.
+    else that starts Numba's threads. With OpenMP, Numba binds to the first OpenMP runtime in
+    the process: PyTorch's, if PyTorch was imported first, whose workers spin for milliseconds
+    after each kernel and take the cores the next matmul needs. TBB is a runtime of Numba's
+    own, whatever else is loaded. For OpenMP, ``OMP_WAIT_POLICY=PASSIVE`` is set only while
+    Numba loads the runtime (a runtime reads it once, when it loads; one that PyTorch loaded
+    before keeps its policy). No effect on a wait policy or ``NUMBA_THREADING_LAYER`` the user
+    set, or on threads that were already running.
 
-    A training step alternates BLAS calls (OpenBLAS's own threads) with Numba kernels (an
-    OpenMP pool). GNU OpenMP workers spin for milliseconds after each kernel by default and take
-    the cores the next matmul needs: on 2 cores the MLP 784-1024-1024-10 step at batch 128 took
-    57 ms instead of 12, a 64-256-256-10 step at batch 32 36 ms instead of 0.65. The runtime
-    reads ``OMP_WAIT_POLICY`` once, when it loads, so it is set only while Numba loads it
-    (PyTorch's or any other OpenMP runtime keeps its defaults). No effect if the user set a
-    wait policy, or if Numba's threads were already running.
+    Returns:
+        dict: ``layer`` (Numba's threading layer) and ``tbb`` (the TBB library mapped, or None).
     """
-    global _started
-    if _started:
-        return
-    import numba
+    global _runtime
+    with _start_lock:
+        if _runtime is not None:
+            return _runtime
+        import numba
 
-    if any(name in os.environ for name in _WAIT_VARIABLES):
-        numba.get_num_threads()
-    else:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        try:
-            numba.get_num_threads()  # launches the pool, loading the OpenMP runtime now
-        finally:
-            del os.environ["OMP_WAIT_POLICY"]
-    _started = True
+        tbb = load_tbb()
+        if any(name in os.environ for name in _WAIT_VARIABLES):
+            numba.get_num_threads()
+        else:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            try:
+                numba.get_num_threads()  # launches the pool, loading its runtime now
+            finally:
+                del os.environ["OMP_WAIT_POLICY"]
+        _runtime = {"layer": numba.threading_layer(), "tbb": tbb}
+        return _runtime
 
 
-# All threads must take at most this fraction of one thread's time to be chosen.
-PARALLEL_GAIN = 0.8
+def runs_parallel(kernel, n):
+    """Whether a launch of ``kernel`` over ``n`` elements runs on all of Numba's threads.
 
-
-class _ThreadChoice:
-    """Per kernel and size: run on all of Numba's threads or on the calling thread alone.
-
-    Waking passive workers costs tens of microseconds (70 us on a 2-core VM), more than a small
-    kernel's whole work, and where that stops being true depends on the kernel (an Adam step on
-    10^5 elements: 44 us alone vs 94 us on 2 threads; a sigmoid on 10^5: the reverse). So the
-    first launch of each (kernel, n) warms the memory up (fresh arrays fault their pages in), the
-    next ``TRIALS`` use all threads, the ``TRIALS`` after them one (in blocks: right after a
-    switch the data sits in the other cores' caches), and later launches take all threads only
-    if their median time beats one thread's by ``PARALLEL_GAIN``: a worker's wake-up time
-    varies with how long it has slept, and one thread leaves the other cores to BLAS.
-    Results are identical either way: every element is computed by the same code,
-    independently of the others.
+    A pure function of its arguments (see ``PARALLEL_FROM``): which path runs never depends
+    on a timing. Results are identical either way (each twin computes every element with the
+    same code, in blocks that do not depend on the thread count).
     """
-
-    TRIALS = 3
-
-    def __init__(self):
-        self.trials = {}
-        self.choice = {}
-
-    def run(self, key, twin, args):
-        single = self.choice.get(key)
-        if single is None:
-            self._trial(key, twin, args)
-        elif single:
-            _single_threaded(twin, args)
-        else:
-            twin(*args)
-
-    def _trial(self, key, twin, args):
-        times = self.trials.get(key)
-        if times is None:
-            self.trials[key] = ([], [])
-            twin(*args)
-            return
-        single = len(times[0]) >= self.TRIALS
-        start = time.perf_counter()
-        if single:
-            _single_threaded(twin, args)
-        else:
-            twin(*args)
-        times[single].append(time.perf_counter() - start)
-        if len(times[1]) >= self.TRIALS:
-            self.choice[key] = _median(times[0]) > PARALLEL_GAIN * _median(times[1])
-            self.trials.pop(key, None)  # another Python thread may have decided it already
+    return n >= PARALLEL_FROM.get(kernel, PARALLEL_FROM_DEFAULT)
 
 
 def numba_runtime():
-    """Numba's version, thread count and threading layer (None before a parallel launch)."""
+    """Numba's version, thread count, threading layer and the TBB library it uses (or None)."""
     import numba
 
-    start_numba_threads()
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel function has run yet
-        layer = None
-    return {"version": numba.__version__, "threads": numba.get_num_threads(), "layer": layer}
+    runtime = start_numba_threads()
+    return {"version": numba.__version__, "threads": numba.get_num_threads(),
+            "layer": runtime["layer"], "tbb": runtime["tbb"] if runtime["layer"] == "tbb"
+            else None}
 
 
 def set_numba_threads(n):
@@ -116,10 +128,6 @@ def set_numba_threads(n):
     previous = numba.get_num_threads()
     numba.set_num_threads(n)
     return previous
-
-
-def _median(values):
-    return sorted(values)[len(values) // 2]
 
 
 def _single_threaded(twin, args):
@@ -137,15 +145,20 @@ def _single_threaded(twin, args):
 
 
 class CpuBackend(Backend):
-    """Runs every kernel as its Numba twin (``gpunn.kernels.<module>.<name>``) on host arrays."""
+    """Runs every kernel as its Numba twin (``gpunn.kernels.<module>.<name>``) on host arrays.
+
+    Args:
+        parallel_from: ``{kernel: n}`` overriding ``PARALLEL_FROM`` (0: always all threads,
+            ``math.inf``: always the calling thread); for benchmarks.
+    """
 
     name = "cpu"
     xp = np
     device = "cpu"
 
-    def __init__(self):
+    def __init__(self, parallel_from=None):
         self._twins = {}
-        self._threads = _ThreadChoice()
+        self._parallel_from = dict(parallel_from or {})
 
     def _launch(self, spec, converted):
         args, _, n = converted
@@ -154,15 +167,8 @@ class CpuBackend(Backend):
             start_numba_threads()
             module = importlib.import_module(f"gpunn.kernels.{spec.module}")
             twin = self._twins[spec.name] = getattr(module, spec.name)
-        set_chunk = _chunk_setter()
-        previous = set_chunk(CHUNK)  # fixed prange chunks: the same bits on any thread count
-        try:
-            self._threads.run((spec.name, n), twin, args)
-        finally:
-            set_chunk(previous)
-
-
-def _chunk_setter():
-    import numba
-
-    return numba.set_parallel_chunksize
+        limit = self._parallel_from.get(spec.name)
+        if n >= limit if limit is not None else runs_parallel(spec.name, n):
+            twin(*args)
+        else:
+            _single_threaded(twin, args)

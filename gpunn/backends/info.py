@@ -1,7 +1,18 @@
 """``gpunn.info()``: what gpunn runs on and why."""
 
+import os
 import platform
 import sys
+
+# OpenBLAS's idle threads busy-wait about 2^OPENBLAS_THREAD_TIMEOUT cycles after each call
+# (default 2^28, a tenth of a second) on the cores the next kernel needs; OpenBLAS reads it
+# once, when NumPy loads it.
+OPENBLAS_ADVICE = ("OPENBLAS_THREAD_TIMEOUT is not set: OpenBLAS's threads spin for ~0.1 s after "
+                   "each matmul, on the cores gpunn's kernels need; set OPENBLAS_THREAD_TIMEOUT=4 "
+                   "in the environment before Python starts (it is read when NumPy loads)")
+TBB_ADVICE = ("Numba runs on OpenMP: `pip install tbb` lets gpunn use Numba's TBB layer, whose "
+              "speed does not depend on what was imported first (PyTorch brings a spinning "
+              "OpenMP runtime)")
 
 
 def info():
@@ -11,7 +22,9 @@ def info():
         dict with keys ``backend`` ("unavailable" when the requested one cannot work, with
         ``backend_error`` saying why), ``device``, ``cuda_unavailable_reason``, ``step_replay``
         (CUDA graphs, or eager replay and why), ``python``, ``numpy``, ``numba``, ``cupy``,
-        ``blas`` (threadpoolctl's view) and ``threads``.
+        ``blas`` (threadpoolctl's view), ``threads``, ``threading`` (Numba's threading layer,
+        the TBB library it runs on, ``OPENBLAS_THREAD_TIMEOUT``) and ``advice`` (settings
+        that would make the CPU backend faster here; empty when there are none).
     """
     import numpy
     from threadpoolctl import threadpool_info
@@ -46,7 +59,22 @@ def info():
         "cupy": getattr(cupy, "__version__", None),
         "blas": blas,
         "threads": {"numba": numba["threads"], "blas": [b["num_threads"] for b in blas]},
+        "threading": {"numba_layer": numba["layer"], "tbb": numba["tbb"],
+                      "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
+        "advice": _advice(numba, blas),
     }
+
+
+def _advice(numba, blas):
+    """Settings that would speed up the CPU backend here."""
+    advice = []
+    openblas = any(pool["internal_api"] == "openblas" and (pool["num_threads"] or 1) > 1
+                   for pool in blas)
+    if openblas and "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+        advice.append(OPENBLAS_ADVICE)
+    if numba["layer"] != "tbb":
+        advice.append(TBB_ADVICE)
+    return advice
 
 
 class _Unavailable:
