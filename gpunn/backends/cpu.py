@@ -24,21 +24,23 @@ _start_lock = threading.Lock()
 _runtime = None
 
 # Kernels run on all of Numba's threads from these sizes (elements, ``n`` of the launch) on,
-# and on the calling thread alone below them: waking the pool costs more than a small kernel's
-# whole work, and a kernel on one thread leaves the other cores to BLAS. Sizes come from
-# benchmarks/cpu_threading.py (results/cpu_threading.json): the smallest size from which all
-# threads took at most PARALLEL_GAIN of one thread's time, rounded to a power of two.
+# and on the calling thread alone below them: waking an idle pool costs more than a small
+# kernel's whole work, and a kernel on one thread leaves the other cores to BLAS. From
+# benchmarks/cpu_threading.py (results/cpu_threading.json): the smallest power of two at which
+# all threads should take at most PARALLEL_GAIN of one thread's time, given an idle pool's
+# wake-up time and the kernel's one-thread time per element (where the other cores are busy,
+# all threads never won at any size).
 PARALLEL_GAIN = 0.8
 PARALLEL_FROM = {
-    "bias_act_fwd": 1 << 15,  # exp per element (sigmoid, tanh): the most work per element
-    "bce_logits": 1 << 15,
-    "softmax_xent": 1 << 15,
-    "softmax_shift_exp": 1 << 15,
-    "adam_step": 1 << 16,  # divisions and square roots over three state arrays
+    "bias_act_fwd": 1 << 19,  # an exp per element (sigmoid, tanh)
+    "bce_logits": 1 << 19,  # exp and log1p per element: as bias_act_fwd
+    "softmax_xent": 1 << 19,
+    "softmax_shift_exp": 1 << 19,
+    "adam_step": 1 << 16,  # a division and a square root per element, three arrays
     "rmsprop_step": 1 << 16,
 }
-# Streaming kernels (a multiply or two per element): act_bwd, sgd, momentum, axpy, mse, ...
-PARALLEL_FROM_DEFAULT = 1 << 17
+# Streaming kernels (a multiply or two per element, as act_bwd): sgd, momentum, axpy, mse, ...
+PARALLEL_FROM_DEFAULT = 1 << 21
 
 
 def load_tbb():
@@ -96,7 +98,8 @@ def start_numba_threads():
                 numba.get_num_threads()  # launches the pool, loading its runtime now
             finally:
                 del os.environ["OMP_WAIT_POLICY"]
-        _runtime = {"layer": numba.threading_layer(), "tbb": tbb}
+        _runtime = {"layer": numba.threading_layer(), "tbb": tbb,
+                    "count": _thread_count_functions()}
         return _runtime
 
 
@@ -130,18 +133,31 @@ def set_numba_threads(n):
     return previous
 
 
-def _single_threaded(twin, args):
+def _thread_count_functions():
+    """Numba's get/set of the calling thread's thread count. Its own internal ones where it
+    has them: the public functions check the pool and their argument on every call, several
+    microseconds per launch, as much as a small kernel."""
     import numba
+    from numba.np.ufunc import parallel
 
-    threads = numba.get_num_threads()
+    get, set_ = (getattr(parallel, name, None) for name in ("_get_num_threads",
+                                                          "_set_num_threads"))
+    if callable(get) and callable(set_):
+        return get, set_
+    return numba.get_num_threads, numba.set_num_threads
+
+
+def _single_threaded(twin, args):
+    get, set_ = _runtime["count"]
+    threads = get()
     if threads == 1:
         twin(*args)
         return
-    numba.set_num_threads(1)  # this thread only; a region of one thread wakes no worker
+    set_(1)  # this thread only; a region of one thread wakes no worker
     try:
         twin(*args)
     finally:
-        numba.set_num_threads(threads)
+        set_(threads)
 
 
 class CpuBackend(Backend):
