@@ -215,6 +215,28 @@ def test_numba_runs_on_the_tbb_wheel_whatever_was_imported_first(order):
     assert report["torch"] == (order == "torch first") and not report["omppool"]
 
 
+def test_load_tbb_without_the_wheel_or_its_library(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    assert load_tbb() is None
+    broken = tmp_path / "libtbb.so.12"
+    broken.write_text("not a shared library")
+
+    class File:
+        name = broken.name
+
+        def locate(self):
+            return broken
+
+    monkeypatch.setattr(importlib.metadata, "files", lambda name: [File()])
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert load_tbb() is None
+
+
 def test_openmp_fallback_when_asked_for():
     done = _python(["-c", "from gpunn.backends.cpu import numba_runtime; "
                           "print(numba_runtime()['layer'], numba_runtime()['tbb'])"],
