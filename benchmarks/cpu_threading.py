@@ -11,13 +11,15 @@ Measurement only (no pass/fail): writes ``benchmarks/results/cpu_threading.json`
   ``gpunn.backends.cpu.PARALLEL_FROM`` holds). w is measured too, but where the other cores
   are busy a wake-up waits for one, so the model takes ``--wake-us`` (70: an idle OpenMP
   pool's wake-up on a quiet 2-core VM, benchmarks/RESULTS.md).
-- ``steps``: MLP 784-1024-1024-10 (sigmoid, softmax, Adam) trained by ``gpunn.fit`` on
-  synthetic data, time per step over its GEMM floor (the step's matrix products alone on
-  preallocated buffers: three forward, five backward), at batch 32, 128, 512 and 2048, in fresh
+- ``steps``: MLP 784-1024-1024-10 (sigmoid, softmax, Adam), the step ``gpunn.fit`` runs per
+  batch (``TrainStep.run_next``) on synthetic data, its time over its GEMM floor (the step's
+  matrix products alone on preallocated buffers: three forward, five backward; not the bias
+  gradients' GEMVs), at batch 32, 128, 512 and 2048, in fresh
   processes: no PyTorch, PyTorch imported first, gpunn first; on the layer gpunn picks, on
   OpenMP (``NUMBA_THREADING_LAYER=omp``, gpunn's fallback), and with
   ``OPENBLAS_THREAD_TIMEOUT=4``. Processes are interleaved round by round; each reports the
-  fastest step and floor it saw (interleaved), and the result is the median over rounds.
+  fastest step and floor it saw (timed call by call, interleaved), and the result is the
+  median over rounds.
 
     python benchmarks/cpu_threading.py [--sections thresholds,steps] [--rounds 3]
 """
@@ -160,19 +162,22 @@ def gemm_floor(batch):
     return step
 
 
-def fit_steps(batch, steps=4):
-    """One call: ``gpunn.fit`` for one epoch of ``steps`` steps; returns the steps it ran."""
+def train_step(batch, steps=8):
+    """One training step per call: what ``gpunn.fit`` runs per batch (``TrainStep.run_next``:
+    gather, forward, loss, backward, finiteness check, Adam), on ``steps`` batches of data."""
     import numpy as np
 
     import gpunn
+    from gpunn.step import TrainStep
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((steps * batch, SIZES[0]), dtype=np.float32)
     y = rng.integers(0, SIZES[-1], steps * batch)
     model = gpunn.MLP(SIZES, activation="sigmoid", output="softmax", seed=0)
-    optimizer = gpunn.Adam(lr=1e-3)
-    return lambda: gpunn.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=batch,
-                             progress=False), steps
+    Xd, T, loss = model.prepare(X, y)
+    trainer = TrainStep(model, loss, gpunn.Adam(lr=1e-3), Xd, T, batch)
+    trainer.shuffle(rng)
+    return trainer.run_next
 
 
 def child(order, batches, seconds):
@@ -190,12 +195,11 @@ def child(order, batches, seconds):
         torch.ones(64, 64) @ torch.ones(64, 64)
     results = {}
     for batch in batches:
-        run, steps = fit_steps(batch)
-        floor = gemm_floor(batch)
-        step_s, floor_s = quiet_time(run, seconds) / steps, quiet_time(floor, seconds / 4)
+        step, floor = train_step(batch), gemm_floor(batch)
+        step_s, floor_s = quiet_time(step, seconds), quiet_time(floor, seconds / 2)
         for _ in range(2):  # interleaved: a quiet spell for one is given to the other too
-            step_s = min(step_s, quiet_time(run, seconds) / steps)
-            floor_s = min(floor_s, quiet_time(floor, seconds / 4))
+            step_s = min(step_s, quiet_time(step, seconds))
+            floor_s = min(floor_s, quiet_time(floor, seconds / 2))
         results[batch] = {"step_s": step_s, "floor_s": floor_s,
                           "step_over_floor": step_s / floor_s}
     return {"layer": runtime["layer"], "tbb": runtime["tbb"], "batches": results}
@@ -262,7 +266,7 @@ def main(argv=None):
     parser.add_argument("--sections", default="thresholds,steps")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--seconds", type=float, default=0.5, help="per sample")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per sample")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--wake-us", type=float, default=70.0,
                         help="an idle pool's wake-up time for the threshold model")
