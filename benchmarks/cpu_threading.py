@@ -17,8 +17,10 @@ Measurement only (no pass/fail): writes ``benchmarks/results/cpu_threading.json`
   gradients' GEMVs), at batch 32, 128, 512 and 2048, in fresh
   processes: no PyTorch, PyTorch imported first, gpunn first; on the layer gpunn picks, on
   OpenMP (``NUMBA_THREADING_LAYER=omp``, gpunn's fallback), and with
-  ``OPENBLAS_THREAD_TIMEOUT=4``. Processes are interleaved round by round; each reports the
-  fastest step and floor it saw (timed call by call, interleaved), and the result is the
+  ``OPENBLAS_THREAD_TIMEOUT=4``, and on one thread (kernels and BLAS: what the step costs
+  beyond its GEMMs, without any sharing of cores). Processes are interleaved round by round;
+  each reports the fastest step and floor it saw (timed call by call, interleaved) and their
+  process CPU time per call (all threads, spinning ones included), and the result is the
   median over rounds.
 
     python benchmarks/cpu_threading.py [--sections thresholds,steps] [--rounds 3]
@@ -40,7 +42,10 @@ SIZES = [784, 1024, 1024, 10]
 BATCHES = [32, 128, 512, 2048]
 ORDERS = ["no torch", "torch first", "gpunn first"]
 CONFIGS = {"default": {}, "omp": {"NUMBA_THREADING_LAYER": "omp"},
-           "default + OPENBLAS_THREAD_TIMEOUT=4": {"OPENBLAS_THREAD_TIMEOUT": "4"}}
+           "default + OPENBLAS_THREAD_TIMEOUT=4": {"OPENBLAS_THREAD_TIMEOUT": "4"},
+           "one thread": {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}}
+VARIABLES = ("NUMBA_THREADING_LAYER", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS",
+             "NUMBA_NUM_THREADS")
 OUT = Path(__file__).resolve().parent / "results" / "cpu_threading.json"
 
 
@@ -50,13 +55,20 @@ def quiet_time(function, seconds, least=5):
     The fastest, not the median: on a shared machine most samples include time taken by other
     processes, and the quiet ones are what the code costs.
     """
+    return sample(function, seconds, least)[0]
+
+
+def sample(function, seconds, least=5):
+    """``(fastest wall seconds, process CPU seconds per call)`` over calls filling about
+    ``seconds``. CPU time counts every thread of the process, spinning ones included, and
+    hardly depends on what other processes do."""
     function()
-    times = []
+    times, cpu = [], time.process_time()
     while sum(times) < seconds or len(times) < least:
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), (time.process_time() - cpu) / len(times)
 
 
 def kernel_calls(backend, family, n):
@@ -196,19 +208,22 @@ def child(order, batches, seconds):
     results = {}
     for batch in batches:
         step, floor = train_step(batch), gemm_floor(batch)
-        step_s, floor_s = quiet_time(step, seconds), quiet_time(floor, seconds / 2)
-        for _ in range(2):  # interleaved: a quiet spell for one is given to the other too
-            step_s = min(step_s, quiet_time(step, seconds))
-            floor_s = min(floor_s, quiet_time(floor, seconds / 2))
-        results[batch] = {"step_s": step_s, "floor_s": floor_s,
-                          "step_over_floor": step_s / floor_s}
+        samples = {"step": [], "floor": []}
+        for _ in range(3):  # interleaved: a quiet spell for one is given to the other too
+            samples["step"].append(sample(step, seconds))
+            samples["floor"].append(sample(floor, seconds / 2))
+        found = {name: (min(s[0] for s in runs), statistics.median(s[1] for s in runs))
+                 for name, runs in samples.items()}
+        results[batch] = {"step_s": found["step"][0], "floor_s": found["floor"][0],
+                          "step_over_floor": found["step"][0] / found["floor"][0],
+                          "step_cpu_s": found["step"][1], "floor_cpu_s": found["floor"][1],
+                          "cpu_step_over_floor": found["step"][1] / found["floor"][1]}
     return {"layer": runtime["layer"], "tbb": runtime["tbb"], "batches": results}
 
 
 def spawn(order, config, batches, seconds):
     """Run :func:`child` in a fresh interpreter with ``config``'s environment."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_THREADING_LAYER", "OPENBLAS_THREAD_TIMEOUT")}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(CONFIGS[config])
     code = [sys.executable, __file__, "--child", json.dumps([order, batches, seconds])]
     done = subprocess.run(code, capture_output=True, text=True, env=env, timeout=1800,
@@ -218,20 +233,20 @@ def spawn(order, config, batches, seconds):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def steps(rounds, batches, seconds, configs, partial=None):
+def steps(rounds, batches, seconds, configs, orders, partial=None):
     """Interleaved fresh processes per round; medians over rounds per (config, order, batch).
     Each process's result is also appended to ``partial`` (JSON lines) as it comes."""
     runs = {}
     for round_index in range(rounds):
-        for config, order in itertools.product(configs, ORDERS):
+        for config, order in itertools.product(configs, orders):
             found = spawn(order, config, batches, seconds)
             runs.setdefault(config, {}).setdefault(order, []).append(found)
             if partial is not None:
                 with partial.open("a") as file:
                     file.write(json.dumps({"config": config, "order": order, **found}) + "\n")
             print(f"round {round_index} {config} / {order} ({found['layer']}): " + ", ".join(
-                f"b{b} {r['step_over_floor']:.2f}" for b, r in found["batches"].items()),
-                flush=True)
+                f"b{b} {r['step_over_floor']:.2f} (cpu {r['cpu_step_over_floor']:.2f})"
+                for b, r in found["batches"].items()), flush=True)
     return {config: {order: summarize(found) for order, found in orders.items()}
             for config, orders in runs.items()}
 
@@ -241,7 +256,7 @@ def summarize(found):
     batches = found[0]["batches"]
     return {"layer": found[0]["layer"], "rounds": found, "median": {
         batch: {key: statistics.median(run["batches"][batch][key] for run in found)
-                for key in ("step_s", "floor_s", "step_over_floor")} for batch in batches}}
+                for key in found[0]["batches"][batch]} for batch in batches}}
 
 
 def machine():
@@ -268,6 +283,7 @@ def main(argv=None):
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--seconds", type=float, default=1.0, help="per sample")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--orders", default=",".join(ORDERS))
     parser.add_argument("--wake-us", type=float, default=70.0,
                         help="an idle pool's wake-up time for the threshold model")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -286,7 +302,7 @@ def main(argv=None):
     if "steps" in sections:
         batches = [int(b) for b in args.batches.split(",")]
         report["steps"] = steps(args.rounds, batches, args.seconds, args.configs.split(","),
-                                args.out.with_suffix(".partial.jsonl"))
+                                args.orders.split(","), args.out.with_suffix(".partial.jsonl"))
     report["machine"]["load_average_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
