@@ -36,8 +36,8 @@ PARALLEL_FROM = {
     "bce_logits": 1 << 19,  # exp and log1p per element: as bias_act_fwd
     "softmax_xent": 1 << 19,
     "softmax_shift_exp": 1 << 19,
-    "adam_step": 1 << 16,  # a division and a square root per element, three arrays
-    "rmsprop_step": 1 << 16,
+    "adam_step": 1 << 17,  # a division and a square root per element, three arrays
+    "rmsprop_step": 1 << 17,
 }
 # Streaming kernels (a multiply or two per element, as act_bwd): sgd, momentum, axpy, mse, ...
 PARALLEL_FROM_DEFAULT = 1 << 21
