@@ -2,15 +2,14 @@
 
 Measurement only (no pass/fail): writes ``benchmarks/results/cpu_threading.json``.
 
-- ``thresholds``: per kernel family, each size timed on the calling thread alone and on all
-  of Numba's threads, interleaved: the smallest size from which all threads took at most
-  ``PARALLEL_GAIN`` of one thread's time (at that size and every larger one). On a machine
-  whose other cores are busy there is none; so also the size where the pool pays on an idle
+- ``thresholds``: per kernel family, sizes 2^10 to 2^21 timed on the calling thread alone and
+  on all of Numba's threads, interleaved: the smallest size at which all threads took at most
+  ``PARALLEL_GAIN`` of one thread's time, and the median over it and every larger size too
+  (``measured_parallel_from``, what ``gpunn.backends.cpu.PARALLEL_FROM`` holds). Where the
+  other cores are busy there is none; a model gives the size where the pool pays on an idle
   machine, from an idle pool's wake-up time w and the one-thread time per element c: the
-  smallest power of two n with w + n c / threads <= gain n c (``model_parallel_from``, what
-  ``gpunn.backends.cpu.PARALLEL_FROM`` holds). w is measured too, but where the other cores
-  are busy a wake-up waits for one, so the model takes ``--wake-us`` (70: an idle OpenMP
-  pool's wake-up on a quiet 2-core VM, benchmarks/RESULTS.md).
+  smallest power of two n with w + n c / threads <= gain n c (``model_parallel_from``, with
+  w = ``--wake-us``; the measured w is recorded beside it).
 - ``steps``: MLP 784-1024-1024-10 (sigmoid, softmax, Adam), the step ``gpunn.fit`` runs per
   batch (``TrainStep.run_next``) on synthetic data, its time over its GEMM floor (the step's
   matrix products alone on preallocated buffers: three forward, five backward; not the bias
@@ -137,8 +136,9 @@ def thresholds(gain, rounds, wake_assumed):
             single, parallel = (statistics.median(p[i] for p in pairs) for i in (0, 1))
             rows.append({"n": n, "one_thread_s": single, "all_threads_s": parallel,
                          "ratio": parallel / single})
-        wins = [row["ratio"] <= gain for row in rows]
-        first = next((i for i in range(len(rows)) if all(wins[i:])), None)
+        ratios = [row["ratio"] for row in rows]
+        first = next((i for i in range(len(rows)) if ratios[i] <= gain
+                      and statistics.median(ratios[i:]) <= gain), None)
         per_element = rows[-1]["one_thread_s"] / rows[-1]["n"]
         found[family] = {"sizes": rows, "measured_parallel_from": None if first is None
                          else rows[first]["n"], "one_thread_s_per_element": per_element,

@@ -27,21 +27,18 @@ _runtime = None
 # Kernels run on all of Numba's threads from these sizes (elements, ``n`` of the launch) on,
 # and on the calling thread alone below them: waking an idle pool costs more than a small
 # kernel's whole work, and a kernel on one thread leaves the other cores to BLAS. From
-# benchmarks/cpu_threading.py (results/cpu_threading.json): the smallest power of two at which
-# all threads should take at most PARALLEL_GAIN of one thread's time, given an idle pool's
-# wake-up time and the kernel's one-thread time per element (where the other cores are busy,
-# all threads never won at any size).
+# benchmarks/cpu_threading.py (results/cpu_threading.json): the smallest power of two from
+# which all threads took at most PARALLEL_GAIN of one thread's time.
 PARALLEL_GAIN = 0.8
 PARALLEL_FROM = {
-    "bias_act_fwd": 1 << 19,  # an exp per element (sigmoid, tanh)
-    "bce_logits": 1 << 19,  # exp and log1p per element: as bias_act_fwd
-    "softmax_xent": 1 << 19,
-    "softmax_shift_exp": 1 << 19,
-    "adam_step": 1 << 17,  # a division and a square root per element, three arrays
-    "rmsprop_step": 1 << 17,
+    "bias_act_fwd": 1 << 16,  # an exp per element (sigmoid, tanh)
+    "bce_logits": 1 << 16,  # exp and log1p per element: as bias_act_fwd
+    "softmax_xent": 1 << 16,
+    "adam_step": 1 << 16,  # a division and a square root per element, three arrays
+    "rmsprop_step": 1 << 16,
 }
 # Streaming kernels (a multiply or two per element, as act_bwd): sgd, momentum, axpy, mse, ...
-PARALLEL_FROM_DEFAULT = 1 << 21
+PARALLEL_FROM_DEFAULT = 1 << 17
 # Kernels whose prange iterations are rows (each row's loop has its own SIMD remainder, so any
 # split gives the same bits): split evenly among the threads, not in CHUNK iterations, which
 # would put up to CHUNK rows on one thread.
