@@ -32,6 +32,7 @@ _runtime = None
 PARALLEL_GAIN = 0.8
 PARALLEL_FROM = {
     "bias_act_fwd": 1 << 16,  # an exp per element (sigmoid, tanh)
+    "bias_act_fwd_bf16": 1 << 16,
     "bce_logits": 1 << 16,  # exp and log1p per element: as bias_act_fwd
     "softmax_xent": 1 << 16,
     "adam_step": 1 << 16,  # a division and a square root per element, three arrays
@@ -42,7 +43,7 @@ PARALLEL_FROM_DEFAULT = 1 << 17
 # Kernels whose prange iterations are rows (each row's loop has its own SIMD remainder, so any
 # split gives the same bits): split evenly among the threads, not in CHUNK iterations, which
 # would put up to CHUNK rows on one thread.
-ROW_KERNELS = frozenset({"bias_act_fwd", "softmax_xent", "gather_rows"})
+ROW_KERNELS = frozenset({"bias_act_fwd", "bias_act_fwd_bf16", "softmax_xent", "gather_rows"})
 
 
 def load_tbb():
