@@ -5,6 +5,14 @@ constants are made with ``p.dtype.type`` so float32 math stays float32 and vecto
 width. Per-step values come from the device arrays as in the CUDA kernels: ``lr = lrs[k]``,
 ``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set, and
 ``ctrl[BAD_UPDATE]`` is set when a new parameter is not finite.
+
+Each update runs over fixed blocks of ``BLOCK`` elements, one prange iteration per block, the
+block's loop in a function of its own over slices. LLVM computes such a loop in SIMD lanes and
+its last few elements in a scalar remainder, where FMA contraction may differ by an ulp: fixed
+blocks put the remainders at the same elements on any number of threads and any threading
+layer, so the results are identical (a plain prange splits a loop by the thread count). A
+block loop over ``range(start, stop)`` inside the prange would not vectorize; one over a slice
+does.
 """
 
 import math
@@ -14,6 +22,8 @@ from numba import njit, prange
 from .config import CACHE, FASTMATH
 from .precision import bf16_bits
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
+
+BLOCK = 4096
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -27,6 +37,28 @@ def _step_lr(lrs, n_lrs, ctrl, zero):
     return lrs[k] if 0 <= k < n_lrs else zero
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _blocks(n):
+    return (n + BLOCK - 1) // BLOCK
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _sgd_block(g, p, buf, w, lr, momentum, keep, weight_decay, nesterov, first, working):
+    bad = 0
+    for i in range(p.size):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0:
+            b = d if first else momentum * buf[i] + keep * d
+            buf[i] = b
+            d = d + momentum * b if nesterov else b
+        pi = p[i] - lr * d
+        p[i] = pi
+        if working:
+            w[i] = bf16_bits(pi)
+        bad += 0 if math.isfinite(pi) else 1
+    return bad
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working, ctrl, p,
              buf, w):
@@ -37,25 +69,26 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working
     keep = p.dtype.type(1) - dampening
     first = ctrl[CTRL_T] == 0
     bad = 0
-    if momentum == 0:
-        for i in prange(p.size):
-            pi = p[i] - lr * (g[i] + weight_decay * p[i])
-            p[i] = pi
-            if working:
-                w[i] = bf16_bits(pi)
-            bad += 0 if math.isfinite(pi) else 1
-    else:
-        for i in prange(p.size):
-            d = g[i] + weight_decay * p[i]
-            b = d if first else momentum * buf[i] + keep * d
-            buf[i] = b
-            pi = p[i] - lr * (d + momentum * b if nesterov else b)
-            p[i] = pi
-            if working:
-                w[i] = bf16_bits(pi)
-            bad += 0 if math.isfinite(pi) else 1
+    for block in prange(_blocks(p.size)):
+        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+        bad += _sgd_block(g[a:z], p[a:z], buf[a:z], w[a * working:z * working], lr, momentum,
+                          keep, weight_decay, nesterov, first, working)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _momentum_block(g, p, v, w, b, keep, scale, working):
+    bad = 0
+    for i in range(p.size):
+        vi = b * v[i] + keep * g[i]
+        v[i] = vi
+        pi = p[i] - scale * vi
+        p[i] = pi
+        if working:
+            w[i] = bf16_bits(pi)
+        bad += 0 if math.isfinite(pi) else 1
+    return bad
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
@@ -69,16 +102,28 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     b = p.dtype.type(beta)
     keep = p.dtype.type(1) - b
     bad = 0
-    for i in prange(p.size):
-        vi = b * v[i] + keep * g[i]
+    for block in prange(_blocks(p.size)):
+        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+        bad += _momentum_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], b, keep,
+                               scale, working)
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _rmsprop_block(g, p, v, w, lr, alpha, keep, eps, weight_decay, eps_in_sqrt, working):
+    bad = 0
+    for i in range(p.size):
+        d = g[i] + weight_decay * p[i]
+        vi = alpha * v[i] + keep * d * d
         v[i] = vi
-        pi = p[i] - scale * vi
+        denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
+        pi = p[i] - lr * d / denom
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
         bad += 0 if math.isfinite(pi) else 1
-    if bad:
-        ctrl[CTRL_BAD_UPDATE] = 1
+    return bad
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
@@ -90,18 +135,32 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
     lr = _step_lr(lrs, n_lrs, ctrl, p.dtype.type(0))
     keep = p.dtype.type(1) - alpha
     bad = 0
-    for i in prange(p.size):
-        d = g[i] + weight_decay * p[i]
-        vi = alpha * v[i] + keep * d * d
+    for block in prange(_blocks(p.size)):
+        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+        bad += _rmsprop_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], lr, alpha,
+                              keep, eps, weight_decay, eps_in_sqrt, working)
+    if bad:
+        ctrl[CTRL_BAD_UPDATE] = 1
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _adam_block(g, p, m, v, w, keep_p, weight_decay, b1, b2, keep_m, keep_v, eps, bc2,
+                bc2_sqrt, step_size, eps_in_sqrt, working):
+    bad = 0
+    for i in range(p.size):
+        pi = p[i] * keep_p
+        d = g[i] + weight_decay * pi
+        mi = b1 * m[i] + keep_m * d
+        vi = b2 * v[i] + keep_v * d * d
+        m[i] = mi
         v[i] = vi
-        denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
-        pi = p[i] - lr * d / denom
+        denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
+        pi = pi - step_size * mi / denom
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
         bad += 0 if math.isfinite(pi) else 1
-    if bad:
-        ctrl[CTRL_BAD_UPDATE] = 1
+    return bad
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
@@ -118,22 +177,12 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
     one = real(1)
     keep_p = one - real(lr * float(decoupled_wd))
     b1, b2 = real(beta1), real(beta2)
-    keep_m, keep_v = one - b1, one - b2
-    bc2_sqrt = math.sqrt(bc2)
     bad = 0
-    for i in prange(p.size):
-        pi = p[i] * keep_p
-        d = g[i] + weight_decay * pi
-        mi = b1 * m[i] + keep_m * d
-        vi = b2 * v[i] + keep_v * d * d
-        m[i] = mi
-        v[i] = vi
-        denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
-        pi = pi - step_size * mi / denom
-        p[i] = pi
-        if working:
-            w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) else 1
+    for block in prange(_blocks(p.size)):
+        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+        bad += _adam_block(g[a:z], p[a:z], m[a:z], v[a:z], w[a * working:z * working], keep_p,
+                           weight_decay, b1, b2, one - b1, one - b2, eps, bc2, math.sqrt(bc2),
+                           step_size, eps_in_sqrt, working)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -141,5 +190,12 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def axpy(b, s, a):
     """a += s b: the plain gradient step and the benchmarks' in-place bandwidth probe."""
-    for i in prange(a.size):
+    for block in prange(_blocks(a.size)):
+        lo, hi = block * BLOCK, min(a.size, (block + 1) * BLOCK)
+        _axpy_block(b[lo:hi], s, a[lo:hi])
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _axpy_block(b, s, a):
+    for i in range(a.size):
         a[i] += s * b[i]

@@ -83,9 +83,6 @@ def test_two_models_trained_at_once_match_each_trained_alone(threads):
     assert not np.array_equal(alone[1], alone[2])
 
 
-@pytest.mark.xfail(strict=True, reason="known: with 2 threads Numba still splits adam_step's "
-                   "1475-element prange at n // 2 despite set_parallel_chunksize(4096), and m, v "
-                   "there differ by an ulp from one thread (the SIMD remainder moves)")
 def test_training_on_all_threads_matches_one_thread():
     on_all, on_one = {}, {}
     train(1, on_all, backend=CpuBackend(ALL_THREADS))
