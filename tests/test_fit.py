@@ -6,7 +6,6 @@ import tracemalloc
 import numpy as np
 import pytest
 import reference as ref
-import torch
 from conftest import _make
 
 import gpunn
@@ -94,6 +93,7 @@ def test_same_seed_same_curve_on_every_backend(backend):
 
 
 def test_full_batch_gradient_descent_matches_torch(backend):
+    torch = pytest.importorskip("torch")
     X, y = blobs(n=25)
     model = classifier(seed=2)
     net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))

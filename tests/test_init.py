@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import gpunn
 from gpunn.layers import INITS, Dense
@@ -32,6 +31,7 @@ def test_weight_distributions(init, bound, std):
 
 
 def test_torch_init_matches_nn_linear_bounds():
+    torch = pytest.importorskip("torch")
     """PyTorch's nn.Linear default (kaiming_uniform, a=sqrt(5), and its bias rule)."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(N_IN, N_OUT)

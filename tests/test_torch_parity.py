@@ -6,7 +6,6 @@ torch.nn.Linear computes ``x @ weight.T + bias``, so its ``weight`` is gpunn's `
 import numpy as np
 import pytest
 import reference as ref
-import torch
 
 import gpunn
 from gpunn.optim import get_optimizer
@@ -15,16 +14,16 @@ from gpunn.schedules import InverseTime
 SIZES, ROWS, BATCH, STEPS = [5, 8, 6, 3], 32, 8, 60
 
 OPTIMIZERS = [
-    ("sgd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
-    ("rmsprop", torch.optim.RMSprop, {"lr": 0.01, "weight_decay": 0.01}),
-    ("adam", torch.optim.Adam, {"lr": 0.01}),
-    ("adamw", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.05}),
+    ("sgd", "SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+    ("rmsprop", "RMSprop", {"lr": 0.01, "weight_decay": 0.01}),
+    ("adam", "Adam", {"lr": 0.01}),
+    ("adamw", "AdamW", {"lr": 0.01, "weight_decay": 0.05}),
 ]
-# (output, loss, hidden activation, torch loss, torch activation)
+# (output, loss, hidden activation, torch.nn loss class, torch.nn activation class)
 TASKS = [
-    ("softmax", "cross_entropy", "relu", torch.nn.CrossEntropyLoss(), torch.nn.ReLU),
-    ("sigmoid", "bce", "tanh", torch.nn.BCEWithLogitsLoss(), torch.nn.Tanh),
-    (None, "mse", "sigmoid", torch.nn.MSELoss(), torch.nn.Sigmoid),
+    ("softmax", "cross_entropy", "relu", "CrossEntropyLoss", "ReLU"),
+    ("sigmoid", "bce", "tanh", "BCEWithLogitsLoss", "Tanh"),
+    (None, "mse", "sigmoid", "MSELoss", "Sigmoid"),
 ]
 
 
@@ -39,7 +38,7 @@ def data(loss, seed=0):
     return X, rng.normal(size=(ROWS, SIZES[-1])).astype(np.float32)
 
 
-def torch_twin(model, activation):
+def torch_twin(torch, model, activation):
     """A torch.nn.Sequential with ``model``'s weights (float32, CPU)."""
     modules = []
     for i, layer in enumerate(model.layers):
@@ -64,12 +63,14 @@ def batches(seed=1):
                          ids=[row[0] for row in OPTIMIZERS])
 def test_training_matches_torch(backend, name, torch_class, hyperparameters, output, loss,
                                 activation, torch_loss, torch_activation):
+    torch = pytest.importorskip("torch")
     X, y = data(loss)
     with gpunn.use_backend(backend):
         model = gpunn.MLP(SIZES, activation=activation, output=output, dtype="float32", seed=3)
-    net = torch_twin(model, torch_activation)
+    net = torch_twin(torch, model, getattr(torch.nn, torch_activation))
+    torch_loss = getattr(torch.nn, torch_loss)()
     optimizer = get_optimizer(name, **hyperparameters)
-    reference = torch_class(net.parameters(), **hyperparameters)
+    reference = getattr(torch.optim, torch_class)(net.parameters(), **hyperparameters)
     schedule, losses, torch_losses = InverseTime(0.02, per="step"), [], []
     target = torch.from_numpy(y) if loss != "cross_entropy" else torch.from_numpy(y).long()
     for t, rows in enumerate(batches()):
