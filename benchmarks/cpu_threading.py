@@ -151,27 +151,12 @@ def thresholds(gain, rounds, wake_assumed):
 
 
 def gemm_floor(batch):
-    """The step's matrix products alone, through the backend's matmul, float32."""
-    import numpy as np
-
+    """The step's matrix products alone, through the backend's matmul, float32 (the same
+    floor ``gpunn bench`` measures)."""
     import gpunn
+    from gpunn.bench.step import gemm_floor as floor
 
-    backend, rng = gpunn.get_backend(), np.random.default_rng(0)
-    pairs = list(itertools.pairwise(SIZES))
-    weights = [rng.uniform(-0.05, 0.05, shape).astype(np.float32) for shape in pairs]
-    acts = [rng.uniform(0, 1, (batch, s)).astype(np.float32) for s in SIZES]
-    deltas = [rng.uniform(-0.01, 0.01, (batch, s)).astype(np.float32) for s in SIZES]
-    grads = [np.empty(w.shape, np.float32) for w in weights]
-
-    def step():
-        for i, W in enumerate(weights):
-            backend.matmul(acts[i], W, out=acts[i + 1])
-        for i in range(len(weights) - 1, -1, -1):
-            backend.matmul(acts[i], deltas[i + 1], out=grads[i], trans_a=True)
-            if i:
-                backend.matmul(deltas[i + 1], weights[i], out=deltas[i], trans_b=True)
-
-    return step
+    return floor(SIZES, batch, gpunn.get_backend())
 
 
 def train_step(batch, steps=8):
