@@ -99,6 +99,7 @@ class TrainStep:
         self._batch = None if self.n_steps == 1 else Workspace(be, rows, {
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
         self._tapes, self._replays = {}, {}
+        self._epoch_lrs = None  # the learning rates of the current epoch (host)
         self._t0, self._k = optimizer.t, 0
 
     @property
@@ -158,8 +159,9 @@ class TrainStep:
     def run_next(self):
         """Run the next step; after the last one, start a new epoch with the same learning
         rates and row order first (a loop of steps, as the benchmarks time them)."""
-        if self._k == self.n_steps or not hasattr(self, "_epoch_lrs"):
-            self.begin_epoch(getattr(self, "_epoch_lrs", [self.optimizer.lr] * self.n_steps))
+        if self._epoch_lrs is None or self._k == self.n_steps:
+            lrs = self._epoch_lrs
+            self.begin_epoch([self.optimizer.lr] * self.n_steps if lrs is None else lrs)
         self.run(self._k)
 
     def _launch(self, m):
