@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for whoever has an NVIDIA GPU: install this checkout offline, run the test
 # suite on the cuda backend, then the GPU benchmark (gpunn's step vs PyTorch eager, PyTorch
-# CUDA graph, JAX jit and the GEMM floor; the optimizer updates vs PyTorch's).
+# CUDA graph, JAX jit and the GEMM floor; the optimizer updates vs PyTorch's) and the step and
+# GEMM floor per precision (fp32, tf32, bf16; PyTorch autocast bf16 beside them).
 #
 #   benchmarks/gpu_check.sh OUTDIR [WHEELS_DIR]
 #
@@ -46,8 +47,10 @@ if [[ -n "$WHEELS" ]]; then
 fi
 part install 60 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
 part info 30 env GPUNN_BACKEND=cuda "$PY" -m gpunn.cli info
-part tests 240 env GPUNN_BACKEND=cuda "$PY" -m pytest -q -p no:cacheprovider \
+part tests 220 env GPUNN_BACKEND=cuda "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/tests.xml"
-part bench 150 env GPUNN_BACKEND=cuda "$PY" -m gpunn.bench --quick \
+part bench 120 env GPUNN_BACKEND=cuda "$PY" -m gpunn.bench --quick \
     --sections gpu,updates --json "$OUT/bench.json" --plots "$OUT/plots"
+part precision 80 env GPUNN_BACKEND=cuda "$PY" -m gpunn.bench.precision --backend cuda \
+    --json "$OUT/precision.json"
 exit $status
