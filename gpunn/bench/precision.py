@@ -151,7 +151,7 @@ def report(rows):
 def main(argv=None):
     """Measure the cases of the chosen backend; print the tables, optionally write JSON."""
     import gpunn
-    from gpunn.bench.harness import import_torch
+    from gpunn.bench.harness import import_optional
 
     parser = argparse.ArgumentParser(prog="python -m gpunn.bench.precision",
                                      description=__doc__.splitlines()[0])
@@ -164,7 +164,7 @@ def main(argv=None):
             from gpunn.backends.cpu import start_numba_threads
 
             start_numba_threads()
-        torch = None if args.no_torch else import_torch()
+        torch = None if args.no_torch else import_optional("torch")
         cases = GPU_CASES if backend.name == "cuda" else CPU_CASES
         rows = [measure(backend, sizes, batch, torch) for sizes, batch in cases]
     print(report(rows))
