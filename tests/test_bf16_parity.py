@@ -62,7 +62,7 @@ def run_torch(activation, bf16):
     """The same training in PyTorch, under bfloat16 autocast or in float32."""
     X, y, batches = problem()
     with gpunn.use_backend("cpu"):
-        net = torch_twin(_model(activation, "fp32"),
+        net = torch_twin(torch, _model(activation, "fp32"),
                          {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[activation])
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     inputs, labels, losses = torch.from_numpy(X), torch.from_numpy(y).long(), []
