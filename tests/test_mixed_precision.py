@@ -214,37 +214,8 @@ def test_precision_bench_measures_every_contender(backend):
 def test_a_mixed_precision_step_allocates_nothing(backend, precision):
     """As test_fit's fp32 test: float32 batches of 4096 rows, every per-batch array (bfloat16
     copies and the emulation's scratch operands included) at least 32 KiB; the bound is half."""
-    import tracemalloc
+    from test_fit import assert_steps_allocate_nothing
 
-    from test_fit import device_mallocs
-
-    from gpunn.step import TrainStep
-
-    rng = np.random.default_rng(0)
-    n, rows = 2 * 4096 + 100, 4096
-    X, y = rng.normal(size=(n, 64)), rng.integers(0, 64, size=n)
-    model = gpunn.MLP([64, 64, 64], activation="relu", output="softmax", precision=precision)
-    Xd, T, loss = model.prepare(X, y)
-    trainer = TrainStep(model, loss, gpunn.Adam(), Xd, T, rows)
-    trainer.shuffle(rng)
-
-    def run():
-        trainer.begin_epoch([1e-3] * trainer.n_steps)
-        for k in range(trainer.n_steps):
-            trainer.run(k)
-
-    run()  # warm-up: workspaces, scratch operands, optimizer state, the recording
-    run()  # the first replay (on CUDA: the graph capture)
-    if backend.xp is not np:
-        assert device_mallocs(backend.xp, run) == 0
-        return
-    tracemalloc.start()
-    try:
-        run()
-        run()
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 * 1024 and current < 16 * 1024, (current, peak)
+    model = assert_steps_allocate_nothing(backend, precision=precision)
     if precision == "bf16":
         _working_copy_is_current(model)

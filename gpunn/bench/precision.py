@@ -25,59 +25,13 @@ import sys
 import numpy as np
 
 from gpunn.bench.harness import interleaved, machine_info, usable_cpus
-from gpunn.bench.step import synthetic
+from gpunn.bench.step import gemm_floor, gpunn_step, synthetic
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 LR = 1e-3
 GPU_CASES = [([784, 4096, 4096, 4096, 10], 8192), ([784, 1024, 1024, 10], 8192),
              ([784, 1024, 1024, 10], 1024)]
 CPU_CASES = [([784, 1024, 1024, 10], 256), ([64, 256, 256, 10], 128)]
-
-
-def gpunn_step(sizes, X, y, batch, precision):
-    """A TrainStep of a float32 MLP (sigmoid hidden layers, softmax) at ``precision``."""
-    import gpunn
-    from gpunn.step import TrainStep
-
-    model = gpunn.MLP(sizes, activation="sigmoid", output="softmax", seed=0,
-                      precision=precision)
-    Xd, T, loss = model.prepare(X, y)
-    trainer = TrainStep(model, loss, gpunn.Adam(lr=LR), Xd, T, batch)
-    trainer.shuffle(np.random.default_rng(0))
-    return trainer.run_next
-
-
-def _operand(backend, values, precision):
-    """``values`` as the GEMM of ``precision`` reads them (bf16: bits from round_bf16)."""
-    x = backend.asarray(values, np.float32)
-    if precision != "bf16":
-        return x
-    bits = backend.xp.empty(x.shape, dtype=np.uint16)
-    backend.kernel("round_bf16", x, bits)
-    return bits
-
-
-def gemm_floor(sizes, batch, backend, precision):
-    """The step's GEMMs alone at ``precision`` on preallocated buffers."""
-    rng = np.random.default_rng(0)
-    pairs = list(itertools.pairwise(sizes))
-    weights = [_operand(backend, rng.uniform(-0.05, 0.05, s), precision) for s in pairs]
-    acts = [_operand(backend, rng.uniform(0, 1, (batch, s)), precision) for s in sizes]
-    deltas = [_operand(backend, rng.uniform(-0.01, 0.01, (batch, s)), precision) for s in sizes]
-    outs = [backend.empty((batch, s), np.float32) for s in sizes]
-    grads = [backend.empty(s, np.float32) for s in pairs]
-
-    def step():
-        for i, W in enumerate(weights):
-            backend.matmul(acts[i], W, out=outs[i + 1], precision=precision)
-        for i in range(len(weights) - 1, -1, -1):
-            backend.matmul(acts[i], deltas[i + 1], out=grads[i], trans_a=True,
-                           precision=precision)
-            if i:
-                backend.matmul(deltas[i + 1], weights[i], out=outs[i], trans_b=True,
-                               precision=precision)
-
-    return step
 
 
 def torch_autocast_step(torch, sizes, X, y, batch, device):
@@ -109,7 +63,8 @@ def measure(backend, sizes, batch, torch=None, rounds=9, min_sample_s=0.2):
     X, y = synthetic(max(batch, 2048), sizes[0], sizes[-1])
     contenders = {}
     for precision in PRECISIONS:
-        contenders[f"step {precision}"] = gpunn_step(sizes, X, y, batch, precision)
+        contenders[f"step {precision}"] = gpunn_step(sizes, X, y, batch, lr=LR,
+                                                     precision=precision)[0]
         contenders[f"floor {precision}"] = gemm_floor(sizes, batch, backend, precision)
     sync = backend.synchronize
     if torch is not None:

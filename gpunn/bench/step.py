@@ -29,7 +29,8 @@ def synthetic(n, n_in, n_classes, seed=0):
             rng.integers(0, n_classes, n).astype(np.int64))
 
 
-def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR):
+def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR,
+               precision="fp32"):
     """gpunn's training step (:class:`gpunn.step.TrainStep`, what ``fit`` runs per batch):
     the next batch of a fixed shuffle each call, epoch after epoch.
 
@@ -42,31 +43,44 @@ def gpunn_step(sizes, X, y, batch, output="softmax", optimizer="adam", lr=LR):
     from gpunn.optim import get_optimizer
     from gpunn.step import TrainStep
 
-    model = gpunn.MLP(sizes, activation="sigmoid", output=output, seed=0)
+    model = gpunn.MLP(sizes, activation="sigmoid", output=output, seed=0, precision=precision)
     Xd, T, loss = model.prepare(X, y)
     step = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch)
     step.shuffle(np.random.default_rng(0))
     return step.run_next, model.backend
 
 
-def gemm_floor(sizes, batch, backend):
-    """The step's matrix products alone on preallocated float32 buffers (same BLAS, same
-    transposed views as the model)."""
+def _operand(backend, values, precision):
+    """``values`` as the GEMM of ``precision`` reads them (bf16: bits from round_bf16)."""
+    x = backend.asarray(values, np.float32)
+    if precision != "bf16":
+        return x
+    bits = backend.xp.empty(x.shape, dtype=np.uint16)
+    backend.kernel("round_bf16", x, bits)
+    return bits
+
+
+def gemm_floor(sizes, batch, backend, precision="fp32"):
+    """The step's matrix products alone at ``precision`` on preallocated buffers (same BLAS,
+    same transposed views as the model; float32 outputs)."""
     rng = np.random.default_rng(0)
     pairs = list(itertools.pairwise(sizes))
     # Values of the sizes a trained network sees: no overflow, no subnormals.
-    weights = [backend.asarray(rng.uniform(-0.05, 0.05, shape), np.float32) for shape in pairs]
-    acts = [backend.asarray(rng.uniform(0, 1, (batch, s)), np.float32) for s in sizes]
-    deltas = [backend.asarray(rng.uniform(-0.01, 0.01, (batch, s)), np.float32) for s in sizes]
-    grads = [backend.empty(w.shape, np.float32) for w in weights]
+    weights = [_operand(backend, rng.uniform(-0.05, 0.05, s), precision) for s in pairs]
+    acts = [_operand(backend, rng.uniform(0, 1, (batch, s)), precision) for s in sizes]
+    deltas = [_operand(backend, rng.uniform(-0.01, 0.01, (batch, s)), precision) for s in sizes]
+    outs = [backend.empty((batch, s), np.float32) for s in sizes]
+    grads = [backend.empty(s, np.float32) for s in pairs]
 
     def step():
         for i, W in enumerate(weights):
-            backend.matmul(acts[i], W, out=acts[i + 1])
+            backend.matmul(acts[i], W, out=outs[i + 1], precision=precision)
         for i in range(len(weights) - 1, -1, -1):
-            backend.matmul(acts[i], deltas[i + 1], out=grads[i], trans_a=True)
+            backend.matmul(acts[i], deltas[i + 1], out=grads[i], trans_a=True,
+                           precision=precision)
             if i:
-                backend.matmul(deltas[i + 1], weights[i], out=deltas[i], trans_b=True)
+                backend.matmul(deltas[i + 1], weights[i], out=outs[i], trans_b=True,
+                               precision=precision)
 
     return step
 
