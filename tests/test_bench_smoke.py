@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -180,3 +181,46 @@ def test_a_peer_that_did_not_run_is_named_with_its_reason():
     assert "jax jit: JAX is not installed" in titles[0]
     assert "torch cuda graph: RuntimeError: no graph" in titles[0]
     assert titles[1].endswith("did not run: PyTorch is not installed")
+
+
+def test_a_variant_a_peer_version_lacks_is_named_not_fatal(monkeypatch):
+    """PyTorch 2.11 has no fused RMSprop: the contender is reported, the benchmark goes on."""
+    torch = pytest.importorskip("torch")
+    from gpunn.backends import use_backend
+    from gpunn.bench import updates
+
+    class OldAdam(torch.optim.Adam):  # an Adam from before ``fused`` existed
+        def __init__(self, params, fused=None, **options):
+            if fused is not None:
+                raise TypeError("Adam.__init__() got an unexpected keyword argument 'fused'")
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", OldAdam)
+    with use_backend("cpu") as backend:
+        [row] = updates.run([1000], backend, torch, rounds=1, min_sample_s=0.0)[:1]
+    assert row["kind"] == "adam" and "torch fused" not in row["contenders"]
+    assert row["not_available"] == {"torch fused": "not available: TypeError: Adam.__init__() "
+                                    "got an unexpected keyword argument 'fused'"}
+    assert {"gpunn", "torch default", "torch foreach, 100 tensors"} <= set(row["contenders"])
+    [title] = [t[0] for t in report.tables({"sections": {"updates": {"comparisons": [row]}},
+                                            "targets": []})]
+    assert title.endswith("; torch fused (adam): not available: TypeError: Adam.__init__() got "
+                          "an unexpected keyword argument 'fused'")
+
+
+def test_calibration_waits_for_an_asynchronous_device():
+    """A device call returns at once and runs at the next sync: calibration must time the
+    work, not the launches (unsynchronized, it chose thousands of 26 ms GPU steps a sample)."""
+    queued = []
+
+    def sync():  # runs what was queued: about 1 ms each
+        while queued:
+            queued.pop()
+            end = time.perf_counter() + 1e-3
+            while time.perf_counter() < end:
+                pass
+
+    timings = harness.interleaved({"launch": lambda: queued.append(1)}, rounds=2,
+                                  min_sample_s=0.01, sync=sync)
+    assert 1 <= timings["launch"]["calls_per_round"] <= 40
+    assert timings["launch"]["median"] >= 1e-3

@@ -20,21 +20,37 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
 STATS = ("min", "median", "max", "mean", "stddev", "iqr", "rounds")
 
 
-def _calibrate(func, min_sample_s):
-    """Calls per sample so that one sample lasts at least ``min_sample_s`` (after a warm-up)."""
+def _calibrate(func, min_sample_s, sync):
+    """Calls per sample so that one sample lasts at least ``min_sample_s`` (after a warm-up).
+
+    Synchronized like a sample: a device launch returns before it ran, so unsynchronized calls
+    would time the launch queue, and the count would overshoot by the ratio of a step's time
+    to its launch's (a 26 ms GPU step launched in 10 us: thousands of calls per sample).
+    The count grows at most tenfold per try for the same reason.
+    """
+    sync()
     func()
+    sync()
     number = 1
     while True:
+        sync()
         start = time.perf_counter()
         for _ in range(number):
             func()
+        sync()
         elapsed = time.perf_counter() - start
         if elapsed >= min_sample_s or number >= 1 << 20:
             return number
-        number = max(number * 2, int(number * min_sample_s / max(elapsed, 1e-9) * 1.2))
+        number = min(10 * number, max(number * 2, int(number * min_sample_s
+                                                      / max(elapsed, 1e-9) * 1.2)))
 
 
-def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
+def say(text):
+    """One progress line on stderr, at once (a benchmark cut by a timeout shows where it was)."""
+    print(f"[gpunn bench] {text}", file=sys.stderr, flush=True)
+
+
+def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None, progress=None):
     """Time zero-argument callables round-robin in this process.
 
     Args:
@@ -42,6 +58,8 @@ def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
         rounds: samples per contender.
         min_sample_s: a sample repeats a call until it lasts at least this long.
         sync: called before the clock starts and before it stops (a device synchronize).
+        progress: called with a line of text as each contender warms up and as the rounds
+            start (e.g. :func:`say`).
 
     Returns:
         ``{name: {min, median, max, mean, stddev, iqr, rounds (pytest-benchmark's Stats),
@@ -50,8 +68,13 @@ def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
     from pytest_benchmark.stats import Stats
 
     sync = sync or (lambda: None)
+    progress = progress or (lambda text: None)
     names = list(contenders)
-    number = {n: _calibrate(contenders[n], min_sample_s) for n in names}
+    number = {}
+    for n in names:
+        progress(f"  {n}: warm-up, calibration")
+        number[n] = _calibrate(contenders[n], min_sample_s, sync)
+    progress(f"  {rounds} rounds of {', '.join(f'{n} x{number[n]}' for n in names)}")
     stats = {n: Stats() for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
@@ -64,6 +87,31 @@ def interleaved(contenders, rounds=7, min_sample_s=0.02, sync=None):
             stats[n].update((time.perf_counter() - start) / calls)
     return {n: {**{k: getattr(s, k) for k in STATS}, "calls_per_round": number[n]}
             for n, s in stats.items()}
+
+
+def build_peers(builders):
+    """Build each of a peer's contenders and call it once.
+
+    A peer library's version may lack a variant (PyTorch 2.11 has no fused RMSprop): such a
+    contender is reported, never allowed to stop the benchmark.
+
+    Args:
+        builders: ``{name: zero-argument function returning the contender's callable}``.
+
+    Returns:
+        ``(contenders, missing)``: ``{name: callable}`` of those that ran, and
+        ``{name: "not available: <exception>"}`` of those that did not.
+    """
+    found, missing = {}, {}
+    for name, build in builders.items():
+        try:
+            func = build()
+            func()
+        except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as why:
+            missing[name] = f"not available: {type(why).__name__}: {why}"
+        else:
+            found[name] = func
+    return found, missing
 
 
 def usable_cpus():

@@ -32,6 +32,9 @@ LR = 1e-3
 GPU_CASES = [([784, 4096, 4096, 4096, 10], 8192), ([784, 1024, 1024, 10], 8192),
              ([784, 1024, 1024, 10], 1024)]
 CPU_CASES = [([784, 1024, 1024, 10], 256), ([64, 256, 256, 10], 128)]
+# Per backend: cases, rounds, seconds per sample. The GPU's fit the GPU check's 80 s on an
+# H200 (7 contenders per case; PyTorch's and CuPy's start-up included).
+SETTINGS = {"cpu": (CPU_CASES, 9, 0.2), "cuda": (GPU_CASES, 5, 0.05)}
 
 
 def torch_autocast_step(torch, sizes, X, y, batch, device):
@@ -58,8 +61,10 @@ def torch_autocast_step(torch, sizes, X, y, batch, device):
     return step
 
 
-def measure(backend, sizes, batch, torch=None, rounds=9, min_sample_s=0.2):
+def measure(backend, sizes, batch, torch=None, rounds=9, min_sample_s=0.2, progress=None):
     """One model and batch: every contender interleaved; medians (s) and the ratios."""
+    progress = progress or (lambda text: None)
+    progress(f"precision: {'-'.join(map(str, sizes))} batch {batch}: setting up")
     X, y = synthetic(max(batch, 2048), sizes[0], sizes[-1])
     contenders = {}
     for precision in PRECISIONS:
@@ -73,7 +78,8 @@ def measure(backend, sizes, batch, torch=None, rounds=9, min_sample_s=0.2):
                                                                 device)
         if device == "cuda":
             sync = lambda: (backend.synchronize(), torch.cuda.synchronize())  # noqa: E731
-    timings = interleaved(contenders, rounds=rounds, min_sample_s=min_sample_s, sync=sync)
+    timings = interleaved(contenders, rounds=rounds, min_sample_s=min_sample_s, sync=sync,
+                          progress=progress)
     median = {name: t["median"] for name, t in timings.items()}
     ratios = {f"step/floor {p}": median[f"step {p}"] / median[f"floor {p}"]
               for p in PRECISIONS}
@@ -106,7 +112,7 @@ def report(rows):
 def main(argv=None):
     """Measure the cases of the chosen backend; print the tables, optionally write JSON."""
     import gpunn
-    from gpunn.bench.harness import import_optional
+    from gpunn.bench.harness import import_optional, say
 
     parser = argparse.ArgumentParser(prog="python -m gpunn.bench.precision",
                                      description=__doc__.splitlines()[0])
@@ -120,8 +126,9 @@ def main(argv=None):
 
             start_numba_threads()
         torch = None if args.no_torch else import_optional("torch")
-        cases = GPU_CASES if backend.name == "cuda" else CPU_CASES
-        rows = [measure(backend, sizes, batch, torch) for sizes, batch in cases]
+        cases, rounds, sample_s = SETTINGS[backend.name]
+        rows = [measure(backend, sizes, batch, torch, rounds, sample_s, progress=say)
+                for sizes, batch in cases]
     print(report(rows))
     if args.json:
         with open(args.json, "w") as f:

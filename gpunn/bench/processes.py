@@ -11,14 +11,19 @@ Ratios across processes are ratios of medians that were not interleaved.
 On the CPU PyTorch's contenders run here too (``torch eager``, ``torch updates``), where
 its OpenMP runtime keeps its own settings (in gpunn's process it shares gpunn's).
 
-Child usage: ``python -c "from gpunn.bench.processes import main; main()" SPEC`` prints one
-JSON line; SPEC is JSON ``{"peer", "device": "cpu"|"cuda", "rows": [[sizes, batch] or
-[kind, n], ...], "rounds", "min_sample_s", "threads", "imports": an IMPORT_ORDERS key}``.
+Child usage: ``python -c "from gpunn.bench.processes import main; main()" SPEC`` prints a
+JSON line per finished row (so a child cut by a timeout keeps what it measured) and its
+progress on stderr, which the parent relays as it comes; SPEC is JSON ``{"peer", "device":
+"cpu"|"cuda", "rows": [[sizes, batch] or [kind, n], ...], "rounds", "min_sample_s", "threads",
+"imports": an IMPORT_ORDERS key}``.
 """
 
+import collections
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -66,8 +71,8 @@ def _torch_updates(spec, kind, n):
     from gpunn.bench import updates
 
     torch = _import_torch(spec, spec["device"] == "cuda")
-    found = updates.torch_contenders(torch, kind, n, spec["device"])
-    return found, torch.cuda.synchronize if spec["device"] == "cuda" else None
+    found, missing = updates.torch_contenders(torch, kind, n, spec["device"])
+    return found, torch.cuda.synchronize if spec["device"] == "cuda" else None, missing
 
 
 def _torch(spec, sizes, batch, graph=False):
@@ -134,56 +139,100 @@ BUILDERS = {"gpunn": _gpunn, "torch eager": _torch, "jax jit": _jax,
 
 
 def main(argv=None):
-    """Child process: time ``spec["peer"]`` on every row; print ``{"rows"}`` or ``{"skipped"}``."""
+    """Child process: time ``spec["peer"]`` row by row, one JSON line per row as it finishes
+    (``{"row", "timings", "not_available", "seconds"}``), then ``{"versions"}``; or one
+    ``{"skipped"}`` line. Progress goes to stderr."""
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
-    rows = []
+    say = lambda text: harness.say(f"{spec['peer']}:{text}")  # noqa: E731
     try:
         for row in spec["rows"]:
-            contenders, sync = BUILDERS[spec["peer"]](spec, *row)
-            timings = harness.interleaved(contenders, spec["rounds"], spec["min_sample_s"], sync)
-            rows.append({"row": row, "timings": timings})
+            begun = time.perf_counter()
+            say(f" row {row[0]} {row[1]}: setting up")
+            contenders, sync, *missing = BUILDERS[spec["peer"]](spec, *row)
+            timings = harness.interleaved(contenders, spec["rounds"], spec["min_sample_s"], sync,
+                                          progress=say)
+            print(json.dumps({"row": row, "timings": timings,
+                              "not_available": missing[0] if missing else {},
+                              "seconds": time.perf_counter() - begun}), flush=True)
     except Skip as why:
-        print(json.dumps({"skipped": str(why)}))
+        print(json.dumps({"skipped": str(why)}), flush=True)
         return 0
-    print(json.dumps({"rows": rows, "versions": harness.versions()}))
+    print(json.dumps({"versions": harness.versions()}), flush=True)
     return 0
 
 
-def measure(spec, timeout=600):
-    """Run ``spec`` in a fresh process; its JSON answer, or ``{"error": stderr's tail}``."""
+def measure(spec, timeout=600, relay=harness.say):
+    """Run ``spec`` in a fresh process, its progress relayed to ``relay`` as it comes.
+
+    Returns:
+        ``{"rows": [finished rows], "seconds"}``, plus ``"skipped"`` (the peer cannot run here)
+        or ``"error"`` (its exit status and stderr's tail, or the timeout and the last progress
+        line: the rows finished before it are kept).
+    """
     code = (f"{IMPORT_ORDERS.get(spec.get('imports'), '')}import sys; "
             "from gpunn.bench.processes import main; sys.exit(main(sys.argv[1:]))")
-    try:
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], text=True,
-                              capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode or not lines:
-        return {"error": f"exit status {done.returncode}: {done.stderr[-2000:]}"}
-    return json.loads(lines[-1])
+    begun, lines, tail = time.perf_counter(), [], collections.deque(maxlen=60)
+    with subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        readers = [threading.Thread(target=_collect, args=(child.stdout, lines.append)),
+                   threading.Thread(target=_collect, args=(child.stderr, lambda line: (
+                       tail.append(line), relay(line.removeprefix("[gpunn bench] ")))))]
+        for reader in readers:
+            reader.start()
+        try:
+            child.wait(timeout=timeout)
+            error = None
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            error = f"timed out after {timeout:.0f} s, during: {tail[-1] if tail else '-'}"
+        for reader in readers:
+            reader.join()
+    answers = [json.loads(line) for line in lines if line.startswith("{")]
+    found = {"rows": [a for a in answers if "row" in a],
+             "seconds": time.perf_counter() - begun}
+    for answer in answers:
+        found.update({k: v for k, v in answer.items() if k in ("skipped", "versions")})
+    if error is None and child.returncode:
+        error = f"exit status {child.returncode}: {''.join(tail)[-2000:]}"
+    elif error is None and "skipped" not in found and "versions" not in found:
+        error = f"no answer: {''.join(tail)[-2000:]}"
+    return found | ({"error": error} if error else {})
 
 
-def peers(rows, device, rounds, min_sample_s, threads, names=PEERS):
-    """Every peer in its own process on ``rows`` (``[[sizes, batch], ...]``).
+def _collect(stream, keep):
+    for line in stream:
+        keep(line.rstrip("\n"))
+
+
+def peers(rows, device, rounds, min_sample_s, threads, names=PEERS, timeout=600):
+    """Every peer in its own process on ``rows`` (``[[sizes, batch], ...]``), each cut at
+    ``timeout`` seconds (the rows it finished are kept).
 
     Returns:
         ``{"device", "comparisons": [step.comparison rows], "skipped": {peer: why},
-        "errors": {peer: stderr}}``; ratios are each contender's median over gpunn's.
+        "errors": {peer: stderr or timeout}, "process_seconds": {peer: wall seconds of its process}}``;
+        ratios are each contender's median over gpunn's.
     """
-    merged = {(tuple(sizes), batch): {} for sizes, batch in rows}
-    skipped, errors = {}, {}
+    merged = {(tuple(sizes), batch): ({}, {}) for sizes, batch in rows}
+    skipped, errors, seconds = {}, {}, {}
     for name in names:
+        harness.say(f" {name}: a fresh process")
         answer = measure({"peer": name, "device": device, "rows": rows, "rounds": rounds,
-                          "min_sample_s": min_sample_s, "threads": threads})
-        if "skipped" in answer or "error" in answer:
-            (skipped if "skipped" in answer else errors)[name] = next(iter(answer.values()))
-            continue
+                          "min_sample_s": min_sample_s, "threads": threads}, timeout)
+        seconds[name] = answer["seconds"]
+        if "skipped" in answer:
+            skipped[name] = answer["skipped"]
+        if "error" in answer:
+            errors[name] = answer["error"]
         for row in answer["rows"]:
-            merged[(tuple(row["row"][0]), row["row"][1])].update(row["timings"])
-    return {"device": device, "skipped": skipped, "errors": errors,
-            "comparisons": [step.comparison(sizes, batch, timings)
-                            for (sizes, batch), timings in merged.items() if timings]}
+            timings, missing = merged[(tuple(row["row"][0]), row["row"][1])]
+            timings.update(row["timings"])
+            missing.update(row["not_available"])
+    return {"device": device, "skipped": skipped, "errors": errors, "process_seconds": seconds,
+            "comparisons": [step.comparison(sizes, batch, timings, missing)
+                            for (sizes, batch), (timings, missing) in merged.items()
+                            if timings]}
 
 
 def import_orders(sizes, batches, repeats, rounds, min_sample_s, threads):

@@ -48,7 +48,8 @@ def _updates(s):
              _f(t["gb_per_s"]), _f(t["of_axpy"]), _f(c["ratios"].get(f"{name} / gpunn", 1))]
             for c in s["comparisons"] for name, t in c["contenders"].items()]
     return [("Optimizer updates (float32, one step through the public API; GB/s of the bytes "
-             "that must move), with the backend's axpy stream at the same N" + _own(s),
+             "that must move), with the backend's axpy stream at the same N" + _own(s)
+             + _missing(s["comparisons"], "kind"),
              ["update", "N", "contender", "median us", "min-max us", "GB/s", "of axpy",
               "time / gpunn's"], rows)]
 
@@ -57,6 +58,16 @@ def _own(section):
     """A note when PyTorch's own-process run did not give figures (its reason)."""
     why = next(iter(section.get("own_process", {}).values()), None)
     return f"; PyTorch in its own process did not run: {_last(why)}" if why else ""
+
+
+def _missing(comparisons, key):
+    """A note naming each contender that could not run (a peer's version lacks it), and why."""
+    seen = {}
+    for c in comparisons:
+        for name, why in c.get("not_available", {}).items():
+            seen.setdefault((name, why), []).append(str(c[key]))
+    return "".join(f"; {name} ({', '.join(dict.fromkeys(where))}): {why}"
+                   for (name, why), where in seen.items())
 
 
 def _last(text):
@@ -68,15 +79,18 @@ def _steps(title, comparisons):
              _span(t, 1e3), _f(t["samples_per_s"]), _f(t["gflop_per_s"]),
              _f(c["ratios"].get(f"{name} / gpunn", 1))]
             for c in comparisons for name, t in c["contenders"].items()]
-    return (title, ["MLP", "batch", "contender", "median ms", "min-max ms", "samples/s",
-                    "GEMM GFLOP/s", "time / gpunn's"], rows)
+    return (title + _missing(comparisons, "batch"),
+            ["MLP", "batch", "contender", "median ms", "min-max ms", "samples/s", "GEMM GFLOP/s",
+             "time / gpunn's"], rows)
 
 
 def _gpu(s):
     if "skipped" in s and "comparisons" not in s:
         return [(f"GPU step: skipped ({s['skipped']})", [], [])]
     notes = [f"{peer}: {_last(why)}" for peer, why in {**s["skipped"], **s["errors"]}.items()]
+    spent = ", ".join(f"{peer} {_f(t, 2)}" for peer, t in s.get("process_seconds", {}).items())
     return [_steps(f"GPU training step ({s['device']}), each peer in its own process"
+                   + (f" (seconds: {spent})" if spent else "")
                    + (f"; not run: {'; '.join(notes)}" if notes else ""), s["comparisons"])]
 
 

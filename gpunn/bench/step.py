@@ -116,7 +116,7 @@ def flops(sizes, batch):
     return 2 * batch * (3 * sum(a * b for a, b in pairs) - sizes[0] * sizes[1])
 
 
-def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05):
+def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05, progress=None):
     """Interleave the contenders at every batch size.
 
     Returns:
@@ -125,20 +125,23 @@ def run(sizes, batches, torch=None, rounds=5, min_sample_s=0.05):
     """
     X, y = synthetic(2 * max(batches), sizes[0], sizes[-1])  # more rows than a batch
     results = []
+    progress = progress or (lambda text: None)
     for batch in batches:
+        progress(f" {'-'.join(map(str, sizes))} batch {batch}")
         step, backend = gpunn_step(sizes, X, y, batch)
         found = {"gpunn": step, "GEMM floor": gemm_floor(sizes, batch, backend)}
         if backend.xp is np and torch is not None:
             found["torch eager"] = torch_step(torch, sizes, X, y, batch)
             found["torch eager, fused Adam"] = torch_step(torch, sizes, X, y, batch, True)
-        timings = interleaved(found, rounds, min_sample_s, sync=backend.synchronize)
+        timings = interleaved(found, rounds, min_sample_s, sync=backend.synchronize,
+                              progress=progress)
         results.append(comparison(sizes, batch, timings))
     return results
 
 
-def comparison(sizes, batch, timings):
-    """One batch size's row: every contender's stats with samples/s and GEMM GFLOP/s, and
-    each contender's median over gpunn's."""
+def comparison(sizes, batch, timings, not_available=None):
+    """One batch size's row: every contender's stats with samples/s and GEMM GFLOP/s, each
+    contender's median over gpunn's, and the contenders that could not run, with why."""
     work = flops(sizes, batch)
     gpunn = timings.get("gpunn", {}).get("median")
     return {"sizes": list(sizes), "batch": batch,
@@ -146,4 +149,5 @@ def comparison(sizes, batch, timings):
                                   "gflop_per_s": work / t["median"] / 1e9}
                            for name, t in timings.items()},
             "ratios": {f"{name} / gpunn": t["median"] / gpunn
-                       for name, t in timings.items() if name != "gpunn" and gpunn}}
+                       for name, t in timings.items() if name != "gpunn" and gpunn},
+            "not_available": dict(not_available or {})}

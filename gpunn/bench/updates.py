@@ -14,7 +14,7 @@ import types
 
 import numpy as np
 
-from gpunn.bench.harness import interleaved
+from gpunn.bench.harness import build_peers, interleaved
 
 BYTES_PER_PARAM = {"adam": 28, "rmsprop": 20, "sgd_momentum": 20}
 LR, BETAS, EPS, ALPHA, MOMENTUM = 1e-3, (0.9, 0.999), 1e-8, 0.99, 0.9
@@ -87,26 +87,26 @@ def torch_update(torch, kind, n, device="cpu", pieces=1, **options):
 
 
 def contenders(kind, n, backend, torch):
-    """``{name: callable}`` for one optimizer and size (PyTorch's only when it is given)."""
+    """``({name: callable}, {name: why not})`` for one optimizer and size (PyTorch's only when
+    it is given)."""
     found = {"gpunn": gpunn_update(kind, backend, n)}
     device = "cpu" if backend.xp is np else "cuda"
     if device == "cpu":
         found["numpy in-place"] = numpy_update(kind, n)
     if torch is None or (device == "cuda" and not torch.cuda.is_available()):
-        return found
-    return found | torch_contenders(torch, kind, n, device)
+        return found, {}
+    peers, missing = torch_contenders(torch, kind, n, device)
+    return found | peers, missing
 
 
 def torch_contenders(torch, kind, n, device):
-    """PyTorch's fused (where it has one), default and foreach-over-100-tensors updates."""
-    found = {}
-    # PyTorch's CPU has a fused Adam only; on CUDA every one of these has a fused kernel.
-    if kind == "adam" or device == "cuda":
-        found["torch fused"] = torch_update(torch, kind, n, device, fused=True)
-    found["torch default"] = torch_update(torch, kind, n, device)
-    found[f"torch foreach, {PIECES} tensors"] = torch_update(torch, kind, n, device, PIECES,
-                                                              foreach=True)
-    return found
+    """PyTorch's fused, default and foreach-over-100-tensors updates, each tried once:
+    ``(contenders, {name: "not available: <reason>"})`` (a version may lack a fused kernel)."""
+    return build_peers({
+        "torch fused": lambda: torch_update(torch, kind, n, device, fused=True),
+        "torch default": lambda: torch_update(torch, kind, n, device),
+        f"torch foreach, {PIECES} tensors": lambda: torch_update(torch, kind, n, device, PIECES,
+                                                                 foreach=True)})
 
 
 def axpy(backend, n):
@@ -116,31 +116,36 @@ def axpy(backend, n):
     return lambda: backend.kernel("axpy", b, 1e-7, a)
 
 
-def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02):
+def run(sizes, backend, torch=None, rounds=7, min_sample_s=0.02, progress=None):
     """Every contender per (optimizer, N), interleaved with the axpy probe at the same N.
 
     Returns:
         ``[{"kind", "n", "contenders": {name: stats + gb_per_s + of_axpy}, "ratios":
-        {"<name> / gpunn": median ratio}}]``; ``of_axpy`` is GB/s over the probe's.
+        {"<name> / gpunn": median ratio}, "not_available": {name: reason}}]``; ``of_axpy`` is
+        GB/s over the probe's.
     """
+    progress = progress or (lambda text: None)
     found = []
     for kind, n in ((k, int(n)) for k in BYTES_PER_PARAM for n in sizes):
-        timings = interleaved({**contenders(kind, n, backend, torch), AXPY: axpy(backend, n)},
-                              rounds, min_sample_s, sync=_sync(backend, torch))
-        found.append(comparison(kind, n, timings))
+        progress(f" {kind} N={n:.0e}")
+        timed, missing = contenders(kind, n, backend, torch)
+        timings = interleaved({**timed, AXPY: axpy(backend, n)}, rounds, min_sample_s,
+                              sync=_sync(backend, torch), progress=progress)
+        found.append(comparison(kind, n, timings, missing))
     return found
 
 
-def comparison(kind, n, timings):
-    """One (optimizer, N) row: stats with GB/s and the fraction of the axpy stream's, and
-    each contender's median over gpunn's."""
+def comparison(kind, n, timings, not_available=None):
+    """One (optimizer, N) row: stats with GB/s and the fraction of the axpy stream's, each
+    contender's median over gpunn's, and the contenders that could not run, with why."""
     rate = {name: (12 if name == AXPY else BYTES_PER_PARAM[kind]) * n / t["median"] / 1e9
             for name, t in timings.items()}
     return {"kind": kind, "n": n, "contenders": {
         name: {**t, "gb_per_s": rate[name], "of_axpy": rate[name] / rate[AXPY]}
         for name, t in timings.items()}, "ratios": {
         f"{name} / gpunn": t["median"] / timings["gpunn"]["median"]
-        for name, t in timings.items() if name != "gpunn"}}
+        for name, t in timings.items() if name != "gpunn"},
+        "not_available": dict(not_available or {})}
 
 
 def _sync(backend, torch):
