@@ -211,8 +211,8 @@ def peers(rows, device, rounds, min_sample_s, threads, names=PEERS, timeout=600)
 
     Returns:
         ``{"device", "comparisons": [step.comparison rows], "skipped": {peer: why},
-        "errors": {peer: stderr or timeout}, "process_seconds": {peer: wall seconds of its process}}``;
-        ratios are each contender's median over gpunn's.
+        "errors": {peer: stderr or timeout}, "process_seconds": {peer: its process's wall
+        seconds}}``; ratios are each contender's median over gpunn's.
     """
     merged = {(tuple(sizes), batch): ({}, {}) for sizes, batch in rows}
     skipped, errors, seconds = {}, {}, {}
