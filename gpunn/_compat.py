@@ -68,3 +68,13 @@ def import_nccl():
         return None, None, ("cupy.cuda.nccl found no NCCL library: install nvidia-nccl-cu12 "
                             "(or -cu13, matching the CuPy wheel)")
     return cupy, nccl, None
+
+
+def require(module, extra, purpose):
+    """``module`` imported, or ImportError naming ``purpose`` and the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{purpose} needs {module}: pip install 'gpunn[{extra}]'") from exc

@@ -1,0 +1,75 @@
+"""What every export reads: the host parameters of a model, the PyTorch layout, GEMM rounding."""
+
+import numpy as np
+
+from gpunn._compat import require
+from gpunn.fileio import atomic_write, check_target
+from gpunn.validation import check_model
+
+# gpunn activation -> torch.nn module class name (None: no module).
+TORCH_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+# Bits of the float32 mantissa that the GEMMs of each precision drop (round to nearest even).
+DROPPED_BITS = {"fp32": 0, "tf32": 13, "bf16": 16}
+
+
+def host_layers(model):
+    """``[(layer, W, b), ...]``: every Dense layer with its parameters as host arrays (model
+    dtype), after checking they are finite (a model that diverged is not exported)."""
+    check_model("model", model)
+    result = []
+    for i, layer in enumerate(model.layers):
+        W, b = (model.backend.to_numpy(p) for p in (layer.W, layer.b))
+        for name, values in (("W", W), ("b", b)):
+            if not np.isfinite(values).all():
+                raise ValueError(f"model.layers[{i}].{name}: expected finite values, got "
+                                 f"{int((~np.isfinite(values)).sum())} NaN/inf entries")
+        result.append((layer, W, b))
+    return result
+
+
+def torch_positions(model):
+    """Index in the exported ``nn.Sequential`` of each layer's ``Linear``."""
+    positions, index = [], 0
+    for layer in model.layers:
+        positions.append(index)
+        index += 1 if TORCH_ACTIVATIONS[layer.activation] is None else 2
+    return positions
+
+
+def state_dict(model):
+    """The PyTorch ``state_dict`` of :func:`to_torch`'s module as NumPy arrays (no torch
+    needed): ``"{i}.weight"`` ``(n_out, n_in)`` and ``"{i}.bias"`` in the model's dtype."""
+    arrays, layers = {}, host_layers(model)
+    for position, (_, W, b) in zip(torch_positions(model), layers):
+        arrays[f"{position}.weight"] = np.ascontiguousarray(W.T)
+        arrays[f"{position}.bias"] = np.ascontiguousarray(b)
+    return arrays
+
+
+def save_state_dict(model, path):
+    """Write :func:`state_dict` as a safetensors file, atomically.
+
+    ``module.load_state_dict(safetensors.torch.load_file(path))`` accepts it for the module of
+    :func:`to_torch` and for a hand-written ``nn.Sequential`` of the same layout.
+
+    Returns:
+        ``path``.
+    """
+    check_target("path", path)  # before any work
+    arrays = state_dict(model)
+    safetensors_numpy = require("safetensors.numpy", "torch", "save_state_dict")
+    blob = safetensors_numpy.save(arrays, metadata={"format": "pt"})
+    return atomic_write(path, lambda file: file.write(blob))
+
+
+def round_gemm_input(values, precision):
+    """float32 ``values`` rounded (nearest even, on the bits) as ``precision``'s GEMMs read
+    them; finite inputs (NaN payloads are not kept as the kernels keep them)."""
+    shift = DROPPED_BITS[precision]
+    if not shift:
+        return values
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    half, lsb = np.uint32((1 << (shift - 1)) - 1), (bits >> np.uint32(shift)) & np.uint32(1)
+    return (((bits + half + lsb) >> np.uint32(shift)) << np.uint32(shift)).view(np.float32)
+
+

@@ -1,0 +1,118 @@
+"""gpunn models as ONNX graphs (the ``onnx`` package, from the ``onnx`` extra).
+
+The graph has one input ``"X"`` ``(batch, n_in)`` in the model's dtype and, per layer,
+``MatMul`` by ``W`` (gpunn's layout: no transpose), ``Add`` of ``b`` and the activation node.
+Outputs: ``"output"`` ``(batch, n_out)`` for regression (:meth:`~gpunn.Sequential.predict`);
+for classifiers ``"label"`` (int64, as ``predict``: the argmax for softmax, ``logit > 0`` for
+sigmoid, shape ``(batch,)`` with one output unit) and ``"probabilities"``
+(:meth:`~gpunn.Sequential.predict_proba`).
+"""
+
+import numpy as np
+
+from gpunn._compat import require
+from gpunn.export.layout import host_layers, round_gemm_input
+from gpunn.fileio import atomic_write, check_target
+
+# Lowest opset with every node used: Cast to bfloat16 needs 13, BitCast (the TF32 rounding) 26.
+OPSETS = {"fp32": 13, "bf16": 13, "tf32": 26}
+ONNX_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh"}
+
+
+def to_onnx(model, path):
+    """Write the model as an ONNX graph to ``path`` (atomically); checked by ``onnx.checker``.
+
+    tf32 / bf16 models round each layer's input to the GEMM's precision inside the graph (the
+    weights are stored already rounded), as gpunn's GEMMs do: see :mod:`gpunn.export`.
+
+    Returns:
+        ``path``.
+    """
+    onnx = require("onnx", "onnx", "to_onnx")
+    check_target("path", path)  # before any work
+    helper = onnx.helper
+    layers = host_layers(model)
+    float_type = helper.np_dtype_to_tensor_dtype(model.dtype)
+    graph = _Graph(onnx, model.precision, model.dtype)
+    name = "X"
+    for i, (layer, W, b) in enumerate(layers):
+        name = graph.dense(i, name, round_gemm_input(W, model.precision), b, layer.activation)
+    outputs = graph.head(name, model.output, model.n_out, float_type)
+    proto = helper.make_graph(graph.nodes, "gpunn", [
+        helper.make_tensor_value_info("X", float_type, ["batch", model.n_in])], outputs,
+        graph.initializers)
+    opset = OPSETS[model.precision]
+    onnx_model = helper.make_model(
+        proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="gpunn",
+        ir_version=helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
+    onnx.checker.check_model(onnx_model, full_check=True)
+    blob = onnx_model.SerializeToString()
+    return atomic_write(path, lambda file: file.write(blob))
+
+
+class _Graph:
+    """Nodes and initializers of the graph being built."""
+
+    def __init__(self, onnx, precision, dtype):
+        self.onnx, self.helper, self.types = onnx, onnx.helper, onnx.TensorProto
+        self.precision, self.dtype = precision, dtype
+        self.nodes, self.initializers = [], []
+
+    def constant(self, name, values):
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(values), name))
+        return name
+
+    def node(self, op, inputs, output, **attributes):
+        self.nodes.append(self.helper.make_node(op, inputs, [output], **attributes))
+        return output
+
+    def dense(self, i, x, W, b, activation):
+        """Nodes of layer ``i`` reading ``x``; the name of its output."""
+        x = self.rounded(i, x)
+        z = self.node("MatMul", [x, self.constant(f"W{i}", W)], f"matmul{i}")
+        z = self.node("Add", [z, self.constant(f"b{i}", b)], f"z{i}")
+        if ONNX_ACTIVATIONS[activation] is None:
+            return z
+        return self.node(ONNX_ACTIVATIONS[activation], [z], f"a{i}")
+
+    def rounded(self, i, x):
+        """``x`` rounded to the GEMM input of the precision (a float32 tensor)."""
+        if self.precision == "bf16":
+            half = self.node("Cast", [x], f"x{i}_bf16", to=self.types.BFLOAT16)
+            return self.node("Cast", [half], f"x{i}_rounded", to=self.types.FLOAT)
+        if self.precision == "tf32":
+            # Nearest even at bit 13 on the float32 bits, as kernels/precision.cuh does.
+            bits = self.node("BitCast", [x], f"x{i}_bits", to=self.types.INT32)
+            lsb = self.node("BitwiseAnd", [bits, self.constant(f"lsb{i}", np.int32(8192))],
+                            f"x{i}_lsb")
+            lsb = self.node("Div", [lsb, self.constant(f"lsb_scale{i}", np.int32(8192))],
+                            f"x{i}_lsb1")
+            up = self.node("Add", [bits, self.constant(f"half{i}", np.int32(4095))],
+                           f"x{i}_up")
+            up = self.node("Add", [up, lsb], f"x{i}_up1")
+            bits = self.node("BitwiseAnd", [up, self.constant(f"mask{i}", np.int32(-8192))],
+                             f"x{i}_cut")
+            return self.node("BitCast", [bits], f"x{i}_rounded", to=self.types.FLOAT)
+        return x
+
+    def head(self, z, output, n_out, float_type):
+        """The outputs' nodes and value infos after the last layer's output ``z``."""
+        value = self.helper.make_tensor_value_info
+        if output is None:
+            self.node("Identity", [z], "output")
+            return [value("output", float_type, ["batch", n_out])]
+        if output == "softmax":
+            self.node("Softmax", [z], "probabilities", axis=-1)
+            self.node("ArgMax", [z], "label", axis=1, keepdims=0)
+            return [value("label", self.types.INT64, ["batch"]),
+                    value("probabilities", float_type, ["batch", n_out])]
+        self.node("Sigmoid", [z], "probabilities")
+        positive = self.node("Greater", [z, self.constant("zero", np.zeros((), self.dtype))],
+                             "positive")
+        labels = self.node("Cast", [positive], "labels" if n_out == 1 else "label",
+                           to=self.types.INT64)
+        if n_out == 1:
+            self.node("Squeeze", [labels, self.constant("axis1", np.array([1]))], "label")
+        return [value("label", self.types.INT64, ["batch"] if n_out == 1 else ["batch", n_out]),
+                value("probabilities", float_type, ["batch", n_out])]
+

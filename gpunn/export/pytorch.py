@@ -1,0 +1,187 @@
+"""gpunn models as PyTorch modules and back.
+
+``torch.nn.Linear`` computes ``x @ weight.T + bias``: its ``weight`` is gpunn's ``W.T``. A
+model becomes one ``Linear`` per :class:`~gpunn.Dense` layer, each followed by its activation
+module (``Sigmoid``, ``ReLU``, ``Tanh``; none for identity): see :mod:`gpunn.export`.
+"""
+
+import functools
+
+import numpy as np
+
+from gpunn._compat import require
+from gpunn.export.layout import TORCH_ACTIVATIONS, host_layers
+from gpunn.layers import Dense
+from gpunn.model import Sequential
+from gpunn.validation import check_bool
+
+
+def to_torch(model, probabilities=False):
+    """The model as a ``torch.nn.Sequential`` with the same numbers (on the CPU).
+
+    Args:
+        model: a :class:`~gpunn.Sequential` or :class:`~gpunn.MLP`.
+        probabilities: end with ``nn.Sigmoid`` / ``nn.Softmax(dim=-1)`` so the module returns
+            :meth:`~gpunn.Sequential.predict_proba`'s values; False (the default) returns the
+            logits, as :meth:`~gpunn.Sequential.forward` does and PyTorch's losses expect.
+
+    Returns:
+        An ``nn.Sequential`` in the model's dtype (see the module docstring for tf32 / bf16).
+    """
+    torch = require("torch", "torch", "to_torch")
+    probabilities = check_bool("probabilities", probabilities)
+    layers = host_layers(model)
+    if probabilities and model.output is None:
+        raise ValueError("probabilities: expected False for a model with output=None "
+                         "(regression has no probabilities), got True")
+    dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+    modules = []
+    for layer, W, b in layers:
+        linear = (torch.nn.Linear(layer.n_in, layer.n_out, dtype=dtype)
+                  if model.precision == "fp32" else
+                  rounded_linear_class()(layer.n_in, layer.n_out, model.precision))
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+            linear.bias.copy_(torch.from_numpy(b))
+        modules.append(linear)
+        if TORCH_ACTIVATIONS[layer.activation] is not None:
+            modules.append(getattr(torch.nn, TORCH_ACTIVATIONS[layer.activation])())
+    if probabilities:
+        modules.append(torch.nn.Sigmoid() if model.output == "sigmoid"
+                       else torch.nn.Softmax(dim=-1))
+    return torch.nn.Sequential(*modules)
+
+
+@functools.cache
+def rounded_linear_class():
+    """:class:`RoundedLinear`, built on first use so that importing gpunn imports no torch."""
+    torch = require("torch", "torch", "RoundedLinear")
+
+    class RoundedLinear(torch.nn.Linear):
+        """``nn.Linear`` (float32) whose input and weight are rounded to ``precision``
+        (``"tf32"`` or ``"bf16"``, nearest even) before the product, as gpunn's GEMMs are."""
+
+        def __init__(self, in_features, out_features, precision, bias=True, device=None):
+            super().__init__(in_features, out_features, bias, device, torch.float32)
+            if precision not in ("tf32", "bf16"):
+                raise ValueError(f"precision: expected 'tf32' or 'bf16', got {precision!r}")
+            self.precision = precision
+
+        def extra_repr(self):
+            return f"{super().extra_repr()}, precision={self.precision!r}"
+
+        def forward(self, x):
+            return torch.nn.functional.linear(self.round(x), self.round(self.weight),
+                                              self.bias)
+
+        def round(self, x):
+            """``x`` rounded to the precision's GEMM input, as float32."""
+            if self.precision == "bf16":
+                return x.to(torch.bfloat16).to(torch.float32)
+            bits = x.contiguous().view(torch.int32)
+            lsb = torch.bitwise_and(torch.bitwise_right_shift(bits, 13), 1)
+            return torch.bitwise_and(bits + 4095 + lsb, -8192).view(torch.float32)
+
+    RoundedLinear.__module__, RoundedLinear.__qualname__ = "gpunn.export", "RoundedLinear"
+    return RoundedLinear
+
+
+def from_torch(module, output=None, precision=None, seed=0):
+    """A gpunn model with the parameters of a ``torch.nn.Sequential`` of ``Linear`` layers and
+    activations (``Sigmoid``, ``ReLU``, ``Tanh``; ``Identity`` is skipped).
+
+    Args:
+        module: the ``nn.Sequential`` (any device; float32 or float64 parameters, all alike).
+        output: the model's output, as for :class:`~gpunn.Sequential`. With ``"sigmoid"`` /
+            ``"softmax"`` a last ``nn.Sigmoid`` / ``nn.Softmax`` is taken as that output (it
+            may also be absent: the module returns logits).
+        precision: the model's precision; None takes it from :class:`RoundedLinear` layers
+            (``"fp32"`` without them).
+        seed: the model's seed (its parameters come from ``module``).
+
+    Returns:
+        A :class:`~gpunn.Sequential` on the current backend.
+
+    Raises:
+        TypeError: naming the first module gpunn cannot represent.
+    """
+    torch = require("torch", "torch", "from_torch")
+    if not isinstance(module, torch.nn.Sequential):
+        raise TypeError(f"module: expected a torch.nn.Sequential, got {type(module).__name__}")
+    children = [(f"module[{name}]", child) for name, child in module.named_children()
+                if not isinstance(child, torch.nn.Identity)]
+    children = _strip_output(torch, children, output)
+    specs, found = _torch_layers(torch, children)
+    dtypes = {W.dtype for _, W, _ in specs}
+    if len(dtypes) > 1:
+        raise TypeError(f"module: expected one parameter dtype, got {sorted(map(str, dtypes))}")
+    if precision is None:
+        if len(found) > 1:
+            raise TypeError(f"module: expected Linear layers of one precision (plain Linear "
+                            f"is 'fp32'), got {sorted(found)}; or pass precision=")
+        precision = found.pop()
+    layers = [Dense(W.shape[1], W.shape[0], activation, init="torch")
+              for activation, W, _ in specs]
+    model = Sequential(layers, output=output, dtype=dtypes.pop().name, seed=seed,
+                       precision=precision)
+    host = model.backend.to_numpy(model.flat_params)
+    ranges = {name: slice(start, stop) for name, start, stop in model.param_ranges}
+    for i, (_, W, b) in enumerate(specs):
+        host[ranges[f"W{i}"]], host[ranges[f"b{i}"]] = W.T.ravel(), b
+    model.flat_params[...] = model.backend.asarray(host)
+    model.sync_working_copy()
+    return model
+
+
+def _strip_output(torch, children, output):
+    """``children`` less a last Sigmoid / Softmax that is the model's ``output``."""
+    if output not in (None, "sigmoid", "softmax"):
+        raise ValueError(f"output: expected None, 'sigmoid' or 'softmax', got {output!r}")
+    if not children:
+        raise TypeError("module: expected at least one torch.nn.Linear, got none")
+    name, last = children[-1]
+    if output == "sigmoid" and isinstance(last, torch.nn.Sigmoid):
+        return children[:-1]
+    if output == "softmax" and isinstance(last, torch.nn.Softmax):
+        if last.dim not in (-1, 1):
+            raise TypeError(f"{name}: expected nn.Softmax over the last dimension (dim=-1), "
+                            f"got dim={last.dim}")
+        return children[:-1]
+    return children
+
+
+def _torch_layers(torch, children):
+    """``([(activation, weight, bias), ...], the layers' precisions)`` (Linear: fp32)."""
+    names = {cls: act for act, cls in TORCH_ACTIVATIONS.items() if cls is not None}
+    specs, precisions, after_linear = [], set(), False
+    for name, child in children:
+        kind = type(child).__name__
+        if isinstance(child, torch.nn.Linear):
+            if child.bias is None:
+                raise TypeError(f"{name}: gpunn cannot represent Linear(bias=False): every "
+                                "Dense layer has a bias")
+            specs.append(["identity"] + [_host_parameter(torch, f"{name}.{p}", getattr(child, p))
+                                         for p in ("weight", "bias")])
+            precisions.add(getattr(child, "precision", "fp32"))
+            after_linear = True
+        elif after_linear and kind in names and type(child) is getattr(torch.nn, kind):
+            specs[-1][0], after_linear = names[kind], False
+        else:
+            raise TypeError(f"{name}: gpunn cannot represent {kind} here: expected "
+                            "torch.nn.Linear layers, each followed by at most one of "
+                            f"{sorted(names)} (Sigmoid / Softmax last as the output)")
+    if not specs:
+        raise TypeError("module: expected at least one torch.nn.Linear, got none")
+    return specs, precisions
+
+
+def _host_parameter(torch, name, tensor):
+    """A parameter as a finite float32/float64 NumPy array."""
+    if tensor.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name}: expected float32 or float64 parameters, got {tensor.dtype}; "
+                        "convert the module with .float()")
+    values = tensor.detach().cpu().numpy().copy()
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name}: expected finite values, got "
+                         f"{int((~np.isfinite(values)).sum())} NaN/inf entries")
+    return values
