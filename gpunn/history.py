@@ -71,7 +71,8 @@ class History:
         try:
             import pandas
         except ImportError as exc:
-            raise ImportError("History.to_dataframe needs pandas: pip install pandas") from exc
+            raise ImportError("History.to_dataframe needs pandas: install the 'pandas' "
+                              "extra, pip install 'gpunn[pandas]'") from exc
         frame = pandas.DataFrame(self.rows())
         return frame.set_index("epoch") if len(frame) else frame
 

@@ -325,7 +325,7 @@ def _prepare_validation(model, validation_data, loss):
 
 
 def _progress_bar(show, epochs, done=0):
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
 
     return tqdm(total=epochs, initial=done, unit="epoch", disable=not show, file=sys.stderr,
                 dynamic_ncols=True)
