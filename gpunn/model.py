@@ -5,6 +5,7 @@ import numpy as np
 from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import write_checkpoint
+from gpunn.dlpack import from_dlpack
 from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
 from gpunn.sharing import Shareable, holding_model
@@ -258,18 +259,20 @@ class Sequential(Shareable):
         """Validate ``X`` and ``y`` for ``loss`` and move them to the device, once.
 
         Args:
-            X: ``(n, n_in)`` array-like of finite numbers.
-            y: targets for ``loss`` (see :mod:`gpunn.losses`).
+            X: ``(n, n_in)`` array-like of finite numbers; DLPack producers (PyTorch, JAX,
+                CuPy) are taken without a copy on a backend of their device
+                (:mod:`gpunn.dlpack`).
+            y: targets for ``loss`` (see :mod:`gpunn.losses`), taken as ``X`` is.
             loss: loss name or object; ``None`` is the model's default.
 
         Returns:
             ``(X, T, loss)``: device arrays and the loss object.
         """
         loss = get_loss(loss, self)
-        X = check_features("X", X, self.n_in, self.dtype)
-        Xd = self.backend.asarray(X)
+        X = self._inputs(X)
+        y = from_dlpack("y", y, self.backend.xp)
         T = loss.targets(y, X.shape[0], self.n_out, self.dtype)  # y=None: a clear TypeError
-        return Xd, self.backend.asarray(T), loss
+        return X, self.backend.asarray(T), loss
 
     @holding_model("loss")
     def loss(self, X, y, loss=None):
@@ -360,6 +363,7 @@ class Sequential(Shareable):
         return self._predict(X, batch_size, probabilities=False)
 
     def _inputs(self, X):
+        X = from_dlpack("X", X, self.backend.xp)
         return self.backend.asarray(check_features("X", X, self.n_in, self.dtype))
 
     def _chunks(self, n, batch_size):
