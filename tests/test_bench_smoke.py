@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from gpunn.bench import add_arguments, harness, processes, report
+from gpunn.bench import add_arguments, harness, processes, report, sections
 
 BACKEND = "cuda" if os.environ.get("GPUNN_BACKEND") == "cuda" else "cpu"
-SECTIONS = ["updates", "step", "gpu", "vectorization", "batch", "imports"]
+SECTIONS = list(sections.SECTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,9 @@ def _torch_cuda():
 
 def test_stdout_tables_plots_and_page(smoke):
     stdout, results, out = smoke
-    for heading in ("Optimizer updates", "MLP training step", "GPU", "Vectorization",
-                    "Batch sizes", "import order"):
-        assert heading in stdout
+    for name, found in results["sections"].items():
+        titles = [t[0] for t in sections.SECTIONS[name].tables(found)]
+        assert titles and all(title in stdout for title in titles), name
     assert "not measured" not in stdout and "H100" not in stdout and "MODEL" not in stdout
     assert set(results["plots"]) == {"cost_vs_epoch", "cost_vs_seconds", "throughput_vs_batch",
                                      "update_bandwidth"}
@@ -162,6 +162,17 @@ def test_targets_list_only_what_was_measured():
     assert report.targets(results) == []
 
 
+def test_help_lists_every_registered_section(capsys):
+    from gpunn.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    text = capsys.readouterr().out
+    assert all(f"\n  {name} " in text for name in sections.SECTIONS)
+    assert sections.defaults("cpu") == [n for n, s in sections.SECTIONS.items()
+                                        if "cpu" in s.backends] != []
+
+
 def test_backend_defaults_to_gpunn_backend(monkeypatch):
     monkeypatch.setenv("GPUNN_BACKEND", "cpu")
     assert add_arguments(argparse.ArgumentParser()).parse_args([]).backend == "cpu"
@@ -176,8 +187,7 @@ def test_a_peer_that_did_not_run_is_named_with_its_reason():
     gpu = {"device": "cuda", "comparisons": [row], "skipped": {"jax jit": "JAX is not installed"},
            "errors": {"torch cuda graph": "exit status 1: Traceback\nRuntimeError: no graph\n"}}
     step = {"comparisons": [row], "own_process": {"skipped": "PyTorch is not installed"}}
-    titles = [t[0] for t in report.tables({"sections": {"gpu": gpu, "step": step},
-                                           "targets": []})]
+    titles = [t[0] for t in sections.tables({"sections": {"gpu": gpu, "step": step}})]
     assert "jax jit: JAX is not installed" in titles[0]
     assert "torch cuda graph: RuntimeError: no graph" in titles[0]
     assert titles[1].endswith("did not run: PyTorch is not installed")
@@ -202,8 +212,7 @@ def test_a_variant_a_peer_version_lacks_is_named_not_fatal(monkeypatch):
     assert row["not_available"] == {"torch fused": "not available: TypeError: Adam.__init__() "
                                     "got an unexpected keyword argument 'fused'"}
     assert {"gpunn", "torch default", "torch foreach, 100 tensors"} <= set(row["contenders"])
-    [title] = [t[0] for t in report.tables({"sections": {"updates": {"comparisons": [row]}},
-                                            "targets": []})]
+    [title] = [t[0] for t in sections.tables({"sections": {"updates": {"comparisons": [row]}}})]
     assert title.endswith("; torch fused (adam): not available: TypeError: Adam.__init__() got "
                           "an unexpected keyword argument 'fused'")
 

@@ -1,20 +1,16 @@
 """``gpunn bench``: gpunn against its peers and against the machine's own limits.
 
-Sections (``--sections``): ``updates`` (fused optimizer updates vs PyTorch and NumPy, and the
-stream bandwidth), ``step`` (an MLP training step vs its GEMM floor, PyTorch eager and
-NumPy), ``gpu`` (on CUDA: the step vs PyTorch eager, PyTorch CUDA graph and JAX jit, each in
-its own process), ``vectorization`` (per-sample loops vs vectorized), ``batch`` (batch vs
-mini-batch vs stochastic gradient descent) and ``imports`` (the CPU step in fresh processes
-per import order). Contenders of a comparison run interleaved; figures are min / median /
-max, comparisons ratios of medians; the JSON records machine, BLAS, threads, versions, commit.
+Its sections are registered in :mod:`gpunn.bench.sections` (``gpunn bench --help`` lists
+them). Contenders of a comparison run interleaved; figures are min / median / max,
+comparisons ratios of medians; the JSON records machine, BLAS, threads, versions, commit.
 """
 
+import argparse
 import os
 import sys
 
-SECTIONS = ("updates", "step", "gpu", "vectorization", "batch", "imports")
-DEFAULT = {"cpu": ("updates", "step", "vectorization", "batch", "imports"),
-           "cuda": ("updates", "step", "gpu", "vectorization", "batch")}
+from gpunn.bench.sections import SECTIONS, defaults
+
 # BLAS kernel overrides a CI machine may set for reproducible tests.
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -22,7 +18,9 @@ BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 def add_parser(subparsers):
     """Register ``bench`` on the ``gpunn`` command line's subparsers."""
     parser = subparsers.add_parser("bench", help="benchmark gpunn against its peers and the "
-                                   "machine's limits", description=__doc__.splitlines()[0])
+                                   "machine's limits", description=__doc__.splitlines()[0],
+                                   epilog=_epilog(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser).set_defaults(func=run)
     return parser
 
@@ -50,12 +48,16 @@ def add_arguments(parser):
     return parser
 
 
+def _epilog():
+    return "sections:\n" + "\n".join(f"  {name:<14}{s.summary} (default on "
+                                      f"{', '.join(s.backends)})" for name, s in SECTIONS.items())
+
+
 def _sections(args):
     if args.sections is None:
         from gpunn.backends import use_backend
 
-        return list(DEFAULT["cpu" if use_backend(args.backend).backend.name == "cpu"
-                            else "cuda"])
+        return defaults("cpu" if use_backend(args.backend).backend.name == "cpu" else "cuda")
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if not sections or set(sections) - set(SECTIONS):
         raise ValueError(f"--sections: expected names among {list(SECTIONS)}, "

@@ -9,11 +9,10 @@ round, so a slow spell of a shared machine hits all of them alike. A sample is t
 """
 
 import os
+import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
             "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
             "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "GPUNN_BACKEND")
@@ -167,12 +166,7 @@ def machine_info(threads):
     keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer",
             "filepath")
     numba = numba_runtime()
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)  # get_commit_info reads the repository of the working directory
-        commit = get_commit_info()
-    finally:
-        os.chdir(cwd)
+    commit = _commit(get_commit_info)
     return {**machine, "usable_cpus": usable_cpus(), "logical_cpus": os.cpu_count(),
             "blas": [{k: p.get(k) for k in keep} for p in pools if p["user_api"] == "blas"],
             "openmp": [{k: p.get(k) for k in keep} for p in pools if p["user_api"] == "openmp"],
@@ -182,6 +176,26 @@ def machine_info(threads):
             "env": {k: os.environ.get(k) for k in ENV_VARS},
             "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _commit(get_commit_info):
+    """pytest-benchmark's record of the git checkout gpunn runs from (asked of git, so an
+    installed gpunn, in no checkout, records none)."""
+    import gpunn
+
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, cwd=os.path.dirname(gpunn.__file__), check=False)
+    except OSError as why:  # no git here
+        return {"id": None, "dirty": None, "error": str(why)}
+    if top.returncode:
+        return {"id": None, "dirty": None, "error": "gpunn is not in a git checkout"}
+    cwd = os.getcwd()
+    try:
+        os.chdir(top.stdout.strip())  # get_commit_info reads the working directory's checkout
+        return get_commit_info()
+    finally:
+        os.chdir(cwd)
 
 
 def _torch_threads():

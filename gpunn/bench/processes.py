@@ -235,6 +235,24 @@ def peers(rows, device, rounds, min_sample_s, threads, names=PEERS, timeout=600)
                             if timings]}
 
 
+def own_process(comparisons, peer, keys, build, rounds, sample_s, threads):
+    """``{"comparisons"}`` with PyTorch's ``peer`` measured again in its own process (on the
+    CPU in-process PyTorch shares gpunn's OpenMP runtime); its error, if any, as a note."""
+    answer = measure({"peer": peer, "device": "cpu", "rounds": rounds,
+                                "min_sample_s": sample_s, "threads": threads,
+                                "rows": [[c[k] for k in keys] for c in comparisons]})
+    found = {json.dumps(row["row"]): row for row in answer["rows"]}
+    note = {k: answer[k] for k in ("skipped", "error") if k in answer}
+    joined = []
+    for c in comparisons:
+        row = found.get(json.dumps([c[k] for k in keys]), {"timings": {}, "not_available": {}})
+        own = {f"{name} (own process)": t for name, t in row["timings"].items()}
+        missing = {f"{name} (own process)": why for name, why in row["not_available"].items()}
+        joined.append(build(*[c[k] for k in keys], {**c["contenders"], **own},
+                            {**c["not_available"], **missing}))
+    return {"comparisons": joined} | ({"own_process": note} if note else {})
+
+
 def import_orders(sizes, batches, repeats, rounds, min_sample_s, threads):
     """gpunn's CPU step over its GEMM floor in fresh processes per import order (no torch,
     torch first, gpunn first), ``repeats`` processes each, the orders alternating.

@@ -43,7 +43,8 @@ def machine_lines(results):
             f"{results['mode']}; {_f(results.get('runtime_s'))} s; load average {m['loadavg']}"]
 
 
-def _updates(s):
+def updates_tables(s):
+    """The tables of the ``updates`` section."""
     rows = [[c["kind"], f"{c['n']:.0e}", name, _f(t["median"] * 1e6), _span(t, 1e6),
              _f(t["gb_per_s"]), _f(t["of_axpy"]), _f(c["ratios"].get(f"{name} / gpunn", 1))]
             for c in s["comparisons"] for name, t in c["contenders"].items()]
@@ -84,7 +85,8 @@ def _steps(title, comparisons):
              "time / gpunn's"], rows)
 
 
-def _gpu(s):
+def gpu_tables(s):
+    """The tables of the ``gpu`` section."""
     if "skipped" in s and "comparisons" not in s:
         return [(f"GPU step: skipped ({s['skipped']})", [], [])]
     notes = [f"{peer}: {_last(why)}" for peer, why in {**s["skipped"], **s["errors"]}.items()]
@@ -94,7 +96,8 @@ def _gpu(s):
                    + (f"; not run: {'; '.join(notes)}" if notes else ""), s["comparisons"])]
 
 
-def _vectorization(s):
+def vectorization_tables(s):
+    """The tables of the ``vectorization`` section."""
     rows = [[c["model"], "-".join(map(str, c["sizes"])), name, t["samples"],
              _f(t["seconds_per_sample"] * 1e6),
              " / ".join(_f(v) for k, v in c["ratios"].items() if k.endswith(f"/ {name}"))
@@ -104,7 +107,8 @@ def _vectorization(s):
                        "loop(s) time / this"], rows)]
 
 
-def _batch(s):
+def batch_tables(s):
+    """The tables of the ``batch`` section."""
     return [(f"Batch sizes: {w['data']} ({w['rows']} rows), MLP {'-'.join(map(str, w['sizes']))}"
              f", {w['optimizer']} lr {w['lr']}, <= {w['budget_s']} s or {w['max_epochs']} "
              f"epochs; target cost {_f(w['target_cost'])} (from {_f(w['initial_cost'])}), "
@@ -117,7 +121,8 @@ def _batch(s):
             for w in s["sweeps"]]
 
 
-def _imports(s):
+def imports_tables(s):
+    """The tables of the ``imports`` section."""
     rows = [[r["order"], r["batch"], _f(r["step_over_floor"]),
              " ".join(_f(x) for x in r["runs"]), _f(r["step_s"] * 1e3)] for r in s["rows"]]
     return [(f"CPU step of MLP {'-'.join(map(str, s['sizes']))} in fresh processes, per "
@@ -125,10 +130,10 @@ def _imports(s):
              ["imports", "batch", "step / GEMM floor", "each process", "step ms"], rows)]
 
 
-BUILDERS = {"updates": _updates, "step": lambda s: [_steps(
-    "MLP training step (gather, forward, softmax loss, backward, Adam)" + _own(s),
-    s["comparisons"])],
-    "gpu": _gpu, "vectorization": _vectorization, "batch": _batch, "imports": _imports}
+def step_tables(s):
+    """The table of the ``step`` section."""
+    return [_steps("MLP training step (gather, forward, softmax loss, backward, Adam)" + _own(s),
+                   s["comparisons"])]
 
 
 def _target(found, name, value, needed, at_most=False):
@@ -194,15 +199,6 @@ def targets(results):
     return found
 
 
-def tables(results):
-    """``[(title, headers, rows)]`` of every section present, then the targets."""
-    found = [t for name, s in results["sections"].items() for t in BUILDERS[name](s)]
-    rows = [[t["name"], _f(t["value"]), f"{t['comparison']} {t['needed']}",
-             "met" if t["met"] else "MISSED"] for t in results["targets"]]
-    return found + [("Targets (ratios of medians in this run)",
-                     ["target", "value", "needed", "verdict"], rows)] * bool(rows)
-
-
 def _text(title, headers, rows):
     if not headers:
         return title
@@ -223,9 +219,18 @@ def _markdown(title, headers, rows):
                      + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def render(results, markdown=False):
-    """The report: machine lines, then every table, as text or Markdown."""
+def target_table(results):
+    """``[(title, headers, rows)]``: the targets of ``results``, if any were measured."""
+    rows = [[t["name"], _f(t["value"]), f"{t['comparison']} {t['needed']}",
+             "met" if t["met"] else "MISSED"] for t in results["targets"]]
+    return [("Targets (ratios of medians in this run)",
+             ["target", "value", "needed", "verdict"], rows)] * bool(rows)
+
+
+def render(results, tables, markdown=False):
+    """The report: machine lines, then the sections' ``tables`` and the targets, as text or
+    Markdown."""
     lines = machine_lines(results)
     head = "\n".join(f"- {line}" for line in lines) if markdown else "\n".join(lines)
     table = _markdown if markdown else _text
-    return "\n\n".join([head] + [table(*t) for t in tables(results)]) + "\n"
+    return "\n\n".join([head] + [table(*t) for t in tables + target_table(results)]) + "\n"
