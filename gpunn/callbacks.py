@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from gpunn.validation import check_choice, check_int, check_number
+from gpunn._checks import check_choice, check_int, check_number
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpunn import fileio
+from gpunn._checks import check_int
 from gpunn.checkpoint_content import (
     check_header,
     check_history,
@@ -45,7 +46,6 @@ from gpunn.history import History
 from gpunn.model import Sequential
 from gpunn.optim import Optimizer
 from gpunn.schedules import Schedule
-from gpunn.validation import check_int
 
 _CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                    RecursionError)

@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from gpunn._checks import check_int
 from gpunn.backends import check_dtype
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import BIT_GENERATORS, CheckpointError
@@ -18,7 +19,6 @@ from gpunn.losses import check_output
 from gpunn.model import ALIGN
 from gpunn.optim import OPTIMIZERS
 from gpunn.schedules import get_schedule
-from gpunn.validation import check_int
 
 _CONFIG_KEYS = ["dtype", "layers", "output", "seed"]  # and "precision" (optional: fp32)
 _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64), "I64": np.dtype(np.int64)}

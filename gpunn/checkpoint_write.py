@@ -13,8 +13,8 @@ import zlib
 import numpy as np
 
 from gpunn import fileio
+from gpunn._checks import check_int
 from gpunn.schedules import get_schedule
-from gpunn.validation import check_int
 
 FORMAT, VERSION = "gpunn-checkpoint", 2
 METADATA_KEY, CRC_KEY = "gpunn", "gpunn.crc32"

@@ -6,7 +6,7 @@ when one is loaded. Splitting and standardization are plain NumPy, seeded.
 
 import numpy as np
 
-from gpunn.validation import check_int, check_number
+from gpunn._checks import check_int, check_number
 
 DATASETS = ("digits", "breast_cancer", "synthetic")
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from gpunn.validation import check_model, check_positive
+from gpunn._checks import check_positive
+from gpunn.sharing import check_model
 
 
 def gradcheck(model, X, y, loss=None, eps=1e-6):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gpunn.validation import check_choice, check_int
+from gpunn._checks import check_choice, check_int
 
 # Kernel codes of the activations; equal to gpunn.kernels.activations.ACTIVATIONS (a test checks
 # it), defined again here because that module imports numba and only the backends may.

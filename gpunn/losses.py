@@ -18,7 +18,7 @@ that sum times :meth:`Loss.scale`, taken on the host when the value is read.
 
 import numpy as np
 
-from gpunn.validation import as_host_array, as_labels, check_choice, check_finite
+from gpunn._checks import as_host_array, as_labels, check_choice, check_finite
 
 # Output activations a model may fuse into its loss; None is a plain (regression) output.
 OUTPUTS = (None, "sigmoid", "softmax")

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from gpunn._checks import check_choice, check_features, check_int
 from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import write_checkpoint
@@ -9,7 +10,6 @@ from gpunn.dlpack import from_dlpack
 from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, layout
 from gpunn.losses import check_output, get_loss
 from gpunn.sharing import Shareable, holding_model
-from gpunn.validation import check_choice, check_features, check_int
 from gpunn.workspace import Workspace
 
 # Offsets of W and b in the flat buffers are multiples of this many elements (>= 128 bytes), so

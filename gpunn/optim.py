@@ -19,7 +19,7 @@ import weakref
 
 import numpy as np
 
-from gpunn.validation import (
+from gpunn._checks import (
     check_bool,
     check_choice,
     check_int,

@@ -9,7 +9,7 @@ per epoch elsewhere (logs, notebooks, CI), 2 a line per epoch.
 import logging
 import sys
 
-from gpunn.validation import check_bool, check_choice
+from gpunn._checks import check_bool, check_choice
 
 logger = logging.getLogger("gpunn")
 

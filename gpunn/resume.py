@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
+from gpunn._checks import check_int
 from gpunn.checkpoint import CheckpointError, read_checkpoint
-from gpunn.validation import check_int
 
 
 def check_checkpointing(every, path, epochs):

@@ -10,7 +10,7 @@ needs nothing more.
 import inspect
 import math
 
-from gpunn.validation import (
+from gpunn._checks import (
     check_choice,
     check_int,
     check_keywords,

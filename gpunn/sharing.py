@@ -10,7 +10,16 @@ import threading
 import numpy as np
 
 from gpunn.backends import use_backend
-from gpunn.validation import check_model
+
+
+def check_model(name, value):
+    """``value`` if it is a model (:class:`~gpunn.Sequential`, an MLP), else TypeError.
+
+    Every model is a :class:`Shareable`, so the check needs no import of the model module
+    (which imports this one)."""
+    if not isinstance(value, Shareable):
+        raise TypeError(f"{name}: expected a Sequential or MLP, got {type(value).__name__}")
+    return value
 
 
 def holding_model(what):

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from gpunn.validation import check_choice
+from gpunn._checks import check_choice
 
 TASKS = ("auto", "classification", "regression")
 # Integer-valued targets with at most this many distinct values count as class labels.

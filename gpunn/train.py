@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from gpunn._checks import check_bool, check_choice, check_int, check_number
 from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint import save_checkpoint
 from gpunn.comm import get_comm
@@ -16,7 +17,6 @@ from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
 from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
-from gpunn.validation import check_bool, check_choice, check_int, check_number
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):

@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import gpunn
-from gpunn.comm import MPIComm, get_comm
-from gpunn.comm_nccl import NCCLComm
+from gpunn.comm import MPIComm, NCCLComm, get_comm
 
 # The data-parallel runs: (rows, per-rank batch). 17 rows at 2 x 4 leave a last global batch
 # of one row, so one rank's shard is empty; 23 rows leave 7 (shards of 3 and 4).

@@ -16,8 +16,8 @@ import pytest
 from mpi_worker import TRAIN_RUNS, diverge, fake_modules, rank_data, train_once
 
 import gpunn
-from gpunn.comm import CommTimeout, MPIComm, SingleProcess, get_comm, launched_size
-from gpunn.comm_nccl import NCCLComm, choose_device
+from gpunn.comm import CommTimeout, MPIComm, NCCLComm, SingleProcess, get_comm, launched_size
+from gpunn.comm.nccl import choose_device
 
 HERE = Path(__file__).parent
 LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
@@ -33,6 +33,9 @@ def mpiexec(ranks, *args, timeout=60):
         pytest.skip("no mpiexec (install the 'mpi' extra: it brings MPICH's)")
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    # Open MPI refuses to start as root (the GPU image runs as root) unless both are set;
+    # MPICH ignores them.
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return subprocess.run([launcher, "-n", str(ranks), sys.executable, *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=HERE, env=env)
 

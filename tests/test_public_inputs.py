@@ -1,4 +1,4 @@
-"""Every public entry point checks its inputs through gpunn.validation: the same bad input
+"""Every public entry point checks its inputs through gpunn._checks: the same bad input
 gives the same error everywhere, and lists, Fortran-ordered and strided arrays work like C ones."""
 
 import numpy as np

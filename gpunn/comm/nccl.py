@@ -1,0 +1,144 @@
+"""NCCL through CuPy: device arrays summed over GPUs, one GPU per rank, MPI at start-up.
+
+MPI starts the ranks, tells each its rank on its node (so its GPU) and carries rank 0's NCCL
+unique id to the others; after that, the step's all-reduce runs on the GPU stream through
+``cupy.cuda.nccl``. Objects, barriers and the failure handling stay on MPI
+(:class:`~gpunn.comm.mpi.MPIComm`).
+"""
+
+import time
+
+import numpy as np
+
+from gpunn._compat import cuda_device_count, import_nccl
+from gpunn.comm.base import CommTimeout
+from gpunn.comm.mpi import MPIComm
+
+
+def choose_device(local_rank, device_count):
+    """The GPU of a rank: its rank among the ranks on its node (one GPU per rank).
+
+    Args:
+        local_rank: the rank on its node (from 0).
+        device_count: GPUs visible to the rank.
+
+    Returns:
+        The device number.
+    """
+    if local_rank >= device_count:
+        raise ValueError(f"NCCLComm: local rank {local_rank} has no GPU of its own: the node "
+                         f"shows {device_count} GPU(s); start at most that many ranks per node")
+    return local_rank
+
+
+def connect(nccl, host):
+    """An NCCL communicator over ``host``'s ranks, rank 0's unique id sent through MPI.
+
+    Args:
+        nccl: the ``cupy.cuda.nccl`` module.
+        host: the :class:`~gpunn.comm.mpi.MPIComm` of the same ranks.
+
+    Returns:
+        ``nccl.NcclCommunicator(size, unique_id, rank)``.
+    """
+    uid = host.bcast(nccl.get_unique_id() if host.rank == 0 else None)
+    # NCCL's set-up blocks without a time-out: only enter it once every rank is here.
+    host.barrier()
+    return nccl.NcclCommunicator(host.size, uid, host.rank)
+
+
+class NCCLComm:
+    """NCCL through CuPy for CuPy arrays; one GPU per rank, chosen by the rank on its node.
+
+    Making it makes that GPU current, so make it before the model (``fit(comm=...)`` with
+    a communicator object, not a name, when the model is built after it).
+
+    Args:
+        host: the :class:`~gpunn.comm.mpi.MPIComm` that starts it and carries everything but the
+            arrays; None makes one on ``COMM_WORLD``.
+        timeout: seconds a collective may wait (see :class:`~gpunn.comm.mpi.MPIComm`).
+        cupy, nccl: the modules; None imports them (through ``gpunn._compat``). Tests pass
+            stand-ins, as the CUDA backend takes its array module.
+    """
+
+    name = "nccl"
+
+    def __init__(self, host=None, timeout=None, cupy=None, nccl=None):
+        if cupy is None or nccl is None:
+            cupy, nccl, reason = import_nccl()
+            if nccl is None:
+                raise ImportError(f"NCCLComm: {reason}")
+        self.host = MPIComm(timeout=timeout) if host is None else host
+        self.rank, self.size = self.host.rank, self.host.size
+        self.local_rank, self.timeout = self.host.local_rank, self.host.timeout
+        count, reason = cuda_device_count(cupy)
+        if count == 0:
+            raise RuntimeError(f"NCCLComm: rank {self.rank}: {reason}")
+        self.device = choose_device(self.local_rank, count)
+        cupy.cuda.Device(self.device).use()
+        self._cupy, self._nccl = cupy, nccl
+        self._types = {np.dtype(np.float32): nccl.NCCL_FLOAT32,
+                       np.dtype(np.float64): nccl.NCCL_FLOAT64}
+        self._comm = connect(nccl, self.host)
+
+    def __repr__(self):
+        return f"NCCLComm(rank={self.rank}, size={self.size}, timeout={self.timeout:g})"
+
+    def allreduce_sum(self, array):
+        """Sum the CuPy ``array`` over the ranks in place, queued on the current stream."""
+        ptr, count, dtype = self._args(array, "allreduce_sum")
+        self._comm.allReduce(ptr, ptr, count, dtype, self._nccl.NCCL_SUM, self._stream())
+        return array
+
+    def bcast_array(self, array, root=0):
+        """Overwrite ``array`` with ``root``'s, in place, queued on the current stream."""
+        ptr, count, dtype = self._args(array, "bcast_array")
+        self._comm.bcast(ptr, count, dtype, root, self._stream())
+        return array
+
+    def bcast(self, obj, root=0):
+        """``root``'s ``obj`` on every rank, through MPI."""
+        return self.host.bcast(obj, root)
+
+    def barrier(self):
+        """Wait until every rank got here, through MPI."""
+        self.host.barrier()
+
+    def guard(self, agreed=()):
+        """See :meth:`gpunn.comm.mpi.MPIComm.guard`."""
+        return self.host.guard(agreed)
+
+    def wait(self):
+        """Wait for the queued collectives; past ``timeout``, abort NCCL and raise.
+
+        Raises:
+            CommTimeout: the collectives did not finish in time (a rank is stuck or gone).
+            RankFailed: another rank posted its failure meanwhile.
+        """
+        event = self._cupy.cuda.Event(disable_timing=True)
+        event.record()
+        started = time.monotonic()
+        while not event.done:
+            self._comm.check_async_error()
+            self.host.check_notice()
+            if time.monotonic() - started > self.timeout:
+                self._comm.abort()
+                raise CommTimeout(f"NCCL: rank {self.rank} of {self.size} waited "
+                                  f"{self.timeout:g} s for its collectives")
+            time.sleep(1e-4)
+
+    def _stream(self):
+        return self._cupy.cuda.get_current_stream().ptr
+
+    def _args(self, array, what):
+        dtype = self._types.get(np.dtype(array.dtype))
+        if not isinstance(array, self._cupy.ndarray) or dtype is None:
+            raise TypeError(f"{what}: expected a float32/float64 CuPy array, got "
+                            f"{type(array).__name__} of {getattr(array, 'dtype', None)}")
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{what}: expected a C-contiguous array, got a strided one")
+        if array.device.id != self.device:
+            raise ValueError(f"{what}: expected an array on this rank's GPU {self.device}, got "
+                             f"one on GPU {array.device.id}: make the communicator before the "
+                             "model, so that the model is made on the rank's GPU")
+        return array.data.ptr, array.size, dtype
