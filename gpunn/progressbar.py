@@ -4,8 +4,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from gpunn._checks import check_bool
 from gpunn.callbacks import Callback
-from gpunn.validation import check_bool
 
 
 class ProgressBar(Callback):

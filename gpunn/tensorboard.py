@@ -6,9 +6,9 @@ read by TensorBoard: ``tensorboard --logdir runs``.
 
 import os
 
+from gpunn._checks import check_int
 from gpunn._compat import require
 from gpunn.callbacks import Callback
-from gpunn.validation import check_int
 
 # Epoch logs written as scalars, under "epoch/<name>" (those present in the run).
 EPOCH_SCALARS = ("loss", "val_loss", "val_accuracy", "lr")

@@ -22,7 +22,8 @@ LAYERS = [
               "gpunn.bench", "gpunn.gradcheck", "gpunn.datasets", "gpunn.tabular",
               "gpunn.export", "gpunn.validation", "gpunn.comm_nccl"]),
     ("train", ["gpunn.train"]),
-    ("hooks/callbacks", ["gpunn.hooks", "gpunn.callbacks", "gpunn.progress"]),
+    ("hooks/callbacks", ["gpunn.hooks", "gpunn.callbacks", "gpunn.progress", "gpunn.progressbar",
+                         "gpunn.tensorboard"]),
     ("checkpoint", ["gpunn.checkpoint", "gpunn.checkpoint_content", "gpunn.checkpoint_write",
                     "gpunn.resume", "gpunn.history"]),
     ("step", ["gpunn.step"]),
@@ -31,7 +32,8 @@ LAYERS = [
                                   "gpunn.schedules", "gpunn.comm"]),
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
-    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._files", "gpunn.fileio"]),
+    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._files", "gpunn.fileio",
+                   "gpunn.dlpack"]),
     ("kernels", ["gpunn.kernels"]),
 ]
 
@@ -212,3 +214,8 @@ def test_every_package_is_installed():
     listed = set(config["options"]["packages"].split())
     folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
     assert folders - listed == set()
+
+
+def test_nothing_imports_a_deprecated_alias():
+    aliases = {"gpunn.validation", "gpunn.comm_nccl"}
+    assert sorted((a, b) for a, targets in GRAPH.items() for b in targets & aliases) == []

@@ -4,7 +4,7 @@ import numpy as np
 
 from gpunn._compat import require
 from gpunn.fileio import atomic_write, check_target
-from gpunn.validation import check_model
+from gpunn.sharing import check_model
 
 # gpunn activation -> torch.nn module class name (None: no module).
 TORCH_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}

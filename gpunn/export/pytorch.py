@@ -9,11 +9,11 @@ import functools
 
 import numpy as np
 
+from gpunn._checks import check_bool
 from gpunn._compat import require
 from gpunn.export.layout import TORCH_ACTIVATIONS, host_layers
 from gpunn.layers import Dense
 from gpunn.model import Sequential
-from gpunn.validation import check_bool
 
 
 def to_torch(model, probabilities=False):
