@@ -22,8 +22,6 @@ import csv
 import math
 import os
 
-import numpy as np
-
 from gpunn._checks import check_choice, check_int, check_number
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
@@ -234,8 +232,7 @@ class EarlyStopping(_Monitor):
         if self._improved(self._current(logs)):
             self.best_epoch, self.wait = epoch, 0
             if self.restore_best:
-                be = self.model.backend
-                self._best_params = np.array(be.to_numpy(self.model.flat_params), copy=True)
+                self._best_params = self.model.params.host()
             return
         self.wait += 1
         if self.wait > self.patience:
@@ -243,8 +240,7 @@ class EarlyStopping(_Monitor):
 
     def on_train_end(self, logs=None):
         if self.restore_best and self._best_params is not None:
-            model = self.model
-            model.flat_params[...] = model.backend.asarray(self._best_params)
+            self.model.params.load_host(self._best_params)
 
 
 class ReduceLROnPlateau(_Monitor):

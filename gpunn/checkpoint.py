@@ -145,8 +145,7 @@ def load_checkpoint(path, model=None):
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{os.fspath(path)}: model: {exc}") from None
     with target.exclusive("load_checkpoint"):  # not while another thread trains it
-        target.flat_params[...] = target.backend.asarray(saved.params)
-        target.sync_working_copy()
+        target.params.load_host(saved.params)
     if saved.optimizer is not None:  # state moves onto the model's backend and belongs to it
         saved.optimizer.load_state_dict(saved.optimizer.state_dict(), model=target)
     saved.model = target

@@ -14,10 +14,10 @@ from gpunn.backends import check_dtype
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import BIT_GENERATORS, CheckpointError
 from gpunn.history import History
-from gpunn.layers import Dense, layout
+from gpunn.layers import Dense, param_entries
 from gpunn.losses import check_output
-from gpunn.model import ALIGN
 from gpunn.optim import OPTIMIZERS
+from gpunn.params import layout
 from gpunn.schedules import get_schedule
 
 _CONFIG_KEYS = ["dtype", "layers", "output", "seed"]  # and "precision" (optional: fp32)
@@ -82,7 +82,7 @@ def normalized_config(header):
         if layers[i].n_in != layers[i - 1].n_out:
             raise _error(f"model: layers[{i}].n_in: expected {layers[i - 1].n_out}, "
                          f"got {layers[i].n_in}")
-    ranges = layout(layers, ALIGN)
+    ranges = layout(param_entries(layers))
     if header["layout"] != [list(r) for r in ranges]:
         raise _error(f"layout: expected {short(ranges)} for this architecture, "
                      f"got {short(header['layout'])}")

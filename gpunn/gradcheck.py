@@ -34,7 +34,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
     checked.loss_pass(Xd, T, loss, views, scale)
     checked.backward_pass(Xd, views)
     analytic = np.array(checked.backend.to_numpy(checked.flat_grads), dtype=np.float64)
-    params = checked.flat_params
+    params = checked.params.host()
     worst = 0.0
     for _, start, stop in checked.param_ranges:
         numeric = np.empty(stop - start)
@@ -43,6 +43,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
             losses = []
             for value in (original + eps, original - eps):
                 params[i] = value
+                checked.params.load_host(params)
                 total = checked.loss_pass(Xd, T, loss, views, scale)
                 losses.append(float(checked.backend.to_numpy(total)[0]) * scale)
             params[i] = original

@@ -152,12 +152,8 @@ def check_layers(layers):
     return list(layers)
 
 
-def layout(layers, align):
-    """``[(name, start, stop), ...]`` of every W and b in a flat buffer; starts are multiples
-    of ``align`` elements."""
-    ranges, offset = [], 0
-    for i, layer in enumerate(layers):
-        for name, size in ((f"W{i}", layer.n_in * layer.n_out), (f"b{i}", layer.n_out)):
-            ranges.append((name, offset, offset + size))
-            offset = -(-(offset + size) // align) * align
-    return ranges
+def param_entries(layers):
+    """``[(name, size), ...]`` of every W and b in flat-buffer order: ``W0, b0, W1, b1, ...``
+    (laid out by :func:`gpunn.params.layout`)."""
+    return [entry for i, layer in enumerate(layers)
+            for entry in ((f"W{i}", layer.n_in * layer.n_out), (f"b{i}", layer.n_out))]

@@ -1,5 +1,7 @@
 """Sequential models of Dense layers over one flat parameter buffer; MLP builds one from sizes."""
 
+import warnings
+
 import numpy as np
 
 from gpunn._checks import check_choice, check_features, check_int
@@ -7,14 +9,12 @@ from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.checkpoint_write import write_checkpoint
 from gpunn.dlpack import from_dlpack
-from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, layout
+from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, param_entries
 from gpunn.losses import check_output, get_loss
+from gpunn.params import FlatParams
 from gpunn.sharing import Shareable, holding_model
 from gpunn.workspace import Workspace
 
-# Offsets of W and b in the flat buffers are multiples of this many elements (>= 128 bytes), so
-# every view starts aligned for vectorized BLAS / cuBLAS kernels. Gaps stay zero.
-ALIGN = 32
 # Rows per chunk when predicting before any workspace exists.
 DEFAULT_CHUNK = 1024
 
@@ -23,7 +23,9 @@ class Sequential(Shareable):
     """A stack of :class:`~gpunn.Dense` layers whose parameters share one flat buffer.
 
     ``flat_params`` holds every ``W`` and ``b`` (each layer's are views into it), ``flat_grads``
-    the gradients in the same layout, so one kernel launch updates the whole model. The output
+    the gradients in the same layout, so one kernel launch updates the whole model. Both belong
+    to ``params`` (:class:`~gpunn.params.FlatParams`), through which every write of
+    parameters from the host goes (``model.params.load_host(values)``). The output
     activation is fused into the loss: with ``output="sigmoid"`` (binary cross-entropy) or
     ``"softmax"`` (cross-entropy) the last layer must be ``"identity"`` and produces logits.
 
@@ -50,8 +52,8 @@ class Sequential(Shareable):
     """
 
     # What __init__ builds; copies rebuild it (gpunn.sharing), other attributes are copied.
-    _OWN = ("layers", "output", "dtype", "seed", "backend", "param_ranges", "flat_params",
-            "flat_grads", "_names", "_ws", "_lock", "precision", "flat_work", "_half_names")
+    _OWN = ("layers", "output", "dtype", "seed", "backend", "params", "_names", "_ws", "_lock",
+            "precision", "_half_names")
 
     def __init__(self, layers, output=None, dtype="float32", seed=0, precision="fp32"):
         self.layers = check_layers(layers)
@@ -72,22 +74,12 @@ class Sequential(Shareable):
             raise ValueError(f"precision: expected 'fp32' for dtype {self.dtype.name} "
                              f"({self.precision!r} needs float32), got {self.precision!r}")
         self.backend = get_backend()
-        self.param_ranges = layout(self.layers, ALIGN)
-        host = np.zeros(self.param_ranges[-1][2])
-        rng = np.random.default_rng(self.seed)
-        for i, layer in enumerate(self.layers):
-            for (_, start, stop), values in zip(self.param_ranges[2 * i:2 * i + 2],
-                                                (layer.initial_weights(rng),
-                                                 layer.initial_bias(rng))):
-                host[start:stop] = values.ravel()
-        self.flat_params = self.backend.asarray(host.astype(self.dtype))
-        self.flat_grads = self.backend.zeros(host.shape, self.dtype)
-        self.flat_work = (self.backend.xp.zeros(host.shape, np.uint16)
-                          if self.precision == "bf16" else None)
+        self.params = FlatParams(self.backend, param_entries(self.layers), self.dtype,
+                                 self.precision)
         for i, layer in enumerate(self.layers):
             layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
                        self.param_ranges[2 * i + 1][1], self.flat_work, self.precision)
-        self.sync_working_copy()
+        self.params.load_host(self._initial_params())
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
         self._half_names = [(f"Ah{i}", f"Dh{i}") for i in range(len(self.layers))]
         self._ws = {}  # the model's own buffers by loss name (None: forward only)
@@ -98,6 +90,38 @@ class Sequential(Shareable):
         return (f"{type(self).__name__}([{layers}], output={self.output!r}, "
                 f"dtype={self.dtype.name!r}, precision={self.precision!r}) on "
                 f"{self.backend.name}")
+
+    def _initial_params(self):
+        """The seeded initial parameters, float64 on the host, in the flat layout."""
+        host = np.zeros(self.params.size)
+        rng = np.random.default_rng(self.seed)
+        for i, layer in enumerate(self.layers):
+            for (_, start, stop), values in zip(self.param_ranges[2 * i:2 * i + 2],
+                                                (layer.initial_weights(rng),
+                                                 layer.initial_bias(rng))):
+                host[start:stop] = values.ravel()
+        return host
+
+    @property
+    def flat_params(self):
+        """The parameters, one flat device array (``params.master``); ``W``/``b`` view it."""
+        return self.params.master
+
+    @property
+    def flat_grads(self):
+        """The gradient, same layout as ``flat_params`` (``params.grads``)."""
+        return self.params.grads
+
+    @property
+    def flat_work(self):
+        """The bfloat16 working copy of ``flat_params`` the GEMMs read (precision "bf16"),
+        else None (``params.work``)."""
+        return self.params.work
+
+    @property
+    def param_ranges(self):
+        """``[(name, start, stop), ...]`` of every W and b in the flat buffers."""
+        return self.params.ranges
 
     @property
     def n_in(self):
@@ -142,17 +166,16 @@ class Sequential(Shareable):
         precision = self.precision if precision is None else check_precision(precision)
         config = dict(self.config(), dtype=dtype.name, precision=precision)
         clone = Sequential.from_config(config)
-        host = self.backend.to_numpy(self.flat_params).astype(clone.dtype)
-        clone.flat_params[...] = clone.backend.asarray(host)
-        clone.sync_working_copy()
+        clone.params.load_host(self.params.host())
         return clone
 
     def sync_working_copy(self):
-        """Round ``flat_params`` into the bfloat16 working copy the GEMMs read (precision
-        "bf16"; a no-op otherwise). Optimizers do it with every update; call it after writing
-        ``flat_params`` or a parameter view yourself."""
-        if self.flat_work is not None:
-            self.backend.kernel("round_bf16", self.flat_params, self.flat_work)
+        """Deprecated alias of ``model.params.refresh_work()``: write parameters with
+        ``model.params.load_host(values)``, which refreshes the bfloat16 working copy itself."""
+        warnings.warn("sync_working_copy() is deprecated: write parameters with "
+                      "model.params.load_host(values), or call model.params.refresh_work() "
+                      "after writing a W/b view", DeprecationWarning, stacklevel=2)
+        self.params.refresh_work()
 
     def save(self, path):
         """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.

@@ -54,8 +54,7 @@ def resume(path, trainer, schedule, history):
     model = trainer.model
     trainer.optimizer.load_state_dict(saved.optimizer.state_dict(), model=model)
     trainer.restore_order(saved.order)
-    model.flat_params[...] = model.backend.asarray(saved.params)
-    model.sync_working_copy()
+    model.params.load_host(saved.params)
     saved.history.backend = history.backend
     return saved.schedule, saved.history, saved.rng(), saved.epoch
 

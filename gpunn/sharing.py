@@ -7,8 +7,6 @@ import copy
 import functools
 import threading
 
-import numpy as np
-
 from gpunn.backends import use_backend
 
 
@@ -38,7 +36,8 @@ def holding_model(what):
 
 class Shareable:
     """Thread ownership and copying for a model with ``config()``, ``from_config``,
-    ``backend`` and ``flat_params``; ``_OWN`` names the attributes a fresh model rebuilds."""
+    ``backend`` and ``params`` (:class:`~gpunn.params.FlatParams`); ``_OWN`` names the
+    attributes a fresh model rebuilds."""
 
     _OWN = ()
 
@@ -72,14 +71,13 @@ class Shareable:
         """
         state = {k: v for k, v in self.__dict__.items() if k not in self._OWN}
         state["_config"] = self.config()
-        state["_params"] = np.array(self.backend.to_numpy(self.flat_params))
+        state["_params"] = self.params.host()
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         built = self.from_config(state.pop("_config"))
-        built.flat_params[...] = built.backend.asarray(state.pop("_params"))
-        built.sync_working_copy()
+        built.params.load_host(state.pop("_params"))
         self.__dict__.update(built.__dict__)
         self.__dict__.update(state)
 

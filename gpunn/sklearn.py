@@ -202,7 +202,7 @@ class _GpunnMLP(BaseEstimator):
         model = state.pop("_model", None)
         if model is not None:
             state["_model_config"] = model.config()
-            state["_model_params"] = np.array(model.backend.to_numpy(model.flat_params))
+            state["_model_params"] = model.params.host()
         optimizer = state.pop("_optimizer", None)
         if optimizer is not None:
             state["_optimizer_state"] = optimizer.state_dict()
@@ -217,7 +217,7 @@ class _GpunnMLP(BaseEstimator):
             return
         with self._backend_context():
             model = Sequential.from_config(config)
-        model.flat_params[...] = model.backend.asarray(params)
+        model.params.load_host(params)
         self._model = model
         if optimizer_state is not None:
             optimizer = get_optimizer(optimizer_state["name"], optimizer_state["base_lr"],

@@ -184,18 +184,25 @@ def fold_scaling(model, input_mean, input_std, target_mean=None, target_std=None
         A new :class:`~gpunn.Sequential` of the same architecture and dtype.
     """
     folded = model.copy()
-    be, first = folded.backend, folded.layers[0]
-    W, b = be.to_numpy(first.W).astype(np.float64), be.to_numpy(first.b).astype(np.float64)
+    params = folded.params.host()
     mean, std = np.asarray(input_mean, np.float64), np.asarray(input_std, np.float64)
-    first.W[...] = be.asarray((W / std[:, None]).astype(folded.dtype))
-    first.b[...] = be.asarray((b - (mean / std) @ W).astype(folded.dtype))
+    _fold(params, folded.param_ranges, 0, lambda W, b: (W / std[:, None], b - (mean / std) @ W))
     if target_mean is not None:
-        last = folded.layers[-1]
-        W, b = be.to_numpy(last.W).astype(np.float64), be.to_numpy(last.b).astype(np.float64)
         t_mean, t_std = np.asarray(target_mean, np.float64), np.asarray(target_std, np.float64)
-        last.W[...] = be.asarray((W * t_std).astype(folded.dtype))
-        last.b[...] = be.asarray((b * t_std + t_mean).astype(folded.dtype))
+        _fold(params, folded.param_ranges, len(folded.layers) - 1,
+              lambda W, b: (W * t_std, b * t_std + t_mean))
+    folded.params.load_host(params)
     return folded
+
+
+def _fold(params, ranges, i, change):
+    """Replace layer ``i``'s ``W``, ``b`` in the host ``params`` by ``change(W, b)``, computed
+    in float64 and rounded to the parameters' dtype."""
+    (_, w_start, w_stop), (_, b_start, b_stop) = ranges[2 * i:2 * i + 2]
+    n_out = b_stop - b_start
+    W = params[w_start:w_stop].astype(np.float64).reshape(-1, n_out)
+    W, b = change(W, params[b_start:b_stop].astype(np.float64))
+    params[w_start:w_stop], params[b_start:b_stop] = W.ravel(), b
 
 
 def write_predictions(path, columns):

@@ -153,8 +153,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     if resume_from is not None:
         schedule, history, rng, done = resume(resume_from, trainer, schedule, history)
     if comm.size > 1:
-        comm.bcast_array(model.flat_params)
-        model.sync_working_copy()  # rank 0's parameters, also in the bf16 working copy
+        model.params.broadcast(comm)  # rank 0's parameters, everywhere
     _bind_callbacks(callbacks, trainer, history, epochs, batch_size)
     logs = {}
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:

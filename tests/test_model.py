@@ -6,7 +6,7 @@ import reference as ref
 
 import gpunn
 from gpunn.layers import ACTIVATIONS
-from gpunn.model import ALIGN
+from gpunn.params import ALIGN
 
 OUTPUT_OF = {"bce": "sigmoid", "cross_entropy": "softmax", "mse": None}
 # Tolerance multipliers for a whole forward + backward chain. Measured: scale 1 passes on cpu and

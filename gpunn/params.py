@@ -1,0 +1,82 @@
+"""The owner of a model's parameters: layout, fp32 master, gradient, bfloat16 working copy.
+
+All parameters live in one flat array (``master``, the model's ``flat_params``), gradients in a
+second of the same layout (``grads``), and, for precision "bf16", the bfloat16 bits the GEMMs
+read in a third (``work``). The device writes ``master`` and ``work`` together in the fused
+optimizer update. Everything else that changes parameters goes through :meth:`load_host`
+(or :meth:`broadcast`), which refresh the working copy in the same call: a model cannot hold
+a working copy that disagrees with its master.
+"""
+
+import numpy as np
+
+# Offsets of W and b in the flat buffers are multiples of this many elements (>= 128 bytes), so
+# every view starts aligned for vectorized BLAS / cuBLAS kernels. Gaps stay zero.
+ALIGN = 32
+
+
+def layout(entries, align=ALIGN):
+    """``[(name, start, stop), ...]`` of named blocks of ``(name, size)`` in a flat buffer;
+    each start is a multiple of ``align`` elements."""
+    ranges, offset = [], 0
+    for name, size in entries:
+        ranges.append((name, offset, offset + size))
+        offset = -(-(offset + size) // align) * align
+    return ranges
+
+
+class FlatParams:
+    """One model's flat parameter buffers and the only host write path into them.
+
+    Args:
+        backend: the backend the buffers live on.
+        entries: ``[(name, size), ...]`` of the parameter blocks, in buffer order.
+        dtype: the master's dtype (float32 or float64).
+        precision: ``"fp32"``, ``"tf32"`` or ``"bf16"``; "bf16" adds the working copy.
+
+    Attributes:
+        ranges: ``[(name, start, stop), ...]`` (:func:`layout`).
+        size: elements of each flat buffer (alignment gaps included).
+        master: the parameters (float, zeros until loaded).
+        grads: the gradient, same layout and dtype.
+        work: the bfloat16 bits (uint16) of ``master`` the GEMMs read, or None.
+    """
+
+    def __init__(self, backend, entries, dtype, precision="fp32"):
+        self.backend = backend
+        self.ranges = layout(entries)
+        self.size = self.ranges[-1][2] if self.ranges else 0
+        self.dtype = np.dtype(dtype)
+        self.master = backend.zeros(self.size, self.dtype)
+        self.grads = backend.zeros(self.size, self.dtype)
+        self.work = backend.xp.zeros(self.size, np.uint16) if precision == "bf16" else None
+
+    def host(self):
+        """A float NumPy copy of the master, in the buffer's dtype."""
+        return np.array(self.backend.to_numpy(self.master), copy=True)
+
+    def load_host(self, values):
+        """Overwrite every parameter with host ``values`` (cast to the dtype), then refresh the
+        working copy.
+
+        Args:
+            values: a 1-D array-like of ``size`` real numbers, in this layout.
+        """
+        values = np.asarray(values)
+        if values.shape != (self.size,) or values.dtype.kind not in "fiu":
+            raise ValueError(f"values: expected a 1-D array of {self.size} real numbers (the "
+                             f"flat parameter layout), got shape {values.shape} and dtype "
+                             f"{values.dtype}")
+        self.backend.copy_from_host(self.master, values)
+        self.refresh_work()
+
+    def broadcast(self, comm, root=0):
+        """Overwrite the parameters with rank ``root``'s through ``comm`` (data-parallel
+        start), then refresh the working copy."""
+        comm.bcast_array(self.master, root=root)
+        self.refresh_work()
+
+    def refresh_work(self):
+        """Round the master into the bfloat16 working copy (a no-op without one)."""
+        if self.work is not None:
+            self.backend.kernel("round_bf16", self.master, self.work)
