@@ -231,8 +231,9 @@ def test_cli_bf16_early_stopping_reports_the_saved_weights(backend, capsys, tmp_
                  "--save", str(path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    stopped, kept = map(int, re.search(r"stopped after epoch (\d+), kept epoch (\d+)",
-                                             out).groups())
+    found = re.search(r"stopped after epoch (\d+), kept epoch (\d+)", out)
+    assert found, out
+    stopped, kept = map(int, found.groups())
     assert kept < stopped  # the restore changed the weights
     _, X_test, _, y_test = datasets.train_test_split(*datasets.digits(), 0.25, 0)
     accuracy = np.mean(gpunn.load(path).predict(X_test) == y_test)
