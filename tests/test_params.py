@@ -239,3 +239,19 @@ def test_cli_bf16_early_stopping_reports_the_saved_weights(backend, capsys, tmp_
     accuracy = np.mean(gpunn.load(path).predict(X_test) == y_test)
     assert f"test accuracy {accuracy:.4f}" in out, out
 
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_from_torch(backend, precision):
+    torch = pytest.importorskip("torch")
+    from gpunn.export import from_torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    model = from_torch(module, output="softmax", precision=precision)
+    expected = np.zeros(model.params.size, np.float32)
+    for i, layer in enumerate((module[0], module[2])):
+        (_, w0, w1), (_, b0, b1) = model.param_ranges[2 * i:2 * i + 2]
+        expected[w0:w1] = layer.weight.detach().numpy().T.ravel()
+        expected[b0:b1] = layer.bias.detach().numpy()
+    _computes_with(model, expected)

@@ -124,12 +124,11 @@ def from_torch(module, output=None, precision=None, seed=0):
               for activation, W, _ in specs]
     model = Sequential(layers, output=output, dtype=dtypes.pop().name, seed=seed,
                        precision=precision)
-    host = model.backend.to_numpy(model.flat_params)
+    host = model.params.host()
     ranges = {name: slice(start, stop) for name, start, stop in model.param_ranges}
     for i, (_, W, b) in enumerate(specs):
         host[ranges[f"W{i}"]], host[ranges[f"b{i}"]] = W.T.ravel(), b
-    model.flat_params[...] = model.backend.asarray(host)
-    model.sync_working_copy()
+    model.params.load_host(host)
     return model
 
 
