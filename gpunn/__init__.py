@@ -3,7 +3,7 @@
 from gpunn import callbacks
 from gpunn.backends import get_backend, use_backend
 from gpunn.backends.info import info
-from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
+from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from gpunn.gradcheck import gradcheck
 from gpunn.history import History
 from gpunn.layers import Dense
@@ -57,6 +57,7 @@ __all__ = [
     "info",
     "load",
     "load_checkpoint",
+    "save",
     "save_checkpoint",
     "use_backend",
 ]

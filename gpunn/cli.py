@@ -109,7 +109,7 @@ def _silent(*args, **kwargs):
 def _check_outputs(args):
     """Refuse output paths that cannot be written before training: a bad path must not cost
     the run."""
-    from gpunn.fileio import check_target
+    from gpunn._files import check_target
 
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         if path is not None:

@@ -168,9 +168,9 @@ def save(path, model, data):
 
 def predict_command(args):
     """``gpunn predict``: the saved model's predictions for the rows of a file, as CSV."""
+    from gpunn._files import check_target
     from gpunn.backends import use_backend
     from gpunn.checkpoint import load_checkpoint
-    from gpunn.fileio import check_target
 
     if args.out is not None:
         check_target("--out", args.out)

@@ -7,7 +7,6 @@ import numpy as np
 from gpunn._checks import check_choice, check_features, check_int
 from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
-from gpunn.checkpoint_write import write_checkpoint
 from gpunn.dlpack import from_dlpack
 from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, param_entries
 from gpunn.losses import check_output, get_loss
@@ -177,13 +176,17 @@ class Sequential(Shareable):
                       "after writing a W/b view", DeprecationWarning, stacklevel=2)
         self.params.refresh_work()
 
+    # The writer of model files: gpunn.checkpoint.save, set by gpunn.checkpoint when it is
+    # imported (``import gpunn`` does). The checkpoint package sits above this module (it
+    # builds models when it loads them), so the model hands itself to it instead of importing.
+    writer = None
+
     def save(self, path):
         """Write the architecture and parameters to ``path`` atomically; read with gpunn.load.
 
-        The file is a model-only checkpoint (:mod:`gpunn.checkpoint`): safetensors, no pickle.
-        Written by :mod:`gpunn.checkpoint_write`, which sits below this module: saving needs
-        no import of the reader.
-        An existing path is treated as ``open(path, "w")`` would (:mod:`gpunn.fileio`).
+        Same as ``gpunn.save(model, path)``: a model-only checkpoint (:mod:`gpunn.checkpoint`),
+        safetensors, no pickle. An existing path is treated as ``open(path, "w")`` would
+        (:mod:`gpunn._files`).
 
         Args:
             path: target file, conventionally ``*.safetensors``.
@@ -191,7 +194,7 @@ class Sequential(Shareable):
         Returns:
             ``path``.
         """
-        return write_checkpoint(path, self)
+        return type(self).writer(self, path)
 
     # --- passes over a device batch: into given buffers, nothing allocated ---------------------
 

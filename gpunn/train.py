@@ -8,12 +8,11 @@ import numpy as np
 
 from gpunn._checks import check_bool, check_choice, check_int, check_number
 from gpunn.callbacks import CallbackList, epoch_logs
-from gpunn.checkpoint import save_checkpoint
+from gpunn.checkpoint.resume import check_checkpointing, resume, save_during_fit
 from gpunn.comm import get_comm
 from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.progress import check_verbose, report_epoch
-from gpunn.resume import check_checkpointing, resume
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
 from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
@@ -171,7 +170,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
                 report_epoch(epoch, epochs, logs, lines)
             stop = _callbacks_stop(callbacks, epoch, logs, comm)
             if path is not None and (epoch % every == 0 or epoch == epochs or stop):
-                _save(comm, path, trainer, schedule, history, epoch, rng)
+                save_during_fit(comm, path, trainer, schedule, history, epoch, rng)
             if stop:
                 break
     callbacks.call("on_train_end", logs)
@@ -211,14 +210,6 @@ def _split_validation(X, y, validation_split, validation_data):
         raise ValueError(f"validation_split: expected a fraction leaving rows on both sides, "
                          f"got {fraction} of {n} rows")
     return X[:n - n_val], y[:n - n_val], (X[n - n_val:], y[n - n_val:])
-
-
-def _save(comm, path, trainer, schedule, history, epoch, rng):
-    """Rank 0 writes the checkpoint; no rank goes on before it is on disk."""
-    if comm.rank == 0:
-        save_checkpoint(path, trainer.model, trainer.optimizer, schedule, history, epoch=epoch,
-                        rng=rng, order=trainer.order)
-    comm.barrier()
 
 
 def _global_batch(batch_size, n, ranks):

@@ -13,8 +13,8 @@ from safetensors.numpy import save as save_safetensors
 
 import gpunn
 from gpunn import checkpoint as ckpt
-from gpunn import checkpoint_write
 from gpunn.backends import use_backend
+from gpunn.checkpoint import container
 
 EXECUTED = []
 
@@ -129,7 +129,7 @@ def test_a_crash_mid_save_keeps_the_previous_file(backend, tmp_path, monkeypatch
         file.write(b"\x10\x00\x00\x00 half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_write, "_write", crashing_writer)
+    monkeypatch.setattr(container, "write_file", crashing_writer)
     net.flat_params[...] = 0
     with pytest.raises(OSError, match="disk full"):
         gpunn.save_checkpoint(path, net)

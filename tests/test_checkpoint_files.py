@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import fileio
+from gpunn import _files
 
 
 def net():
@@ -60,7 +60,7 @@ def test_a_read_only_file_is_refused_as_open_would(tmp_path, monkeypatch):
     if writable:  # root: open(path, "w") works, so saving does too
         net().save(path)
     # Whoever runs the test: a file the user cannot write is left alone.
-    monkeypatch.setattr(fileio.os, "access", lambda path, *args, **kwargs: path != str(path_of(
+    monkeypatch.setattr(_files.os, "access", lambda path, *args, **kwargs: path != str(path_of(
         tmp_path, "m.safetensors")))
     before = path.read_bytes()
     with pytest.raises(PermissionError) as caught:
@@ -75,7 +75,7 @@ def path_of(folder, name):
 
 def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     folder = os.path.realpath(tmp_path)
-    monkeypatch.setattr(fileio.os, "access", lambda path, *args, **kwargs: path != folder)
+    monkeypatch.setattr(_files.os, "access", lambda path, *args, **kwargs: path != folder)
     with pytest.raises(PermissionError, match="the folder is not writable"):
         net().save(tmp_path / "m.safetensors")
     assert os.listdir(tmp_path) == []
@@ -115,7 +115,7 @@ def test_ctrl_c_after_the_rename_surfaces_as_keyboard_interrupt(tmp_path, monkey
         real_replace(src, dst)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fileio.os, "replace", replace_then_interrupt)
+    monkeypatch.setattr(_files.os, "replace", replace_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         net().save(path)
     assert os.listdir(tmp_path) == ["m.safetensors"]
@@ -128,7 +128,7 @@ def dead_pid():
 
 
 def test_temp_files_of_dead_writers_are_removed_on_the_next_save(tmp_path):
-    host = fileio._HOST
+    host = _files._HOST
     other = "0" * 8 if host != "0" * 8 else "1" * 8
     names = {"dead": f".gpunn-{host}-{dead_pid()}-0badf00d.tmp",
              "alive": f".gpunn-{host}-{os.getpid()}-0badf00d.tmp",
@@ -137,7 +137,7 @@ def test_temp_files_of_dead_writers_are_removed_on_the_next_save(tmp_path):
              "not ours": ".gpunn-notours.tmp"}
     for name in names.values():
         (tmp_path / name).write_bytes(b"x" * 100)
-    old = time.time() - fileio.STALE_SECONDS - 60
+    old = time.time() - _files.STALE_SECONDS - 60
     os.utime(tmp_path / names["old elsewhere"], (old, old))
     net().save(tmp_path / "m.safetensors")
     left = set(os.listdir(tmp_path))
@@ -149,8 +149,8 @@ def test_a_crash_before_the_rename_leaves_only_a_temp_file_that_a_save_removes(t
     path = tmp_path / "m.safetensors"
     net().save(path)
     before = path.read_bytes()
-    script = ("import os, gpunn, gpunn.checkpoint_write as c\n"
-              "c._write = lambda file, arrays, metadata: (file.write(b'half'), file.flush(), "
+    script = ("import os, gpunn, gpunn.checkpoint.container as c\n"
+              "c.write_file = lambda file, arrays, metadata: (file.write(b'half'), file.flush(), "
               "os._exit(9))\n"
               f"gpunn.MLP([3, 4, 2], seed=5).save({str(path)!r})\n")
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
@@ -165,9 +165,9 @@ def test_a_file_truncated_in_place_while_loading_is_an_error_not_a_crash(tmp_pat
     path = tmp_path / "m.safetensors"
     gpunn.MLP([300, 300, 10]).save(path)
     script = ("import os, gpunn\n"
-              "from gpunn import fileio\n"
+              "from gpunn.checkpoint import container\n"
               f"path = {str(path)!r}\n"
-              "with fileio.open_container(path, gpunn.CheckpointError) as (_, _, read):\n"
+              "with container.open_container(path) as (_, _, read):\n"
               "    os.truncate(path, 200)\n"
               "    try:\n"
               "        read('params')\n"

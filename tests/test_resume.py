@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import train
+from gpunn.checkpoint import resume as fit_checkpoints
 
 
 def blobs(n=22, n_in=4, seed=0):
@@ -50,7 +50,7 @@ def test_five_plus_five_epochs_equal_ten_bit_for_bit(backend, tmp_path):
 
 def test_checkpoints_every_k_epochs_and_after_the_last(backend, tmp_path, monkeypatch):
     saved = []
-    monkeypatch.setattr(train, "save_checkpoint",
+    monkeypatch.setattr(fit_checkpoints, "save_checkpoint",
                         lambda path, *args, epoch, **kwargs: saved.append(epoch))
     run(classifier(), 5, checkpoint_every=2, checkpoint_path=tmp_path / "a.npz")
     assert saved == [2, 4, 5]

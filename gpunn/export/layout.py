@@ -3,7 +3,7 @@
 import numpy as np
 
 from gpunn._compat import require
-from gpunn.fileio import atomic_write, check_target
+from gpunn._files import atomic_write, check_target
 from gpunn.sharing import check_model
 
 # gpunn activation -> torch.nn module class name (None: no module).
@@ -55,11 +55,11 @@ def save_state_dict(model, path):
     Returns:
         ``path``.
     """
-    check_target("path", path)  # before any work
+    target = check_target("path", path)  # once, before any work
     arrays = state_dict(model)
     safetensors_numpy = require("safetensors.numpy", "torch", "save_state_dict")
     blob = safetensors_numpy.save(arrays, metadata={"format": "pt"})
-    return atomic_write(path, lambda file: file.write(blob))
+    return atomic_write(target, lambda file: file.write(blob))
 
 
 def round_gemm_input(values, precision):

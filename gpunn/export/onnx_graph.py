@@ -11,8 +11,8 @@ sigmoid, shape ``(batch,)`` with one output unit) and ``"probabilities"``
 import numpy as np
 
 from gpunn._compat import require
+from gpunn._files import atomic_write, check_target
 from gpunn.export.layout import host_layers, round_gemm_input
-from gpunn.fileio import atomic_write, check_target
 
 # Lowest opset with every node used: Cast to bfloat16 needs 13, BitCast (the TF32 rounding) 26.
 OPSETS = {"fp32": 13, "bf16": 13, "tf32": 26}
@@ -29,7 +29,7 @@ def to_onnx(model, path):
         ``path``.
     """
     onnx = require("onnx", "onnx", "to_onnx")
-    check_target("path", path)  # before any work
+    target = check_target("path", path)  # once, before any work
     helper = onnx.helper
     layers = host_layers(model)
     float_type = helper.np_dtype_to_tensor_dtype(model.dtype)
@@ -47,7 +47,7 @@ def to_onnx(model, path):
         ir_version=helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
     onnx.checker.check_model(onnx_model, full_check=True)
     blob = onnx_model.SerializeToString()
-    return atomic_write(path, lambda file: file.write(blob))
+    return atomic_write(target, lambda file: file.write(blob))
 
 
 class _Graph:

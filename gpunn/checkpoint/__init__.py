@@ -8,8 +8,12 @@ hyperparameters, schedule, history, epoch, RNG state, extra, CRC32 of every tens
 order, before anything is built or changed: the container (offsets inside the file), the
 header (checksum, structure, architecture, layout), the entries it implies (names, dtypes,
 shapes), then the data (checksums, finite values, a valid RNG state). Every problem raises a
-short :class:`CheckpointError` naming the file. Writing is atomic (:mod:`gpunn.fileio`).
+short :class:`CheckpointError` naming the file. Writing is atomic (:mod:`gpunn._files`).
 Format 1 files (``.npz``) are refused with a CheckpointError that says so.
+
+The package: this module is the public API; :mod:`~gpunn.checkpoint.format` holds each header
+part's writer and checker side by side; :mod:`~gpunn.checkpoint.container` the safetensors
+file; :mod:`~gpunn.checkpoint.resume` what ``fit`` saves and resumes from.
 """
 
 import json
@@ -18,34 +22,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpunn import fileio
-from gpunn._checks import check_int
-from gpunn.checkpoint_content import (
-    check_header,
-    check_history,
-    check_index,
-    check_rng_state,
-    checked_extra,
-    checked_optimizer,
-    checked_schedule,
-    normalized_config,
-    short,
-    short_list,
-)
-from gpunn.checkpoint_write import (
-    CRC_KEY,
-    FORMAT,
-    METADATA_KEY,
-    VERSION,
-    CheckpointError,
-    crc,
-    text_crc,
-    write_checkpoint,
-)
+from gpunn import _files
+from gpunn.checkpoint import container, format
+
+# The container's and format's names (crc, text_crc, ...), importable from here as before.
+from gpunn.checkpoint.container import CRC_KEY, METADATA_KEY, CheckpointError, crc, text_crc
+from gpunn.checkpoint.format import FORMAT, VERSION, short, short_list
 from gpunn.history import History
 from gpunn.model import Sequential
 from gpunn.optim import Optimizer
 from gpunn.schedules import Schedule
+
+__all__ = ["CRC_KEY", "FORMAT", "METADATA_KEY", "VERSION", "Checkpoint", "CheckpointError",
+           "crc", "load", "load_checkpoint", "read_checkpoint", "save", "save_checkpoint",
+           "text_crc"]
 
 _CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                    RecursionError)
@@ -93,7 +83,7 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
                     rng=None, order=None, **extra):
     """Write ``model`` and any training state given to ``path`` atomically.
 
-    An existing ``path`` is handled as ``open(path, "w")`` would (:mod:`gpunn.fileio`).
+    An existing ``path`` is handled as ``open(path, "w")`` would (:mod:`gpunn._files`).
 
     Args:
         path: target file (conventionally ``*.safetensors``); its folder must exist.
@@ -109,15 +99,38 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
     Returns:
         ``path``.
     """
-    fileio.check_target("path", path)  # before any work: a bad path costs nothing
+    target = _files.check_target("path", path)  # once, before any work
     for name, value, cls, expected in (
             ("model", model, Sequential, "a Sequential or MLP"),
             ("optimizer", optimizer, Optimizer, "an Optimizer"),
             ("history", history, History, "a History")):
         if (value is not None or name == "model") and not isinstance(value, cls):
             raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
-    return write_checkpoint(path, model, optimizer, schedule, history, epoch=epoch, rng=rng,
-                            order=order, **extra)
+    header, arrays = format.model_part(model)
+    header.update(epoch=format.checked_epoch(epoch),
+                  extra=format.json_checked("extra", extra))
+    if optimizer is not None:
+        header["optimizer"], state = format.optimizer_part(optimizer)
+        arrays.update(state)
+    if schedule is not None:
+        header["schedule"] = format.schedule_part(schedule)
+    if history is not None:
+        header["history"] = format.history_part(history)
+    if rng is not None:
+        header["rng_state"] = format.rng_part(rng)
+    if order is not None:
+        arrays["fit.order"] = format.order_part(order)
+    return container.write(target, header, arrays)
+
+
+def save(model, path):
+    """Write ``model`` alone (architecture and parameters) to ``path`` atomically; what
+    ``model.save(path)`` does. Read it back with :func:`load`.
+
+    Returns:
+        ``path``.
+    """
+    return save_checkpoint(path, model)
 
 
 def load_checkpoint(path, model=None):
@@ -168,7 +181,7 @@ def read_checkpoint(path, like=None):
     if like is not None and not isinstance(like, Sequential):
         raise TypeError(f"model: expected a Sequential or MLP, got {type(like).__name__}")
     try:
-        with fileio.open_container(path, CheckpointError) as (metadata, index, read):
+        with container.open_container(path) as (metadata, index, read):
             return _read(metadata, index, read, like)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
@@ -186,23 +199,24 @@ def load(path):
 
 def _read(metadata, index, read, like):
     """The checked :class:`Checkpoint` of an open container; nothing is built or changed."""
-    text = metadata.get(METADATA_KEY)
+    text = metadata.get(container.METADATA_KEY)
     if not isinstance(text, str):
         raise CheckpointError(f"expected a gpunn checkpoint (safetensors metadata "
-                              f"{METADATA_KEY!r}), got metadata keys {short_list(metadata)}")
-    if metadata.get(CRC_KEY) != text_crc(text):
+                              f"{container.METADATA_KEY!r}), got metadata keys "
+                              f"{short_list(metadata)}")
+    if metadata.get(container.CRC_KEY) != container.text_crc(text):
         raise CheckpointError("header: checksum mismatch (the file is damaged)")
     try:
         header = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"header is not JSON ({type(exc).__name__})") from None
-    check_header(header, FORMAT, VERSION)
-    config, size = normalized_config(header)
+    format.check_format(header)
+    config, size = format.checked_model(header)
     if like is not None:
         _check_like(like, config)
-    optimizer, state_dict = checked_optimizer(header.get("optimizer"), config["dtype"])
-    expected = _expected_entries(np.dtype(config["dtype"]), size, state_dict, index)
-    check_index(index, expected)
+    optimizer, state_dict = format.checked_optimizer(header.get("optimizer"), config["dtype"])
+    expected = format.expected_entries(np.dtype(config["dtype"]), size, state_dict, index)
+    format.check_index(index, expected)
     checksums = header.get("crc32")
     if not isinstance(checksums, dict) or sorted(checksums) != sorted(expected):
         raise CheckpointError(f"crc32: expected checksums of {sorted(expected)}, got "
@@ -211,27 +225,18 @@ def _read(metadata, index, read, like):
     if state_dict is not None:
         state_dict["state"] = {k: arrays[f"optimizer.{k}"] for k in state_dict["state"]}
         optimizer.load_state_dict(state_dict)
-    history = header.get("history")
     return Checkpoint(
-        optimizer=optimizer, schedule=checked_schedule(header.get("schedule")),
-        history=None if history is None else History(**check_history(history)),
-        epoch=check_int("epoch", header.get("epoch", 0), low=0),
-        rng_state=check_rng_state(header.get("rng_state")), order=arrays.get("fit.order"),
-        extra=checked_extra(header.get("extra", {})), config=config, params=arrays["params"])
-
-
-def _expected_entries(dtype, size, state_dict, index):
-    expected = {"params": (dtype, (size,))}
-    for key in [] if state_dict is None else state_dict["state"]:
-        expected[f"optimizer.{key}"] = (dtype, (size,))
-    if "fit.order" in index:
-        expected["fit.order"] = (np.dtype(np.int64), index["fit.order"][1])
-    return expected
+        optimizer=optimizer, schedule=format.checked_schedule(header.get("schedule")),
+        history=format.checked_history(header.get("history")),
+        epoch=format.checked_epoch(header.get("epoch", 0)),
+        rng_state=format.checked_rng_state(header.get("rng_state")),
+        order=arrays.get("fit.order"), extra=format.checked_extra(header.get("extra", {})),
+        config=config, params=arrays["params"])
 
 
 def _checked(name, array, checksum):
     """``array`` if its checksum is the saved one and, for floats, every value is finite."""
-    if crc(array) != checksum:
+    if container.crc(array) != checksum:
         raise CheckpointError(f"entry {name!r}: checksum mismatch (the data is damaged)")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
@@ -250,3 +255,6 @@ def _architecture(model_or_config):
     config = (model_or_config.config() if isinstance(model_or_config, Sequential)
               else model_or_config)
     return {k: v for k, v in config.items() if k != "seed"}
+
+
+Sequential.writer = staticmethod(save)  # model.save hands itself here (see Sequential.save)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from gpunn._checks import check_int
-from gpunn.checkpoint import CheckpointError, read_checkpoint
+from gpunn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 
 def check_checkpointing(every, path, epochs):
@@ -28,6 +28,21 @@ def check_checkpointing(every, path, epochs):
         raise TypeError(f"checkpoint_path: expected a file path, got {type(path).__name__}")
     every = epochs if every is None else check_int("checkpoint_every", every, low=1)
     return every, path
+
+
+def save_during_fit(comm, path, trainer, schedule, history, epoch, rng):
+    """Rank 0 writes ``fit``'s checkpoint after ``epoch``; no rank goes on before it is on disk.
+
+    Args:
+        comm: the fit's communicator.
+        path: the checkpoint path (checked by :func:`check_checkpointing`).
+        trainer: the fit's :class:`~gpunn.step.TrainStep` (model, optimizer, row order).
+        schedule, history, epoch, rng: the fit's state after ``epoch``.
+    """
+    if comm.rank == 0:
+        save_checkpoint(path, trainer.model, trainer.optimizer, schedule, history, epoch=epoch,
+                        rng=rng, order=trainer.order)
+    comm.barrier()
 
 
 def resume(path, trainer, schedule, history):
