@@ -89,6 +89,31 @@ def test_model_save_and_gpunn_load(backend, tmp_path):
     assert gpunn.load_checkpoint(tmp_path / "m.safetensors").optimizer is None
 
 
+def test_gpunn_save_writes_what_model_save_writes_and_the_model_imports_no_checkpoint(
+        tmp_path):
+    """model.save hands itself to gpunn.save: the same bytes, and gpunn.model (below the
+    checkpoint package, which builds models) imports nothing from it, even inside functions."""
+    import ast
+    import inspect
+
+    from gpunn import model as model_module
+
+    net = model()
+    net.save(tmp_path / "a.safetensors")
+    assert gpunn.save(net, tmp_path / "b.safetensors") == tmp_path / "b.safetensors"
+    files = []
+    for name in ("a", "b"):  # not the bytes: the order of metadata keys is not fixed
+        with safe_open(tmp_path / f"{name}.safetensors", framework="np") as handle:
+            files.append((handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}))
+    assert files[0][0] == files[1][0] and list(files[0][1]) == list(files[1][1]) == ["params"]
+    np.testing.assert_array_equal(files[0][1]["params"], files[1][1]["params"])
+    imported = [node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(ast.parse(inspect.getsource(model_module)))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names]
+    assert imported and not [name for name in imported if "checkpoint" in (name or "")]
+
+
 @pytest.mark.parametrize("save_on, load_on", [("cpu", "cuda-emulated"), ("cuda-emulated", "cpu")])
 def test_checkpoints_move_between_backends(tmp_path, save_on, load_on):
     with use_backend(_make(save_on)):
