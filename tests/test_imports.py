@@ -20,28 +20,24 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("face", ["gpunn", "gpunn.__main__", "gpunn.cli", "gpunn.cli_data", "gpunn.sklearn",
               "gpunn.bench", "gpunn.gradcheck", "gpunn.datasets", "gpunn.tabular",
-              "gpunn.export", "gpunn.validation", "gpunn.comm_nccl"]),
+              "gpunn.export", "gpunn.validation", "gpunn.comm_nccl", "gpunn.fileio",
+              "gpunn.checkpoint_write", "gpunn.checkpoint_content", "gpunn.resume"]),
     ("train", ["gpunn.train"]),
     ("hooks/callbacks", ["gpunn.hooks", "gpunn.callbacks", "gpunn.progress", "gpunn.progressbar",
                          "gpunn.tensorboard"]),
-    ("checkpoint", ["gpunn.checkpoint", "gpunn.checkpoint_content", "gpunn.checkpoint_write",
-                    "gpunn.resume", "gpunn.history"]),
+    ("checkpoint", ["gpunn.checkpoint", "gpunn.history"]),
     ("step", ["gpunn.step"]),
     ("model", ["gpunn.model", "gpunn.sharing"]),
     ("layers/losses/optim/comm", ["gpunn.layers", "gpunn.losses", "gpunn.optim",
                                   "gpunn.schedules", "gpunn.comm"]),
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
-    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._files", "gpunn.fileio",
-                   "gpunn.dlpack"]),
+    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._files", "gpunn.dlpack"]),
     ("kernels", ["gpunn.kernels"]),
 ]
 
 # Arrows that break the order today, each owned by the helper rewriting those modules.
-KNOWN_UPWARD = {
-    # "ckpt" (issue 16 item 2): model.save writes through the checkpoint writer.
-    ("gpunn.model", "gpunn.checkpoint_write"),
-}
+KNOWN_UPWARD = set()
 
 
 def module_files():
@@ -191,8 +187,14 @@ def test_known_upward_arrows_still_exist(arrow):
 
 @pytest.mark.parametrize("old, new, names", [
     ("gpunn.validation", "gpunn._checks", ["check_choice", "check_int", "as_host_array"]),
-    ("gpunn.comm_nccl", "gpunn.comm.nccl", ["NCCLComm", "choose_device"])],
-    ids=["validation-is-now-_checks", "comm_nccl-is-now-comm.nccl"])
+    ("gpunn.comm_nccl", "gpunn.comm.nccl", ["NCCLComm", "choose_device"]),
+    ("gpunn.fileio", "gpunn._files", ["atomic_write", "check_target", "remove_stale_temps"]),
+    ("gpunn.checkpoint_write", "gpunn.checkpoint", ["CheckpointError", "crc", "text_crc"]),
+    ("gpunn.checkpoint_content", "gpunn.checkpoint.format", ["check_index", "short"]),
+    ("gpunn.resume", "gpunn.checkpoint.resume", ["check_checkpointing", "resume"])],
+    ids=["validation-is-now-_checks", "comm_nccl-is-now-comm.nccl", "fileio-is-now-_files",
+         "checkpoint_write-is-now-checkpoint", "checkpoint_content-is-now-checkpoint.format",
+         "resume-is-now-checkpoint.resume"])
 def test_renamed_modules_keep_a_deprecated_alias(old, new, names):
     import importlib
     import sys
@@ -217,5 +219,6 @@ def test_every_package_is_installed():
 
 
 def test_nothing_imports_a_deprecated_alias():
-    aliases = {"gpunn.validation", "gpunn.comm_nccl"}
+    aliases = {"gpunn.validation", "gpunn.comm_nccl", "gpunn.fileio", "gpunn.checkpoint_write",
+               "gpunn.checkpoint_content", "gpunn.resume"}
     assert sorted((a, b) for a, targets in GRAPH.items() for b in targets & aliases) == []
