@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Wheels that benchmarks/gpu_check.sh installs offline on a GPU machine whose image has CuPy,
-# numpy, numba, scipy, PyTorch, JAX and pytest but not the rest of gpunn's dependencies (as on
-# the reference H200 image). Run where PyPI is reachable; carry DIR to the GPU machine.
+# The wheels benchmarks/gpu_check.sh installs offline on the GPU machine: only what its image
+# lacks. The reference H200 image (/work/.library/device/KINDS.md: Python 3.12, CuPy 14.2
+# cupy-cuda13x, torch 2.11, JAX 0.11, cuda-bindings, cuda-core, scikit-learn, safetensors, tqdm,
+# hypothesis, pytest-timeout, setuptools, wheel) lacks nvmath-python (the capturable cuBLAS
+# binding: CUDA graphs), tbb and tcmlib (Numba's TBB threading layer). Installing other
+# versions of what the image has (cuda-bindings, cuda-core, scikit-learn) over it would risk
+# breaking its CuPy and PyTorch: they are not fetched. Run where PyPI is reachable; carry DIR.
 #
-#   benchmarks/gpu_wheels.sh DIR [PYTHON_VERSION]   (default 3.12; about 40 MB)
+#   benchmarks/gpu_wheels.sh DIR [PYTHON_VERSION]   (default 3.12)
 set -euo pipefail
 DIR="${1:?usage: benchmarks/gpu_wheels.sh DIR [PYTHON_VERSION]}"
 VERSION="${2:-3.12}"
-# nvmath-python: the capturable cuBLAS binding (CUDA graphs); safetensors: checkpoints; tbb:
-# the CPU threading layer; ml_dtypes, scikit-learn, pytest-benchmark: the test extra. The
-# image's own CuPy keeps its cuda-pathfinder.
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$VERSION" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$DIR" \
-    nvmath-python cuda-bindings cuda-core safetensors tbb tcmlib ml_dtypes scikit-learn joblib \
-    threadpoolctl pytest-benchmark py-cpuinfo2
+    "nvmath-python>=0.5" "tbb>=2021.6" tcmlib
 ls "$DIR"

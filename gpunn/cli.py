@@ -17,10 +17,11 @@ def _cmd_info(args):
     report = info()
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    for key, value in report.items():
-        print(f"{key:>24}: {value}")
-    return 0
+    else:
+        for key, value in report.items():
+            print(f"{key:>24}: {value}")
+    # The report either way; a failing status when the backend asked for cannot be used.
+    return 1 if report["backend"] == "unavailable" else 0
 
 
 def _parse_hidden(text):

@@ -113,7 +113,7 @@ def test_environment_variable_selects_and_rejects(monkeypatch):
 def test_asking_for_cuda(monkeypatch):
     monkeypatch.setenv("GPUNN_BACKEND", "cuda")
     if CUDA is not None:
-        assert _fresh(get_backend) is CUDA and use_backend("cuda").backend is CUDA
+        assert _fresh(get_backend) is CUDA and _fresh(use_backend, "cuda").backend is CUDA
         return
     assert CUDA_REASON
     for ask in (lambda: _fresh(get_backend), lambda: _fresh(use_backend, "cuda")):

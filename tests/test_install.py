@@ -1,6 +1,7 @@
 """What a GPU install needs (the extras), and what gpunn says when CUDA cannot be used."""
 
 import configparser
+import contextvars
 import json
 import logging
 from pathlib import Path
@@ -44,14 +45,16 @@ def no_cuda(monkeypatch):
 
 
 def test_info_reports_instead_of_raising_when_cuda_is_asked_for(no_cuda, capsys):
-    report = gpunn.info()
+    """Run in an empty context: a backend chosen by use_backend elsewhere must not answer."""
+    fresh = contextvars.Context().run
+    report = fresh(gpunn.info)
     assert report["backend"] == "unavailable" and report["device"] is None
     assert "backend 'cuda' was requested but cannot be used" in report["backend_error"]
     assert report["cuda_unavailable_reason"] == "no CUDA device (test)"
-    assert main(["info", "--json"]) == 0
+    assert fresh(main, ["info", "--json"]) == 1  # the report, and a failing exit status
     assert json.loads(capsys.readouterr().out)["backend"] == "unavailable"
     with pytest.raises(RuntimeError, match="no CUDA device \\(test\\)"):
-        gpunn.get_backend()
+        fresh(gpunn.get_backend)
 
 
 @pytest.mark.parametrize("cupy, reason, level", [

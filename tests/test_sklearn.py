@@ -22,6 +22,7 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
     parametrize_with_checks,
 )
 
+from gpunn.backends import get_backend  # noqa: E402
 from gpunn.sklearn import GpunnClassifier, GpunnRegressor  # noqa: E402
 
 # Small and few epochs for the tests of our own; lr raised to still learn.
@@ -36,11 +37,35 @@ def _quiet_convergence():
         yield
 
 
+def _expected_failures(estimator):
+    """On CUDA, cuBLAS picks its GEMM algorithm by row count, so a float32 row predicted in a
+    subset may differ in the last bits from the same row in the full batch (2.4e-7 seen on an
+    H200), beyond the check's float64 tolerance (1e-7): expected there, and bounded instead by
+    test_float32_predictions_of_a_subset_agree_to_float32_rounding."""
+    if get_backend().name == "cuda" and isinstance(estimator, GpunnRegressor):
+        return {"check_methods_subset_invariance": _expected_failures.__doc__.split(":")[0]}
+    return {}
+
+
 # scikit-learn's own checks on the estimators as users make them (default hyperparameters):
-# every check passes, none is skipped.
-@parametrize_with_checks([GpunnClassifier(random_state=0), GpunnRegressor(random_state=0)])
+# every check passes (on CUDA, one expected failure above), none is skipped.
+@parametrize_with_checks([GpunnClassifier(random_state=0), GpunnRegressor(random_state=0)],
+                         expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_float32_predictions_of_a_subset_agree_to_float32_rounding():
+    """Every backend: rows predicted in batches of one, in slices and all at once agree to a
+    few float32 ulps of the output's scale (the bound CUDA keeps where scikit-learn's 1e-7
+    check cannot)."""
+    X, y = make_regression(n_samples=60, n_features=5, noise=0.1, random_state=0)
+    model = GpunnRegressor(**SMALL).fit(X, y)
+    full = model.predict(X)
+    scale = np.abs(full).max()
+    for parts in ([X[i:i + 1] for i in range(len(X))], np.array_split(X, 7)):
+        pieces = np.concatenate([model.predict(part) for part in parts])
+        np.testing.assert_allclose(pieces, full, rtol=0, atol=32 * 2.0 ** -24 * scale)
 
 
 def test_float64_regressor_is_subset_invariant():
@@ -155,7 +180,7 @@ def test_pipeline_in_grid_search_with_two_jobs():
     pipe = make_pipeline(StandardScaler(), GpunnClassifier(max_iter=20, learning_rate_init=0.01,
                                                          random_state=0))
     grid = GridSearchCV(pipe, {"gpunnclassifier__hidden_layer_sizes": [(8,), (16,)]}, cv=2,
-                        n_jobs=2)
+                        n_jobs=2, error_score="raise")  # a failed fit fails the test
     with parallel_backend("threading", n_jobs=2):
         grid.fit(X[::3], y[::3])
     assert grid.best_params_["gpunnclassifier__hidden_layer_sizes"] in [(8,), (16,)]
