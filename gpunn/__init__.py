@@ -1,6 +1,6 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
 
-from gpunn import callbacks
+from gpunn import callbacks, export
 from gpunn.backends import get_backend, use_backend
 from gpunn.backends.info import info
 from gpunn.checkpoint import CheckpointError, load, load_checkpoint, save, save_checkpoint
@@ -51,6 +51,7 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "callbacks",
+    "export",
     "fit",
     "get_backend",
     "gradcheck",

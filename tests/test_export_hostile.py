@@ -126,3 +126,14 @@ def test_from_torch_refuses_mixed_rounding():
     assert export.from_torch(module, precision="bf16").precision == "bf16"
     with pytest.raises(ValueError, match="precision: expected 'tf32' or 'bf16'"):
         RoundedLinear(4, 5, "fp16")
+
+
+def test_onnx_size_limit_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    from gpunn.export import onnx_graph
+
+    monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 100)
+    with pytest.raises(ValueError, match=r"model: expected parameters under 2 GiB for one ONNX "
+                                         r"file \(protobuf's limit\), got 204 bytes"):
+        export.to_onnx(MLP([4, 6, 3]), str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

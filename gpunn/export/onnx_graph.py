@@ -16,6 +16,8 @@ from gpunn.export.layout import host_layers, round_gemm_input
 
 # Lowest opset with every node used: Cast to bfloat16 needs 13, BitCast (the TF32 rounding) 26.
 OPSETS = {"fp32": 13, "bf16": 13, "tf32": 26}
+# A serialized protobuf (one .onnx file without external data) must stay below 2 GiB.
+PROTOBUF_LIMIT = 2**31 - 2**20
 ONNX_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh"}
 
 
@@ -32,6 +34,10 @@ def to_onnx(model, path):
     target = check_target("path", path)  # once, before any work
     helper = onnx.helper
     layers = host_layers(model)
+    size = sum(W.nbytes + b.nbytes for _, W, b in layers)
+    if size > PROTOBUF_LIMIT:
+        raise ValueError(f"model: expected parameters under 2 GiB for one ONNX file (protobuf's "
+                         f"limit), got {size} bytes; export with gpunn.export.save_state_dict")
     float_type = helper.np_dtype_to_tensor_dtype(model.dtype)
     graph = _Graph(onnx, model.precision, model.dtype)
     name = "X"
