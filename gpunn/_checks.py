@@ -8,9 +8,15 @@ import sys
 import numpy as np
 
 
+def choice_key(value):
+    """How a named choice is compared everywhere (arguments, environment variables, CLI
+    options): strings stripped and lowercased, anything else (None, objects) unchanged."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def check_choice(name, value, choices):
     """``value`` if it is one of ``choices`` (strings compared case-insensitively; None allowed)."""
-    key = value.strip().lower() if isinstance(value, str) else value
+    key = choice_key(value)
     if key not in choices:
         raise ValueError(f"{name}: expected one of {sorted(choices, key=str)}, got {value!r}")
     return key

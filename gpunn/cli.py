@@ -174,8 +174,19 @@ def _report(args, model, history, elapsed, data, callbacks):
         print(f"plot: {args.plot}")
 
 
+def _names(choices):
+    """``"a, b or c"``: the names of a registry, for help text."""
+    names = [str(name) for name in choices]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _add_train_parser(sub):
+    from gpunn._checks import choice_key
+    from gpunn.backends.gemm_precision import PRECISIONS
     from gpunn.datasets import DATASETS
+    from gpunn.layers import ACTIVATIONS
+    from gpunn.optim import OPTIMIZERS
+    from gpunn.schedules import SCHEDULES
 
     d = TRAIN_DEFAULTS
     p = sub.add_parser("train", allow_abbrev=False,
@@ -186,23 +197,24 @@ def _add_train_parser(sub):
     _add_data_arguments(p, source)
     p.add_argument("--hidden", default=d["hidden"],
                    help="hidden layer sizes, comma-separated, or 'none' (default %(default)s)")
-    p.add_argument("--activation", default=d["activation"],
-                   help="identity, sigmoid, relu or tanh (default %(default)s)")
-    p.add_argument("--optimizer", default=d["optimizer"],
-                   help="sgd, momentum, rmsprop, adam or adamw (default %(default)s)")
+    # Checked by the library (exit 1 with its message naming the choices), not by argparse.
+    p.add_argument("--activation", default=d["activation"], metavar="NAME",
+                   help=f"{_names(sorted(ACTIVATIONS))} (default %(default)s)")
+    p.add_argument("--optimizer", default=d["optimizer"], metavar="NAME",
+                   help=f"{_names(sorted(OPTIMIZERS))} (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the optimizer's; required for sgd, momentum)")
     p.add_argument("--batch-size", default=d["batch_size"],
                    help="rows per mini-batch, or 'full' (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="(default %(default)s)")
     p.add_argument("--schedule", default=None, metavar="NAME[,KEY=VALUE...]",
-                   help="learning-rate schedule, e.g. exponential,rate=0.95 or "
-                        "inverse_time,decay=0.1,per=step (default: constant)")
+                   help=f"learning-rate schedule: {_names(sorted(SCHEDULES))}, with its "
+                        "arguments, e.g. exponential,rate=0.95 or inverse_time,decay=0.1,per=step "
+                        "(default: constant)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default %(default)s)")
-    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default=None,
-                   help="default: GPUNN_BACKEND, else auto")
+    _add_backend_argument(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
-    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=d["precision"],
+    p.add_argument("--precision", choices=PRECISIONS, type=choice_key, default=d["precision"],
                    help="what the GEMMs compute in: fp32, tf32 (TF32 inputs) or bf16 (bfloat16 "
                         "inputs, float32 master weights); float32 only (default %(default)s)")
     p.add_argument("--test-size", type=float, default=d["test_size"],
@@ -250,9 +262,16 @@ def _add_predict_parser(sub):
     source.add_argument("--npz", metavar="FILE", help="rows to predict (.npz with array X)")
     source.add_argument("--npy", metavar="FILE", help="rows to predict (2-D .npy)")
     p.add_argument("--out", metavar="FILE", help="CSV of predictions (default: stdout)")
-    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default=None,
-                   help="default: GPUNN_BACKEND, else auto")
+    _add_backend_argument(p)
     p.set_defaults(func=cli_data.predict_command)
+
+
+def _add_backend_argument(p):
+    from gpunn._checks import choice_key
+    from gpunn.backends import CHOICES
+
+    p.add_argument("--backend", choices=CHOICES, type=choice_key, default=None,
+                   help="default: GPUNN_BACKEND, else auto")
 
 
 def build_parser():

@@ -8,7 +8,15 @@ import numpy as np
 
 from gpunn._checks import check_int, check_number
 
-DATASETS = ("digits", "breast_cancer", "synthetic")
+# The registry: name -> loader(seed) giving (X, y); the CLI's --dataset reads it. A new dataset
+# is one function here under @_dataset.
+DATASETS = {}
+
+
+def _dataset(loader):
+    """Register ``loader`` under its function name."""
+    DATASETS[loader.__name__] = loader
+    return loader
 
 
 def _sklearn_datasets():
@@ -20,18 +28,23 @@ def _sklearn_datasets():
     return datasets
 
 
-def digits():
-    """8x8 handwritten digits: ``X`` (1797, 64) pixel intensities 0..16, ``y`` labels 0..9."""
+@_dataset
+def digits(seed=0):
+    """8x8 handwritten digits: ``X`` (1797, 64) pixel intensities 0..16, ``y`` labels 0..9
+    (fixed data: ``seed`` is not used)."""
     data = _sklearn_datasets().load_digits()
     return data.data.astype(np.float64), data.target.astype(np.int64)
 
 
-def breast_cancer():
-    """Wisconsin breast cancer: ``X`` (569, 30) features, ``y`` 0 (malignant) / 1 (benign)."""
+@_dataset
+def breast_cancer(seed=0):
+    """Wisconsin breast cancer: ``X`` (569, 30) features, ``y`` 0 (malignant) / 1 (benign)
+    (fixed data: ``seed`` is not used)."""
     data = _sklearn_datasets().load_breast_cancer()
     return data.data.astype(np.float64), data.target.astype(np.int64)
 
 
+@_dataset
 def synthetic(n_samples=1000, n_features=20, n_classes=3, seed=0):
     """Gaussian blobs around random class centres, with a seeded nonlinear twist.
 
@@ -58,13 +71,9 @@ def synthetic(n_samples=1000, n_features=20, n_classes=3, seed=0):
 
 def load(name, seed=0):
     """A dataset by name (see ``DATASETS``): ``(X, y)``."""
-    if name == "digits":
-        return digits()
-    if name == "breast_cancer":
-        return breast_cancer()
-    if name == "synthetic":
-        return synthetic(seed=seed)
-    raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {name!r}")
+    if name not in DATASETS:
+        raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {name!r}")
+    return DATASETS[name](seed=seed)
 
 
 def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):

@@ -3,10 +3,10 @@
 import numpy as np
 
 from gpunn._checks import check_choice, check_int
+from gpunn.kernels import activation_codes
 
-# Kernel codes of the activations; equal to gpunn.kernels.activations.ACTIVATIONS (a test checks
-# it), defined again here because that module imports numba and only the backends may.
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
+# Kernel codes of the activations, parsed from kernels/activations.cuh (no numba imported).
+ACTIVATIONS = activation_codes()
 # Weight initializations (see Dense.initial_weights); "auto" picks by activation.
 INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
 # The default, chosen by measurement: benchmarks/init_choice.py, README "Weight initialization".
@@ -22,7 +22,8 @@ class Dense:
     Args:
         n_in: input features.
         n_out: output units.
-        activation: ``"identity"``, ``"sigmoid"``, ``"relu"`` or ``"tanh"``.
+        activation: a name in ``ACTIVATIONS`` (``"identity"``, ``"sigmoid"``, ``"relu"``,
+            ``"tanh"``: whatever ``kernels/activations.cuh`` defines).
         init: weight initialization, one of ``INITS`` (see :meth:`initial_weights`); the
             default is ``"glorot_uniform"`` for every activation.
     """

@@ -18,7 +18,7 @@ that sum times :meth:`Loss.scale`, taken on the host when the value is read.
 
 import numpy as np
 
-from gpunn._checks import as_host_array, as_labels, check_choice, check_finite
+from gpunn._checks import as_host_array, as_labels, check_choice, check_finite, choice_key
 
 # Output activations a model may fuse into its loss; None is a plain (regression) output.
 OUTPUTS = (None, "sigmoid", "softmax")
@@ -175,7 +175,7 @@ def _is_one_hot(y):
 
 def check_output(output):
     """``output`` (None, ``"sigmoid"`` or ``"softmax"``, case-insensitive) or ValueError."""
-    key = output.strip().lower() if isinstance(output, str) else output
+    key = choice_key(output)
     if key not in OUTPUTS:
         raise ValueError(f"output: expected None, 'sigmoid' or 'softmax', got {output!r}")
     return key

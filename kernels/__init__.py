@@ -134,3 +134,25 @@ def cuda_source(module, dtype):
     header = f"#define GPUNN_REAL {ctype}\n#define GPUNN_NAME(base) gpunn_##base##_{suffix}\n"
     body = _inline_includes((KERNEL_DIR / f"{module}.cu").read_text(), set())
     return header + body
+
+
+@lru_cache(maxsize=None)
+def header_codes(header, prefix="GPUNN_"):
+    """``{name: code}`` of the ``#define <prefix><NAME> <int>`` lines of ``kernels/<header>``,
+    names lowercased, in file order: the one definition of codes the kernels switch on and the
+    host passes (activation codes from ``activations.cuh``, control slots from ``step.cuh``).
+
+    Args:
+        header: a file name in the kernels folder, e.g. ``"activations.cuh"``.
+        prefix: what the macro names start with; the rest, lowercased, is the name.
+    """
+    text = (KERNEL_DIR / header).read_text()
+    pattern = rf"^#define\s+{re.escape(prefix)}(\w+)\s+(-?\d+)\b"
+    return {name.lower(): int(code) for name, code in re.findall(pattern, text, re.M)}
+
+
+def activation_codes():
+    """``{activation name: kernel code}`` from ``activations.cuh`` (its ``GPUNN_<NAME>``
+    defines): the activations gpunn has. A new activation is a define there, its two
+    ``switch`` cases, its Numba twin and a reference row; nothing on the host lists them."""
+    return dict(header_codes("activations.cuh"))

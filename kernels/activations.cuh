@@ -1,5 +1,6 @@
 // Per-element activation math, shared by the kernels in activations.cu.
-// The codes match gpunn.kernels.activations.ACTIVATIONS (a test checks it).
+// Every `#define GPUNN_<NAME> <code>` in this file is an activation: the host reads the names
+// and codes from here (gpunn.kernels.activation_codes), so no other file lists them.
 #pragma once
 
 #define GPUNN_IDENTITY 0

@@ -10,12 +10,14 @@ import math
 
 from numba import njit, prange
 
+from . import activation_codes
 from .config import CACHE, ERROR_MODEL, FASTMATH
 from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
-IDENTITY, SIGMOID, RELU, TANH = 0, 1, 2, 3
+ACTIVATIONS = activation_codes()  # parsed from activations.cuh
+IDENTITY, SIGMOID, RELU, TANH = (ACTIVATIONS[name] for name in ("identity", "sigmoid", "relu",
+                                                                "tanh"))
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")

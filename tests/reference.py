@@ -7,6 +7,7 @@ ignored) and return ``{output argument name: expected array}``.
 """
 
 import numpy as np
+from gpunn.kernels import activation_codes
 from reference_precision import bf16_to_f32, bf16_value, round_bf16, round_tf32  # noqa: F401
 
 # Tight, dtype-keyed tolerances: float32 results to ~100 ulp, float64 to ~1e4 ulp.
@@ -15,8 +16,9 @@ TOL = {
     np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12},
 }
 
-# Activation codes as the kernels number them (kernels/activations.cuh); tests check they agree.
-ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "relu": 2, "tanh": 3}
+# Activation codes as the kernels number them: an interface, not math, so read from
+# kernels/activations.cuh like everything else; the references below go by name.
+ACTIVATION_CODES = activation_codes()
 
 
 def assert_close(actual, expected, dtype, scale=1.0, err_msg=""):

@@ -8,6 +8,7 @@ import importlib
 import inspect
 import re
 
+import numpy as np
 import pytest
 import reference
 import test_kernels
@@ -56,12 +57,23 @@ def test_the_table_names_only_existing_kernels_and_unique_ids():
     assert {case.kernel for case in test_kernels.CASES} == {spec.name for spec in SPECS}
 
 
-def test_activation_codes_agree_with_the_cuda_header():
+def test_every_activation_code_is_distinct_and_handled_by_both_switches():
+    """The codes parsed from activations.cuh are the activations: each one distinct, and
+    each but identity (the ``default:``) a case of the forward and the derivative switch."""
     header = (KERNEL_DIR / "activations.cuh").read_text()
-    defined = {name.lower(): int(code)
-               for name, code in re.findall(r"^#define GPUNN_(\w+) (\d+)$", header, re.MULTILINE)}
-    assert defined == ACTIVATIONS
-    assert reference.ACTIVATION_CODES == ACTIVATIONS
+    assert {"identity", "sigmoid", "relu", "tanh"} <= set(ACTIVATIONS)
+    assert len(set(ACTIVATIONS.values())) == len(ACTIVATIONS)
+    for function in ("gpunn_activate", "gpunn_activation_grad"):
+        body = header[header.index(f" {function}("):].split("\n}\n", 1)[0]
+        cases = {name.lower() for name in re.findall(r"case GPUNN_(\w+):", body)}
+        assert cases == set(ACTIVATIONS) - {"identity"}, function
+
+
+def test_every_activation_has_references():
+    z = np.linspace(-3.0, 3.0, 7)
+    for name in ACTIVATIONS:
+        assert reference.activation(name, z).shape == z.shape
+        assert reference.activation_derivative_from_output(name, z).shape == z.shape
 
 
 def test_every_activation_is_tested_forward_and_backward():

@@ -34,12 +34,6 @@ def inputs(n, n_in, dtype=np.float64, seed=0):
     return np.random.default_rng(seed).normal(size=(n, n_in)).astype(dtype)
 
 
-def test_activation_codes_match_the_kernels():
-    from gpunn.kernels.activations import ACTIVATIONS as KERNEL_CODES
-
-    assert ACTIVATIONS == KERNEL_CODES == ref.ACTIVATION_CODES
-
-
 def test_parameters_are_views_of_one_aligned_flat_buffer(backend):
     model = gpunn.MLP([3, 5, 2], activation="tanh")
     names = [name for name, _, _ in model.param_ranges]

@@ -5,6 +5,7 @@ float64 value reference, ml_dtypes (the implementation JAX uses) and PyTorch's
 import numpy as np
 import pytest
 import reference_precision as rp
+from gpunn.kernels import activation_codes
 
 F32 = np.float32
 TINY = float(np.finfo(F32).smallest_subnormal)
@@ -109,7 +110,7 @@ def test_bf16_to_f32_round_trip_is_identity_on_bfloat16_values(backend):
     np.testing.assert_array_equal(back, bits)
 
 
-@pytest.mark.parametrize("act", [0, 1, 2, 3], ids=["identity", "sigmoid", "relu", "tanh"])
+@pytest.mark.parametrize("act", list(activation_codes().values()), ids=list(activation_codes()))
 def test_fused_bf16_copies_equal_round_bf16_of_the_fp32_output(backend, act):
     rng = np.random.default_rng(act)
     z = (rng.standard_normal((37, 11)) * 3).astype(F32)

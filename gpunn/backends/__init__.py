@@ -1,4 +1,5 @@
-"""Backend selection: ``auto`` (CUDA when it works, else CPU), ``cpu`` or ``cuda``.
+"""Backend selection: the registry :data:`BACKENDS` (``cuda``, ``cpu``) and ``auto`` (the first
+registered backend that works: CUDA when it works, else CPU).
 
 The choice comes from, in order: :func:`use_backend` in the current thread or context, the
 ``GPUNN_BACKEND`` environment variable, ``auto``. Probing CUDA never raises or warns; its answer
@@ -9,12 +10,13 @@ import contextvars
 import os
 import threading
 
+from gpunn._checks import choice_key
 from gpunn.backends.base import Backend, check_dtype
 from gpunn.backends.cpu import CpuBackend
 
-__all__ = ["Backend", "check_dtype", "get_backend", "use_backend", "cuda_status", "CHOICES"]
+__all__ = ["BACKENDS", "CHOICES", "Backend", "check_dtype", "cuda_status", "get_backend",
+           "use_backend"]
 
-CHOICES = ("auto", "cpu", "cuda")
 ENV_VAR = "GPUNN_BACKEND"
 
 _current = contextvars.ContextVar("gpunn_backend", default=None)
@@ -112,18 +114,32 @@ def _explain_fallback(backend, reason):
                                    reason)
 
 
+def _cpu():
+    with _lock:
+        return _instances.setdefault("cpu", CpuBackend()), None
+
+
+# The registry: name -> probe() giving (backend, None) or (None, why it cannot run here); a
+# probe caches its answer. "auto" takes the first that works, so a device backend comes before
+# the CPU. A new backend is its own file (one Backend subclass and its probe) plus one entry
+# here; the CLI's --backend, GPUNN_BACKEND, use_backend and gpunn info read this.
+BACKENDS = {"cuda": lambda: cuda_status(), "cpu": _cpu}
+CHOICES = ("auto", *sorted(BACKENDS))
+
+
 def _resolve(name):
     if name not in CHOICES:
         raise ValueError(f"backend: expected one of {CHOICES}, got {name!r}")
-    if name == "cpu":
-        with _lock:
-            return _instances.setdefault("cpu", CpuBackend())
-    backend, reason = cuda_status()
-    if backend is not None:
-        return backend
-    if name == "cuda":
-        raise RuntimeError(f"backend 'cuda' was requested but cannot be used: {reason}")
-    return _resolve("cpu")
+    if name == "auto":
+        for probe in BACKENDS.values():
+            backend, _ = probe()
+            if backend is not None:
+                return backend
+        raise RuntimeError(f"backend 'auto': none of {list(BACKENDS)} can be used here")
+    backend, reason = BACKENDS[name]()
+    if backend is None:
+        raise RuntimeError(f"backend {name!r} was requested but cannot be used: {reason}")
+    return backend
 
 
 def get_backend():
@@ -131,7 +147,7 @@ def get_backend():
     backend = _current.get()
     if backend is not None:
         return backend
-    name = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    name = choice_key(os.environ.get(ENV_VAR, "auto")) or "auto"
     if name not in CHOICES:
         raise ValueError(f"{ENV_VAR}: expected one of {CHOICES}, got {name!r}")
     return _resolve(name)
@@ -149,7 +165,7 @@ class use_backend:  # noqa: N801 - reads as a function: use_backend("cpu")
         if isinstance(name, Backend):
             backend = name
         elif isinstance(name, str):
-            backend = _resolve(name.strip().lower())
+            backend = _resolve(choice_key(name))
         else:
             raise TypeError(f"backend: expected a name in {CHOICES} or a Backend, "
                             f"got {type(name).__name__}")

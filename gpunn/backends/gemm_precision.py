@@ -16,6 +16,8 @@ unspecified; the emulation rounds to nearest even).
 
 import numpy as np
 
+from gpunn._checks import choice_key
+
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The operand dtype each precision's GEMM reads; the output is float32 for all.
 OPERAND_DTYPES = {"fp32": np.dtype(np.float32), "tf32": np.dtype(np.float32),
@@ -35,7 +37,7 @@ GEMM_EX_TYPES = {
 
 def check_precision(precision, argument="precision"):
     """``precision`` as one of :data:`PRECISIONS` (case-insensitive), else ValueError."""
-    key = precision.strip().lower() if isinstance(precision, str) else precision
+    key = choice_key(precision)
     if key not in PRECISIONS:
         raise ValueError(f"{argument}: expected one of {list(PRECISIONS)}, got {precision!r}")
     return key
