@@ -179,10 +179,9 @@ def test_no_upward_arrows():
     assert named == []
 
 
-@pytest.mark.parametrize("arrow", sorted(KNOWN_UPWARD), ids=" -> ".join)
-def test_known_upward_arrows_still_exist(arrow):
+def test_known_upward_arrows_still_exist():
     """A fixed arrow must leave KNOWN_UPWARD, so the list cannot hide a new one."""
-    assert arrow in upward_arrows(), f"{arrow} is gone: delete it from KNOWN_UPWARD"
+    assert KNOWN_UPWARD - set(upward_arrows()) == set(), "fixed: delete them from KNOWN_UPWARD"
 
 
 @pytest.mark.parametrize("old, new, names", [
