@@ -71,9 +71,9 @@ class FakeDeviceArray:
         self.registry[self.data.ptr] = array
 
 
-def fake_modules(mpi, calls, done=True):
+def fake_modules(mpi, calls, done=True, devices=2):
     """Stand-ins for ``cupy`` and ``cupy.cuda.nccl`` whose collectives run over MPI (their
-    events report ``done``)."""
+    events report ``done``; the rank sees ``devices`` GPUs)."""
 
     class Communicator:
         def __init__(self, size, uid, rank):
@@ -94,7 +94,7 @@ def fake_modules(mpi, calls, done=True):
                            get_unique_id=lambda: f"uid-of-rank-{mpi.rank}".encode())
     device = SimpleNamespace(use=lambda: None)
     cuda = SimpleNamespace(
-        runtime=SimpleNamespace(getDeviceCount=lambda: 2),
+        runtime=SimpleNamespace(getDeviceCount=lambda: devices),
         Device=lambda number: calls.append(("device", number)) or device,
         get_current_stream=lambda: SimpleNamespace(ptr=1234),
         Event=lambda disable_timing: SimpleNamespace(record=lambda: None, done=done))
@@ -119,6 +119,28 @@ def nccl_logic(comm, out):
              init_size=init[1], init_uid=init[2].decode(), init_rank=init[3],
              reduce_call=np.array(reduce_call[1:]), local_rank=comm.local_rank,
              wrong_gpu=wrong_gpu)
+
+
+def nccl_one_gpu(comm, out):
+    """Every rank sees one GPU (CUDA_VISIBLE_DEVICES per rank): each uses its device 0."""
+    calls = []
+    cupy, nccl = fake_modules(comm, calls, devices=1)
+    nc = NCCLComm(host=comm, cupy=cupy, nccl=nccl)
+    flat = rank_data(comm.rank)
+    nc.allreduce_sum(FakeDeviceArray(flat, device=0))
+    np.savez(out, flat=flat, device=nc.device, used=[c[1] for c in calls if c[0] == "device"])
+
+
+def nccl_refused(comm, out):
+    """Rank 1 poses as a node's third rank with two GPUs, so it has no GPU of its own; nothing
+    guards this (as in a user's script, get_comm comes before fit): NCCLComm itself must
+    stop rank 0, which waits for rank 1 to connect."""
+    calls = []
+    cupy, nccl = fake_modules(comm, calls, devices=2)
+    if comm.rank == 1:
+        comm.local_rank = 2
+    NCCLComm(host=comm, cupy=cupy, nccl=nccl)
+    np.savez(out, connected=True)
 
 
 def blobs(n, n_in=5, n_classes=3, seed=0):
@@ -181,13 +203,19 @@ def fit_failure(comm, out):
 
 
 MODES = {"collectives": collectives, "failure": failure, "hang": hang, "nccl": nccl_logic,
-         "train": train, "fit-failure": fit_failure}
+         "nccl-one-gpu": nccl_one_gpu, "nccl-refused": nccl_refused, "train": train,
+         "fit-failure": fit_failure}
+UNGUARDED = {"nccl-refused"}  # modes that test a failure path of their own
 
 
 def main(mode, out_dir, timeout=None):
     comm = MPIComm(timeout=timeout)
+    out = f"{out_dir}/rank{comm.rank}.npz"
+    if mode in UNGUARDED:
+        MODES[mode](comm, out)
+        return
     with comm.guard():
-        MODES[mode](comm, f"{out_dir}/rank{comm.rank}.npz")
+        MODES[mode](comm, out)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,39 @@ def test_nccl_id_exchange_device_choice_and_call_mapping(tmp_path):
             got["wrong_gpu"])
 
 
-def test_one_gpu_per_rank():
-    assert choose_device(1, 2) == 1
+@pytest.mark.parametrize("local_rank, visible, device", [
+    (0, 2, 0), (1, 2, 1), (3, 4, 3), (0, 1, 0), (1, 1, 0), (7, 1, 0)],
+    ids=["rank0-of-2", "rank1-of-2", "rank3-of-4", "own-gpu-rank0", "own-gpu-rank1",
+         "own-gpu-rank7"])
+def test_one_gpu_per_rank(local_rank, visible, device):
+    """Several visible GPUs: the local rank's; exactly one (CUDA_VISIBLE_DEVICES per rank):
+    that one, whatever the local rank."""
+    assert choose_device(local_rank, visible) == device
+
+
+def test_a_rank_without_a_gpu_of_its_own_is_refused():
     with pytest.raises(ValueError, match="local rank 2 has no GPU of its own: the node shows 2"):
         choose_device(2, 2)
+
+
+def test_nccl_with_one_visible_gpu_per_rank(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "nccl-one-gpu", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = np.add(rank_data(0), rank_data(1), dtype=np.float32)
+    for got in results(tmp_path, 2):
+        assert int(got["device"]) == 0 and got["used"].tolist() == [0]
+        np.testing.assert_allclose(got["flat"], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_refused_nccl_rank_stops_the_others_at_once(tmp_path):
+    """The waiting rank would wait 120 s (its timeout) for the refused one without the failure
+    path; the launch is given 60 s, and the waiting rank must print the refused rank's line
+    (it got the notice, it did not time out)."""
+    done = mpiexec(2, "mpi_worker.py", "nccl-refused", tmp_path, 120, timeout=60)
+    assert done.returncode != 0
+    line = "gpunn: rank 1 of 2 failed: ValueError: NCCLComm: local rank 2 has no GPU of its own"
+    assert done.stderr.count(line) == 2, done.stderr
+    assert not (tmp_path / "rank0.npz").exists()
 
 
 def test_single_process_is_the_identity():

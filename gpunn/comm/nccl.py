@@ -16,18 +16,25 @@ from gpunn.comm.mpi import MPIComm
 
 
 def choose_device(local_rank, device_count):
-    """The GPU of a rank: its rank among the ranks on its node (one GPU per rank).
+    """The GPU of a rank: the only one it sees, else its rank among the ranks on its node.
+
+    A rank that sees exactly one GPU uses it (device 0): clusters often give every rank its
+    own GPU through ``CUDA_VISIBLE_DEVICES``. A rank that sees several takes the one numbered
+    by its rank on the node, so each rank of a node has its own.
 
     Args:
         local_rank: the rank on its node (from 0).
-        device_count: GPUs visible to the rank.
+        device_count: GPUs visible to the rank (>= 1).
 
     Returns:
         The device number.
     """
+    if device_count == 1:
+        return 0
     if local_rank >= device_count:
         raise ValueError(f"NCCLComm: local rank {local_rank} has no GPU of its own: the node "
-                         f"shows {device_count} GPU(s); start at most that many ranks per node")
+                         f"shows {device_count} GPU(s); start at most that many ranks per node, "
+                         "or give each rank one GPU (CUDA_VISIBLE_DEVICES)")
     return local_rank
 
 
@@ -48,7 +55,7 @@ def connect(nccl, host):
 
 
 class NCCLComm:
-    """NCCL through CuPy for CuPy arrays; one GPU per rank, chosen by the rank on its node.
+    """NCCL through CuPy for CuPy arrays; one GPU per rank (see :func:`choose_device`).
 
     Making it makes that GPU current, so make it before the model (``fit(comm=...)`` with
     a communicator object, not a name, when the model is built after it).
@@ -64,13 +71,20 @@ class NCCLComm:
     name = "nccl"
 
     def __init__(self, host=None, timeout=None, cupy=None, nccl=None):
+        self.host = MPIComm(timeout=timeout) if host is None else host
+        self.rank, self.size = self.host.rank, self.host.size
+        self.local_rank, self.timeout = self.host.local_rank, self.host.timeout
+        # A rank that cannot start (no NCCL, no GPU of its own) stops every rank at once
+        # through the failure path, instead of leaving them waiting in connect() until the
+        # timeout (see gpunn.comm).
+        with self.host.guard():
+            self._start(cupy, nccl)
+
+    def _start(self, cupy, nccl):
         if cupy is None or nccl is None:
             cupy, nccl, reason = import_nccl()
             if nccl is None:
                 raise ImportError(f"NCCLComm: {reason}")
-        self.host = MPIComm(timeout=timeout) if host is None else host
-        self.rank, self.size = self.host.rank, self.host.size
-        self.local_rank, self.timeout = self.host.local_rank, self.host.timeout
         count, reason = cuda_device_count(cupy)
         if count == 0:
             raise RuntimeError(f"NCCLComm: rank {self.rank}: {reason}")
