@@ -52,4 +52,6 @@ def from_dlpack(name, value, xp):
         return module.from_dlpack(value)
     except Exception as exc:  # BufferError, RuntimeError (torch: requires_grad), TypeError
         raise TypeError(f"{name}: expected an array that can be shared through DLPack, got "
-                        f"the {kind}, which refused ({type(exc).__name__}: {exc})") from None
+                        f"the {kind}, which refused ({type(exc).__name__}: {exc}); pass it as "
+                        "float32 or float64 without autograd history (e.g. "
+                        "tensor.detach().float())") from None

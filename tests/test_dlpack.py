@@ -121,3 +121,11 @@ def test_cuda_producer_stays_on_the_gpu(backend):
     assert prepared.data.ptr == Xd.data.ptr
     np.testing.assert_array_equal(model.predict(Producer(Xd, device=(2, Xd.device.id))),
                                   model.predict(X))
+
+
+def test_bfloat16_tensor_is_named_with_the_way_out():
+    torch = pytest.importorskip("torch")
+    X, _ = data()
+    with pytest.raises(TypeError, match=r"X: .* torch.Tensor, which refused .*; pass it as "
+                                        r"float32 or float64"):
+        gpunn.MLP([5, 2]).predict(torch.from_numpy(X).to(torch.bfloat16))
