@@ -104,6 +104,28 @@ def test_from_torch_refuses(build, output, error, pattern):
         export.from_torch(build(torch.nn), output=output)
 
 
+def test_from_torch_refuses_subclasses_with_their_own_forward():
+    torch = pytest.importorskip("torch")
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Skip(torch.nn.Sequential):
+        def forward(self, x):
+            return x + super().forward(x)
+
+    with pytest.raises(TypeError, match=r"module\[1\]: gpunn cannot represent Scaled: a "
+                                        r"Linear subclass with its own forward"):
+        export.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 4), Scaled(4, 2)))
+    with pytest.raises(TypeError, match=r"module: gpunn cannot represent Skip: a Sequential "
+                                        r"subclass"):
+        export.from_torch(Skip(torch.nn.Linear(4, 4)))
+    # A Linear subclass that keeps Linear's forward (PyTorch has some) is taken.
+    kept = type("Kept", (torch.nn.Linear,), {})
+    assert export.from_torch(torch.nn.Sequential(kept(4, 2))).n_out == 2
+
+
 def test_from_torch_refuses_nonfinite_weights():
     torch = pytest.importorskip("torch")
     module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))

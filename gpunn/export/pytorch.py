@@ -108,6 +108,9 @@ def from_torch(module, output=None, precision=None, seed=0):
     torch = require("torch", "torch", "from_torch")
     if not isinstance(module, torch.nn.Sequential):
         raise TypeError(f"module: expected a torch.nn.Sequential, got {type(module).__name__}")
+    if type(module).forward is not torch.nn.Sequential.forward:
+        raise TypeError(f"module: gpunn cannot represent {type(module).__name__}: a Sequential "
+                        "subclass with its own forward")
     children = [(f"module[{name}]", child) for name, child in module.named_children()
                 if not isinstance(child, torch.nn.Identity)]
     children = _strip_output(torch, children, output)
@@ -156,6 +159,10 @@ def _torch_layers(torch, children):
     for name, child in children:
         kind = type(child).__name__
         if isinstance(child, torch.nn.Linear):
+            if type(child).forward not in (torch.nn.Linear.forward,
+                                           rounded_linear_class().forward):
+                raise TypeError(f"{name}: gpunn cannot represent {kind}: a Linear subclass "
+                                "with its own forward")
             if child.bias is None:
                 raise TypeError(f"{name}: gpunn cannot represent Linear(bias=False): every "
                                 "Dense layer has a bias")
