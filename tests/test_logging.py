@@ -125,3 +125,33 @@ def test_history_to_dataframe_has_every_column():
     np.testing.assert_array_equal(frame["loss"], history.cost)
     np.testing.assert_array_equal(frame["val_loss"], history.val_loss)
     assert gpunn.History().to_dataframe().empty
+
+
+def test_tensorboard_steps_continue_after_resume(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from gpunn.tensorboard import TensorBoard
+
+    X, y = data()
+    path = str(tmp_path / "run.safetensors")
+    model = gpunn.MLP([4, 8, 3], activation="relu", output="softmax")
+    gpunn.fit(model, X, y, epochs=2, batch_size=BATCH, checkpoint_path=path, progress=False)
+    gpunn.fit(model, X, y, epochs=EPOCHS, batch_size=BATCH, resume_from=path, progress=False,
+              callbacks=[TensorBoard(tmp_path / "resumed", update_freq="batch")])
+    scalars = read_scalars(tmp_path / "resumed")
+    assert [step for step, _ in scalars["batch/loss"]] == list(range(2 * STEPS + 1,
+                                                                      EPOCHS * STEPS + 1))
+    assert [step for step, _ in scalars["epoch/loss"]] == [EPOCHS]
+
+
+def test_tensorboard_writes_on_rank_0_only(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from gpunn.tensorboard import TensorBoard
+
+    callback = TensorBoard(tmp_path / "rank1", update_freq="batch")
+    callback.params = {"epochs": 1, "batch_size": 4, "steps": 2, "rank": 1}
+    callback.on_train_begin({})
+    callback.on_epoch_begin(1, {})
+    callback.on_train_batch_end(0, {"loss": 1.0, "size": 4})
+    callback.on_epoch_end(1, {"loss": 1.0, "lr": 0.1})
+    callback.on_train_end({})
+    assert not (tmp_path / "rank1").exists()
