@@ -63,9 +63,15 @@ def test_torch_tensors_train_and_predict_as_numpy(backend):
 
 def test_jax_arrays(backend):
     jnp = pytest.importorskip("jax.numpy")
-    X, _ = data()
-    model = gpunn.MLP([5, 4, 1])
-    np.testing.assert_array_equal(model.predict(jnp.asarray(X)), model.predict(X))
+    X, y = data()
+    model, jax_X = gpunn.MLP([5, 4, 3], output="softmax"), jnp.asarray(X)
+    np.testing.assert_array_equal(model.predict(jax_X), model.predict(X))
+    costs = [gpunn.fit(gpunn.MLP([5, 4, 3], output="softmax"), inputs, labels, epochs=2,
+                       batch_size=8, progress=False).cost
+             for inputs, labels in ((X, y), (jax_X, jnp.asarray(y)))]
+    assert costs[0] == costs[1]
+    if backend.xp is np:  # read in place (JAX's buffers are read-only: gpunn only reads X)
+        assert address(model.prepare(jax_X, y)[0]) == jax_X.unsafe_buffer_pointer()
 
 
 def test_cuda_memory_on_a_host_backend_is_refused(backend):
