@@ -14,7 +14,12 @@ GEMMs compute: the layer input and the weight rounded to nearest even to TF32 or
 their products accumulated in float32, the bias added in float32; activations, outputs and the
 stored parameters stay float32 (the fp32 master values, so training can go on). The ONNX graph
 rounds the same way (``Cast`` to bfloat16 and back; ``BitCast`` arithmetic for TF32). So every
-export agrees with :meth:`~gpunn.Sequential.predict` to float32 tolerance at every precision.
+export agrees with :meth:`~gpunn.Sequential.predict` to float32 tolerance at every precision,
+with one exception that no export can remove: where a layer's float32 output lies within
+accumulation error of a TF32 / bfloat16 rounding boundary, another runtime's summation order
+may round it to the neighbouring value, and that row's outputs then differ by about one ulp of
+the precision (gpunn's own CPU and GPU differ the same way). Such rows are rare; a plain
+float32 export instead differs on nearly every row.
 ``RoundedLinear`` keeps ``Linear``'s ``state_dict`` names: the same file loads into either (a
 plain ``Linear`` then computes in float32, without the rounding).
 
