@@ -93,6 +93,16 @@ def test_sections_hold_their_comparisons(smoke):
         assert sweep["fastest_to_target"] in [r["batch"] for r in sweep["runs"]]
         assert all(r["samples_per_s"] > 0 and r["curve"][0]["samples"] == 0
                    for r in sweep["runs"])
+    mnist = sections["mnist"]
+    if "runs" not in mnist:  # no network here: skipped, saying so
+        assert "could not be fetched" in mnist["skipped"]
+    else:
+        assert not mnist["errors"], mnist["errors"]
+        runs = {(r["contender"], r["precision"]): r for r in mnist["runs"]}
+        assert {("gpunn", "fp32"), ("gpunn", "bf16")} <= set(runs)
+        assert ("pytorch", "fp32") in runs or "pytorch fp32" in mnist["skipped"]
+        # 10 Adam steps on 1000 real digits: well above chance (0.1) on the 10000 test digits
+        assert all(r["accuracy"] > 0.4 and r["samples_per_s"] > 0 for r in runs.values())
     imports = sections["imports"]
     assert not imports["errors"]
     assert {r["order"] for r in imports["rows"]} == set(processes.IMPORT_ORDERS)

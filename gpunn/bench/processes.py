@@ -161,8 +161,9 @@ def main(argv=None):
     return 0
 
 
-def measure(spec, timeout=600, relay=harness.say):
-    """Run ``spec`` in a fresh process, its progress relayed to ``relay`` as it comes.
+def measure(spec, timeout=600, relay=harness.say, entry="gpunn.bench.processes"):
+    """Run ``spec`` in a fresh process (``entry``'s ``main``), its progress relayed to
+    ``relay`` as it comes.
 
     Returns:
         ``{"rows": [finished rows], "seconds"}``, plus ``"skipped"`` (the peer cannot run here)
@@ -170,7 +171,7 @@ def measure(spec, timeout=600, relay=harness.say):
         line: the rows finished before it are kept).
     """
     code = (f"{IMPORT_ORDERS.get(spec.get('imports'), '')}import sys; "
-            "from gpunn.bench.processes import main; sys.exit(main(sys.argv[1:]))")
+            f"from {entry} import main; sys.exit(main(sys.argv[1:]))")
     begun, lines, tail = time.perf_counter(), [], collections.deque(maxlen=60)
     with subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:

@@ -130,6 +130,27 @@ def imports_tables(s):
              ["imports", "batch", "step / GEMM floor", "each process", "step ms"], rows)]
 
 
+def mnist_tables(s):
+    """The table of the ``mnist`` section."""
+    if "runs" not in s:
+        return [(f"MNIST: skipped ({s['skipped']})", [], [])]
+    notes = [f"{k}: {_last(v)}" for k, v in {**s["skipped"], **s["errors"]}.items()]
+    pytorch = {(r["precision"], r["batch"]): r["samples_per_s"] for r in s["runs"]
+               if r["contender"] == "pytorch"}
+    rows = [[r["batch"], r["contender"], r["precision"], _f(r["samples_per_s"]),
+             _f(r["samples_per_s"] / pytorch[(r["precision"], r["batch"])])
+             if (r["precision"], r["batch"]) in pytorch else "-", _f(r["accuracy"], 4),
+             _f(r["time_to_target_s"]), " ".join(_f(sum(e)) for e in r["epoch_s"])]
+            for r in sorted(s["runs"], key=lambda r: (r["batch"], r["precision"]))]
+    return [(f"MNIST ({s['rows']} training rows, {s['epochs']} epochs, {s['rounds']} rounds "
+             f"of fresh processes; MLP 784-256-128-10 relu, Adam; {s['device']}): steady "
+             f"samples/s after the first epoch, test accuracy, seconds to "
+             f"{s['target_accuracy']} test accuracy" + (f"; not run: {'; '.join(notes)}"
+                                                        if notes else ""),
+             ["batch", "contender", "precision", "samples/s", "over PyTorch's", "test acc",
+              "s to target", "training s per process"], rows)]
+
+
 def step_tables(s):
     """The table of the ``step`` section."""
     return [_steps("MLP training step (gather, forward, softmax loss, backward, Adam)" + _own(s),
@@ -183,6 +204,21 @@ def _import_targets(found, s):
                     by[("torch first", batch)] / by[("gpunn first", batch)], 1.05, True)
 
 
+def _mnist_targets(found, s):
+    rate = {(r["contender"], r["precision"], r["batch"]): r["samples_per_s"] for r in s["runs"]}
+    for (contender, precision, batch), value in rate.items():
+        if contender != "gpunn":
+            continue
+        peer = rate.get(("pytorch", precision, batch))
+        if peer and precision == "fp32":
+            _target(found, f"MNIST fp32 batch {batch}: gpunn samples/s over PyTorch's",
+                    value / peer, 1.3 if batch == 128 else 1.0)
+        fp32 = rate.get(("gpunn", "fp32", batch))
+        if precision == "bf16" and fp32:
+            _target(found, f"MNIST batch {batch}: gpunn bf16 time / fp32 time", fp32 / value,
+                    1.15, at_most=True)
+
+
 def targets(results):
     """The targets of benchmarks/RESULTS.md that this run measured, each with its value."""
     found, sections = [], results["sections"]
@@ -194,6 +230,8 @@ def targets(results):
         _step_targets(found, sections["gpu"]["comparisons"], gpu=True)
     if "imports" in sections:
         _import_targets(found, sections["imports"])
+    if "runs" in sections.get("mnist", {}):
+        _mnist_targets(found, sections["mnist"])
     if results["mode"] == "quick" and {"updates", "step", "batch"} <= set(sections):
         _target(found, "gpunn bench --quick seconds", results["runtime_s"], 180, True)
     return found

@@ -105,6 +105,12 @@ def _gpu(p, backend, torch, threads):
     return processes.peers(rows, device, rounds, sample_s, threads, timeout=timeout)
 
 
+def _mnist(p, backend, torch, threads):
+    from gpunn.bench import realdata
+
+    return realdata.run(backend.name, threads, **p)
+
+
 CPU, CUDA = ("cpu",), ("cuda",)
 # Profiles: (rounds, seconds per sample, sizes...); "gpu" adds where it runs without CUDA and
 # the seconds each peer's process may take (JAX compiles, and autotunes, each row's shape).
@@ -141,6 +147,14 @@ SECTIONS = {s.name: s for s in (
             {"full": (5, 0.05, BIG, [32, 128, 512, 2048], 3),
              "quick": (3, 0.05, BIG, [128, 2048], 1),
              "smoke": (3, 0.002, [64, 32, 32, 10], [32], 1)}, _imports, report.imports_tables),
+    Section("mnist", "real MNIST end to end: gpunn vs a PyTorch loop, scikit-learn and Keras 3, "
+            "fp32 and bf16 (fetches 11.5 MB once; ask for it)", (), {
+                "full": {"batches": [32, 64, 128, 256, 512, 1024, 2048], "epochs": 5,
+                         "rounds": 3},
+                "quick": {"batches": [128, 2048], "epochs": 3, "rounds": 1},
+                "smoke": {"batches": [100], "epochs": 1, "rounds": 1, "rows": 1000,
+                          "contenders": ("gpunn", "pytorch")}},
+            _mnist, report.mnist_tables),
 )}
 
 
