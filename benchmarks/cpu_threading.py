@@ -11,7 +11,7 @@ Measurement only (no pass/fail): writes ``benchmarks/results/cpu_threading.json`
   smallest power of two n with w + n c / threads <= gain n c (``model_parallel_from``, with
   w = ``--wake-us``; the measured w is recorded beside it).
 - ``steps``: MLP 784-1024-1024-10 (sigmoid, softmax, Adam), the step ``gpunn.fit`` runs per
-  batch (``TrainStep.run_next``) on synthetic data, its time over its GEMM floor (the step's
+  batch (``gpunn.bench.step.loop``) on synthetic data, its time over its GEMM floor (the step's
   matrix products alone on preallocated buffers: three forward, five backward; not the bias
   gradients' GEMVs), at batch 32, 128, 512 and 2048, in fresh
   processes: no PyTorch, PyTorch imported first, gpunn first; on the layer gpunn picks, on
@@ -160,11 +160,12 @@ def gemm_floor(batch):
 
 
 def train_step(batch, steps=8):
-    """One training step per call: what ``gpunn.fit`` runs per batch (``TrainStep.run_next``:
+    """One training step per call: what ``gpunn.fit`` runs per batch (``gpunn.bench.step.loop``:
     gather, forward, loss, backward, finiteness check, Adam), on ``steps`` batches of data."""
     import numpy as np
 
     import gpunn
+    from gpunn.bench.step import loop
     from gpunn.step import TrainStep
 
     rng = np.random.default_rng(0)
@@ -174,7 +175,7 @@ def train_step(batch, steps=8):
     Xd, T, loss = model.prepare(X, y)
     trainer = TrainStep(model, loss, gpunn.Adam(lr=1e-3), Xd, T, batch)
     trainer.shuffle(rng)
-    return trainer.run_next
+    return loop(trainer)
 
 
 def child(order, batches, seconds):

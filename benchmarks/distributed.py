@@ -73,7 +73,7 @@ def _timed(func, steps):
 def _contenders(comm):
     """The three functions one rank times: step with all-reduce, step alone, all-reduce."""
     import gpunn
-    from gpunn.bench.step import synthetic
+    from gpunn.bench.step import loop, synthetic
     from gpunn.step import TrainStep
 
     # Four global batches, so that steps gather their rows as in fit.
@@ -85,7 +85,7 @@ def _contenders(comm):
     alone = TrainStep(model, loss, gpunn.Adam(lr=1e-3), Xd[:4 * PER_RANK], T[:4 * PER_RANK],
                       PER_RANK)
     flat = model.flat_grads.copy()
-    return {"step with all-reduce": together.run_next, "step alone": alone.run_next,
+    return {"step with all-reduce": loop(together), "step alone": loop(alone),
             "all-reduce alone": lambda: comm.allreduce_sum(flat)}, model.n_params
 
 

@@ -29,7 +29,7 @@ def smoke(tmp_path_factory):
                "--backend", BACKEND, "--sections", ",".join(SECTIONS), "--json",
                str(out / "bench.json"), "--plots", str(out / "plots"), "--markdown",
                str(out / "tables.md")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
     def no_constants(name):
