@@ -92,6 +92,24 @@ def kernel_calls(backend, family, n):
     return lambda: backend.kernel("act_bwd", A, 1, Z)
 
 
+def forced_backend(parallel):
+    """A CPU backend whose every launch runs on all of Numba's threads (``parallel``) or on
+    the calling thread, in place of the library's size thresholds (``runs_parallel``, which
+    the backend asks per launch): for this study only."""
+    from gpunn.backends import cpu
+
+    class Forced(cpu.CpuBackend):
+        def kernel(self, name, *args):
+            chosen = cpu.runs_parallel
+            cpu.runs_parallel = lambda kernel, n: parallel
+            try:
+                return super().kernel(name, *args)
+            finally:
+                cpu.runs_parallel = chosen
+
+    return Forced()
+
+
 def wake_cost(one, every, samples=40):
     """Seconds a launch on all threads costs more than on one when the pool has been idle
     for a while (as in a training step, where BLAS runs between kernels): the median
@@ -120,12 +138,9 @@ def thresholds(gain, rounds, wake_assumed):
     """Per family and size: one-thread and all-thread times, the sizes from which all threads
     won (None: nowhere) and, from the idle pool's wake-up cost and the one-thread cost per
     element, where they should win on an otherwise idle machine."""
-    from gpunn.kernels import kernel_specs
+    from gpunn.backends.cpu import numba_runtime
 
-    from gpunn.backends.cpu import CpuBackend, numba_runtime
-
-    one = CpuBackend({name: float("inf") for name in kernel_specs()})
-    every = CpuBackend({name: 0 for name in kernel_specs()})
+    one, every = forced_backend(False), forced_backend(True)
     wake, threads = wake_cost(one, every), numba_runtime()["threads"]
     found = {"wake_measured_s": wake, "wake_assumed_s": wake_assumed, "threads": threads}
     for family in ("bias_act_fwd", "act_bwd", "adam_step"):

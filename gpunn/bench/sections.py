@@ -114,7 +114,7 @@ def _mnist(p, backend, torch, threads):
 CPU, CUDA = ("cpu",), ("cuda",)
 # Profiles: (rounds, seconds per sample, sizes...); "gpu" adds where it runs without CUDA and
 # the seconds each peer's process may take (JAX compiles, and autotunes, each row's shape).
-# --quick fits the GPU check: gpu and updates in 120 s on an H200, process starts included;
+# --quick fits the GPU check: gpu and updates in 100 s on an H200, process starts included;
 # smoke runs the GPU peers' scripts on the CPU where there is no CUDA.
 SECTIONS = {s.name: s for s in (
     Section("updates", "fused optimizer updates vs PyTorch and NumPy, and the stream bandwidth",
@@ -127,7 +127,7 @@ SECTIONS = {s.name: s for s in (
             _step, report.step_tables),
     Section("gpu", "on CUDA: the step vs PyTorch eager, PyTorch CUDA graph and JAX jit, each in "
             "its own process", CUDA,
-            {"full": (7, 0.05, GPU_ROWS, None, 600), "quick": (5, 0.02, GPU_QUICK_ROWS, None, 22),
+            {"full": (7, 0.05, GPU_ROWS, None, 600), "quick": (5, 0.02, GPU_QUICK_ROWS, None, 17),
              "smoke": (3, 0.002, [[[64, 32, 32, 10], 32]], "cpu", 120)},
             _gpu, report.gpu_tables),
     Section("vectorization", "per-sample loops vs vectorized", CPU + CUDA,
