@@ -191,13 +191,15 @@ class Optimizer:
                 "hyperparameters": {k: getattr(self, k) for k in self.hyperparameters},
                 "state": {k: np.array(to_host(a), copy=True) for k, a in self.state.items()}}
 
-    def load_state_dict(self, state_dict, model=None):
+    def load_state_dict(self, state_dict, model=None, copy=True):
         """Restore a :meth:`state_dict` (copied), hyperparameters included.
 
         Args:
             state_dict: as returned by :meth:`state_dict` of an optimizer of the same kind.
             model: if given, the state is checked against and moved onto ``model.backend``
                 now; otherwise that happens at the next :meth:`step`.
+            copy: False to take the state's host arrays as they are, without a copy (a
+                checkpoint reader that owns them; they must not be used elsewhere).
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
@@ -216,7 +218,8 @@ class Optimizer:
         fresh = type(self)(lr=state_dict["base_lr"], **hyper)
         fresh.lr = state_dict["lr"]
         fresh.t = check_int("state_dict['t']", state_dict["t"], low=0)
-        fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else ())
+        fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else (),
+                                  copy)
         if model is not None:
             be, p, _ = _unpack(model)
             for key, array in fresh.state.items():
@@ -227,12 +230,13 @@ class Optimizer:
         self.__dict__.update(fresh.__dict__)
 
 
-def _host_state(state, names):
-    """Copies of the state arrays ``names`` (exactly those): 1-D, one float dtype and length."""
+def _host_state(state, names, copy=True):
+    """The state arrays ``names`` (exactly those; copies unless ``copy`` is False): 1-D, one
+    float dtype and length."""
     if not isinstance(state, dict) or sorted(state) != sorted(names):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"state_dict['state']: expected arrays {sorted(names)}, got {got}")
-    copies = {k: np.array(v, copy=True) for k, v in state.items()}
+    copies = {k: np.array(v, copy=True) if copy else np.asarray(v) for k, v in state.items()}
     first = next(iter(copies.values()), None)
     for key, array in copies.items():
         if array.ndim != 1 or array.dtype not in (np.float32, np.float64):

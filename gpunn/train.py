@@ -150,7 +150,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
     done = 0
     if resume_from is not None:
-        schedule, history, rng, done = resume(resume_from, trainer, schedule, history)
+        schedule, history, rng, done = resume(resume_from, trainer, schedule, history, epochs)
     if comm.size > 1:
         model.params.broadcast(comm)  # rank 0's parameters, everywhere
     _bind_callbacks(callbacks, trainer, history, epochs, batch_size)

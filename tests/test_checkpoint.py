@@ -150,7 +150,7 @@ def test_a_crash_mid_save_keeps_the_previous_file(backend, tmp_path, monkeypatch
     net, _, _ = trained(path)
     original = path.read_bytes()
 
-    def crashing_writer(file, arrays, metadata):
+    def crashing_writer(file, blob):
         file.write(b"\x10\x00\x00\x00 half a file")
         raise OSError("disk full")
 
@@ -208,7 +208,9 @@ BAD_ENTRIES = [
     ("no header", drop("header"), "expected a gpunn checkpoint"),
     ("list header", lambda a: dict(a, header="[1]"), "expected format"),
     ("bad json", lambda a: dict(a, header="{"), "header is not JSON"),
-    ("deep json", lambda a: dict(a, header="[" * 100000 + "]" * 100000), "header is not JSON"),
+    ("deep json", lambda a: dict(a, header="[" * 5000 + "]" * 5000), "header is not JSON"),
+    ("many json lists", lambda a: dict(a, header="[" * 100000 + "]" * 100000),
+     "header: expected at most 65536 JSON objects and lists, got 100000"),
     ("missing params", drop("params"), r"expected entries \[.*'params'"),
     ("missing state", drop("optimizer.m"), r"expected entries \[.*'optimizer.m'"),
     ("unexpected entry", lambda a: dict(a, surprise=np.zeros(1)), "got .*'surprise'"),
@@ -338,7 +340,7 @@ def test_a_missing_file_is_file_not_found(tmp_path):
     ({"optimizer": "adam"}, TypeError, "optimizer: expected an Optimizer, got str"),
     ({"history": {}}, TypeError, "history: expected a History, got dict"),
     ({"rng": 3}, TypeError, "rng: expected a numpy.random.Generator, got int"),
-    ({"epoch": -1}, ValueError, r"epoch: expected an integer in \[0, inf\], got -1"),
+    ({"epoch": -1}, ValueError, r"epoch: expected an integer in \[0, 9007199254740992\], got -1"),
     ({"schedule": "cosine"}, ValueError, "schedule: expected one of"),
     ({"note": object()}, TypeError, "extra: expected JSON-serializable values"),
 ])
@@ -347,3 +349,15 @@ def test_bad_save_arguments_name_the_argument(backend, tmp_path, kwargs, error, 
     with pytest.raises(error, match=match):
         gpunn.save_checkpoint(tmp_path / "run.ckpt", **kwargs)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("code", [b"U64", b"I64"], ids=["uint64", "int64"])
+def test_a_float64_model_file_whose_tensors_claim_another_dtype_is_refused(tmp_path, code):
+    """np.dtype(None) == float64: an unknown dtype code must not pass as float64 (the bits
+    would load as huge finite numbers, silently)."""
+    path = tmp_path / "m.safetensors"
+    gpunn.MLP([3, 4, 2], dtype="float64").save(path)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"F64"', b'"' + code + b'"'))
+    with pytest.raises(gpunn.CheckpointError, match="entry 'params': expected float64"):
+        gpunn.load(path)

@@ -150,7 +150,7 @@ def test_a_crash_before_the_rename_leaves_only_a_temp_file_that_a_save_removes(t
     net().save(path)
     before = path.read_bytes()
     script = ("import os, gpunn, gpunn.checkpoint.container as c\n"
-              "c.write_file = lambda file, arrays, metadata: (file.write(b'half'), file.flush(), "
+              "c.write_file = lambda file, blob: (file.write(b'half'), file.flush(), "
               "os._exit(9))\n"
               f"gpunn.MLP([3, 4, 2], seed=5).save({str(path)!r})\n")
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9

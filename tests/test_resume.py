@@ -112,7 +112,7 @@ def rewrite_header(path, **changes):
 @pytest.mark.parametrize("change, match", [
     (lambda h: {"arrays": {"fit.order": np.zeros(22, np.int64)}},
      "fit.order: expected a permutation of the 22 rows"),
-    (lambda h: {"epoch": 3}, r"history.epoch: expected epochs 1 to 3"),
+    (lambda h: {"epoch": 3}, r"history.epoch: expected 3 entries \(epochs 1 to 3"),
     (lambda h: {"history": dict(h["history"], cost=h["history"]["cost"][:1])},
      "history.cost: expected 2 entries"),
     (lambda h: {"rng_state": dict(h["rng_state"], state={"state": -1, "inc": 1})},

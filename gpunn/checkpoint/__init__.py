@@ -16,7 +16,6 @@ part's writer and checker side by side; :mod:`~gpunn.checkpoint.container` the s
 file; :mod:`~gpunn.checkpoint.resume` what ``fit`` saves and resumes from.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -34,8 +33,8 @@ from gpunn.optim import Optimizer
 from gpunn.schedules import Schedule
 
 __all__ = ["CRC_KEY", "FORMAT", "METADATA_KEY", "VERSION", "Checkpoint", "CheckpointError",
-           "crc", "load", "load_checkpoint", "read_checkpoint", "save", "save_checkpoint",
-           "text_crc"]
+           "crc", "load", "load_checkpoint", "read_checkpoint", "read_parts", "save",
+           "save_checkpoint", "text_crc"]
 
 _CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                    RecursionError)
@@ -150,7 +149,7 @@ def load_checkpoint(path, model=None):
             missing or unexpected entries, wrong shapes or dtypes, non-finite parameters, a
             different architecture.
     """
-    saved = read_checkpoint(path, like=model)
+    saved, state = read_parts(path, like=model)
     target = model
     if target is None:
         try:
@@ -158,9 +157,9 @@ def load_checkpoint(path, model=None):
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{os.fspath(path)}: model: {exc}") from None
     with target.exclusive("load_checkpoint"):  # not while another thread trains it
+        if state is not None:  # first: the state moves onto the model's backend, owned by it
+            saved.optimizer.load_state_dict(state, model=target, copy=False)
         target.params.load_host(saved.params)
-    if saved.optimizer is not None:  # state moves onto the model's backend and belongs to it
-        saved.optimizer.load_state_dict(saved.optimizer.state_dict(), model=target)
     saved.model = target
     return saved
 
@@ -175,14 +174,23 @@ def read_checkpoint(path, like=None):
     Returns:
         A :class:`Checkpoint` with ``model=None``, ``config`` and ``params`` set.
     """
+    return read_parts(path, like)[0]
+
+
+def read_parts(path, like=None):
+    """:func:`read_checkpoint` and the optimizer's checked state_dict: ``(checkpoint, state)``.
+
+    ``state`` (or None) holds the very arrays the checkpoint's optimizer took without a copy,
+    for loading into a model the same way (``load_state_dict(state, model, copy=False)``): a
+    load peaks near the file's size."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     path = os.fspath(path)
     if like is not None and not isinstance(like, Sequential):
         raise TypeError(f"model: expected a Sequential or MLP, got {type(like).__name__}")
     try:
-        with container.open_container(path) as (metadata, index, read):
-            return _read(metadata, index, read, like)
+        with container.open_container(path) as (header, index, read):
+            return _read(header, index, read, like)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except _CONTENT_ERRORS as exc:
@@ -197,19 +205,9 @@ def load(path):
 
 # --- reading ---------------------------------------------------------------------------------
 
-def _read(metadata, index, read, like):
-    """The checked :class:`Checkpoint` of an open container; nothing is built or changed."""
-    text = metadata.get(container.METADATA_KEY)
-    if not isinstance(text, str):
-        raise CheckpointError(f"expected a gpunn checkpoint (safetensors metadata "
-                              f"{container.METADATA_KEY!r}), got metadata keys "
-                              f"{short_list(metadata)}")
-    if metadata.get(container.CRC_KEY) != container.text_crc(text):
-        raise CheckpointError("header: checksum mismatch (the file is damaged)")
-    try:
-        header = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"header is not JSON ({type(exc).__name__})") from None
+def _read(header, index, read, like):
+    """``(checked Checkpoint, optimizer state_dict or None)`` of an open container; nothing
+    is built or changed."""
     format.check_format(header)
     config, size = format.checked_model(header)
     if like is not None:
@@ -224,23 +222,28 @@ def _read(metadata, index, read, like):
     arrays = {name: _checked(name, read(name), checksums[name]) for name in expected}
     if state_dict is not None:
         state_dict["state"] = {k: arrays[f"optimizer.{k}"] for k in state_dict["state"]}
-        optimizer.load_state_dict(state_dict)
+        optimizer.load_state_dict(state_dict, copy=False)
     return Checkpoint(
         optimizer=optimizer, schedule=format.checked_schedule(header.get("schedule")),
         history=format.checked_history(header.get("history")),
         epoch=format.checked_epoch(header.get("epoch", 0)),
         rng_state=format.checked_rng_state(header.get("rng_state")),
         order=arrays.get("fit.order"), extra=format.checked_extra(header.get("extra", {})),
-        config=config, params=arrays["params"])
+        config=config, params=arrays["params"]), state_dict
+
+
+_CHUNK = 1 << 16  # elements checked at a time: the check's own memory stays small
 
 
 def _checked(name, array, checksum):
     """``array`` if its checksum is the saved one and, for floats, every value is finite."""
     if container.crc(array) != checksum:
         raise CheckpointError(f"entry {name!r}: checksum mismatch (the data is damaged)")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise CheckpointError(f"entry {name!r}: expected finite values, got {bad} NaN/inf")
+    if array.dtype.kind == "f":
+        bad = sum(int(np.count_nonzero(~np.isfinite(array[i:i + _CHUNK])))
+                  for i in range(0, array.size, _CHUNK))
+        if bad:
+            raise CheckpointError(f"entry {name!r}: expected finite values, got {bad} NaN/inf")
     return array
 
 

@@ -2,8 +2,12 @@
 header and ``gpunn.crc32`` its checksum; tensors are 1-D raw little-endian buffers.
 
 This module knows files, not models: it writes a header and arrays atomically (through
-:mod:`gpunn._files`) and opens a file lazily for :mod:`gpunn.checkpoint.format` to check. It
-reads nothing a header merely claims before checking it against the file.
+:mod:`gpunn._files`) and opens a file lazily for :mod:`gpunn.checkpoint.format` to check. What
+a file claims about itself is bounded before it is parsed: the header's length (at most
+:data:`MAX_HEADER_BYTES`, inside the file), the JSON containers in it (at most
+:data:`MAX_CONTAINERS`), the tensors (at most :data:`MAX_ENTRIES`), and every byte of the data
+stored (a sparse file, whose holes read as zeros, is refused). Writing refuses a header that
+reading would refuse.
 """
 
 import contextlib
@@ -18,6 +22,13 @@ from gpunn import _files
 
 METADATA_KEY, CRC_KEY = "gpunn", "gpunn.crc32"
 MAX_ENTRIES = 16  # tensors a checkpoint may hold; a crafted file may claim millions
+# Bytes of the safetensors header (the gpunn header and the tensor index). JSON costs several
+# times its text in Python objects, so this bounds what parsing a header may cost; a fit's
+# header is mostly its history (about 20 bytes per epoch value and per recorded step).
+MAX_HEADER_BYTES = 16 << 20
+# JSON objects and lists in the gpunn header: a fit writes a few per layer and a few dozen
+# more; each costs about 60 bytes of Python objects for 2 bytes of text.
+MAX_CONTAINERS = 1 << 16
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
@@ -45,23 +56,59 @@ def write(target, header, arrays):
 
     Returns:
         The path as given.
+
+    Raises:
+        ValueError: a header that reading would refuse (too long, too many containers).
     """
-    header["crc32"] = {name: crc(array) for name, array in arrays.items()}
-    text = json.dumps(header)
-    metadata = {METADATA_KEY: text, CRC_KEY: text_crc(text)}
-    return _files.atomic_write(target, lambda file: write_file(file, arrays, metadata))
-
-
-def write_file(file, arrays, metadata):
-    """Serialize into an open binary file (what :func:`write` hands the atomic writer)."""
     from safetensors.numpy import save
 
-    file.write(save(arrays, metadata=metadata))
+    header["crc32"] = {name: crc(array) for name, array in arrays.items()}
+    text = json.dumps(header)
+    _check_header_text(text, ValueError)
+    blob = save(arrays, metadata={METADATA_KEY: text, CRC_KEY: text_crc(text)})
+    _check_header_length(int.from_bytes(blob[:8], "little"), len(blob), ValueError)
+    return _files.atomic_write(target, lambda file: write_file(file, blob))
+
+
+def write_file(file, blob):
+    """Write the serialized checkpoint into the open temporary file (a test seam)."""
+    file.write(blob)
+
+
+def _check_header_length(length, size, error):
+    if length > MAX_HEADER_BYTES:
+        raise error(f"header: expected at most {MAX_HEADER_BYTES} bytes, got {length}")
+    if 8 + length > size:
+        raise error(f"header: expected {length} bytes (as its length field says), got "
+                    f"{max(size - 8, 0)} (the file is truncated)")
+
+
+def _check_header_text(text, error):
+    containers = text.count("{") + text.count("[")  # strings may hold some: counted too
+    if containers > MAX_CONTAINERS:
+        raise error(f"header: expected at most {MAX_CONTAINERS} JSON objects and lists, got "
+                    f"{containers}")
+
+
+def _parse_header(metadata):
+    """The gpunn header of the safetensors metadata, its checksum and size checked first."""
+    text = metadata.get(METADATA_KEY)
+    if not isinstance(text, str):
+        shown = sorted(str(k)[:40] for k in metadata)[:8]
+        raise CheckpointError(f"expected a gpunn checkpoint (safetensors metadata "
+                              f"{METADATA_KEY!r}), got metadata keys {shown}")
+    if metadata.get(CRC_KEY) != text_crc(text):
+        raise CheckpointError("header: checksum mismatch (the file is damaged)")
+    _check_header_text(text, CheckpointError)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"header is not JSON ({type(exc).__name__})") from None
 
 
 @contextlib.contextmanager
 def open_container(path):
-    """Open a checkpoint lazily: ``(header text, checksum text, {name: (dtype, shape)}, read)``.
+    """Open a checkpoint lazily: ``(gpunn header, {name: (dtype, shape)}, read)``.
 
     The library validates the container (its header length against the file's, every
     tensor's offsets inside the data and covering it without overlap) before anything else;
@@ -71,11 +118,12 @@ def open_container(path):
         path: the file (must be a regular file).
 
     Raises:
-        CheckpointError: not a readable safetensors file, too many entries.
+        CheckpointError: not a readable safetensors file, a header too long or too nested,
+            too many entries, a damaged header, a sparse file.
     """
     from safetensors import safe_open
 
-    _check_readable(path)
+    _check_file(path)
     try:
         # pread, not a memory map: a file truncated in place while it is read gives an error
         # here, where a mapped file would kill the process with SIGBUS (safetensors >= 0.8).
@@ -85,6 +133,7 @@ def open_container(path):
             raise CheckpointError(f"expected at most {MAX_ENTRIES} entries, got {len(keys)}")
         index = {key: _entry(handle, key) for key in keys}
         metadata = handle.metadata() or {}
+        header = _parse_header(metadata)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - the Rust reader raises its own error classes
@@ -99,20 +148,43 @@ def open_container(path):
                                   f"{str(exc)[:200]})") from None
 
     with handle:
-        yield metadata, index, read
+        yield header, index, read
 
 
-def _check_readable(path):
-    """A regular file (a pipe would block, a device never end) and not a format 1 .npz."""
+def _check_file(path):
+    """Before the header is parsed: a regular file (a pipe would block, a device never end),
+    not a format 1 .npz, a header length within bounds and the file, no holes."""
     info = os.stat(path)  # FileNotFoundError stays what it is
     if not stat.S_ISREG(info.st_mode):
         raise CheckpointError(f"expected a regular file, got a {_files.file_kind(info.st_mode)}")
     with open(path, "rb") as file:
-        magic = file.read(4)
-    if magic in _ZIP_MAGIC:
-        raise CheckpointError("this is a .npz (zip) file, e.g. a checkpoint of gpunn 0.1's "
-                              "format 1; this version reads and writes safetensors checkpoints "
-                              "(format 2) only")
+        head = file.read(8)
+        if head[:4] in _ZIP_MAGIC:
+            raise CheckpointError("this is a .npz (zip) file, e.g. a checkpoint of gpunn 0.1's "
+                                  "format 1; this version reads and writes safetensors "
+                                  "checkpoints (format 2) only")
+        try:
+            if len(head) < 8:
+                raise CheckpointError(f"expected at least 8 bytes, got {len(head)}")
+            _check_header_length(int.from_bytes(head, "little"), info.st_size, CheckpointError)
+        except CheckpointError as exc:
+            raise CheckpointError(f"not a readable gpunn checkpoint (a safetensors file; "
+                                  f"{exc})") from None
+        _check_no_holes(file.fileno(), info.st_size)
+
+
+def _check_no_holes(fd, size):
+    """Refuse a sparse file: its holes read as zeros that no disk holds, so a file of a few
+    bytes on disk could claim a model of any size."""
+    if not hasattr(os, "SEEK_HOLE"):
+        return
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:  # the file system cannot tell
+        return
+    if hole < size:
+        raise CheckpointError(f"the file is sparse (a hole at byte {hole} of {size}): expected "
+                              "every byte stored; copy it without holes (cp --sparse=never)")
 
 
 def _entry(handle, key):

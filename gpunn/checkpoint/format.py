@@ -28,6 +28,9 @@ FORMAT, VERSION = "gpunn-checkpoint", 2
 # Bit generators whose state is plain integers / integer arrays (JSON after tolist()).
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 SHOWN = 8  # names listed in a message at most; the rest are counted
+# Counts a header may claim (epochs, steps, rows, batch sizes): exact as a float64 and far
+# inside an int64 (the device's step counter), so no claim overflows after a model changed.
+MAX_COUNT = 2 ** 53
 _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64), "I64": np.dtype(np.int64)}
 
 
@@ -143,7 +146,7 @@ def checked_optimizer(saved, dtype):
                                           **(hyper if isinstance(hyper, dict) else {}))
     optimizer.lr = state_dict.get("lr")
     optimizer.check_dtype(dtype)
-    t = check_int("optimizer t", state_dict.get("t"), low=0)
+    t = check_int("optimizer t", state_dict.get("t"), low=0, high=MAX_COUNT)
     expected = sorted(optimizer.state_names) if t else []
     if names != expected:
         raise CheckpointError(f"optimizer: expected state {expected} after {t} steps, "
@@ -201,7 +204,7 @@ def checked_history(saved):
                                   f"{'integers' if key == 'epoch' else 'numbers'}, got "
                                   f"{short(value, 60)}")
     for key in ("skipped_steps", "batch_size", "n_samples"):
-        check_int(f"history.{key}", saved[key], low=0)
+        check_int(f"history.{key}", saved[key], low=0, high=MAX_COUNT)
     if not isinstance(saved["backend"], str):
         raise CheckpointError(f"history.backend: expected a name, got "
                               f"{type(saved['backend']).__name__}")
@@ -255,8 +258,8 @@ def _plain(value):
 # --- parts "epoch", "extra" and tensor "fit.order" --------------------------------------------
 
 def checked_epoch(epoch):
-    """Epochs completed, an integer >= 0."""
-    return check_int("epoch", epoch, low=0)
+    """Epochs completed, an integer in [0, MAX_COUNT]."""
+    return check_int("epoch", epoch, low=0, high=MAX_COUNT)
 
 
 def checked_extra(extra):
@@ -289,6 +292,7 @@ def check_index(index, expected):
         raise CheckpointError(f"expected entries {sorted(expected)}, got {short_list(index)}")
     for name, (dtype, shape) in expected.items():
         got_dtype, got_shape = index[name]
-        if _DTYPES.get(got_dtype) != dtype or got_shape != shape or len(shape) != 1:
+        known = _DTYPES.get(got_dtype)  # None compares equal to float64 (np.dtype(None))
+        if known is None or known != dtype or got_shape != shape or len(shape) != 1:
             raise CheckpointError(f"entry {name!r}: expected {dtype} of shape {shape}, got "
                                   f"{str(got_dtype)[:10]} of shape {got_shape}")

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from gpunn._checks import check_int
-from gpunn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from gpunn.checkpoint import CheckpointError, read_parts, save_checkpoint
 
 
 def check_checkpointing(every, path, epochs):
@@ -45,7 +45,7 @@ def save_during_fit(comm, path, trainer, schedule, history, epoch, rng):
     comm.barrier()
 
 
-def resume(path, trainer, schedule, history):
+def resume(path, trainer, schedule, history, epochs):
     """Restore a ``fit`` checkpoint into ``trainer``'s model and optimizer.
 
     The whole checkpoint is read and checked against this fit first (architecture, optimizer
@@ -57,17 +57,21 @@ def resume(path, trainer, schedule, history):
         trainer: the fit's :class:`~gpunn.step.TrainStep` (model, optimizer, row order).
         schedule: the schedule ``fit`` was given (None, or one with the saved config).
         history: the fresh History of this fit (its batch size and row count must match).
+        epochs: the fit's ``epochs`` (all of them, counting those saved).
 
     Returns:
         ``(schedule, history, rng, epoch)`` to continue with, ``epoch`` being those done.
     """
-    saved = read_checkpoint(path, like=trainer.model)
+    saved, state = read_parts(path, like=trainer.model)
     try:
         _check_fits(saved, trainer, schedule, history)
     except CheckpointError as exc:
         raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
+    if epochs < saved.epoch:  # a fit that trains nothing would only replace the model
+        raise ValueError(f"epochs: expected at least the {saved.epoch} epochs {os.fspath(path)} "
+                         f"has done (epochs counts them), got {epochs}")
     model = trainer.model
-    trainer.optimizer.load_state_dict(saved.optimizer.state_dict(), model=model)
+    trainer.optimizer.load_state_dict(state, model=model, copy=False)
     trainer.restore_order(saved.order)
     model.params.load_host(saved.params)
     saved.history.backend = history.backend
@@ -76,9 +80,15 @@ def resume(path, trainer, schedule, history):
 
 def _check_fits(saved, trainer, schedule, history):
     """Raise CheckpointError unless the checked checkpoint ``saved`` can continue this fit."""
-    if saved.optimizer is None or saved.history is None or saved.rng_state is None:
-        raise CheckpointError("expected a checkpoint written by fit (optimizer, history and "
-                              "shuffling state), got a model-only checkpoint")
+    missing = [name for name, part in (("optimizer", saved.optimizer),
+                                       ("history", saved.history),
+                                       ("shuffling state", saved.rng_state)) if part is None]
+    if missing:
+        raise CheckpointError(
+            f"expected a checkpoint written by fit(checkpoint_path=...) (optimizer, history "
+            f"and shuffling state), got one without {' and '.join(missing)}: files of "
+            "model.save, ModelCheckpoint or save_checkpoint without rng= cannot continue a "
+            "fit exactly; load their model with gpunn.load_checkpoint(path, model)")
     if saved.optimizer.name != trainer.optimizer.name:
         raise CheckpointError(f"optimizer: expected {saved.optimizer.name!r} as saved, "
                               f"got {trainer.optimizer.name!r}")
@@ -100,9 +110,9 @@ def _check_fits(saved, trainer, schedule, history):
 
 def _check_history(history, epoch):
     """One entry per epoch done in every per-epoch list (validation lists may be empty)."""
-    if history.epoch != list(range(1, epoch + 1)):
-        raise CheckpointError(f"history.epoch: expected epochs 1 to {epoch} (the saved epoch), "
-                              f"got {len(history.epoch)} entries")
+    if len(history.epoch) != epoch or history.epoch != list(range(1, epoch + 1)):
+        raise CheckpointError(f"history.epoch: expected {epoch} entries (epochs 1 to {epoch}, "
+                              f"the saved epoch), got {len(history.epoch)}")
     for key in ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy"):
         size = len(getattr(history, key))
         if size != epoch and not (size == 0 and key.startswith("val_")):
