@@ -243,3 +243,19 @@ def test_calibration_waits_for_an_asynchronous_device():
                                   min_sample_s=0.01, sync=sync)
     assert 1 <= timings["launch"]["calls_per_round"] <= 40
     assert timings["launch"]["median"] >= 1e-3
+
+
+def test_a_peer_cut_by_its_time_limit_keeps_its_rows_and_says_where(tmp_path, monkeypatch):
+    (tmp_path / "fake_peer.py").write_text(
+        "import json, sys, threading\n"
+        "def main(argv):\n"
+        "    print(json.dumps({'row': [1], 'timings': {}, 'not_available': {}}), flush=True)\n"
+        "    print('[gpunn bench] fake: row 2: compiling', file=sys.stderr, flush=True)\n"
+        "    threading.Event().wait()  # never answers: the parent's limit must end it\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    relayed = []
+    answer = processes.measure({}, timeout=4, relay=relayed.append, entry="fake_peer")
+    assert answer["rows"] == [{"row": [1], "timings": {}, "not_available": {}}]
+    assert answer["error"] == ("timed out after 4 s, during: [gpunn bench] fake: row 2: "
+                               "compiling")
+    assert relayed == ["fake: row 2: compiling"]
