@@ -18,11 +18,19 @@ BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 def add_parser(subparsers):
     """Register ``bench`` on the ``gpunn`` command line's subparsers."""
     parser = subparsers.add_parser("bench", help="benchmark gpunn against its peers and the "
-                                   "machine's limits", description=__doc__.splitlines()[0],
-                                   epilog=_epilog(),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "machine's limits", **_texts())
     add_arguments(parser).set_defaults(func=run)
     return parser
+
+
+def main_parser():
+    """The parser of ``python -m gpunn.bench`` (the same options and help)."""
+    return add_arguments(argparse.ArgumentParser(prog="python -m gpunn.bench", **_texts()))
+
+
+def _texts():
+    return {"description": __doc__.splitlines()[0], "epilog": _epilog(),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def add_arguments(parser):
@@ -49,8 +57,12 @@ def add_arguments(parser):
 
 
 def _epilog():
-    return "sections:\n" + "\n".join(f"  {name:<14}{s.summary} (default on "
-                                      f"{', '.join(s.backends)})" for name, s in SECTIONS.items())
+    def when(section):
+        backends = ", ".join(section.backends)
+        return f"default on {backends}" if backends else "only when asked for"
+
+    return "sections:\n" + "\n".join(f"  {name:<14}{s.summary} ({when(s)})"
+                                      for name, s in SECTIONS.items())
 
 
 def _sections(args):

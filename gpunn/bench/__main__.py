@@ -1,10 +1,8 @@
 """``python -m gpunn.bench``: the same as ``gpunn bench``."""
 
-import argparse
 import sys
 
-from gpunn.bench import add_arguments, run
+from gpunn.bench import main_parser, run
 
 if __name__ == "__main__":
-    sys.exit(run(add_arguments(argparse.ArgumentParser(prog="python -m gpunn.bench"))
-                 .parse_args()))
+    sys.exit(run(main_parser().parse_args()))

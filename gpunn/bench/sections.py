@@ -148,7 +148,7 @@ SECTIONS = {s.name: s for s in (
              "quick": (3, 0.05, BIG, [128, 2048], 1),
              "smoke": (3, 0.002, [64, 32, 32, 10], [32], 1)}, _imports, report.imports_tables),
     Section("mnist", "real MNIST end to end: gpunn vs a PyTorch loop, scikit-learn and Keras 3, "
-            "fp32 and bf16 (fetches 11.5 MB once; ask for it)", (), {
+            "fp32 and bf16 (fetches 11.5 MB once)", (), {
                 "full": {"batches": [32, 64, 128, 256, 512, 1024, 2048], "epochs": 5,
                          "rounds": 3},
                 "quick": {"batches": [128, 2048], "epochs": 2, "rounds": 1},
