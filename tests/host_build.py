@@ -3,7 +3,7 @@
 The source is exactly what the CUDA backend hands to ``cupy.RawModule``
 (``gpunn.kernels.cuda_source``); a generated launcher per kernel loops over blocks and threads,
 setting ``blockIdx``/``threadIdx`` as a GPU would. :class:`HostLoader` has the shape of the CUDA
-backend's kernel loader, so ``CudaBackend(numpy, HostLoader())`` runs the backend's own launch
+backend's kernel loader, so ``CudaBackend(numpy, HostLoader(streams))`` runs the backend's launch
 code (argument conversion, scalar dtypes, grid sizes) on host arrays: the "cuda-emulated"
 backend. ``GPUNN_HOST_ASAN=1`` builds with AddressSanitizer (load Python with libasan preloaded).
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from gpunn.kernels import DTYPE_SUFFIX, cuda_source, kernel_specs
 from host_gemm import HostGemmEx
+from host_streams import HostStreams
 
 SHIM = Path(__file__).resolve().parent / "cuda_host_shim.h"
 _C_TYPES = {
@@ -81,10 +82,12 @@ def build(module, dtype):
 
 
 class HostKernel:
-    """A host-compiled kernel called like ``cupy.RawKernel``: ``kernel(grid, block, args)``."""
+    """A host-compiled kernel called like ``cupy.RawKernel``: ``kernel(grid, block, args)``,
+    submitted to the calling thread's current stream of ``streams``."""
 
-    def __init__(self, function):
+    def __init__(self, function, streams):
         self._function = function
+        self._streams = streams
 
     def __call__(self, grid, block, args):
         converted = []
@@ -93,33 +96,38 @@ class HostKernel:
                 converted.append(ctypes.c_void_p(arg.ctypes.data))
             else:
                 converted.append(_CTYPES[np.asarray(arg).dtype](arg))
-        self._function(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), *converted)
+        launch = (self._function, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), *converted)
+        # The arrays stay alive while recorded work names their memory.
+        keep = [arg for arg in args if isinstance(arg, np.ndarray)]
+        self._streams.submit(self._streams.current(), lambda: (launch[0](*launch[1:]), keep))
 
 
 class HostModule:
     """The host build of one ``.cu`` module for one dtype, shaped like ``cupy.RawModule``."""
 
-    def __init__(self, module, dtype):
+    def __init__(self, module, dtype, streams=None):
         self._library = ctypes.CDLL(str(build(module, dtype)))
+        self._streams = HostStreams() if streams is None else streams
 
     def get_function(self, name):
         function = getattr(self._library, f"host_launch_{name}")
         function.restype = None
-        return HostKernel(function)
+        return HostKernel(function, self._streams)
 
 
 class HostLoader:
     """Kernel loader for ``CudaBackend``: host builds instead of ``cupy.RawModule``."""
 
-    def __init__(self):
+    def __init__(self, streams):
         self._modules = {}
         self._lock = threading.Lock()
+        self._streams = streams
 
     def __call__(self, module, dtype):
         key = (module, str(dtype))
         with self._lock:
             if key not in self._modules:
-                self._modules[key] = HostModule(module, str(dtype))
+                self._modules[key] = HostModule(module, str(dtype), self._streams)
             return self._modules[key]
 
 
@@ -131,11 +139,15 @@ class HostCublas(HostGemmEx):
     dimension, exactly as cuBLAS reads device memory: so the CUDA backend's mapping of
     row-major matmuls onto cuBLAS (``gpunn.backends.cuda.gemm_arguments``) runs for real in the
     cuda-emulated backend, argument order and leading dimensions included. Out-of-bounds
-    reads or writes raise instead of touching memory.
+    reads or writes raise instead of touching memory. Each call is submitted to the stream
+    it names (``host_streams``), as cuBLAS queues it on its handle's stream.
     """
 
-    def __init__(self):
+    gemm_ex_precisions = ("tf32", "bf16")
+
+    def __init__(self, streams):
         self.calls = 0
+        self._streams = streams
 
     @staticmethod
     def _matrix(array, rows, cols, ld):
@@ -147,7 +159,16 @@ class HostCublas(HostGemmEx):
             flat, shape=(rows, cols), strides=(flat.itemsize, ld * flat.itemsize),
             writeable=flat.flags.writeable)
 
-    def gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+    def gemm_ex(self, *args):
+        """``cublasGemmEx``'s arguments, then the stream."""
+        *args, stream = args
+        self._streams.submit(stream, lambda: HostGemmEx.gemm_ex(self, *args))
+
+    def gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, stream):
+        self._streams.submit(stream, lambda: self._gemm(transa, transb, m, n, k, A, lda, B,
+                                                        ldb, C, ldc))
+
+    def _gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
         self.calls += 1
         a = self._matrix(A, *((k, m) if transa else (m, k)), lda)
         b = self._matrix(B, *((n, k) if transb else (k, n)), ldb)
@@ -157,8 +178,9 @@ class HostCublas(HostGemmEx):
         np.matmul(op_b.T, op_a.T, out=c.T)
 
 
-def emulated_backend(block_size=32, max_blocks=5):
-    """The CUDA backend's launch code over NumPy arrays and host-compiled kernels.
+def emulated_backend(block_size=32, max_blocks=5, streams=None):
+    """The CUDA backend's launch code over NumPy arrays and host-compiled kernels, with
+    graph capture emulated (``host_streams``).
 
     Small blocks and few of them, so even small inputs span several blocks and every thread
     runs several grid-stride iterations.
@@ -167,6 +189,7 @@ def emulated_backend(block_size=32, max_blocks=5):
 
     from gpunn.backends.cuda import CudaBackend
 
-    return CudaBackend(numpy, HostLoader(), name="cuda-emulated",
-                       device="host CPU running the CUDA C (g++)",
-                       block_size=block_size, max_blocks=max_blocks, blas=HostCublas())
+    streams = HostStreams() if streams is None else streams
+    return CudaBackend(numpy, HostLoader(streams), name="cuda-emulated",
+                       device="host CPU running the CUDA C (g++)", block_size=block_size,
+                       max_blocks=max_blocks, blas=HostCublas(streams), streams=streams)

@@ -4,6 +4,8 @@ backend's row-major to column-major mapping runs in CI. Rounding to TF32 and wid
 are written here on the bits with NumPy, apart from the kernels they check, into buffers kept
 per operand and shape: like cuBLAS, a warm call allocates nothing."""
 
+import threading
+
 import numpy as np
 
 from gpunn.backends.gemm_precision import (
@@ -37,7 +39,7 @@ class HostGemmEx:
     def _buffers(self, role, shape):
         """Three uint32 arrays and a mask of ``shape`` for operand ``role``, made once."""
         cache = self.__dict__.setdefault("_gemm_ex_buffers", {})
-        key = (role, shape)
+        key = (threading.get_ident(), role, shape)  # two threads may multiply at once
         if key not in cache:
             cache[key] = (np.empty(shape, np.uint32), np.empty(shape, np.uint32),
                           np.empty(shape, np.uint32), np.empty(shape, bool))

@@ -28,7 +28,7 @@ from gpunn.backends.cpu import (
 )
 
 CUDA, CUDA_REASON = cuda_status()
-INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "python",
+INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "gemm", "python",
              "platform", "numpy", "numba", "cupy", "blas", "threads", "threading", "advice"}
 
 

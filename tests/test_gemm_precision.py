@@ -45,17 +45,72 @@ def _check_product(actual, a, b, trans_a, trans_b):
     assert (error <= bound).all(), f"max error / bound: {(error / bound).max()}"
 
 
+def _check_tf32(actual, a, b, trans_a, trans_b):
+    """What any TF32 GEMM keeps, however it rounds: cuBLAS leaves the TF32 rounding of the
+    operands unspecified (truncation is allowed) and may not use tensor cores at all for some
+    shapes (then nothing is rounded). Each float32 operand loses less than one unit of its
+    10th mantissa bit, 2^-10 relative, so each product is within (2 u + u^2) |a||b| of the
+    exact one, plus float32 accumulation as in :func:`_check_product`."""
+    a, b = (a.T if trans_a else a).astype(np.float64), (b.T if trans_b else b).astype(np.float64)
+    u = 2.0 ** -10
+    magnitude = np.abs(a) @ np.abs(b)
+    bound = (2 * u + u * u + 2 * a.shape[1] * 2.0 ** -24) * magnitude + 1e-30
+    error = np.abs(actual.astype(np.float64) - a @ b)
+    assert (error <= bound).all(), f"max error / bound: {(error / bound).max()}"
+
+
+def _matmul_on(backend, a, b, trans_a, trans_b, precision):
+    out = backend.zeros((a.shape[1] if trans_a else a.shape[0],
+                         b.shape[0] if trans_b else b.shape[1]), np.float32)
+    backend.matmul(backend.asarray(a), backend.asarray(b), out=out, trans_a=trans_a,
+                   trans_b=trans_b, precision=precision)
+    return backend.to_numpy(out)
+
+
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=["NN", "NT", "TN", "TT"])
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_matmul_multiplies_the_rounded_operands(backend, precision, trans_a, trans_b):
+    """fp32 and bf16 (operands given as bfloat16 bits: nothing left to round) on every
+    backend, and tf32 where gpunn itself rounds (round to nearest even, the CPU and the
+    emulation): within float32 accumulation of the products of what the GEMM reads. tf32 on
+    CUDA (cuBLAS decides how, or whether, it rounds): the bound of :func:`_check_tf32`."""
     rng = np.random.default_rng(11)
     for rows, inner, cols in SHAPES:
         a, b = _operands(rng, rows, inner, cols, trans_a, trans_b)
         (a64, a_dev), (b64, b_dev) = _as_read(a, precision), _as_read(b, precision)
-        out = backend.zeros((rows, cols), np.float32)
-        backend.matmul(backend.asarray(a_dev), backend.asarray(b_dev), out=out,
-                       trans_a=trans_a, trans_b=trans_b, precision=precision)
-        _check_product(backend.to_numpy(out), a64, b64, trans_a, trans_b)
+        actual = _matmul_on(backend, a_dev, b_dev, trans_a, trans_b, precision)
+        if precision == "tf32":
+            _check_tf32(actual, a, b, trans_a, trans_b)
+        if precision != "tf32" or backend.name != "cuda":
+            _check_product(actual, a64, b64, trans_a, trans_b)
+
+
+def _tf32_bits(x, keep):
+    """``x`` with mantissa bits below the 10th dropped (``keep="truncate"``), or kept."""
+    if keep == "all":
+        return x
+    return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.mark.parametrize("rounding", ["truncate", "all", "nearest-even"])
+def test_the_tf32_bound_holds_however_cublas_rounds(rounding):
+    """The bound accepts GEMMs of truncated, unrounded and nearest-even operands (the 1x1x1
+    product seen on an H200, 0.1026001 * 1.359375, among them), and rejects operands rounded
+    to 8 bits: it can fail."""
+    rng = np.random.default_rng(14)
+    cases = [(np.float32([[0.1026001]]), np.float32([[1.359375]]))]
+    cases += [_operands(rng, *shape, False, False) for shape in SHAPES]
+    for a, b in cases:
+        if rounding == "nearest-even":
+            read_a, read_b = (rp.round_to_mantissa(x, 10).reshape(x.shape) for x in (a, b))
+        else:
+            read_a, read_b = _tf32_bits(a, rounding), _tf32_bits(b, rounding)
+        product = np.matmul(read_a.astype(np.float32), read_b.astype(np.float32))
+        _check_tf32(product, a, b, False, False)
+    a, b = cases[-1]
+    coarse = [rp.round_to_mantissa(x, 4).reshape(x.shape).astype(np.float32) for x in (a, b)]
+    with pytest.raises(AssertionError, match="max error / bound"):
+        _check_tf32(coarse[0] @ coarse[1], a, b, False, False)
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
@@ -120,30 +175,75 @@ def test_matmul_unknown_precision(backend):
         backend.matmul(a, a, precision="fp16")
 
 
+def _stand_in_cublas(log):
+    """nvmath's cublas binding as far as Cublas calls it, logging each call (no GPU here)."""
+    import itertools
+    from types import SimpleNamespace
+
+    handles = itertools.count(7)
+    return SimpleNamespace(
+        create=lambda: (log.append(("create",)), next(handles))[1],
+        set_stream=lambda handle, ptr: log.append(("set_stream", handle, ptr)),
+        set_workspace=lambda handle, ptr, size: log.append(("set_workspace", handle, ptr)),
+        sgemm=None, dgemm=None, gemm_ex=lambda *args: log.append(("gemm_ex", *args)))
+
+
+def _device(ptr):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(data=SimpleNamespace(ptr=ptr))
+
+
 def test_cublas_gemm_ex_passes_cublas_argument_order():
-    """gpunn.backends.cublas.Cublas.gemm_ex on a stand-in binding (no GPU here): the handle,
-    every argument in cublasGemmEx's order, host scalars 1 and 0 in float32, the default
-    algorithm."""
+    """gpunn.backends.cublas.Cublas.gemm_ex on a stand-in binding: the handle, every argument
+    in cublasGemmEx's order, host scalars 1 and 0 in float32, the default algorithm."""
     import ctypes
     from types import SimpleNamespace
 
     from gpunn.backends.cublas import Cublas
     from gpunn.backends.gemm_precision import CUBLAS_GEMM_DEFAULT
 
-    calls = []
-    binding = SimpleNamespace(
-        create=lambda: 7, set_stream=lambda handle, ptr: None,
-        set_workspace=lambda handle, ptr, size: None, sgemm=None, dgemm=None,
-        gemm_ex=lambda *args: calls.append(args))
-    device = lambda ptr: SimpleNamespace(data=SimpleNamespace(ptr=ptr))  # noqa: E731
-    cupy = SimpleNamespace(empty=lambda size, dtype: device(1))
-    blas = Cublas(binding, cupy, SimpleNamespace(ptr=5))
+    log = []
+    cupy = SimpleNamespace(empty=lambda size, dtype: _device(1))
+    blas = Cublas(_stand_in_cublas(log), cupy)
     operand, output, compute = GEMM_EX_TYPES["bf16"]
-    blas.gemm_ex(1, 0, 3, 4, 5, device(100), operand, 8, device(200), operand, 9, device(300),
-                 output, 3, compute)
-    (args,) = calls
+    blas.gemm_ex(1, 0, 3, 4, 5, _device(100), operand, 8, _device(200), operand, 9,
+                 _device(300), output, 3, compute, SimpleNamespace(ptr=5))
+    (args,) = [call[1:] for call in log if call[0] == "gemm_ex"]
     assert args[:6] == (7, 1, 0, 3, 4, 5)
     assert args[7:13] == (100, operand, 8, 200, operand, 9)
     assert args[14:] == (300, output, 3, compute, CUBLAS_GEMM_DEFAULT)
     assert ctypes.c_float.from_address(args[6]).value == 1.0
     assert ctypes.c_float.from_address(args[13]).value == 0.0
+
+
+def test_cublas_has_a_handle_per_thread_bound_to_the_stream_of_each_call():
+    """Review item 1: a handle shared by threads that capture records one thread's GEMMs
+    into the other's graph. Each thread gets its own handle and workspace; a call on another
+    stream rebinds the handle and sets the workspace again (cublasSetStream resets it)."""
+    import threading
+    from types import SimpleNamespace
+
+    from gpunn.backends.cublas import Cublas
+
+    log, workspaces = [], iter(range(1000, 2000))
+    cupy = SimpleNamespace(empty=lambda size, dtype: _device(next(workspaces)))
+    blas = Cublas(_stand_in_cublas(log), cupy)
+    operand, output, compute = GEMM_EX_TYPES["tf32"]
+
+    def gemm(stream):
+        blas.gemm_ex(0, 0, 1, 1, 1, _device(1), operand, 1, _device(2), operand, 1, _device(3),
+                     output, 1, compute, SimpleNamespace(ptr=stream))
+
+    gemm(50)
+    gemm(50)
+    thread = threading.Thread(target=gemm, args=(60,))
+    thread.start()
+    thread.join()
+    gemm(70)
+    binds = [call[:3] for call in log if call[0] in ("set_stream", "set_workspace")]
+    assert [call[0] for call in log].count("create") == 2
+    assert binds == [("set_stream", 7, 50), ("set_workspace", 7, 1000),
+                     ("set_stream", 8, 60), ("set_workspace", 8, 1001),
+                     ("set_stream", 7, 70), ("set_workspace", 7, 1000)]
+    assert [call[1] for call in log if call[0] == "gemm_ex"] == [7, 7, 8, 7]

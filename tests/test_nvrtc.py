@@ -1,7 +1,7 @@
 """The exact source the CUDA backend compiles, with its exact NVRTC options, for every module.
 
 Runs without a GPU: ``cupy.cuda.nvrtc`` is a thin wrapper over libnvrtc, which needs no device.
-The backend compiles with NVRTC itself (``gpunn.backends.cuda.nvrtc_compile``): CuPy's
+The backend compiles with NVRTC itself (``gpunn.backends.nvrtc.nvrtc_compile``): CuPy's
 RawModule would append ``-ftz=true`` after any option, and gpunn keeps subnormals
 (``-ftz=false``) so that the GPU agrees with the CPU. The options are the backend's
 ``NVRTC_OPTIONS`` and ``-arch=sm_XX``, plus ``--ptxas-options=-v`` for the resource report:
@@ -14,7 +14,7 @@ from functools import cache
 import pytest
 from gpunn.kernels import DTYPE_SUFFIX, MODULES, cuda_source, kernel_specs
 
-from gpunn.backends.cuda import NVRTC_OPTIONS, device_arch, nvrtc_compile
+from gpunn.backends.nvrtc import NVRTC_OPTIONS, device_arch, nvrtc_compile
 
 cupy = pytest.importorskip("cupy", reason="cupy is not installed (pip install -e .[test])")
 nvrtc = cupy.cuda.nvrtc

@@ -131,41 +131,21 @@ def test_skipped_steps_leave_the_optimizer_count(backend):
     assert records.status.tolist() == [0, 1, 0] and optimizer.t == 2
 
 
-class _FailingStream:
-    """A stream whose capture fails, as on a driver that cannot capture."""
-
-    def __init__(self):
-        self.ended = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def begin_capture(self):
-        raise RuntimeError("capture unsupported")
-
-    def end_capture(self):
-        self.ended += 1
-
-    def synchronize(self):
-        pass
-
-
 def test_a_failed_graph_capture_falls_back_to_eager_replay():
     """Capture failing on some machine must never give a wrong result: the step is replayed
     eagerly and the reason is kept for gpunn info."""
     from host_build import emulated_backend
+    from host_streams import HostStreams
 
-    backend = emulated_backend()
-    backend._stream = _FailingStream()
+    backend = emulated_backend(streams=HostStreams(fail_capture="capture unsupported"))
     assert backend.graph_status.startswith("CUDA graphs")
     X, y = blobs(n=12)
     with gpunn.use_backend(backend):
         model = classifier()
         history = gpunn.fit(model, X, y, lr=0.05, epochs=3, batch_size=5, seed=2)
-    assert "capture failed (RuntimeError: capture unsupported)" in backend.graph_status
+    assert ("eager replay of steps with fp32/float64 GEMMs: capture failed (RuntimeError: "
+            "capture unsupported)") in backend.graph_status
+    assert backend.captures == 0
     from conftest import _make
 
     with gpunn.use_backend(_make("cuda-emulated")):

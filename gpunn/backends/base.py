@@ -133,7 +133,11 @@ class Backend:
         fill between launches. On CUDA it must queue its work on the current stream."""
         tape = _TAPE.get()
         if tape is not None and tape.backend is self:
-            tape.ops.append((function, args))
+            tape.ops.append((self._call_now, (function, args)))
+        self._call_now(function, args)
+
+    def _call_now(self, function, args):
+        """Run a :meth:`call` (a backend with streams queues it on the current one)."""
         function(*args)
 
     def _scratch_operand(self, x, slot, precision):
@@ -176,6 +180,11 @@ class Backend:
     def graph_status(self):
         """How :meth:`replayable` replays: a short description (``gpunn info`` shows it)."""
         return "eager replay of the recorded launches (no CUDA graphs on this backend)"
+
+    @property
+    def gemm_status(self):
+        """Which library runs the GEMMs of each precision (``gpunn info`` shows it)."""
+        return "NumPy's BLAS (tf32, bf16 emulated)"
 
     def synchronize(self):
         """Wait for queued device work; a no-op on the CPU."""

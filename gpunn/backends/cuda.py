@@ -13,83 +13,53 @@ the backend's stream once. Without such a binding, or when capture fails, steps 
 eagerly and :attr:`graph_status` says why.
 """
 
-import hashlib
 import math
-import os
-import tempfile
-from pathlib import Path
+import threading
 
 import numpy as np
 
 from gpunn.backends.base import Backend
 from gpunn.backends.gemm_precision import GEMM_EX_TYPES
-from gpunn.kernels import cuda_source
+from gpunn.backends.nvrtc import NVRTC_OPTIONS, NvrtcLoader, device_arch, nvrtc_compile
 
-# gpunn's NVRTC options, after CuPy's own (--std=c++17 --device-as-default-execution-space).
-# -ftz=false keeps subnormals, as the CPU does: CuPy's RawModule appends -ftz=true after any
-# user option (the last one wins), so gpunn compiles with NVRTC itself (NvrtcLoader).
-NVRTC_OPTIONS = ("--std=c++17", "--device-as-default-execution-space", "-ftz=false")
+__all__ = ["CudaBackend", "CupyStreams", "NvrtcLoader", "gemm_arguments", "NVRTC_OPTIONS",
+           "device_arch", "nvrtc_compile"]
 
 
-def nvrtc_compile(nvrtc, source, arch, name="gpunn.cu"):
-    """Compile ``source`` with ``cupy.cuda.nvrtc`` for ``arch`` (e.g. ``"sm_90"``); the binary
-    (cubin for ``sm_XX``, PTX for ``compute_XX``) and the compile log."""
-    program = nvrtc.createProgram(source, name, [], [])
-    try:
-        try:
-            nvrtc.compileProgram(program, [*NVRTC_OPTIONS, f"-arch={arch}"])
-        except Exception as exc:
-            raise RuntimeError(f"NVRTC failed for {arch}: {exc}\n"
-                               f"{nvrtc.getProgramLog(program)}") from None
-        binary = nvrtc.getCUBIN(program) if arch.startswith("sm_") else nvrtc.getPTX(program)
-        return binary, nvrtc.getProgramLog(program)
-    finally:
-        nvrtc.destroyProgram(program)
+class CupyStreams:
+    """The streams the CUDA backend uses, through CuPy.
 
-
-def device_arch(nvrtc, capability):
-    """``sm_XY`` for a device of compute capability ``"XY"`` when this NVRTC can target it,
-    else PTX for the newest architecture it knows (the driver compiles that)."""
-    supported = [int(a) for a in nvrtc.getSupportedArchs()]
-    wanted = int(capability)
-    if wanted in supported:
-        return f"sm_{wanted}"
-    return f"compute_{max(a for a in supported if a <= wanted)}"
-
-
-class NvrtcLoader:
-    """Compiles a kernel module for the current device on first use; cached on disk by source,
-    options and architecture, and in memory per device and dtype."""
+    All work (eager kernels, GEMMs, graph launches) goes to the calling thread's current
+    stream (CuPy's, per thread: the legacy default stream unless the user chose another), so
+    it is ordered as the user's own CuPy work is. Each thread captures graphs on a
+    non-blocking stream of its own: another thread's work on the legacy stream neither waits
+    for a capture in progress (``cudaErrorStreamCaptureImplicit`` on a blocking one) nor
+    lands in it.
+    """
 
     def __init__(self, cupy):
-        self._cupy = cupy
-        self._modules = {}
+        self._cuda = cupy.cuda
+        self._local = threading.local()
 
-    def __call__(self, module, dtype):
-        device = self._cupy.cuda.Device()
-        key = (device.id, module, str(dtype))
-        raw = self._modules.get(key)
-        if raw is None:
-            from cupy.cuda import nvrtc
+    def current(self):
+        """The calling thread's current stream."""
+        return self._cuda.get_current_stream()
 
-            arch = device_arch(nvrtc, device.compute_capability)
-            path = self._cached_binary(nvrtc, cuda_source(module, str(dtype)), arch)
-            raw = self._modules[key] = self._cupy.RawModule(path=str(path))
-        return raw
+    def capture_stream(self):
+        """The calling thread's own non-blocking stream for captures (a context manager that
+        makes it current)."""
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self._cuda.Stream(non_blocking=True)
+        return stream
 
-    @staticmethod
-    def _cached_binary(nvrtc, source, arch):
-        digest = hashlib.sha256("\0".join([source, arch, *NVRTC_OPTIONS]).encode()).hexdigest()
-        folder = Path(os.environ.get("GPUNN_CACHE_DIR")
-                      or Path(tempfile.gettempdir()) / f"gpunn-nvrtc-{os.getuid()}")
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{digest[:24]}.{'cubin' if arch.startswith('sm_') else 'ptx'}"
-        if not path.exists():
-            binary, _ = nvrtc_compile(nvrtc, source, arch)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(binary if isinstance(binary, bytes) else binary.encode())
-            os.replace(partial, path)
-        return path
+    def run(self, function, args):
+        """``function(*args)``: CuPy queues its work on the current stream itself."""
+        function(*args)
+
+    def synchronize(self):
+        """Wait for all work on the device, whichever stream queued it."""
+        self._cuda.Device().synchronize()
 
 
 def gemm_arguments(a, b, out, trans_a, trans_b):
@@ -124,20 +94,21 @@ class CudaBackend(Backend):
     """Launches grid-stride kernels: ``block_size`` threads, at most ``max_blocks`` blocks.
 
     Args:
-        xp: the array module (cupy; numpy in the emulation).
+        xp: the array module (cupy; numpy in the emulation, whose "device" arrays are then
+            kept apart from host arrays: :meth:`asarray` and :meth:`to_numpy` always copy, as
+            a GPU must).
         loader: ``loader(module, dtype)`` -> a module with ``get_function(name)``.
-        blas: an object with ``gemm(op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc)`` over
-            column-major device memory (``gpunn.backends.cublas.Cublas``), or None for
+        blas: an object with ``gemm(op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, stream)``
+            over column-major device memory (``gpunn.backends.cublas.Cublas``), or None for
             ``xp.matmul`` (then no CUDA graphs). Its ``gemm_ex`` (cuBLAS's argument order,
-            see :mod:`gpunn.backends.gemm_precision`), if it has one, runs the tf32 and bf16
-            GEMMs; without it they are emulated as on the CPU.
-        stream: the stream graphs are captured on and launched from, and the cuBLAS handle's
-            (None: no graphs). It must be a blocking stream: eager kernels run on the current
-            (legacy default) stream, which then orders itself with it.
+            see :mod:`gpunn.backends.gemm_precision`) runs the tf32 and bf16 GEMMs of the
+            precisions in its ``gemm_ex_precisions``; the others are emulated as on the CPU.
+        streams: :class:`CupyStreams` (or the emulation's), None for no graphs.
+        blas_note: why ``blas`` is None (shown by :attr:`graph_status`).
     """
 
     def __init__(self, xp, loader, name="cuda", device="cuda", block_size=256, max_blocks=None,
-                 blas=None, stream=None):
+                 blas=None, streams=None, blas_note=None):
         self.xp = xp
         self.name = name
         self.device = device
@@ -146,34 +117,59 @@ class CudaBackend(Backend):
         self._max_blocks = max_blocks or 65535
         self._functions = {}
         self._blas = blas
-        self._stream = stream
-        self._graph_failure = None
+        self._streams = streams
+        self._blas_note = blas_note
+        self._graph_failures = {}  # the GEMM kinds of a tape -> why its capture failed
+        #: Turn graphs off (True again: on) to compare with eager replay; steps recorded
+        #: while it is False replay eagerly for good.
+        self.use_graphs = True
+        #: How many recorded steps were captured as graphs.
+        self.captures = 0
+
+    def asarray(self, x, dtype=None):
+        if self.xp is np:  # the emulation: a device array never aliases a host one
+            return np.array(x, dtype=dtype, order="C", copy=True)
+        return super().asarray(x, dtype)
 
     def to_numpy(self, x):
-        return x.get() if hasattr(x, "get") else np.asarray(x)
+        if hasattr(x, "get"):
+            return x.get()
+        return np.array(x, copy=True)  # the emulation: a host copy, as from a GPU
 
     def copy_from_host(self, dst, values):
         host = np.ascontiguousarray(np.asarray(values, dtype=dst.dtype).reshape(dst.shape))
         if hasattr(dst, "set"):
             dst.set(host)
         else:
-            dst[...] = host
+            self._call_now(dst.__setitem__, (Ellipsis, host))
 
     def synchronize(self):
-        if self.xp is not np:
-            (self._stream or self.xp.cuda.get_current_stream()).synchronize()
+        """Wait for every stream gpunn queued work on (the whole device)."""
+        if self._streams is not None:
+            self._streams.synchronize()
+        elif self.xp is not np:
+            self.xp.cuda.Device().synchronize()
+
+    def _call_now(self, function, args):
+        if self._streams is None:
+            function(*args)
+        else:
+            self._streams.run(function, args)
 
     def _matmul(self, a, b, out, trans_a, trans_b, precision="fp32"):
-        gemm_ex = getattr(self._blas, "gemm_ex", None) if precision != "fp32" else None
-        if self._blas is None or precision != "fp32" and gemm_ex is None:
+        blas = self._blas
+        gemm_ex = precision in getattr(blas, "gemm_ex_precisions", ()) and precision != "fp32"
+        if blas is None or precision != "fp32" and not gemm_ex:
             return super()._matmul(a, b, out, trans_a, trans_b, precision)
         op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc = gemm_arguments(a, b, out, trans_a,
                                                                        trans_b)
-        if gemm_ex is None:
-            self._blas.gemm(op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc)
+        stream = self._streams.current() if self._streams is not None else None
+        if not gemm_ex:
+            blas.gemm(op_b, op_a, m, n, k, b, ldb, a, lda, out, ldc, stream)
             return None
         operand, output, compute = GEMM_EX_TYPES[precision]
-        gemm_ex(op_b, op_a, m, n, k, b, operand, ldb, a, operand, lda, out, output, ldc, compute)
+        blas.gemm_ex(op_b, op_a, m, n, k, b, operand, ldb, a, operand, lda, out, output, ldc,
+                     compute, stream)
         return None
 
     def _launch(self, spec, converted):
@@ -188,19 +184,34 @@ class CudaBackend(Backend):
 
     @property
     def graph_status(self):
-        if self._stream is None or self._blas is None:
-            return ("eager replay: CUDA graphs need the nvmath-python cuBLAS binding "
-                    "(pip install nvmath-python) and a GPU")
-        if self._graph_failure is not None:
-            return f"eager replay: CUDA graph capture failed ({self._graph_failure})"
-        return "CUDA graphs (one launch per recorded step)"
+        if self._streams is None or self._blas is None:
+            why = self._blas_note or "nvmath-python is not installed (pip install nvmath-python)"
+            return f"eager replay: CUDA graphs need cuBLAS through nvmath-python: {why}"
+        if not self.use_graphs:
+            return "eager replay: CUDA graphs turned off (use_graphs = False)"
+        status = "CUDA graphs (one launch per recorded step)"
+        for kind, reason in sorted(self._graph_failures.items()):
+            status += f"; eager replay of steps with {'+'.join(kind)} GEMMs: capture failed " \
+                      f"({reason})"
+        return status
+
+    def _tape_kind(self, tape):
+        """What a capture of ``tape`` depends on: the precisions and dtypes of its GEMMs."""
+        kinds = {f"{args[5]}/{args[2].dtype}" for function, args in tape.ops
+                 if getattr(function, "__func__", None) is CudaBackend._matmul}
+        return tuple(sorted(kinds)) or ("no",)
 
     def replayable(self, tape):
-        """A CUDA graph of ``tape`` captured on the backend's stream, launched per call; the
-        eager replay when graphs are unavailable or capture fails (the reason is kept)."""
-        if self._stream is None or self._blas is None or self._graph_failure is not None:
+        """A CUDA graph of ``tape`` captured on the calling thread's capture stream, launched
+        on its current stream per call; the eager replay when graphs are unavailable or
+        turned off, or when the capture fails (the reason is kept per GEMM kind: one kind
+        that cannot be captured does not turn graphs off for the others)."""
+        kind = self._tape_kind(tape)
+        if (self._streams is None or self._blas is None or not self.use_graphs
+                or kind in self._graph_failures):
             return tape.replay
-        stream = self._stream
+        streams = self._streams
+        stream = streams.capture_stream()
         try:
             with stream:
                 stream.begin_capture()
@@ -209,7 +220,36 @@ class CudaBackend(Backend):
                 finally:
                     graph = stream.end_capture()
         except Exception as exc:  # a driver or library that cannot capture: replay eagerly
-            self._graph_failure = f"{type(exc).__name__}: {exc}"
+            self._graph_failures[kind] = f"{type(exc).__name__}: {exc}"
             stream.synchronize()
             return tape.replay
-        return lambda: graph.launch(stream)
+        self.captures += 1
+        return lambda: graph.launch(streams.current())
+
+    def check_capture(self):
+        """Capture a tiny recorded step (an fp32 GEMM and a kernel), launch it and compare
+        with the eager result, so ``gpunn info`` in any process says whether graphs work
+        here; a failure is kept like any capture's. Returns :attr:`graph_status`."""
+        x = self.asarray(np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32))
+        ones, out = self.asarray(np.ones(4, np.float32)), self.zeros((2, 2), np.float32)
+        with self.recording() as tape:
+            self.matmul(x, x, out=out)
+            self.kernel("act_bwd", ones, 0, out.reshape(-1))
+        eager = self.to_numpy(out)
+        replay = self.replayable(tape)
+        if replay != tape.replay:
+            self.copy_from_host(out, np.zeros((2, 2)))
+            replay()
+            self.synchronize()
+            if not np.array_equal(self.to_numpy(out), eager):
+                self._graph_failures[self._tape_kind(tape)] = (
+                    f"the graph gave {self.to_numpy(out).tolist()}, eager {eager.tolist()}")
+        return self.graph_status
+
+    @property
+    def gemm_status(self):
+        if self._blas is None:
+            return f"{self.xp.__name__}.matmul (tf32, bf16 emulated)"
+        kinds = ", ".join(("fp32", "fp64", *self._blas.gemm_ex_precisions))
+        note = f"; {self._blas_note}" if self._blas_note else ""
+        return f"cuBLAS ({kinds}){note}"

@@ -21,7 +21,8 @@ def info():
     Returns:
         dict with keys ``backend`` ("unavailable" when the requested one cannot work, with
         ``backend_error`` saying why), ``device``, ``cuda_unavailable_reason``, ``step_replay``
-        (CUDA graphs, or eager replay and why), ``python``, ``numpy``, ``numba``, ``cupy``,
+        (CUDA graphs, or eager replay and why), ``gemm`` (the GEMM library per precision, and
+        why a kind is emulated), ``python``, ``numpy``, ``numba``, ``cupy``,
         ``blas`` (threadpoolctl's view), ``threads``, ``threading`` (Numba's threading layer,
         the TBB library it runs on, ``OPENBLAS_THREAD_TIMEOUT``) and ``advice`` (settings
         that would make the CPU backend faster here; empty when there are none).
@@ -52,6 +53,7 @@ def info():
         "device": backend.device,
         "cuda_unavailable_reason": reason,
         "step_replay": backend.graph_status,
+        "gemm": backend.gemm_status,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": numpy.__version__,
@@ -80,7 +82,7 @@ def _advice(numba, blas):
 class _Unavailable:
     """Stands for the backend in the report when the one requested cannot be used."""
 
-    name, device, graph_status = "unavailable", None, None
+    name, device, graph_status, gemm_status = "unavailable", None, None, None
 
     def __init__(self, error):
         self.error = error
