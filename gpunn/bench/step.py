@@ -84,9 +84,12 @@ def gemm_floor(sizes, batch, backend, precision="fp32"):
     rng = np.random.default_rng(0)
     pairs = list(itertools.pairwise(sizes))
     # Values of the sizes a trained network sees: no overflow, no subnormals.
-    weights = [_operand(backend, rng.uniform(-0.05, 0.05, s), precision) for s in pairs]
-    acts = [_operand(backend, rng.uniform(0, 1, (batch, s)), precision) for s in sizes]
-    deltas = [_operand(backend, rng.uniform(-0.01, 0.01, (batch, s)), precision) for s in sizes]
+    def uniform(low, high, shape):  # float32 draws: the largest rows are gigabytes in float64
+        return rng.random(shape, dtype=np.float32) * np.float32(high - low) + np.float32(low)
+
+    weights = [_operand(backend, uniform(-0.05, 0.05, s), precision) for s in pairs]
+    acts = [_operand(backend, uniform(0, 1, (batch, s)), precision) for s in sizes]
+    deltas = [_operand(backend, uniform(-0.01, 0.01, (batch, s)), precision) for s in sizes]
     outs = [backend.empty((batch, s), np.float32) for s in sizes]
     grads = [backend.empty(s, np.float32) for s in pairs]
 
