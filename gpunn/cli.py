@@ -108,13 +108,12 @@ def _silent(*args, **kwargs):
 
 
 def _check_outputs(args):
-    """Refuse output paths that cannot be written before training: a bad path must not cost
-    the run."""
-    from gpunn._files import check_target
+    """Check the output paths before training (a bad path must not cost the run): writable,
+    apart from each other and from the input data. Returns ``{option: Target}``."""
+    from gpunn._files import check_outputs
 
-    for option, path in (("--save", args.save), ("--plot", args.plot)):
-        if path is not None:
-            check_target(option, path)
+    inputs = {f"--{kind}": getattr(args, kind, None) for kind in ("csv", "npz", "npy")}
+    return check_outputs({"--save": args.save, "--plot": args.plot}, inputs)
 
 
 def _cmd_train(args):
@@ -125,7 +124,7 @@ def _cmd_train(args):
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
-    _check_outputs(args)
+    targets = _check_outputs(args)
     if args.backend is not None:
         use_backend(args.backend)
     comm = _get_comm(args)
@@ -151,13 +150,15 @@ def _cmd_train(args):
                   callbacks=[*printer, *callbacks])
     elapsed = time.perf_counter() - started
     if comm.rank == 0:
-        _report(args, model, history, elapsed, data, callbacks)
+        _report(args, model, history, elapsed, data, callbacks, targets)
     return 0
 
 
-def _report(args, model, history, elapsed, data, callbacks):
-    """Scores, early stopping, the plot and the saved model (rank 0's job)."""
+def _report(args, model, history, elapsed, data, callbacks, targets):
+    """Scores, early stopping, the plot and the saved model (rank 0's job), each written
+    atomically to the target checked before training."""
     from gpunn import cli_data
+    from gpunn._files import atomic_write
 
     for cb in callbacks:
         if cb.stopped_epoch:
@@ -166,11 +167,11 @@ def _report(args, model, history, elapsed, data, callbacks):
     print(f"{data.scores(model)}  ({elapsed:.2f} s in all, {history.seconds[-1]:.2f} s "
           "training)")
     if args.save:  # the model first: a failing plot must not lose it
-        cli_data.save(args.save, model, data)
+        cli_data.save(targets["--save"], model, data)
         print(f"saved: {args.save} (takes raw rows: gpunn predict --model {args.save} ..., "
               "or gpunn.load)")
     if args.plot:
-        history.plot(args.plot)
+        atomic_write(targets["--plot"], history.plot)
         print(f"plot: {args.plot}")
 
 

@@ -168,12 +168,13 @@ def save(path, model, data):
 
 def predict_command(args):
     """``gpunn predict``: the saved model's predictions for the rows of a file, as CSV."""
-    from gpunn._files import check_target
+    from gpunn._files import check_outputs
     from gpunn.backends import use_backend
     from gpunn.checkpoint import load_checkpoint
 
-    if args.out is not None:
-        check_target("--out", args.out)
+    inputs = {"--model": args.model, **{f"--{kind}": getattr(args, kind, None)
+                                        for kind in ("csv", "npz", "npy")}}
+    out = check_outputs({"--out": args.out}, inputs).get("--out")
     if args.backend is not None:
         use_backend(args.backend)
     saved = load_checkpoint(args.model)
@@ -185,7 +186,7 @@ def predict_command(args):
     if meta is not None and path.lower().endswith(".csv"):
         X = _select(path, X, features, meta["features"])
     columns = _prediction_columns(model, meta, X)
-    tabular.write_predictions(args.out, columns)
+    tabular.write_predictions(out, columns)
     if args.out is not None:
         print(f"wrote {len(X)} predictions to {args.out}")
         if y is not None and meta is not None and meta["task"] == "classification":

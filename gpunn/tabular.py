@@ -10,11 +10,14 @@ The statistics are also kept in the checkpoint's ``extra`` metadata, for the rec
 """
 
 import csv
+import io
 import os
+import sys
 
 import numpy as np
 
 from gpunn._checks import check_choice
+from gpunn._files import atomic_write
 
 TASKS = ("auto", "classification", "regression")
 # Integer-valued targets with at most this many distinct values count as class labels.
@@ -42,7 +45,12 @@ def read_table(path, target=None, require_target=True):
         raise ValueError(f"data: expected an existing file, got {path!r}")
     kind = os.path.splitext(path)[1].lower()
     if kind == ".csv":
-        return _read_csv(path, target, require_target)
+        try:
+            return _read_csv(path, target, require_target)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
+                             f" at offset {exc.start} of a read block ({exc.reason}); "
+                             "re-save the file as UTF-8") from None
     if kind == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             if "X" not in npz.files:
@@ -206,16 +214,26 @@ def _fold(params, ranges, i, change):
 
 
 def write_predictions(path, columns):
-    """Write ``{name: values}`` as CSV to ``path`` (or stdout for None)."""
-    import sys
+    """Write ``{name: values}`` as CSV to ``path`` atomically (a full disk keeps the previous
+    file), or to stdout for None.
 
+    Args:
+        path: a file path, a :class:`gpunn._files.Target` checked before the work, or None.
+        columns: ``{name: values}``, all of one length.
+    """
     names = list(columns)
     rows = zip(*(columns[name] for name in names))
     if path is None:
         _write_rows(sys.stdout, names, rows)
         return
-    with open(path, "w", newline="") as file:
-        _write_rows(file, names, rows)
+
+    def write(binary):
+        text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        _write_rows(text, names, rows)
+        text.flush()
+        text.detach()  # the binary file stays open for atomic_write to fsync
+
+    atomic_write(path, write, name="--out")
 
 
 def _write_rows(file, names, rows):

@@ -60,8 +60,9 @@ def test_a_read_only_file_is_refused_as_open_would(tmp_path, monkeypatch):
     if writable:  # root: open(path, "w") works, so saving does too
         net().save(path)
     # Whoever runs the test: a file the user cannot write is left alone.
-    monkeypatch.setattr(_files.os, "access", lambda path, *args, **kwargs: path != str(path_of(
-        tmp_path, "m.safetensors")))
+    # access() is asked about names inside the open folder (faccessat): the file's is refused.
+    monkeypatch.setattr(_files.os, "access",
+                        lambda name, *args, **kwargs: name != "m.safetensors")
     before = path.read_bytes()
     with pytest.raises(PermissionError) as caught:
         gpunn.MLP([3, 5, 2]).save(path)
@@ -74,8 +75,7 @@ def path_of(folder, name):
 
 
 def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
-    folder = os.path.realpath(tmp_path)
-    monkeypatch.setattr(_files.os, "access", lambda path, *args, **kwargs: path != folder)
+    monkeypatch.setattr(_files.os, "access", lambda name, *args, **kwargs: name != ".")
     with pytest.raises(PermissionError, match="the folder is not writable"):
         net().save(tmp_path / "m.safetensors")
     assert os.listdir(tmp_path) == []
@@ -111,8 +111,8 @@ def test_ctrl_c_after_the_rename_surfaces_as_keyboard_interrupt(tmp_path, monkey
     path = tmp_path / "m.safetensors"
     real_replace = os.replace
 
-    def replace_then_interrupt(src, dst):
-        real_replace(src, dst)
+    def replace_then_interrupt(src, dst, **kwargs):
+        real_replace(src, dst, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_files.os, "replace", replace_then_interrupt)
@@ -185,3 +185,79 @@ def test_loading_a_pipe_or_a_folder_is_refused_without_blocking(tmp_path):
         gpunn.load(fifo)
     with pytest.raises(gpunn.CheckpointError, match="expected a regular file, got a directory"):
         gpunn.load(tmp_path)
+
+
+def shared_sticky_folder(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o1777)  # as /tmp: sticky and world-writable
+    return folder
+
+
+def test_a_symlink_planted_by_another_user_in_a_sticky_folder_is_refused(tmp_path):
+    """The kernel's fs.protected_symlinks rule: open(path, "w") would refuse to follow it,
+    so save must not replace the file it points to (root included)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a symlink to another user")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret")
+    os.chmod(victim, 0o600)
+    link = shared_sticky_folder(tmp_path) / "m.safetensors"
+    link.symlink_to(victim)
+    os.lchown(link, 54321, 54321)
+    with pytest.raises(PermissionError, match="refusing to follow a symlink owned by another"):
+        net().save(link)
+    assert victim.read_bytes() == b"secret" and link.is_symlink()
+    assert os.listdir(link.parent) == ["m.safetensors"]
+
+
+def test_a_symlink_of_ones_own_in_a_sticky_folder_is_followed(tmp_path):
+    target = tmp_path / "real.safetensors"
+    link = shared_sticky_folder(tmp_path) / "m.safetensors"
+    link.symlink_to(target)  # dangling: open(path, "w") would create the file it names
+    model = net()
+    model.save(link)
+    assert link.is_symlink() and target.is_file()
+    np.testing.assert_array_equal(params(gpunn.load(target)), params(model))
+
+
+def test_the_checked_folder_is_the_one_written_even_if_the_path_moves(tmp_path):
+    """Checked once, written through the folder opened then (openat): renaming the folder
+    and planting another in its place between the check and the write changes nothing."""
+    from gpunn._files import atomic_write, check_target
+
+    (tmp_path / "a").mkdir()
+    target = check_target("path", tmp_path / "a" / "m.bin")
+    (tmp_path / "a").rename(tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    atomic_write(target, lambda file: file.write(b"data"))
+    assert (tmp_path / "b" / "m.bin").read_bytes() == b"data"
+    assert os.listdir(tmp_path / "a") == []
+
+
+@pytest.mark.parametrize("path", ["", "folder/", ".", "folder/.."],
+                         ids=["empty", "trailing-slash", "dot", "dot-dot"])
+def test_a_path_that_names_no_file_is_refused(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"path: expected a file name, got {path!r}"):
+        net().save(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    from gpunn.checkpoint import container
+
+    path = tmp_path / "m.safetensors"
+    net().save(path)
+    before = path.read_bytes()
+
+    def full_disk(file, blob):
+        file.write(blob[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(container, "write_file", full_disk)
+    with pytest.raises(OSError) as caught:
+        gpunn.MLP([3, 6, 2]).save(path)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.safetensors"]

@@ -1,9 +1,14 @@
 """`gpunn train`: output paths checked before training, the model saved before the plot, OS
 errors as one-line errors, and an empty --hidden refused."""
 
+import errno
+import os
+
+import numpy as np
 import pytest
 
 import gpunn
+from gpunn import tabular
 from gpunn.cli import main
 from gpunn.history import History
 
@@ -51,3 +56,82 @@ def test_hidden_none_trains_without_hidden_layers(capsys, tmp_path):
     code, out, err = run(capsys, *FAST[:-2], "--hidden", "none", "--save", str(saved))
     assert code == 0, err
     assert len(gpunn.load(saved).layers) == 1
+
+
+def small_csv(path, rows=80):
+    rng = np.random.default_rng(0)
+    lines = ["a,b,label"] + [f"{x:.3f},{z:.3f},{int(x > 0)}"
+                             for x, z in rng.normal(size=(rows, 2))]
+    path.write_text("\n".join(lines) + "\n")
+    return path.read_bytes()
+
+
+CSV_FAST = ["--epochs", "1", "--hidden", "4"]
+
+
+@pytest.mark.parametrize("alias", ["same", "symlink", "hardlink"])
+def test_saving_onto_the_input_data_is_refused_before_training(capsys, tmp_path, alias):
+    data = tmp_path / "data.csv"
+    before = small_csv(data)
+    out = data
+    if alias != "same":
+        out = tmp_path / "other.csv"
+        (out.symlink_to if alias == "symlink" else out.hardlink_to)(data)
+    code, out_text, err = run(capsys, "--csv", str(data), *CSV_FAST, "--save", str(out))
+    assert code == 1 and "epoch" not in out_text
+    assert "--save: expected a file apart from the input --csv" in err
+    assert data.read_bytes() == before
+
+
+def test_save_and_plot_on_one_file_are_refused_before_training(capsys, tmp_path):
+    path = tmp_path / "out.bin"
+    code, out, err = run(capsys, *FAST, "--save", str(path), "--plot", str(path))
+    assert code == 1 and "epoch" not in out
+    assert "--plot: expected a file apart from --save's" in err and not path.exists()
+
+
+def trained_model(capsys, tmp_path):
+    data = tmp_path / "data.csv"
+    small_csv(data)
+    model = tmp_path / "model.safetensors"
+    code, _, err = run(capsys, "--csv", str(data), *CSV_FAST, "--save", str(model))
+    assert code == 0, err
+    return data, model
+
+
+@pytest.mark.parametrize("onto", ["input", "model"])
+def test_predict_out_onto_its_input_or_model_is_refused(capsys, tmp_path, onto):
+    data, model = trained_model(capsys, tmp_path)
+    before = {p: p.read_bytes() for p in (data, model)}
+    out = data if onto == "input" else model
+    code = main(["predict", "--model", str(model), "--csv", str(data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    option = "--csv" if onto == "input" else "--model"
+    assert f"--out: expected a file apart from the input {option}" in err
+    assert {p: p.read_bytes() for p in (data, model)} == before
+
+
+def test_predict_out_on_a_full_disk_keeps_the_previous_file(capsys, tmp_path, monkeypatch):
+    data, model = trained_model(capsys, tmp_path)
+    out = tmp_path / "pred.csv"
+    out.write_text("previous predictions\n")
+
+    def full_disk(file, names, rows):
+        file.write("prediction\n" * 100)
+        file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tabular, "_write_rows", full_disk)
+    code = main(["predict", "--model", str(model), "--csv", str(data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and str(out) in err
+    assert out.read_text() == "previous predictions\n"
+    assert sorted(os.listdir(tmp_path)) == ["data.csv", "model.safetensors", "pred.csv"]
+
+
+def test_a_csv_that_is_not_utf8_names_the_file(capsys, tmp_path):
+    data = tmp_path / "latin1.csv"
+    data.write_bytes(b"a,b,label\n1,2,caf\xe9\n3,4,x\n")
+    code, out, err = run(capsys, "--csv", str(data), *CSV_FAST)
+    assert code == 1 and str(data) in err and "expected UTF-8 text" in err
