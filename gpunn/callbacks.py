@@ -283,11 +283,7 @@ class ReduceLROnPlateau(_Monitor):
             return
         self.wait += 1
         if self.wait > self.patience:
-            optimizer = self.optimizer
-            new = max(optimizer.base_lr * self.factor, self.min_lr)
-            if new < optimizer.base_lr and new > 0:
-                optimizer.lr = optimizer.lr * (new / optimizer.base_lr)
-                optimizer.base_lr = new
+            self.optimizer.scale_lr(self.factor, self.min_lr)
             self.wait, self.cooldown_left = 0, self.cooldown
 
 

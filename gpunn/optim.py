@@ -3,18 +3,26 @@
 ``update(model, lrs, ctrl)`` is ONE kernel launch over ``model.flat_params``,
 ``model.flat_grads`` and the optimizer's flat state (``kernels/optimizers.cu`` and its Numba
 twin) on ``model.backend``; the learning rate comes from the device table ``lrs`` at the step
-index in the control array ``ctrl`` and the update count from ``ctrl`` too (``gpunn.step``), so a
-recorded training step stays valid; bias corrections are computed from it in the kernel, in
+index in the control array ``ctrl`` and the update count from ``ctrl`` too (:mod:`gpunn.control`),
+so a recorded training step stays valid; bias corrections are computed from it in the kernel, in
 double. ``step(model)`` is the eager form: it fills a one-entry table and a control array from
 ``lr`` and ``t`` and launches the same kernel. For a model in precision "bf16" the same
 launch also writes the bfloat16 working copy of the new parameters (``model.flat_work``).
-Adding an optimizer is one kernel pair and one small class: a subclass with a ``name``
-registers itself for :func:`get_optimizer`.
 
-Attributes: ``lr`` (the current rate; a schedule writes it), ``base_lr`` (the constructor's),
-``t`` (steps taken). State arrays are allocated on the first step, shaped like the parameters.
+Adding an optimizer is one kernel pair and one small class that declares what differs: its
+``name`` (which registers it in ``OPTIMIZERS``, read by :func:`get_optimizer` and the CLI), its
+``kernel``, ``state_names``, ``hyperparameters`` and :meth:`Optimizer.scalars`; the base class
+builds the launch ``kernel(g, lrs, n_lrs, *scalars, working, ctrl, p, *state, w)``.
+
+The optimizer owns its scalars, each written by one of its methods: ``lr`` (the current rate:
+its setter, or :meth:`Optimizer.epoch_rates` when ``fit`` plans an epoch), ``base_lr`` (the
+rate schedules start from: the constructor, or :meth:`Optimizer.scale_lr`), ``t`` (updates
+applied: counted by :meth:`Optimizer.step`, or told by the training step with
+:meth:`Optimizer.count_updates`). State arrays are allocated on the first step, shaped like the
+parameters.
 """
 
+import warnings
 import weakref
 
 import numpy as np
@@ -27,9 +35,15 @@ from gpunn._checks import (
     check_number,
     check_positive,
 )
+from gpunn.control import Control
 
 OPTIMIZERS = {}
 _STATE_DICT_KEYS = ("name", "lr", "base_lr", "t", "hyperparameters", "state")
+
+
+def _deprecated(name, instead):
+    warnings.warn(f"setting optimizer.{name} is deprecated: the optimizer owns it; use "
+                  f"optimizer.{instead}", DeprecationWarning, stacklevel=3)
 
 
 def _rate(name, value):
@@ -66,14 +80,15 @@ def _check_like(key, array, p):
 
 
 class Optimizer:
-    """Base class: learning rate, step count, flat state, state dicts.
+    """Base class: learning rate, step count, flat state, state dicts, the fused launch.
 
-    Subclasses set ``name``, ``state_names`` (their flat state arrays), ``hyperparameters``
-    (constructor keywords besides ``lr``) and write
-    ``_update(be, g, p, state, lrs, ctrl, working, w)``.
+    Subclasses set ``name``, ``kernel`` (the update kernel of ``kernels/optimizers.cu``),
+    ``state_names`` (their flat state arrays, in the kernel's order), ``hyperparameters``
+    (constructor keywords besides ``lr``) and :meth:`scalars`.
     """
 
     name = None
+    kernel = None
     state_names = ()
     hyperparameters = ()
 
@@ -83,23 +98,75 @@ class Optimizer:
             OPTIMIZERS[cls.name] = cls
 
     def __init__(self, lr):
-        self.base_lr = check_positive("lr", lr)
-        self.lr = self.base_lr
-        self.t = 0
+        self._base_lr = check_positive("lr", lr)
+        self.lr = self._base_lr
+        self._t = 0
         self.state = {}
         self._backend = None
-        self._eager = None  # (backend, lr table, control array) of step()
+        self._eager = None  # the Control of step()
         self._owner = None  # weak reference to the model the state belongs to
         self._no_work = None  # the empty working copy of models without one
 
     @property
     def lr(self):
+        """The current learning rate (the last step's, after a scheduled epoch)."""
         return self._lr
 
     @lr.setter
     def lr(self, value):
         # >= 0, not > 0 as in the constructor: a schedule may decay the rate to zero.
         self._lr = check_number("lr", value, low=0.0)
+
+    @property
+    def base_lr(self):
+        """The rate schedules start from: the constructor's, as :meth:`scale_lr` left it."""
+        return self._base_lr
+
+    @base_lr.setter
+    def base_lr(self, value):
+        _deprecated("base_lr", "scale_lr(factor)")
+        self._base_lr = check_positive("base_lr", value)
+
+    @property
+    def t(self):
+        """Updates applied so far (the bias corrections' step count)."""
+        return self._t
+
+    @t.setter
+    def t(self, value):
+        _deprecated("t", "count_updates(t)")
+        self._t = check_int("t", value, low=0)
+
+    def scale_lr(self, factor, min_lr=0.0):
+        """Multiply ``base_lr`` (at least ``min_lr``) and the current ``lr`` by the same
+        factor, so a reduction composes with any schedule (each is proportional to
+        ``base_lr``). Returns whether the rate changed (not when ``base_lr`` is at
+        ``min_lr`` already)."""
+        new = max(self._base_lr * check_number("factor", factor, low=0.0), min_lr)
+        if not 0 < new < self._base_lr:
+            return False
+        self.lr = self._lr * (new / self._base_lr)
+        self._base_lr = new
+        return True
+
+    def epoch_rates(self, schedule, epoch, steps):
+        """The learning rate of each of the ``steps`` steps of ``epoch`` (from 1): ``lr``
+        without a ``schedule``, else the schedule's from ``base_lr`` (per epoch or per step).
+        ``lr`` becomes the last of them."""
+        if schedule is None:
+            rates = [self._lr] * steps
+        elif schedule.per == "epoch":
+            rates = [schedule(self._base_lr, epoch - 1)] * steps
+        else:
+            first = (epoch - 1) * steps
+            rates = [schedule(self._base_lr, first + k) for k in range(steps)]
+        self.lr = rates[-1]
+        return rates
+
+    def count_updates(self, t):
+        """Set the update count to ``t``, as the device counted it (``gpunn.step`` reads it
+        back with each step's record)."""
+        self._t = check_int("t", t, low=self._t)
 
     def launch_key(self):
         """The hyperparameters a launch bakes in: a recorded step is valid while it is equal."""
@@ -117,6 +184,13 @@ class Optimizer:
                 raise ValueError(f"{name}: expected 0 or a value in [{low:.4g}, {high:.4g}] "
                                  f"(normal {info.dtype} numbers, the precision of the model), "
                                  f"got {value!r}")
+
+    def __setstate__(self, state):
+        state = dict(state)
+        for key in ("t", "base_lr"):  # pickled before these became properties
+            if key in state:
+                state[f"_{key}"] = state.pop(key)
+        self.__dict__.update(state)
 
     def __getstate__(self):
         """Pickle / copy: scalars and host copies of the state. A copy binds to the next
@@ -141,13 +215,12 @@ class Optimizer:
         Uses ``lr`` and ``t + 1`` as the update count, then increments ``t``.
         """
         be, p, _ = _unpack(model)
-        if self._eager is None or self._eager[0] is not be or self._eager[1].dtype != p.dtype:
-            self._eager = (be, be.zeros(1, p.dtype), be.xp.zeros(8, dtype=np.int64))
-        _, lrs, ctrl = self._eager
-        be.copy_from_host(lrs, [self.lr])
-        be.copy_from_host(ctrl, [self.t] + [0] * 7)
-        self.update(model, lrs, ctrl)
-        self.t += 1
+        eager = self._eager
+        if eager is None or eager.backend is not be or eager.lrs.dtype != p.dtype:
+            eager = self._eager = Control(be, p.dtype, 1)
+        eager.start([self._lr], self._t)
+        self.update(model, eager.lrs, eager.ctrl)
+        self._t += 1
 
     def update(self, model, lrs, ctrl):
         """One fused launch: the update of the step whose index and count ``ctrl`` holds (see
@@ -170,12 +243,18 @@ class Optimizer:
             if self._no_work is None or not isinstance(self._no_work, be.xp.ndarray):
                 self._no_work = be.xp.zeros(0, dtype=np.uint16)
             work = self._no_work
-        self._update(be, g, p, self.state, lrs, ctrl, int(work.size > 0), work)
+        states = [self.state.get(key, p) for key in self.kernel_states()]
+        be.kernel(self.kernel, g, lrs, lrs.size, *self.scalars(), int(work.size > 0), ctrl, p,
+                  *states, work)
 
-    def _update(self, be, g, p, state, lrs, ctrl, working, w):
-        """The fused launch; ``w`` is the model's bfloat16 working copy, written in the same
-        pass when ``working`` is 1 (precision "bf16"), else an empty array."""
+    def scalars(self):
+        """The kernel's hyperparameter arguments, between the rate table and ``working``."""
         raise NotImplementedError
+
+    def kernel_states(self):
+        """Names of the state arrays the kernel takes after ``p`` (an absent one is passed
+        as ``p``, which the kernel then never touches): ``state_names``."""
+        return self.state_names
 
     def state_dict(self):
         """A copy to checkpoint: Python scalars and host NumPy arrays.
@@ -217,7 +296,7 @@ class Optimizer:
         check_keywords("state_dict['hyperparameters']", type(self), {"lr": 0, **hyper})
         fresh = type(self)(lr=state_dict["base_lr"], **hyper)
         fresh.lr = state_dict["lr"]
-        fresh.t = check_int("state_dict['t']", state_dict["t"], low=0)
+        fresh.count_updates(check_int("state_dict['t']", state_dict["t"], low=0))
         fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else (),
                                   copy)
         if model is not None:
@@ -262,6 +341,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    kernel = "sgd_step"
     hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov")
 
     def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
@@ -278,9 +358,11 @@ class SGD(Optimizer):
     def state_names(self):
         return ("buf",) if self.momentum else ()
 
-    def _update(self, be, g, p, state, lrs, ctrl, working, w):
-        be.kernel("sgd_step", g, lrs, lrs.size, self.momentum, self.dampening,
-                  self.weight_decay, self.nesterov, working, ctrl, p, state.get("buf", p), w)
+    def kernel_states(self):
+        return ("buf",)
+
+    def scalars(self):
+        return self.momentum, self.dampening, self.weight_decay, self.nesterov
 
 
 class Momentum(Optimizer):
@@ -293,6 +375,7 @@ class Momentum(Optimizer):
     """
 
     name = "momentum"
+    kernel = "momentum_step"
     state_names = ("v",)
     hyperparameters = ("beta", "bias_correction")
 
@@ -301,9 +384,8 @@ class Momentum(Optimizer):
         self.beta = _rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
-    def _update(self, be, g, p, state, lrs, ctrl, working, w):
-        be.kernel("momentum_step", g, lrs, lrs.size, self.beta, self.bias_correction, working,
-                  ctrl, p, state["v"], w)
+    def scalars(self):
+        return self.beta, self.bias_correction
 
 
 class RMSprop(Optimizer):
@@ -315,6 +397,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    kernel = "rmsprop_step"
     state_names = ("v",)
     hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
 
@@ -325,9 +408,8 @@ class RMSprop(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state, lrs, ctrl, working, w):
-        be.kernel("rmsprop_step", g, lrs, lrs.size, self.alpha, self.eps, self.weight_decay,
-                  self.eps_in_sqrt, working, ctrl, p, state["v"], w)
+    def scalars(self):
+        return self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt
 
 
 class Adam(Optimizer):
@@ -341,6 +423,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    kernel = "adam_step"
     state_names = ("m", "v")
     hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt")
     decoupled = False
@@ -355,12 +438,10 @@ class Adam(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def _update(self, be, g, p, state, lrs, ctrl, working, w):
-        b1, b2 = self.betas
+    def scalars(self):
         wd = self.weight_decay
         l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
-        be.kernel("adam_step", g, lrs, lrs.size, b1, b2, self.eps, l2, decoupled,
-                  self.eps_in_sqrt, working, ctrl, p, state["m"], state["v"], w)
+        return (*self.betas, self.eps, l2, decoupled, self.eps_in_sqrt)
 
 
 class AdamW(Adam):

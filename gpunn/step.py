@@ -3,8 +3,8 @@
 A step is gather -> forward -> fused loss -> backward -> (all-reduce) -> finiteness check ->
 ONE fused update -> bookkeeping, all on the device. Nothing in it reads a host value that
 changes from step to step: the batch offset, the learning rate and the update count come from
-small device arrays (the control array ``ctrl``, whose slots are named below, and the epoch's
-learning-rate table), so the launches of a step are recorded once per batch shape and
+small device arrays (the control array and the epoch's learning-rate table, both held by a
+:class:`~gpunn.control.Control`), so the launches of a step are recorded once per batch shape and
 replayed; on CUDA they are captured as a CUDA graph and relaunched with one call
 (``backend.replayable``). The host reads the step records once per epoch (or every
 ``check_every`` steps): each step's loss sum and status.
@@ -21,12 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpunn.comm import SingleProcess, shard
+from gpunn.control import STEP_APPLIED, STEP_BAD_UPDATE, Control
 from gpunn.workspace import Workspace
-
-# Slots of the control array, as kernels/step.cuh numbers them (a test checks they agree).
-CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = 0, 1, 2, 3, 4, 8
-# Step statuses in the record.
-STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
 
 
 @dataclass
@@ -91,15 +87,14 @@ class TrainStep:
         rows = -(-batch_size // self.comm.size)  # the largest shard
         self.order = np.arange(n)
         self._order = be.asarray(self.order)
-        self._ctrl = be.xp.zeros(CTRL_SIZE, dtype=np.int64)
-        self._lrs = be.zeros(self.n_steps, model.dtype)
+        self._control = Control(be, model.dtype, self.n_steps)
         self._record = be.zeros(2 * self.n_steps, model.dtype)
         self._ws = model.new_workspace(rows, loss)
         # One batch of all rows in order: the data itself, nothing to gather.
         self._batch = None if self.n_steps == 1 else Workspace(be, rows, {
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
         self._tapes, self._replays = {}, {}
-        self._epoch_lrs = None  # the learning rates of the current epoch (host)
+        self._started = False  # whether an epoch began (run_next)
         self._t0, self._k = optimizer.t, 0
 
     @property
@@ -126,16 +121,8 @@ class TrainStep:
         """Start an epoch: ``lrs`` holds the learning rate of each of its steps (host floats,
         one copy to the device); the step index and flags restart, the update count is the
         optimizer's."""
-        lrs = np.asarray(lrs, dtype=np.float64)
-        if lrs.shape != (self.n_steps,):
-            raise ValueError(f"lrs: expected {self.n_steps} learning rates, got {lrs.shape}")
-        be = self.model.backend
-        self._epoch_lrs = lrs
-        be.copy_from_host(self._lrs, lrs)
-        ctrl = np.zeros(CTRL_SIZE, dtype=np.int64)
-        ctrl[CTRL_T] = self._t0 = self.optimizer.t
-        be.copy_from_host(self._ctrl, ctrl)
-        self._k = 0
+        self._control.start(lrs, self.optimizer.t)
+        self._t0, self._k, self._started = self.optimizer.t, 0, True
 
     def run(self, k):
         """Run step ``k`` of the epoch (``k`` must follow the previous one)."""
@@ -159,9 +146,9 @@ class TrainStep:
     def run_next(self):
         """Run the next step; after the last one, start a new epoch with the same learning
         rates and row order first (a loop of steps, as the benchmarks time them)."""
-        if self._epoch_lrs is None or self._k == self.n_steps:
-            lrs = self._epoch_lrs
-            self.begin_epoch([self.optimizer.lr] * self.n_steps if lrs is None else lrs)
+        if not self._started or self._k == self.n_steps:
+            rates = self._control.rates if self._started else [self.optimizer.lr] * self.n_steps
+            self.begin_epoch(rates)
         self.run(self._k)
 
     def _launch(self, m):
@@ -181,10 +168,10 @@ class TrainStep:
         if comm.size > 1:
             be.call(comm.allreduce_sum, model.flat_grads)
             be.call(comm.allreduce_sum, total)
-        be.kernel("nonfinite_check", total, model.flat_grads, self._ctrl)
-        self.optimizer.update(model, self._lrs, self._ctrl)
-        be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, self._ctrl,
-                  self._record)
+        ctrl = self._control.ctrl
+        be.kernel("nonfinite_check", total, model.flat_grads, ctrl)
+        self.optimizer.update(model, self._control.lrs, ctrl)
+        be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, ctrl, self._record)
 
     def _shard_rows(self, lo, hi):
         """Inputs and targets of rows ``lo:hi`` of the step's batch: views of the data when
@@ -193,14 +180,14 @@ class TrainStep:
             return self.X[lo:hi], self.T[lo:hi]
         be, batch = self.model.backend, self._batch.rows(hi - lo)
         for source, out in ((self.X, batch["X"]), (self.T, batch["T"])):
-            be.kernel("gather_rows", source, self._order, self._ctrl, source.size,
+            be.kernel("gather_rows", source, self._order, self._control.ctrl, source.size,
                       self._order.size, self.batch_size, lo, out.size // (hi - lo), out)
         return batch["X"], batch["T"]
 
     def read(self):
         """The records of the steps run so far this epoch: ONE device-to-host read.
 
-        Also sets ``optimizer.t`` to the updates applied so far.
+        Also tells the optimizer the updates applied so far (its ``t``).
         """
         self.comm.wait()  # NCCL: the queued collectives, against the communicator's deadline
         record = self.model.backend.to_numpy(self._record)
@@ -208,5 +195,5 @@ class TrainStep:
         rows = np.array([stop - start for start, stop in self.bounds[:k]])
         records = StepRecords(totals=record[:k].astype(np.float64),
                               status=record[n:n + k].astype(np.int64), rows=rows)
-        self.optimizer.t = self._t0 + int(records.applied.sum())
+        self.optimizer.count_updates(self._t0 + int(records.applied.sum()))
         return records

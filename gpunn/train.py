@@ -10,12 +10,13 @@ from gpunn._checks import check_bool, check_choice, check_int, check_number
 from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint.resume import check_checkpointing, resume, save_during_fit
 from gpunn.comm import get_comm
+from gpunn.control import STEP_BAD_UPDATE, STEP_NONFINITE
 from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.progress import check_verbose, report_epoch
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
-from gpunn.step import STEP_BAD_UPDATE, STEP_NONFINITE, TrainStep
+from gpunn.step import TrainStep
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
@@ -221,28 +222,13 @@ def _global_batch(batch_size, n, ranks):
     return check_int("batch_size", batch_size, low=1, high=n // ranks) * ranks
 
 
-def _epoch_lrs(trainer, schedule, epoch):
-    """The learning rate of each step of ``epoch`` (host floats); sets ``optimizer.lr`` to the
-    last one."""
-    optimizer, steps = trainer.optimizer, trainer.n_steps
-    if schedule is None:
-        lrs = [optimizer.lr] * steps
-    elif schedule.per == "epoch":
-        lrs = [schedule(optimizer.base_lr, epoch - 1)] * steps
-    else:
-        first = (epoch - 1) * steps
-        lrs = [schedule(optimizer.base_lr, first + k) for k in range(steps)]
-    optimizer.lr = lrs[-1]
-    return lrs
-
-
 def _run_epoch(trainer, schedule, epoch, history, record_steps, skip=False, check_every=None):
     """One pass over the batches; records the epoch's cost, returns its wall time.
 
     The cost averages the steps whose update was applied (NaN if none was).
     """
     model, loss = trainer.model, trainer.loss
-    trainer.begin_epoch(_epoch_lrs(trainer, schedule, epoch))
+    trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps))
     started = time.perf_counter()
     for k in range(trainer.n_steps):
         trainer.run(k)

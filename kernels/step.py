@@ -1,16 +1,22 @@
 """Numba twins of step.cu: gather a batch, flag non-finite values, close the step.
 
-The control-array slots and step statuses are those of step.cuh (a test checks they agree).
+The control-array slots and step statuses are read from step.cuh, where they are defined.
 """
 
 import math
 
 from numba import njit, prange
 
+from . import defines
 from .config import CACHE, FASTMATH
 
-CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = 0, 1, 2, 3, 4, 8
-STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
+# Module globals: Numba compiles them in as constants (and caches by this file's source, so
+# after changing a slot in step.cuh, clear the cache: the kernel tests fail until then).
+_CTRL, _STEP = defines("step.cuh", "GPUNN_CTRL_"), defines("step.cuh", "GPUNN_STEP_")
+CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT = (
+    _CTRL["T"], _CTRL["K"], _CTRL["BAD"], _CTRL["BAD_UPDATE"], _CTRL["HALT"])
+STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = (
+    _STEP["APPLIED"], _STEP["NONFINITE"], _STEP["BAD_UPDATE"], _STEP["HALTED"])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)

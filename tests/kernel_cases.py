@@ -15,6 +15,8 @@ import reference
 import reference_precision
 from gpunn.kernels import U16_KINDS, kernel_specs
 
+from gpunn import control
+
 ACT = reference.ACTIVATION_CODES
 
 # Shapes (rows, cols): size 1, odd sizes, sizes that are not multiples of the emulated block
@@ -186,8 +188,9 @@ def _mse(inp, rows, cols):
 
 
 def _ctrl(t=0, k=0, bad=0, bad_update=0, halt=0):
-    ctrl = np.zeros(8, np.int64)
-    ctrl[:5] = t, k, bad, bad_update, halt
+    ctrl = np.zeros(control.CTRL_SIZE, np.int64)
+    ctrl[[control.CTRL_T, control.CTRL_K, control.CTRL_BAD, control.CTRL_BAD_UPDATE,
+          control.CTRL_HALT]] = t, k, bad, bad_update, halt
     return ctrl
 
 

@@ -10,6 +10,18 @@ import numpy as np
 from gpunn.kernels import activation_codes
 from reference_precision import bf16_to_f32, bf16_value, round_bf16, round_tf32  # noqa: F401
 
+from gpunn.control import (  # noqa: F401  (the slot numbers are layout, not arithmetic)
+    CTRL_BAD,
+    CTRL_BAD_UPDATE,
+    CTRL_HALT,
+    CTRL_K,
+    CTRL_T,
+    STEP_APPLIED,
+    STEP_BAD_UPDATE,
+    STEP_HALTED,
+    STEP_NONFINITE,
+)
+
 # Tight, dtype-keyed tolerances: float32 results to ~100 ulp, float64 to ~1e4 ulp.
 TOL = {
     np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-6},
@@ -139,10 +151,7 @@ def mse(Z, Y, scale, loss=None, dZ=None):
     return {"loss": diff ** 2, "dZ": 2.0 * diff * float(scale)}
 
 
-# --- the step's control array (restated from kernels/step.cuh) ----------------------------
-
-CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT = 0, 1, 2, 3, 4
-STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = 0, 1, 2, 3
+# --- the step's control array: slots and statuses as kernels/step.cuh defines them -----------
 
 
 def _real(x, like):

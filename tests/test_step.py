@@ -27,16 +27,19 @@ def params(model):
     return np.array(model.backend.to_numpy(model.flat_params))
 
 
-def test_control_slots_agree_with_the_cuda_header():
+def test_control_slots_are_read_from_the_cuda_header():
     header = (KERNEL_DIR / "step.cuh").read_text()
     defined = dict(re.findall(r"^#define GPUNN_(CTRL_\w+|STEP_\w+) (\d+)", header, re.M))
     import gpunn.kernels.step as twin
 
-    from gpunn import step
+    from gpunn import control
 
+    assert {"CTRL_T", "CTRL_K", "CTRL_BAD", "CTRL_BAD_UPDATE", "CTRL_HALT", "CTRL_SIZE",
+            "STEP_APPLIED", "STEP_NONFINITE", "STEP_BAD_UPDATE", "STEP_HALTED"} <= set(defined)
     for name, value in defined.items():
-        assert getattr(step, name) == int(value) == getattr(twin, name), name
-        assert getattr(ref, name, int(value)) == int(value), name
+        assert getattr(control, name) == int(value), name
+        if name != "CTRL_SIZE":
+            assert getattr(twin, name) == int(value), name
 
 
 def test_replayed_steps_equal_eager_steps(backend):

@@ -1,0 +1,58 @@
+"""The per-step state the device reads: the control array and the learning-rate table.
+
+Every update kernel and the step's own kernels (``kernels/step.cu``) read and write one small
+int64 control array; its slots and the step statuses are defined once, in
+``kernels/step.cuh``, and read from there (the Numba twins read the same lines). The learning
+rate of each step comes from a device table indexed by the step slot ``CTRL_K``, so a recorded
+step needs no host value. :class:`Control` holds both arrays for one runner of updates (a
+:class:`~gpunn.step.TrainStep`, or an optimizer's eager ``step``) and is their only host
+writer.
+"""
+
+import numpy as np
+
+from gpunn.kernels import defines
+
+SLOTS = defines("step.cuh", "GPUNN_CTRL_")
+STATUSES = defines("step.cuh", "GPUNN_STEP_")
+# The slots of the control array: update count, step index, flags; and its length.
+CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = (
+    SLOTS["T"], SLOTS["K"], SLOTS["BAD"], SLOTS["BAD_UPDATE"], SLOTS["HALT"], SLOTS["SIZE"])
+# Step statuses in a step's record.
+STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = (
+    STATUSES["APPLIED"], STATUSES["NONFINITE"], STATUSES["BAD_UPDATE"], STATUSES["HALTED"])
+
+
+class Control:
+    """The control array and learning-rate table of one runner of updates.
+
+    Args:
+        backend: where the arrays live.
+        dtype: the dtype of the rates (the model's).
+        steps: entries of the table (the steps of one epoch; 1 for an eager step).
+
+    Attributes:
+        ctrl: the int64 control array (slots ``CTRL_*``).
+        lrs: the learning rate of each step, read at ``ctrl[CTRL_K]``.
+        rates: the host float64 copy of what :meth:`start` wrote to ``lrs``.
+    """
+
+    def __init__(self, backend, dtype, steps):
+        self.backend = backend
+        self.ctrl = backend.xp.zeros(CTRL_SIZE, dtype=np.int64)
+        self.lrs = backend.zeros(steps, dtype)
+        self.rates = np.zeros(steps)
+
+    def start(self, rates, t):
+        """Start a run of steps: the table holds ``rates`` (one per step, host floats), the
+        update count is ``t`` (updates applied before); step index and flags restart. Two
+        host-to-device copies."""
+        rates = np.asarray(rates, dtype=np.float64)
+        if rates.shape != self.rates.shape:
+            raise ValueError(f"lrs: expected {self.rates.size} learning rates, "
+                             f"got {rates.shape}")
+        self.rates = rates
+        self.backend.copy_from_host(self.lrs, rates)
+        ctrl = np.zeros(CTRL_SIZE, dtype=np.int64)
+        ctrl[CTRL_T] = t
+        self.backend.copy_from_host(self.ctrl, ctrl)

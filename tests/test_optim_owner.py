@@ -1,0 +1,103 @@
+"""The optimizer owns its learning rates and update count: each is written by one of its
+methods, fit and the callbacks go through them, and a subclass declares only what differs."""
+
+import numpy as np
+import pytest
+from test_optim import FlatModel, problem
+
+import gpunn
+from gpunn.callbacks import ReduceLROnPlateau
+from gpunn.optim import OPTIMIZERS, Momentum, Optimizer
+from gpunn.schedules import get_schedule
+
+
+def test_epoch_rates_follow_the_schedule_from_base_lr():
+    optimizer = gpunn.Adam(lr=0.1)
+    assert optimizer.epoch_rates(None, 1, 3) == [0.1] * 3
+    schedule = get_schedule("inverse_time", decay=1.0, per="step")
+    rates = optimizer.epoch_rates(schedule, 2, 3)  # steps 3, 4, 5 of the run
+    np.testing.assert_allclose(rates, [0.1 / (1 + k) for k in (3, 4, 5)])
+    assert optimizer.lr == rates[-1] and optimizer.base_lr == 0.1
+    schedule = get_schedule("exponential", rate=0.5)
+    assert optimizer.epoch_rates(schedule, 3, 2) == [0.1 * 0.25] * 2
+
+
+def test_scale_lr_scales_base_and_current_rate_together():
+    optimizer = gpunn.SGD(lr=0.4)
+    optimizer.lr = 0.2
+    assert optimizer.scale_lr(0.5)
+    assert (optimizer.base_lr, optimizer.lr) == (0.2, 0.1)
+    assert optimizer.scale_lr(0.1, min_lr=0.05)  # floored at min_lr
+    assert (optimizer.base_lr, optimizer.lr) == (0.05, 0.025)
+    assert not optimizer.scale_lr(0.1, min_lr=0.05)  # at the floor: nothing changes
+    assert (optimizer.base_lr, optimizer.lr) == (0.05, 0.025)
+
+
+def test_count_updates_never_goes_back():
+    optimizer = gpunn.Adam()
+    optimizer.count_updates(4)
+    assert optimizer.t == 4
+    with pytest.raises(ValueError, match=r"t: expected an integer in \[4, inf\], got 3"):
+        optimizer.count_updates(3)
+
+
+@pytest.mark.parametrize("name, value", [("t", 3), ("base_lr", 0.5)])
+def test_setting_owned_scalars_is_deprecated(name, value):
+    optimizer = gpunn.Adam()
+    with pytest.warns(DeprecationWarning, match=f"optimizer.{name} is deprecated"):
+        setattr(optimizer, name, value)
+    assert getattr(optimizer, name) == value
+
+
+def test_reduce_lr_on_plateau_goes_through_scale_lr(backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)), rng.integers(0, 2, 32)
+    optimizer = gpunn.SGD(lr=0.1)
+    model = gpunn.MLP([4, 3, 1], output="sigmoid")
+    # mode "max" on a falling loss: no epoch improves on the first, so it reduces every epoch
+    reducer = ReduceLROnPlateau("loss", mode="max", factor=0.5, patience=0)
+    history = gpunn.fit(model, X, y, optimizer=optimizer, epochs=3, callbacks=[reducer])
+    assert history.lr == [0.1, 0.1, 0.05]
+    assert (optimizer.base_lr, optimizer.lr) == (0.025, 0.025)
+
+
+def test_fit_counts_updates_in_the_optimizer(backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 4)), rng.integers(0, 2, 30)
+    optimizer = gpunn.Adam(lr=0.01)
+    gpunn.fit(gpunn.MLP([4, 3, 1], output="sigmoid"), X, y, optimizer=optimizer, epochs=2,
+              batch_size=8)
+    assert optimizer.t == 2 * 4
+
+
+class _HalfMomentum(Optimizer):
+    """Only what differs: kernel, state, scalars (no name: not registered)."""
+
+    kernel = "momentum_step"
+    state_names = ("v",)
+
+    def scalars(self):
+        return 0.5, False
+
+
+def test_a_subclass_declares_only_what_differs(backend):
+    p0, grads, _ = problem(steps=5)
+    mine, theirs = FlatModel(backend, p0.copy()), FlatModel(backend, p0.copy())
+    declared, builtin = _HalfMomentum(lr=0.1), Momentum(lr=0.1, beta=0.5)
+    for g in grads:
+        for model, optimizer in ((mine, declared), (theirs, builtin)):
+            model.set_grad(g)
+            optimizer.step(model)
+    np.testing.assert_array_equal(mine.params(), theirs.params())
+    assert not np.array_equal(mine.params(), p0)
+    assert _HalfMomentum not in OPTIMIZERS.values()
+
+
+def test_cli_help_lists_the_registered_optimizers(capsys):
+    from gpunn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{', '.join(OPTIMIZERS)} (default adam)" in text
+    assert list(OPTIMIZERS) == ["sgd", "momentum", "rmsprop", "adam", "adamw"]
