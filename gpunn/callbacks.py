@@ -128,7 +128,7 @@ class CallbackList:
         return any(cb.stop_training for cb in self.callbacks)
 
     def wrap_step(self, trainer):
-        """``trainer.run`` with the batch hooks around every step.
+        """A function ``run(k)``: ``trainer.run(k)`` with the batch hooks around it.
 
         After each step the step's record is read from the device (one synchronization per
         step, which is why fit wraps the step only when a callback overrides a batch hook).
@@ -136,15 +136,12 @@ class CallbackList:
         Args:
             trainer: the :class:`gpunn.step.TrainStep` of the run.
         """
-        run, loss, n_out = trainer.run, trainer.loss, trainer.model.n_out
-
         def wrapped(k):
             self.call("on_train_batch_begin", k, {})
-            result = run(k)
+            result = trainer.run(k)
             records = trainer.read()
-            rows = int(records.rows[k])
             self.call("on_train_batch_end", k, {
-                "size": rows, "loss": float(records.totals[k]) * loss.scale(rows, n_out),
+                "size": int(records.rows[k]), "loss": records.mean(k),
                 "applied": bool(records.applied[k])})
             return result
 

@@ -21,7 +21,7 @@ class History:
         skipped_steps: steps whose update was dropped for a non-finite loss or gradient
             (``on_nonfinite="skip"``), over all epochs.
         backend: name of the backend that trained.
-        batch_size: rows per mini-batch.
+        batch_size: rows per global mini-batch (fit's batch_size times the ranks).
         n_samples: training rows.
     """
 

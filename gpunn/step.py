@@ -16,7 +16,10 @@ parameter is flagged too. After a flagged step, with ``halt_on_nonfinite``, no f
 is applied until the host has seen it.
 """
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -27,19 +30,23 @@ from gpunn.workspace import Workspace
 
 @dataclass
 class StepRecords:
-    """What the device recorded for the steps run so far in this epoch.
+    """What the device recorded for the steps run so far in this epoch, and their mean losses:
+    the one place a step's loss sum becomes a mean.
 
     Attributes:
-        totals: each step's sum of loss terms (times ``loss.scale`` of its rows: the mean).
+        totals: each step's sum of loss terms (times ``loss.scale`` of the step's GLOBAL batch
+            on a shard; times :attr:`scale` of its rows: the mean).
         status: each step's status: ``STEP_APPLIED``, ``STEP_NONFINITE`` (loss or gradient
             NaN/inf; the update was not applied), ``STEP_BAD_UPDATE`` (the update was applied
             and made parameters non-finite) or ``STEP_HALTED`` (not applied: halted before).
         rows: each step's batch rows.
+        scale: ``scale(rows)``, the loss's factor from a sum over ``rows`` rows to its mean.
     """
 
     totals: np.ndarray
     status: np.ndarray
     rows: np.ndarray
+    scale: Callable[[int], float]
 
     @property
     def applied(self):
@@ -50,6 +57,30 @@ class StepRecords:
         """Index of the first step with one of ``statuses``, or None."""
         hits = np.flatnonzero(np.isin(self.status, statuses))
         return int(hits[0]) if hits.size else None
+
+    def count(self, status):
+        """How many steps have ``status``."""
+        return int((self.status == status).sum())
+
+    def mean(self, k):
+        """The mean loss of step ``k``."""
+        return float(self.totals[k]) * self.scale(int(self.rows[k]))
+
+    @cached_property
+    def means(self):
+        """The mean loss of every step (float64 array)."""
+        return self.totals * np.array([self.scale(m) for m in self.rows])
+
+    def applied_mean(self):
+        """The mean loss over the rows of the applied steps; NaN if none was applied."""
+        applied = self.applied
+        rows = int(self.rows[applied].sum())
+        return float(self.totals[applied].sum()) * self.scale(rows) if rows else math.nan
+
+    def last_finite(self):
+        """Index of the last step applied with finite results (``STEP_APPLIED``), or None."""
+        hits = np.flatnonzero(self.status == STEP_APPLIED)
+        return int(hits[-1]) if hits.size else None
 
 
 class TrainStep:
@@ -65,26 +96,32 @@ class TrainStep:
         loss: the loss object.
         optimizer: the optimizer object.
         X, T: device inputs and targets (from ``model.prepare``).
-        batch_size: rows per mini-batch (the last one may be smaller).
+        global_batch: rows per mini-batch of all ranks together (the last one may be
+            smaller); with one process, the batch.
         halt_on_nonfinite: after a step with a non-finite loss or gradient, apply no further
             update (fit's ``on_nonfinite="raise"``); else such steps are skipped and counted.
-        comm: a communicator (:mod:`gpunn.comm`); with several ranks, ``batch_size`` is the
-            global batch, each rank computes its shard of it (:func:`gpunn.comm.shard`) with
+        comm: a communicator (:mod:`gpunn.comm`); with several ranks, each rank computes its
+            shard of every global batch (:func:`gpunn.comm.shard`) with
             the global batch's loss scale, and the gradient and the loss total are summed over
             the ranks between backward and the finiteness check, so every rank sees the same
             numbers and takes the same decisions.
+
+    Attributes:
+        last_finite_loss: the mean loss of the last step applied with finite results, as of
+            the last :meth:`read` (None before any).
     """
 
-    def __init__(self, model, loss, optimizer, X, T, batch_size, halt_on_nonfinite=True,
+    def __init__(self, model, loss, optimizer, X, T, global_batch, halt_on_nonfinite=True,
                  comm=None):
         be, n = model.backend, X.shape[0]
         self.model, self.loss, self.optimizer, self.X, self.T = model, loss, optimizer, X, T
-        self.batch_size = batch_size
-        self.bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+        self.global_batch = global_batch
+        self.bounds = [(s, min(s + global_batch, n)) for s in range(0, n, global_batch)]
         self.n_steps = len(self.bounds)
         self.halt_on_nonfinite = bool(halt_on_nonfinite)
         self.comm = SingleProcess() if comm is None else comm
-        rows = -(-batch_size // self.comm.size)  # the largest shard
+        self.last_finite_loss = None
+        rows = -(-global_batch // self.comm.size)  # the largest shard
         self.order = np.arange(n)
         self._order = be.asarray(self.order)
         self._control = Control(be, model.dtype, self.n_steps)
@@ -181,19 +218,28 @@ class TrainStep:
         be, batch = self.model.backend, self._batch.rows(hi - lo)
         for source, out in ((self.X, batch["X"]), (self.T, batch["T"])):
             be.kernel("gather_rows", source, self._order, self._control.ctrl, source.size,
-                      self._order.size, self.batch_size, lo, out.size // (hi - lo), out)
+                      self._order.size, self.global_batch, lo, out.size // (hi - lo), out)
         return batch["X"], batch["T"]
 
     def read(self):
         """The records of the steps run so far this epoch: ONE device-to-host read.
 
-        Also tells the optimizer the updates applied so far (its ``t``).
+        Also tells the optimizer the updates applied so far (its ``t``), and updates
+        :attr:`last_finite_loss`.
         """
         self.comm.wait()  # NCCL: the queued collectives, against the communicator's deadline
         record = self.model.backend.to_numpy(self._record)
         k, n = self._k, self.n_steps
         rows = np.array([stop - start for start, stop in self.bounds[:k]])
         records = StepRecords(totals=record[:k].astype(np.float64),
-                              status=record[n:n + k].astype(np.int64), rows=rows)
+                              status=record[n:n + k].astype(np.int64), rows=rows,
+                              scale=self._scale)
         self.optimizer.count_updates(self._t0 + int(records.applied.sum()))
+        last = records.last_finite()
+        if last is not None:
+            self.last_finite_loss = records.mean(last)
         return records
+
+    def _scale(self, rows):
+        """The loss's factor from a sum over ``rows`` rows to its mean."""
+        return self.loss.scale(rows, self.model.n_out)

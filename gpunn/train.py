@@ -133,8 +133,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     n = Xd.shape[0]
     comm = get_comm(comm, backend=model.backend)
     epochs = check_int("epochs", epochs, low=1)
-    batch_size = _global_batch(batch_size, n, comm.size)
-    shuffle = check_bool("shuffle", shuffle) and batch_size < n  # one batch: order is moot
+    global_batch = _global_batch(batch_size, n, comm.size)
+    shuffle = check_bool("shuffle", shuffle) and global_batch < n  # one batch: order is moot
     record_steps = check_bool("record_steps", record_steps)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     callbacks = CallbackList(callbacks)
@@ -143,27 +143,26 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs)
     check_every = None if check_every is None else check_int("check_every", check_every, low=1)
     validation = _prepare_validation(model, validation_data, loss)
-    trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, batch_size,
+    trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
                         halt_on_nonfinite=not skip, comm=comm)
     trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
-    trainer.last_loss = None  # mean loss of the last applied step, for TrainingDiverged
     schedule = get_schedule(schedule)
-    history = History(backend=model.backend.name, batch_size=batch_size, n_samples=n)
+    history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
     done = 0
     if resume_from is not None:
         schedule, history, rng, done = resume(resume_from, trainer, schedule, history, epochs)
     if comm.size > 1:
         model.params.broadcast(comm)  # rank 0's parameters, everywhere
-    _bind_callbacks(callbacks, trainer, history, epochs, batch_size)
+    run = _bind_callbacks(callbacks, trainer, history, epochs)
     logs = {}
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
             if shuffle:
                 trainer.shuffle(rng)
-            seconds = _run_epoch(trainer, schedule, epoch, history, record_steps, skip,
+            seconds = _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip,
                                  check_every)
-            _log_epoch(trainer, history, epoch, seconds, validation, batch_size)
+            _log_epoch(trainer, history, epoch, seconds, validation)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
             logs = epoch_logs(history)
@@ -184,14 +183,15 @@ def _callbacks_stop(callbacks, epoch, logs, comm):
     return comm.bcast(stop) if comm.size > 1 else stop
 
 
-def _bind_callbacks(callbacks, trainer, history, epochs, batch_size):
-    """Give the callbacks their context; wrap the step only if one wants batch hooks."""
+def _bind_callbacks(callbacks, trainer, history, epochs):
+    """Give the callbacks their context; ``run(k)``, the step with the batch hooks around it
+    only if one wants them."""
     callbacks.bind(trainer.model, trainer.optimizer, history,
-                   {"epochs": epochs, "batch_size": batch_size, "steps": trainer.n_steps,
-                    "rank": trainer.comm.rank})
-    if callbacks.wants_batches:
-        trainer.run = callbacks.wrap_step(trainer)
+                   {"epochs": epochs, "batch_size": trainer.global_batch,
+                    "steps": trainer.n_steps, "rank": trainer.comm.rank})
+    run = callbacks.wrap_step(trainer) if callbacks.wants_batches else trainer.run
     callbacks.call("on_train_begin", {})
+    return run
 
 
 def _split_validation(X, y, validation_split, validation_data):
@@ -222,57 +222,47 @@ def _global_batch(batch_size, n, ranks):
     return check_int("batch_size", batch_size, low=1, high=n // ranks) * ranks
 
 
-def _run_epoch(trainer, schedule, epoch, history, record_steps, skip=False, check_every=None):
-    """One pass over the batches; records the epoch's cost, returns its wall time.
-
-    The cost averages the steps whose update was applied (NaN if none was).
-    """
-    model, loss = trainer.model, trainer.loss
+def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
+               check_every=None):
+    """One pass over the batches, ``run(k)`` each; records the epoch's cost, returns its wall
+    time. The cost averages the steps whose update was applied (NaN if none was)."""
     trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps))
     started = time.perf_counter()
     for k in range(trainer.n_steps):
-        trainer.run(k)
+        run(k)
         if check_every is not None and (k + 1) % check_every == 0 and k + 1 < trainer.n_steps:
             _check_divergence(trainer, epoch, trainer.read(), skip)
     records = trainer.read()  # waits for the device: the epoch's time is all in
     seconds = time.perf_counter() - started
-    means = records.totals * np.array([loss.scale(m, model.n_out) for m in records.rows])
-    _check_divergence(trainer, epoch, records, skip, means)
-    applied = records.applied
-    rows = int(records.rows[applied].sum())
-    history.skipped_steps += int((records.status == STEP_NONFINITE).sum())
+    _check_divergence(trainer, epoch, records, skip)
+    history.skipped_steps += records.count(STEP_NONFINITE)
     if record_steps:
-        history.step_cost.extend(means.tolist())
-    if applied.any():
-        trainer.last_loss = float(means[applied][-1])
-    total = float(records.totals[applied].sum())
-    history.cost.append(total * loss.scale(rows, model.n_out) if rows else math.nan)
+        history.step_cost.extend(records.means.tolist())
+    history.cost.append(records.applied_mean())
     return seconds
 
 
-def _check_divergence(trainer, epoch, records, skip, means=None):
+def _check_divergence(trainer, epoch, records, skip):
     """Raise TrainingDiverged for the first flagged step (a skipped one only when not
-    ``skip``); the last finite loss is that of the applied step before it."""
+    ``skip``); no update after it was applied, so the step's last finite loss is the step
+    object's."""
     statuses = (STEP_BAD_UPDATE,) if skip else (STEP_NONFINITE, STEP_BAD_UPDATE)
     k = records.first(statuses)
     if k is None:
         return
-    if means is None:
-        means = records.totals * np.array([trainer.loss.scale(m, trainer.model.n_out)
-                                           for m in records.rows])
-    before = np.flatnonzero(records.applied[:k])
-    last = float(means[before[-1]]) if before.size else trainer.last_loss
-    raise TrainingDiverged(epoch, k + 1, float(means[k]), last,
+    raise TrainingDiverged(epoch, k + 1, records.mean(k), trainer.last_finite_loss,
                            bad_update=records.status[k] == STEP_BAD_UPDATE)
 
 
-def _log_epoch(trainer, history, epoch, seconds, validation, batch_size):
+def _log_epoch(trainer, history, epoch, seconds, validation):
     history.epoch.append(epoch)
     history.seconds.append((history.seconds[-1] if history.seconds else 0.0) + seconds)
     history.samples_per_second.append(trainer.X.shape[0] / seconds if seconds > 0 else math.inf)
     history.lr.append(trainer.optimizer.lr)
     if validation is not None:
-        val_loss, accuracy = trainer.model.evaluate_device(*validation, trainer.loss, batch_size)
+        # in chunks of a global batch's rows: the workspace that training sized
+        val_loss, accuracy = trainer.model.evaluate_device(*validation, trainer.loss,
+                                                           trainer.global_batch)
         history.val_loss.append(val_loss)
         if accuracy is not None:
             history.val_accuracy.append(accuracy)

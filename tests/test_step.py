@@ -48,7 +48,7 @@ def test_replayed_steps_equal_eager_steps(backend):
     X, y = blobs(n=23)
     model, manual = classifier(), classifier()
     Xd, T, loss = model.prepare(X, y)
-    step = TrainStep(model, loss, gpunn.Adam(lr=0.05), Xd, T, batch_size=5)
+    step = TrainStep(model, loss, gpunn.Adam(lr=0.05), Xd, T, global_batch=5)
     optimizer = gpunn.Adam(lr=0.05)
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -70,7 +70,7 @@ def test_steps_must_run_in_order(backend):
     X, y = blobs(n=10)
     model = classifier()
     Xd, T, loss = model.prepare(X, y)
-    step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, batch_size=4)
+    step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, global_batch=4)
     step.begin_epoch([0.1] * 3)
     with pytest.raises(ValueError, match="k: expected step 0 of the epoch, got 1"):
         step.run(1)
@@ -121,7 +121,7 @@ def test_skipped_steps_leave_the_optimizer_count(backend):
     model = classifier()
     Xd, T, loss = model.prepare(X, y)
     optimizer = gpunn.Adam(lr=0.01)
-    step = TrainStep(model, loss, optimizer, Xd, T, batch_size=4, halt_on_nonfinite=False)
+    step = TrainStep(model, loss, optimizer, Xd, T, global_batch=4, halt_on_nonfinite=False)
     poison = model.backend.zeros(model.flat_grads.shape, model.dtype)
     backward = model.backward_pass
     model.backward_pass = lambda X, views: (backward(X, views), model.backend.kernel(
