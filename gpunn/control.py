@@ -11,16 +11,16 @@ writer.
 
 import numpy as np
 
-from gpunn.kernels import defines
+from gpunn.kernels import header_codes
 
-SLOTS = defines("step.cuh", "GPUNN_CTRL_")
-STATUSES = defines("step.cuh", "GPUNN_STEP_")
+SLOTS = header_codes("step.cuh", "GPUNN_CTRL_")
+STATUSES = header_codes("step.cuh", "GPUNN_STEP_")
 # The slots of the control array: update count, step index, flags; and its length.
 CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_SIZE = (
-    SLOTS["T"], SLOTS["K"], SLOTS["BAD"], SLOTS["BAD_UPDATE"], SLOTS["HALT"], SLOTS["SIZE"])
+    SLOTS["t"], SLOTS["k"], SLOTS["bad"], SLOTS["bad_update"], SLOTS["halt"], SLOTS["size"])
 # Step statuses in a step's record.
 STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = (
-    STATUSES["APPLIED"], STATUSES["NONFINITE"], STATUSES["BAD_UPDATE"], STATUSES["HALTED"])
+    STATUSES["applied"], STATUSES["nonfinite"], STATUSES["bad_update"], STATUSES["halted"])
 
 
 class Control:

@@ -22,7 +22,6 @@ _KERNEL_RE = re.compile(
     r'extern\s+"C"\s+__global__\s+void\s+GPUNN_NAME\((\w+)\)\s*\(([^)]*)\)', re.S)
 _SIZE_RE = re.compile(r"(\w+)\[\s*(\w+)\s*(?:([/*])\s*(\w+)\s*)?\]")
 _INCLUDE_RE = re.compile(r'^#include\s+"([\w.]+)"\s*$', re.M)
-_DEFINE_RE = re.compile(r"^#define\s+(\w+)\s+(-?\d+)\b", re.M)
 
 # C parameter type -> kind: "in"/"out" arrays of real, "in_int64"/"out_int64" arrays of int64,
 # "real"/"double"/"int"/"int64" scalars.
@@ -111,19 +110,6 @@ def kernel_specs():
             if not any(p.is_array and p.size == ("n", None, None) for p in spec.params):
                 raise ValueError(f"kernel {name}: no array of size n")
     return specs
-
-
-@lru_cache(maxsize=None)
-def defines(header, prefix):
-    """``{NAME: value}`` of the integer ``#define <prefix>NAME value`` lines of ``header`` (a
-    file of this folder): codes the CUDA sources, the twins and the host share, defined once.
-    ValueError if there is none."""
-    found = {name[len(prefix):]: int(value)
-             for name, value in _DEFINE_RE.findall((KERNEL_DIR / header).read_text())
-             if name.startswith(prefix)}
-    if not found:
-        raise ValueError(f"{header}: expected '#define {prefix}...' lines, got none")
-    return found
 
 
 def _inline_includes(text, seen):

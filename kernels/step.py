@@ -7,16 +7,16 @@ import math
 
 from numba import njit, prange
 
-from . import defines
+from . import header_codes
 from .config import CACHE, FASTMATH
 
 # Module globals: Numba compiles them in as constants (and caches by this file's source, so
 # after changing a slot in step.cuh, clear the cache: the kernel tests fail until then).
-_CTRL, _STEP = defines("step.cuh", "GPUNN_CTRL_"), defines("step.cuh", "GPUNN_STEP_")
+_CTRL, _STEP = header_codes("step.cuh", "GPUNN_CTRL_"), header_codes("step.cuh", "GPUNN_STEP_")
 CTRL_T, CTRL_K, CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT = (
-    _CTRL["T"], _CTRL["K"], _CTRL["BAD"], _CTRL["BAD_UPDATE"], _CTRL["HALT"])
+    _CTRL["t"], _CTRL["k"], _CTRL["bad"], _CTRL["bad_update"], _CTRL["halt"])
 STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = (
-    _STEP["APPLIED"], _STEP["NONFINITE"], _STEP["BAD_UPDATE"], _STEP["HALTED"])
+    _STEP["applied"], _STEP["nonfinite"], _STEP["bad_update"], _STEP["halted"])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
