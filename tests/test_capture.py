@@ -152,3 +152,31 @@ def test_restore_order_reaches_the_device(backend):
             step.run(k)
         runs.append(step.read().totals)
     np.testing.assert_array_equal(runs[1], runs[0])
+
+
+def test_every_gemm_kind_is_self_checked_and_a_failure_says_why():
+    """Review item 5: the probe runs sgemm, dgemm and cublasGemmEx for tf32 and bf16 before
+    use; a kind that raises or gives wrong numbers is named with the exception's text (here
+    on the host cuBLAS, NumPy standing in for CuPy)."""
+    from host_build import HostCublas
+
+    from gpunn.backends import _gemm_self_checks
+
+    class Broken(HostCublas):
+        def gemm_ex(self, *args):
+            if args[5].dtype == np.uint16:  # the bf16 operands
+                raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED")
+            super().gemm_ex(*args)
+
+        def _gemm(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+            super()._gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc)
+            if C.dtype == np.float64:
+                C[0, 0] += 1
+
+    streams = HostStreams()
+    numpy_as_cupy = SimpleNamespace(**{name: getattr(np, name) for name in (
+        "asarray", "zeros", "allclose", "float32", "float64", "uint32", "uint16")})
+    assert _gemm_self_checks(HostCublas(streams), numpy_as_cupy, streams.legacy) == {}
+    failures = _gemm_self_checks(Broken(streams), numpy_as_cupy, streams.legacy)
+    assert failures == {"fp64": "wrong numbers: [[8.0, 10.0], [15.0, 22.0]]",
+                        "bf16": "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED"}

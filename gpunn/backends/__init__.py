@@ -62,7 +62,7 @@ def _gemm_self_checks(blas, cupy, stream):
                              compute, stream)
             stream.synchronize()
             if not bool(cupy.allclose(c, expected)):
-                failures[kind] = f"wrong numbers: {c.get().tolist()}"
+                failures[kind] = f"wrong numbers: {c.tolist()}"
         except Exception as exc:
             failures[kind] = f"{type(exc).__name__}: {exc}"
     return failures
