@@ -123,6 +123,7 @@ versions() {
     else
         nvidia-smi || echo "nvidia-smi failed: $?"
     fi
+    git log -1 --format="commit %H %s" 2> /dev/null || echo "commit: unknown (no git here)"
     "$PY" - << 'EOF'
 import importlib.metadata as md, sys
 print("python", sys.version.split()[0], sys.executable)
