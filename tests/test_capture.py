@@ -143,7 +143,7 @@ def test_restore_order_reaches_the_device(backend):
     for restore in (False, True):
         model = gpunn.MLP([5, 4, 3], activation="tanh", output="softmax", seed=0)
         Xd, T, loss = model.prepare(X, y)
-        step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, batch_size=5)
+        step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, 5)
         if restore:
             step.shuffle(np.random.default_rng(4))
             step.restore_order(np.arange(12))
