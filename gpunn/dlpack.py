@@ -3,7 +3,8 @@
 
 Host memory given to the CUDA backend is viewed by NumPy and copied to the device once, as any
 host array is; CUDA memory given to a host backend (cpu, cuda-emulated) is refused with a
-TypeError that says how to move it, instead of a copy through the host that nobody asked for.
+TypeError that says how to move it, instead of a copy through the host that nobody asked for;
+so is CUDA memory of another GPU than the CUDA backend's current one.
 """
 
 import sys
@@ -37,16 +38,9 @@ def from_dlpack(name, value, xp):
     except Exception as exc:  # a producer's own error, whatever its type
         raise TypeError(f"{name}: expected an array whose __dlpack_device__() works, got the "
                         f"{kind} ({type(exc).__name__}: {exc})") from None
-    if device_type in DLPACK_CUDA and xp is np:
-        raise TypeError(f"{name}: expected an array in host memory for this backend (the "
-                        f"model is not on a GPU), got the {kind} in CUDA memory (device "
-                        f"{device_id}); move it to the host first (tensor.cpu(), "
-                        "cupy.asnumpy) or build the model on the 'cuda' backend")
+    _check_device(name, kind, device_type, device_id, xp)
     if on_cupy:
         return value
-    if device_type not in DLPACK_HOST and device_type not in DLPACK_CUDA:
-        raise TypeError(f"{name}: expected an array in host or CUDA memory, got the {kind} on "
-                        f"DLPack device type {device_type}")
     module = np if device_type in DLPACK_HOST else xp
     try:
         return module.from_dlpack(value)
@@ -55,3 +49,23 @@ def from_dlpack(name, value, xp):
                         f"the {kind}, which refused ({type(exc).__name__}: {exc}); pass it as "
                         "float32 or float64 without autograd history (e.g. "
                         "tensor.detach().float())") from None
+
+
+def _check_device(name, kind, device_type, device_id, xp):
+    """TypeError unless memory of ``device_type`` / ``device_id`` is readable by ``xp``'s
+    device: host memory anywhere, CUDA memory on a CUDA backend's current device (managed
+    memory on any)."""
+    if device_type not in DLPACK_HOST and device_type not in DLPACK_CUDA:
+        raise TypeError(f"{name}: expected an array in host or CUDA memory, got the {kind} on "
+                        f"DLPack device type {device_type}")
+    if device_type in DLPACK_CUDA and xp is np:
+        raise TypeError(f"{name}: expected an array in host memory for this backend (the "
+                        f"model is not on a GPU), got the {kind} in CUDA memory (device "
+                        f"{device_id}); move it to the host first (tensor.cpu(), "
+                        "cupy.asnumpy) or build the model on the 'cuda' backend")
+    if DLPACK_CUDA.get(device_type) == "cuda" and xp is not np:
+        current = xp.cuda.Device().id
+        if device_id != current:
+            raise TypeError(f"{name}: expected an array on the model's GPU (device {current}), "
+                            f"got the {kind} on device {device_id}; move it there first "
+                            f"(tensor.to('cuda:{current}'), or use that device)")

@@ -2,6 +2,8 @@
 backend of their device, give the numbers NumPy inputs give, and a device mismatch is a clear
 TypeError naming the argument."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,17 @@ def test_bfloat16_tensor_is_named_with_the_way_out():
     with pytest.raises(TypeError, match=r"X: .* torch.Tensor, which refused .*; pass it as "
                                         r"float32 or float64"):
         gpunn.MLP([5, 2]).predict(torch.from_numpy(X).to(torch.bfloat16))
+
+
+def test_cuda_memory_of_another_gpu_is_refused():
+    """A CUDA backend reads CUDA memory of its own device only (a stub of CuPy's device API
+    stands in for the GPU this machine may lack; nothing reaches from_dlpack)."""
+    stub_cupy = SimpleNamespace(cuda=SimpleNamespace(Device=lambda: SimpleNamespace(id=0)),
+                                from_dlpack=lambda value: "taken")
+
+    X, _ = data()
+    with pytest.raises(TypeError, match=r"X: expected an array on the model's GPU \(device 0\), "
+                                        r"got the test_dlpack.Producer on device 1; move it"):
+        from_dlpack("X", Producer(X, device=(2, 1)), stub_cupy)
+    assert from_dlpack("X", Producer(X, device=(2, 0)), stub_cupy) == "taken"
+    assert from_dlpack("X", Producer(X, device=(13, 1)), stub_cupy) == "taken"  # managed
