@@ -131,7 +131,6 @@ class TrainStep:
         self._batch = None if self.n_steps == 1 else Workspace(be, rows, {
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
         self._tapes, self._replays = {}, {}
-        self._started = False  # whether an epoch began (run_next)
         self._t0, self._k = optimizer.t, 0
 
     @property
@@ -159,7 +158,7 @@ class TrainStep:
         one copy to the device); the step index and flags restart, the update count is the
         optimizer's."""
         self._control.start(lrs, self.optimizer.t)
-        self._t0, self._k, self._started = self.optimizer.t, 0, True
+        self._t0, self._k = self.optimizer.t, 0
 
     def run(self, k):
         """Run step ``k`` of the epoch (``k`` must follow the previous one)."""
@@ -179,14 +178,6 @@ class TrainStep:
         if replay is not None:
             replay()
         self._k += 1
-
-    def run_next(self):
-        """Run the next step; after the last one, start a new epoch with the same learning
-        rates and row order first (a loop of steps, as the benchmarks time them)."""
-        if not self._started or self._k == self.n_steps:
-            rates = self._control.rates if self._started else [self.optimizer.lr] * self.n_steps
-            self.begin_epoch(rates)
-        self.run(self._k)
 
     def _launch(self, m):
         """The launches of one step of ``m`` rows (what gets recorded); with a communicator,
