@@ -161,6 +161,8 @@ def run(device, threads, batches, precisions=("fp32", "bf16"), contenders=CONTEN
         mnist.load()  # fetched and checked once, here; the processes read the cache
     except mnist.Unreachable as why:
         return {"skipped": str(why)}
+    except ValueError as why:  # an archive or cache that is not MNIST: said, not trained on
+        return {"skipped": f"MNIST refused: {why}"}
     found, skipped, errors = {}, {}, {}
     group = [(c, p) for p in precisions for c in contenders]
     for r in range(rounds):
