@@ -73,6 +73,12 @@ def check_numbers(model, X, got):
         ref.assert_close(got, reference, model.dtype, err_msg="export vs float64 reference")
         return
     ulp = ULP[model.precision]
+    if model.precision == "tf32" and model.backend.name == "cuda":
+        # cuBLAS leaves TF32 rounding unspecified (truncation, or none for some shapes); the
+        # export rounds to nearest even as gpunn's CPU does, so only a TF32 bound holds here:
+        # 2^-10 per operand, a few layers deep.
+        np.testing.assert_allclose(got, want, rtol=8 * ulp, atol=8 * ulp, err_msg="vs cuBLAS")
+        return
     np.testing.assert_allclose(got, want, rtol=ulp, atol=ulp, err_msg="export vs predict")
     np.testing.assert_allclose(got, reference, rtol=ulp, atol=ulp, err_msg="vs reference")
     off = ~np.isclose(got, want, **ref.TOL[np.dtype(np.float32)])

@@ -19,7 +19,9 @@ with one exception that no export can remove: where a layer's float32 output lie
 accumulation error of a TF32 / bfloat16 rounding boundary, another runtime's summation order
 may round it to the neighbouring value, and that row's outputs then differ by about one ulp of
 the precision (gpunn's own CPU and GPU differ the same way). Such rows are rare; a plain
-float32 export instead differs on nearly every row.
+float32 export instead differs on nearly every row. TF32 rounds to nearest even, as gpunn's
+CPU does; cuBLAS leaves its TF32 rounding unspecified (it may truncate), so a tf32 model
+predicting on a GPU matches its export only to about one TF32 ulp per GEMM operand.
 ``RoundedLinear`` keeps ``Linear``'s ``state_dict`` names: the same file loads into either (a
 plain ``Linear`` then computes in float32, without the rounding).
 
