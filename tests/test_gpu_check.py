@@ -115,3 +115,21 @@ def test_a_part_out_of_time_is_stopped_with_its_stacks(tmp_path):
     assert "hang: exit 124" in done.stdout and "TIMED OUT after 2 s" in done.stdout
     log = (tmp_path / "out" / "hang.log").read_text()
     assert "SIGABRT" in log and "stuck_here" in log and "Fatal Python error: Aborted" in log
+
+
+def test_without_a_usable_gpu_the_real_run_fails_at_info(tmp_path):
+    """Not a dry run, on a machine where cuda cannot be used: `gpunn info` fails, the run
+    stops there with a failing status instead of testing the CPU and calling it a pass."""
+    from gpunn.backends import cuda_status
+
+    if cuda_status()[0] is not None:
+        pytest.skip("cuda works here: the real run would run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env.update(PYTHON=sys.executable, GPUNN_CHECK_NO_INSTALL="1")
+    done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout
+    assert "info: exit 1" in done.stdout and "parts after it not run" in done.stdout
+    assert "backend 'cuda' was requested but cannot be used" in (
+        tmp_path / "out" / "info.log").read_text()
+    assert not (tmp_path / "out" / "tests.log").exists()
