@@ -159,3 +159,21 @@ def test_onnx_size_limit_is_named(tmp_path, monkeypatch):
                                          r"file \(protobuf's limit\), got 204 bytes"):
         export.to_onnx(MLP([4, 6, 3]), str(tmp_path / "m.onnx"))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_every_activation_has_an_export():
+    """A new activation in the registry fails here until PyTorch and ONNX names are given."""
+    from gpunn.export.layout import TORCH_ACTIVATIONS
+    from gpunn.export.onnx_graph import ONNX_ACTIVATIONS
+    from gpunn.layers import ACTIVATIONS
+
+    assert sorted(ACTIVATIONS) == sorted(TORCH_ACTIVATIONS) == sorted(ONNX_ACTIVATIONS)
+
+
+def test_unknown_activation_is_named(monkeypatch):
+    from gpunn.export import layout
+
+    monkeypatch.delitem(layout.TORCH_ACTIVATIONS, "tanh")
+    with pytest.raises(TypeError, match=r"model.layers\[0\].activation: expected one of .*, "
+                                        r"got 'tanh'"):
+        export.state_dict(MLP([4, 6, 3], activation="tanh"))

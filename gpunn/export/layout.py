@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from gpunn._compat import require
 from gpunn._files import atomic_write, check_target
 from gpunn.sharing import check_model
 
@@ -18,6 +17,10 @@ def host_layers(model):
     check_model("model", model)
     result = []
     for i, layer in enumerate(model.layers):
+        if layer.activation not in TORCH_ACTIVATIONS:
+            raise TypeError(f"model.layers[{i}].activation: expected one of "
+                            f"{sorted(TORCH_ACTIVATIONS)} (those gpunn.export can write), got "
+                            f"{layer.activation!r}")
         W, b = (model.backend.to_numpy(p) for p in (layer.W, layer.b))
         for name, values in (("W", W), ("b", b)):
             if not np.isfinite(values).all():
@@ -55,10 +58,10 @@ def save_state_dict(model, path):
     Returns:
         ``path``.
     """
+    from safetensors.numpy import save  # a dependency of gpunn, imported when used
+
     target = check_target("path", path)  # once, before any work
-    arrays = state_dict(model)
-    safetensors_numpy = require("safetensors.numpy", "torch", "save_state_dict")
-    blob = safetensors_numpy.save(arrays, metadata={"format": "pt"})
+    blob = save(state_dict(model), metadata={"format": "pt"})
     return atomic_write(target, lambda file: file.write(blob))
 
 
