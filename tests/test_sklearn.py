@@ -37,22 +37,30 @@ def _quiet_convergence():
         yield
 
 
-def _expected_failures(estimator):
+def _allowed_failure(estimator, check):
     """On CUDA, cuBLAS picks its GEMM algorithm by row count, so a float32 row predicted in a
     subset may differ in the last bits from the same row in the full batch (2.4e-7 seen on an
-    H200), beyond the check's float64 tolerance (1e-7): expected there, and bounded instead by
-    test_float32_predictions_of_a_subset_agree_to_float32_rounding."""
-    if get_backend().name == "cuda" and isinstance(estimator, GpunnRegressor):
-        return {"check_methods_subset_invariance": _expected_failures.__doc__.split(":")[0]}
-    return {}
+    H200), beyond the check's float64 tolerance (1e-7): allowed there, and bounded instead by
+    test_float32_predictions_of_a_subset_agree_to_float32_rounding. (Decided in the test, not
+    with parametrize_with_checks(expected_failed_checks=), which older scikit-learn lacks.)"""
+    name = getattr(check, "func", check).__name__
+    if (get_backend().name == "cuda" and isinstance(estimator, GpunnRegressor)
+            and name == "check_methods_subset_invariance"):
+        return _allowed_failure.__doc__.split(":")[0]
+    return None
 
 
 # scikit-learn's own checks on the estimators as users make them (default hyperparameters):
-# every check passes (on CUDA, one expected failure above), none is skipped.
-@parametrize_with_checks([GpunnClassifier(random_state=0), GpunnRegressor(random_state=0)],
-                         expected_failed_checks=_expected_failures)
+# every check passes (on CUDA, one may fail as said above), none is skipped.
+@parametrize_with_checks([GpunnClassifier(random_state=0), GpunnRegressor(random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
+    reason = _allowed_failure(estimator, check)
+    try:
+        check(estimator)
+    except AssertionError:
+        if reason is None:
+            raise
+        pytest.xfail(reason)
 
 
 def test_float32_predictions_of_a_subset_agree_to_float32_rounding():
