@@ -43,7 +43,7 @@ def train(backend, X, y):
         model = gpunn.MLP([64, 128, 128, 10], activation="relu", output="softmax", seed=0)
         history = gpunn.fit(model, X, y, epochs=EPOCHS, batch_size=BATCH, lr=1e-3, seed=0)
         params = np.array(backend.to_numpy(model.flat_params))
-        return np.array(history.cost, dtype=np.float64), params, model.predict(X)
+        return np.array(history.loss, dtype=np.float64), params, model.predict(X)
 
 
 def check(name, passed, detail):

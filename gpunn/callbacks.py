@@ -7,7 +7,8 @@ training, :func:`gpunn.fit` sets its ``model``, ``optimizer``, ``history`` and `
 (``epochs``, ``batch_size``, ``steps`` per epoch); setting ``self.stop_training = True`` ends
 training after the current epoch. Epochs count from 1, as in :class:`~gpunn.History`.
 
-Epoch ``logs`` hold ``loss`` (the epoch's mean training loss, also as ``cost``), ``lr``,
+Epoch ``logs`` (:meth:`gpunn.History.logs`) hold ``loss`` (the epoch's mean training loss;
+``cost`` is its deprecated alias), ``lr``,
 ``seconds`` and, with validation data, ``val_loss`` and ``val_accuracy`` (classifiers).
 
 Batch hooks cost time: a callback that overrides one makes every training step read its loss
@@ -154,13 +155,7 @@ def _rank(callback):
 
 def epoch_logs(history):
     """The ``logs`` of the last epoch recorded in ``history``."""
-    logs = {"loss": history.cost[-1], "cost": history.cost[-1], "lr": history.lr[-1],
-            "seconds": history.seconds[-1]}
-    if history.val_loss:
-        logs["val_loss"] = history.val_loss[-1]
-    if history.val_accuracy:
-        logs["val_accuracy"] = history.val_accuracy[-1]
-    return logs
+    return history.logs()
 
 
 class _Monitor(Callback):

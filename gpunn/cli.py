@@ -81,13 +81,14 @@ def _build_model(hidden, args, n_features, data):
 
 
 def _print_epoch(epochs, name):
+    """The CLI's epoch line, through gpunn.progress's one printer: the held-out set is called
+    ``name`` (test or val) and the loss keeps the label ``cost`` that scripts parse."""
+    from gpunn.progress import epoch_line
+
+    labels = {"loss": "cost", "val_accuracy": f"{name}_acc", "val_loss": f"{name}_loss"}
+
     def callback(epoch, history, model):
-        line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  cost {history.cost[-1]:.4f}"
-        if history.val_accuracy:
-            line += f"  {name}_acc {history.val_accuracy[-1]:.4f}"
-        elif history.val_loss:
-            line += f"  {name}_loss {history.val_loss[-1]:.4g}"
-        print(f"{line}  {history.seconds[-1]:.2f} s", flush=True)
+        print(epoch_line(epoch, epochs, history.logs(), labels, cli=True), flush=True)
 
     return callback
 

@@ -1,23 +1,41 @@
-"""What :func:`gpunn.fit` records: per-epoch cost, time, throughput, learning rate, validation."""
+"""What :func:`gpunn.fit` records: per-epoch loss, time, throughput, learning rate, validation.
 
-from dataclasses import asdict, dataclass, field
+The one definition of the record's fields: checkpoints, resume, callbacks' ``logs``, the
+progress lines, CSV rows and TensorBoard read the names from here (:meth:`History.lists`,
+:meth:`History.per_epoch`, :meth:`History.logs`).
+"""
+
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+# Old field names -> today's (one word for the loss value: "loss", never "cost"). Checkpoints
+# written before the rename hold the old names; History.from_dict reads them.
+RENAMED = {"cost": "loss", "step_cost": "step_loss"}
+
+
+def _per_epoch(optional=False):
+    """A list field with one entry per epoch (``optional``: may stay empty, e.g. no
+    validation data)."""
+    return field(default_factory=list, metadata={"per": "epoch", "optional": optional})
 
 
 @dataclass
 class History:
-    """The record of one :func:`gpunn.fit` call; every list has one entry per epoch run.
+    """The record of one :func:`gpunn.fit` call; every per-epoch list has one entry per epoch.
 
     Attributes:
         epoch: epoch numbers, counting from 1.
-        cost: mean training loss of the epoch (the mini-batch losses weighted by batch size,
-            each taken before its update, as Keras reports it).
+        loss: mean training loss of the epoch (the mini-batch losses weighted by batch size,
+            each taken before its update, as Keras reports it). ``cost`` is its deprecated
+            alias.
         seconds: cumulative training wall time at the end of each epoch (validation, callbacks
             and progress output excluded).
         samples_per_second: training samples of the epoch divided by its wall time.
         lr: learning rate of the epoch's last step.
         val_loss: mean loss on ``validation_data`` after the epoch (empty without it).
         val_accuracy: accuracy on ``validation_data`` (empty without it or for regression).
-        step_cost: loss of every mini-batch, in order (only with ``record_steps=True``).
+        step_loss: loss of every mini-batch, in order (only with ``record_steps=True``);
+            ``step_cost`` is its deprecated alias.
         skipped_steps: steps whose update was dropped for a non-finite loss or gradient
             (``on_nonfinite="skip"``), over all epochs.
         backend: name of the backend that trained.
@@ -25,29 +43,72 @@ class History:
         n_samples: training rows.
     """
 
-    epoch: list = field(default_factory=list)
-    cost: list = field(default_factory=list)
-    seconds: list = field(default_factory=list)
-    samples_per_second: list = field(default_factory=list)
-    lr: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    val_accuracy: list = field(default_factory=list)
-    step_cost: list = field(default_factory=list)
+    epoch: list = _per_epoch()
+    loss: list = _per_epoch()
+    seconds: list = _per_epoch()
+    samples_per_second: list = _per_epoch()
+    lr: list = _per_epoch()
+    val_loss: list = _per_epoch(optional=True)
+    val_accuracy: list = _per_epoch(optional=True)
+    step_loss: list = field(default_factory=list, metadata={"per": "step"})
     skipped_steps: int = 0
     backend: str = ""
     batch_size: int = 0
     n_samples: int = 0
 
+    @classmethod
+    def lists(cls):
+        """Names of the list fields (per epoch and per step), in order."""
+        return tuple(f.name for f in fields(cls) if "per" in f.metadata)
+
+    @classmethod
+    def per_epoch(cls, optional=None):
+        """Names of the per-epoch lists; ``optional`` True/False: only those that may (not)
+        stay empty."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("per") == "epoch" and
+                     (optional is None or f.metadata["optional"] == optional))
+
+    @classmethod
+    def from_dict(cls, saved):
+        """A History from :meth:`as_dict`'s output, old field names (``cost``) included."""
+        return cls(**cls.upgrade(saved))
+
+    @staticmethod
+    def upgrade(saved):
+        """``saved`` (an :meth:`as_dict` dict) with old field names replaced by today's."""
+        return {RENAMED.get(key, key): value for key, value in saved.items()}
+
     def as_dict(self):
         """All fields as a dict of plain Python values (JSON-serializable)."""
         return asdict(self)
 
+    def logs(self):
+        """The callbacks' ``logs`` of the last epoch recorded: every non-empty per-epoch list's
+        last value but ``epoch`` and ``samples_per_second`` (``loss``, ``seconds``, ``lr``,
+        ``val_loss``, ``val_accuracy``), and ``cost`` (deprecated alias of ``loss``)."""
+        logs = {name: getattr(self, name)[-1] for name in self.per_epoch()
+                if name not in ("epoch", "samples_per_second") and getattr(self, name)}
+        logs["cost"] = logs["loss"]
+        return logs
+
+    @property
+    def cost(self):
+        """Deprecated alias of :attr:`loss`."""
+        warnings.warn("History.cost is deprecated: use History.loss", DeprecationWarning,
+                      stacklevel=2)
+        return self.loss
+
+    @property
+    def step_cost(self):
+        """Deprecated alias of :attr:`step_loss`."""
+        warnings.warn("History.step_cost is deprecated: use History.step_loss",
+                      DeprecationWarning, stacklevel=2)
+        return self.step_loss
+
     def rows(self):
         """One dict per epoch: ``epoch``, ``loss``, ``seconds``, ``samples_per_second``,
         ``lr`` and, when recorded, ``val_loss`` and ``val_accuracy``."""
-        columns = {"epoch": self.epoch, "loss": self.cost, "seconds": self.seconds,
-                   "samples_per_second": self.samples_per_second, "lr": self.lr,
-                   "val_loss": self.val_loss, "val_accuracy": self.val_accuracy}
+        columns = {name: getattr(self, name) for name in self.per_epoch()}
         columns = {k: v for k, v in columns.items() if len(v) == len(self.epoch) and v}
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
@@ -84,7 +145,7 @@ class History:
     def plot(self, path=None, ax=None):
         """Draw the training curves with matplotlib; write a PNG to ``path`` if given.
 
-        Panels (:meth:`panels`): training cost and validation loss by epoch, the same by
+        Panels (:meth:`panels`): training loss and validation loss by epoch, the same by
         training time, validation accuracy by epoch (when recorded), learning rate by epoch.
 
         Args:
@@ -121,11 +182,11 @@ class History:
         time = panel == "loss_vs_time"
         x = self.seconds if time else self.epoch
         if panel in ("loss", "loss_vs_time"):
-            axes.plot(x, self.cost, marker=".", label="training cost")
+            axes.plot(x, self.loss, marker=".", label="training loss")
             if self.val_loss:
                 axes.plot(x, self.val_loss, marker=".", label="validation loss")
-            axes.set_ylabel("cost")
-            axes.set_yscale("log" if min(self.cost) > 0 else "linear")
+            axes.set_ylabel("loss")
+            axes.set_yscale("log" if min(self.loss) > 0 else "linear")
             axes.legend()
         elif panel == "accuracy":
             axes.plot(x, self.val_accuracy, marker=".", label="validation accuracy")

@@ -30,13 +30,28 @@ def check_verbose(verbose, progress):
     return verbose == 1 and terminal, verbose == 2 or (verbose == 1 and not terminal)
 
 
-def epoch_line(epoch, epochs, logs):
-    """One line for the epoch: ``epoch 3/20  loss 0.1234  val_loss ...  lr ...  1.23 s``."""
-    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4g}"]
-    for key in ("val_loss", "val_accuracy"):
-        if key in logs:
-            parts.append(f"{key} {logs[key]:.4g}")
-    parts.append(f"lr {logs['lr']:.3g}")
+def epoch_line(epoch, epochs, logs, labels=None, cli=False):
+    """One line for the epoch: ``epoch 3/20  loss 0.1234  val_loss ...  lr ...  1.23 s``.
+
+    The one epoch printer (``fit(verbose=...)``, the log records, ``gpunn train``).
+
+    Args:
+        epoch, epochs: this epoch (from 1) and the number asked for.
+        logs: :meth:`gpunn.History.logs` of the epoch.
+        labels: ``{log name: label}`` for the names shown differently (default none).
+        cli: the ``gpunn train`` form: loss and accuracy to 4 decimals, accuracy instead of
+            the validation loss when both exist, no learning rate.
+    """
+    labels = labels or {}
+    shown = ["loss", "val_loss", "val_accuracy"]
+    if cli:
+        shown.remove("val_loss" if "val_accuracy" in logs else "val_accuracy")
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}"]
+    for key in (key for key in shown if key in logs):
+        value = f"{logs[key]:.4f}" if cli and key != "val_loss" else f"{logs[key]:.4g}"
+        parts.append(f"{labels.get(key, key)} {value}")
+    if not cli:
+        parts.append(f"lr {logs['lr']:.3g}")
     parts.append(f"{logs['seconds']:.2f} s")
     return "  ".join(parts)
 

@@ -140,8 +140,8 @@ class _GpunnMLP(BaseEstimator):
                 seed=(self._fit_seed + self._calls) % _SEED_HIGH,
                 callbacks=[] if stopper is None else [stopper], verbose=self.verbose)
         self.history_ = history
-        self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + list(history.cost)
-        self.loss_ = history.cost[-1]
+        self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + list(history.loss)
+        self.loss_ = history.loss[-1]
         self.best_loss_ = min(self.loss_curve_)
         self.n_iter_ = getattr(self, "n_iter_", 0) + len(history.epoch)
         if validation is not None:

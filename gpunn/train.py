@@ -102,7 +102,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             they ask for them, batch boundaries: those read each step's loss from the device)
             or plain callables ``cb(epoch, history, model)`` run after every epoch (``epoch``
             from 1); one returning ``True`` stops training after that epoch.
-        record_steps: also record the loss of every step in ``history.step_cost``.
+        record_steps: also record the loss of every step in ``history.step_loss``.
         on_nonfinite: ``"raise"`` (:class:`TrainingDiverged`) or ``"skip"``: drop the step's
             update, count it in ``history.skipped_steps`` and go on.
         checkpoint_every: save a checkpoint every this many epochs (and after the last).
@@ -224,8 +224,8 @@ def _global_batch(batch_size, n, ranks):
 
 def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
                check_every=None):
-    """One pass over the batches, ``run(k)`` each; records the epoch's cost, returns its wall
-    time. The cost averages the steps whose update was applied (NaN if none was)."""
+    """One pass over the batches, ``run(k)`` each; records the epoch's loss, returns its wall
+    time. The loss averages the steps whose update was applied (NaN if none was)."""
     trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps))
     started = time.perf_counter()
     for k in range(trainer.n_steps):
@@ -237,8 +237,8 @@ def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
     _check_divergence(trainer, epoch, records, skip)
     history.skipped_steps += records.count(STEP_NONFINITE)
     if record_steps:
-        history.step_cost.extend(records.means.tolist())
-    history.cost.append(records.applied_mean())
+        history.step_loss.extend(records.means.tolist())
+    history.loss.append(records.applied_mean())
     return seconds
 
 
@@ -269,7 +269,7 @@ def _log_epoch(trainer, history, epoch, seconds, validation):
 
 
 def _summary(history):
-    summary = {"cost": f"{history.cost[-1]:.4g}"}
+    summary = {"loss": f"{history.loss[-1]:.4g}"}
     if history.val_accuracy:
         summary["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
     elif history.val_loss:

@@ -169,13 +169,13 @@ def train(comm, out):
     for name, (n, b) in TRAIN_RUNS.items():
         model, history = train_once(comm, n, b, epochs=3)
         saved[f"{name}_params"] = model.flat_params
-        saved[f"{name}_steps"] = np.array(history.step_cost)
+        saved[f"{name}_steps"] = np.array(history.step_loss)
         saved[f"{name}_meta"] = np.array([history.batch_size, history.n_samples])
     path = f"{out[:-len('rank0.npz')]}/fit.ckpt.npz"
     train_once(comm, 23, 4, epochs=2, checkpoint_path=path)
     saved["ckpt_exists_after_fit"] = np.array(os.path.exists(path))
     model, history = train_once(comm, 23, 4, epochs=3, resume_from=path)
-    saved["resumed_params"], saved["resumed_steps"] = model.flat_params, history.step_cost
+    saved["resumed_params"], saved["resumed_steps"] = model.flat_params, history.step_loss
     saved["diverged"] = diverge(comm)  # 2 x 4 rows: one process at 8 diverges too
     np.savez(out, **saved)
 

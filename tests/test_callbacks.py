@@ -67,7 +67,7 @@ def test_hooks_run_in_order_with_model_optimizer_and_history(backend):
     got_model, optimizer, got_history, params = recorder.context
     assert got_model is model and got_history is history and optimizer.name == "adam"
     assert params == {"epochs": 2, "batch_size": 16, "steps": 3, "rank": 0}
-    assert recorder.last_logs == {"loss": history.cost[-1], "cost": history.cost[-1],
+    assert recorder.last_logs == {"loss": history.loss[-1], "cost": history.loss[-1],
                                   "lr": 0.05, "seconds": history.seconds[-1],
                                   "val_loss": history.val_loss[-1],
                                   "val_accuracy": history.val_accuracy[-1]}
@@ -82,7 +82,7 @@ def test_batch_hooks_only_when_asked_and_report_each_step_loss(backend):
                         record_steps=True, callbacks=[recorder])
     assert recorder.calls[1:6] == ["epoch_begin 1", "batch 0", "batch 1", "batch 2",
                                    "epoch_end 1"]
-    np.testing.assert_allclose(recorder.batch_losses, history.step_cost, rtol=1e-12)
+    np.testing.assert_allclose(recorder.batch_losses, history.step_loss, rtol=1e-12)
 
 
 def test_plain_callables_and_callbacks_mix():
@@ -98,7 +98,7 @@ def test_early_stopping_waits_patience_epochs():
     stopper = EarlyStopping("loss", patience=2, min_delta=1e9)  # nothing counts as better
     history = gpunn.fit(classifier(), X, y, epochs=20, callbacks=[stopper])
     assert history.epoch == [1, 2, 3, 4] and stopper.stopped_epoch == 4
-    assert stopper.best_epoch == 1 and stopper.best == history.cost[0]
+    assert stopper.best_epoch == 1 and stopper.best == history.loss[0]
 
 
 def test_early_stopping_restores_the_best_epoch(backend):
@@ -173,7 +173,7 @@ def test_csv_logger_writes_a_row_per_epoch(tmp_path):
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    np.testing.assert_allclose([float(r["loss"]) for r in rows], history.cost, rtol=1e-12)
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], history.loss, rtol=1e-12)
     np.testing.assert_allclose([float(r["val_loss"]) for r in rows], history.val_loss,
                                rtol=1e-12)
     gpunn.fit(classifier(), X, y, epochs=2, callbacks=[CSVLogger(path, append=True)])
@@ -186,7 +186,7 @@ def test_validation_split_holds_out_the_last_rows(backend):
     split = gpunn.fit(classifier(), X, y, epochs=3, batch_size=8, validation_split=0.25)
     explicit = gpunn.fit(classifier(), X[:36], y[:36], epochs=3, batch_size=8,
                          validation_data=(X[36:], y[36:]))
-    assert split.val_loss == explicit.val_loss and split.cost == explicit.cost
+    assert split.val_loss == explicit.val_loss and split.loss == explicit.loss
     assert split.n_samples == 36
 
 
@@ -246,7 +246,7 @@ def test_history_plot_draws_on_given_axes(tmp_path):
     figure = figure_module.Figure()
     axes = figure.subplots(1, 4)
     assert history.plot(ax=axes) is figure
-    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), history.cost)
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), history.loss)
     np.testing.assert_allclose(axes[1].lines[0].get_xdata(), history.seconds)
     np.testing.assert_allclose(axes[2].lines[0].get_ydata(), history.val_accuracy)
     np.testing.assert_allclose(axes[3].lines[0].get_ydata(), history.lr)

@@ -181,7 +181,7 @@ def test_two_ranks_train_like_one_process_at_the_global_batch(trained):
         model, history = train_once(None, n, 2 * b, epochs=3)
         for got in ranks:
             assert got[f"{name}_meta"].tolist() == [2 * b, n]
-            np.testing.assert_allclose(got[f"{name}_steps"], history.step_cost, rtol=1e-12)
+            np.testing.assert_allclose(got[f"{name}_steps"], history.step_loss, rtol=1e-12)
             np.testing.assert_allclose(got[f"{name}_params"], model.flat_params,
                                        rtol=1e-10, atol=1e-12)
     model, history = train_once(None, 23, 8, epochs=3)
@@ -190,7 +190,7 @@ def test_two_ranks_train_like_one_process_at_the_global_batch(trained):
         assert bool(got["ckpt_exists_after_fit"])
         np.testing.assert_allclose(got["resumed_params"], model.flat_params, rtol=1e-10,
                                    atol=1e-12)
-        np.testing.assert_allclose(got["resumed_steps"], history.step_cost, rtol=1e-12)
+        np.testing.assert_allclose(got["resumed_steps"], history.step_loss, rtol=1e-12)
 
 
 def test_divergence_stops_every_rank_at_the_same_step(trained):

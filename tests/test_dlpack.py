@@ -59,7 +59,7 @@ def test_torch_tensors_train_and_predict_as_numpy(backend):
         model = gpunn.MLP([5, 6, 3], activation="tanh", output="softmax", seed=1)
         history = gpunn.fit(model, inputs, labels, epochs=3, batch_size=8, lr=0.05,
                             validation_data=(inputs, labels), progress=False)
-        results.append((history.cost, history.val_loss, model.predict_proba(inputs)))
+        results.append((history.loss, history.val_loss, model.predict_proba(inputs)))
     for numpy_result, torch_result in zip(*results):
         np.testing.assert_array_equal(torch_result, numpy_result)
 

@@ -32,11 +32,11 @@ def test_training_lowers_the_cost_and_records_history(backend):
     history = gpunn.fit(model, X, y, lr=0.05, epochs=6, batch_size=8,
                         validation_data=blobs(seed=1))
     assert history.epoch == [1, 2, 3, 4, 5, 6]
-    assert history.cost[-1] < 0.5 * history.cost[0]
+    assert history.loss[-1] < 0.5 * history.loss[0]
     assert all(b > a for a, b in zip(history.seconds, history.seconds[1:]))
     assert all(rate > 0 for rate in history.samples_per_second) and history.lr == [0.05] * 6
     assert len(history.val_loss) == 6 and history.val_accuracy[-1] >= 0.8
-    assert history.step_cost == []
+    assert history.step_loss == []
     assert (history.backend, history.batch_size, history.n_samples) == (backend.name, 8, 40)
     json.dumps(history.as_dict())
 
@@ -45,7 +45,7 @@ def test_training_lowers_the_cost_and_records_history(backend):
 def test_batches_per_epoch_keep_the_last_partial_batch(backend, batch_size, steps):
     X, y = blobs(n=10)
     history = gpunn.fit(classifier(), X, y, epochs=2, batch_size=batch_size, record_steps=True)
-    assert len(history.step_cost) == 2 * steps
+    assert len(history.step_loss) == 2 * steps
 
 
 def manual_training(X, y, optimizer, epochs, batch_size, seed, shuffle):
@@ -72,7 +72,7 @@ def test_fit_is_the_documented_loop(backend, optimizer, batch_size, shuffle):
     # One batch of all rows is not shuffled: the order cannot change its gradient.
     expected, costs = manual_training(X, y, optimizer, 3, batch_size or 22, seed=7,
                                       shuffle=shuffle and batch_size is not None)
-    ref.assert_close(history.step_cost, costs, np.float64)
+    ref.assert_close(history.step_loss, costs, np.float64)
     ref.assert_close(backend.to_numpy(model.flat_params),
                      backend.to_numpy(expected.flat_params), np.float64)
 
@@ -83,7 +83,7 @@ def test_same_seed_same_curve_on_every_backend(backend):
     def curve(seed):
         history = gpunn.fit(classifier(), X, y, epochs=3, batch_size=4, seed=seed,
                             record_steps=True)
-        return history.step_cost
+        return history.step_loss
 
     here = curve(3)
     with gpunn.use_backend(_make("cpu")):
@@ -110,7 +110,7 @@ def test_full_batch_gradient_descent_matches_torch(backend):
         value.backward()
         optimizer.step()
         costs.append(value.item())
-    ref.assert_close(history.cost, costs, np.float64, scale=10.0)
+    ref.assert_close(history.loss, costs, np.float64, scale=10.0)
     for layer, linear in zip(model.layers, net[::2]):
         ref.assert_close(backend.to_numpy(layer.W), linear.weight.detach().numpy().T,
                          np.float64, scale=10.0)
@@ -139,7 +139,7 @@ def test_callbacks_run_after_every_epoch_and_can_stop(backend):
     seen = []
 
     def record(epoch, history, model):
-        seen.append((epoch, len(history.cost), model.n_out))
+        seen.append((epoch, len(history.loss), model.n_out))
 
     history = gpunn.fit(classifier(), X, y, epochs=5,
                         callbacks=[record, lambda epoch, history, model: epoch == 3])
@@ -166,7 +166,7 @@ def test_history_plot_writes_a_png(backend, tmp_path):
 
 def test_history_plot_without_matplotlib_names_the_extra(backend, monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
-    history = gpunn.History(epoch=[1], cost=[1.0], seconds=[0.1])
+    history = gpunn.History(epoch=[1], loss=[1.0], seconds=[0.1])
     with pytest.raises(ImportError, match=r"pip install -e '\.\[plot\]'"):
         history.plot(tmp_path / "cost.png")
 
@@ -288,7 +288,7 @@ def test_bad_data_names_the_argument(backend, X, y, error, match):
 
 def test_lists_and_fortran_arrays_train_like_arrays(backend):
     X, y = blobs(n=12)
-    expected = gpunn.fit(classifier(), X, y, epochs=2, batch_size=5).cost
-    assert gpunn.fit(classifier(), X.tolist(), list(y), epochs=2, batch_size=5).cost == expected
+    expected = gpunn.fit(classifier(), X, y, epochs=2, batch_size=5).loss
+    assert gpunn.fit(classifier(), X.tolist(), list(y), epochs=2, batch_size=5).loss == expected
     fortran = gpunn.fit(classifier(), np.asfortranarray(X), y, epochs=2, batch_size=5)
-    assert fortran.cost == expected
+    assert fortran.loss == expected

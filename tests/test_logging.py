@@ -69,7 +69,7 @@ def test_tensorboard_epoch_scalars(tmp_path):
     scalars = read_scalars(tmp_path / "runs")
     assert sorted(scalars) == ["epoch/loss", "epoch/lr", "epoch/samples_per_second",
                                "epoch/val_accuracy", "epoch/val_loss"]
-    for tag, values in (("loss", history.cost), ("val_loss", history.val_loss),
+    for tag, values in (("loss", history.loss), ("val_loss", history.val_loss),
                         ("val_accuracy", history.val_accuracy), ("lr", history.lr)):
         steps, logged = zip(*scalars[f"epoch/{tag}"])
         assert list(steps) == [1, 2, 3]
@@ -85,7 +85,7 @@ def test_tensorboard_step_scalars(tmp_path, update_freq, every):
     steps, logged = zip(*read_scalars(tmp_path)["batch/loss"])
     expected_steps = list(range(every, EPOCHS * STEPS + 1, every))
     assert list(steps) == expected_steps
-    expected = [history.step_cost[s - 1] for s in expected_steps]
+    expected = [history.step_loss[s - 1] for s in expected_steps]
     np.testing.assert_allclose(logged, expected, rtol=1e-6)
 
 
@@ -111,7 +111,7 @@ def test_progress_bar_per_step():
     for epoch in range(1, EPOCHS + 1):
         assert f"epoch {epoch}/{EPOCHS}" in text
     assert f"{STEPS}/{STEPS}" in text
-    assert f"loss={history.cost[-1]:.4g}" in text and "val_loss=" in text
+    assert f"loss={history.loss[-1]:.4g}" in text and "val_loss=" in text
 
 
 def test_history_to_dataframe_has_every_column():
@@ -122,7 +122,7 @@ def test_history_to_dataframe_has_every_column():
     assert frame.index.name == "epoch" and frame.index.tolist() == [1, 2, 3]
     assert list(frame.columns) == ["loss", "seconds", "samples_per_second", "lr", "val_loss",
                                    "val_accuracy"]
-    np.testing.assert_array_equal(frame["loss"], history.cost)
+    np.testing.assert_array_equal(frame["loss"], history.loss)
     np.testing.assert_array_equal(frame["val_loss"], history.val_loss)
     assert gpunn.History().to_dataframe().empty
 

@@ -40,8 +40,8 @@ def test_a_copy_trains_exactly_like_the_original(backend, make_copy):
     np.testing.assert_array_equal(params(clone), params(original))
     for layer in clone.layers:  # W and b are views of the copy's own buffer
         assert backend.xp.shares_memory(layer.W, clone.flat_params)
-    expected = gpunn.fit(original, X, y, epochs=3, batch_size=8).cost
-    got = gpunn.fit(clone, X, y, epochs=3, batch_size=8).cost
+    expected = gpunn.fit(original, X, y, epochs=3, batch_size=8).loss
+    got = gpunn.fit(clone, X, y, epochs=3, batch_size=8).loss
     assert got == expected and got[-1] < got[0]
     np.testing.assert_array_equal(params(clone), params(original))
 
@@ -112,8 +112,8 @@ def test_optimizers_still_pickle_and_copy_with_their_model(backend):
     for clone_model, clone_optimizer in (copy.deepcopy((model, optimizer)),
                                          pickle.loads(pickle.dumps((model, optimizer)))):
         expected = gpunn.fit(copy.deepcopy(model), X, y, optimizer=copy.deepcopy(optimizer),
-                             epochs=1).cost
-        assert gpunn.fit(clone_model, X, y, optimizer=clone_optimizer, epochs=1).cost == expected
+                             epochs=1).loss
+        assert gpunn.fit(clone_model, X, y, optimizer=clone_optimizer, epochs=1).loss == expected
 
 
 @pytest.mark.parametrize("make, dtype, match", [

@@ -111,7 +111,7 @@ def results(X, backend):
     return {"forward": backend.to_numpy(model.forward(X)), "proba": model.predict_proba(X),
             "predict": model.predict(X), "loss": loss, "grads": grads,
             "evaluate": model.evaluate(X, Y), "gradcheck": gpunn.gradcheck(net(), X, Y),
-            "fit": gpunn.fit(net(), X, Y, epochs=2, batch_size=3).cost}
+            "fit": gpunn.fit(net(), X, Y, epochs=2, batch_size=3).loss}
 
 
 def test_lists_fortran_and_strided_inputs_give_the_same_results(backend):

@@ -42,8 +42,8 @@ def test_five_plus_five_epochs_equal_ten_bit_for_bit(backend, tmp_path):
     resumed = classifier(seed=9)  # other initial weights: the checkpoint must replace them
     history = run(resumed, 10, resume_from=path)
     np.testing.assert_array_equal(params(resumed), params(straight))
-    assert history.epoch == list(range(1, 11)) and history.cost == expected.cost
-    assert history.step_cost == expected.step_cost and history.lr == expected.lr
+    assert history.epoch == list(range(1, 11)) and history.loss == expected.loss
+    assert history.step_loss == expected.step_loss and history.lr == expected.lr
     saved = gpunn.load_checkpoint(path)
     assert saved.epoch == 5 and saved.optimizer.t == 25
 
@@ -113,8 +113,8 @@ def rewrite_header(path, **changes):
     (lambda h: {"arrays": {"fit.order": np.zeros(22, np.int64)}},
      "fit.order: expected a permutation of the 22 rows"),
     (lambda h: {"epoch": 3}, r"history.epoch: expected 3 entries \(epochs 1 to 3"),
-    (lambda h: {"history": dict(h["history"], cost=h["history"]["cost"][:1])},
-     "history.cost: expected 2 entries"),
+    (lambda h: {"history": dict(h["history"], loss=h["history"]["loss"][:1])},
+     "history.loss: expected 2 entries"),
     (lambda h: {"rng_state": dict(h["rng_state"], state={"state": -1, "inc": 1})},
      "rng_state: "),
     (lambda h: {"optimizer": dict(h["optimizer"], lr=float("nan"))}, "lr: expected a finite"),
@@ -132,6 +132,30 @@ def test_a_damaged_fit_checkpoint_is_refused_before_anything_changes(backend, tm
                   schedule=schedule(), resume_from=path)
     np.testing.assert_array_equal(params(model), before)
     assert optimizer.t == 0 and optimizer.state == {}
+
+
+def test_a_checkpoint_with_the_old_history_names_resumes_the_same(tmp_path):
+    """Files written before History.cost became History.loss keep resuming, bit for bit."""
+    straight = classifier()
+    expected = run(straight, 4)
+    path = tmp_path / "old.npz"
+    run(classifier(), 2, checkpoint_path=path)
+    saved = _header(path)["history"]
+    old = {{"loss": "cost", "step_loss": "step_cost"}.get(k, k): v for k, v in saved.items()}
+    assert rewrite_header(path, history=old)["history"]["cost"] == saved["loss"]
+    resumed = classifier(seed=9)
+    history = run(resumed, 4, resume_from=path)
+    np.testing.assert_array_equal(params(resumed), params(straight))
+    assert history.loss == expected.loss and history.step_loss == expected.step_loss
+
+
+def test_history_cost_is_a_deprecated_alias_of_loss():
+    history = gpunn.History(epoch=[1], loss=[0.5], step_loss=[0.7, 0.3])
+    with pytest.warns(DeprecationWarning, match="History.cost is deprecated"):
+        assert history.cost is history.loss
+    with pytest.warns(DeprecationWarning, match="History.step_cost is deprecated"):
+        assert history.step_cost is history.step_loss
+    assert gpunn.History.from_dict({"cost": [0.5], "epoch": [1]}).loss == [0.5]
 
 
 def _header(path):
@@ -200,8 +224,8 @@ def test_skip_drops_nonfinite_steps_and_counts_them(backend, monkeypatch):
     history = run(model, 2, on_nonfinite="skip")
     assert history.skipped_steps == 2 and len(seen) == 10
     np.testing.assert_array_equal(seen[2], seen[1])  # step 2's update was dropped
-    assert all(math.isfinite(c) for c in history.cost) and np.all(np.isfinite(params(model)))
-    assert len(history.step_cost) == 10
+    assert all(math.isfinite(c) for c in history.loss) and np.all(np.isfinite(params(model)))
+    assert len(history.step_loss) == 10
 
 
 def test_a_huge_learning_rate_diverges_with_finite_parameters(backend):

@@ -173,10 +173,6 @@ def checked_schedule(config):
 
 # --- part "history" -------------------------------------------------------------------------
 
-_HISTORY_LISTS = ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy",
-                  "step_cost")
-
-
 def history_part(history):
     """The header value of a :class:`~gpunn.History`: its fields."""
     return json_checked("history", history.as_dict())
@@ -195,9 +191,11 @@ def checked_history(saved):
     if saved is None:
         return None
     fields = sorted(History.__dataclass_fields__)
+    if isinstance(saved, dict):
+        saved = History.upgrade(saved)  # files from before "cost" became "loss"
     if not isinstance(saved, dict) or sorted(saved) != fields:
         raise CheckpointError(f"history: expected the fields {fields}, got {short_list(saved)}")
-    for key in _HISTORY_LISTS + ("epoch",):
+    for key in History.lists():
         value, number = saved[key], _is_int if key == "epoch" else _is_number
         if not isinstance(value, list) or not all(number(v) for v in value):
             raise CheckpointError(f"history.{key}: expected a list of "

@@ -6,6 +6,7 @@ import numpy as np
 
 from gpunn._checks import check_int
 from gpunn.checkpoint import CheckpointError, read_parts, save_checkpoint
+from gpunn.history import History
 
 
 def check_checkpointing(every, path, epochs):
@@ -113,8 +114,8 @@ def _check_history(history, epoch):
     if len(history.epoch) != epoch or history.epoch != list(range(1, epoch + 1)):
         raise CheckpointError(f"history.epoch: expected {epoch} entries (epochs 1 to {epoch}, "
                               f"the saved epoch), got {len(history.epoch)}")
-    for key in ("cost", "seconds", "samples_per_second", "lr", "val_loss", "val_accuracy"):
+    for key in History.per_epoch():
         size = len(getattr(history, key))
-        if size != epoch and not (size == 0 and key.startswith("val_")):
+        if size != epoch and not (size == 0 and key in History.per_epoch(optional=True)):
             raise CheckpointError(f"history.{key}: expected {epoch} entries (one per epoch), "
                                   f"got {size}")
