@@ -94,13 +94,11 @@ def _print_epoch(epochs, name):
 
 
 def _get_comm(args):
-    """The communicator ``--distributed`` asks for: NCCL for the CUDA backend, else MPI."""
-    from gpunn.backends import get_backend
-    from gpunn.comm import get_comm
+    """The communicator ``--distributed`` asks for (auto: NCCL for the CUDA backend, else MPI,
+    even for one rank); one process without ``--distributed``."""
+    from gpunn.comm import auto_kind, get_comm
 
-    kind = args.distributed
-    if kind == "auto":
-        kind = "nccl" if get_backend().name == "cuda" else "mpi"
+    kind = auto_kind() if args.distributed == "auto" else args.distributed
     return get_comm(kind, timeout=args.comm_timeout)
 
 
@@ -185,6 +183,7 @@ def _names(choices):
 def _add_train_parser(sub):
     from gpunn._checks import choice_key
     from gpunn.backends.gemm_precision import PRECISIONS
+    from gpunn.comm import KINDS
     from gpunn.datasets import DATASETS
     from gpunn.layers import ACTIVATIONS
     from gpunn.optim import OPTIMIZERS
@@ -231,7 +230,7 @@ def _add_train_parser(sub):
     p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
     p.add_argument("--save", metavar="PATH",
                    help="write the trained model (safetensors checkpoint, gpunn.load reads it)")
-    p.add_argument("--distributed", nargs="?", const="auto", choices=("auto", "mpi", "nccl"),
+    p.add_argument("--distributed", nargs="?", const="auto", choices=KINDS,
                    help="data-parallel over the ranks mpiexec/srun started: --batch-size rows "
                         "per rank; auto: NCCL for the cuda backend, else MPI (needs the 'mpi' "
                         "extra)")

@@ -1,11 +1,12 @@
-"""Shared fixtures: every backend-parametrized test runs on cpu and cuda-emulated (and cuda
-where a working GPU exists).
+"""Shared fixtures: every backend-parametrized test runs on every registered backend that
+works here (gpunn.backends.BACKENDS: cpu, and cuda where a working GPU exists) and on the
+emulations below (cuda-emulated).
 
 ``GPUNN_TEST_BACKENDS`` (comma-separated names from :data:`TEST_BACKENDS`) restricts the
 matrix, e.g. ``GPUNN_TEST_BACKENDS=cuda`` on a GPU machine (benchmarks/gpu_check.sh), so the
-suite does not rerun cpu and cuda-emulated there. Asking for ``cuda`` (there, or with
-``GPUNN_BACKEND=cuda``) where CUDA cannot be used stops the run with the reason: the matrix
-never drops ``cuda`` silently.
+suite does not rerun cpu and cuda-emulated there. Asking for a backend (there, or with
+``GPUNN_BACKEND``, e.g. ``cuda``) that cannot be used stops the run with the reason: the
+matrix never drops one silently.
 """
 
 import os
@@ -14,42 +15,45 @@ import numpy as np
 import pytest
 from host_build import emulated_backend
 
-from gpunn.backends import cuda_status, use_backend
-from gpunn.backends.cpu import CpuBackend
+from gpunn.backends import BACKENDS, use_backend
 
-TEST_BACKENDS = ("cpu", "cuda-emulated", "cuda")
+# Backends that exist only in the tests: a device backend run on the host (DESIGN.md).
+EMULATED = {"cuda-emulated": emulated_backend}
+TEST_BACKENDS = (*BACKENDS, *EMULATED)
 MATRIX_VAR = "GPUNN_TEST_BACKENDS"
 _BACKENDS = {}
 
 
+def _status(name):
+    """``(backend, None)`` or ``(None, why it cannot run here)``, as the registry says."""
+    return (EMULATED[name](), None) if name in EMULATED else BACKENDS[name]()
+
+
 def _make(name):
     if name not in _BACKENDS:
-        if name == "cpu":
-            _BACKENDS[name] = CpuBackend()
-        elif name == "cuda-emulated":
-            _BACKENDS[name] = emulated_backend()
-        else:
-            _BACKENDS[name] = cuda_status()[0]
+        _BACKENDS[name] = _status(name)[0]
     return _BACKENDS[name]
 
 
 def backend_matrix(environ):
     """The backend names the suite runs on, from ``environ``; RuntimeError when one is unknown
-    or when ``cuda`` was asked for (by ``GPUNN_TEST_BACKENDS`` or ``GPUNN_BACKEND``) and
-    cannot be used."""
+    or when one was asked for (by ``GPUNN_TEST_BACKENDS`` or ``GPUNN_BACKEND``) and cannot be
+    used."""
     asked = [n.strip() for n in environ.get(MATRIX_VAR, "").split(",") if n.strip()]
     unknown = [n for n in asked if n not in TEST_BACKENDS]
     if unknown:
         raise RuntimeError(f"{MATRIX_VAR}: expected names from {TEST_BACKENDS}, got {unknown}")
-    wants_cuda = "cuda" in asked or environ.get("GPUNN_BACKEND", "").strip().lower() == "cuda"
-    if wants_cuda and cuda_status()[0] is None:
-        raise RuntimeError(f"the cuda backend was asked for ({MATRIX_VAR}="
-                           f"{environ.get(MATRIX_VAR)!r}, GPUNN_BACKEND="
-                           f"{environ.get('GPUNN_BACKEND')!r}) but cannot be used: "
-                           f"{cuda_status()[1]}")
+    chosen = environ.get("GPUNN_BACKEND", "").strip().lower()
+    for name in (name for name in [*asked, chosen] if name in BACKENDS):
+        backend, reason = BACKENDS[name]()
+        if backend is None:
+            raise RuntimeError(f"the {name} backend was asked for ({MATRIX_VAR}="
+                               f"{environ.get(MATRIX_VAR)!r}, GPUNN_BACKEND="
+                               f"{environ.get('GPUNN_BACKEND')!r}) but cannot be used: "
+                               f"{reason}")
     if asked:
         return asked
-    return ["cpu", "cuda-emulated"] + (["cuda"] if cuda_status()[0] is not None else [])
+    return [*(name for name, probe in BACKENDS.items() if probe()[0] is not None), *EMULATED]
 
 
 try:

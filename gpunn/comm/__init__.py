@@ -32,6 +32,17 @@ from gpunn.comm.base import (
 from gpunn.comm.mpi import MPIComm
 from gpunn.comm.nccl import NCCLComm
 
+# The multi-rank communicators by name (the CLI's --distributed reads them); "auto" and None
+# (one process) are get_comm's own.
+COMMUNICATORS = {"mpi": MPIComm, "nccl": NCCLComm}
+KINDS = ("auto", *COMMUNICATORS)
+
+
+def auto_kind(backend=None):
+    """The communicator ``"auto"`` means with several ranks: NCCL for the CUDA backend (its
+    arrays live on GPUs), MPI for host arrays. ``backend``: None for the current one."""
+    return "nccl" if (backend or get_backend()).name == "cuda" else "mpi"
+
 
 def get_comm(kind="auto", backend=None, timeout=None):
     """A communicator by name.
@@ -49,23 +60,20 @@ def get_comm(kind="auto", backend=None, timeout=None):
     """
     if kind is None or kind == "single":
         return SingleProcess()
+    names = ", ".join(map(repr, KINDS))
     if not isinstance(kind, str):
         if callable(getattr(kind, "allreduce_sum", None)):
             return kind
-        raise TypeError(f"comm: expected 'auto', 'mpi', 'nccl', None or a communicator, got "
+        raise TypeError(f"comm: expected {names}, None or a communicator, got "
                         f"{type(kind).__name__}")
     if kind == "auto":
         if launched_size() <= 1:
             return SingleProcess()
-        if backend is None:
-            backend = get_backend()
-        kind = "nccl" if backend.name == "cuda" else "mpi"
-    if kind == "mpi":
-        return MPIComm(timeout=timeout)
-    if kind == "nccl":
-        return NCCLComm(timeout=timeout)
-    raise ValueError(f"comm: expected 'auto', 'mpi', 'nccl' or None, got {kind!r}")
+        kind = auto_kind(backend)
+    if kind not in COMMUNICATORS:
+        raise ValueError(f"comm: expected {names} or None, got {kind!r}")
+    return COMMUNICATORS[kind](timeout=timeout)
 
 
-__all__ = ["CommError", "CommTimeout", "MPIComm", "NCCLComm", "RankFailed", "SingleProcess",
-           "get_comm", "launched_size", "shard"]
+__all__ = ["COMMUNICATORS", "KINDS", "CommError", "CommTimeout", "MPIComm", "NCCLComm",
+           "RankFailed", "SingleProcess", "auto_kind", "get_comm", "launched_size", "shard"]
