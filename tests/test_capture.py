@@ -30,7 +30,7 @@ def _train(backend, hidden, seed):
     with gpunn.use_backend(backend):
         model = gpunn.MLP([5, hidden, 3], activation="relu", output="softmax", seed=seed)
         history = gpunn.fit(model, X, y, lr=0.05, epochs=3, batch_size=7, seed=seed)
-        return history.cost, backend.to_numpy(model.flat_params)
+        return history.loss, backend.to_numpy(model.flat_params)
 
 
 def _train_while_another_thread_captures(streams):

@@ -70,7 +70,7 @@ def test_jax_arrays(backend):
     model, jax_X = gpunn.MLP([5, 4, 3], output="softmax"), jnp.asarray(X)
     np.testing.assert_array_equal(model.predict(jax_X), model.predict(X))
     costs = [gpunn.fit(gpunn.MLP([5, 4, 3], output="softmax"), inputs, labels, epochs=2,
-                       batch_size=8, progress=False).cost
+                       batch_size=8, progress=False).loss
              for inputs, labels in ((X, y), (jax_X, jnp.asarray(y)))]
     assert costs[0] == costs[1]
     if backend.name == "cpu":  # read in place (JAX's buffers are read-only; gpunn only reads)
