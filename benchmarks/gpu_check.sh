@@ -59,14 +59,19 @@ else
     BACKEND=cuda
 fi
 
+DEFAULT_SIGINT='import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])'
+
 limited() {  # limited SECONDS LOG COMMAND...: run in its own process group, stop it in time
     local limit="$1" log="$2" pid waited=0 rc
     shift 2
     : > "$log"  # then opened for appending, so the notes below land after what it wrote
     if declare -F "$1" > /dev/null; then  # a function of this script: a subshell
         "$@" >> "$log" 2>&1 < /dev/null &
-    else  # its own process group, so the signals reach its children too
-        setsid "$@" >> "$log" 2>&1 < /dev/null &
+    else  # its own process group, so the signals reach its children too; SIGINT restored
+        # (bash starts background commands with SIGINT ignored, and Python keeps it so)
+        setsid "$PY" -c "$DEFAULT_SIGINT" "$@" >> "$log" 2>&1 < /dev/null &
     fi
     pid=$!
     while kill -0 "$pid" 2> /dev/null && (( waited < limit )); do

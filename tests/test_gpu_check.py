@@ -98,16 +98,39 @@ def test_dry_run_writes_logs_junit_and_reports(dry_run):
     assert "== gpu_check summary" in (out / "summary.txt").read_text()
 
 
+def _script_with(tmp_path, line):
+    """The script's own set-up and helpers, then ``line`` instead of its parts."""
+    script = SCRIPT.read_text()
+    test = tmp_path / "check.sh"
+    test.write_text(script[:script.index("part env 30 versions")] + line + "\nexit $status\n")
+    return test
+
+
+def test_a_suite_out_of_time_still_writes_its_junit_xml(tmp_path):
+    """SIGINT first: pytest stops as on Ctrl-C and writes its XML and summary (bash starts
+    background commands with SIGINT ignored; the script restores it)."""
+    tests = tmp_path / "test_slow.py"
+    tests.write_text("import time\ndef test_fast():\n    pass\n"
+                     "def test_slow():\n    time.sleep(600)\n")
+    script = _script_with(tmp_path, f'part tests 4 "$PY" -m pytest -q -p no:cacheprovider '
+                                    f'-p no:randomly --junitxml="$OUT/tests.xml" {tests}')
+    env = {**os.environ, "PYTHON": sys.executable, "GPUNN_CHECK_SECONDS": "120"}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "tests: exit 124" in done.stdout
+    log = (tmp_path / "out" / "tests.log").read_text()
+    assert "KeyboardInterrupt" in log and "SIGABRT" not in log
+    suite = ET.parse(tmp_path / "out" / "tests.xml").getroot()
+    assert [case.get("name") for case in suite.iter("testcase")][:1] == ["test_fast"]
+
+
 def test_a_part_out_of_time_is_stopped_with_its_stacks(tmp_path):
     """The script's time limit: SIGINT, then SIGABRT (faulthandler prints every thread's
     stack), then SIGKILL; the part reads as timed out and the run fails."""
     fake = tmp_path / "hang.py"
     fake.write_text("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                     "def stuck_here():\n    time.sleep(600)\nstuck_here()\n")
-    script = SCRIPT.read_text()
-    body = script[:script.index("part env 30 versions")]
-    test = tmp_path / "check.sh"
-    test.write_text(body + f'part hang 2 "$PY" {fake}\nexit $status\n')
+    test = _script_with(tmp_path, f'part hang 2 "$PY" {fake}')
     env = {**os.environ, "PYTHON": sys.executable, "GPUNN_CHECK_SECONDS": "120"}
     done = subprocess.run(["bash", str(test), str(tmp_path / "out")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
