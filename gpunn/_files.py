@@ -26,8 +26,10 @@ import errno
 import os
 import re
 import secrets
+import signal
 import socket
 import stat
+import threading
 import time
 import zlib
 
@@ -111,8 +113,9 @@ def check_target(name, path):
         given = os.fsdecode(given)
     if not given or given.endswith((os.sep, "/")) or os.path.basename(given) in (".", ".."):
         raise ValueError(f"{name}: expected a file name, got {given!r}")
-    folder, base, dir_fd, info = _resolve(name, given)
-    target = Target(name, path, folder, base, dir_fd, info)
+    with _interrupts_deferred():  # a Ctrl-C must not leave the folder open, unowned
+        folder, base, dir_fd, info = _resolve(name, given)
+        target = Target(name, path, folder, base, dir_fd, info)
     try:
         if not _writable(".", os.W_OK | os.X_OK, dir_fd):
             raise PermissionError(errno.EACCES, f"{name}: the folder is not writable (saving "
@@ -248,11 +251,33 @@ def atomic_write(target, write, name="path"):
     return target.path
 
 
-def _replace(target, write):
-    dir_fd = target.dir_fd
-    tmp, fd = _create_temp(dir_fd)
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: a file or descriptor
+    created inside is recorded before the interrupt can leave it behind, unowned. Only the
+    main thread receives Python's signals, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *frame: caught.append(frame))
     try:
-        with os.fdopen(fd, "wb") as file:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+def _replace(target, write):
+    dir_fd, tmp, file = target.dir_fd, None, None
+    try:
+        with _interrupts_deferred():
+            tmp, fd = _create_temp(dir_fd)
+            file = os.fdopen(fd, "wb")
+        with file:
             if target.existing is not None:
                 _keep_owner_and_mode(file.fileno(), target.existing)
             write(file)
@@ -260,7 +285,9 @@ def _replace(target, write):
             os.fsync(file.fileno())
         os.replace(tmp, target.base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException as exc:
-        with contextlib.suppress(OSError):  # Ctrl-C after the rename: tmp is already gone
+        if file is not None:
+            file.close()
+        with contextlib.suppress(OSError, TypeError):  # after the rename: tmp is gone
             os.unlink(tmp, dir_fd=dir_fd)
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
             raise type(exc)(exc.errno, f"{target.name}: {exc.strerror}",

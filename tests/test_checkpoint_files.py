@@ -261,3 +261,34 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeyp
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("where", ["creating the temp file", "opening the folder"])
+def test_a_ctrl_c_while_files_are_opened_leaves_no_file_or_descriptor(tmp_path, monkeypatch,
+                                                                       where):
+    """SIGINT arriving between a file's creation and its recording (an early Ctrl-C in a
+    long-lived process) is held until the file is owned, then raised: nothing leaks."""
+    import signal
+
+    real_open = os.open
+    wanted = os.O_CREAT if where == "creating the temp file" else os.O_DIRECTORY
+
+    def open_then_interrupt(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & wanted:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered right after the system call
+        return fd
+
+    path = tmp_path / "m.safetensors"
+    model = net()
+    before = open_fds()
+    monkeypatch.setattr(_files.os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [] and open_fds() == before
