@@ -205,3 +205,58 @@ def test_edited_headers_with_valid_checksums_raise_or_give_a_usable_checkpoint(o
         loaded.rng().random()
     if loaded.schedule is not None:
         loaded.schedule(0.1, 3)
+
+
+def resume_measured(path, model, limit=32 * 2**20):
+    """``fit(resume_from=path)`` continuing the original's run, its peak memory bounded."""
+    X = np.random.default_rng(0).normal(size=(9, 3))
+    y = np.random.default_rng(0).integers(0, 2, size=9)
+    tracemalloc.start()
+    try:
+        return gpunn.fit(model, X, y, optimizer="adam", epochs=4, batch_size=4, verbose=0,
+                         resume_from=path)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < limit, peak
+
+
+def assert_resumes_or_refuses(path):
+    """CheckpointError with the model untouched, or a run that continues to 4 finite epochs."""
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=7)
+    before = model.params.host()
+    try:
+        history = resume_measured(path, model)
+    except gpunn.CheckpointError:
+        np.testing.assert_array_equal(model.params.host(), before)
+        return
+    assert history.epoch == [1, 2, 3, 4] and np.all(np.isfinite(model.params.host()))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_resume_from_a_mutated_file_refuses_or_continues(original, tmp_path, data):
+    valid, _ = original
+    path = tmp_path / "mutated.ckpt"
+    path.write_bytes(mutate(valid, data.draw(mutations(len(valid)))))
+    assert_resumes_or_refuses(path)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_resume_from_an_edited_header_refuses_or_continues(original, tmp_path, data):
+    """The hostile editor of the test above, now at fit(resume_from=...): absurd epochs and
+    step counts included."""
+    valid, _ = original
+    source = tmp_path / "source.ckpt"
+    source.write_bytes(valid)
+    with safe_open(source, framework="np") as handle:
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+        header = json.loads(handle.metadata()["gpunn"])
+    path = data.draw(st.sampled_from(key_paths(header)))
+    new = edited(header, path, data.draw(JSON | st.integers(2**31, 2**80)),
+                 data.draw(st.booleans()))
+    crafted(tmp_path / "edited.ckpt", new, arrays)
+    assert_resumes_or_refuses(tmp_path / "edited.ckpt")
