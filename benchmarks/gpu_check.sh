@@ -38,8 +38,12 @@ WHEELS="${2:-${GPUNN_WHEELS:-}}"
 PY="${PYTHON:-python3}"
 DRY="${GPUNN_CHECK_DRY_RUN:-0}"
 TESTS="${GPUNN_CHECK_TESTS:-tests}"
-cd "$(dirname "$0")/.."
+# Paths as given, from the caller's directory; then the checkout is the working directory.
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
+if [[ -n "$WHEELS" ]]; then
+    WHEELS="$(cd "$WHEELS" && pwd)" || { echo "WHEELS_DIR $2: no such folder"; exit 2; }
+fi
+cd "$(dirname "$0")/.."
 START=$(date +%s)
 DEADLINE=$(( START + ${GPUNN_CHECK_SECONDS:-420} ))
 : > "$OUT/status.txt"
