@@ -16,6 +16,7 @@ import reference_precision
 from gpunn.kernels import U16_KINDS, kernel_specs
 
 from gpunn import control
+from gpunn.optim import get_optimizer
 
 ACT = reference.ACTIVATION_CODES
 
@@ -290,6 +291,34 @@ def _step_end(halt_on_nonfinite, past_the_table=False, **flags):
     return make
 
 
+def _optimizer(name, hyperparameters, t, working=0, **flags):
+    """The update kernel of optimizer ``name`` as its class launches it: the scalars from
+    ``scalars()``, the state arrays in ``kernel_states()`` order (nonnegative, as ``v`` is)."""
+    optimizer = get_optimizer(name, **hyperparameters)
+
+    def make(inp, rows, cols):
+        n = rows * cols
+        states = [np.abs(inp.normal(n, 0.1)) for _ in optimizer.kernel_states()]
+        return (inp.normal(n), _lrs(inp, hyperparameters["lr"]), 5, *optimizer.scalars(),
+                working, _ctrl(t=t, k=2, **flags), inp.normal(n), *states,
+                _working_copy(inp, n, working))
+
+    return make
+
+
+# Every row of reference.OPTIMIZER_CASES in these situations: a new optimizer's kernel is
+# covered by its row there.
+_SITUATIONS = {"first_step": {"t": 0}, "later_step": {"t": 3},
+               "skipped_when_bad": {"t": 3, "bad": 1}, "skipped_when_halted": {"t": 3, "halt": 1}}
+
+
+def _optimizer_cases():
+    return [KernelCase(get_optimizer(name, **kw).kernel,
+                       f"{name}-{'-'.join(kw)}-{situation}", _optimizer(name, kw, **args),
+                       bool(args.get("working")))
+            for name, kw in reference.OPTIMIZER_CASES for situation, args in _SITUATIONS.items()]
+
+
 def _axpy(inp, rows, cols):
     n = rows * cols
     return inp.normal(n), -0.05, inp.normal(n)
@@ -300,6 +329,7 @@ CASES = (
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
     + [KernelCase("bias_act_fwd_bf16", act, _bias_act_bf16(act)) for act in ACT]
     + [KernelCase("act_bwd_bf16", act, _act_bwd_bf16(act)) for act in ACT]
+    + _optimizer_cases()
     + [
         KernelCase("bce_logits", "mean", _bce),
         KernelCase("softmax_xent", "mean", _xent),

@@ -279,6 +279,29 @@ def step_end(total, n_steps, halt_on_nonfinite, ctrl, record):
 
 # --- optimizers over many steps: the public hyperparameters, not the kernel's arguments -----
 
+# One row per optimizer variant (optax-style), read by tests/test_optim.py (trajectories
+# against run_<name> and torch) and tests/kernel_cases.py (the kernel <class.kernel> against its
+# reference at the first and a later step, skipped, with a bf16 working copy). A new optimizer
+# is its two references here and one more row.
+OPTIMIZER_CASES = [
+    ("sgd", {"lr": 0.1}),
+    ("sgd", {"lr": 0.1, "weight_decay": 0.05}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
+    ("sgd", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
+    ("momentum", {"lr": 0.1}),
+    ("momentum", {"lr": 0.1, "beta": 0.8, "bias_correction": True}),
+    ("rmsprop", {"lr": 0.01}),
+    ("rmsprop", {"lr": 0.01, "weight_decay": 0.05}),
+    ("rmsprop", {"lr": 0.01, "alpha": 0.9, "eps": 1e-4, "eps_in_sqrt": True}),
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "weight_decay": 0.05}),
+    ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-4, "eps_in_sqrt": True}),
+    ("adamw", {"lr": 0.01}),
+    ("adamw", {"lr": 0.01, "betas": (0.5, 0.9), "weight_decay": 0.1, "eps_in_sqrt": True}),
+]
+
+
 def run_sgd(p, grads, lrs, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
     """PyTorch SGD over a gradient sequence; the parameters after every step, float64."""
     p, buf, trajectory = _f64(p), None, []

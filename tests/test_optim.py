@@ -8,24 +8,9 @@ from gpunn.optim import OPTIMIZERS, SGD, Adam, AdamW, Momentum, RMSprop, get_opt
 
 N, STEPS = 37, 60
 
-# One row per optimizer variant (optax-style): a new optimizer is one more row.
-CASES = [
-    ("sgd", {"lr": 0.1}),
-    ("sgd", {"lr": 0.1, "weight_decay": 0.05}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
-    ("sgd", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
-    ("momentum", {"lr": 0.1}),
-    ("momentum", {"lr": 0.1, "beta": 0.8, "bias_correction": True}),
-    ("rmsprop", {"lr": 0.01}),
-    ("rmsprop", {"lr": 0.01, "weight_decay": 0.05}),
-    ("rmsprop", {"lr": 0.01, "alpha": 0.9, "eps": 1e-4, "eps_in_sqrt": True}),
-    ("adam", {"lr": 0.01}),
-    ("adam", {"lr": 0.01, "weight_decay": 0.05}),
-    ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-4, "eps_in_sqrt": True}),
-    ("adamw", {"lr": 0.01}),
-    ("adamw", {"lr": 0.01, "betas": (0.5, 0.9), "weight_decay": 0.1, "eps_in_sqrt": True}),
-]
+# One row per optimizer variant (optax-style), kept beside the references: a new optimizer
+# is its references and one more row there.
+CASES = ref.OPTIMIZER_CASES
 CASE_IDS = [f"{name}-{'-'.join(map(str, kw))}" for name, kw in CASES]
 
 # torch.optim classes take the same keyword names as gpunn's.
