@@ -5,8 +5,12 @@ import numpy as np
 from gpunn._files import atomic_write, check_target
 from gpunn.sharing import check_model
 
-# gpunn activation -> torch.nn module class name (None: no module).
-TORCH_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+# gpunn activation -> (torch.nn module class, ONNX operator); None: no module / node. The one
+# row a new activation adds to the exports.
+EXPORT_ACTIVATIONS = {"identity": (None, None), "sigmoid": ("Sigmoid", "Sigmoid"),
+                      "relu": ("ReLU", "Relu"), "tanh": ("Tanh", "Tanh")}
+TORCH_ACTIVATIONS = {name: torch for name, (torch, _) in EXPORT_ACTIVATIONS.items()}
+ONNX_ACTIVATIONS = {name: onnx for name, (_, onnx) in EXPORT_ACTIVATIONS.items()}
 # Bits of the float32 mantissa that the GEMMs of each precision drop (round to nearest even).
 DROPPED_BITS = {"fp32": 0, "tf32": 13, "bf16": 16}
 

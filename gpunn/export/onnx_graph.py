@@ -12,13 +12,12 @@ import numpy as np
 
 from gpunn._compat import require
 from gpunn._files import atomic_write, check_target
-from gpunn.export.layout import host_layers, round_gemm_input
+from gpunn.export.layout import ONNX_ACTIVATIONS, host_layers, round_gemm_input
 
 # Lowest opset with every node used: Cast to bfloat16 needs 13, BitCast (the TF32 rounding) 26.
 OPSETS = {"fp32": 13, "bf16": 13, "tf32": 26}
 # A serialized protobuf (one .onnx file without external data) must stay below 2 GiB.
 PROTOBUF_LIMIT = 2**31 - 2**20
-ONNX_ACTIVATIONS = {"identity": None, "sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh"}
 
 
 def to_onnx(model, path):
