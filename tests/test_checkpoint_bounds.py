@@ -202,3 +202,28 @@ def test_a_model_checkpoint_file_is_refused_by_resume_with_a_true_message(tmp_pa
     message = str(caught.value)
     assert "model-only" not in message  # it holds the optimizer and history too
     assert "shuffling state" in message and "ModelCheckpoint" in message
+
+
+def test_a_run_whose_recorded_steps_would_outgrow_the_header_is_refused_before_training(
+        tmp_path, monkeypatch):
+    """A fit checkpoint must always load: with record_steps, a run whose step losses could
+    not fit in a header is refused at the start, not after training at its first save."""
+    monkeypatch.setattr(container, "MAX_HEADER_BYTES", 64 * 1024)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    epochs_run = []
+
+    class Count(gpunn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+    net = gpunn.MLP([5, 6, 2], output="softmax")
+    with pytest.raises(ValueError, match="record_steps: expected at most about 1260 recorded"):
+        gpunn.fit(net, X, y, epochs=20, batch_size=2, record_steps=True, verbose=0,
+                  checkpoint_path=tmp_path / "run.safetensors",
+                  callbacks=[Count()])
+    assert epochs_run == [] and os.listdir(tmp_path) == []
+    gpunn.fit(net, X, y, epochs=2, batch_size=8, record_steps=True, verbose=0,
+              checkpoint_path=tmp_path / "run.safetensors")  # 50 steps fit: saved, loads
+    assert len(gpunn.load_checkpoint(tmp_path / "run.safetensors").history.step_loss) == 50

@@ -5,17 +5,23 @@ import os
 import numpy as np
 
 from gpunn._checks import check_int
-from gpunn.checkpoint import CheckpointError, read_parts, save_checkpoint
+from gpunn.checkpoint import CheckpointError, container, read_parts, save_checkpoint
 from gpunn.history import History
 
+# JSON characters of one number in the history at most ("-1.2345678901234567e-300, ").
+_NUMBER_BYTES = 26
 
-def check_checkpointing(every, path, epochs):
+
+def check_checkpointing(every, path, epochs, recorded_steps=0):
     """``(every, path)`` checked; ``every`` defaults to ``epochs`` (save after the last one).
 
     Args:
         every: epochs between checkpoints (>= 1) or None.
         path: a file path (str or os.PathLike), or None for no checkpoints.
         epochs: the fit's epochs.
+        recorded_steps: steps whose loss the history records (``record_steps``), all epochs:
+            the checkpoint's header must hold them, so a run that would outgrow
+            ``container.MAX_HEADER_BYTES`` is refused now, not at its first save.
 
     Returns:
         ``(every, path)``; ``(None, None)`` without ``path``.
@@ -28,6 +34,13 @@ def check_checkpointing(every, path, epochs):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"checkpoint_path: expected a file path, got {type(path).__name__}")
     every = epochs if every is None else check_int("checkpoint_every", every, low=1)
+    history_bytes = _NUMBER_BYTES * (recorded_steps + 8 * epochs)
+    if history_bytes > container.MAX_HEADER_BYTES // 2:  # the rest: model, rng, extra
+        raise ValueError(f"record_steps: expected at most about "
+                         f"{container.MAX_HEADER_BYTES // 2 // _NUMBER_BYTES} recorded steps "
+                         f"with checkpoint_path (their losses go into the checkpoint's "
+                         f"header), got {recorded_steps} in {epochs} epochs; record fewer "
+                         "(record_steps=False) or checkpoint without them")
     return every, path
 
 
