@@ -1,8 +1,9 @@
 """Learning-rate schedules from the course, applied per epoch or per optimizer step.
 
 A schedule maps ``(base_lr, t) -> lr`` with ``t`` counting from 0 (epochs, or global steps when
-``per == "step"``); the fit loop sets ``optimizer.lr = schedule(optimizer.base_lr, t)``. Plain
-host arithmetic: nothing here touches a device. A subclass with a ``name`` registers itself for
+``per == "step"``); the fit loop takes each epoch's rates from
+``optimizer.epoch_rates(schedule, ...)``, i.e. ``schedule(optimizer.base_lr, t)``. Plain host
+arithmetic: nothing here touches a device. A subclass with a ``name`` registers itself for
 :func:`get_schedule`; its constructor arguments are its attributes, so :meth:`Schedule.config`
 needs nothing more.
 """

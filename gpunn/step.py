@@ -225,7 +225,8 @@ class TrainStep:
         records = StepRecords(totals=record[:k].astype(np.float64),
                               status=record[n:n + k].astype(np.int64), rows=rows,
                               scale=self._scale)
-        self.optimizer.count_updates(self._t0 + int(records.applied.sum()))
+        if k:  # steps of this epoch ran: the device counted their updates from _t0
+            self.optimizer.count_updates(self._t0 + int(records.applied.sum()))
         last = records.last_finite()
         if last is not None:
             self.last_finite_loss = records.mean(last)

@@ -105,3 +105,19 @@ def test_cli_help_lists_the_registered_optimizers(capsys):
     assert listed, text
     assert sorted(listed.group(1).replace(" or ", ", ").split(", ")) == sorted(OPTIMIZERS)
     assert list(OPTIMIZERS) == ["sgd", "momentum", "rmsprop", "adam", "adamw"]
+
+
+def test_read_before_any_step_leaves_the_count(backend):
+    from gpunn.step import TrainStep
+
+    rng = np.random.default_rng(0)
+    model = gpunn.MLP([4, 3, 1], output="sigmoid")
+    Xd, T, loss = model.prepare(rng.standard_normal((12, 4)), rng.integers(0, 2, 12))
+    optimizer = gpunn.Adam()
+    trainer = TrainStep(model, loss, optimizer, Xd, T, 4)
+    optimizer.count_updates(5)  # as a resume does after the step object exists
+    assert trainer.read().rows.size == 0 and optimizer.t == 5
+    trainer.begin_epoch([0.01] * 3)
+    trainer.run(0)
+    trainer.read()
+    assert optimizer.t == 6
