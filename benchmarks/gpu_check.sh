@@ -176,7 +176,7 @@ else
         pytest_args+=(--timeout=150)  # one hung test cannot eat the part
     fi
     # shellcheck disable=SC2086  # GPUNN_CHECK_TESTS may name several paths
-    part tests 200 "$PY" -m pytest "${pytest_args[@]}" $TESTS
+    part tests 180 "$PY" -m pytest "${pytest_args[@]}" $TESTS
     [[ -s "$OUT/tests.xml" ]] || echo "tests: no junit XML written" | tee -a "$OUT/status.txt"
 
     if [[ "$DRY" == 1 ]]; then
@@ -184,12 +184,12 @@ else
     else
         size=--quick sections=gpu,updates
     fi
-    part bench 100 "$PY" -m gpunn.bench "$size" --backend "$BACKEND" --sections "$sections" \
+    part bench 120 "$PY" -m gpunn.bench "$size" --backend "$BACKEND" --sections "$sections" \
         --json "$OUT/bench.json" --markdown "$OUT/bench.md"
     if [[ "$DRY" == 1 ]]; then  # minutes on a CPU, and it has no smoke size: its CLI only
         part precision 30 "$PY" -m gpunn.bench.precision --help
     else
-        part precision 80 "$PY" -m gpunn.bench.precision --backend "$BACKEND" \
+        part precision 120 "$PY" -m gpunn.bench.precision --backend "$BACKEND" \
             --json "$OUT/precision.json"
     fi
 fi
