@@ -48,13 +48,16 @@ class Sequential(Shareable):
             is needed. On the CPU the GEMM inputs are rounded (tf32) or widened (bf16) into
             float32 copies, so a laptop computes the same numbers up to accumulation order.
             Checkpoints keep the precision; :meth:`copy` with ``precision=`` changes it.
+        initialize: False leaves the parameters zero, for a caller that loads them next (a
+            checkpoint): the seeded initialization's host memory is not spent.
     """
 
     # What __init__ builds; copies rebuild it (gpunn.sharing), other attributes are copied.
     _OWN = ("layers", "output", "dtype", "seed", "backend", "params", "_names", "_ws", "_lock",
             "precision", "_half_names")
 
-    def __init__(self, layers, output=None, dtype="float32", seed=0, precision="fp32"):
+    def __init__(self, layers, output=None, dtype="float32", seed=0, precision="fp32", *,
+                 initialize=True):
         self.layers = check_layers(layers)
         self.output = check_output(output)
         if self.output is not None and self.layers[-1].activation != "identity":
@@ -78,7 +81,8 @@ class Sequential(Shareable):
         for i, layer in enumerate(self.layers):
             layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
                        self.param_ranges[2 * i + 1][1], self.flat_work, self.precision)
-        self.params.load_host(self._initial_params())
+        if initialize:
+            self.params.load_host(self._initial_params())
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
         self._half_names = [(f"Ah{i}", f"Dh{i}") for i in range(len(self.layers))]
         self._ws = {}  # the model's own buffers by loss name (None: forward only)
@@ -151,12 +155,14 @@ class Sequential(Shareable):
                 "dtype": self.dtype.name, "seed": self.seed, "precision": self.precision}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, initialize=True):
         """A fresh model of the :meth:`config` architecture on the current backend (a config
-        without ``precision``, written before it existed, is fp32)."""
+        without ``precision``, written before it existed, is fp32); ``initialize=False``
+        leaves its parameters zero for a caller that loads them next."""
         layers = [Dense(**spec) for spec in config["layers"]]
         return Sequential(layers, output=config["output"], dtype=config["dtype"],
-                          seed=config["seed"], precision=config.get("precision", "fp32"))
+                          seed=config["seed"], precision=config.get("precision", "fp32"),
+                          initialize=initialize)
 
     def copy(self, dtype=None, precision=None):
         """A copy with the same parameters on the current backend, cast to ``dtype`` and

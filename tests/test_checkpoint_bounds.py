@@ -227,3 +227,15 @@ def test_a_run_whose_recorded_steps_would_outgrow_the_header_is_refused_before_t
     gpunn.fit(net, X, y, epochs=2, batch_size=8, record_steps=True, verbose=0,
               checkpoint_path=tmp_path / "run.safetensors")  # 50 steps fit: saved, loads
     assert len(gpunn.load_checkpoint(tmp_path / "run.safetensors").history.step_loss) == 50
+
+
+def test_loading_a_new_model_costs_the_file_and_the_models_own_buffers(tmp_path):
+    """A model built to be loaded skips the seeded initialization (host float64 copies): the
+    peak is the checked file plus the new model's parameters and gradient."""
+    path, _ = adam_checkpoint(tmp_path)
+    loaded, peak = peak_of(lambda: gpunn.load_checkpoint(path))
+    assert not isinstance(loaded, Exception), loaded
+    size = os.path.getsize(path)
+    own = 2 * loaded.model.flat_params.nbytes  # parameters and gradient
+    assert peak < 1.1 * size + own, f"peak {peak / size:.2f}x the file"
+    assert not np.array_equal(loaded.model.params.host(), 0)

@@ -153,7 +153,7 @@ def load_checkpoint(path, model=None):
     target = model
     if target is None:
         try:
-            target = Sequential.from_config(saved.config)
+            target = Sequential.from_config(saved.config, initialize=False)  # loaded next
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{os.fspath(path)}: model: {exc}") from None
     with target.exclusive("load_checkpoint"):  # not while another thread trains it
