@@ -18,6 +18,7 @@ import numpy as np
 
 import gpunn
 from gpunn import datasets
+from gpunn.backends import BACKENDS
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 TARGET_POINTS = 0.5
@@ -66,7 +67,7 @@ def accuracy(data, hidden, epochs, batch_size, precision):
 def main(argv=None):
     """Train every case in every precision; print a table, optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     rows = []

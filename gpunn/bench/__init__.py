@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from gpunn._checks import choice_key
+from gpunn.backends import CHOICES
 from gpunn.bench.sections import SECTIONS, defaults
 
 # BLAS kernel overrides a CI machine may set for reproducible tests.
@@ -43,8 +45,8 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
     parser.add_argument("--markdown", metavar="PATH", help="write the tables to PATH")
-    parser.add_argument("--backend", choices=("auto", "cpu", "cuda"),
-                        default=os.environ.get("GPUNN_BACKEND", "auto").strip() or "auto",
+    parser.add_argument("--backend", choices=CHOICES, type=choice_key,
+                        default=choice_key(os.environ.get("GPUNN_BACKEND", "auto")) or "auto",
                         help="backend of gpunn's contenders (default: $GPUNN_BACKEND, else auto)")
     parser.add_argument("--threads", type=int, help="threads for Numba, BLAS and PyTorch "
                         "alike (default: all usable CPUs)")

@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from gpunn.backends import BACKENDS
 from gpunn.bench.harness import interleaved, machine_info, usable_cpus
 from gpunn.bench.step import gemm_floor, gpunn_step, synthetic
 
@@ -116,7 +117,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m gpunn.bench.precision",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="cpu")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch autocast")
     args = parser.parse_args(argv)
