@@ -11,7 +11,7 @@ import math
 from numba import njit, prange
 
 from . import activation_codes
-from .config import CACHE, ERROR_MODEL, FASTMATH
+from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
@@ -95,11 +95,18 @@ def bias_act_fwd(b, n_cols, act, Z):
         bias_act_row(b, act, Z[row * n_cols:(row + 1) * n_cols])
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _act_bwd_block(A, act, dZ):
+    for i in range(dZ.size):
+        dZ[i] *= activation_grad(A[i], act)
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def act_bwd(A, act, dZ):
     """dZ[i] = dA[i] * f'(z_i), f' from the layer output A; dZ holds dA on entry."""
-    for i in prange(dZ.size):
-        dZ[i] *= activation_grad(A[i], act)
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _act_bwd_block(A[lo:hi], act, dZ[lo:hi])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -113,10 +120,17 @@ def bias_act_fwd_bf16(b, n_cols, act, Z, Zh):
             Zh[start + j] = bf16_bits(a)
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def act_bwd_bf16(A, act, dZ, dZh):
-    """act_bwd, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
-    for i in prange(dZ.size):
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _act_bwd_bf16_block(A, act, dZ, dZh):
+    for i in range(dZ.size):
         d = dZ[i] * activation_grad(A[i], act)
         dZ[i] = d
         dZh[i] = bf16_bits(d)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def act_bwd_bf16(A, act, dZ, dZh):
+    """act_bwd, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _act_bwd_bf16_block(A[lo:hi], act, dZ[lo:hi], dZh[lo:hi])

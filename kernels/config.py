@@ -1,12 +1,20 @@
-"""Compilation settings shared by every Numba twin."""
+"""Compilation settings shared by every Numba twin, and their fixed blocks."""
+
+from numba import njit
 
 # LLVM fast-math flags for all twins. Deliberately without 'nnan'/'ninf', which would let
-# LLVM drop the NaN/inf checks that divergence detection relies on, and without 'afn',
-# which would swap exp/log for approximations; 'contract' allows FMA as NVRTC does. Without
-# 'reassoc' too: NVRTC keeps the written order, and the kernels rely on it (softmax_xent's
-# (z - rowmax) - log(rowsum) would become z - (rowmax + log(rowsum)), off by ulp(rowmax)).
-# The twins are element-wise loops with no reductions, so 'reassoc' bought no vectorization.
-FASTMATH = {"nsz", "arcp", "contract"}
+# LLVM drop the NaN/inf checks that divergence detection relies on, and without 'afn', which
+# would swap exp/log for approximations. Without 'contract' (FMA): with it, the process that
+# compiled adam_step and rmsprop_step computed other bits than every process that loaded the
+# same machine code from Numba's cache (tests/test_numba_cache.py), and the SIMD body and the
+# scalar remainder of a loop may fuse a * b + c differently. Without it every twin rounds each
+# operation as written, on every path. NVRTC does contract on the GPU, so the backends agree to
+# dtype-keyed tolerances, not bits (DESIGN: Verifying CUDA code). Without 'reassoc' too: NVRTC
+# keeps the written order, and the kernels rely on it (softmax_xent's (z - rowmax) -
+# log(rowsum) would become z - (rowmax + log(rowsum)), off by ulp(rowmax)).
+# Numba's cache is keyed by each twin file's time stamp, not this file's: after changing a
+# flag, delete kernels/__pycache__/*.nb[ci] (or the NUMBA_CACHE_DIR in use).
+FASTMATH = {"nsz", "arcp"}
 
 # Division by zero gives inf/NaN as in CUDA C and NumPy, instead of Python's ZeroDivisionError:
 # the check and its exception path in every loop that divides kept LLVM from vectorizing it.
@@ -15,9 +23,23 @@ ERROR_MODEL = "numpy"
 # Numba writes compiled machine code next to these files, so a second process compiles nothing.
 CACHE = True
 
-# Iterations per chunk of every prange loop (the CPU backend sets it around each launch with
-# numba.set_parallel_chunksize). LLVM computes a chunk in SIMD lanes and its last few elements
-# in a scalar remainder, where FMA contraction may differ by an ulp; chunks of a fixed size put
-# the remainders at the same elements on any number of threads, so results are identical on
-# one thread or all (a plain prange splits a loop by the thread count).
-CHUNK = 4096
+# Elements per block of every flat (element-wise) twin: one prange iteration per block, the
+# block's loop in a function of its own over slices (a loop over range(start, stop) inside the
+# prange would not vectorize; one over a slice does). LLVM computes such a loop in SIMD lanes
+# and its last few elements in a scalar remainder; fixed blocks put the remainders at the same
+# elements on any number of threads and any threading layer (a plain prange splits a loop by
+# the thread count), so the bits never depend on how the blocks are shared out. Row twins
+# (one row per iteration) need no blocks: each row's loop has its own remainder.
+BLOCK = 4096
+
+
+@njit(cache=CACHE, inline="always")
+def block_bounds(block, n):
+    """Start and stop of block number ``block`` of a flat loop over ``n`` elements."""
+    return block * BLOCK, min(n, (block + 1) * BLOCK)
+
+
+@njit(cache=CACHE, inline="always")
+def n_blocks(n):
+    """Blocks of a flat loop over ``n`` elements (the prange bound)."""
+    return (n + BLOCK - 1) // BLOCK

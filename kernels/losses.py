@@ -5,7 +5,17 @@ import math
 from numba import njit, prange
 
 from .activations import sigmoid
-from .config import CACHE, FASTMATH
+from .config import CACHE, FASTMATH, block_bounds, n_blocks
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _bce_block(Z, Y, scale, loss, dZ):
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    for i in range(dZ.size):
+        z = Z[i]
+        linear = z * (one - Y[i]) if z > zero else -z * Y[i]
+        loss[i] = linear + math.log1p(math.exp(-abs(z)))
+        dZ[i] = (sigmoid(z) - Y[i]) * scale
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
@@ -14,12 +24,9 @@ def bce_logits(Z, Y, scale, loss, dZ):
 
     max(z, 0) - z y is taken as z (1 - y) or -z y: no cancellation (see losses.cuh).
     """
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
-    for i in prange(dZ.size):
-        z = Z[i]
-        linear = z * (one - Y[i]) if z > zero else -z * Y[i]
-        loss[i] = linear + math.log1p(math.exp(-abs(z)))
-        dZ[i] = (sigmoid(z) - Y[i]) * scale
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _bce_block(Z[lo:hi], Y[lo:hi], scale, loss[lo:hi], dZ[lo:hi])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
@@ -45,10 +52,17 @@ def softmax_xent(Z, labels, n_cols, scale, loss, dZ):
         loss[row] = math.log(rowsum) - (z_label - rowmax)
 
 
-@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def mse(Z, Y, scale, loss, dZ):
-    """loss = (z - y)^2; dZ = 2 (z - y) scale."""
-    for i in prange(dZ.size):
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _mse_block(Z, Y, scale, loss, dZ):
+    for i in range(dZ.size):
         d = Z[i] - Y[i]
         loss[i] = d * d
         dZ[i] = (d + d) * scale
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def mse(Z, Y, scale, loss, dZ):
+    """loss = (z - y)^2; dZ = 2 (z - y) scale."""
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _mse_block(Z[lo:hi], Y[lo:hi], scale, loss[lo:hi], dZ[lo:hi])

@@ -6,24 +6,17 @@ width. Per-step values come from the device arrays as in the CUDA kernels: ``lr 
 ``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set, and
 ``ctrl[BAD_UPDATE]`` is set when a new parameter is not finite.
 
-Each update runs over fixed blocks of ``BLOCK`` elements, one prange iteration per block, the
-block's loop in a function of its own over slices. LLVM computes such a loop in SIMD lanes and
-its last few elements in a scalar remainder, where FMA contraction may differ by an ulp: fixed
-blocks put the remainders at the same elements on any number of threads and any threading
-layer, so the results are identical (a plain prange splits a loop by the thread count). A
-block loop over ``range(start, stop)`` inside the prange would not vectorize; one over a slice
-does.
+Each update runs over the fixed blocks of config.py (``BLOCK`` elements per prange iteration),
+so its bits do not depend on the thread count.
 """
 
 import math
 
 from numba import njit, prange
 
-from .config import CACHE, FASTMATH
+from .config import CACHE, FASTMATH, block_bounds, n_blocks
 from .precision import bf16_bits
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
-
-BLOCK = 4096
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -35,11 +28,6 @@ def _skipped(ctrl):
 def _step_lr(lrs, n_lrs, ctrl, zero):
     k = ctrl[CTRL_K]
     return lrs[k] if 0 <= k < n_lrs else zero
-
-
-@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
-def _blocks(n):
-    return (n + BLOCK - 1) // BLOCK
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -69,8 +57,8 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working
     keep = p.dtype.type(1) - dampening
     first = ctrl[CTRL_T] == 0
     bad = 0
-    for block in prange(_blocks(p.size)):
-        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+    for block in prange(n_blocks(p.size)):
+        a, z = block_bounds(block, p.size)
         bad += _sgd_block(g[a:z], p[a:z], buf[a:z], w[a * working:z * working], lr, momentum,
                           keep, weight_decay, nesterov, first, working)
     if bad:
@@ -102,8 +90,8 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     b = p.dtype.type(beta)
     keep = p.dtype.type(1) - b
     bad = 0
-    for block in prange(_blocks(p.size)):
-        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+    for block in prange(n_blocks(p.size)):
+        a, z = block_bounds(block, p.size)
         bad += _momentum_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], b, keep,
                                scale, working)
     if bad:
@@ -135,8 +123,8 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
     lr = _step_lr(lrs, n_lrs, ctrl, p.dtype.type(0))
     keep = p.dtype.type(1) - alpha
     bad = 0
-    for block in prange(_blocks(p.size)):
-        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+    for block in prange(n_blocks(p.size)):
+        a, z = block_bounds(block, p.size)
         bad += _rmsprop_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], lr, alpha,
                               keep, eps, weight_decay, eps_in_sqrt, working)
     if bad:
@@ -178,8 +166,8 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
     keep_p = one - real(lr * float(decoupled_wd))
     b1, b2 = real(beta1), real(beta2)
     bad = 0
-    for block in prange(_blocks(p.size)):
-        a, z = block * BLOCK, min(p.size, (block + 1) * BLOCK)
+    for block in prange(n_blocks(p.size)):
+        a, z = block_bounds(block, p.size)
         bad += _adam_block(g[a:z], p[a:z], m[a:z], v[a:z], w[a * working:z * working], keep_p,
                            weight_decay, b1, b2, one - b1, one - b2, eps, bc2, math.sqrt(bc2),
                            step_size, eps_in_sqrt, working)
@@ -190,8 +178,8 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
 def axpy(b, s, a):
     """a += s b: the plain gradient step and the benchmarks' in-place bandwidth probe."""
-    for block in prange(_blocks(a.size)):
-        lo, hi = block * BLOCK, min(a.size, (block + 1) * BLOCK)
+    for block in prange(n_blocks(a.size)):
+        lo, hi = block_bounds(block, a.size)
         _axpy_block(b[lo:hi], s, a[lo:hi])
 
 

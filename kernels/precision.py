@@ -10,7 +10,7 @@ for kernels with bfloat16 arguments.
 import numpy as np
 from numba import njit, prange
 
-from .config import CACHE
+from .config import CACHE, block_bounds, n_blocks
 
 _SIGN_CLEARED = np.uint32(0x7FFFFFFF)
 _INF_BITS = np.uint32(0x7F800000)
@@ -55,22 +55,43 @@ def bf16_value(h):
     return np.uint32(np.uint32(h) << np.uint32(16)).view(np.float32)
 
 
+@njit(cache=CACHE, inline="always")
+def _round_bf16_block(x, out):
+    for i in range(out.size):
+        out[i] = bf16_bits(x[i])
+
+
 @njit(parallel=True, cache=CACHE)
 def round_bf16(x, out):
     """out[i] = bfloat16 bits of x[i], rounded to nearest even."""
-    for i in prange(out.size):
-        out[i] = bf16_bits(x[i])
+    for block in prange(n_blocks(out.size)):
+        lo, hi = block_bounds(block, out.size)
+        _round_bf16_block(x[lo:hi], out[lo:hi])
+
+
+@njit(cache=CACHE, inline="always")
+def _bf16_to_f32_block(h, out):
+    for i in range(out.size):
+        out[i] = bf16_value(h[i])
 
 
 @njit(parallel=True, cache=CACHE)
 def bf16_to_f32(h, out):
     """out[i] = the value of the bfloat16 bits h[i] (exact)."""
-    for i in prange(out.size):
-        out[i] = bf16_value(h[i])
+    for block in prange(n_blocks(out.size)):
+        lo, hi = block_bounds(block, out.size)
+        _bf16_to_f32_block(h[lo:hi], out[lo:hi])
+
+
+@njit(cache=CACHE, inline="always")
+def _round_tf32_block(x):
+    for i in range(x.size):
+        x[i] = tf32(x[i])
 
 
 @njit(parallel=True, cache=CACHE)
 def round_tf32(x):
     """x[i] rounded to TF32 in place."""
-    for i in prange(x.size):
-        x[i] = tf32(x[i])
+    for block in prange(n_blocks(x.size)):
+        lo, hi = block_bounds(block, x.size)
+        _round_tf32_block(x[lo:hi])

@@ -15,7 +15,6 @@ import threading
 import numpy as np
 
 from gpunn.backends.base import Backend
-from gpunn.kernels.config import CHUNK
 
 # Variables with which a user chooses how OpenMP worker threads wait; gpunn then leaves it be.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
@@ -40,10 +39,6 @@ PARALLEL_FROM = {
 }
 # Streaming kernels (a multiply or two per element, as act_bwd): sgd, momentum, axpy, mse, ...
 PARALLEL_FROM_DEFAULT = 1 << 17
-# Kernels whose prange iterations are rows (each row's loop has its own SIMD remainder, so any
-# split gives the same bits): split evenly among the threads, not in CHUNK iterations, which
-# would put up to CHUNK rows on one thread.
-ROW_KERNELS = frozenset({"bias_act_fwd", "bias_act_fwd_bf16", "softmax_xent", "gather_rows"})
 
 
 def load_tbb():
@@ -110,8 +105,8 @@ def runs_parallel(kernel, n):
     """Whether a launch of ``kernel`` over ``n`` elements runs on all of Numba's threads.
 
     A pure function of its arguments (see ``PARALLEL_FROM``): which path runs never depends
-    on a timing. Results are identical either way (each twin computes every element with the
-    same code; flat loops run in chunks of ``CHUNK`` elements on any thread count).
+    on a timing. Results are identical either way: each twin computes every element with the
+    same code, flat twins in the fixed blocks of ``gpunn.kernels.config`` on any thread count.
     """
     return n >= PARALLEL_FROM.get(kernel, PARALLEL_FROM_DEFAULT)
 
@@ -139,19 +134,19 @@ def set_numba_threads(n):
 def _thread_functions():
     """Numba's get/set of the calling thread's thread count (its own internal ones where it
     has them: the public ones check the pool and their argument on every call, microseconds
-    per launch, as much as a small kernel) and its set of the prange chunk size."""
+    per launch, as much as a small kernel)."""
     import numba
     from numba.np.ufunc import parallel
 
     internal = [getattr(parallel, name, None) for name in ("_get_num_threads",
                                                           "_set_num_threads")]
     if all(callable(function) for function in internal):
-        return (*internal, numba.set_parallel_chunksize)
-    return numba.get_num_threads, numba.set_num_threads, numba.set_parallel_chunksize
+        return tuple(internal)
+    return numba.get_num_threads, numba.set_num_threads
 
 
 def _single_threaded(twin, args):
-    get, set_, _ = _runtime["functions"]
+    get, set_ = _runtime["functions"]
     threads = get()
     if threads == 1:
         twin(*args)
@@ -188,13 +183,7 @@ class CpuBackend(Backend):
             twin = self._twins[spec.name] = getattr(module, spec.name)
         limit = self._parallel_from.get(spec.name)
         parallel = n >= limit if limit is not None else runs_parallel(spec.name, n)
-        set_chunk = _runtime["functions"][2]
-        # Flat loops in chunks of CHUNK (kernels/config.py): the same bits on any thread count.
-        previous = set_chunk(0 if spec.name in ROW_KERNELS else CHUNK)
-        try:
-            if parallel:
-                twin(*args)
-            else:
-                _single_threaded(twin, args)
-        finally:
-            set_chunk(previous)
+        if parallel:
+            twin(*args)
+        else:
+            _single_threaded(twin, args)
