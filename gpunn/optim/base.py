@@ -1,25 +1,8 @@
-"""Optimizers, sorted in order of increasing complexity: SGD, Momentum, RMSprop, Adam, AdamW.
+"""The optimizer base class: learning rate, step count, flat state, state dicts, the launch.
 
-``update(model, lrs, ctrl)`` is ONE kernel launch over ``model.flat_params``,
-``model.flat_grads`` and the optimizer's flat state (``kernels/optimizers.cu`` and its Numba
-twin) on ``model.backend``; the learning rate comes from the device table ``lrs`` at the step
-index in the control array ``ctrl`` and the update count from ``ctrl`` too (:mod:`gpunn.control`),
-so a recorded training step stays valid; bias corrections are computed from it in the kernel, in
-double. ``step(model)`` is the eager form: it fills a one-entry table and a control array from
-``lr`` and ``t`` and launches the same kernel. For a model in precision "bf16" the same
-launch also writes the bfloat16 working copy of the new parameters (``model.flat_work``).
-
-Adding an optimizer is one kernel pair and one small class that declares what differs: its
-``name`` (which registers it in ``OPTIMIZERS``, read by :func:`get_optimizer` and the CLI), its
-``kernel``, ``state_names``, ``hyperparameters`` and :meth:`Optimizer.scalars`; the base class
-builds the launch ``kernel(g, lrs, n_lrs, *scalars, working, ctrl, p, *state, w)``.
-
-The optimizer owns its scalars, each written by one of its methods: ``lr`` (the current rate:
-its setter, or :meth:`Optimizer.epoch_rates` when ``fit`` plans an epoch), ``base_lr`` (the
-rate schedules start from: the constructor, or :meth:`Optimizer.scale_lr`), ``t`` (updates
-applied: counted by :meth:`Optimizer.step`, or told by the training step with
-:meth:`Optimizer.count_updates`). State arrays are allocated on the first step, shaped like the
-parameters.
+See :mod:`gpunn.optim` for what an update is; a subclass (:mod:`gpunn.optim.optimizers`)
+declares only what differs. ``OPTIMIZERS`` is the registry of names, filled by subclasses
+that set ``name``; :func:`get_optimizer` reads it.
 """
 
 import warnings
@@ -28,7 +11,6 @@ import weakref
 import numpy as np
 
 from gpunn._checks import (
-    check_bool,
     check_choice,
     check_int,
     check_keywords,
@@ -46,7 +28,7 @@ def _deprecated(name, instead):
                   f"optimizer.{instead}", DeprecationWarning, stacklevel=3)
 
 
-def _rate(name, value):
+def check_rate(name, value):
     """A decay rate (momentum, beta, alpha) in [0, 1)."""
     return check_number(name, value, low=0.0, high=1.0, high_open=True)
 
@@ -326,138 +308,6 @@ def _host_state(state, names, copy=True):
                              f"dtype {first.dtype} like the others, got {array.shape} and "
                              f"{array.dtype}")
     return copies
-
-
-class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum, dampening, Nesterov and L2 decay.
-
-    ``d = g + weight_decay * p``; with ``momentum != 0``:
-    ``buf = d`` on the first step, else ``momentum * buf + (1 - dampening) * d``, then
-    ``d = d + momentum * buf`` (Nesterov, Sutskever et al. 2013) or ``d = buf``;
-    finally ``p -= lr * d``. optax.sgd is the same with ``dampening=0``; Keras keeps ``lr``
-    inside the buffer (``v = momentum v - lr g``), which differs only when ``lr`` changes.
-    With ``momentum == 0`` no buffer is allocated and the kernel gets ``p`` in its place
-    (it never reads or writes ``buf`` then).
-    """
-
-    name = "sgd"
-    kernel = "sgd_step"
-    hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov")
-
-    def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__(lr)
-        self.momentum = _rate("momentum", momentum)
-        self.dampening = check_number("dampening", dampening, low=0.0, high=1.0)
-        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
-        self.nesterov = check_bool("nesterov", nesterov)
-        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError("nesterov: expected momentum > 0 and dampening == 0, got "
-                             f"momentum={self.momentum}, dampening={self.dampening}")
-
-    @property
-    def state_names(self):
-        return ("buf",) if self.momentum else ()
-
-    def kernel_states(self):
-        return ("buf",)
-
-    def scalars(self):
-        return self.momentum, self.dampening, self.weight_decay, self.nesterov
-
-
-class Momentum(Optimizer):
-    """Gradient descent with momentum as an exponentially weighted average (the course's form).
-
-    ``v = beta * v + (1 - beta) * g``; ``p -= lr * v``, or ``lr * v / (1 - beta^t)`` with
-    ``bias_correction``. This is PyTorch's ``SGD(momentum=beta, dampening=beta)`` except on
-    the first step (PyTorch starts ``buf = g``, this starts from ``v = 0``); Keras and optax
-    sum gradients undamped (``v = beta v + g``), so their ``lr`` is ``1 - beta`` times this one.
-    """
-
-    name = "momentum"
-    kernel = "momentum_step"
-    state_names = ("v",)
-    hyperparameters = ("beta", "bias_correction")
-
-    def __init__(self, lr, beta=0.9, bias_correction=False):
-        super().__init__(lr)
-        self.beta = _rate("beta", beta)
-        self.bias_correction = check_bool("bias_correction", bias_correction)
-
-    def scalars(self):
-        return self.beta, self.bias_correction
-
-
-class RMSprop(Optimizer):
-    """RMSprop (Tieleman & Hinton 2012, lecture 6e), as in PyTorch.
-
-    ``d = g + weight_decay * p``; ``v = alpha * v + (1 - alpha) * d^2``;
-    ``p -= lr * d / (sqrt(v) + eps)``. ``eps_in_sqrt=True`` gives ``lr * d / sqrt(v + eps)``:
-    the Keras, optax (its default) and course form. PyTorch puts eps outside the root.
-    """
-
-    name = "rmsprop"
-    kernel = "rmsprop_step"
-    state_names = ("v",)
-    hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
-
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
-        super().__init__(lr)
-        self.alpha = _rate("alpha", alpha)
-        self.eps = check_positive("eps", eps)
-        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
-        self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
-
-    def scalars(self):
-        return self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015, arXiv:1412.6980, Algorithm 1), as in PyTorch and optax.
-
-    ``d = g + weight_decay * p`` (L2, coupled); ``m = b1 m + (1 - b1) d``;
-    ``v = b2 v + (1 - b2) d^2``; ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with
-    ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``. ``eps_in_sqrt=True`` gives the
-    course's ``sqrt(v_hat + eps)``. Keras adds eps to the uncorrected ``sqrt(v)`` (the
-    paper's "epsilon hat"), a larger effective eps early in training.
-    """
-
-    name = "adam"
-    kernel = "adam_step"
-    state_names = ("m", "v")
-    hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt")
-    decoupled = False
-
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 eps_in_sqrt=False):
-        super().__init__(lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_rate("betas[0]", betas[0]), _rate("betas[1]", betas[1]))
-        self.eps = check_positive("eps", eps)
-        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
-        self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
-
-    def scalars(self):
-        wd = self.weight_decay
-        l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
-        return (*self.betas, self.eps, l2, decoupled, self.eps_in_sqrt)
-
-
-class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with decoupled weight decay.
-
-    ``p *= 1 - lr * weight_decay`` before the Adam step, which sees the plain gradient; the
-    decay follows the scheduled ``lr`` as in PyTorch, optax and Keras (the paper scales it by
-    the schedule multiplier only).
-    """
-
-    name = "adamw"
-    decoupled = True
-
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 eps_in_sqrt=False):
-        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt)
 
 
 def get_optimizer(optimizer, lr=None, **kwargs):
