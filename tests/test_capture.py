@@ -160,7 +160,7 @@ def test_every_gemm_kind_is_self_checked_and_a_failure_says_why():
     on the host cuBLAS, NumPy standing in for CuPy)."""
     from host_build import HostCublas
 
-    from gpunn.backends import _gemm_self_checks
+    from gpunn.backends.cuda_probe import gemm_self_checks as _gemm_self_checks
 
     class Broken(HostCublas):
         def gemm_ex(self, *args):
