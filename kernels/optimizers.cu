@@ -11,7 +11,8 @@
 // k = ctrl[K] (the host computes the schedule), t = ctrl[T] + 1 (updates applied so far + 1;
 // bias corrections are computed from it here, in double). An update does nothing when
 // ctrl[BAD] or ctrl[HALT] is set (a non-finite loss or gradient, or training halted), and sets
-// ctrl[BAD_UPDATE] when it makes a parameter NaN or inf.
+// ctrl[BAD_UPDATE] when it makes a parameter or a value of the optimizer's state NaN or inf
+// (Adam's and RMSprop's v overflow first: a finite gradient whose square does not fit the dtype).
 #include "common.cuh"
 #include "step.cuh"
 #include "precision.cuh"
@@ -37,9 +38,11 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
     int first = ctrl[GPUNN_CTRL_T] == 0;
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
+        int state_ok = 1;
         if (momentum != real(0)) {
             real b = first ? d : momentum * buf[i] + (real(1) - dampening) * d;
             buf[i] = b;
+            state_ok = isfinite(b);
             d = nesterov ? d + momentum * b : b;
         }
         real pi = p[i] - lr * d;
@@ -47,7 +50,7 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
         }
-        if (!isfinite(pi)) {
+        if (!isfinite(pi) || !state_ok) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
@@ -75,7 +78,7 @@ extern "C" __global__ void GPUNN_NAME(momentum_step)(
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
         }
-        if (!isfinite(pi)) {
+        if (!isfinite(pi) || !isfinite(vi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
@@ -97,12 +100,12 @@ extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
         real vi = alpha * v[i] + (real(1) - alpha) * d * d;
         v[i] = vi;
         real denom = eps_in_sqrt ? sqrt(vi + eps) : sqrt(vi) + eps;
-        real pi = p[i] - lr * d / denom;
+        real pi = p[i] - lr * (d / denom);  // d / denom first: lr d underflows for tiny d
         p[i] = pi;
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
         }
-        if (!isfinite(pi)) {
+        if (!isfinite(pi) || !isfinite(vi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
@@ -141,7 +144,7 @@ extern "C" __global__ void GPUNN_NAME(adam_step)(
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
         }
-        if (!isfinite(pi)) {
+        if (!isfinite(pi) || !isfinite(mi) || !isfinite(vi)) {
             ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }

@@ -4,7 +4,7 @@ Scalars arrive in the arrays' dtype (``double`` ones as float64; the backend con
 constants are made with ``p.dtype.type`` so float32 math stays float32 and vectorizes at full
 width. Per-step values come from the device arrays as in the CUDA kernels: ``lr = lrs[k]``,
 ``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set, and
-``ctrl[BAD_UPDATE]`` is set when a new parameter is not finite.
+``ctrl[BAD_UPDATE]`` is set when a new parameter or a new optimizer state value is not finite.
 
 Each update runs over the fixed blocks of config.py (``BLOCK`` elements per prange iteration),
 so its bits do not depend on the thread count.
@@ -35,15 +35,17 @@ def _sgd_block(g, p, buf, w, lr, momentum, keep, weight_decay, nesterov, first, 
     bad = 0
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
+        state_ok = True
         if momentum != 0:
             b = d if first else momentum * buf[i] + keep * d
             buf[i] = b
+            state_ok = math.isfinite(b)
             d = d + momentum * b if nesterov else b
         pi = p[i] - lr * d
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) else 1
+        bad += 0 if math.isfinite(pi) & state_ok else 1
     return bad
 
 
@@ -75,7 +77,7 @@ def _momentum_block(g, p, v, w, b, keep, scale, working):
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) else 1
+        bad += 0 if math.isfinite(pi) & math.isfinite(vi) else 1
     return bad
 
 
@@ -106,11 +108,11 @@ def _rmsprop_block(g, p, v, w, lr, alpha, keep, eps, weight_decay, eps_in_sqrt, 
         vi = alpha * v[i] + keep * d * d
         v[i] = vi
         denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
-        pi = p[i] - lr * d / denom
+        pi = p[i] - lr * (d / denom)
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) else 1
+        bad += 0 if math.isfinite(pi) & math.isfinite(vi) else 1
     return bad
 
 
@@ -147,7 +149,7 @@ def _adam_block(g, p, m, v, w, keep_p, weight_decay, b1, b2, keep_m, keep_v, eps
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) else 1
+        bad += 0 if math.isfinite(pi) & math.isfinite(mi) & math.isfinite(vi) else 1
     return bad
 
 

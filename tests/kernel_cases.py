@@ -256,6 +256,17 @@ def _overflowing_sgd(inp, rows, cols):
             _working_copy(inp, n, 0))
 
 
+def _overflowing_state(make, every=3):
+    """Every ``every``-th gradient so large that its square overflows the dtype while the
+    gradient and the new parameter stay finite (Adam's and RMSprop's v): BAD_UPDATE is set."""
+    def overflowing(inp, rows, cols):
+        args = list(make(inp, rows, cols))
+        args[0][::every] = np.finfo(inp.dtype).max ** 0.75
+        return tuple(args)
+
+    return overflowing
+
+
 def _gather(inp, rows, cols):
     src_rows = 2 * rows + 1
     order = inp.rng.permutation(src_rows).astype(np.int64)
@@ -358,6 +369,9 @@ CASES = (
         KernelCase("sgd_step", "bf16_working_copy", _sgd(0.9, 0.0, 0.01, 1, 3, working=1), True),
         KernelCase("momentum_step", "bf16_working_copy", _momentum(0.9, 1, 2, working=1), True),
         KernelCase("rmsprop_step", "bf16_working_copy", _rmsprop(0.01, 0, working=1), True),
+        KernelCase("adam_step", "flags_overflowing_state",
+                   _overflowing_state(_adam(3, 0.0, 0.0, 0))),
+        KernelCase("rmsprop_step", "flags_overflowing_state", _overflowing_state(_rmsprop(0.0, 0))),
         KernelCase("axpy", "step", _axpy),
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),

@@ -162,19 +162,30 @@ def _real(x, like):
 def _update(lrs, n_lrs, ctrl, state, compute, working, w):
     """An update kernel's contract: nothing changes when ctrl[BAD] or ctrl[HALT] is set; else
     ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1, and
-    ctrl[BAD_UPDATE] = 1 when a new parameter is not finite. The working copy ``w`` (bfloat16
-    bits, compared within a bfloat16 ulp) becomes the new parameters when ``working``."""
+    ctrl[BAD_UPDATE] = 1 when a new parameter or state value, in the arrays' dtype, is not
+    finite. The working copy ``w`` (bfloat16 bits, compared within a bfloat16 ulp) becomes
+    the new parameters when ``working``."""
     ctrl = np.array(ctrl, dtype=np.int64)
     if ctrl[CTRL_BAD] or ctrl[CTRL_HALT]:
         return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl, "w": bf16_value(w)}
     k = int(ctrl[CTRL_K])
     lr = float(lrs[k]) if 0 <= k < n_lrs else 0.0
-    with np.errstate(over="ignore"):  # the parameters are stored in their dtype: may overflow
+    with np.errstate(over="ignore", invalid="ignore"):  # stored in their dtype: may overflow
         out = compute(lr, int(ctrl[CTRL_T]) + 1)
-        out["p"] = out["p"].astype(np.asarray(state["p"]).dtype).astype(np.float64)
-    if not np.isfinite(out["p"]).all():
+        dtype = np.asarray(state["p"]).dtype
+        out = {key: a.astype(dtype).astype(np.float64) if key == "p" else a
+               for key, a in out.items()}
+        finite = all(np.isfinite(a.astype(dtype)).all() for a in out.values())
+    if not finite:
         ctrl[CTRL_BAD_UPDATE] = 1
     return {**out, "ctrl": ctrl, "w": out["p"] if working else bf16_value(w)}
+
+
+def _stored(x, like):
+    """State as the kernels store it and read it back: in the dtype of ``like`` (a square
+    that overflows it is inf there, and the update then divides by sqrt(inf))."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x).astype(np.asarray(like).dtype).astype(np.float64)
 
 
 def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working, ctrl, p, buf,
@@ -210,7 +221,7 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
     / sqrt(v + eps) with eps_in_sqrt (Keras); d = g + wd p."""
     def compute(lr, t):
         d = _f64(g) + weight_decay * _f64(p)
-        new_v = alpha * _f64(v) + (1.0 - alpha) * d ** 2
+        new_v = _stored(alpha * _f64(v) + (1.0 - alpha) * d ** 2, p)
         denom = np.sqrt(new_v + eps) if eps_in_sqrt else np.sqrt(new_v) + eps
         return {"p": _f64(p) - lr * d / denom, "v": new_v}
 
@@ -228,7 +239,7 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
         q = _f64(p) * (1.0 - lr * decoupled_wd)
         d = _f64(g) + weight_decay * q
         new_m = b1 * _f64(m) + (1.0 - b1) * d
-        new_v = b2 * _f64(v) + (1.0 - b2) * d ** 2
+        new_v = _stored(b2 * _f64(v) + (1.0 - b2) * d ** 2, p)
         m_hat, v_hat = new_m / (1.0 - beta1 ** t), new_v / (1.0 - beta2 ** t)
         denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
         return {"p": q - lr * m_hat / denom, "m": new_m, "v": new_v}

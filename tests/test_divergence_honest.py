@@ -1,6 +1,7 @@
 """After fit returns or raises, every parameter is finite, or the error says the parameters
-are not. An update that overflows (finite learning rate and gradient, an infinite step) is the
-case a check before the update cannot see; the device-side flag on the new parameters does."""
+(or the optimizer's state) are not. An update that overflows (finite learning rate and
+gradient, an infinite step) is the case a check before the update cannot see; the device-side
+flag on the new parameters and state does."""
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_what_fit_says_about_the_parameters_is_true(backend, on_nonfinite):
         gpunn.fit(model, X, y, optimizer="sgd", lr=3e38, epochs=3, batch_size=8,
                   on_nonfinite=on_nonfinite)
     except gpunn.TrainingDiverged as exc:
-        holds_nonfinite = "holds those non-finite parameters" in str(exc)
+        holds_nonfinite = "holds those non-finite values" in str(exc)  # SGD: no state
         assert holds_nonfinite == exc.bad_update
         assert holds_nonfinite == (not np.all(np.isfinite(params(model))))
         return

@@ -79,15 +79,16 @@ def test_steps_must_run_in_order(backend):
 
 
 def test_an_overflowing_update_is_reported_honestly(backend):
-    """Finite loss and gradient, an update beyond float32: fit raises and says the model holds
-    non-finite parameters, even when it is the last update of the fit."""
+    """Finite loss and gradient, an update beyond float32: fit raises and says the model (or
+    its state) holds non-finite values, even when it is the last update of the fit."""
     X = np.random.default_rng(0).normal(size=(16, 3))
     y = X @ np.ones((3, 1)) + 3.0
     model = gpunn.MLP([3, 1], dtype="float32", seed=0)
-    with pytest.raises(gpunn.TrainingDiverged, match="the update made parameters NaN/inf") as e:
+    with pytest.raises(gpunn.TrainingDiverged,
+                       match="the update made parameters or optimizer state NaN/inf") as e:
         gpunn.fit(model, X, y, optimizer="sgd", lr=1e38, epochs=1)
     assert e.value.bad_update and (e.value.epoch, e.value.step) == (1, 1)
-    assert "holds those non-finite parameters" in str(e.value)
+    assert "holds those non-finite values" in str(e.value)
     assert not np.isfinite(params(model)).all()
     assert np.isfinite(e.value.loss)
 
