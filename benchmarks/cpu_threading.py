@@ -92,20 +92,14 @@ def kernel_calls(backend, family, n):
     return lambda: backend.kernel("act_bwd", A, 1, Z)
 
 
-def forced_backend(parallel):
-    """A CPU backend whose every launch runs on all of Numba's threads (``parallel``) or on
-    the calling thread, in place of the library's size thresholds (``runs_parallel``, which
-    the backend asks per launch): for this study only."""
-    from gpunn.backends import cpu
+def forced_backend(everywhere):
+    """A CPU backend whose every launch runs on all of Numba's threads (``everywhere``) or on
+    the calling thread, in place of the library's size thresholds: for this study only."""
+    from gpunn.backends.cpu import CpuBackend
 
-    class Forced(cpu.CpuBackend):
-        def kernel(self, name, *args):
-            chosen = cpu.runs_parallel
-            cpu.runs_parallel = lambda kernel, n: parallel
-            try:
-                return super().kernel(name, *args)
-            finally:
-                cpu.runs_parallel = chosen
+    class Forced(CpuBackend):
+        def parallel(self, kernel, n):
+            return everywhere
 
     return Forced()
 

@@ -212,10 +212,11 @@ def test_twins_give_identical_bits_on_any_thread_count(case, dtype):
     side by side): every twin must give the same bits either way, on sizes that span several
     SIMD remainders and prange blocks."""
     import numba
+    from forced_threads import ForcedThreads
 
-    from gpunn.backends.cpu import CpuBackend, set_numba_threads
+    from gpunn.backends.cpu import set_numba_threads
 
-    backend = CpuBackend({name: 0 for name in kernel_specs()})  # all threads at any size
+    backend = ForcedThreads(True)  # all threads at any size
     # 9192 elements: two chunks and a bit; split in two halves, 4596 is no multiple of the
     # SIMD width, so without fixed chunks the halves' remainders fall on other elements.
     args = case.args(Inputs(np.random.default_rng(3), dtype), 24, 383)

@@ -3,7 +3,6 @@ bit-for-bit what each gives alone (the kernels are elementwise, each BLAS call i
 on one thread or all of Numba's, on the TBB and the OpenMP threading layer."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -13,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import _make
-from gpunn.kernels import kernel_specs
+from forced_threads import ForcedThreads
 
 import gpunn
 from gpunn.backends import get_backend
-from gpunn.backends.cpu import CpuBackend, load_tbb
+from gpunn.backends.cpu import load_tbb
 
 
 def test_use_backend_as_a_context_manager_is_per_thread():
@@ -40,10 +39,6 @@ def test_use_backend_as_a_context_manager_is_per_thread():
         assert seen[name][0] is _make(name) and seen[name][1] is _make(name)
         assert seen[name + " after"] is outer
     assert get_backend() is outer
-
-
-# Every kernel on all of Numba's threads whatever its size, so the pool is exercised.
-ALL_THREADS = {name: 0 for name in kernel_specs()}
 
 
 def train(seed, results, barrier=None, backend=None):
@@ -75,7 +70,7 @@ def train_alone_and_together(backend=None):
 
 @pytest.mark.parametrize("threads", ["chosen", "all"])
 def test_two_models_trained_at_once_match_each_trained_alone(threads):
-    backend = CpuBackend(ALL_THREADS) if threads == "all" else None
+    backend = ForcedThreads(True) if threads == "all" else None
     alone, together = train_alone_and_together(backend)
     assert sorted(together) == [1, 2]
     for seed in (1, 2):
@@ -85,19 +80,20 @@ def test_two_models_trained_at_once_match_each_trained_alone(threads):
 
 def test_training_on_all_threads_matches_one_thread():
     on_all, on_one = {}, {}
-    train(1, on_all, backend=CpuBackend(ALL_THREADS))
-    train(1, on_one, backend=CpuBackend({name: math.inf for name in kernel_specs()}))
+    train(1, on_all, backend=ForcedThreads(True))
+    train(1, on_one, backend=ForcedThreads(False))
     np.testing.assert_array_equal(on_all[1], on_one[1])
 
 
 LAYER_RUN = """
 import hashlib, json, sys
 sys.path.insert(0, sys.argv[1])
-from test_threads import ALL_THREADS, train_alone_and_together
-from gpunn.backends.cpu import CpuBackend, numba_runtime
+from forced_threads import ForcedThreads
+from test_threads import train_alone_and_together
+from gpunn.backends.cpu import numba_runtime
 
 digests = {}
-alone, together = train_alone_and_together(CpuBackend(ALL_THREADS))
+alone, together = train_alone_and_together(ForcedThreads(True))
 for key, runs in (("alone", alone), ("together", together)):
     digests[key] = [hashlib.sha256(runs[s].tobytes()).hexdigest() for s in (1, 2)]
 print(json.dumps({"layer": numba_runtime()["layer"], "digests": digests}))

@@ -159,20 +159,19 @@ def _single_threaded(twin, args):
 
 
 class CpuBackend(Backend):
-    """Runs every kernel as its Numba twin (``gpunn.kernels.<module>.<name>``) on host arrays.
-
-    Args:
-        parallel_from: ``{kernel: n}`` overriding ``PARALLEL_FROM`` (0: always all threads,
-            ``math.inf``: always the calling thread); for benchmarks.
-    """
+    """Runs every kernel as its Numba twin (``gpunn.kernels.<module>.<name>``) on host arrays."""
 
     name = "cpu"
     xp = np
     device = "cpu"
 
-    def __init__(self, parallel_from=None):
+    def __init__(self):
         self._twins = {}
-        self._parallel_from = dict(parallel_from or {})
+
+    def parallel(self, kernel, n):
+        """Whether a launch of ``kernel`` over ``n`` elements runs on all of Numba's threads:
+        :func:`runs_parallel` (a subclass that must decide otherwise overrides this)."""
+        return runs_parallel(kernel, n)
 
     def _launch(self, spec, converted):
         args, _, n = converted
@@ -181,9 +180,7 @@ class CpuBackend(Backend):
             start_numba_threads()
             module = importlib.import_module(f"gpunn.kernels.{spec.module}")
             twin = self._twins[spec.name] = getattr(module, spec.name)
-        limit = self._parallel_from.get(spec.name)
-        parallel = n >= limit if limit is not None else runs_parallel(spec.name, n)
-        if parallel:
+        if self.parallel(spec.name, n):
             twin(*args)
         else:
             _single_threaded(twin, args)
