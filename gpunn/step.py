@@ -17,6 +17,7 @@ is applied until the host has seen it.
 """
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -111,8 +112,12 @@ class TrainStep:
             the last :meth:`read` (None before any).
     """
 
-    def __init__(self, model, loss, optimizer, X, T, global_batch, halt_on_nonfinite=True,
-                 comm=None):
+    def __init__(self, model, loss, optimizer, X, T, global_batch=None, halt_on_nonfinite=True,
+                 comm=None, batch_size=None):
+        if batch_size is not None:  # its name before it said which batch it is
+            warnings.warn("TrainStep(batch_size=) is deprecated: it is the global batch, "
+                          "TrainStep(global_batch=)", DeprecationWarning, stacklevel=2)
+            global_batch = batch_size
         be, n = model.backend, X.shape[0]
         self.model, self.loss, self.optimizer, self.X, self.T = model, loss, optimizer, X, T
         self.global_batch = global_batch
@@ -132,6 +137,11 @@ class TrainStep:
             "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
         self._tapes, self._replays = {}, {}
         self._t0, self._k = optimizer.t, 0
+
+    @property
+    def batch_size(self):
+        """Deprecated name of :attr:`global_batch`."""
+        return self.global_batch
 
     @property
     def graph_status(self):

@@ -121,3 +121,14 @@ def test_read_before_any_step_leaves_the_count(backend):
     trainer.run(0)
     trainer.read()
     assert optimizer.t == 6
+
+
+def test_train_step_batch_size_is_a_deprecated_name(backend):
+    from gpunn.step import TrainStep
+
+    rng = np.random.default_rng(0)
+    model = gpunn.MLP([4, 3, 1], output="sigmoid")
+    Xd, T, loss = model.prepare(rng.standard_normal((12, 4)), rng.integers(0, 2, 12))
+    with pytest.warns(DeprecationWarning, match="global_batch"):
+        trainer = TrainStep(model, loss, gpunn.Adam(), Xd, T, batch_size=4)
+    assert trainer.global_batch == trainer.batch_size == 4 and trainer.n_steps == 3
