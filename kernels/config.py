@@ -20,8 +20,34 @@ FASTMATH = {"nsz", "arcp"}
 # the check and its exception path in every loop that divides kept LLVM from vectorizing it.
 ERROR_MODEL = "numpy"
 
-# Numba writes compiled machine code next to these files, so a second process compiles nothing.
-CACHE = True
+
+
+def _cache_path():
+    """Where Numba would cache the twins (next to these files, NUMBA_CACHE_DIR or the user's
+    cache folder, as Numba chooses), or None when none of them is writable (a read-only
+    install with a read-only home): Numba then refuses to compile a ``cache=True`` function."""
+    try:
+        from numba.core.caching import CacheImpl
+    except ImportError:  # another Numba layout: leave the choice to Numba
+        return "chosen by Numba"
+
+    def probe():
+        pass
+
+    for locator_class in CacheImpl._locator_classes:
+        try:
+            locator = locator_class.from_function(probe, __file__)
+        except Exception:  # noqa: BLE001 - a locator that cannot decide offers no cache
+            locator = None
+        if locator is not None:
+            return locator.get_cache_path()
+    return None
+
+
+# Numba writes compiled machine code there, so a second process compiles nothing; with no
+# writable place the twins run uncached (compiled in every process) instead of failing.
+CACHE_PATH = _cache_path()
+CACHE = CACHE_PATH is not None
 
 # Elements per block of every flat (element-wise) twin: one prange iteration per block, the
 # block's loop in a function of its own over slices (a loop over range(start, stop) inside the

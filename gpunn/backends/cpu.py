@@ -85,6 +85,7 @@ def start_numba_threads():
     with _start_lock:
         if _runtime is not None:
             return _runtime
+        _check_thread_variable()
         import numba
 
         tbb = load_tbb()
@@ -101,6 +102,20 @@ def start_numba_threads():
         return _runtime
 
 
+def _check_thread_variable():
+    """Refuse a NUMBA_NUM_THREADS that Numba would refuse (or silently ignore), naming it."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is None:
+        return
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"NUMBA_NUM_THREADS: expected a whole number of threads >= 1, got "
+                         f"{value!r}; unset it to use every core")
+
+
 def runs_parallel(kernel, n):
     """Whether a launch of ``kernel`` over ``n`` elements runs on all of Numba's threads.
 
@@ -112,13 +127,16 @@ def runs_parallel(kernel, n):
 
 
 def numba_runtime():
-    """Numba's version, thread count, threading layer and the TBB library it uses (or None)."""
+    """Numba's version, thread count, threading layer, the TBB library it uses (or None) and
+    where it caches the compiled kernels (None: nowhere writable, compiled in every process)."""
+    runtime = start_numba_threads()
     import numba
 
-    runtime = start_numba_threads()
+    from gpunn.kernels.config import CACHE_PATH
+
     return {"version": numba.__version__, "threads": numba.get_num_threads(),
             "layer": runtime["layer"], "tbb": runtime["tbb"] if runtime["layer"] == "tbb"
-            else None}
+            else None, "cache": CACHE_PATH}
 
 
 def set_numba_threads(n):

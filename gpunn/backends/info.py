@@ -23,7 +23,8 @@ def info():
         ``backend_error`` saying why), ``device``, ``cuda_unavailable_reason``, ``step_replay``
         (CUDA graphs, or eager replay and why), ``gemm`` (the GEMM library per precision, and
         why a kind is emulated), ``python``, ``numpy``, ``numba``, ``cupy``,
-        ``blas`` (threadpoolctl's view), ``threads``, ``threading`` (Numba's threading layer,
+        ``blas`` (threadpoolctl's view), ``threads``, ``numba_cache`` (where compiled kernels
+        are kept, or why nowhere), ``threading`` (Numba's threading layer,
         the TBB library it runs on, ``OPENBLAS_THREAD_TIMEOUT``) and ``advice`` (settings
         that would make the CPU backend faster here; empty when there are none).
     """
@@ -61,6 +62,8 @@ def info():
         "cupy": getattr(cupy, "__version__", None),
         "blas": blas,
         "threads": {"numba": numba["threads"], "blas": [b["num_threads"] for b in blas]},
+        "numba_cache": numba["cache"] or "off: no writable cache folder, kernels compile in "
+                       "every process (set NUMBA_CACHE_DIR to a private writable folder)",
         "threading": {"numba_layer": numba["layer"], "tbb": numba["tbb"],
                       "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
         "advice": _advice(numba, blas),
