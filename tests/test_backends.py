@@ -30,7 +30,8 @@ from gpunn.backends.cpu import (
 
 CUDA, CUDA_REASON = cuda_status()
 INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "gemm", "python",
-             "platform", "numpy", "numba", "cupy", "blas", "threads", "threading", "advice"}
+             "platform", "numpy", "numba", "cupy", "blas", "threads", "numba_cache",
+             "threading", "advice"}
 
 
 def _fresh(function, *args):
