@@ -24,15 +24,15 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from kernel_cases import CASES, Inputs
 import gpunn
+from forced_threads import ForcedThreads
 from gpunn.backends.cpu import CpuBackend
-from gpunn.kernels import kernel_specs
 
 def digest(arrays):
     return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
 
 # "all": every kernel on all of Numba's threads, whatever its size.
-everywhere = {name: 0 for name in kernel_specs()} if sys.argv[2] == "all" else None
-backend, digests = CpuBackend(everywhere), {}
+backend = ForcedThreads(True) if sys.argv[2] == "all" else CpuBackend()
+digests = {}
 for case in CASES:
     for dtype in case.dtypes:
         args = case.args(Inputs(np.random.default_rng(0), dtype), 37, 301)
