@@ -136,6 +136,9 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     Xd, T, loss = model.prepare(X, y, loss)
     n = Xd.shape[0]
     comm = get_comm(comm, backend=model.backend)
+    if getattr(comm, "name", None) == "mpi" and not isinstance(model.flat_params, np.ndarray):
+        raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model on "
+                        f"the {model.backend.name} backend needs 'nccl' (or 'auto'), got 'mpi'")
     epochs = check_int("epochs", epochs, low=1)
     global_batch = _global_batch(batch_size, n, comm.size)
     shuffle = check_bool("shuffle", shuffle) and global_batch < n  # one batch: order is moot

@@ -7,6 +7,7 @@ every rank wrote against NumPy in this process. Without mpi4py and a launcher th
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from mpi_worker import TRAIN_RUNS, diverge, fake_modules, rank_data, train_once
 
 import gpunn
 from gpunn.comm import CommTimeout, MPIComm, NCCLComm, SingleProcess, get_comm, launched_size
-from gpunn.comm.nccl import choose_device
+from gpunn.comm.nccl import choose_device, refuse_shared_gpu
 
 HERE = Path(__file__).parent
 LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
@@ -36,6 +37,9 @@ def mpiexec(ranks, *args, timeout=60):
     # Open MPI refuses to start as root (the GPU image runs as root) unless both are set;
     # MPICH ignores them.
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # These are MPI-on-CPU tests (NCCL through stand-ins): the GPU check runs the suite with
+    # GPUNN_BACKEND=cuda, and two ranks on its one GPU cannot use NCCL.
+    env["GPUNN_BACKEND"] = "cpu"
     return subprocess.run([launcher, "-n", str(ranks), sys.executable, *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=HERE, env=env)
 
@@ -260,3 +264,31 @@ def test_nccl_wait_returns_or_times_out_and_aborts(done):
         with pytest.raises(CommTimeout, match="NCCL: rank 0 of 1 waited 0.2 s"):
             nc.wait()
         assert calls[-1] == ("abort",) and ("check_async_error",) in calls
+
+
+class _Ranks:
+    """A host communicator whose bcast from rank r brings rank r's entry of ``entries``."""
+
+    def __init__(self, rank, entries):
+        self.rank, self.size, self.entries = rank, len(entries), entries
+
+    def bcast(self, obj, root=0):
+        return obj if root == self.rank else self.entries[root]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_two_ranks_on_one_gpu_are_refused_by_name(rank):
+    node = socket.gethostname()
+    entries = [(node, "0000:19:00.0"), (node, "0000:19:00.0")]
+    with pytest.raises(RuntimeError, match=r"ranks \[0, 1\] would all use the GPU at PCI bus "
+                                           r"0000:19:00.0"):
+        refuse_shared_gpu(_Ranks(rank, entries), "0000:19:00.0")
+
+
+@pytest.mark.parametrize("entries", [
+    [("a", "0000:19:00.0"), ("a", "0000:3b:00.0")],   # two GPUs of one node
+    [("a", "0000:19:00.0"), ("b", "0000:19:00.0")],   # the same slot on two nodes
+    [("a", None), ("a", None)],                        # GPUs that cannot tell their bus
+], ids=["two-gpus", "two-nodes", "unknown-bus"])
+def test_ranks_on_their_own_gpus_pass(entries):
+    refuse_shared_gpu(_Ranks(0, entries), entries[0][1])

@@ -102,7 +102,12 @@ def test_to_torch_same_numbers(backend, output, n_out, dtype, precision):
     check_numbers(model, X, got)
     with torch.no_grad():
         logits = export.to_torch(model)(torch.from_numpy(X)).numpy()
-    ref.assert_close(logits, model.backend.to_numpy(model.forward(X)), model.dtype)
+    forward = model.backend.to_numpy(model.forward(X))
+    if model.precision == "tf32" and model.backend.name == "cuda":
+        ulp = ULP["tf32"]  # cuBLAS's TF32 rounding is unspecified: see check_numbers
+        np.testing.assert_allclose(logits, forward, rtol=8 * ulp, atol=8 * ulp)
+    else:
+        ref.assert_close(logits, forward, model.dtype)
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
@@ -110,6 +115,10 @@ def test_rounding_is_what_makes_them_agree(precision):
     """The same weights in plain float32 Linear layers miss predict: the check above can fail."""
     torch = pytest.importorskip("torch")
     model, X = make_model(None, 3, precision=precision), inputs()
+    if precision == "tf32" and model.backend.name == "cuda":
+        pytest.skip("on an H200, cuBLAS computed these small tf32 GEMMs as plain float32 "
+                    "products, so plain float32 layers agree: the contrast holds where the "
+                    "operands are rounded (gpunn's CPU and cuda-emulated backends)")
     plain = export.from_torch(export.to_torch(model), precision="fp32")
     assert plain.precision == "fp32"
     with torch.no_grad():

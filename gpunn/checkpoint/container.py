@@ -13,6 +13,7 @@ reading would refuse.
 import contextlib
 import json
 import os
+import re
 import stat
 import zlib
 
@@ -29,6 +30,11 @@ MAX_HEADER_BYTES = 16 << 20
 # JSON objects and lists in the gpunn header: a fit writes a few per layer and a few dozen
 # more; each costs about 60 bytes of Python objects for 2 bytes of text.
 MAX_CONTAINERS = 1 << 16
+# How deep JSON objects and lists may nest: a gpunn header nests a few levels. Python's
+# decoder has a version-dependent recursion limit (3.11 refuses 5000 levels, 3.12 parses them),
+# so the bound is checked here, before parsing, the same on every Python.
+MAX_DEPTH = 64
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
@@ -88,6 +94,17 @@ def _check_header_text(text, error):
     if containers > MAX_CONTAINERS:
         raise error(f"header: expected at most {MAX_CONTAINERS} JSON objects and lists, got "
                     f"{containers}")
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        raise error(f"header: expected JSON nested at most {MAX_DEPTH} levels, got {depth}")
+
+
+def _depth(text):
+    """How deep objects and lists nest in JSON ``text`` (brackets inside strings not counted)."""
+    codes = np.frombuffer(_STRING.sub("", text).encode(), np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _parse_header(metadata):

@@ -152,4 +152,5 @@ class MPIComm:
 def _check_host(array, what):
     if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
         raise TypeError(f"{what}: expected a C-contiguous NumPy array (MPIComm moves host "
-                        f"arrays; CuPy arrays go through NCCLComm), got {type(array).__name__}")
+                        f"arrays; CuPy arrays go through NCCLComm), got "
+                        f"{type(array).__module__}.{type(array).__qualname__}")

@@ -6,6 +6,7 @@ unique id to the others; after that, the step's all-reduce runs on the GPU strea
 (:class:`~gpunn.comm.mpi.MPIComm`).
 """
 
+import socket
 import time
 
 import numpy as np
@@ -36,6 +37,33 @@ def choose_device(local_rank, device_count):
                          f"shows {device_count} GPU(s); start at most that many ranks per node, "
                          "or give each rank one GPU (CUDA_VISIBLE_DEVICES)")
     return local_rank
+
+
+def refuse_shared_gpu(host, bus_id):
+    """Raise on every rank when two ranks of one node would drive the same GPU.
+
+    NCCL refuses that with a bare ``NCCL_ERROR_INVALID_USAGE`` (seen with two ranks on a
+    one-GPU machine); this names the ranks and the GPU first. Ranks that cannot tell their
+    GPU's PCI bus id (``bus_id`` None) are not compared.
+
+    Args:
+        host: the :class:`~gpunn.comm.mpi.MPIComm` of the ranks.
+        bus_id: this rank's GPU's PCI bus id, or None.
+    """
+    mine = (socket.gethostname(), bus_id)
+    every = [host.bcast(mine if rank == host.rank else None, root=rank)
+             for rank in range(host.size)]
+    users = {}
+    for rank, (node, bus) in enumerate(every):
+        if bus is not None:
+            users.setdefault((node, bus), []).append(rank)
+    shared = {key: ranks for key, ranks in users.items() if len(ranks) > 1}
+    if shared:
+        (node, bus), ranks = next(iter(shared.items()))
+        raise RuntimeError(f"NCCLComm: ranks {ranks} would all use the GPU at PCI bus {bus} "
+                           f"on {node}: NCCL needs one GPU per rank; start at most as many "
+                           "ranks per node as it has GPUs (or use the 'mpi' communicator on "
+                           "the cpu backend)")
 
 
 def connect(nccl, host):
@@ -89,7 +117,9 @@ class NCCLComm:
         if count == 0:
             raise RuntimeError(f"NCCLComm: rank {self.rank}: {reason}")
         self.device = choose_device(self.local_rank, count)
-        cupy.cuda.Device(self.device).use()
+        device = cupy.cuda.Device(self.device)
+        device.use()
+        refuse_shared_gpu(self.host, getattr(device, "pci_bus_id", None))
         self._cupy, self._nccl = cupy, nccl
         self._types = {np.dtype(np.float32): nccl.NCCL_FLOAT32,
                        np.dtype(np.float64): nccl.NCCL_FLOAT64}
