@@ -24,7 +24,7 @@
 #   PYTHON               the interpreter (default: python3): an environment with numpy, numba,
 #                        cupy, pytest, pytest-benchmark, threadpoolctl, setuptools, wheel (and
 #                        torch / jax / scikit-learn for the peers and the smoke)
-#   GPUNN_CHECK_SECONDS  the whole run's budget (default 420); each part gets its own limit
+#   GPUNN_CHECK_SECONDS  the whole run's budget (default 450); each part gets its own limit
 #                        or what is left
 #   GPUNN_CHECK_DRY_RUN  1: no GPU here; every part runs on the cpu backend instead (no
 #                        nvidia-smi, smoke --dry-run, the bench at --smoke size, the precision
@@ -45,7 +45,7 @@ if [[ -n "$WHEELS" ]]; then
 fi
 cd "$(dirname "$0")/.."
 START=$(date +%s)
-DEADLINE=$(( START + ${GPUNN_CHECK_SECONDS:-420} ))
+DEADLINE=$(( START + ${GPUNN_CHECK_SECONDS:-450} ))
 : > "$OUT/status.txt"
 status=0
 
@@ -176,7 +176,7 @@ else
         pytest_args+=(--timeout=150)  # one hung test cannot eat the part
     fi
     # shellcheck disable=SC2086  # GPUNN_CHECK_TESTS may name several paths
-    part tests 180 "$PY" -m pytest "${pytest_args[@]}" $TESTS
+    part tests 230 "$PY" -m pytest "${pytest_args[@]}" $TESTS
     [[ -s "$OUT/tests.xml" ]] || echo "tests: no junit XML written" | tee -a "$OUT/status.txt"
 
     if [[ "$DRY" == 1 ]]; then
@@ -184,12 +184,12 @@ else
     else
         size=--quick sections=gpu,updates
     fi
-    part bench 120 "$PY" -m gpunn.bench "$size" --backend "$BACKEND" --sections "$sections" \
+    part bench 90 "$PY" -m gpunn.bench "$size" --backend "$BACKEND" --sections "$sections" \
         --json "$OUT/bench.json" --markdown "$OUT/bench.md"
     if [[ "$DRY" == 1 ]]; then  # minutes on a CPU, and it has no smoke size: its CLI only
         part precision 30 "$PY" -m gpunn.bench.precision --help
     else
-        part precision 120 "$PY" -m gpunn.bench.precision --backend "$BACKEND" \
+        part precision 60 "$PY" -m gpunn.bench.precision --backend "$BACKEND" \
             --json "$OUT/precision.json"
     fi
 fi
