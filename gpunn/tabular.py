@@ -238,10 +238,25 @@ def write_predictions(path, columns):
 
 def _write_rows(file, names, rows):
     writer = csv.writer(file)
-    writer.writerow(names)
+    writer.writerow([neutralize_formula(name) for name in names])
     for row in rows:
         writer.writerow([_format(v) for v in row])
 
 
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_formula(cell):
+    """A text cell a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or
+    a carriage return), with a single quote put before it, as OWASP recommends; any other
+    value (numbers included) as it is."""
+    if isinstance(cell, (str, np.str_)) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def _format(value):
-    return repr(float(value)) if isinstance(value, (float, np.floating)) else value
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return neutralize_formula(value)

@@ -178,3 +178,48 @@ def test_predict_picks_the_model_columns_by_name(tmp_path, capsys):
     partial = write_csv(tmp_path / "p.csv", X[:, :5], y)
     code, _, err = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--csv", partial)
     assert code == 1 and "missing ['f5']" in err
+
+
+def test_predictions_csv_neutralizes_spreadsheet_formulas(tmp_path, capsys):
+    # Labels and a target name a spreadsheet would run as formulas (OWASP "CSV injection").
+    X, y = raw_blobs(n=120)
+    hostile = {"ant": "=HYPERLINK(\"http://x\",\"y\")", "bee": "@SUM(1+1)", "cat": "-2+3"}
+    y = np.array([hostile[label] for label in y])
+    data = write_csv(tmp_path / "train.csv", X, y, target="+t")
+    model_path, preds = tmp_path / "m.npz", tmp_path / "preds.csv"
+    code, _, err = run(capsys, "train", "--csv", data, "--target", "+t", "--epochs", "30",
+                       "--save", str(model_path))
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--csv", data,
+                         "--out", str(preds))
+    assert code == 0, err
+    with open(preds, newline="") as file:
+        header, *rows = list(csv.reader(file))
+    assert header[0] == "'+t"
+    labels = np.array([row[0] for row in rows])
+    assert set(labels) <= {"'" + label for label in hostile.values()}
+    assert np.mean(labels == np.char.add("'", y)) > 0.9
+    # The accuracy is computed on the labels themselves, not their written form.
+    assert re.search(r"accuracy 0\.9\d+|accuracy 1\.0000", out)
+    assert all(float(cell) >= 0 for row in rows for cell in row[1:])  # numbers stay numbers
+
+
+@pytest.mark.parametrize("cell, written", [
+    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-x", "'-x"), ("@A1", "'@A1"), ("\tx", "'\tx"),
+    ("\rx", "'\rx"), ("a=b", "a=b"), ("", ""), (-1, -1), (np.int64(-3), -3)])
+def test_formula_neutralization_touches_only_text_that_starts_a_formula(cell, written):
+    assert tabular.neutralize_formula(cell) == written
+    assert type(tabular.neutralize_formula(cell)) is type(cell)
+
+
+def test_numeric_labels_stay_numbers_in_predictions(tmp_path, capsys):
+    X, y = raw_blobs(n=120)
+    y = np.select([y == "ant", y == "bee"], [-1, 0], 1)
+    data = write_csv(tmp_path / "train.csv", X, y)
+    model_path, preds = tmp_path / "m.npz", tmp_path / "preds.csv"
+    assert run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "30",
+               "--save", str(model_path))[0] == 0
+    assert run(capsys, "predict", "--model", str(model_path), "--csv", data,
+               "--out", str(preds))[0] == 0
+    labels = [row["label"] for row in read_rows(preds)]
+    assert "-1" in labels and not any(label.startswith("'") for label in labels)
