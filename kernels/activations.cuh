@@ -7,6 +7,13 @@
 #define GPUNN_SIGMOID 1
 #define GPUNN_RELU 2
 #define GPUNN_TANH 3
+#define GPUNN_LEAKY_RELU 4
+
+// leaky_relu's slope for z < 0: PyTorch's nn.LeakyReLU default (negative_slope=0.01).
+template <typename T>
+__host__ __device__ inline T gpunn_leaky_slope() {
+    return T(0.01);
+}
 
 // Two-branch stable sigmoid: exp never overflows, finite for any finite x.
 template <typename T>
@@ -24,6 +31,7 @@ __host__ __device__ inline T gpunn_activate(T x, int act) {
         case GPUNN_SIGMOID: return gpunn_sigmoid(x);
         case GPUNN_RELU: return x > T(0) ? x : T(0);
         case GPUNN_TANH: return tanh(x);
+        case GPUNN_LEAKY_RELU: return x > T(0) ? x : gpunn_leaky_slope<T>() * x;
         default: return x;
     }
 }
@@ -37,6 +45,8 @@ __host__ __device__ inline T gpunn_activation_grad(T a, int act) {
         case GPUNN_SIGMOID: return a * (T(1) - a);
         case GPUNN_RELU: return a > T(0) ? T(1) : T(0);
         case GPUNN_TANH: return (T(1) - a) * (T(1) + a);
+        // a > 0 exactly when z > 0 (the slope is positive); z = 0 takes the slope, as torch.
+        case GPUNN_LEAKY_RELU: return a > T(0) ? T(1) : gpunn_leaky_slope<T>();
         default: return T(1);
     }
 }

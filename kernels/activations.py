@@ -16,8 +16,10 @@ from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
 ACTIVATIONS = activation_codes()  # parsed from activations.cuh
-IDENTITY, SIGMOID, RELU, TANH = (ACTIVATIONS[name] for name in ("identity", "sigmoid", "relu",
-                                                                "tanh"))
+IDENTITY, SIGMOID, RELU, TANH, LEAKY_RELU = (
+    ACTIVATIONS[name] for name in ("identity", "sigmoid", "relu", "tanh", "leaky_relu"))
+# leaky_relu's slope for z < 0, as gpunn_leaky_slope in activations.cuh (PyTorch's default).
+LEAKY_SLOPE = 0.01
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -50,6 +52,8 @@ def activate(x, act):
         return x if x > 0 else type(x)(0)
     if act == TANH:
         return tanh(x)
+    if act == LEAKY_RELU:
+        return x if x > 0 else type(x)(LEAKY_SLOPE) * x
     return x
 
 
@@ -63,6 +67,8 @@ def activation_grad(a, act):
         return one if a > 0 else type(a)(0)
     if act == TANH:
         return (one - a) * (one + a)
+    if act == LEAKY_RELU:  # a > 0 exactly when z > 0; z = 0 takes the slope, as torch
+        return one if a > 0 else type(a)(LEAKY_SLOPE)
     return one
 
 
@@ -79,6 +85,9 @@ def bias_act_row(b, act, z):
     elif act == RELU:
         for j in range(z.size):
             z[j] = activate(z[j] + b[j], RELU)
+    elif act == LEAKY_RELU:
+        for j in range(z.size):
+            z[j] = activate(z[j] + b[j], LEAKY_RELU)
     else:
         for j in range(z.size):
             z[j] += b[j]

@@ -54,11 +54,16 @@ def sigmoid(z):
     return np.exp(-np.logaddexp(0.0, -_f64(z)))
 
 
+# leaky_relu's slope for z < 0: PyTorch's nn.LeakyReLU default, restated.
+LEAKY_SLOPE = 0.01
+
+
 def activation(name, z):
-    """f(z) for an activation name: identity, sigmoid, relu (max(z, 0)) or tanh."""
+    """f(z) for an activation name: identity, sigmoid, relu (max(z, 0)), tanh, leaky_relu."""
     z = _f64(z)
     functions = {"identity": lambda: z.copy(), "sigmoid": lambda: sigmoid(z),
-                 "relu": lambda: np.maximum(z, 0.0), "tanh": lambda: np.tanh(z)}
+                 "relu": lambda: np.maximum(z, 0.0), "tanh": lambda: np.tanh(z),
+                 "leaky_relu": lambda: np.where(z > 0, z, LEAKY_SLOPE * z)}
     return functions[name]()
 
 
@@ -72,6 +77,8 @@ def activation_derivative(name, z):
         return (z > 0).astype(np.float64)
     if name == "tanh":
         return np.exp(2.0 * (np.log(2.0) - np.logaddexp(z, -z)))
+    if name == "leaky_relu":
+        return np.where(z > 0, 1.0, LEAKY_SLOPE)
     return np.ones_like(z)
 
 
@@ -79,7 +86,8 @@ def activation_derivative_from_output(name, a):
     """f'(z) written through a = f(z): 1, a (1 - a), [a > 0], 1 - a^2."""
     a = _f64(a)
     derivatives = {"identity": lambda: np.ones_like(a), "sigmoid": lambda: a * (1.0 - a),
-                   "relu": lambda: (a > 0).astype(np.float64), "tanh": lambda: 1.0 - a * a}
+                   "relu": lambda: (a > 0).astype(np.float64), "tanh": lambda: 1.0 - a * a,
+                   "leaky_relu": lambda: np.where(a > 0, 1.0, LEAKY_SLOPE)}
     return derivatives[name]()
 
 

@@ -8,9 +8,14 @@ from gpunn.sharing import check_model
 # gpunn activation -> (torch.nn module class, ONNX operator); None: no module / node. The one
 # row a new activation adds to the exports.
 EXPORT_ACTIVATIONS = {"identity": (None, None), "sigmoid": ("Sigmoid", "Sigmoid"),
-                      "relu": ("ReLU", "Relu"), "tanh": ("Tanh", "Tanh")}
+                      "relu": ("ReLU", "Relu"), "tanh": ("Tanh", "Tanh"),
+                      # both defaults are gpunn's slope: negative_slope / alpha = 0.01
+                      "leaky_relu": ("LeakyReLU", "LeakyRelu")}
 TORCH_ACTIVATIONS = {name: torch for name, (torch, _) in EXPORT_ACTIVATIONS.items()}
 ONNX_ACTIVATIONS = {name: onnx for name, (_, onnx) in EXPORT_ACTIVATIONS.items()}
+# Constructor arguments of an activation's torch module, where gpunn's math fixes one: the
+# export passes them and the import accepts a module only with these values.
+TORCH_OPTIONS = {"leaky_relu": {"negative_slope": 0.01}}
 # Bits of the float32 mantissa that the GEMMs of each precision drop (round to nearest even).
 DROPPED_BITS = {"fp32": 0, "tf32": 13, "bf16": 16}
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from gpunn._checks import check_bool
 from gpunn._compat import require
-from gpunn.export.layout import TORCH_ACTIVATIONS, host_layers
+from gpunn.export.layout import TORCH_ACTIVATIONS, TORCH_OPTIONS, host_layers
 from gpunn.layers import Dense
 from gpunn.model import Sequential
 
@@ -45,7 +45,8 @@ def to_torch(model, probabilities=False):
             linear.bias.copy_(torch.from_numpy(b))
         modules.append(linear)
         if TORCH_ACTIVATIONS[layer.activation] is not None:
-            modules.append(getattr(torch.nn, TORCH_ACTIVATIONS[layer.activation])())
+            modules.append(getattr(torch.nn, TORCH_ACTIVATIONS[layer.activation])(
+                **TORCH_OPTIONS.get(layer.activation, {})))
     if probabilities:
         modules.append(torch.nn.Sigmoid() if model.output == "sigmoid"
                        else torch.nn.Softmax(dim=-1))
@@ -171,6 +172,7 @@ def _torch_layers(torch, children):
             precisions.add(getattr(child, "precision", "fp32"))
             after_linear = True
         elif after_linear and kind in names and type(child) is getattr(torch.nn, kind):
+            _check_options(name, child, names[kind])
             specs[-1][0], after_linear = names[kind], False
         else:
             raise TypeError(f"{name}: gpunn cannot represent {kind} here: expected "
@@ -179,6 +181,15 @@ def _torch_layers(torch, children):
     if not specs:
         raise TypeError("module: expected at least one torch.nn.Linear, got none")
     return specs, precisions
+
+
+def _check_options(name, child, activation):
+    """Refuse a module whose constructor arguments differ from gpunn's fixed ones."""
+    for option, value in TORCH_OPTIONS.get(activation, {}).items():
+        if getattr(child, option) != value:
+            raise TypeError(f"{name}: gpunn cannot represent {type(child).__name__}({option}="
+                            f"{getattr(child, option)!r}): its {activation} has "
+                            f"{option}={value!r}")
 
 
 def _host_parameter(torch, name, tensor):
