@@ -29,11 +29,12 @@ except ImportError as exc:  # not installed, or older than 1.6 (no validate_data
     raise ImportError("gpunn.sklearn needs scikit-learn >= 1.6: install the 'sklearn' extra, "
                       "pip install 'gpunn[sklearn]'") from exc
 
+from gpunn._checks import check_bool, check_choice, check_int, check_number, check_positive
 from gpunn.backends import use_backend
 from gpunn.callbacks import EarlyStopping
 from gpunn.layers import DEFAULT_INIT
 from gpunn.model import MLP, Sequential
-from gpunn.optim import get_optimizer
+from gpunn.optim import OPTIMIZERS, get_optimizer
 from gpunn.train import fit as gpunn_fit
 
 __all__ = ["GpunnClassifier", "GpunnRegressor"]
@@ -77,6 +78,35 @@ class _GpunnMLP(BaseEstimator):
         raise NotImplementedError
 
     # --- training ------------------------------------------------------------------------
+
+    def _check_params(self):
+        """Refuse a bad hyperparameter by its own name before anything changes (gpunn.fit's
+        names, such as ``epochs`` and ``lr``, mean nothing to the caller)."""
+        if isinstance(self.solver, str):
+            check_choice("solver", self.solver, OPTIMIZERS)
+        check_positive("learning_rate_init", self.learning_rate_init)
+        check_int("max_iter", self.max_iter, low=1)
+        check_bool("shuffle", self.shuffle)
+        check_number("tol", self.tol, low=0.0)
+        check_bool("early_stopping", self.early_stopping)
+        check_number("validation_fraction", self.validation_fraction, 0.0, 1.0,
+                      low_open=bool(self.early_stopping), high_open=True)
+        check_int("n_iter_no_change", self.n_iter_no_change, low=1)
+        self._sizes(1, 1)
+        self._batch_size(1)
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self):
+        """A fit or partial_fit that raises leaves every attribute as it was (``classes_``,
+        ``model_``, ``n_features_in_``, ...), so a failed refit cannot pair new labels with
+        the old model."""
+        saved = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
     def _backend_context(self):
         return contextlib.nullcontext() if self.backend is None else use_backend(self.backend)
@@ -159,13 +189,16 @@ class _GpunnMLP(BaseEstimator):
         Returns:
             self.
         """
-        X, y = self._validate(X, y, reset=True)
-        T = self._encode_targets(y, first=True)
-        for name in ("loss_curve_", "n_iter_", "validation_scores_", "best_validation_score_"):
-            self.__dict__.pop(name, None)
-        self._initialize(X.shape[1])
-        stopper = self._stopper()
-        self._train(X, T, self.max_iter, stopper)
+        self._check_params()
+        with self._unchanged_on_error():
+            X, y = self._validate(X, y, reset=True)
+            T = self._encode_targets(y, first=True)
+            for name in ("loss_curve_", "n_iter_", "validation_scores_",
+                         "best_validation_score_"):
+                self.__dict__.pop(name, None)
+            self._initialize(X.shape[1])
+            stopper = self._stopper()
+            self._train(X, T, self.max_iter, stopper)
         if stopper.stopped_epoch == 0:
             warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and "
                           "the optimization has not converged yet.", ConvergenceWarning,
@@ -173,11 +206,13 @@ class _GpunnMLP(BaseEstimator):
         return self
 
     def _partial_fit(self, X, y, first):
-        X, y = self._validate(X, y, reset=first)
-        T = self._encode_targets(y, first=first)
-        if first:
-            self._initialize(X.shape[1])
-        self._train(X, T, 1)
+        self._check_params()
+        with self._unchanged_on_error():
+            X, y = self._validate(X, y, reset=first)
+            T = self._encode_targets(y, first=first)
+            if first:
+                self._initialize(X.shape[1])
+            self._train(X, T, 1)
         return self
 
     def _validate(self, X, y="no_validation", reset=False):

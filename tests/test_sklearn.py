@@ -1,6 +1,7 @@
 """gpunn.sklearn: scikit-learn's own estimator checks, labels, shapes, pickling, pipelines."""
 
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -220,3 +221,54 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.base", None)
     with pytest.raises(ImportError, match=r"pip install 'gpunn\[sklearn\]'"):
         importlib.import_module("gpunn.sklearn")
+
+
+@pytest.mark.parametrize("estimator", ["classifier", "regressor"])
+@pytest.mark.parametrize("kwargs, name", [
+    ({"shuffle": "no"}, "shuffle"), ({"early_stopping": "yes"}, "early_stopping"),
+    ({"early_stopping": True, "validation_fraction": 1.5}, "validation_fraction"),
+    ({"early_stopping": True, "validation_fraction": 0.0}, "validation_fraction"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"learning_rate_init": -1.0}, "learning_rate_init"), ({"batch_size": 0}, "batch_size"),
+    ({"n_iter_no_change": 0}, "n_iter_no_change"), ({"tol": -1.0}, "tol"),
+    ({"solver": "bogus"}, "solver")])
+def test_bad_hyperparameters_are_refused_by_the_estimators_own_names(estimator, kwargs, name):
+    X, y = _blobs()
+    make = GpunnClassifier if estimator == "classifier" else GpunnRegressor
+    for call in ("fit", "partial_fit"):
+        model = make(**dict(SMALL, **kwargs))
+        args = (X, y, np.unique(y)) if call == "partial_fit" and estimator == "classifier" \
+            else (X, y)
+        with pytest.raises((ValueError, TypeError), match=rf"^{name}: expected") as caught:
+            getattr(model, call)(*args)
+        assert not re.search(r"\b(epochs|lr|patience|min_delta|test_size|optimizer)\b",
+                             str(caught.value))
+        assert not hasattr(model, "_model") and not hasattr(model, "n_features_in_")
+
+
+@pytest.mark.parametrize("bad", [{"hidden_layer_sizes": (0,)}, {"schedule": "bogus"}])
+def test_a_failed_refit_leaves_the_estimator_as_it_was(bad):
+    """The second fit fails after reading its labels (a bad layer size is found when the model
+    is built, a bad schedule when training starts): classes_ must still match model_."""
+    X, y = _blobs()
+    model = GpunnClassifier(**SMALL).fit(X, y)
+    before = (model.classes_.copy(), model.predict(X), model.predict_proba(X),
+              model.n_iter_, list(model.loss_curve_), model.n_features_in_, model.model_)
+    letters = np.array(["a", "b", "c", "d"])[np.arange(len(y)) % 4]
+    with pytest.raises(ValueError, match=f"^{next(iter(bad))}: expected"):
+        model.set_params(**bad).fit(np.hstack([X, X]), letters)
+    np.testing.assert_array_equal(model.classes_, before[0])
+    np.testing.assert_array_equal(model.predict(X), before[1])
+    np.testing.assert_array_equal(model.predict_proba(X), before[2])
+    assert (model.n_iter_, model.loss_curve_, model.n_features_in_) == before[3:6]
+    assert model.model_ is before[6]
+
+
+def test_a_failed_partial_fit_leaves_the_estimator_as_it_was():
+    X, y = _blobs()
+    model = GpunnClassifier(**SMALL).partial_fit(X, y, classes=np.unique(y))
+    before = (model.predict_proba(X), model.n_iter_, list(model.loss_curve_))
+    with pytest.raises(ValueError, match="expected labels among classes_"):
+        model.partial_fit(X, np.where(y == 0, 7, y))
+    np.testing.assert_array_equal(model.predict_proba(X), before[0])
+    assert (model.n_iter_, model.loss_curve_) == before[1:]
