@@ -10,7 +10,16 @@ from gpunn.layers import Dense
 from gpunn.losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError
 from gpunn.model import MLP, Sequential
 from gpunn.optim import SGD, Adam, AdamW, Momentum, RMSprop
-from gpunn.schedules import Constant, Exponential, InverseSqrt, InverseTime, Staircase
+from gpunn.schedules import (
+    Constant,
+    Cosine,
+    Exponential,
+    InverseSqrt,
+    InverseTime,
+    OneCycle,
+    Staircase,
+    Warmup,
+)
 from gpunn.train import TrainingDiverged, fit
 
 __version__ = "0.1.0"
@@ -34,6 +43,7 @@ __all__ = [
     "BinaryCrossEntropy",
     "CheckpointError",
     "Constant",
+    "Cosine",
     "CrossEntropy",
     "Dense",
     "Exponential",
@@ -45,10 +55,12 @@ __all__ = [
     "Loss",
     "MeanSquaredError",
     "Momentum",
+    "OneCycle",
     "RMSprop",
     "Sequential",
     "Staircase",
     "TrainingDiverged",
+    "Warmup",
     "__version__",
     "callbacks",
     "export",

@@ -211,7 +211,8 @@ def _add_train_parser(sub):
     p.add_argument("--schedule", default=None, metavar="NAME[,KEY=VALUE...]",
                    help=f"learning-rate schedule: {_names(sorted(SCHEDULES))}, with its "
                         "arguments, e.g. exponential,rate=0.95 or inverse_time,decay=0.1,per=step "
-                        "(default: constant)")
+                        "or cosine,period=100,per=step,warmup=10 (warmup= wraps any schedule in "
+                        "a linear warm-up) (default: constant)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default %(default)s)")
     _add_backend_argument(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])

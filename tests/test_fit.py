@@ -253,7 +253,7 @@ BAD_ARGUMENTS = [
     ({"lr": -0.1}, ValueError, "lr: expected a finite number"),
     ({"optimizer": gpunn.Adam(), "lr": 0.1}, ValueError, "optimizer: expected a name when lr"),
     ({"loss": "hinge"}, ValueError, "loss: expected one of"),
-    ({"schedule": "cosine"}, ValueError, "schedule: expected one of"),
+    ({"schedule": "polynomial"}, ValueError, "schedule: expected one of"),
     ({"shuffle": "yes"}, TypeError, "shuffle: expected True or False"),
     ({"seed": -1}, ValueError, "seed: expected an integer"),
     ({"progress": 1}, TypeError, "progress: expected True or False"),
