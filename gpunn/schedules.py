@@ -163,7 +163,9 @@ class Cosine(Schedule):
         cycle = self.period
         if not self.restarts:
             t = min(t, cycle)
-        else:
+        elif self.mult == 1:
+            t %= cycle
+        else:  # O(log t) cycles, in exact integers
             while t >= cycle:
                 t, cycle = t - cycle, cycle * self.mult
         low = self.min_factor * base_lr

@@ -249,3 +249,10 @@ def test_past_the_horizon_the_rate_holds():
     cosine, cycle = Cosine(5, min_factor=0.2), OneCycle(10)
     assert [cosine(LR0, t) for t in (5, 6, 100)] == [pytest.approx(0.2 * LR0)] * 3
     assert cycle(LR0, 9) == cycle(LR0, 10) == cycle(LR0, 10**6) == pytest.approx(LR0 / 25e4)
+
+
+def test_late_restart_rates_take_no_walk_over_the_cycles():
+    schedule = Cosine(1, restarts=True)
+    assert schedule(LR0, 10**15) == LR0  # t % period: no 10**15 iterations
+    doubling = Cosine(3, restarts=True, mult=2)
+    assert doubling(LR0, 3 * (2**40 - 1)) == LR0  # the start of cycle 40

@@ -3,6 +3,7 @@ resumed runs and the CLI."""
 
 import numpy as np
 import pytest
+from test_checkpoint_fuzz import crafted, header_of  # a header with a consistent checksum
 
 import gpunn
 from gpunn.callbacks import Callback
@@ -108,3 +109,19 @@ def test_the_cli_builds_warmup_and_cosine(backend, capsys, monkeypatch):
                  "--schedule", "one_cycle,total=1"])
     assert code == 1
     assert "total: expected an integer in [2, inf], got 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"name": "cosine", "period": 0}, r"schedule: period: expected an integer in \[1, inf\]"),
+    ({"name": "warmup", "warmup": 2, "after": {"name": "warmup", "warmup": 1}},
+     "schedule: after: expected a schedule other than a warm-up"),
+    ({"name": "warmup", "warmup": 2, "after": {"name": "cosine", "period": 3, "per": "step"}},
+     "schedule: after: expected a schedule per 'epoch', got per 'step'"),
+])
+def test_a_bad_saved_schedule_is_a_checkpoint_error(tmp_path, config, match):
+    net = model()
+    arrays = {"params": net.backend.to_numpy(net.flat_params)}
+    path = tmp_path / "edited.ckpt"
+    crafted(path, {**header_of(net), "schedule": config}, arrays)
+    with pytest.raises(gpunn.CheckpointError, match=match):
+        gpunn.load_checkpoint(path)

@@ -168,7 +168,10 @@ def checked_schedule(config):
         return None
     if not isinstance(config, dict):
         raise CheckpointError(f"schedule: expected a config dict, got {type(config).__name__}")
-    return get_schedule(config)
+    try:
+        return get_schedule(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"schedule: {exc}") from None
 
 
 # --- part "history" -------------------------------------------------------------------------
