@@ -22,8 +22,11 @@ epoch and returning ``True`` stops training.
 import csv
 import math
 import os
+import string
 
 from gpunn._checks import check_choice, check_int, check_number
+from gpunn._files import check_target
+from gpunn.history import History
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
 
@@ -308,6 +311,8 @@ class ModelCheckpoint(_Monitor):
             raise ValueError(f"ModelCheckpoint.path: expected a file in an existing folder, "
                              f"got {self.path!r}")
         self.best, self.best_epoch = None, 0
+        if _rank(self) == 0:  # before training: the first save would fail after an epoch
+            check_target("ModelCheckpoint.path", _format_template(self.path)).close()
 
     def on_epoch_end(self, epoch, logs=None):
         from gpunn.checkpoint import save_checkpoint
@@ -321,6 +326,25 @@ class ModelCheckpoint(_Monitor):
         path = self.path.format(epoch=epoch, **logs)
         self.last_path = save_checkpoint(path, self.model, self.optimizer,
                                          history=self.history, epoch=epoch)
+
+
+def _format_template(template):
+    """``template`` formatted as an epoch's logs would format it (epoch 1, every log 0.0),
+    refusing a field that no epoch logs and a format the values do not take."""
+    names = ("epoch", "cost", *(name for name in History.per_epoch()
+                                if name not in ("epoch", "samples_per_second")))
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template)
+                  if field is not None]
+        unknown = [field for field in fields
+                   if not field or field.split(".")[0].split("[")[0] not in names]
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        return template.format(**{name: 1 if name == "epoch" else 0.0 for name in names})
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        raise ValueError(f"ModelCheckpoint.path: expected a path whose format fields are among "
+                         f"{list(names)} with formats they take, got {template!r} ({exc})"
+                         ) from None
 
 
 class CSVLogger(Callback):
@@ -337,10 +361,12 @@ class CSVLogger(Callback):
         self._fields = None
 
     def on_train_begin(self, logs=None):
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._fields = None
         if _rank(self) != 0:
             return
+        # A folder, pipe or device is refused before it is opened (a FIFO would block).
+        check_target("CSVLogger.path", self.path).close()
+        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         if self.append and exists:
             with open(self.path, newline="") as file:
                 header = next(csv.reader(file, delimiter=self.separator), None)

@@ -148,7 +148,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     show, lines = (flag and comm.rank == 0 for flag in check_verbose(verbose, progress))
     skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
     every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs,
-                                      epochs * -(-n // global_batch) if record_steps else 0)
+                                      epochs * -(-n // global_batch) if record_steps else 0,
+                                      writer=comm.rank == 0)
     check_every = None if check_every is None else check_int("check_every", check_every, low=1)
     validation = _prepare_validation(model, validation_data, loss)
     trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,

@@ -255,3 +255,43 @@ def test_history_plot_draws_on_given_axes(tmp_path):
     assert len(single.lines) == 2  # training cost and validation loss
     history.plot(tmp_path / "all.png")
     assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name, error", [
+    ("{nope}.npz", "unknown fields"), ("{epoch:.x}.npz", "Format specifier|format code"),
+    ("{}.npz", "unknown fields"), ("{loss:d}.npz", "format code"), ("dir", "directory")])
+def test_model_checkpoint_path_and_template_checked_before_training(tmp_path, name, error):
+    (tmp_path / "dir").mkdir()
+    X, y = blobs()
+    epochs = []
+    with pytest.raises(ValueError, match=rf"ModelCheckpoint.path: .*({error})"):
+        gpunn.fit(classifier(), X, y, epochs=2, validation_split=0.25,
+                  callbacks=[lambda epoch, history, model: epochs.append(epoch),
+                             ModelCheckpoint(tmp_path / name)])
+    assert epochs == []
+
+
+def test_model_checkpoint_template_of_every_log_name_is_accepted(tmp_path):
+    X, y = blobs()
+    template = "m-{epoch:02d}-{loss:.3f}-{val_loss:.3f}-{val_accuracy:.2f}-{lr:g}.npz"
+    saver = ModelCheckpoint(tmp_path / template)
+    gpunn.fit(classifier(), X, y, epochs=2, validation_split=0.25, callbacks=[saver])
+    assert len(os.listdir(tmp_path)) == 2 and os.path.basename(saver.last_path).startswith("m-02-")
+
+
+def test_csv_logger_refuses_a_pipe_or_folder_before_training(tmp_path):
+    X, y = blobs()
+    fifo = tmp_path / "log.csv"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so the unfixed open cannot block
+    epochs = []
+    try:
+        for path, kind in ((fifo, "named pipe"), (tmp_path, "directory")):
+            with pytest.raises(ValueError, match=f"CSVLogger.path: .*{kind}"):
+                gpunn.fit(classifier(), X, y, epochs=2,
+                          callbacks=[lambda epoch, history, model: epochs.append(epoch),
+                                     CSVLogger(path)])
+            assert epochs == []
+        assert os.read(reader, 100) == b""  # nothing was written into the pipe
+    finally:
+        os.close(reader)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -236,3 +237,17 @@ def test_a_huge_learning_rate_diverges_with_finite_parameters(backend):
         gpunn.fit(model, X, y, optimizer="sgd", lr=1e6, epochs=20, batch_size=4)
     assert np.all(np.isfinite(params(model)))
     assert f"epoch {caught.value.epoch}, step {caught.value.step}" in str(caught.value)
+
+
+@pytest.mark.parametrize("where, error", [("folder", ValueError), ("missing", FileNotFoundError),
+                                          ("fifo", ValueError)])
+def test_checkpoint_path_is_checked_before_the_first_epoch(tmp_path, where, error):
+    path = {"folder": tmp_path, "missing": tmp_path / "no" / "run.npz",
+            "fifo": tmp_path / "pipe"}[where]
+    if where == "fifo":
+        os.mkfifo(path)
+    epochs = []
+    with pytest.raises(error, match="checkpoint_path"):
+        run(classifier(), 3, checkpoint_path=path,
+            callbacks=[lambda epoch, history, model: epochs.append(epoch)])
+    assert epochs == []

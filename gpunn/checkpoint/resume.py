@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from gpunn._checks import check_int
+from gpunn._files import check_target
 from gpunn.checkpoint import CheckpointError, container, read_parts, save_checkpoint
 from gpunn.history import History
 
@@ -12,7 +13,7 @@ from gpunn.history import History
 _NUMBER_BYTES = 26
 
 
-def check_checkpointing(every, path, epochs, recorded_steps=0):
+def check_checkpointing(every, path, epochs, recorded_steps=0, writer=True):
     """``(every, path)`` checked; ``every`` defaults to ``epochs`` (save after the last one).
 
     Args:
@@ -22,6 +23,8 @@ def check_checkpointing(every, path, epochs, recorded_steps=0):
         recorded_steps: steps whose loss the history records (``record_steps``), all epochs:
             the checkpoint's header must hold them, so a run that would outgrow
             ``container.MAX_HEADER_BYTES`` is refused now, not at its first save.
+        writer: whether this process writes the checkpoints (rank 0): then ``path`` is
+            checked as a file to write now (folder, permissions, kind), not after an epoch.
 
     Returns:
         ``(every, path)``; ``(None, None)`` without ``path``.
@@ -41,6 +44,8 @@ def check_checkpointing(every, path, epochs, recorded_steps=0):
                          f"with checkpoint_path (their losses go into the checkpoint's "
                          f"header), got {recorded_steps} in {epochs} epochs; record fewer "
                          "(record_steps=False) or checkpoint without them")
+    if writer:
+        check_target("checkpoint_path", path).close()
     return every, path
 
 
