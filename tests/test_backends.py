@@ -31,7 +31,7 @@ from gpunn.backends.cpu import (
 CUDA, CUDA_REASON = cuda_status()
 INFO_KEYS = {"backend", "device", "cuda_unavailable_reason", "step_replay", "gemm", "python",
              "platform", "numpy", "numba", "cupy", "blas", "threads", "numba_cache",
-             "threading", "advice"}
+             "threading", "script_environment", "advice"}
 
 
 def _fresh(function, *args):

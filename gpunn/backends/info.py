@@ -4,12 +4,17 @@ import os
 import platform
 import sys
 
+# The environment the `gpunn` command gives itself before NumPy loads: its entry module, outside
+# the package (importing gpunn loads NumPy), owns the values.
+from gpunn_command import COMMAND_ENV
+
 # OpenBLAS's idle threads busy-wait about 2^OPENBLAS_THREAD_TIMEOUT cycles after each call
 # (default 2^28, a tenth of a second) on the cores the next kernel needs; OpenBLAS reads it
 # once, when NumPy loads it.
 OPENBLAS_ADVICE = ("OPENBLAS_THREAD_TIMEOUT is not set: OpenBLAS's threads spin for ~0.1 s after "
-                   "each matmul, on the cores gpunn's kernels need; set OPENBLAS_THREAD_TIMEOUT=4 "
-                   "in the environment before Python starts (it is read when NumPy loads)")
+                   "each matmul, on the cores gpunn's kernels need; set OPENBLAS_THREAD_TIMEOUT="
+                   f"{COMMAND_ENV['OPENBLAS_THREAD_TIMEOUT']} in the environment before Python "
+                   "starts (it is read when NumPy loads; the gpunn command sets it itself)")
 TBB_ADVICE = ("Numba runs on OpenMP: `pip install tbb` lets gpunn use Numba's TBB layer, whose "
               "speed does not depend on what was imported first (PyTorch brings a spinning "
               "OpenMP runtime)")
@@ -25,8 +30,10 @@ def info():
         why a kind is emulated), ``python``, ``numpy``, ``numba``, ``cupy``,
         ``blas`` (threadpoolctl's view), ``threads``, ``numba_cache`` (where compiled kernels
         are kept, or why nowhere), ``threading`` (Numba's threading layer,
-        the TBB library it runs on, ``OPENBLAS_THREAD_TIMEOUT``) and ``advice`` (settings
-        that would make the CPU backend faster here; empty when there are none).
+        the TBB library it runs on, ``OPENBLAS_THREAD_TIMEOUT``), ``script_environment`` (the
+        variables a script should set before Python starts, as the ``gpunn`` command does for
+        itself) and ``advice`` (settings that would make the CPU backend faster here; empty
+        when there are none).
     """
     import numpy
     from threadpoolctl import threadpool_info
@@ -66,6 +73,7 @@ def info():
                        "every process (set NUMBA_CACHE_DIR to a private writable folder)",
         "threading": {"numba_layer": numba["layer"], "tbb": numba["tbb"],
                       "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
+        "script_environment": dict(COMMAND_ENV),
         "advice": _advice(numba, blas),
     }
 
