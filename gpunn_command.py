@@ -2,20 +2,28 @@
 
 It lives outside the ``gpunn`` package because importing any ``gpunn`` module runs
 ``gpunn/__init__.py``, which loads NumPy, and OpenBLAS reads its environment once, when NumPy
-loads it.
+loads it. The values live in ``gpunn/_environment.py``, loaded here as a plain file.
 """
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
-# OpenBLAS's idle threads busy-wait about 2^28 cycles after each call, on the cores the next
-# kernel needs; with a timeout of 4 they sleep at once (benchmarks/cpu_threading.py).
-COMMAND_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+def _command_env():
+    """``gpunn._environment.COMMAND_ENV``, read without running ``gpunn/__init__.py``."""
+    package = importlib.util.find_spec("gpunn").submodule_search_locations
+    path = Path(next(iter(package))) / "_environment.py"
+    spec = importlib.util.spec_from_file_location("_gpunn_command_environment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.COMMAND_ENV
 
 
 def main(argv=None):
     """Entry point of the ``gpunn`` console script; a value the user set is kept."""
-    for name, value in COMMAND_ENV.items():
+    for name, value in _command_env().items():
         os.environ.setdefault(name, value)
     from gpunn.cli import main as cli_main
 

@@ -32,7 +32,8 @@ LAYERS = [
                                   "gpunn.schedules", "gpunn.comm"]),
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
-    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._files", "gpunn.dlpack"]),
+    ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._environment", "gpunn._files",
+                   "gpunn.dlpack"]),
     ("kernels", ["gpunn.kernels"]),
 ]
 

@@ -4,9 +4,7 @@ import os
 import platform
 import sys
 
-# The environment the `gpunn` command gives itself before NumPy loads: its entry module, outside
-# the package (importing gpunn loads NumPy), owns the values.
-from gpunn_command import COMMAND_ENV
+from gpunn._environment import COMMAND_ENV
 
 # OpenBLAS's idle threads busy-wait about 2^OPENBLAS_THREAD_TIMEOUT cycles after each call
 # (default 2^28, a tenth of a second) on the cores the next kernel needs; OpenBLAS reads it
