@@ -162,6 +162,34 @@ def check_outputs(outputs, inputs=None):
     return targets
 
 
+def check_folder(name, path):
+    """Check (and create, with its parents, if missing) a folder that files will be written
+    into, before the work: refuse a path that is not a folder or a folder not writable.
+
+    Returns:
+        The path as given.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"{name}: expected a folder path, got {path!r}")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"{name}: cannot create the folder ({exc.strerror})",
+                            os.fspath(path)) from None
+        info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        kind = "file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
+        raise ValueError(f"{name}: expected a folder, got a {kind}: {os.fspath(path)!r}")
+    if not os.access(path, os.W_OK | os.X_OK,
+                     effective_ids=os.access in os.supports_effective_ids):
+        raise PermissionError(errno.EACCES, f"{name}: the folder is not writable",
+                              os.fspath(path))
+    return path
+
+
 def _check_not_overwritten(option, path, targets):
     try:
         info = None if path is None else os.stat(path)

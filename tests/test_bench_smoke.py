@@ -259,3 +259,42 @@ def test_a_peer_cut_by_its_time_limit_keeps_its_rows_and_says_where(tmp_path, mo
     assert answer["error"] == ("timed out after 4 s, during: [gpunn bench] fake: row 2: "
                                "compiling")
     assert relayed == ["fake: row 2: compiling"]
+
+
+@pytest.mark.parametrize("option, make, error", [
+    ("--json", "folder", "--json: expected a regular file or a new file name, got a directory"),
+    ("--json", "fifo", "--json: expected a regular file .* named pipe"),
+    ("--markdown", "missing", "--markdown: no such folder"),
+    ("--plots", "file", "--plots: expected a folder, got a file"),
+    ("--markdown", "same", "--markdown: expected a file apart from --json's")])
+def test_outputs_are_checked_before_anything_is_measured(tmp_path, monkeypatch, option, make,
+                                                         error):
+    from gpunn import bench
+    from gpunn.bench import runner
+
+    def measured(*args):
+        raise AssertionError("the benchmark started before its outputs were checked")
+
+    monkeypatch.setattr(runner, "run_all", measured)
+    path = {"folder": tmp_path, "fifo": tmp_path / "pipe", "missing": tmp_path / "no" / "t.md",
+            "file": tmp_path / "plots", "same": tmp_path / "out.json"}[make]
+    if make == "fifo":
+        os.mkfifo(path)
+    if make == "file":
+        path.write_text("not a folder")
+    argv = ["--backend", "cpu", "--sections", "step", option, str(path)]
+    if make == "same":
+        argv += ["--json", str(path)]
+    args = add_arguments(argparse.ArgumentParser()).parse_args(argv)
+    with pytest.raises((ValueError, OSError), match=error):
+        bench.run(args)
+
+
+def test_json_folder_and_plots_folder_are_made_before_measuring(tmp_path):
+    from gpunn.bench import check_files
+
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--json", str(tmp_path / "a" / "b.json"), "--plots", str(tmp_path / "p" / "q")])
+    check_files(args)
+    assert (tmp_path / "a").is_dir() and (tmp_path / "p" / "q").is_dir()
+    assert not (tmp_path / "a" / "b.json").exists()

@@ -79,8 +79,23 @@ def _sections(args):
     return sections
 
 
+def check_files(args):
+    """Every file the run will write, checked before anything is measured (they were once
+    checked only when written, after the whole run): ``--json`` (its folder created, as
+    ever), ``--markdown`` as files to replace, ``--plots`` as a writable folder."""
+    from gpunn._files import check_folder, check_outputs
+
+    if args.json:
+        check_folder("--json", os.path.dirname(os.path.abspath(args.json)))
+    for target in check_outputs({"--json": args.json, "--markdown": args.markdown}).values():
+        target.close()  # written (atomically, checked again) when the report is done
+    if args.plots:
+        check_folder("--plots", args.plots)
+
+
 def run(args):
     """Run the benchmark for parsed ``args``; the exit status."""
+    check_files(args)
     if args.report_from:
         from gpunn.bench.runner import report_from
 

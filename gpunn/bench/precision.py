@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from gpunn._files import atomic_write, check_target
 from gpunn.backends import BACKENDS
 from gpunn.bench.harness import interleaved, machine_info, usable_cpus
 from gpunn.bench.step import gemm_floor, gpunn_step, synthetic
@@ -121,6 +122,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch autocast")
     args = parser.parse_args(argv)
+    out = None if args.json is None else check_target("--json", args.json)  # before measuring
     with gpunn.use_backend(args.backend) as backend:
         if backend.name == "cpu":  # before PyTorch loads OpenMP (see gpunn.bench.runner)
             from gpunn.backends.cpu import start_numba_threads
@@ -131,11 +133,10 @@ def main(argv=None):
         rows = [measure(backend, sizes, batch, torch, rounds, sample_s, progress=say)
                 for sizes, batch in cases]
     print(report(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(usable_cpus()), "backend": backend.name,
-                       "rows": rows}, f,
-                      indent=1)
+    if out is not None:
+        text = json.dumps({"machine": machine_info(usable_cpus()), "backend": backend.name,
+                           "rows": rows}, indent=1)
+        atomic_write(out, lambda file: file.write(text.encode("utf-8")))
     return 0
 
 

@@ -5,6 +5,7 @@ import math
 import time
 from pathlib import Path
 
+from gpunn._files import atomic_write
 from gpunn.bench import harness, sections
 
 
@@ -43,13 +44,16 @@ def report(args, results):
 
         results["plots"] = plots.write_all(results, Path(args.plots))
     if args.markdown:
-        Path(args.markdown).write_text(tables.render(results, sections.tables(results),
-                                                     markdown=True))
+        _write_text("--markdown", args.markdown,
+                    tables.render(results, sections.tables(results), markdown=True))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_finite(results), indent=1) + "\n")
+        _write_text("--json", args.json, json.dumps(_finite(results), indent=1) + "\n")
         harness.say(f"wrote {args.json}")
     return 0
+
+
+def _write_text(name, path, text):
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")), name=name)
 
 
 def report_from(args):
