@@ -153,9 +153,14 @@ class _GpunnMLP(BaseEstimator):
         if not self.early_stopping:
             return X, T, None
         stratify = T if self._model.output is not None else None
-        X, X_val, T, T_val = train_test_split(
-            X, T, test_size=self.validation_fraction, stratify=stratify,
-            random_state=self._fit_seed)
+        try:
+            X, X_val, T, T_val = train_test_split(
+                X, T, test_size=self.validation_fraction, stratify=stratify,
+                random_state=self._fit_seed)
+        except ValueError as exc:  # its message names test_size, or no parameter
+            raise ValueError(f"validation_fraction: expected a held-out part of the "
+                             f"{X.shape[0]} rows that early_stopping can use, got "
+                             f"{self.validation_fraction} ({exc})") from None
         return X, T, (X_val, T_val)
 
     def _train(self, X, T, epochs, stopper=None):

@@ -272,3 +272,10 @@ def test_a_failed_partial_fit_leaves_the_estimator_as_it_was():
         model.partial_fit(X, np.where(y == 0, 7, y))
     np.testing.assert_array_equal(model.predict_proba(X), before[0])
     assert (model.n_iter_, model.loss_curve_) == before[1:]
+
+
+@pytest.mark.parametrize("n", [12, 3])
+def test_a_held_out_part_too_small_for_the_classes_names_validation_fraction(n):
+    X, y = _blobs(n=12)
+    with pytest.raises(ValueError, match="^validation_fraction: expected a held-out part"):
+        GpunnClassifier(**dict(SMALL, early_stopping=True)).fit(X[:n], y[:n])
