@@ -96,16 +96,23 @@ class _GpunnMLP(BaseEstimator):
         self._batch_size(1)
 
     @contextlib.contextmanager
-    def _unchanged_on_error(self):
+    def _unchanged_on_error(self, trained_in_place=False):
         """A fit or partial_fit that raises leaves every attribute as it was (``classes_``,
         ``model_``, ``n_features_in_``, ...), so a failed refit cannot pair new labels with
-        the old model."""
+        the old model. ``trained_in_place``: the existing model trains (partial_fit), so its
+        parameters and optimizer state are copied first and put back too."""
         saved = dict(self.__dict__)
+        model = saved.get("_model") if trained_in_place else None
+        if model is not None:
+            params, optimizer_state = model.params.host(), self._optimizer.state_dict()
         try:
             yield
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
+            if model is not None:
+                model.params.load_host(params)
+                self._optimizer.load_state_dict(optimizer_state, model=model)
             raise
 
     def _backend_context(self):
@@ -212,7 +219,7 @@ class _GpunnMLP(BaseEstimator):
 
     def _partial_fit(self, X, y, first):
         self._check_params()
-        with self._unchanged_on_error():
+        with self._unchanged_on_error(trained_in_place=not first):
             X, y = self._validate(X, y, reset=first)
             T = self._encode_targets(y, first=first)
             if first:

@@ -279,3 +279,21 @@ def test_a_held_out_part_too_small_for_the_classes_names_validation_fraction(n):
     X, y = _blobs(n=12)
     with pytest.raises(ValueError, match="^validation_fraction: expected a held-out part"):
         GpunnClassifier(**dict(SMALL, early_stopping=True)).fit(X[:n], y[:n])
+
+
+def test_a_partial_fit_that_diverges_mid_epoch_puts_the_model_and_optimizer_back():
+    """Early batches update the model before a late one overflows: the estimator must be as if
+    the failed call never happened, so the next partial_fit matches a twin that skipped it."""
+    X, y = make_regression(n_samples=60, n_features=4, noise=0.1, random_state=0)
+    y = y / 100
+    model = GpunnRegressor(**dict(SMALL, batch_size=10, shuffle=False)).partial_fit(X, y)
+    twin = pickle.loads(pickle.dumps(model))
+    hostile = y.copy()
+    hostile[-10:] = 1e30  # the last batch's loss overflows float32
+    with pytest.raises(Exception, match="(?i)non-finite|diverg"):
+        model.partial_fit(X, hostile)
+    assert model.n_iter_ == twin.n_iter_ == 1
+    np.testing.assert_array_equal(model.predict(X), twin.predict(X))
+    model.partial_fit(X, y)
+    twin.partial_fit(X, y)
+    np.testing.assert_array_equal(model.predict(X), twin.predict(X))
