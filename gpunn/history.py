@@ -85,10 +85,14 @@ class History:
     def logs(self):
         """The callbacks' ``logs`` of the last epoch recorded: every non-empty per-epoch list's
         last value but ``epoch`` and ``samples_per_second`` (``loss``, ``seconds``, ``lr``,
-        ``val_loss``, ``val_accuracy``), and ``cost`` (deprecated alias of ``loss``)."""
+        ``val_loss``, ``val_accuracy``), ``epoch_seconds`` (this epoch's time; ``seconds`` is
+        the cumulative one) and ``cost`` (deprecated alias of ``loss``)."""
         logs = {name: getattr(self, name)[-1] for name in self.per_epoch()
                 if name not in ("epoch", "samples_per_second") and getattr(self, name)}
         logs["cost"] = logs["loss"]
+        if self.seconds:  # the epoch's own time: ``seconds`` is cumulative
+            logs["epoch_seconds"] = self.seconds[-1] - (self.seconds[-2] if
+                                                        len(self.seconds) > 1 else 0.0)
         return logs
 
     @property

@@ -31,7 +31,9 @@ def check_verbose(verbose, progress):
 
 
 def epoch_line(epoch, epochs, logs, labels=None, cli=False):
-    """One line for the epoch: ``epoch 3/20  loss 0.1234  val_loss ...  lr ...  1.23 s``.
+    """One line for the epoch: ``epoch 3/20  loss 0.1234  val_loss ...  lr ...  time 0.41 s
+    total 1.23 s`` (the epoch's training time, then the run's so far; kernel compiles are in
+    neither).
 
     The one epoch printer (``fit(verbose=...)``, the log records, ``gpunn train``).
 
@@ -52,7 +54,8 @@ def epoch_line(epoch, epochs, logs, labels=None, cli=False):
         parts.append(f"{labels.get(key, key)} {value}")
     if not cli:
         parts.append(f"lr {logs['lr']:.3g}")
-    parts.append(f"{logs['seconds']:.2f} s")
+    # the epoch's own time, then the running total (the column this line always ended with)
+    parts.append(f"time {logs['epoch_seconds']:.2f} s  total {logs['seconds']:.2f} s")
     return "  ".join(parts)
 
 
@@ -63,3 +66,15 @@ def report_epoch(epoch, epochs, logs, lines):
         logger.info(text)
         if lines:
             print(text, flush=True)
+
+
+def announce_compile():
+    """Say, once, that the kernels are being compiled (on stderr: stdout keeps its lines)."""
+    print("gpunn: compiling kernels (first run, a few seconds; Numba caches them for later "
+          "runs)", file=sys.stderr, flush=True)
+
+
+def report_compile(seconds):
+    """Say how long the first run's compile took, and that the epoch times leave it out."""
+    print(f"gpunn: compiled kernels in {seconds:.1f} s (not counted in epoch times)",
+          file=sys.stderr, flush=True)

@@ -7,13 +7,14 @@ import time
 import numpy as np
 
 from gpunn._checks import check_bool, check_choice, check_int, check_number
+from gpunn.backends.compile_watch import compile_seconds, watch_compiles
 from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint.resume import check_checkpointing, resume, save_during_fit
 from gpunn.comm import get_comm
 from gpunn.control import STEP_BAD_UPDATE, STEP_NONFINITE
 from gpunn.history import History
 from gpunn.optim import get_optimizer
-from gpunn.progress import check_verbose, report_epoch
+from gpunn.progress import announce_compile, check_verbose, report_compile, report_epoch
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
 from gpunn.step import TrainStep
@@ -164,13 +165,16 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         model.params.broadcast(comm)  # rank 0's parameters, everywhere
     run = _bind_callbacks(callbacks, trainer, history, epochs)
     logs = {}
+    watch_compiles(announce_compile if show or lines else None)
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
             if shuffle:
                 trainer.shuffle(rng)
-            seconds = _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip,
-                                 check_every)
+            seconds, compiled = _run_epoch(trainer, run, schedule, epoch, history,
+                                           record_steps, skip, check_every)
+            if compiled and (show or lines):
+                report_compile(compiled)
             _log_epoch(trainer, history, epoch, seconds, validation)
             bar.update(1)
             bar.set_postfix(_summary(history), refresh=False)
@@ -182,6 +186,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
                 save_during_fit(comm, path, trainer, schedule, history, epoch, rng)
             if stop:
                 break
+    watch_compiles(None)
     callbacks.call("on_train_end", logs)
     return history
 
@@ -236,19 +241,20 @@ def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
     """One pass over the batches, ``run(k)`` each; records the epoch's loss, returns its wall
     time. The loss averages the steps whose update was applied (NaN if none was)."""
     trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps))
-    started = time.perf_counter()
+    started, compiling = time.perf_counter(), compile_seconds()
     for k in range(trainer.n_steps):
         run(k)
         if check_every is not None and (k + 1) % check_every == 0 and k + 1 < trainer.n_steps:
             _check_divergence(trainer, epoch, trainer.read(), skip)
     records = trainer.read()  # waits for the device: the epoch's time is all in
-    seconds = time.perf_counter() - started
+    compiled = compile_seconds() - compiling  # the first run's kernel compile is no epoch time
+    seconds = time.perf_counter() - started - compiled
     _check_divergence(trainer, epoch, records, skip)
     history.skipped_steps += records.count(STEP_NONFINITE)
     if record_steps:
         history.step_loss.extend(records.means.tolist())
     history.loss.append(records.applied_mean())
-    return seconds
+    return seconds, compiled
 
 
 def _check_divergence(trainer, epoch, records, skip):

@@ -69,6 +69,7 @@ def test_hooks_run_in_order_with_model_optimizer_and_history(backend):
     assert params == {"epochs": 2, "batch_size": 16, "steps": 3, "rank": 0}
     assert recorder.last_logs == {"loss": history.loss[-1], "cost": history.loss[-1],
                                   "lr": 0.05, "seconds": history.seconds[-1],
+                                  "epoch_seconds": history.seconds[-1] - history.seconds[-2],
                                   "val_loss": history.val_loss[-1],
                                   "val_accuracy": history.val_accuracy[-1]}
     assert not recorder.wants_batches

@@ -1,0 +1,68 @@
+"""How long Numba spent compiling kernels in this process, and a word when it starts.
+
+Numba compiles each twin on its first call unless its cache holds it (the first run after an
+install, or after a kernel file changed): seconds inside the first training step. ``fit``
+announces it once and leaves it out of the epoch times. Only Numba's ``"numba:compile"`` event
+is counted, which a load from the cache does not send; a compile nested in another (a twin
+calling a helper) counts once, in the outer one.
+"""
+
+import threading
+import time
+
+_lock = threading.Lock()
+_state = {"installed": False, "depth": 0, "started": 0.0, "seconds": 0.0, "announce": None}
+
+
+def compile_seconds():
+    """Seconds this process has spent compiling Numba kernels since :func:`watch_compiles`."""
+    with _lock:
+        return _state["seconds"]
+
+
+def watch_compiles(announce=None):
+    """Start counting compile time (once per process); ``announce()`` runs at the start of the
+    next compile, once (None: say nothing)."""
+    with _lock:
+        _state["announce"] = announce
+        if _state["installed"]:
+            return
+        _state["installed"] = True
+    from numba.core import event
+
+    event.register("numba:compile", _listener())
+
+
+def _started():
+    with _lock:
+        _state["depth"] += 1
+        if _state["depth"] > 1:
+            return None
+        _state["started"] = time.perf_counter()
+        announce, _state["announce"] = _state["announce"], None
+    return announce
+
+
+def _ended():
+    with _lock:
+        _state["depth"] -= 1
+        if _state["depth"] == 0:
+            _state["seconds"] += time.perf_counter() - _state["started"]
+
+
+def _listener():
+    """A Numba event listener (built here: Numba is imported only when watching starts)."""
+    from numba.core import event
+
+    class Listener(event.Listener):
+        """Times the outermost compile; runs the pending announcement at its start."""
+
+        def on_start(self, event):
+            announce = _started()
+            if announce is not None:
+                announce()
+
+        def on_end(self, event):
+            _ended()
+
+    return Listener()

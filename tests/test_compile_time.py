@@ -1,0 +1,84 @@
+"""The first run's kernel compile: said once, left out of the epoch times, time columns named."""
+
+import time
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.backends import compile_watch
+from gpunn.callbacks import Callback
+
+numba = pytest.importorskip("numba")
+
+
+def _fresh_function():
+    """A new jitted function (uncached): its first call compiles; it calls a helper, whose
+    compile nests inside its own."""
+    @numba.njit(cache=False)
+    def helper(x):
+        return x * 2.0 + 1.0
+
+    @numba.njit(cache=False)
+    def outer(x):
+        return helper(x) - 1.0
+
+    return outer
+
+
+def test_compile_watch_counts_nested_compiles_once():
+    said = []
+    compile_watch.watch_compiles(lambda: said.append(1))
+    before = compile_watch.compile_seconds()
+    started = time.perf_counter()
+    assert _fresh_function()(3.0) == 6.0
+    wall = time.perf_counter() - started
+    spent = compile_watch.compile_seconds() - before
+    compile_watch.watch_compiles(None)
+    assert said == [1]                  # once, though two functions compiled
+    assert 0 < spent <= wall            # nested compiles not counted twice
+    _fresh_function()(1.0)
+    assert said == [1]                  # said once, not at each compile
+
+
+class _CompileInFirstEpoch(Callback):
+    """Compiles a fresh function during epoch 1's first batch, and times each epoch from
+    outside, around everything fit counts."""
+
+    wants_batches = True
+
+    def __init__(self):
+        self.walls, self.compiled, self.t0 = [], None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.compiled is None:
+            before = compile_watch.compile_seconds()
+            _fresh_function()(1.0)
+            self.compiled = compile_watch.compile_seconds() - before
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.walls.append(time.perf_counter() - self.t0)
+
+
+def test_fit_leaves_compile_out_of_epoch_times_and_says_so(capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = gpunn.MLP([5, 8, 3], activation="relu", output="softmax", seed=0)
+    probe = _CompileInFirstEpoch()
+    history = gpunn.fit(model, X, y, epochs=2, batch_size=32, callbacks=[probe], verbose=2)
+    out, err = capsys.readouterr()
+    assert probe.compiled > 0
+    first = history.seconds[0]
+    assert first + probe.compiled <= probe.walls[0]      # the compile is not in epoch 1's time
+    assert err.count("gpunn: compiling kernels (first run") == 1
+    assert err.count("gpunn: compiled kernels in") == 1
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    epoch_time = float(lines[1].split("  time ")[1].split(" s")[0])
+    total = float(lines[1].split("  total ")[1].split(" s")[0])
+    assert epoch_time == pytest.approx(history.seconds[1] - history.seconds[0], abs=0.006)
+    assert total == pytest.approx(history.seconds[1], abs=0.006)
