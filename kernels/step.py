@@ -28,8 +28,9 @@ def gather_rows(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
         if pos < n_order:
             row = order[pos]
             if row >= 0 and (row + 1) * n_cols <= n_src:
-                for j in range(n_cols):
-                    out[r * n_cols + j] = src[row * n_cols + j]
+                # a row copy between slices: no index arithmetic per element, and LLVM copies
+                # it as a block (benchmarks/gather_rows.py)
+                out[r * n_cols:(r + 1) * n_cols] = src[row * n_cols:(row + 1) * n_cols]
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
