@@ -143,14 +143,33 @@ def _cmd_train(args):
     validation, name, callbacks = cli_data.validation(args, data, say)
     started = time.perf_counter()
     printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
+    compiled = _announce_compile(comm.rank == 0)
     history = fit(model, data.X_train, data.y_train, optimizer=args.optimizer, lr=args.lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
                   validation_data=validation, progress=False, comm=comm,
                   callbacks=[*printer, *callbacks])
     elapsed = time.perf_counter() - started
+    compiled()
     if comm.rank == 0:
         _report(args, model, history, elapsed, data, callbacks, targets)
     return 0
+
+
+def _announce_compile(say):
+    """Have the first run's kernel compile said once on stderr (when ``say``); returns
+    ``done()``, which says how long it took and drops the announcement."""
+    from gpunn.backends.compile_watch import compile_seconds, forget_announcement, watch_compiles
+    from gpunn.progress import announce_compile, report_compile
+
+    watch_compiles(announce_compile if say else None)
+    before = compile_seconds()
+
+    def done():
+        forget_announcement()
+        if say and compile_seconds() > before:
+            report_compile(compile_seconds() - before)
+
+    return done
 
 
 def _report(args, model, history, elapsed, data, callbacks, targets):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from gpunn._checks import check_bool, check_choice, check_int, check_number
-from gpunn.backends.compile_watch import compile_seconds, watch_compiles
+from gpunn.backends.compile_watch import compile_seconds, forget_announcement, watch_compiles
 from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint.resume import check_checkpointing, resume, save_during_fit
 from gpunn.comm import get_comm
@@ -165,7 +165,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         model.params.broadcast(comm)  # rank 0's parameters, everywhere
     run = _bind_callbacks(callbacks, trainer, history, epochs)
     logs = {}
-    watch_compiles(announce_compile if show or lines else None)
+    watch_compiles(announce_compile if show or lines else None)  # None: the caller's stays
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
@@ -186,7 +186,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
                 save_during_fit(comm, path, trainer, schedule, history, epoch, rng)
             if stop:
                 break
-    watch_compiles(None)
+    if show or lines:
+        forget_announcement()
     callbacks.call("on_train_end", logs)
     return history
 

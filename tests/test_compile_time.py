@@ -34,7 +34,7 @@ def test_compile_watch_counts_nested_compiles_once():
     assert _fresh_function()(3.0) == 6.0
     wall = time.perf_counter() - started
     spent = compile_watch.compile_seconds() - before
-    compile_watch.watch_compiles(None)
+    compile_watch.forget_announcement()
     assert said == [1]                  # once, though two functions compiled
     assert 0 < spent <= wall            # nested compiles not counted twice
     _fresh_function()(1.0)

@@ -22,15 +22,22 @@ def compile_seconds():
 
 def watch_compiles(announce=None):
     """Start counting compile time (once per process); ``announce()`` runs at the start of the
-    next compile, once (None: say nothing)."""
+    next compile, once (None: leave the pending announcement as it is)."""
     with _lock:
-        _state["announce"] = announce
+        if announce is not None:
+            _state["announce"] = announce
         if _state["installed"]:
             return
         _state["installed"] = True
     from numba.core import event
 
     event.register("numba:compile", _listener())
+
+
+def forget_announcement():
+    """Drop the pending announcement: no compile is to be announced any more."""
+    with _lock:
+        _state["announce"] = None
 
 
 def _started():
