@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpunn import datasets, tabular
+from gpunn import datasets, tabular, tabular_read
 
 META_KEY = "gpunn_cli"
 
@@ -91,7 +91,7 @@ def load(args):
         X, y = datasets.load(name, seed=args.seed)
         features, target, task = [f"x{i}" for i in range(X.shape[1])], "y", "classification"
     else:
-        X, y, features, target = tabular.read_table(path, args.target)
+        X, y, features, target = tabular_read.read_table(path, args.target)
         name, task = path, tabular.infer_task(y, args.task)
     data = _split(args, name, task, X, y, path is None)
     data.features, data.target = features, target
@@ -181,7 +181,7 @@ def predict_command(args):
     model, meta = saved.model, saved.extra.get(META_KEY)
     path = _source(args)
     target = None if meta is None else meta["target"]
-    X, y, features, _ = tabular.read_table(path, target if not path.endswith(".npy") else
+    X, y, features, _ = tabular_read.read_table(path, target if not path.endswith(".npy") else
                                            "none", require_target=False)
     if meta is not None and path.lower().endswith(".csv"):
         X = _select(path, X, features, meta["features"])
@@ -198,11 +198,12 @@ def predict_command(args):
 
 
 def _select(path, X, have, want):
-    missing = [name for name in want if name not in have]
+    index = {name: i for i, name in enumerate(have)}  # a dict: 100k columns, not 100k^2
+    missing = [name for name in want if name not in index]
     if missing:
         raise ValueError(f"{path}: expected the model's feature columns {want}, "
                          f"missing {missing}")
-    return X[:, [have.index(name) for name in want]]
+    return X[:, [index[name] for name in want]]
 
 
 def _prediction_columns(model, meta, X):

@@ -1,6 +1,6 @@
-"""Your own data for the command line: read CSV / .npz / .npy, infer the task, encode labels,
-and fold the CLI's feature (and target) scaling into a trained model so that the saved file
-takes raw rows.
+"""Your own data for the command line (read by :mod:`gpunn.tabular_read`): infer the task,
+encode labels, and fold the CLI's feature (and target) scaling into a trained model so that
+the saved file takes raw rows.
 
 Folding: with standardized inputs ``x' = (x - mean) / std``, the first layer computes
 ``x' W + b = x (W / std[:, None]) + (b - (mean / std) W)``, so a model whose first layer holds
@@ -11,7 +11,6 @@ The statistics are also kept in the checkpoint's ``extra`` metadata, for the rec
 
 import csv
 import io
-import os
 import sys
 
 import numpy as np
@@ -22,130 +21,6 @@ from gpunn._files import atomic_write
 TASKS = ("auto", "classification", "regression")
 # Integer-valued targets with at most this many distinct values count as class labels.
 MAX_AUTO_CLASSES = 20
-
-
-def read_table(path, target=None, require_target=True):
-    """Features and target from ``path``: ``.csv`` (header row), ``.npz`` or ``.npy``.
-
-    Args:
-        path: the file. CSV: one header row of column names. ``.npz``: arrays ``X`` and ``y``
-            (or ``X`` alone). ``.npy``: a 2-D array.
-        target: CSV: the target column's name (None: the last column, or none when
-            ``require_target`` is False).
-            ``.npy``: the target column's index (None: the last column; ``"none"``: none).
-            ``.npz``: the name of the target array (default ``y``).
-        require_target: False lets a CSV or .npz lack the ``target`` column (predicting).
-
-    Returns:
-        ``(X, y, features, target_name)``: float64 ``X``, ``y`` (numbers or strings, or None),
-        the feature names, the target name.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"data: expected an existing file, got {path!r}")
-    kind = os.path.splitext(path)[1].lower()
-    if kind == ".csv":
-        try:
-            return _read_csv(path, target, require_target)
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
-                             f" at offset {exc.start} of a read block ({exc.reason}); "
-                             "re-save the file as UTF-8") from None
-    if kind == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            if "X" not in npz.files:
-                raise ValueError(f"{path}: expected an array named X, got {npz.files}")
-            name = target or "y"
-            y = npz[name] if name in npz.files else None
-            if target is not None and y is None and require_target:
-                raise ValueError(f"--target: expected an array of {path} {npz.files}, "
-                                 f"got {target!r}")
-            X = _numeric(npz["X"], path)
-        return X, y, [f"x{i}" for i in range(X.shape[1])], name
-    if kind == ".npy":
-        return _split_npy(np.load(path, allow_pickle=False), path, target)
-    raise ValueError(f"data: expected a .csv, .npz or .npy file, got {path!r}")
-
-
-def _numeric(X, path):
-    if X.ndim != 2 or X.dtype.kind not in "biuf":
-        raise ValueError(f"{path}: expected a 2-D numeric array X, got {X.dtype} {X.shape}")
-    return X.astype(np.float64)
-
-
-def _split_npy(array, path, target):
-    array = _numeric(array, path)
-    if isinstance(target, str) and target.lower() == "none":
-        return array, None, [f"x{i}" for i in range(array.shape[1])], None
-    try:
-        column = array.shape[1] - 1 if target is None else int(target)
-    except ValueError:
-        raise ValueError(f"--target: expected a column index for a .npy file, "
-                         f"got {target!r}") from None
-    if not -array.shape[1] <= column < array.shape[1]:
-        raise ValueError(f"--target: expected a column index below {array.shape[1]}, "
-                         f"got {column}")
-    column %= array.shape[1]
-    X = np.delete(array, column, axis=1)
-    return X, array[:, column], [f"x{i}" for i in range(X.shape[1])], str(column)
-
-
-def _read_csv(path, target, require_target):
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        rows = list(csv.reader(file))
-    if len(rows) < 2:
-        raise ValueError(f"{path}: expected a header row and at least one data row, "
-                         f"got {len(rows)} rows")
-    header, body = [name.strip() for name in rows[0]], rows[1:]
-    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
-    if bad:
-        raise ValueError(f"{path}: expected {len(header)} fields per row as in the header, "
-                         f"got another count on line(s) {bad[:5]}")
-    if target is None and require_target:
-        target = header[-1]
-    if target is not None and target not in header:
-        if require_target:
-            raise ValueError(f"--target: expected a column of {path} {header}, "
-                             f"got {target!r}")
-        target = None
-    columns = list(zip(*body))
-    features = [name for name in header if name != target]
-    X = np.column_stack([_float_column(path, name, columns[header.index(name)])
-                         for name in features])
-    y = None
-    if target is not None:
-        raw = [cell.strip() for cell in columns[header.index(target)]]
-        if "" in raw:
-            raise ValueError(f"{path}: column {target!r} has an empty cell on line "
-                             f"{raw.index('') + 2}")
-        try:
-            y = np.array([float(cell) for cell in raw])
-        except ValueError:
-            y = np.array(raw)
-    return X, y, features, target
-
-
-def _float_column(path, name, cells):
-    try:
-        values = np.array([float(cell) for cell in cells])
-    except ValueError:
-        bad = next(i for i, cell in enumerate(cells) if not _is_float(cell))
-        raise ValueError(f"{path}: expected numbers in feature column {name!r}, got "
-                         f"{cells[bad]!r} on line {bad + 2} (choose the target with "
-                         "--target; encode categories as numbers)") from None
-    if not np.isfinite(values).all():
-        line = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
-        raise ValueError(f"{path}: expected finite numbers in feature column {name!r}, got "
-                         f"{cells[line - 2]!r} on line {line}")
-    return values
-
-
-def _is_float(cell):
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def infer_task(y, task="auto"):

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("face", ["gpunn", "gpunn.__main__", "gpunn.cli", "gpunn.cli_data", "gpunn.sklearn",
               "gpunn.bench", "gpunn.gradcheck", "gpunn.datasets", "gpunn.tabular",
+              "gpunn.tabular_read",
               "gpunn.export", "gpunn.validation", "gpunn.comm_nccl", "gpunn.fileio",
               "gpunn.checkpoint_write", "gpunn.checkpoint_content", "gpunn.resume"]),
     ("train", ["gpunn.train"]),
