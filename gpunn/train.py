@@ -10,7 +10,7 @@ from gpunn._checks import check_bool, check_choice, check_int, check_number
 from gpunn.backends.compile_watch import compile_seconds, forget_announcement, watch_compiles
 from gpunn.callbacks import CallbackList, epoch_logs
 from gpunn.checkpoint.resume import check_checkpointing, resume, save_during_fit
-from gpunn.comm import get_comm
+from gpunn.comm import RanksDisagree, agree, get_comm
 from gpunn.control import STEP_BAD_UPDATE, STEP_NONFINITE
 from gpunn.history import History
 from gpunn.optim import get_optimizer
@@ -133,36 +133,45 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
     """
-    X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
-    Xd, T, loss = model.prepare(X, y, loss)
-    n = Xd.shape[0]
     comm = get_comm(comm, backend=model.backend)
-    if getattr(comm, "name", None) == "mpi" and not isinstance(model.flat_params, np.ndarray):
-        raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model on "
-                        f"the {model.backend.name} backend needs 'nccl' (or 'auto'), got 'mpi'")
-    epochs = check_int("epochs", epochs, low=1)
-    global_batch = _global_batch(batch_size, n, comm.size)
-    shuffle = check_bool("shuffle", shuffle) and global_batch < n  # one batch: order is moot
-    record_steps = check_bool("record_steps", record_steps)
-    rng = np.random.default_rng(check_int("seed", seed, low=0))
-    callbacks = CallbackList(callbacks)
-    show, lines = (flag and comm.rank == 0 for flag in check_verbose(verbose, progress))
-    skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
-    every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs,
-                                      epochs * -(-n // global_batch) if record_steps else 0,
-                                      writer=comm.rank == 0)
-    check_every = None if check_every is None else check_int("check_every", check_every, low=1)
-    validation = _prepare_validation(model, validation_data, loss)
-    trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
-                        halt_on_nonfinite=not skip, comm=comm)
-    trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
-    schedule = get_schedule(schedule)
-    history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
-    done = 0
-    if resume_from is not None:
-        schedule, history, rng, done = resume(resume_from, trainer, schedule, history, epochs)
-    if comm.size > 1:
-        model.params.broadcast(comm)  # rank 0's parameters, everywhere
+    # Inside the guard: one rank's bad input, missing resume file or failed load stops every
+    # rank at once instead of leaving the others in the first collective until the time-out.
+    with comm.guard(agreed=(RanksDisagree,)):
+        X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
+        Xd, T, loss = model.prepare(X, y, loss)
+        n = Xd.shape[0]
+        if getattr(comm, "name", None) == "mpi" and not isinstance(model.flat_params,
+                                                                   np.ndarray):
+            raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model "
+                            f"on the {model.backend.name} backend needs 'nccl' (or 'auto'), "
+                            "got 'mpi'")
+        epochs = check_int("epochs", epochs, low=1)
+        global_batch = _global_batch(batch_size, n, comm.size)
+        # one batch: order is moot
+        shuffle = check_bool("shuffle", shuffle) and global_batch < n
+        record_steps = check_bool("record_steps", record_steps)
+        rng = np.random.default_rng(check_int("seed", seed, low=0))
+        callbacks = CallbackList(callbacks)
+        show, lines = (flag and comm.rank == 0 for flag in check_verbose(verbose, progress))
+        skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
+        every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs,
+                                          epochs * -(-n // global_batch) if record_steps else 0,
+                                          writer=comm.rank == 0)
+        check_every = (None if check_every is None
+                       else check_int("check_every", check_every, low=1))
+        validation = _prepare_validation(model, validation_data, loss)
+        trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
+                            halt_on_nonfinite=not skip, comm=comm)
+        trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
+        schedule = get_schedule(schedule)
+        history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
+        done = 0
+        if resume_from is not None:
+            schedule, history, rng, done = resume(resume_from, trainer, schedule, history,
+                                                  epochs)
+        if comm.size > 1:
+            agree(comm, "fit", _fingerprint(trainer, schedule, epochs, shuffle, seed, done))
+            model.params.broadcast(comm)  # rank 0's parameters, everywhere
     run = _bind_callbacks(callbacks, trainer, history, epochs)
     logs = {}
     watch_compiles(announce_compile if show or lines else None)  # None: the caller's stays
@@ -190,6 +199,21 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         forget_announcement()
     callbacks.call("on_train_end", logs)
     return history
+
+
+def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):
+    """What every rank of one data-parallel run must share (the model's own seed aside:
+    rank 0's parameters are broadcast)."""
+    model, optimizer = trainer.model, trainer.optimizer
+    architecture = {k: v for k, v in model.config().items() if k not in ("seed", "dtype",
+                                                                          "precision")}
+    return {"rows": trainer.X.shape[0], "features": tuple(trainer.X.shape[1:]),
+            "targets": tuple(trainer.T.shape[1:]), "architecture": architecture,
+            "dtype": model.dtype.name, "precision": model.precision,
+            "loss": trainer.loss.name, "optimizer": optimizer.name, "lr": optimizer.base_lr,
+            "hyperparameters": {k: getattr(optimizer, k) for k in optimizer.hyperparameters},
+            "schedule": repr(schedule), "epochs": epochs, "batch_size": trainer.global_batch,
+            "shuffle": shuffle, "seed": seed, "resumed_epochs": done}
 
 
 def _callbacks_stop(callbacks, epoch, logs, comm):

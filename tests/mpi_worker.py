@@ -202,10 +202,30 @@ def fit_failure(comm, out):
     train_once(comm, 23, 4, epochs=3, callbacks=[callback])
 
 
+def early_failure(comm, out):
+    """Rank 1 alone asks to resume from a file that is not there (no guard around fit, as
+    in a user's script): both ranks must end at once, not at the time-out."""
+    train_once(comm, 23, 4, epochs=2,
+               resume_from=f"{out[:-len('rank0.npz')]}/missing.npz" if comm.rank else None)
+
+
+def disagree(comm, out):
+    """Rank 1 uses another learning rate and one more row: every rank fails, naming both."""
+    try:
+        model = classifier()
+        gpunn.fit(model, *blobs(23 + comm.rank), optimizer="adam", lr=0.05 * (1 + comm.rank),
+                  batch_size=4, epochs=2, seed=7, comm=comm)
+        message = ""
+    except gpunn.comm.RanksDisagree as exc:
+        message = str(exc)
+    np.savez(out, message=message)
+
+
 MODES = {"collectives": collectives, "failure": failure, "hang": hang, "nccl": nccl_logic,
          "nccl-one-gpu": nccl_one_gpu, "nccl-refused": nccl_refused, "train": train,
-         "fit-failure": fit_failure}
-UNGUARDED = {"nccl-refused"}  # modes that test a failure path of their own
+         "fit-failure": fit_failure, "early-failure": early_failure, "disagree": disagree}
+# Modes that test a failure path of their own (no guard around them, as in a user's script).
+UNGUARDED = {"nccl-refused", "early-failure", "disagree"}
 
 
 def main(mode, out_dir, timeout=None):

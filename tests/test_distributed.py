@@ -292,3 +292,23 @@ def test_two_ranks_on_one_gpu_are_refused_by_name(rank):
 ], ids=["two-gpus", "two-nodes", "unknown-bus"])
 def test_ranks_on_their_own_gpus_pass(entries):
     refuse_shared_gpu(_Ranks(0, entries), entries[0][1])
+
+
+def test_a_rank_failing_before_the_training_loop_stops_every_rank_at_once(tmp_path):
+    """Rank 1's missing resume file: rank 0, already in fit's first collective, would wait
+    120 s (its timeout) without the guard around fit's setup; the launch is given 60 s, and
+    rank 0 must print rank 1's line (it got the notice, it did not time out)."""
+    done = mpiexec(2, "mpi_worker.py", "early-failure", tmp_path, 120, timeout=60)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("gpunn: rank 1 of 2 failed")]
+    assert len(lines) == 2 and "missing.npz" in lines[0], done.stderr
+
+
+def test_ranks_that_disagree_fail_together_naming_what_differs(tmp_path):
+    done = mpiexec(2, "mpi_worker.py", "disagree", tmp_path, 120, timeout=60)
+    assert done.returncode == 0, done.stderr
+    messages = [str(got["message"]) for got in results(tmp_path, 2)]
+    assert messages[0] == messages[1], messages
+    assert "rows (rank 0: 23; rank 1: 24)" in messages[0], messages[0]
+    assert "lr (rank 0: 0.05; rank 1: 0.1)" in messages[0], messages[0]
+    assert "epochs" not in messages[0] and "architecture" not in messages[0]

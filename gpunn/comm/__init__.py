@@ -25,7 +25,9 @@ from gpunn.comm.base import (
     CommError,
     CommTimeout,
     RankFailed,
+    RanksDisagree,
     SingleProcess,
+    agree,
     launched_size,
     shard,
 )
@@ -76,4 +78,5 @@ def get_comm(kind="auto", backend=None, timeout=None):
 
 
 __all__ = ["COMMUNICATORS", "KINDS", "CommError", "CommTimeout", "MPIComm", "NCCLComm",
-           "RankFailed", "SingleProcess", "auto_kind", "get_comm", "launched_size", "shard"]
+           "RankFailed", "RanksDisagree", "SingleProcess", "agree", "auto_kind", "get_comm",
+           "launched_size", "shard"]

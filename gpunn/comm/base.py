@@ -1,8 +1,11 @@
 """What every communicator shares: the errors, the one-process :class:`SingleProcess`, how a
 batch is split over ranks, and how many ranks a launcher started. Imports no MPI or CUDA."""
 
+import hashlib
 import os
 from contextlib import nullcontext
+
+import numpy as np
 
 # Set in every rank by the launchers: Hydra (MPICH, Intel MPI), Open MPI, MVAPICH; srun below.
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -18,6 +21,10 @@ class CommTimeout(CommError):
 
 class RankFailed(CommError):
     """Another rank failed; the message is that rank's own line."""
+
+
+class RanksDisagree(CommError, ValueError):
+    """The ranks started one run with different settings or data (raised on every rank)."""
 
 
 class SingleProcess:
@@ -87,3 +94,49 @@ def check_timeout(timeout):
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{source}: expected a positive number of seconds, got {timeout!r}")
     return value
+
+
+def agree(comm, what, items):
+    """Check that every rank of ``comm`` has the same ``items``; one small all-reduce.
+
+    Each rank puts a 56-bit hash of every item's ``repr`` in its own row of a zero
+    ``(size, len(items))`` int64 array; the summed array holds every rank's hashes, so every
+    rank sees the same differences and fails together. Only then are the values exchanged, to
+    name them.
+
+    Args:
+        comm: a communicator (NCCL ones agree through their host ``MPIComm``).
+        what: who asks, for the message (``"fit"``).
+        items: ``{name: value}``, the same names on every rank.
+
+    Raises:
+        RanksDisagree: on every rank, naming each item that differs and every rank's value.
+    """
+    if comm.size == 1:
+        return
+    host = getattr(comm, "host", comm)
+    names = list(items)
+    table = np.zeros((comm.size, len(names)), np.int64)
+    table[comm.rank] = [_hash56(items[k]) for k in names]
+    host.allreduce_sum(table)
+    differ = [j for j in range(len(names)) if len(set(table[:, j].tolist())) > 1]
+    if not differ:
+        return
+    mine = {names[j]: repr(items[names[j]]) for j in differ}
+    every = [host.bcast(mine if r == comm.rank else None, root=r) for r in range(comm.size)]
+    lines = [f"{names[j]} ({_by_value(names[j], every)})" for j in differ]
+    raise RanksDisagree(f"{what}: the ranks disagree on {', '.join(lines)}; every rank must "
+                        "run the same configuration on data of the same shape")
+
+
+def _by_value(name, every):
+    """``"ranks 0, 2: 0.1; rank 1: 0.2"``: the ranks that hold each value of ``name``."""
+    ranks = {}
+    for r, values in enumerate(every):
+        ranks.setdefault(values[name], []).append(r)
+    return "; ".join(f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {v}"
+                     for v, rs in ranks.items())
+
+
+def _hash56(value):
+    return int.from_bytes(hashlib.blake2b(repr(value).encode(), digest_size=7).digest(), "little")
