@@ -1,7 +1,6 @@
 """The tabular reader: CSV through pandas, bounded .npz / .npy (issue 19 item 6)."""
 
 import io
-import time
 import zipfile
 
 import numpy as np
@@ -81,22 +80,15 @@ def test_an_overlong_line_is_refused_before_parsing(tmp_path, monkeypatch):
     assert read_table(write(tmp_path, text), "t")[0].shape == (40_000, 1)
 
 
-def test_many_columns_are_not_quadratic(tmp_path):
-    """4x the columns costs about 4x the time, not 16x (the old reader's header.index per
-    column: 100k columns took minutes). Best of two runs each, to damp a shared machine."""
-    def seconds(n):
-        names = [f"c{i}" for i in range(n)]
-        path = write(tmp_path, ",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
-        best = np.inf
-        for _ in range(2):
-            start = time.perf_counter()
-            X, _, features, _ = read_table(path, "c0")
-            best = min(best, time.perf_counter() - start)
-        assert X.shape == (1, n - 1) and features == names[1:]
-        return best
-
-    small, large = seconds(5_000), seconds(20_000)
-    assert large / small < 12, (small, large)  # linear: about 4-6 here; the old one: 23
+def test_many_columns_read_in_order(tmp_path):
+    """A wide file keeps every column, in order (the old reader looked each name up in the
+    header, quadratic in the columns; its cost is measured in benchmarks/tabular_read.py, not
+    timed here: timings belong in benchmarks)."""
+    names = [f"c{i}" for i in range(20_000)]
+    path = write(tmp_path, ",".join(names) + "\n" + ",".join(map(str, range(20_000))) + "\n")
+    X, _, features, _ = read_table(path, "c0")
+    assert features == names[1:]
+    np.testing.assert_array_equal(X, np.arange(1, 20_000, dtype=X.dtype)[None, :])
 
 
 def forged_npy(shape, data=b"\0" * 16):
