@@ -3,10 +3,12 @@
 import numpy as np
 
 from gpunn._checks import check_choice, check_int
-from gpunn.kernels import activation_codes
+from gpunn.kernels import activation_codes, from_z_activations
 
 # Kernel codes of the activations, parsed from kernels/activations.cuh (no numba imported).
 ACTIVATIONS = activation_codes()
+# Activations whose backward reads the pre-activation (gelu, silu: not invertible from f(z)).
+FROM_Z = from_z_activations()
 # Weight initializations (see Dense.initial_weights); "auto" picks by activation.
 INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
 # The default, chosen by measurement: benchmarks/init_choice.py, README "Weight initialization".
@@ -34,6 +36,7 @@ class Dense:
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.init = check_choice("init", init, INITS)
         self.act = ACTIVATIONS[self.activation]
+        self.keeps_z = self.activation in FROM_Z  # forward needs a pre-activation buffer
         self.W = self.b = self.dW = self.db = self.Wh = None
         self.precision = "fp32"
 
@@ -103,12 +106,20 @@ class Dense:
     def _gemm_W(self):
         return self.Wh if self.precision == "bf16" else self.W
 
-    def forward(self, be, A_prev, Z, Zh=None):
+    def forward(self, be, A_prev, Z, Zh=None, P=None):
         """``Z = f(A_prev @ W + b)``, written into ``Z`` (m, n_out).
 
         In precision "bf16" ``A_prev`` is the bfloat16 copy of the input and the GEMM reads
-        ``Wh``; ``Zh``, if given, receives the bfloat16 copy of ``Z``.
+        ``Wh``; ``Zh``, if given, receives the bfloat16 copy of ``Z``. A layer that
+        ``keeps_z`` needs ``P`` (m, n_out), which receives the pre-activation.
         """
+        if self.keeps_z:
+            be.matmul(A_prev, self._gemm_W, out=P, precision=self.precision)
+            if Zh is None:
+                be.kernel("bias_act_fwd_keep", self.b, self.n_out, self.act, P, Z)
+            else:
+                be.kernel("bias_act_fwd_keep_bf16", self.b, self.n_out, self.act, P, Z, Zh)
+            return
         be.matmul(A_prev, self._gemm_W, out=Z, precision=self.precision)
         if Zh is None:
             be.kernel("bias_act_fwd", self.b, self.n_out, self.act, Z)
@@ -129,8 +140,9 @@ class Dense:
             be.matmul(D, self._gemm_W, out=dA_prev, trans_b=True, precision=self.precision)
 
     def activation_backward(self, be, A, dA, dAh=None):
-        """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A``; ``dAh``,
-        if given, receives the bfloat16 copy of the result."""
+        """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A`` (for a
+        layer that ``keeps_z``, ``A`` is its pre-activation ``P``); ``dAh``, if given, receives
+        the bfloat16 copy of the result."""
         if dAh is None:
             be.kernel("act_bwd", A, self.act, dA)
         else:

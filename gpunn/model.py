@@ -213,6 +213,9 @@ class Sequential(Shareable):
         """
         specs = {name: ((layer.n_out,), self.dtype)
                  for layer, names in zip(self.layers, self._names) for name in names}
+        # Pre-activations, kept by the layers whose backward reads them (gelu, silu).
+        specs.update({f"P{i}": ((layer.n_out,), self.dtype)
+                      for i, layer in enumerate(self.layers) if layer.keeps_z})
         if self.precision == "bf16":
             # The bfloat16 copies the GEMMs read: the input's, each layer's output and delta.
             # A and D stay float32: the loss reads float32 logits, f'(A) and the bias gradient
@@ -240,7 +243,7 @@ class Sequential(Shareable):
             self.backend.kernel("round_bf16", X, A)
         for i, (layer, (a_name, _)) in enumerate(zip(self.layers, self._names)):
             half = self._half(views, i, 0) if i + 1 < len(self.layers) else None
-            layer.forward(self.backend, A, views[a_name], half)
+            layer.forward(self.backend, A, views[a_name], half, views.get(f"P{i}"))
             A = views[a_name] if half is None else half
         return views[self._names[-1][0]]
 
@@ -270,7 +273,8 @@ class Sequential(Shareable):
             self.layers[i].backward(be, A_gemm, views[self._names[i][1]], ones, dA_prev,
                                     self._half(views, i, 1))
             if i > 0:
-                self.layers[i - 1].activation_backward(be, A_prev, dA_prev,
+                saved = views[f"P{i - 1}"] if self.layers[i - 1].keeps_z else A_prev
+                self.layers[i - 1].activation_backward(be, saved, dA_prev,
                                                        self._half(views, i - 1, 1))
 
     def _half(self, views, i, which):

@@ -156,3 +156,11 @@ def activation_codes():
     defines): the activations gpunn has. A new activation is a define there, its two
     ``switch`` cases, its Numba twin and a reference row; nothing on the host lists them."""
     return dict(header_codes("activations.cuh"))
+
+
+def from_z_activations():
+    """Names of the activations whose backward reads the pre-activation z instead of the
+    output (codes from ``ACT_FROM_Z_BEGIN`` on in ``activations.cuh``): a layer of one keeps z.
+    """
+    begin = header_codes("activations.cuh", prefix="ACT_")["from_z_begin"]
+    return frozenset(name for name, code in activation_codes().items() if code >= begin)

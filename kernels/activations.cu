@@ -14,7 +14,34 @@ extern "C" __global__ void GPUNN_NAME(bias_act_fwd)(
     }
 }
 
-// dZ[i] = dA[i] * f'(z_i) with f' taken from the layer output A; dZ holds dA on entry.
+// Z[i] += b[i % n_cols], A[i] = f(Z[i]): the forward of an activation whose backward reads
+// the pre-activation Z (codes from ACT_FROM_Z_BEGIN on).
+// sizes: b[n_cols]
+extern "C" __global__ void GPUNN_NAME(bias_act_fwd_keep)(
+    const real* b, long long n_cols, int act, real* Z, real* A, long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        real z = Z[i] + b[i % n_cols];
+        Z[i] = z;
+        A[i] = gpunn_activate(z, act);
+    }
+}
+
+// bias_act_fwd_keep that also writes the bfloat16 bits of A into Ah (float32 only).
+// sizes: b[n_cols]
+extern "C" __global__ void GPUNN_NAME(bias_act_fwd_keep_bf16)(
+    const real* b, long long n_cols, int act, real* Z, real* A, unsigned short* Ah,
+    long long n) {
+    GPUNN_GRID_STRIDE(i, n) {
+        real z = Z[i] + b[i % n_cols];
+        real a = gpunn_activate(z, act);
+        Z[i] = z;
+        A[i] = a;
+        Ah[i] = gpunn_bf16_bits((float)a);
+    }
+}
+
+// dZ[i] = dA[i] * f'(z_i) with f' taken from the layer output A (or, for codes from
+// ACT_FROM_Z_BEGIN on, from the pre-activation kept by bias_act_fwd_keep); dZ holds dA on entry.
 extern "C" __global__ void GPUNN_NAME(act_bwd)(const real* A, int act, real* dZ, long long n) {
     GPUNN_GRID_STRIDE(i, n) {
         dZ[i] *= gpunn_activation_grad(A[i], act);

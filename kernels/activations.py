@@ -10,14 +10,17 @@ import math
 
 from numba import njit, prange
 
-from . import activation_codes
+from . import activation_codes, header_codes
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
 ACTIVATIONS = activation_codes()  # parsed from activations.cuh
-IDENTITY, SIGMOID, RELU, TANH, LEAKY_RELU = (
-    ACTIVATIONS[name] for name in ("identity", "sigmoid", "relu", "tanh", "leaky_relu"))
+IDENTITY, SIGMOID, RELU, TANH, LEAKY_RELU, GELU, GELU_TANH, SILU = (
+    ACTIVATIONS[name] for name in ("identity", "sigmoid", "relu", "tanh", "leaky_relu", "gelu",
+                                   "gelu_tanh", "silu"))
+# Codes from here on take f' from the pre-activation z (activations.cuh's ACT_FROM_Z_BEGIN).
+FROM_Z_BEGIN = header_codes("activations.cuh", prefix="ACT_")["from_z_begin"]
 # leaky_relu's slope for z < 0, as gpunn_leaky_slope in activations.cuh (PyTorch's default).
 LEAKY_SLOPE = 0.01
 
@@ -44,6 +47,37 @@ def tanh(x):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def gelu_tanh_2u(z):
+    """2u = 2 sqrt(2/pi) (z + 0.044715 z^3): 0.5 (1 + tanh(u)) = sigmoid(2u), no cancellation."""
+    t = type(z)
+    return t(1.5957691216057308) * (z + t(0.044715) * z * z * z)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def gelu(z):
+    """0.5 z erfc(-z / sqrt 2): the erf form without cancellation for z < 0."""
+    t = type(z)
+    return t(0.5) * z * t(math.erfc(t(-0.7071067811865476) * z))
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def from_z_grad(z, act):
+    """f'(z) of gelu, gelu_tanh, silu from the pre-activation, as activations.cuh writes them
+    (gelu_tanh's is exactly 1 or 0 past |z| = 30, which avoids inf * 0)."""
+    t, one = type(z), type(z)(1)
+    if act == SILU:
+        return sigmoid(z) * (one + z * sigmoid(-z))
+    if act == GELU:
+        return (t(0.5) * t(math.erfc(t(-0.7071067811865476) * z))
+                + z * t(0.3989422804014327) * t(math.exp(t(-0.5) * z * z)))
+    if abs(z) > t(30):
+        return one if z > 0 else t(0)
+    u2 = gelu_tanh_2u(z)
+    du = t(1.5957691216057308) * (one + t(0.134145) * z * z)
+    return sigmoid(u2) * (one + z * du * sigmoid(-u2))
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def activate(x, act):
     """f(x) for activation code ``act``."""
     if act == SIGMOID:
@@ -54,6 +88,12 @@ def activate(x, act):
         return tanh(x)
     if act == LEAKY_RELU:
         return x if x > 0 else type(x)(LEAKY_SLOPE) * x
+    if act == GELU:
+        return gelu(x)
+    if act == GELU_TANH:
+        return x * sigmoid(gelu_tanh_2u(x))
+    if act == SILU:
+        return x * sigmoid(x)
     return x
 
 
@@ -69,6 +109,8 @@ def activation_grad(a, act):
         return (one - a) * (one + a)
     if act == LEAKY_RELU:  # a > 0 exactly when z > 0; z = 0 takes the slope, as torch
         return one if a > 0 else type(a)(LEAKY_SLOPE)
+    if act >= FROM_Z_BEGIN:  # from the pre-activation z, in float64 as activations.cuh
+        return type(a)(from_z_grad(float(a), act))
     return one
 
 
@@ -85,12 +127,12 @@ def bias_act_row(b, act, z):
     elif act == RELU:
         for j in range(z.size):
             z[j] = activate(z[j] + b[j], RELU)
-    elif act == LEAKY_RELU:
-        for j in range(z.size):
-            z[j] = activate(z[j] + b[j], LEAKY_RELU)
-    else:
+    elif act == IDENTITY:
         for j in range(z.size):
             z[j] += b[j]
+    else:
+        for j in range(z.size):
+            z[j] = activate(z[j] + b[j], act)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -102,6 +144,30 @@ def bias_act_fwd(b, n_cols, act, Z):
     """
     for row in prange(Z.size // n_cols):
         bias_act_row(b, act, Z[row * n_cols:(row + 1) * n_cols])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_fwd_keep(b, n_cols, act, Z, A):
+    """Z[i] += b[i % n_cols], A[i] = f(Z[i]): the pre-activation stays in Z for the backward."""
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        for j in range(n_cols):
+            z = Z[start + j] + b[j]
+            Z[start + j] = z
+            A[start + j] = activate(z, act)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_fwd_keep_bf16(b, n_cols, act, Z, A, Ah):
+    """bias_act_fwd_keep, also writing the bfloat16 bits of A into Ah (float32 only)."""
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        for j in range(n_cols):
+            z = Z[start + j] + b[j]
+            a = activate(z, act)
+            Z[start + j] = z
+            A[start + j] = a
+            Ah[start + j] = bf16_bits(a)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")

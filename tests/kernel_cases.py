@@ -138,7 +138,8 @@ def _bias_act(act):
 def _act_bwd(act):
     def make(inp, rows, cols):
         z = inp.normal((rows, cols), 3.0)
-        A = reference.activation(act, z).astype(inp.dtype)
+        # The layer output, or z itself for the activations whose backward reads it.
+        A = z if act in reference.FROM_Z else reference.activation(act, z).astype(inp.dtype)
         return A, ACT[act], inp.normal((rows, cols))
 
     return make
@@ -156,6 +157,21 @@ def _act_bwd_bf16(act):
     def make(inp, rows, cols):
         A, act_code, dZ = _act_bwd(act)(inp, rows, cols)
         return A, act_code, dZ, inp.unset_bf16((rows, cols))
+
+    return make
+
+
+def _bias_act_keep(act):
+    def make(inp, rows, cols):
+        return (inp.normal(cols), cols, ACT[act], inp.normal((rows, cols), 3.0),
+                inp.unset((rows, cols)))
+
+    return make
+
+
+def _bias_act_keep_bf16(act):
+    def make(inp, rows, cols):
+        return _bias_act_keep(act)(inp, rows, cols) + (inp.unset_bf16((rows, cols)),)
 
     return make
 
@@ -340,6 +356,9 @@ CASES = (
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
     + [KernelCase("bias_act_fwd_bf16", act, _bias_act_bf16(act)) for act in ACT]
     + [KernelCase("act_bwd_bf16", act, _act_bwd_bf16(act)) for act in ACT]
+    + [KernelCase("bias_act_fwd_keep", act, _bias_act_keep(act)) for act in reference.FROM_Z]
+    + [KernelCase("bias_act_fwd_keep_bf16", act, _bias_act_keep_bf16(act))
+       for act in reference.FROM_Z]
     + _optimizer_cases()
     + [
         KernelCase("bce_logits", "mean", _bce),

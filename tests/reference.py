@@ -6,8 +6,10 @@ the kernel's arguments in the twin's order (outputs the kernel only writes are a
 ignored) and return ``{output argument name: expected array}``.
 """
 
+import math
+
 import numpy as np
-from gpunn.kernels import activation_codes
+from gpunn.kernels import activation_codes, from_z_activations
 from reference_precision import bf16_to_f32, bf16_value, round_bf16, round_tf32  # noqa: F401
 
 from gpunn.control import (  # noqa: F401  (the slot numbers are layout, not arithmetic)
@@ -31,6 +33,8 @@ TOL = {
 # Activation codes as the kernels number them: an interface, not math, so read from
 # kernels/activations.cuh like everything else; the references below go by name.
 ACTIVATION_CODES = activation_codes()
+# The activations whose backward reads the pre-activation (a layout fact of the kernels).
+FROM_Z = from_z_activations()
 
 
 def assert_close(actual, expected, dtype, scale=1.0, err_msg=""):
@@ -58,12 +62,26 @@ def sigmoid(z):
 LEAKY_SLOPE = 0.01
 
 
+def _phi_cdf(z):
+    """The normal CDF 0.5 erfc(-z / sqrt 2) (the C library's float64 erfc, elementwise): no
+    cancellation for z < 0, where 1 + erf(z / sqrt 2) would lose every digit."""
+    return 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / np.sqrt(2.0))
+
+
+def _gelu_tanh_u(z):
+    return np.sqrt(2.0 / np.pi) * (z + 0.044715 * z ** 3)
+
+
 def activation(name, z):
     """f(z) for an activation name: identity, sigmoid, relu (max(z, 0)), tanh, leaky_relu."""
     z = _f64(z)
     functions = {"identity": lambda: z.copy(), "sigmoid": lambda: sigmoid(z),
                  "relu": lambda: np.maximum(z, 0.0), "tanh": lambda: np.tanh(z),
-                 "leaky_relu": lambda: np.where(z > 0, z, LEAKY_SLOPE * z)}
+                 "leaky_relu": lambda: np.where(z > 0, z, LEAKY_SLOPE * z),
+                 "gelu": lambda: z * _phi_cdf(z),
+                 # 0.5 (1 + tanh u) = sigmoid(2u), without cancellation for z < 0
+                 "gelu_tanh": lambda: z * sigmoid(2.0 * _gelu_tanh_u(z)),
+                 "silu": lambda: z * sigmoid(z)}
     return functions[name]()
 
 
@@ -79,11 +97,22 @@ def activation_derivative(name, z):
         return np.exp(2.0 * (np.log(2.0) - np.logaddexp(z, -z)))
     if name == "leaky_relu":
         return np.where(z > 0, 1.0, LEAKY_SLOPE)
+    if name == "gelu":  # Phi(z) + z phi(z)
+        return _phi_cdf(z) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    if name == "gelu_tanh":  # d/dz 0.5 z (1 + tanh u), 1 + tanh u = 2 s(2u), 1 - tanh^2 = 4 s s'
+        u2 = 2.0 * _gelu_tanh_u(z)
+        du = np.sqrt(2.0 / np.pi) * (1.0 + 3 * 0.044715 * z * z)
+        return sigmoid(u2) + 2.0 * z * du * sigmoid(u2) * sigmoid(-u2)
+    if name == "silu":
+        return sigmoid(z) + z * sigmoid(z) * sigmoid(-z)
     return np.ones_like(z)
 
 
 def activation_derivative_from_output(name, a):
-    """f'(z) written through a = f(z): 1, a (1 - a), [a > 0], 1 - a^2."""
+    """f'(z) written through a = f(z): 1, a (1 - a), [a > 0], 1 - a^2; for the activations not
+    invertible from their output (``FROM_Z``) ``a`` is z and this is f'(z)."""
+    if name in FROM_Z:
+        return activation_derivative(name, a)
     a = _f64(a)
     derivatives = {"identity": lambda: np.ones_like(a), "sigmoid": lambda: a * (1.0 - a),
                    "relu": lambda: (a > 0).astype(np.float64), "tanh": lambda: 1.0 - a * a,
@@ -100,6 +129,19 @@ def bias_act_fwd(b, n_cols, act, Z):
     rows = _f64(Z).reshape(-1, int(n_cols))
     out = activation(_activation_name(act), rows + _f64(b)[: int(n_cols)])
     return {"Z": out.reshape(np.shape(Z))}
+
+
+def bias_act_fwd_keep(b, n_cols, act, Z, A=None):
+    """Z <- Z + b (kept), A = f(Z + b)."""
+    z = _f64(Z).reshape(-1, int(n_cols)) + _f64(b)[: int(n_cols)]
+    a = activation(_activation_name(act), z)
+    return {"Z": z.reshape(np.shape(Z)), "A": a.reshape(np.shape(Z))}
+
+
+def bias_act_fwd_keep_bf16(b, n_cols, act, Z, A=None, Ah=None):
+    """bias_act_fwd_keep; Ah = A (compared within a bfloat16 ulp)."""
+    out = bias_act_fwd_keep(b, n_cols, act, Z)
+    return {**out, "Ah": out["A"]}
 
 
 def act_bwd(A, act, dZ):

@@ -68,7 +68,9 @@ REFUSED = [
      r"expected at least one torch.nn.Linear"),
     ("leaky-relu-slope", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(0.2),
                                                   nn.Linear(5, 2)),
-     None, TypeError, r"module\[1\]: gpunn cannot represent LeakyReLU\(negative_slope=0.2\)"),
+     None, TypeError,
+     r"module\[1\]: gpunn cannot represent LeakyReLU\(negative_slope=0.2\): expected "
+     r"negative_slope=0.01"),
     ("conv", lambda nn: nn.Sequential(nn.Conv1d(1, 2, 3)), None, TypeError,
      r"module\[0\]: gpunn cannot represent Conv1d"),
     ("dropout", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.Dropout(), nn.Linear(5, 2)), None,

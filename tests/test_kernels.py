@@ -49,12 +49,19 @@ def test_kernel_extreme_inputs_stay_finite(backend, dtype, case):
 
 @pytest.mark.parametrize("act", list(reference.ACTIVATION_CODES))
 def test_forward_then_backward_gives_the_derivative(backend, dtype, act):
-    """act_bwd on bias_act_fwd's output is f'(z), checked against the derivative from z."""
+    """act_bwd on bias_act_fwd's output (bias_act_fwd_keep's kept z for the activations that
+    read it) is f'(z), checked against the derivative from z."""
     rng = np.random.default_rng(5)
     z = rng.normal(0.0, 3.0, (23, 9)).astype(dtype)
     b = np.zeros(9, dtype)
     A = backend.asarray(z.copy())
-    backend.kernel("bias_act_fwd", backend.asarray(b), 9, reference.ACTIVATION_CODES[act], A)
+    if act in reference.FROM_Z:  # the backward reads the pre-activation the forward keeps
+        out = backend.asarray(np.zeros_like(z))
+        backend.kernel("bias_act_fwd_keep", backend.asarray(b), 9,
+                       reference.ACTIVATION_CODES[act], A, out)
+    else:
+        backend.kernel("bias_act_fwd", backend.asarray(b), 9, reference.ACTIVATION_CODES[act],
+                       A)
     dZ = backend.asarray(np.ones_like(z))
     backend.kernel("act_bwd", A, reference.ACTIVATION_CODES[act], dZ)
     expected = reference.activation_derivative(act, z)

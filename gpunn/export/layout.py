@@ -10,12 +10,17 @@ from gpunn.sharing import check_model
 EXPORT_ACTIVATIONS = {"identity": (None, None), "sigmoid": ("Sigmoid", "Sigmoid"),
                       "relu": ("ReLU", "Relu"), "tanh": ("Tanh", "Tanh"),
                       # both defaults are gpunn's slope: negative_slope / alpha = 0.01
-                      "leaky_relu": ("LeakyReLU", "LeakyRelu")}
+                      "leaky_relu": ("LeakyReLU", "LeakyRelu"),
+                      # ops past the exporter's opset 13, written as their decompositions
+                      # (gpunn.export.onnx_graph.DECOMPOSED)
+                      "gelu": ("GELU", "Gelu"), "gelu_tanh": ("GELU", "GeluTanh"),
+                      "silu": ("SiLU", "Silu")}
 TORCH_ACTIVATIONS = {name: torch for name, (torch, _) in EXPORT_ACTIVATIONS.items()}
 ONNX_ACTIVATIONS = {name: onnx for name, (_, onnx) in EXPORT_ACTIVATIONS.items()}
 # Constructor arguments of an activation's torch module, where gpunn's math fixes one: the
 # export passes them and the import accepts a module only with these values.
-TORCH_OPTIONS = {"leaky_relu": {"negative_slope": 0.01}}
+TORCH_OPTIONS = {"leaky_relu": {"negative_slope": 0.01}, "gelu": {"approximate": "none"},
+                 "gelu_tanh": {"approximate": "tanh"}}
 # Bits of the float32 mantissa that the GEMMs of each precision drop (round to nearest even).
 DROPPED_BITS = {"fp32": 0, "tf32": 13, "bf16": 16}
 

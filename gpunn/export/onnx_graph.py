@@ -12,10 +12,20 @@ import numpy as np
 
 from gpunn._compat import require
 from gpunn._files import atomic_write, check_target
-from gpunn.export.layout import ONNX_ACTIVATIONS, host_layers, round_gemm_input
+from gpunn.export.layout import (
+    ONNX_ACTIVATIONS,
+    TORCH_OPTIONS,
+    host_layers,
+    round_gemm_input,
+)
 
 # Lowest opset with every node used: Cast to bfloat16 needs 13, BitCast (the TF32 rounding) 26.
 OPSETS = {"fp32": 13, "bf16": 13, "tf32": 26}
+# Activations written as a decomposition, by ONNX_ACTIVATIONS' name: the graph method writing
+# it. Gelu and SiLU are past opset 13; onnxruntime has no float64 LeakyRelu (nor Erf: a float64
+# gelu graph is valid ONNX, run by onnx.reference, but not by onnxruntime's CPU provider).
+DECOMPOSED = {"Gelu": "gelu", "GeluTanh": "gelu_tanh", "Silu": "silu",
+              "LeakyRelu": "leaky_relu"}
 # A serialized protobuf (one .onnx file without external data) must stay below 2 GiB.
 PROTOBUF_LIMIT = 2**31 - 2**20
 
@@ -76,9 +86,43 @@ class _Graph:
         x = self.rounded(i, x)
         z = self.node("MatMul", [x, self.constant(f"W{i}", W)], f"matmul{i}")
         z = self.node("Add", [z, self.constant(f"b{i}", b)], f"z{i}")
-        if ONNX_ACTIVATIONS[activation] is None:
+        op = ONNX_ACTIVATIONS[activation]
+        if op is None:
             return z
-        return self.node(ONNX_ACTIVATIONS[activation], [z], f"a{i}")
+        if op in DECOMPOSED:
+            return getattr(self, DECOMPOSED[op])(i, z)
+        return self.node(op, [z], f"a{i}")
+
+    def scalar(self, name, value):
+        """A constant scalar in the model's dtype (ONNX's Mul/Add need equal types)."""
+        return self.constant(name, np.asarray(value, dtype=self.dtype))
+
+    def gelu(self, i, z):
+        """0.5 z (1 + Erf(z / sqrt 2)) (Gelu is opset 20)."""
+        e = self.node("Erf", [self.node("Mul", [z, self.scalar(f"gelu_rsqrt2_{i}", 0.5 ** 0.5)],
+                                        f"gelu_s{i}")], f"gelu_erf{i}")
+        e = self.node("Add", [e, self.scalar(f"gelu_one{i}", 1.0)], f"gelu_1p{i}")
+        half = self.node("Mul", [z, self.scalar(f"gelu_half{i}", 0.5)], f"gelu_h{i}")
+        return self.node("Mul", [half, e], f"a{i}")
+
+    def gelu_tanh(self, i, z):
+        """z Sigmoid(2 sqrt(2/pi) (z + 0.044715 z^3)), i.e. 0.5 z (1 + tanh(u))."""
+        cube = self.node("Mul", [self.node("Mul", [z, z], f"gelu_z2{i}"), z], f"gelu_z3{i}")
+        u = self.node("Add", [z, self.node("Mul", [cube, self.scalar(f"gelu_c3_{i}", 0.044715)],
+                                           f"gelu_cz3{i}")], f"gelu_u{i}")
+        u = self.node("Mul", [u, self.scalar(f"gelu_c2u_{i}", 2.0 * (2.0 / np.pi) ** 0.5)],
+                      f"gelu_2u{i}")
+        return self.node("Mul", [z, self.node("Sigmoid", [u], f"gelu_s{i}")], f"a{i}")
+
+    def leaky_relu(self, i, z):
+        """Max(z, 0.01 z): the slope is below 1 (layout.TORCH_OPTIONS holds it)."""
+        slope = TORCH_OPTIONS["leaky_relu"]["negative_slope"]
+        scaled = self.node("Mul", [z, self.scalar(f"leaky_slope{i}", slope)], f"leaky_s{i}")
+        return self.node("Max", [z, scaled], f"a{i}")
+
+    def silu(self, i, z):
+        """z Sigmoid(z)."""
+        return self.node("Mul", [z, self.node("Sigmoid", [z], f"silu_s{i}")], f"a{i}")
 
     def rounded(self, i, x):
         """``x`` rounded to the GEMM input of the precision (a float32 tensor)."""

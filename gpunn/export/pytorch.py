@@ -155,7 +155,7 @@ def _strip_output(torch, children, output):
 
 def _torch_layers(torch, children):
     """``([(activation, weight, bias), ...], the layers' precisions)`` (Linear: fp32)."""
-    names = {cls: act for act, cls in TORCH_ACTIVATIONS.items() if cls is not None}
+    names = {cls for cls in TORCH_ACTIVATIONS.values() if cls is not None}
     specs, precisions, after_linear = [], set(), False
     for name, child in children:
         kind = type(child).__name__
@@ -172,8 +172,7 @@ def _torch_layers(torch, children):
             precisions.add(getattr(child, "precision", "fp32"))
             after_linear = True
         elif after_linear and kind in names and type(child) is getattr(torch.nn, kind):
-            _check_options(name, child, names[kind])
-            specs[-1][0], after_linear = names[kind], False
+            specs[-1][0], after_linear = _activation_of(name, child), False
         else:
             raise TypeError(f"{name}: gpunn cannot represent {kind} here: expected "
                             "torch.nn.Linear layers, each followed by at most one of "
@@ -183,13 +182,21 @@ def _torch_layers(torch, children):
     return specs, precisions
 
 
-def _check_options(name, child, activation):
-    """Refuse a module whose constructor arguments differ from gpunn's fixed ones."""
-    for option, value in TORCH_OPTIONS.get(activation, {}).items():
-        if getattr(child, option) != value:
-            raise TypeError(f"{name}: gpunn cannot represent {type(child).__name__}({option}="
-                            f"{getattr(child, option)!r}): its {activation} has "
-                            f"{option}={value!r}")
+def _activation_of(name, child):
+    """The gpunn activation of a torch activation module: its class and the constructor
+    arguments gpunn fixes (``TORCH_OPTIONS``) must match; another value is refused."""
+    kind, wanted = type(child).__name__, []
+    for activation, cls in TORCH_ACTIVATIONS.items():
+        options = TORCH_OPTIONS.get(activation, {})
+        if cls != kind:
+            continue
+        if all(getattr(child, option) == value for option, value in options.items()):
+            return activation
+        wanted.append(options)
+    got = ", ".join(f"{option}={getattr(child, option)!r}" for option in wanted[0])
+    expected = " or ".join(", ".join(f"{k}={v!r}" for k, v in options.items())
+                           for options in wanted)
+    raise TypeError(f"{name}: gpunn cannot represent {kind}({got}): expected {expected}")
 
 
 def _host_parameter(torch, name, tensor):
