@@ -61,12 +61,20 @@ def gelu(z):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def sigmoid64(x):
+    """The two-branch sigmoid with the C library's exp, for the float64 derivatives below
+    (vecmath's exp there gave other bits in a cold process than in a cached one)."""
+    e = math.exp(-abs(x))
+    return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def from_z_grad(z, act):
-    """f'(z) of gelu, gelu_tanh, silu from the pre-activation, as activations.cuh writes them
+    """f'(z) of gelu, gelu_tanh, silu from the pre-activation z (float64), as activations.cuh
     (gelu_tanh's is exactly 1 or 0 past |z| = 30, which avoids inf * 0)."""
     t, one = type(z), type(z)(1)
     if act == SILU:
-        return sigmoid(z) * (one + z * sigmoid(-z))
+        return sigmoid64(z) * (one + z * sigmoid64(-z))
     if act == GELU:
         return (t(0.5) * t(math.erfc(t(-0.7071067811865476) * z))
                 + z * t(0.3989422804014327) * t(math.exp(t(-0.5) * z * z)))
@@ -74,7 +82,7 @@ def from_z_grad(z, act):
         return one if z > 0 else t(0)
     u2 = gelu_tanh_2u(z)
     du = t(1.5957691216057308) * (one + t(0.134145) * z * z)
-    return sigmoid(u2) * (one + z * du * sigmoid(-u2))
+    return sigmoid64(u2) * (one + z * du * sigmoid64(-u2))
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
