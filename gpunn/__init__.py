@@ -1,4 +1,9 @@
 """gpunn: train multi-layer perceptrons on NVIDIA GPUs (CuPy) or the CPU (NumPy + Numba)."""
+# ruff: noqa: E402  (the environment is checked before anything imports Numba)
+
+from gpunn._environment import check_thread_variable
+
+check_thread_variable()  # before anything imports Numba, which refuses bad values unnamed
 
 from gpunn import callbacks, export
 from gpunn.backends import get_backend, use_backend

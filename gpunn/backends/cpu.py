@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from gpunn._environment import check_thread_variable
 from gpunn.backends.base import Backend
 
 # Variables with which a user chooses how OpenMP worker threads wait; gpunn then leaves it be.
@@ -85,7 +86,7 @@ def start_numba_threads():
     with _start_lock:
         if _runtime is not None:
             return _runtime
-        _check_thread_variable()
+        check_thread_variable()
         import numba
 
         tbb = load_tbb()
@@ -100,20 +101,6 @@ def start_numba_threads():
         _runtime = {"layer": numba.threading_layer(), "tbb": tbb,
                     "functions": _thread_functions()}
         return _runtime
-
-
-def _check_thread_variable():
-    """Refuse a NUMBA_NUM_THREADS that Numba would refuse (or silently ignore), naming it."""
-    value = os.environ.get("NUMBA_NUM_THREADS")
-    if value is None:
-        return
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"NUMBA_NUM_THREADS: expected a whole number of threads >= 1, got "
-                         f"{value!r}; unset it to use every core")
 
 
 def runs_parallel(kernel, n):
