@@ -304,7 +304,7 @@ def build_parser():
     p_info.set_defaults(func=_cmd_info)
     _add_train_parser(sub)
     _add_predict_parser(sub)
-    from gpunn.bench import add_parser as add_bench_parser
+    from gpunn.bench.command import add_parser as add_bench_parser
 
     add_bench_parser(sub)
     return parser

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from gpunn.bench import add_arguments, harness, processes, report, sections
+from gpunn.bench import harness, processes, report, sections
+from gpunn.bench.command import add_arguments
 
 BACKEND = "cuda" if os.environ.get("GPUNN_BACKEND") == "cuda" else "cpu"
 SECTIONS = list(sections.SECTIONS)
@@ -269,8 +270,7 @@ def test_a_peer_cut_by_its_time_limit_keeps_its_rows_and_says_where(tmp_path, mo
     ("--markdown", "same", "--markdown: expected a file apart from --json's")])
 def test_outputs_are_checked_before_anything_is_measured(tmp_path, monkeypatch, option, make,
                                                          error):
-    from gpunn import bench
-    from gpunn.bench import runner
+    from gpunn.bench import command, runner
 
     def measured(*args):
         raise AssertionError("the benchmark started before its outputs were checked")
@@ -287,11 +287,11 @@ def test_outputs_are_checked_before_anything_is_measured(tmp_path, monkeypatch, 
         argv += ["--json", str(path)]
     args = add_arguments(argparse.ArgumentParser()).parse_args(argv)
     with pytest.raises((ValueError, OSError), match=error):
-        bench.run(args)
+        command.run(args)
 
 
 def test_json_folder_and_plots_folder_are_made_before_measuring(tmp_path):
-    from gpunn.bench import check_files
+    from gpunn.bench.command import check_files
 
     args = add_arguments(argparse.ArgumentParser()).parse_args(
         ["--json", str(tmp_path / "a" / "b.json"), "--plots", str(tmp_path / "p" / "q")])

@@ -4,7 +4,8 @@ imports a module of a higher layer, function-level imports included.
 Every ``import`` statement of every module under ``gpunn/`` and ``kernels/`` (installed as
 ``gpunn.kernels``) is read with ``ast``, wherever it sits (module level, in a function, under
 ``if TYPE_CHECKING``). The implicit import of a parent package (``gpunn.comm.mpi`` runs
-``gpunn/comm/__init__.py`` first) is not an arrow: Python's packages always do that.
+``gpunn/comm/__init__.py`` first) is not an arrow: Python's packages always do that. A package
+named in ``from PACKAGE import submodule`` is one.
 """
 
 import ast
@@ -77,9 +78,14 @@ def imports_in(source, name, is_package=False):
                 parts = package.split(".")
                 parts = parts[:len(parts) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
-            # "from gpunn import callbacks" imports the module gpunn.callbacks
-            found.update(owner(f"{base}.{alias.name}") if f"{base}.{alias.name}" in MODULES
-                         else owner(base) for alias in node.names)
+            # "from gpunn.bench import harness" imports the module gpunn.bench.harness, and
+            # the package gpunn.bench too: its __init__ runs and binds the name, so what that
+            # __init__ imports counts (a registry there closed circles with its sections).
+            # The root package gpunn is the public face every gpunn module runs first.
+            if base != "gpunn":
+                found.add(owner(base))
+            found.update(owner(f"{base}.{alias.name}") for alias in node.names
+                         if f"{base}.{alias.name}" in MODULES)
     found.discard(None)
     found.discard(name)
     return found

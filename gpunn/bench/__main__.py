@@ -2,7 +2,7 @@
 
 import sys
 
-from gpunn.bench import main_parser, run
+from gpunn.bench.command import main_parser, run
 
 if __name__ == "__main__":
     sys.exit(run(main_parser().parse_args()))
