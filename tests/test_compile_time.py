@@ -1,5 +1,8 @@
 """The first run's kernel compile: said once, left out of the epoch times, time columns named."""
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -82,3 +85,31 @@ def test_fit_leaves_compile_out_of_epoch_times_and_says_so(capsys):
     total = float(lines[1].split("  total ")[1].split(" s")[0])
     assert epoch_time == pytest.approx(history.seconds[1] - history.seconds[0], abs=0.006)
     assert total == pytest.approx(history.seconds[1], abs=0.006)
+
+
+_CACHED = '''
+import numba
+from gpunn.backends import compile_watch
+
+@numba.njit(cache=True)
+def twice(x):
+    return x * 2.0
+
+compile_watch.watch_compiles()
+assert twice(2.0) == 4.0
+print(compile_watch.compile_seconds(), compile_watch.load_seconds())
+'''
+
+
+def test_load_from_cache_is_counted_apart_from_compiles(tmp_path):
+    """A twin loaded from Numba's cache costs no compile but is counted by load_seconds, which
+    fit leaves out of epoch 1 (it made epoch 1 read ~1 s on every run)."""
+    script = tmp_path / "cached_twin.py"
+    script.write_text(_CACHED)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                           text=True, check=True, timeout=120).stdout.split()
+            for _ in range(2)]
+    (compiled1, loaded1), (compiled2, loaded2) = [[float(v) for v in run] for run in runs]
+    assert 0 < compiled1 <= loaded1    # a compile holds the lock: counted by both
+    assert compiled2 == 0 < loaded2    # from the cache: no compile, but a load
