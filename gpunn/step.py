@@ -39,7 +39,8 @@ class StepRecords:
             on a shard; times :attr:`scale` of its rows: the mean).
         status: each step's status: ``STEP_APPLIED``, ``STEP_NONFINITE`` (loss or gradient
             NaN/inf; the update was not applied), ``STEP_BAD_UPDATE`` (the update was applied
-            and made parameters non-finite) or ``STEP_HALTED`` (not applied: halted before).
+            except where it would have made parameters or state non-finite: those were held)
+            or ``STEP_HALTED`` (not applied: halted before).
         rows: each step's batch rows.
         scale: ``scale(rows)``, the loss's factor from a sum over ``rows`` rows to its mean.
     """

@@ -30,16 +30,18 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
 
     Either the loss or the gradient of a step was not finite, and that step's update (and any
     after it) was not applied: the model keeps the parameters of the last good step. Or an
-    update with finite inputs made parameters or optimizer state NaN/inf (``bad_update``: an
-    overflowing learning rate, or a finite gradient whose square overflows Adam's or RMSprop's
-    state), and the model or its optimizer state holds those non-finite values.
+    update with finite inputs would have made parameters or optimizer state NaN/inf
+    (``bad_update``: an overflowing learning rate, or a finite gradient whose square overflows
+    Adam's or RMSprop's state): the entries it would have made non-finite kept their previous
+    values, the others took that step's update, and no update after it was applied. Either way
+    the model and the optimizer state are finite, so a checkpoint of them loads.
 
     Attributes:
         epoch: epoch number (from 1).
         step: step within the epoch (from 1).
         loss: the loss of that step (finite when only the gradient was not).
         last_finite_loss: loss of the previous applied step, or None if there was none.
-        bad_update: True when the update itself produced non-finite parameters or state.
+        bad_update: True when the update itself would have produced non-finite values.
     """
 
     def __init__(self, epoch, step, loss, last_finite_loss, bad_update=False):
@@ -48,10 +50,10 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
         self.bad_update = bad_update
         where = f"training diverged at epoch {epoch}, step {step}"
         if bad_update:
-            message = (f"{where}: the update made parameters or optimizer state NaN/inf (loss "
-                       f"{loss}); the model or its optimizer state holds those non-finite "
-                       "values. Scale the inputs, or try a smaller learning rate or weight "
-                       "decay.")
+            message = (f"{where}: the update would have made parameters or optimizer state "
+                       f"NaN/inf (loss {loss}); those entries kept their previous values, so "
+                       "the model and the optimizer state are finite. Scale the inputs, or try "
+                       "a smaller learning rate or weight decay.")
         else:
             what = (f"the loss is {loss}" if not math.isfinite(loss) else
                     f"the gradient has NaN/inf entries (loss {loss})")
@@ -76,9 +78,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     CUDA graph on a GPU), and allocates nothing. The host reads the steps' losses and statuses
     once per epoch (or every ``check_every`` steps). A step whose loss or gradient is NaN/inf
     is caught on the device before its update: :class:`TrainingDiverged` names the epoch and
-    step, and the model keeps its last finite parameters; an update that itself makes
+    step, and the model keeps its last finite parameters; an update that would itself make
     parameters or optimizer state non-finite (an overflowing learning rate, unscaled inputs
-    whose squared gradients overflow Adam's state) is caught too, and the error says so.
+    whose squared gradients overflow Adam's state) is caught too: those entries keep their
+    previous values, and the error says so.
 
     Data-parallel (``comm`` of several ranks, each a process started by ``mpiexec`` or
     ``srun``, each with the same data, model and arguments): every rank shuffles alike (same

@@ -10,9 +10,13 @@
 // Per step everything comes from the device, so a recorded step stays valid: lr = lrs[k] with
 // k = ctrl[K] (the host computes the schedule), t = ctrl[T] + 1 (updates applied so far + 1;
 // bias corrections are computed from it here, in double). An update does nothing when
-// ctrl[BAD] or ctrl[HALT] is set (a non-finite loss or gradient, or training halted), and sets
-// ctrl[BAD_UPDATE] when it makes a parameter or a value of the optimizer's state NaN or inf
-// (Adam's and RMSprop's v overflow first: a finite gradient whose square does not fit the dtype).
+// ctrl[BAD] or ctrl[HALT] is set (a non-finite loss or gradient, or training halted).
+//
+// Finite or held: an element whose new parameter or new optimizer state would be NaN or inf
+// (an overflowing learning rate, or a finite gradient whose square does not fit the dtype in
+// Adam's or RMSprop's v) keeps all its previous values, and ctrl[BAD_UPDATE] is set (training
+// then stops). Parameters and state are never written non-finite, so a checkpoint of them
+// always loads.
 #include "common.cuh"
 #include "step.cuh"
 #include "precision.cuh"
@@ -38,20 +42,23 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
     int first = ctrl[GPUNN_CTRL_T] == 0;
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
-        int state_ok = 1;
+        real b = real(0);
         if (momentum != real(0)) {
-            real b = first ? d : momentum * buf[i] + (real(1) - dampening) * d;
-            buf[i] = b;
-            state_ok = isfinite(b);
+            b = first ? d : momentum * buf[i] + (real(1) - dampening) * d;
             d = nesterov ? d + momentum * b : b;
         }
         real pi = p[i] - lr * d;
-        p[i] = pi;
+        if (isfinite(pi) && isfinite(b)) {
+            p[i] = pi;
+            if (momentum != real(0)) {
+                buf[i] = b;
+            }
+        } else {
+            pi = p[i];  // held: the working copy below stays that of the kept parameter
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
-        }
-        if (!isfinite(pi) || !state_ok) {
-            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
 }
@@ -72,14 +79,16 @@ extern "C" __global__ void GPUNN_NAME(momentum_step)(
     real b = real(beta);
     GPUNN_GRID_STRIDE(i, n) {
         real vi = b * v[i] + (real(1) - b) * g[i];
-        v[i] = vi;
         real pi = p[i] - scale * vi;
-        p[i] = pi;
+        if (isfinite(pi) && isfinite(vi)) {
+            v[i] = vi;
+            p[i] = pi;
+        } else {
+            pi = p[i];  // held: the working copy below stays that of the kept parameter
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
-        }
-        if (!isfinite(pi) || !isfinite(vi)) {
-            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
 }
@@ -98,15 +107,17 @@ extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
         real vi = alpha * v[i] + (real(1) - alpha) * d * d;
-        v[i] = vi;
         real denom = eps_in_sqrt ? sqrt(vi + eps) : sqrt(vi) + eps;
         real pi = p[i] - lr * (d / denom);  // d / denom first: lr d underflows for tiny d
-        p[i] = pi;
+        if (isfinite(pi) && isfinite(vi)) {
+            v[i] = vi;
+            p[i] = pi;
+        } else {
+            pi = p[i];  // held: the working copy below stays that of the kept parameter
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
-        }
-        if (!isfinite(pi) || !isfinite(vi)) {
-            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
 }
@@ -136,16 +147,18 @@ extern "C" __global__ void GPUNN_NAME(adam_step)(
         real d = g[i] + weight_decay * pi;
         real mi = b1 * m[i] + (real(1) - b1) * d;
         real vi = b2 * v[i] + (real(1) - b2) * d * d;
-        m[i] = mi;
-        v[i] = vi;
         real denom = eps_in_sqrt ? sqrt(vi / bc2 + eps) : sqrt(vi) / bc2_sqrt + eps;
         pi = pi - step_size * mi / denom;
-        p[i] = pi;
+        if (isfinite(pi) && isfinite(mi) && isfinite(vi)) {
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = pi;
+        } else {
+            pi = p[i];  // held: the working copy below stays that of the kept parameter
+            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
+        }
         if (working) {
             w[i] = gpunn_bf16_bits((float)pi);
-        }
-        if (!isfinite(pi) || !isfinite(mi) || !isfinite(vi)) {
-            ctrl[GPUNN_CTRL_BAD_UPDATE] = 1;
         }
     }
 }

@@ -3,8 +3,10 @@
 Scalars arrive in the arrays' dtype (``double`` ones as float64; the backend converts them);
 constants are made with ``p.dtype.type`` so float32 math stays float32 and vectorizes at full
 width. Per-step values come from the device arrays as in the CUDA kernels: ``lr = lrs[k]``,
-``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set, and
-``ctrl[BAD_UPDATE]`` is set when a new parameter or a new optimizer state value is not finite.
+``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set. As in
+optimizers.cu, an element whose new parameter or state would be NaN/inf keeps its previous
+values and sets ``ctrl[BAD_UPDATE]``; the new values are selected, not branched on, so the
+loops stay vectorized.
 
 Each update runs over the fixed blocks of config.py (``BLOCK`` elements per prange iteration),
 so its bits do not depend on the thread count.
@@ -35,17 +37,20 @@ def _sgd_block(g, p, buf, w, lr, momentum, keep, weight_decay, nesterov, first, 
     bad = 0
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
-        state_ok = True
         if momentum != 0:
             b = d if first else momentum * buf[i] + keep * d
-            buf[i] = b
-            state_ok = math.isfinite(b)
             d = d + momentum * b if nesterov else b
-        pi = p[i] - lr * d
+            pi = p[i] - lr * d
+            ok = math.isfinite(pi) & math.isfinite(b)
+            buf[i] = b if ok else buf[i]
+        else:
+            pi = p[i] - lr * d
+            ok = math.isfinite(pi)
+        pi = pi if ok else p[i]
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) & state_ok else 1
+        bad += 0 if ok else 1
     return bad
 
 
@@ -61,8 +66,12 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working
     bad = 0
     for block in prange(n_blocks(p.size)):
         a, z = block_bounds(block, p.size)
-        bad += _sgd_block(g[a:z], p[a:z], buf[a:z], w[a * working:z * working], lr, momentum,
-                          keep, weight_decay, nesterov, first, working)
+        if working:  # a constant flag per call: LLVM drops the branch from each loop
+            bad += _sgd_block(g[a:z], p[a:z], buf[a:z], w[a:z], lr, momentum, keep,
+                              weight_decay, nesterov, first, True)
+        else:
+            bad += _sgd_block(g[a:z], p[a:z], buf[a:z], w, lr, momentum, keep, weight_decay,
+                              nesterov, first, False)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -72,12 +81,14 @@ def _momentum_block(g, p, v, w, b, keep, scale, working):
     bad = 0
     for i in range(p.size):
         vi = b * v[i] + keep * g[i]
-        v[i] = vi
         pi = p[i] - scale * vi
+        ok = math.isfinite(pi) & math.isfinite(vi)
+        v[i] = vi if ok else v[i]
+        pi = pi if ok else p[i]
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) & math.isfinite(vi) else 1
+        bad += 0 if ok else 1
     return bad
 
 
@@ -94,8 +105,10 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     bad = 0
     for block in prange(n_blocks(p.size)):
         a, z = block_bounds(block, p.size)
-        bad += _momentum_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], b, keep,
-                               scale, working)
+        if working:  # a constant flag per call: LLVM drops the branch from each loop
+            bad += _momentum_block(g[a:z], p[a:z], v[a:z], w[a:z], b, keep, scale, True)
+        else:
+            bad += _momentum_block(g[a:z], p[a:z], v[a:z], w, b, keep, scale, False)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -106,13 +119,15 @@ def _rmsprop_block(g, p, v, w, lr, alpha, keep, eps, weight_decay, eps_in_sqrt, 
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
         vi = alpha * v[i] + keep * d * d
-        v[i] = vi
         denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
         pi = p[i] - lr * (d / denom)
+        ok = math.isfinite(pi) & math.isfinite(vi)
+        v[i] = vi if ok else v[i]
+        pi = pi if ok else p[i]
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) & math.isfinite(vi) else 1
+        bad += 0 if ok else 1
     return bad
 
 
@@ -127,8 +142,12 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
     bad = 0
     for block in prange(n_blocks(p.size)):
         a, z = block_bounds(block, p.size)
-        bad += _rmsprop_block(g[a:z], p[a:z], v[a:z], w[a * working:z * working], lr, alpha,
-                              keep, eps, weight_decay, eps_in_sqrt, working)
+        if working:  # a constant flag per call: LLVM drops the branch from each loop
+            bad += _rmsprop_block(g[a:z], p[a:z], v[a:z], w[a:z], lr, alpha, keep, eps,
+                                  weight_decay, eps_in_sqrt, True)
+        else:
+            bad += _rmsprop_block(g[a:z], p[a:z], v[a:z], w, lr, alpha, keep, eps,
+                                  weight_decay, eps_in_sqrt, False)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 
@@ -142,14 +161,16 @@ def _adam_block(g, p, m, v, w, keep_p, weight_decay, b1, b2, keep_m, keep_v, eps
         d = g[i] + weight_decay * pi
         mi = b1 * m[i] + keep_m * d
         vi = b2 * v[i] + keep_v * d * d
-        m[i] = mi
-        v[i] = vi
         denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
         pi = pi - step_size * mi / denom
+        ok = math.isfinite(pi) & math.isfinite(mi) & math.isfinite(vi)
+        m[i] = mi if ok else m[i]
+        v[i] = vi if ok else v[i]
+        pi = pi if ok else p[i]
         p[i] = pi
         if working:
             w[i] = bf16_bits(pi)
-        bad += 0 if math.isfinite(pi) & math.isfinite(mi) & math.isfinite(vi) else 1
+        bad += 0 if ok else 1
     return bad
 
 
@@ -167,12 +188,17 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
     one = real(1)
     keep_p = one - real(lr * float(decoupled_wd))
     b1, b2 = real(beta1), real(beta2)
+    keep_m, keep_v, bc2_sqrt = one - b1, one - b2, real(math.sqrt(bc2))
     bad = 0
     for block in prange(n_blocks(p.size)):
         a, z = block_bounds(block, p.size)
-        bad += _adam_block(g[a:z], p[a:z], m[a:z], v[a:z], w[a * working:z * working], keep_p,
-                           weight_decay, b1, b2, one - b1, one - b2, eps, bc2, math.sqrt(bc2),
-                           step_size, eps_in_sqrt, working)
+        if working:  # a constant flag per call: LLVM drops the branch from each loop
+            bad += _adam_block(g[a:z], p[a:z], m[a:z], v[a:z], w[a:z], keep_p, weight_decay, b1,
+                               b2, keep_m, keep_v, eps, bc2, bc2_sqrt, step_size, eps_in_sqrt,
+                               True)
+        else:
+            bad += _adam_block(g[a:z], p[a:z], m[a:z], v[a:z], w, keep_p, weight_decay, b1, b2,
+                               keep_m, keep_v, eps, bc2, bc2_sqrt, step_size, eps_in_sqrt, False)
     if bad:
         ctrl[CTRL_BAD_UPDATE] = 1
 

@@ -264,17 +264,33 @@ def _adam(t, weight_decay, decoupled, eps_in_sqrt, k=2, working=0, **flags):
     return make
 
 
-def _overflowing_sgd(inp, rows, cols):
-    """A finite gradient times a finite lr beyond the dtype's range: BAD_UPDATE is set."""
-    n = rows * cols
-    g = np.full(n, np.finfo(inp.dtype).max / 4, dtype=inp.dtype)
-    return (g, _lrs(inp, 16.0), 5, 0.0, 0.0, 0.0, 0, 0, _ctrl(k=2), inp.normal(n), inp.normal(n),
-            _working_copy(inp, n, 0))
+def _overflowing_update(momentum, working=0):
+    """Every other gradient times a finite lr beyond the dtype's range (the others finite):
+    those elements keep their parameter, momentum buffer and working copy, the others update,
+    and BAD_UPDATE is set."""
+    def make(inp, rows, cols):
+        n = rows * cols
+        g = inp.normal(n)
+        g[::2] = np.finfo(inp.dtype).max / 4
+        return (g, _lrs(inp, 16.0), 5, momentum, 0.0, 0.0, 0, working, _ctrl(t=3, k=2),
+                inp.normal(n), inp.normal(n), _working_copy(inp, n, working))
+
+    return make
+
+
+def _overflowing_average(inp, rows, cols):
+    """Momentum's step lr v beyond the dtype's range for every other element (v itself, an
+    average of finite values, stays finite): those are held, the others update."""
+    args = list(_momentum(0.5, 0, 2)(inp, rows, cols))
+    args[0][::2] = np.finfo(inp.dtype).max / 4
+    args[1] = _lrs(inp, 16.0)
+    return tuple(args)
 
 
 def _overflowing_state(make, every=3):
     """Every ``every``-th gradient so large that its square overflows the dtype while the
-    gradient and the new parameter stay finite (Adam's and RMSprop's v): BAD_UPDATE is set."""
+    gradient and the new parameter stay finite (Adam's and RMSprop's v): those elements keep
+    their previous parameter and state, the others update, and BAD_UPDATE is set."""
     def overflowing(inp, rows, cols):
         args = list(make(inp, rows, cols))
         args[0][::every] = np.finfo(inp.dtype).max ** 0.75
@@ -371,7 +387,11 @@ CASES = (
         KernelCase("sgd_step", "nesterov", _sgd(0.9, 0.0, 0.01, 1, 3)),
         KernelCase("sgd_step", "skipped_when_bad", _sgd(0.9, 0.0, 0.0, 0, 3, bad=1)),
         KernelCase("sgd_step", "skipped_when_halted", _sgd(0.0, 0.0, 0.0, 0, 3, halt=1)),
-        KernelCase("sgd_step", "flags_an_overflowing_update", _overflowing_sgd),
+        KernelCase("sgd_step", "holds_an_overflowing_update", _overflowing_update(0.0)),
+        KernelCase("sgd_step", "holds_an_overflowing_momentum_update", _overflowing_update(0.9)),
+        KernelCase("sgd_step", "holds_an_overflowing_update_bf16",
+                   _overflowing_update(0.9, working=1), True),
+        KernelCase("momentum_step", "holds_an_overflowing_update", _overflowing_average),
         KernelCase("momentum_step", "plain", _momentum(0.9, 0, 0)),
         KernelCase("momentum_step", "bias_corrected", _momentum(0.9, 1, 2)),
         KernelCase("rmsprop_step", "torch", _rmsprop(0.0, 0)),
@@ -388,9 +408,11 @@ CASES = (
         KernelCase("sgd_step", "bf16_working_copy", _sgd(0.9, 0.0, 0.01, 1, 3, working=1), True),
         KernelCase("momentum_step", "bf16_working_copy", _momentum(0.9, 1, 2, working=1), True),
         KernelCase("rmsprop_step", "bf16_working_copy", _rmsprop(0.01, 0, working=1), True),
-        KernelCase("adam_step", "flags_overflowing_state",
+        KernelCase("adam_step", "holds_overflowing_state",
                    _overflowing_state(_adam(3, 0.0, 0.0, 0))),
-        KernelCase("rmsprop_step", "flags_overflowing_state", _overflowing_state(_rmsprop(0.0, 0))),
+        KernelCase("adam_step", "holds_overflowing_state_bf16",
+                   _overflowing_state(_adam(3, 0.0, 0.0, 0, working=1)), True),
+        KernelCase("rmsprop_step", "holds_overflowing_state", _overflowing_state(_rmsprop(0.0, 0))),
         KernelCase("axpy", "step", _axpy),
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),

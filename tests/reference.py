@@ -211,23 +211,23 @@ def _real(x, like):
 
 def _update(lrs, n_lrs, ctrl, state, compute, working, w):
     """An update kernel's contract: nothing changes when ctrl[BAD] or ctrl[HALT] is set; else
-    ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1, and
-    ctrl[BAD_UPDATE] = 1 when a new parameter or state value, in the arrays' dtype, is not
-    finite. The working copy ``w`` (bfloat16 bits, compared within a bfloat16 ulp) becomes
-    the new parameters when ``working``."""
+    ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1. An element
+    whose new parameter or state value, in the arrays' dtype, is not finite keeps all its
+    previous values, and ctrl[BAD_UPDATE] = 1. The working copy ``w`` (bfloat16 bits, compared
+    within a bfloat16 ulp) becomes the new parameters when ``working``."""
     ctrl = np.array(ctrl, dtype=np.int64)
     if ctrl[CTRL_BAD] or ctrl[CTRL_HALT]:
         return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl, "w": bf16_value(w)}
     k = int(ctrl[CTRL_K])
     lr = float(lrs[k]) if 0 <= k < n_lrs else 0.0
+    dtype = np.asarray(state["p"]).dtype
     with np.errstate(over="ignore", invalid="ignore"):  # stored in their dtype: may overflow
         out = compute(lr, int(ctrl[CTRL_T]) + 1)
-        dtype = np.asarray(state["p"]).dtype
-        out = {key: a.astype(dtype).astype(np.float64) if key == "p" else a
-               for key, a in out.items()}
-        finite = all(np.isfinite(a.astype(dtype)).all() for a in out.values())
-    if not finite:
+        out["p"] = out["p"].astype(dtype).astype(np.float64)
+        ok = np.logical_and.reduce([np.isfinite(a.astype(dtype)) for a in out.values()])
+    if not ok.all():
         ctrl[CTRL_BAD_UPDATE] = 1
+    out = {key: np.where(ok, a, _f64(state[key])) for key, a in out.items()}
     return {**out, "ctrl": ctrl, "w": out["p"] if working else bf16_value(w)}
 
 

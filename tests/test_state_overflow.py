@@ -1,7 +1,9 @@
 """Optimizer state that overflows with finite gradients (issue 19 item 1): unscaled inputs
 (millisecond timestamps) or a huge weight decay square to inf in Adam's and RMSprop's v, which
-froze those parameters while fit returned normally. The update kernels flag non-finite state as
-they flag non-finite parameters, so fit stops with TrainingDiverged naming the step."""
+froze those parameters while fit returned normally, and a checkpoint of the run could not be
+loaded. The update kernels hold the entries whose new parameter or state would be NaN/inf at
+their previous values and flag the step, so fit stops with TrainingDiverged naming the step,
+with the model and the state finite: a checkpoint written after the error loads."""
 
 import numpy as np
 import pytest
@@ -35,17 +37,30 @@ def host(model, array):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_overflowing_state_stops_training_at_its_step(backend, case):
+def test_overflowing_state_stops_training_with_everything_finite(backend, case, tmp_path):
     make_optimizer, data = CASES[case]
     X, y = data()
     model = gpunn.MLP([2, 8, 1], activation="relu", dtype="float32", seed=0)
+    before = host(model, model.flat_params).copy()
     optimizer = make_optimizer()
     with pytest.raises(gpunn.TrainingDiverged, match="parameters or optimizer state NaN/inf") as e:
         gpunn.fit(model, X, y, optimizer=optimizer, epochs=3, batch_size=8)
     assert e.value.bad_update and (e.value.epoch, e.value.step) == (1, 1)
     assert np.isfinite(e.value.loss)
-    assert "holds those non-finite values" in str(e.value)
-    # What the message says is true: the state overflowed (the parameters did not: an update
-    # divided by sqrt(inf) is 0).
-    assert not np.isfinite(host(model, optimizer.state["v"])).all()
-    assert np.isfinite(host(model, model.flat_params)).all()
+    assert "kept their previous values" in str(e.value)
+    params = host(model, model.flat_params)
+    state = {name: host(model, a) for name, a in optimizer.state.items()}
+    assert np.isfinite(params).all()
+    assert state and all(np.isfinite(a).all() for a in state.values())
+    # The first step started from zero state: the entries whose v would have overflowed kept
+    # v = 0 and their initial parameters; every other entry took the step.
+    held = state["v"] == 0
+    assert held.any() and (~held).any()
+    np.testing.assert_array_equal(params[held], before[held])
+    assert (params[~held] != before[~held]).all()
+    path = tmp_path / "after.safetensors"
+    gpunn.save_checkpoint(path, model, optimizer)
+    restored = gpunn.load_checkpoint(path)
+    np.testing.assert_array_equal(host(restored.model, restored.model.flat_params), params)
+    for name, array in restored.optimizer.state.items():
+        np.testing.assert_array_equal(host(restored.model, array), state[name])
