@@ -176,6 +176,66 @@ def _bias_act_keep_bf16(act):
     return make
 
 
+# LayerNorm's eps (PyTorch's default), as the layers pass it.
+LN_EPS = 1e-5
+
+
+def _layernorm_input(inp, rows, cols):
+    """Rows with an offset and a spread of their own, so mean and variance both matter."""
+    return (inp.normal((rows, cols), 2.0) + inp.normal((rows, 1), 3.0)).astype(inp.dtype)
+
+
+def _layernorm_fwd(half):
+    def make(inp, rows, cols):
+        Y = inp.unset_bf16((rows, cols)) if half else inp.unset((rows, cols))
+        return (_layernorm_input(inp, rows, cols), inp.normal(cols), inp.normal(cols), cols,
+                LN_EPS, inp.unset(rows), inp.unset(rows), Y)
+
+    return make
+
+
+def _layernorm_bwd(residual):
+    def make(inp, rows, cols):
+        X = _layernorm_input(inp, rows, cols)
+        out = reference.layernorm_fwd(X, np.ones(cols), np.zeros(cols), cols, LN_EPS,
+                                      np.empty(rows), np.empty(rows))
+        return (X, inp.normal(cols), out["mean"].astype(inp.dtype),
+                out["rstd"].astype(inp.dtype), inp.normal((rows, cols)),
+                inp.normal((rows, cols)), cols, residual, inp.unset((rows, cols)))
+
+    return make
+
+
+def _layernorm_bwd_params(inp, rows, cols):
+    X = _layernorm_input(inp, rows, cols)
+    out = reference.layernorm_fwd(X, np.ones(cols), np.zeros(cols), cols, LN_EPS,
+                                  np.empty(rows), np.empty(rows))
+    return (X, out["mean"].astype(inp.dtype), out["rstd"].astype(inp.dtype),
+            inp.normal((rows, cols)), rows, inp.unset(cols), inp.unset(cols))
+
+
+def _bias_act_residual(act, half=False):
+    def make(inp, rows, cols):
+        extra = (inp.unset_bf16((rows, cols)),) if half else ()
+        return (inp.normal(cols), inp.normal((rows, cols), 3.0), cols, ACT[act],
+                inp.normal((rows, cols), 3.0), inp.unset((rows, cols))) + extra
+
+    return make
+
+
+def _residual_act_bwd(act, half=False):
+    def make(inp, rows, cols):
+        S, act_code, dA = _act_bwd(act)(inp, rows, cols)
+        extra = (inp.unset_bf16((rows, cols)),) if half else ()
+        return (S, dA, act_code, inp.unset((rows, cols))) + extra
+
+    return make
+
+
+def _residual_add(inp, rows, cols):
+    return inp.normal((rows, cols)), inp.normal((rows, cols)), inp.unset((rows, cols))
+
+
 def _round_bf16(inp, rows, cols):
     return inp.normal((rows, cols), 3.0), inp.unset_bf16((rows, cols))
 
@@ -429,7 +489,17 @@ CASES = (
         KernelCase("round_bf16", "normal", _round_bf16),
         KernelCase("bf16_to_f32", "all_bits", _bf16_to_f32),
         KernelCase("round_tf32", "normal", _round_tf32),
+        KernelCase("layernorm_fwd", "rows", _layernorm_fwd(False)),
+        KernelCase("layernorm_fwd_bf16", "rows", _layernorm_fwd(True)),
+        KernelCase("layernorm_bwd", "plain", _layernorm_bwd(0)),
+        KernelCase("layernorm_bwd", "residual", _layernorm_bwd(1)),
+        KernelCase("layernorm_bwd_params", "columns", _layernorm_bwd_params),
+        KernelCase("residual_add", "sum", _residual_add),
     ]
+    + [KernelCase("bias_act_residual", act, _bias_act_residual(act)) for act in ACT]
+    + [KernelCase("bias_act_residual_bf16", act, _bias_act_residual(act, True)) for act in ACT]
+    + [KernelCase("residual_act_bwd", act, _residual_act_bwd(act)) for act in ACT]
+    + [KernelCase("residual_act_bwd_bf16", act, _residual_act_bwd(act, True)) for act in ACT]
 )
 
 # Every (case, dtype) the kernel runs in: bfloat16 kernels in float32 only (the backend refuses

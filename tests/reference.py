@@ -10,6 +10,13 @@ import math
 
 import numpy as np
 from gpunn.kernels import activation_codes, from_z_activations
+from reference_norm import (  # noqa: F401
+    layernorm_bwd,
+    layernorm_bwd_params,
+    layernorm_fwd,
+    layernorm_fwd_bf16,
+    residual_add,
+)
 from reference_precision import bf16_to_f32, bf16_value, round_bf16, round_tf32  # noqa: F401
 
 from gpunn.control import (  # noqa: F401  (the slot numbers are layout, not arithmetic)
@@ -161,6 +168,32 @@ def act_bwd_bf16(A, act, dZ, dZh=None):
     out = act_bwd(A, act, dZ)["dZ"]
     return {"dZ": out, "dZh": out}
 
+
+
+def bias_act_residual(b, R, n_cols, act, Z, A=None):
+    """A = R + f(Z + b); Z keeps z (activations that read it) or f(z)."""
+    name = _activation_name(act)
+    z = _f64(Z).reshape(-1, int(n_cols)) + _f64(b)[: int(n_cols)]
+    f = activation(name, z)
+    kept = z if name in FROM_Z else f
+    return {"Z": kept.reshape(np.shape(Z)), "A": _f64(R) + f.reshape(np.shape(Z))}
+
+
+def bias_act_residual_bf16(b, R, n_cols, act, Z, A=None, Ah=None):
+    """bias_act_residual; Ah = A (compared within a bfloat16 ulp)."""
+    out = bias_act_residual(b, R, n_cols, act, Z)
+    return {**out, "Ah": out["A"]}
+
+
+def residual_act_bwd(S, dA, act, dZ=None):
+    """dZ = dA * f'(z), f' from what bias_act_residual kept in S."""
+    return {"dZ": act_bwd(S, act, dA)["dZ"]}
+
+
+def residual_act_bwd_bf16(S, dA, act, dZ=None, dZh=None):
+    """residual_act_bwd; dZh = dZ (compared within a bfloat16 ulp)."""
+    out = residual_act_bwd(S, dA, act)["dZ"]
+    return {"dZ": out, "dZh": out}
 
 # --- losses ------------------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""Numba twins of norm.cu: LayerNorm forward/backward/parameter gradients and the residual
+connection of a Dense layer (``A = [A_prev +] f(LN(A_prev) @ W + b)``).
+
+Row kernels take one row per prange iteration (each writes only its row), the parameter
+gradients one column per iteration; sums run in the order the CUDA kernels use, so the host
+build and these twins give the same bits.
+"""
+
+import math
+
+from numba import njit, prange
+
+from .activations import FROM_Z_BEGIN, activate, activation_grad
+from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
+from .precision import bf16_bits
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def row_stats(X, start, n_cols, eps):
+    """Mean and rstd = 1 / sqrt(var + eps) of X[start:start + n_cols], two passes."""
+    t = X.dtype.type
+    s = t(0)
+    for j in range(n_cols):
+        s += X[start + j]
+    m = s / t(n_cols)
+    q = t(0)
+    for j in range(n_cols):
+        d = X[start + j] - m
+        q += d * d
+    return m, t(1) / math.sqrt(q / t(n_cols) + eps)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def layernorm_fwd(X, gamma, beta, n_cols, eps, mean, rstd, Y):
+    """Y = (x - mean) * rstd * gamma + beta per row; mean and rstd kept."""
+    for row in prange(Y.size // n_cols):
+        start = row * n_cols
+        mu, r = row_stats(X, start, n_cols, eps)
+        mean[row] = mu
+        rstd[row] = r
+        for j in range(n_cols):
+            Y[start + j] = (X[start + j] - mu) * r * gamma[j] + beta[j]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def layernorm_fwd_bf16(X, gamma, beta, n_cols, eps, mean, rstd, Yh):
+    """layernorm_fwd writing the bfloat16 bits of Y only; float32 statistics."""
+    for row in prange(Yh.size // n_cols):
+        start = row * n_cols
+        mu, r = row_stats(X, start, n_cols, eps)
+        mean[row] = mu
+        rstd[row] = r
+        for j in range(n_cols):
+            Yh[start + j] = bf16_bits((X[start + j] - mu) * r * gamma[j] + beta[j])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def layernorm_bwd(X, gamma, mean, rstd, dY, dR, n_cols, residual, dX):
+    """dX = rstd (g - mean(g) - xhat mean(g xhat)), g = dY gamma; plus dR if residual."""
+    t = X.dtype.type
+    for row in prange(dX.size // n_cols):
+        start = row * n_cols
+        mu, r = mean[row], rstd[row]
+        a = t(0)
+        c = t(0)
+        for j in range(n_cols):
+            g = dY[start + j] * gamma[j]
+            a += g
+            c += g * ((X[start + j] - mu) * r)
+        a = a / t(n_cols)
+        c = c / t(n_cols)
+        for j in range(n_cols):
+            g = dY[start + j] * gamma[j]
+            v = r * (g - a - ((X[start + j] - mu) * r) * c)
+            dX[start + j] = v + dR[start + j] if residual else v
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def layernorm_bwd_params(X, mean, rstd, dY, n_rows, dgamma, dbeta):
+    """dgamma[j] = sum over rows of dY xhat, dbeta[j] = sum of dY; rows in order."""
+    t = X.dtype.type
+    n = dbeta.size
+    for j in prange(n):
+        g = t(0)
+        s = t(0)
+        for row in range(n_rows):
+            d = dY[row * n + j]
+            g += d * ((X[row * n + j] - mean[row]) * rstd[row])
+            s += d
+        dgamma[j] = g
+        dbeta[j] = s
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_residual(b, R, n_cols, act, Z, A):
+    """A = R + f(Z + b); Z keeps z (codes from FROM_Z_BEGIN on) or f(z), as act_bwd reads."""
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        for j in range(n_cols):
+            z = Z[start + j] + b[j]
+            f = activate(z, act)
+            Z[start + j] = z if act >= FROM_Z_BEGIN else f
+            A[start + j] = R[start + j] + f
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_residual_bf16(b, R, n_cols, act, Z, A, Ah):
+    """bias_act_residual, also writing the bfloat16 bits of A into Ah (float32 only)."""
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        for j in range(n_cols):
+            z = Z[start + j] + b[j]
+            f = activate(z, act)
+            a = R[start + j] + f
+            Z[start + j] = z if act >= FROM_Z_BEGIN else f
+            A[start + j] = a
+            Ah[start + j] = bf16_bits(a)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _residual_act_bwd_block(S, dA, act, dZ):
+    for i in range(dZ.size):
+        dZ[i] = dA[i] * activation_grad(S[i], act)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def residual_act_bwd(S, dA, act, dZ):
+    """dZ = dA * f'(S), dA kept (the residual connection passes it on)."""
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _residual_act_bwd_block(S[lo:hi], dA[lo:hi], act, dZ[lo:hi])
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _residual_act_bwd_bf16_block(S, dA, act, dZ, dZh):
+    for i in range(dZ.size):
+        d = dA[i] * activation_grad(S[i], act)
+        dZ[i] = d
+        dZh[i] = bf16_bits(d)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def residual_act_bwd_bf16(S, dA, act, dZ, dZh):
+    """residual_act_bwd, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _residual_act_bwd_bf16_block(S[lo:hi], dA[lo:hi], act, dZ[lo:hi], dZh[lo:hi])
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _add_block(A, B, C):
+    for i in range(C.size):
+        C[i] = A[i] + B[i]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def residual_add(A, B, C):
+    """C = A + B."""
+    for block in prange(n_blocks(C.size)):
+        lo, hi = block_bounds(block, C.size)
+        _add_block(A[lo:hi], B[lo:hi], C[lo:hi])
