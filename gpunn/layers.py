@@ -1,9 +1,15 @@
-"""The Dense layer: ``Z = A_prev @ W + b``, ``A = f(Z)``; bias and activation fused in a kernel."""
+"""The Dense layer: ``Z = A_prev @ W + b``, ``A = f(Z)``; bias and activation fused in a kernel.
+
+With ``norm="layer"`` it normalizes its input first, and with ``residual=True`` it adds its
+input to its output: ``A = A_prev + f(LN(A_prev) @ W + b)``, a pre-norm residual block.
+"""
 
 import numpy as np
 
-from gpunn._checks import check_choice, check_int
+from gpunn._checks import check_bool, check_choice, check_int
+from gpunn.blocks import BlockPasses
 from gpunn.kernels import activation_codes, from_z_activations
+from gpunn.layernorm import NORMS
 
 # Kernel codes of the activations, parsed from kernels/activations.cuh (no numba imported).
 ACTIVATIONS = activation_codes()
@@ -15,7 +21,7 @@ INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
 DEFAULT_INIT = "glorot_uniform"
 
 
-class Dense:
+class Dense(BlockPasses):
     """A fully connected layer ``A = f(A_prev @ W + b)`` with ``W`` (n_in, n_out), ``b`` (n_out,).
 
     The parameters live in the flat buffer of the model that takes the layer: ``W``, ``b`` and
@@ -28,31 +34,63 @@ class Dense:
             ``"tanh"``: whatever ``kernels/activations.cuh`` defines).
         init: weight initialization, one of ``INITS`` (see :meth:`initial_weights`); the
             default is ``"glorot_uniform"`` for every activation.
+        norm: None, or ``"layer"``: normalize the input's rows first (:mod:`gpunn.layernorm`;
+            its ``gamma``, ``beta`` of ``n_in`` entries join the flat buffer, not decayed).
+        residual: add the input to the output, ``A = A_prev + f(...)`` (``n_in == n_out``).
+
+    Pre-norm (the residual stream ``A_prev`` passes untouched, each block normalizes what it
+    reads) rather than post-norm (``LN(A_prev + f(...))``): the loss's gradient reaches every
+    block through the sums alone, without passing through one LayerNorm per block, which is
+    what lets deep stacks train without warm-up (Xiong et al. 2020; He et al. 2016, "identity
+    mappings"). The block after the last residual one should normalize its input too (as
+    :class:`~gpunn.MLP` does), since the stream's scale grows with depth.
     """
 
-    def __init__(self, n_in, n_out, activation="sigmoid", init=DEFAULT_INIT):
+    def __init__(self, n_in, n_out, activation="sigmoid", init=DEFAULT_INIT, norm=None,
+                 residual=False):
         self.n_in = check_int("n_in", n_in, low=1)
         self.n_out = check_int("n_out", n_out, low=1)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.init = check_choice("init", init, INITS)
+        self.norm = None if norm is None else check_choice("norm", norm, NORMS)
+        self.residual = check_bool("residual", residual)
+        if self.residual and self.n_in != self.n_out:
+            raise ValueError(f"residual: expected n_in == n_out for a residual layer (A = "
+                             f"A_prev + f(...) adds its input), got n_in={self.n_in}, "
+                             f"n_out={self.n_out}")
         self.act = ACTIVATIONS[self.activation]
         self.keeps_z = self.activation in FROM_Z  # forward needs a pre-activation buffer
+        self.ln = None if self.norm is None else NORMS[self.norm](self.n_in)
         self.W = self.b = self.dW = self.db = self.Wh = None
         self.precision = "fp32"
 
     def __repr__(self):
         init = "" if self.init == DEFAULT_INIT else f", init={self.init!r}"
-        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}{init})"
+        norm = "" if self.norm is None else f", norm={self.norm!r}"
+        residual = ", residual=True" if self.residual else ""
+        return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}{init}{norm}"
+                f"{residual})")
 
     @property
     def n_params(self):
-        """Number of parameters: ``n_in * n_out + n_out``."""
-        return self.n_in * self.n_out + self.n_out
+        """Number of parameters: ``n_in * n_out + n_out`` (+ ``2 n_in`` with a norm)."""
+        return self.n_in * self.n_out + self.n_out + (self.ln.n_params if self.ln else 0)
+
+    @property
+    def is_block(self):
+        """Whether it normalizes its input or adds it to its output."""
+        return self.ln is not None or self.residual
 
     def config(self):
-        """The constructor arguments, JSON-serializable."""
-        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
-                "init": self.init}
+        """The constructor arguments, JSON-serializable (``norm`` and ``residual`` only when
+        set, so a plain layer's config reads as before they existed)."""
+        config = {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
+                  "init": self.init}
+        if self.norm is not None:
+            config["norm"] = self.norm
+        if self.residual:
+            config["residual"] = True
+        return config
 
     def initial_weights(self, rng):
         """Seeded initial ``W`` in float64 on the host, by ``init``:
@@ -88,12 +126,40 @@ class Dense:
             return rng.uniform(-limit, limit, size=self.n_out)
         return np.zeros(self.n_out)
 
-    def bind(self, params, grads, w_start, b_start, work=None, precision="fp32"):
-        """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets.
+    def initial_params(self, rng):
+        """``{entry kind: initial host values}`` (``W``, ``b``, and ``gamma``, ``beta`` with a
+        norm); the norm's draw nothing from ``rng``, so plain layers draw as before."""
+        values = {"W": self.initial_weights(rng), "b": self.initial_bias(rng)}
+        if self.ln is not None:
+            values["gamma"], values["beta"] = self.ln.initial()
+        return values
+
+    def param_entries(self, i):
+        """``[(name, size), ...]`` of this layer's parameter blocks as layer ``i``: ``W{i}``,
+        ``b{i}`` and, with a norm, ``gamma{i}``, ``beta{i}``."""
+        entries = [(f"W{i}", self.n_in * self.n_out), (f"b{i}", self.n_out)]
+        if self.ln is not None:
+            entries += [(f"gamma{i}", self.n_in), (f"beta{i}", self.n_in)]
+        return entries
+
+    def parameters(self):
+        """``[W, b]`` (+ ``[gamma, beta]`` with a norm): views of the flat buffer."""
+        return [self.W, self.b] + ([self.ln.gamma, self.ln.beta] if self.ln else [])
+
+    def gradients(self):
+        """The gradients of :meth:`parameters`, same order."""
+        return [self.dW, self.db] + ([self.ln.dgamma, self.ln.dbeta] if self.ln else [])
+
+    def bind(self, params, grads, w_start, b_start, work=None, precision="fp32",
+             gamma_start=None, beta_start=None):
+        """Make ``W``, ``b``, ``dW``, ``db`` views of the flat buffers at the given offsets
+        (and the norm's ``gamma``, ``beta`` at theirs).
 
         ``work``: the model's bfloat16 working copy of the parameters (precision "bf16"),
         whose ``Wh`` view the GEMMs read instead of ``W``.
         """
+        if self.ln is not None:
+            self.ln.bind(params, grads, gamma_start, beta_start)
         w_stop, b_stop = w_start + self.n_in * self.n_out, b_start + self.n_out
         self.W = params[w_start:w_stop].reshape(self.n_in, self.n_out)
         self.dW = grads[w_start:w_stop].reshape(self.n_in, self.n_out)
@@ -166,7 +232,7 @@ def check_layers(layers):
 
 
 def param_entries(layers):
-    """``[(name, size), ...]`` of every W and b in flat-buffer order: ``W0, b0, W1, b1, ...``
-    (laid out by :func:`gpunn.params.layout`)."""
-    return [entry for i, layer in enumerate(layers)
-            for entry in ((f"W{i}", layer.n_in * layer.n_out), (f"b{i}", layer.n_out))]
+    """``[(name, size), ...]`` of every parameter block in flat-buffer order: ``W0, b0, W1,
+    b1, ...``, a layer's ``gamma{i}, beta{i}`` after its ``b{i}`` (laid out by
+    :func:`gpunn.params.layout`)."""
+    return [entry for i, layer in enumerate(layers) for entry in layer.param_entries(i)]

@@ -4,10 +4,11 @@ import warnings
 
 import numpy as np
 
-from gpunn._checks import check_choice, check_features, check_int
+from gpunn._checks import check_bool, check_choice, check_features, check_int
 from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.dlpack import from_dlpack
+from gpunn.layernorm import NORMS
 from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, param_entries
 from gpunn.losses import check_output, get_loss
 from gpunn.params import FlatParams
@@ -78,9 +79,11 @@ class Sequential(Shareable):
         self.backend = get_backend()
         self.params = FlatParams(self.backend, param_entries(self.layers), self.dtype,
                                  self.precision)
+        starts = {name: start for name, start, _ in self.param_ranges}
         for i, layer in enumerate(self.layers):
-            layer.bind(self.flat_params, self.flat_grads, self.param_ranges[2 * i][1],
-                       self.param_ranges[2 * i + 1][1], self.flat_work, self.precision)
+            layer.bind(self.flat_params, self.flat_grads, starts[f"W{i}"], starts[f"b{i}"],
+                       self.flat_work, self.precision, starts.get(f"gamma{i}"),
+                       starts.get(f"beta{i}"))
         if initialize:
             self.params.load_host(self._initial_params())
         self._names = [(f"A{i}", f"D{i}") for i in range(len(self.layers))]
@@ -98,10 +101,10 @@ class Sequential(Shareable):
         """The seeded initial parameters, float64 on the host, in the flat layout."""
         host = np.zeros(self.params.size)
         rng = np.random.default_rng(self.seed)
+        ranges = {name: (start, stop) for name, start, stop in self.param_ranges}
         for i, layer in enumerate(self.layers):
-            for (_, start, stop), values in zip(self.param_ranges[2 * i:2 * i + 2],
-                                                (layer.initial_weights(rng),
-                                                 layer.initial_bias(rng))):
+            for kind, values in layer.initial_params(rng).items():
+                start, stop = ranges[f"{kind}{i}"]
                 host[start:stop] = values.ravel()
         return host
 
@@ -142,12 +145,13 @@ class Sequential(Shareable):
         return sum(layer.n_params for layer in self.layers)
 
     def parameters(self):
-        """``[W0, b0, W1, b1, ...]``: writable views into ``flat_params``."""
-        return [p for layer in self.layers for p in (layer.W, layer.b)]
+        """``[W0, b0, W1, b1, ...]`` (a norm's ``gamma``, ``beta`` after its layer's ``b``):
+        writable views into ``flat_params``."""
+        return [p for layer in self.layers for p in layer.parameters()]
 
     def gradients(self):
         """``[dW0, db0, dW1, db1, ...]``: views into ``flat_grads``, same order."""
-        return [g for layer in self.layers for g in (layer.dW, layer.db)]
+        return [g for layer in self.layers for g in layer.gradients()]
 
     def config(self):
         """The architecture, JSON-serializable: layers, output, dtype, seed, precision."""
@@ -213,9 +217,9 @@ class Sequential(Shareable):
         """
         specs = {name: ((layer.n_out,), self.dtype)
                  for layer, names in zip(self.layers, self._names) for name in names}
-        # Pre-activations, kept by the layers whose backward reads them (gelu, silu).
-        specs.update({f"P{i}": ((layer.n_out,), self.dtype)
-                      for i, layer in enumerate(self.layers) if layer.keeps_z})
+        # Pre-activations (kept by gelu, silu layers and residual ones), norm buffers.
+        for i, layer in enumerate(self.layers):
+            specs.update(layer.buffer_specs(i, self.dtype, self.precision == "bf16"))
         if self.precision == "bf16":
             # The bfloat16 copies the GEMMs read: the input's, each layer's output and delta.
             # A and D stay float32: the loss reads float32 logits, f'(A) and the bias gradient
@@ -237,14 +241,14 @@ class Sequential(Shareable):
         """Run the layers on the device batch ``X`` into ``views["A{i}"]``; the last layer's
         outputs (logits, or regression outputs). In bf16 the GEMMs read ``Xh`` and ``Ah{i}``,
         the bfloat16 copies written on the way."""
-        A = X
+        A, Ah = X, None
         if self.precision == "bf16":
-            A = views["Xh"]
-            self.backend.kernel("round_bf16", X, A)
+            Ah = views["Xh"]
+            self.backend.kernel("round_bf16", X, Ah)
         for i, (layer, (a_name, _)) in enumerate(zip(self.layers, self._names)):
             half = self._half(views, i, 0) if i + 1 < len(self.layers) else None
-            layer.forward(self.backend, A, views[a_name], half, views.get(f"P{i}"))
-            A = views[a_name] if half is None else half
+            layer.run_forward(self.backend, A, Ah, views, i, half)
+            A, Ah = views[a_name], half
         return views[self._names[-1][0]]
 
     def loss_pass(self, X, T, loss, views, scale):
@@ -263,19 +267,18 @@ class Sequential(Shareable):
         overwritten with the gradient."""
         be, m, last = self.backend, X.shape[0], len(self.layers) - 1
         ones = views["ones"].reshape(-1)[:m]
-        if self.precision == "bf16":
+        if self.layers[last].residual:  # its dZ goes to a buffer of its own
+            self.layers[last].delta(be, views, last)
+        elif self.precision == "bf16":
             be.kernel("round_bf16", views[self._names[last][1]], self._half(views, last, 1))
         for i in range(last, -1, -1):
             A_prev = X if i == 0 else views[self._names[i - 1][0]]
             dA_prev = None if i == 0 else views[self._names[i - 1][1]]
-            A_gemm = A_prev if self.precision != "bf16" else (
+            A_half = None if self.precision != "bf16" else (
                 views["Xh"] if i == 0 else self._half(views, i - 1, 0))
-            self.layers[i].backward(be, A_gemm, views[self._names[i][1]], ones, dA_prev,
-                                    self._half(views, i, 1))
+            self.layers[i].run_backward(be, A_prev, A_half, views, i, ones, dA_prev)
             if i > 0:
-                saved = views[f"P{i - 1}"] if self.layers[i - 1].keeps_z else A_prev
-                self.layers[i - 1].activation_backward(be, saved, dA_prev,
-                                                       self._half(views, i - 1, 1))
+                self.layers[i - 1].delta(be, views, i - 1)
 
     def _half(self, views, i, which):
         """The bfloat16 copy of layer ``i``'s output (0) or delta (1); None unless bf16."""
@@ -434,16 +437,40 @@ class MLP(Sequential):
         init: weight initialization of every layer (see :meth:`Dense.initial_weights`).
         precision: ``"fp32"``, ``"tf32"`` or ``"bf16"`` (float32 models), see
             :class:`Sequential`.
+        norm: None, or ``"layer"``: every layer after the first normalizes its input
+            (LayerNorm, :class:`Dense`), the output layer included (the final norm of a
+            pre-norm stack).
+        residual: the hidden layers after the first are pre-norm residual blocks,
+            ``A = A_prev + f(LN(A_prev) @ W + b)``: the hidden widths must be equal, and
+            there must be at least two hidden layers (the first maps ``n_in`` to the width).
     """
 
     def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0,
-                 init=DEFAULT_INIT, precision="fp32"):
+                 init=DEFAULT_INIT, precision="fp32", norm=None, residual=False):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s, low=1) for i, s in enumerate(sizes)]
         acts = [check_choice("activation", activation, ACTIVATIONS)] * (len(sizes) - 2)
         acts.append("identity")
-        layers = [Dense(a, b, act, init) for a, b, act in zip(sizes[:-1], sizes[1:], acts)]
+        norm = None if norm is None else check_choice("norm", norm, NORMS)
+        blocks = _residual_blocks(sizes, check_bool("residual", residual))
+        layers = [Dense(a, b, act, init, norm=norm if k else None, residual=k in blocks)
+                  for k, (a, b, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
         super().__init__(layers, output=output, dtype=dtype, seed=seed, precision=precision)
+
+
+def _residual_blocks(sizes, residual):
+    """Indices of the layers of an MLP of ``sizes`` that are residual blocks (all hidden
+    layers but the first), after checking the hidden widths allow them."""
+    if not residual:
+        return set()
+    hidden = sizes[1:-1]
+    if len(hidden) < 2:
+        raise ValueError(f"residual: expected at least 2 hidden layers (the first maps n_in "
+                         f"to the width, residual blocks follow), got sizes {sizes}")
+    if len(set(hidden)) > 1:
+        raise ValueError(f"residual: expected equal hidden widths (a residual block adds its "
+                         f"input to its output), got hidden widths {hidden}")
+    return set(range(1, len(sizes) - 2))
 

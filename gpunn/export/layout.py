@@ -35,6 +35,9 @@ def host_layers(model):
             raise TypeError(f"model.layers[{i}].activation: expected one of "
                             f"{sorted(TORCH_ACTIVATIONS)} (those gpunn.export can write), got "
                             f"{layer.activation!r}")
+        if layer.is_block:
+            raise TypeError(f"model.layers[{i}]: gpunn.export cannot write a layer with "
+                            f"norm={layer.norm!r}, residual={layer.residual} yet")
         W, b = (model.backend.to_numpy(p) for p in (layer.W, layer.b))
         for name, values in (("W", W), ("b", b)):
             if not np.isfinite(values).all():
