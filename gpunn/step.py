@@ -102,6 +102,8 @@ class TrainStep:
             smaller); with one process, the batch.
         halt_on_nonfinite: after a step with a non-finite loss or gradient, apply no further
             update (fit's ``on_nonfinite="raise"``); else such steps are skipped and counted.
+        rows: rows of an epoch, when ``X`` and ``T`` hold other rows that the order maps
+            them to (:class:`gpunn.staging.StreamStep`); None: all rows of ``X``.
         comm: a communicator (:mod:`gpunn.comm`); with several ranks, each rank computes its
             shard of every global batch (:func:`gpunn.comm.shard`) with
             the global batch's loss scale, and the gradient and the loss total are summed over
@@ -114,12 +116,13 @@ class TrainStep:
     """
 
     def __init__(self, model, loss, optimizer, X, T, global_batch=None, halt_on_nonfinite=True,
-                 comm=None, batch_size=None):
+                 comm=None, batch_size=None, rows=None):
         if batch_size is not None:  # its name before it said which batch it is
             warnings.warn("TrainStep(batch_size=) is deprecated: it is the global batch, "
                           "TrainStep(global_batch=)", DeprecationWarning, stacklevel=2)
             global_batch = batch_size
-        be, n = model.backend, X.shape[0]
+        be, n = model.backend, X.shape[0] if rows is None else rows
+        self.rows = n
         self.model, self.loss, self.optimizer, self.X, self.T = model, loss, optimizer, X, T
         self.global_batch = global_batch
         self.bounds = [(s, min(s + global_batch, n)) for s in range(0, n, global_batch)]
@@ -158,6 +161,14 @@ class TrainStep:
                              f"of X, got {None if order is None else order.shape}")
         self.order[:] = order
         self.model.backend.copy_from_host(self._order, self.order)
+
+    def prepare_epoch(self, epoch, rng, shuffle):
+        """Before an epoch: permute the rows with ``rng`` when ``shuffle``."""
+        if shuffle:
+            self.shuffle(rng)
+
+    def close(self):
+        """Release what the step holds beyond its buffers (nothing here)."""
 
     def shuffle(self, rng):
         """Permute the rows with ``rng`` (host), then copy the order to the device once."""

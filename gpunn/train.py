@@ -1,5 +1,6 @@
 """Training: epochs of shuffled mini-batches, a learning-rate schedule, validation, callbacks."""
 
+import contextlib
 import math
 import sys
 import time
@@ -22,6 +23,8 @@ from gpunn.optim import get_optimizer
 from gpunn.progress import announce_compile, check_verbose, report_compile, report_epoch
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
+from gpunn.sources import is_streamed
+from gpunn.staging import StreamStep, stream_sources
 from gpunn.step import TrainStep
 
 
@@ -68,7 +71,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
         checkpoint_path=None, resume_from=None, check_every=None, comm=None,
-        validation_split=None, verbose=None):
+        validation_split=None, verbose=None, chunk_rows=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
@@ -92,10 +95,18 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     and rank 0's answer decides whether all stop. A rank that fails ends all ranks
     (:meth:`gpunn.comm.MPIComm.guard`); divergence raises the same error on every rank.
 
+    Data larger than memory is streamed (:mod:`gpunn.staging`): ``X`` and ``y`` may be
+    paths (a ``.npy`` or ``.parquet`` file, a folder of ``.npy`` / ``.npz`` shards or of
+    Parquet files), ``numpy.memmap`` arrays, h5py datasets, zarr arrays or
+    :class:`gpunn.sources.RowSource` objects; chunks of rows are staged to the device while
+    the previous chunk trains, and shuffling permutes the chunks and the rows within each
+    chunk (seeded by ``seed`` and the epoch).
+
     Args:
         model: a :class:`~gpunn.Sequential` / :class:`~gpunn.MLP`; trained in place.
-        X: ``(n, n_in)`` inputs; any array-like, converted once.
-        y: targets: class labels (softmax), 0/1 (sigmoid) or values (regression).
+        X: ``(n, n_in)`` inputs; any array-like, converted once, or a streamed source.
+        y: targets: class labels (softmax), 0/1 (sigmoid) or values (regression); an array
+            or a streamed source of the same rows.
         loss: loss name or object; None is the default of ``model.output``.
         optimizer: a name (``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``)
             or an optimizer object.
@@ -137,6 +148,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         verbose: None (``progress`` decides), 0 silent, 1 a bar on a terminal and a line per
             epoch elsewhere, 2 a line per epoch (stdout, rank 0). Epochs are also logged at
             INFO on the ``logging`` logger ``"gpunn"``.
+        chunk_rows: rows per staged chunk when streaming (at least the global batch; None:
+            about 32 MiB of inputs); given with in-memory arrays, they are streamed too.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
@@ -145,9 +158,17 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     # Inside the guard: one rank's bad input, missing resume file or failed load stops every
     # rank at once instead of leaving the others in the first collective until the time-out.
     with comm.guard(agreed=(RanksDisagree,)):
-        X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
-        Xd, T, loss = model.prepare(X, y, loss)
-        n = Xd.shape[0]
+        streamed = chunk_rows is not None or is_streamed(X) or is_streamed(y)
+        if streamed:
+            if validation_split is not None:
+                raise ValueError("validation_split: expected None for streamed data (give "
+                                 f"validation_data instead), got {validation_split!r}")
+            X, y, loss, T_shape = stream_sources(model, X, y, loss)
+            n = len(X)
+        else:
+            X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
+            Xd, T, loss = model.prepare(X, y, loss)
+            n = Xd.shape[0]
         if getattr(comm, "name", None) == "mpi" and not isinstance(model.flat_params,
                                                                    np.ndarray):
             raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model "
@@ -168,8 +189,12 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         check_every = (None if check_every is None
                        else check_int("check_every", check_every, low=1))
         validation = _prepare_validation(model, validation_data, loss)
-        trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
-                            halt_on_nonfinite=not skip, comm=comm)
+        if streamed:
+            trainer = StreamStep(model, loss, get_optimizer(optimizer, lr), X, y, T_shape,
+                                 global_batch, chunk_rows, seed, not skip, comm)
+        else:
+            trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
+                                halt_on_nonfinite=not skip, comm=comm)
         trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
         schedule = get_schedule(schedule)
         history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
@@ -183,11 +208,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     run = _bind_callbacks(callbacks, trainer, history, epochs)
     logs = {}
     watch_compiles(announce_compile if show or lines else None)  # None: the caller's stays
-    with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar:
+    with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar, \
+            contextlib.closing(trainer):
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
-            if shuffle:
-                trainer.shuffle(rng)
+            trainer.prepare_epoch(epoch, rng, shuffle)
             seconds, compiled = _run_epoch(trainer, run, schedule, epoch, history,
                                            record_steps, skip, check_every)
             if compiled and (show or lines):
@@ -215,7 +240,7 @@ def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):
     model, optimizer = trainer.model, trainer.optimizer
     architecture = {k: v for k, v in model.config().items() if k not in ("seed", "dtype",
                                                                           "precision")}
-    return {"rows": trainer.X.shape[0], "features": tuple(trainer.X.shape[1:]),
+    return {"rows": trainer.rows, "features": tuple(trainer.X.shape[1:]),
             "targets": tuple(trainer.T.shape[1:]), "architecture": architecture,
             "dtype": model.dtype.name, "precision": model.precision,
             "loss": trainer.loss.name, "optimizer": optimizer.name, "lr": optimizer.base_lr,
@@ -306,7 +331,7 @@ def _check_divergence(trainer, epoch, records, skip):
 def _log_epoch(trainer, history, epoch, seconds, validation):
     history.epoch.append(epoch)
     history.seconds.append((history.seconds[-1] if history.seconds else 0.0) + seconds)
-    history.samples_per_second.append(trainer.X.shape[0] / seconds if seconds > 0 else math.inf)
+    history.samples_per_second.append(trainer.rows / seconds if seconds > 0 else math.inf)
     history.lr.append(trainer.optimizer.lr)
     if validation is not None:
         # in chunks of a global batch's rows: the workspace that training sized

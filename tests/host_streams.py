@@ -11,6 +11,10 @@ hardware):
   blocking stream captures fails (``cudaErrorStreamCaptureImplicit``) and invalidates that
   capture; a non-blocking stream has no such tie.
 
+- staging (gpunn.staging): an asynchronous host-to-device copy needs page-locked host memory
+  (from pageable memory CUDA copies synchronously: no overlap); waiting on an event that was
+  never recorded is no wait at all (so the emulation refuses it: it would be a race on a GPU).
+
 Work here runs at once, in the submitting thread (the host has no queues); so the emulation
 checks what lands where, not timing.
 """
@@ -76,6 +80,17 @@ class HostStream:
         pass
 
 
+class HostEvent:
+    """An event: recorded on a stream, waited for by another or by the host."""
+
+    def __init__(self):
+        self.recorded = False
+
+    def synchronize(self):
+        if not self.recorded:
+            raise RuntimeError("an event waited for before it was recorded")
+
+
 class HostStreams:
     """The streams of one emulated device: ``current()``, ``capture_stream()`` (per thread,
     non-blocking), ``run(function, args)`` and ``submit(stream, work)``.
@@ -98,6 +113,8 @@ class HostStreams:
         self.fail_capture = fail_capture
         self.while_capturing = []
         self._streams = []
+        self.pinned = []  # the arrays from pinned_empty
+        self.copies = 0  # asynchronous copies made
 
     def _stack(self):
         if not hasattr(self._local, "stack"):
@@ -135,3 +152,33 @@ class HostStreams:
 
     def synchronize(self):
         pass
+
+    def pinned_empty(self, shape, dtype):
+        import numpy
+
+        array = numpy.empty(shape, dtype)
+        self.pinned.append(array)
+        return array
+
+    def record(self, stream):
+        event = HostEvent()
+        self.submit(stream, lambda: setattr(event, "recorded", True))
+        return event
+
+    def copy_async(self, dst, src, after):
+        import numpy
+
+        if not any(numpy.shares_memory(src, p) and src.size for p in self.pinned):
+            raise RuntimeError("an asynchronous copy from pageable host memory (it would run "
+                               "synchronously on a GPU)")
+        if after is not None:
+            after.synchronize()  # refuses an event never recorded
+        dst[...] = src
+        self.copies += 1
+        event = HostEvent()
+        event.recorded = True
+        return event
+
+    def wait(self, stream, event):
+        event.synchronize()
+

@@ -28,7 +28,7 @@ LAYERS = [
     ("hooks/callbacks", ["gpunn.hooks", "gpunn.callbacks", "gpunn.progress", "gpunn.progressbar",
                          "gpunn.tensorboard"]),
     ("checkpoint", ["gpunn.checkpoint", "gpunn.history"]),
-    ("step", ["gpunn.step"]),
+    ("step", ["gpunn.staging", "gpunn.step"]),
     ("model", ["gpunn.model", "gpunn.sharing"]),
     ("layers/losses/optim/comm", ["gpunn.layers", "gpunn.blocks", "gpunn.layernorm",
                                   "gpunn.losses", "gpunn.optim",
@@ -36,7 +36,7 @@ LAYERS = [
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
     ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._environment", "gpunn._files",
-                   "gpunn.dlpack"]),
+                   "gpunn.dlpack", "gpunn.sources"]),
     ("kernels", ["gpunn.kernels"]),
 ]
 

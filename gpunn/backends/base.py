@@ -189,6 +189,29 @@ class Backend:
     def synchronize(self):
         """Wait for queued device work; a no-op on the CPU."""
 
+    # Staging (gpunn.staging): rows copied to the device behind the running step. Here host
+    # memory is the device's, so a chunk is read straight into its device slot.
+    def staging_buffer(self, device_array):
+        """The host array :meth:`stage` copies into ``device_array``: here the array itself."""
+        return device_array
+
+    def mark(self):
+        """A token for the work queued so far on the current stream (None: it is done)."""
+        return None
+
+    def stage(self, device_array, host_array, after=None):
+        """Copy ``host_array`` into ``device_array`` once the work of the token ``after`` is
+        done, without holding up the current stream; a token for :meth:`use_staged`."""
+        if not np.may_share_memory(host_array, device_array):
+            device_array[...] = host_array
+        return None
+
+    def use_staged(self, token):
+        """Make the current stream's next work wait for the :meth:`stage` of ``token``."""
+
+    def host_wait(self, token):
+        """Wait on the host until the work of ``token`` is done (None: it is)."""
+
     def kernel(self, name, *args):
         """Run kernel ``name`` (see ``gpunn.kernels``) with the twin's argument order."""
         spec = kernel_specs().get(name)

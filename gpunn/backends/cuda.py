@@ -61,6 +61,34 @@ class CupyStreams:
         """Wait for all work on the device, whichever stream queued it."""
         self._cuda.Device().synchronize()
 
+    def pinned_empty(self, shape, dtype):
+        """A NumPy array in page-locked host memory (what an asynchronous copy needs)."""
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        memory = self._cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
+        return np.frombuffer(memory, dtype, count).reshape(shape)
+
+    def record(self, stream):
+        """An event recorded on ``stream`` now."""
+        event = self._cuda.Event(disable_timing=True)
+        event.record(stream)
+        return event
+
+    def copy_async(self, dst, src, after):
+        """Queue ``dst[...] = src`` (pinned host to device) on this device's copy stream, after
+        the event ``after`` (None: at once); the event that marks its end."""
+        stream = getattr(self, "_copy", None)
+        if stream is None:
+            stream = self._copy = self._cuda.Stream(non_blocking=True)
+        if after is not None:
+            stream.wait_event(after)
+        dst.set(src, stream=stream)
+        return self.record(stream)
+
+    def wait(self, stream, event):
+        """Make ``stream``'s next work wait for ``event``."""
+        stream.wait_event(event)
+
 
 def gemm_arguments(a, b, out, trans_a, trans_b):
     """The column-major cuBLAS ``gemm`` arguments for row-major ``out = op(a) @ op(b)``.
@@ -142,6 +170,32 @@ class CudaBackend(Backend):
             dst.set(host)
         else:
             self._call_now(dst.__setitem__, (Ellipsis, host))
+
+    def staging_buffer(self, device_array):
+        """Page-locked host memory of ``device_array``'s shape (a plain host array without
+        streams: then :meth:`stage` copies synchronously)."""
+        if self._streams is None:
+            return np.empty(device_array.shape, device_array.dtype)
+        return self._streams.pinned_empty(device_array.shape, device_array.dtype)
+
+    def mark(self):
+        return None if self._streams is None else self._streams.record(self._streams.current())
+
+    def stage(self, device_array, host_array, after=None):
+        """The copy runs on a copy stream of its own, after ``after`` (the steps that last
+        read ``device_array``), so it overlaps the steps queued meanwhile."""
+        if self._streams is None:
+            self.copy_from_host(device_array, host_array)
+            return None
+        return self._streams.copy_async(device_array, host_array, after)
+
+    def use_staged(self, token):
+        if token is not None:
+            self._streams.wait(self._streams.current(), token)
+
+    def host_wait(self, token):
+        if token is not None:
+            token.synchronize()
 
     def synchronize(self):
         """Wait for every stream gpunn queued work on (the whole device)."""

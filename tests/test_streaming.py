@@ -1,0 +1,251 @@
+"""Streaming training (gpunn.sources, gpunn.staging): the same bits as in-memory training for
+the same batches, a shuffle that follows its documented recipe, sources of every kind, and
+bad sources refused before training."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.sources import is_streamed, open_rows
+from gpunn.staging import chunk_bounds, epoch_plan
+
+N, D, K = 300, 6, 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    return rng.normal(size=(N, D)).astype(np.float32), rng.integers(0, K, N)
+
+
+def train(X, y, epochs=2, batch_size=32, **kw):
+    model = gpunn.MLP([D, 8, K], output="softmax", seed=1)
+    history = gpunn.fit(model, X, y, epochs=epochs, batch_size=batch_size, progress=False,
+                        **kw)
+    return model.params.host(), history
+
+
+def save_shards(folder, X, y, kind, cuts=(0, 70, 200, N)):
+    os.makedirs(folder)
+    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        if kind == "npz":
+            np.savez(folder / f"part{i}.npz", X=X[a:b], y=y[a:b])
+        else:
+            np.save(folder / f"part{i}.npy", X[a:b])
+
+
+def sources(kind, tmp_path, X, y):
+    """``(X source, y source)`` of one kind, holding ``X`` and ``y``."""
+    if kind == "memmap":
+        np.save(tmp_path / "X.npy", X)
+        return np.load(tmp_path / "X.npy", mmap_mode="r"), y
+    if kind == "npy":
+        np.save(tmp_path / "X.npy", X)
+        np.save(tmp_path / "y.npy", y)
+        return str(tmp_path / "X.npy"), tmp_path / "y.npy"
+    if kind in ("npy shards", "npz shards"):
+        short = kind.split()[0]
+        save_shards(tmp_path / "d", X, y, short)
+        if short == "npz":
+            return open_rows(tmp_path / "d"), open_rows(tmp_path / "d", argument="y")
+        return tmp_path / "d", y
+    if kind == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        table = pa.table({**{f"f{j}": X[:, j] for j in range(D)}, "label": y})
+        pq.write_table(table, tmp_path / "t.parquet", row_group_size=45)
+        path = tmp_path / "t.parquet"
+        return (open_rows(path, columns=[f"f{j}" for j in range(D)]),
+                open_rows(path, columns=["label"], argument="y"))
+    if kind == "h5py":
+        h5py = pytest.importorskip("h5py")
+        handle = h5py.File(tmp_path / "d.h5", "w")
+        return handle.create_dataset("X", data=X), handle.create_dataset("y", data=y)
+    if kind == "zarr":
+        zarr = pytest.importorskip("zarr")
+        return zarr.array(X, chunks=(50, D)), zarr.array(y, chunks=(50,))
+    return X, y  # in memory, streamed by chunk_rows
+
+
+KINDS = ["memory", "memmap", "npy", "npy shards", "npz shards", "parquet", "h5py", "zarr"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unshuffled_stream_equals_in_memory(backend, data, tmp_path, kind):
+    """Without shuffling the batches are the same rows in the same order, so every source
+    gives the in-memory run's bits, with batches straddling chunks (110 rows, batch 32)."""
+    X, y = data
+    expected, history = train(X, y, shuffle=False)
+    Xs, ys = sources(kind, tmp_path, X, y)
+    got, streamed = train(Xs, ys, shuffle=False, chunk_rows=110)
+    np.testing.assert_array_equal(got, expected)
+    assert streamed.loss == history.loss
+
+
+def recipe_order(n, chunk_rows, seed, epoch):
+    """The documented shuffle, written out: chunk order, then rows within each chunk."""
+    k = n // chunk_rows
+    edges = [n * j // k for j in range(k + 1)]
+    rng = np.random.default_rng([seed, epoch])
+    order = []
+    for j in rng.permutation(k):
+        order.extend(edges[j] + rng.permutation(edges[j + 1] - edges[j]))
+    return np.array(order)
+
+
+def test_shuffled_epoch_follows_the_recipe(backend, data):
+    """One shuffled streamed epoch trains exactly as in-memory training on the rows in the
+    recipe's order; another seed gives another order, the same seed the same bits."""
+    X, y = data
+    order = recipe_order(N, 70, 4, 1)
+    assert sorted(order) == list(range(N))
+    expected, _ = train(X[order], y[order], epochs=1, shuffle=False)
+    got, _ = train(X, y, epochs=1, chunk_rows=70, seed=4)
+    np.testing.assert_array_equal(got, expected)
+    again, _ = train(X, y, epochs=1, chunk_rows=70, seed=4)
+    other, _ = train(X, y, epochs=1, chunk_rows=70, seed=5)
+    np.testing.assert_array_equal(again, got)
+    assert not np.array_equal(other, got)
+
+
+def test_plan_permutes_chunks_and_rows():
+    bounds = chunk_bounds(1003, 100)
+    sizes = [b - a for a, b in bounds]
+    assert len(bounds) == 10 and min(sizes) >= 100 and max(sizes) - min(sizes) <= 1
+    chunks, perms = epoch_plan(bounds, 0, 3)
+    assert sorted(chunks) == list(range(10)) and list(chunks) != list(range(10))
+    for j, perm in zip(chunks, perms):
+        assert sorted(perm) == list(range(sizes[j]))
+    again = epoch_plan(bounds, 0, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(perms, again[1]))
+    assert not np.array_equal(chunks, epoch_plan(bounds, 0, 4)[0])
+
+
+def test_copies_go_through_pinned_buffers_on_the_emulated_device(data):
+    """The CUDA backend's staging path (pinned buffers, a copy stream, events) runs in the
+    emulation, which refuses a copy from pageable memory or a wait on an unrecorded event."""
+    from host_build import emulated_backend
+
+    backend = emulated_backend()
+    X, y = data
+    with gpunn.use_backend(backend):
+        train(X, y, epochs=2, chunk_rows=70, seed=2)
+    assert backend._streams.copies == 2 * 2 * 4  # epochs x (X, T) x chunks
+
+
+def test_no_staging_thread_outlives_fit(data):
+    X, y = data
+    train(X, y, chunk_rows=70)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gpunn-stage")]
+
+
+def test_what_streams():
+    assert is_streamed("x.npy") and not is_streamed(np.zeros(3)) and not is_streamed([1])
+
+
+# --- hostile sources: refused before training, naming the argument --------------------------
+
+def refused(X, y, error, match, untouched=True, **kw):
+    """``fit`` raises ``error`` matching ``match``; before any update when ``untouched``."""
+    model = gpunn.MLP([D, 8, K], output="softmax", seed=1)
+    before = model.params.host().copy()
+    with pytest.raises(error, match=match):
+        gpunn.fit(model, X, y, epochs=1, batch_size=32, progress=False, **kw)
+    assert np.array_equal(model.params.host(), before) == untouched
+
+
+def test_shards_that_disagree_are_refused(data, tmp_path):
+    X, y = data
+    os.makedirs(tmp_path / "dtype")
+    np.save(tmp_path / "dtype" / "a.npy", X[:100])
+    np.save(tmp_path / "dtype" / "b.npy", X[100:].astype(np.float64))
+    refused(tmp_path / "dtype", y, ValueError, r"X: expected every shard to hold float32")
+    os.makedirs(tmp_path / "cols")
+    np.save(tmp_path / "cols" / "a.npy", X[:100])
+    np.save(tmp_path / "cols" / "b.npy", X[100:, :4])
+    refused(tmp_path / "cols", y, ValueError, r"X: expected every shard .* shape \(6,\)")
+    os.makedirs(tmp_path / "empty")
+    np.save(tmp_path / "empty" / "a.npy", X)
+    np.save(tmp_path / "empty" / "b.npy", X[:0])
+    refused(tmp_path / "empty", y, ValueError, r"X: expected a non-empty .* in .*b\.npy")
+    os.makedirs(tmp_path / "rows")
+    np.save(tmp_path / "rows" / "a.npy", X[:100])
+    refused(tmp_path / "rows", y, ValueError, rf"y: expected 100 rows, as X has, got {N}")
+    os.makedirs(tmp_path / "mixed")
+    np.save(tmp_path / "mixed" / "a.npy", X)
+    np.savez(tmp_path / "mixed" / "b.npz", X=X)
+    refused(tmp_path / "mixed", y, ValueError, r"X: expected a folder .*\(one kind\)")
+
+
+def test_special_paths_are_refused_without_opening(data, tmp_path):
+    X, y = data
+    os.mkfifo(tmp_path / "fifo.npy")
+    refused(tmp_path / "fifo.npy", y, ValueError,
+            r"X: expected a regular file or a folder, got a named pipe")
+    os.symlink(tmp_path / "gone.npy", tmp_path / "link.npy")
+    refused(tmp_path / "link.npy", y, ValueError, r"X: .* a dangling link")
+    refused(tmp_path / "missing.npy", y, ValueError, r"X: .* no such file")
+    (tmp_path / "t.csv").write_text("1,2\n")
+    refused(tmp_path / "t.csv", y, ValueError, r"X: expected a \.npy or \.parquet file")
+
+
+def test_forged_and_fortran_npy_are_refused(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    raw = (tmp_path / "X.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-100])
+    refused(tmp_path / "cut.npy", y, ValueError, r"X: the header .* claims .* truncated")
+    np.save(tmp_path / "F.npy", np.asfortranarray(X))
+    refused(tmp_path / "F.npy", y, ValueError, r"X: expected rows stored in C order")
+    np.save(tmp_path / "S.npy", X.astype("U3"))
+    refused(tmp_path / "S.npy", y, TypeError, r"X: expected numeric data, got dtype <U3")
+
+
+def test_non_numeric_parquet_column_is_refused(data, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    X, y = data
+    pq.write_table(pa.table({"a": X[:, 0], "name": ["x"] * N}), tmp_path / "t.parquet")
+    refused(tmp_path / "t.parquet", y, TypeError, r"X: expected numeric Parquet columns, got "
+                                                  r"'name' of type string")
+
+
+def test_bad_targets_and_shapes_are_refused_before_training(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    bad = y.copy()
+    bad[250] = 7
+    refused(tmp_path / "X.npy", bad, ValueError, r"y: expected labels in \[0, 3\)")
+    np.save(tmp_path / "wide.npy", np.zeros((N, D + 1), np.float32))
+    refused(tmp_path / "wide.npy", y, ValueError, r"X: expected rows of 6 features")
+    refused(tmp_path / "X.npy", y, ValueError, r"validation_split: expected None",
+            validation_split=0.2)
+
+
+def test_nan_in_a_chunk_is_named_before_that_chunk_trains(data, tmp_path):
+    X, y = data
+    bad = X.copy()
+    bad[240, 2] = np.nan
+    np.save(tmp_path / "X.npy", bad)
+    refused(tmp_path / "X.npy", y, ValueError, r"X: expected finite values.*rows 225 to 299",
+            untouched=False, chunk_rows=75, shuffle=False)
+
+
+@pytest.mark.parametrize("kind", ["npy", "memmap"])
+def test_a_file_that_changes_size_while_training_is_refused(data, tmp_path, kind):
+    """Rewritten between epochs (a callback stands in for another process): the next read
+    raises ValueError naming X, instead of reading other rows (or SIGBUS on a map)."""
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    Xs = np.load(tmp_path / "X.npy", mmap_mode="r") if kind == "memmap" else tmp_path / "X.npy"
+
+    def grow(epoch, history, model):
+        with open(tmp_path / "X.npy", "ab") as file:
+            file.write(b"\0" * 64)
+
+    with pytest.raises(ValueError, match=r"X: .*changed"):
+        gpunn.fit(gpunn.MLP([D, 8, K], output="softmax"), Xs, y, epochs=2, batch_size=32,
+                  chunk_rows=70, progress=False, callbacks=[grow])
