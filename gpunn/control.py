@@ -43,10 +43,10 @@ class Control:
         self.lrs = backend.zeros(steps, dtype)
         self.rates = np.zeros(steps)
 
-    def start(self, rates, t):
+    def start(self, rates, t, k=0):
         """Start a run of steps: the table holds ``rates`` (one per step, host floats), the
-        update count is ``t`` (updates applied before); step index and flags restart. Two
-        host-to-device copies."""
+        update count is ``t`` (updates applied before), the step index ``k`` (steps done
+        before, when an epoch resumes); flags restart. Two host-to-device copies."""
         rates = np.asarray(rates, dtype=np.float64)
         if rates.shape != self.rates.shape:
             raise ValueError(f"lrs: expected {self.rates.size} learning rates, "
@@ -54,5 +54,5 @@ class Control:
         self.rates = rates
         self.backend.copy_from_host(self.lrs, rates)
         ctrl = np.zeros(CTRL_SIZE, dtype=np.int64)
-        ctrl[CTRL_T] = t
+        ctrl[CTRL_T], ctrl[CTRL_K] = t, k
         self.backend.copy_from_host(self.ctrl, ctrl)

@@ -191,6 +191,8 @@ class StreamStep(TrainStep):
         super().__init__(model, loss, optimizer, self.stager.device["X"],
                          self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n)
         self._ring = np.zeros(n, np.int64)
+        self.order = np.arange(n)  # the source rows' order; on the CPU _order was this array
+        self._restored = None
 
     def prepare_epoch(self, epoch, rng, shuffle, first_step=0):
         """Plan ``epoch`` (:func:`epoch_plan`; ``rng`` is not used) and start staging its
@@ -210,6 +212,10 @@ class StreamStep(TrainStep):
         stops = np.array([b[1] for b in self.bounds]) - 1
         self._first = np.searchsorted(self._ends, starts, side="right")
         self._last = np.searchsorted(self._ends, stops, side="right")
+        restored, self._restored = self._restored, None
+        if first_step and restored is not None and not np.array_equal(restored, self.order):
+            raise ValueError(f"seed: expected the seed of the checkpoint's run (its row order "
+                             f"of epoch {epoch} is not this seed's), got {self.seed}")
         self.stager.start(chunks, int(self._first[first_step]))
 
     def run(self, k):
@@ -227,7 +233,7 @@ class StreamStep(TrainStep):
                 or not np.array_equal(np.sort(order), np.arange(len(self.order)))):
             raise ValueError(f"order: expected a permutation of the {len(self.order)} rows "
                              f"of X, got {None if order is None else order.shape}")
-        self.order[:] = order
+        self._restored = order.copy()
 
     def close(self):
         """Stop the helper thread."""

@@ -162,9 +162,10 @@ class TrainStep:
         self.order[:] = order
         self.model.backend.copy_from_host(self._order, self.order)
 
-    def prepare_epoch(self, epoch, rng, shuffle):
-        """Before an epoch: permute the rows with ``rng`` when ``shuffle``."""
-        if shuffle:
+    def prepare_epoch(self, epoch, rng, shuffle, first_step=0):
+        """Before an epoch: permute the rows with ``rng`` when ``shuffle``, unless the epoch
+        resumes at ``first_step`` > 0 (its order was restored)."""
+        if shuffle and not first_step:
             self.shuffle(rng)
 
     def close(self):
@@ -175,12 +176,32 @@ class TrainStep:
         rng.shuffle(self.order)
         self.model.backend.copy_from_host(self._order, self.order)
 
-    def begin_epoch(self, lrs):
+    def begin_epoch(self, lrs, done=None):
         """Start an epoch: ``lrs`` holds the learning rate of each of its steps (host floats,
         one copy to the device); the step index and flags restart, the update count is the
-        optimizer's."""
-        self._control.start(lrs, self.optimizer.t)
-        self._t0, self._k = self.optimizer.t, 0
+        optimizer's.
+
+        Args:
+            lrs: the epoch's learning rates, one per step.
+            done: resuming mid-epoch, ``(totals, status)`` of the steps already done (from a
+                checkpoint): the epoch continues with the next step, and :meth:`read`
+                returns their records too.
+        """
+        k, t0 = 0, self.optimizer.t
+        if done is not None:
+            totals, status = (np.asarray(a) for a in done)
+            k, n = len(totals), self.n_steps
+            record = self.model.backend.to_numpy(self._record)
+            record[:k], record[n:n + k] = totals, status
+            self.model.backend.copy_from_host(self._record, record)
+            t0 -= int(np.isin(status, (STEP_APPLIED, STEP_BAD_UPDATE)).sum())
+        self._control.start(lrs, self.optimizer.t, k)
+        self._t0, self._k = t0, k
+
+    @property
+    def steps_done(self):
+        """Steps of the epoch run so far (the next :meth:`run` takes this index)."""
+        return self._k
 
     def run(self, k):
         """Run step ``k`` of the epoch (``k`` must follow the previous one)."""

@@ -71,7 +71,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
         checkpoint_path=None, resume_from=None, check_every=None, comm=None,
-        validation_split=None, verbose=None, chunk_rows=None):
+        validation_split=None, verbose=None, chunk_rows=None, checkpoint_steps=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
@@ -148,6 +148,9 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         verbose: None (``progress`` decides), 0 silent, 1 a bar on a terminal and a line per
             epoch elsewhere, 2 a line per epoch (stdout, rank 0). Epochs are also logged at
             INFO on the ``logging`` logger ``"gpunn"``.
+        checkpoint_steps: also save a checkpoint every this many steps within an epoch
+            (with ``checkpoint_path``); ``resume_from`` such a file continues with the next
+            step, giving the bits of an uninterrupted run.
         chunk_rows: rows per staged chunk when streaming (at least the global batch; None:
             about 32 MiB of inputs); given with in-memory arrays, they are streamed too.
 
@@ -186,6 +189,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs,
                                           epochs * -(-n // global_batch) if record_steps else 0,
                                           writer=comm.rank == 0)
+        if checkpoint_steps is not None:
+            checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, low=1)
+            if path is None:
+                raise ValueError("checkpoint_steps: expected checkpoint_path too, got "
+                                 f"checkpoint_steps={checkpoint_steps} and no path")
         check_every = (None if check_every is None
                        else check_int("check_every", check_every, low=1))
         validation = _prepare_validation(model, validation_data, loss)
@@ -198,10 +206,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
         schedule = get_schedule(schedule)
         history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
-        done = 0
+        done, steps = 0, None
         if resume_from is not None:
-            schedule, history, rng, done = resume(resume_from, trainer, schedule, history,
-                                                  epochs)
+            schedule, history, rng, done, steps = resume(resume_from, trainer, schedule,
+                                                         history, epochs)
         if comm.size > 1:
             agree(comm, "fit", _fingerprint(trainer, schedule, epochs, shuffle, seed, done))
             model.params.broadcast(comm)  # rank 0's parameters, everywhere
@@ -212,9 +220,15 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             contextlib.closing(trainer):
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
-            trainer.prepare_epoch(epoch, rng, shuffle)
+            trainer.prepare_epoch(epoch, rng, shuffle, 0 if steps is None else len(steps[0]))
+
+            def save_now(records, epoch=epoch):  # mid-epoch: epoch - 1 done, and records
+                save_during_fit(comm, path, trainer, schedule, history, epoch - 1, rng, records)
+
             seconds, compiled = _run_epoch(trainer, run, schedule, epoch, history,
-                                           record_steps, skip, check_every)
+                                           record_steps, skip, check_every, steps,
+                                           (checkpoint_steps, save_now))
+            steps = None
             if compiled and (show or lines):
                 report_compile(compiled)
             _log_epoch(trainer, history, epoch, seconds, validation)
@@ -295,15 +309,24 @@ def _global_batch(batch_size, n, ranks):
 
 
 def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
-               check_every=None):
+               check_every=None, done=None, saving=(None, None)):
     """One pass over the batches, ``run(k)`` each; records the epoch's loss, returns its wall
-    time. The loss averages the steps whose update was applied (NaN if none was)."""
-    trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps))
+    time. The loss averages the steps whose update was applied (NaN if none was).
+
+    ``done``: resuming mid-epoch, the records of the steps already done; ``saving``:
+    ``(every, save)``, ``save(records)`` after every ``every`` steps (None: never)."""
+    trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps), done)
     started, compiling, loading = time.perf_counter(), compile_seconds(), load_seconds()
-    for k in range(trainer.n_steps):
+    every, save = saving
+    for k in range(trainer.steps_done, trainer.n_steps):
         run(k)
-        if check_every is not None and (k + 1) % check_every == 0 and k + 1 < trainer.n_steps:
+        last = k + 1 == trainer.n_steps
+        if check_every is not None and (k + 1) % check_every == 0 and not last:
             _check_divergence(trainer, epoch, trainer.read(), skip)
+        if every is not None and (k + 1) % every == 0 and not last:
+            records = trainer.read()
+            _check_divergence(trainer, epoch, records, skip)
+            save(records)
     records = trainer.read()  # waits for the device: the epoch's time is all in
     compiled = compile_seconds() - compiling
     # Loading kernels (compiled on the first run, from Numba's cache later) is no epoch time.

@@ -249,3 +249,61 @@ def test_a_file_that_changes_size_while_training_is_refused(data, tmp_path, kind
     with pytest.raises(ValueError, match=r"X: .*changed"):
         gpunn.fit(gpunn.MLP([D, 8, K], output="softmax"), Xs, y, epochs=2, batch_size=32,
                   chunk_rows=70, progress=False, callbacks=[grow])
+
+
+# --- mid-epoch checkpoints and resume ---------------------------------------------------------
+
+class Interrupt(gpunn.callbacks.Callback):
+    """Ctrl-C after step ``batch`` (from 0) of ``epoch``."""
+
+    def __init__(self, epoch, batch):
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_resume_mid_epoch_gives_the_uninterrupted_bits(backend, data, tmp_path, streamed):
+    """Interrupted in epoch 2 (10 steps an epoch; checkpoints after steps 4 and 8), resumed
+    from the step-4 checkpoint: parameters, optimizer state and every epoch's loss equal the
+    uninterrupted run's."""
+    X, y = data
+    kw = {"chunk_rows": 70} if streamed else {}
+    path = tmp_path / "run.safetensors"
+    expected, history = train(X, y, epochs=3, record_steps=True, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(X, y, epochs=3, record_steps=True, checkpoint_steps=4, checkpoint_path=path,
+              callbacks=[Interrupt(2, 6)], **kw)
+    saved = gpunn.load_checkpoint(path)
+    assert saved.epoch == 1 and len(saved.steps[0]) == 4
+    got, resumed = train(X, y, epochs=3, record_steps=True, resume_from=path, **kw)
+    np.testing.assert_array_equal(got, expected)
+    assert resumed.loss == history.loss and resumed.step_loss == history.step_loss
+
+
+def test_resume_mid_epoch_refuses_another_seed(data, tmp_path):
+    X, y = data
+    path = tmp_path / "run.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train(X, y, epochs=2, chunk_rows=70, checkpoint_steps=4, checkpoint_path=path,
+              callbacks=[Interrupt(1, 6)])
+    with pytest.raises(ValueError, match=r"seed: expected the seed of the checkpoint's run"):
+        train(X, y, epochs=2, chunk_rows=70, resume_from=path, seed=9)
+    with pytest.raises(ValueError, match=r"checkpoint_steps: expected checkpoint_path too"):
+        train(X, y, epochs=2, checkpoint_steps=4)
+
+
+def test_mid_epoch_parts_are_checked(tmp_path):
+    model = gpunn.MLP([D, 8, K], output="softmax")
+    path = tmp_path / "c.safetensors"
+    gpunn.save_checkpoint(path, model, steps=([1.5, np.nan], [0, 1]))
+    totals, status = gpunn.load_checkpoint(path).steps
+    assert np.array_equal(totals, [1.5, np.nan], equal_nan=True) and list(status) == [0, 1]
+    gpunn.save_checkpoint(path, model, steps=([1.5], [7]))
+    with pytest.raises(gpunn.CheckpointError, match=r"fit.step_status: expected step statuses"):
+        gpunn.load_checkpoint(path)

@@ -27,6 +27,7 @@ from gpunn.checkpoint import container, format
 # The container's and format's names (crc, text_crc, ...), importable from here as before.
 from gpunn.checkpoint.container import CRC_KEY, METADATA_KEY, CheckpointError, crc, text_crc
 from gpunn.checkpoint.format import FORMAT, VERSION, short, short_list
+from gpunn.control import STATUSES
 from gpunn.history import History
 from gpunn.model import Sequential
 from gpunn.optim import Optimizer
@@ -53,6 +54,8 @@ class Checkpoint:
         epoch: epochs completed when saved (0 if not given).
         rng_state: ``bit_generator.state`` of the shuffling generator (a dict), or None.
         order: the row order of the last shuffle (int64 array), or None.
+        steps: written mid-epoch: ``(totals, status)`` of the steps done in epoch
+            ``epoch + 1`` (float64 loss totals, NaN where not finite; step statuses), else None.
         extra: the ``**extra`` metadata given to :func:`save_checkpoint`.
         config: the saved architecture (as ``Sequential.config()``).
         params: the saved flat parameters, a host NumPy array.
@@ -65,6 +68,7 @@ class Checkpoint:
     epoch: int = 0
     rng_state: dict = None
     order: np.ndarray = None
+    steps: tuple = None
     extra: dict = field(default_factory=dict)
     config: dict = None
     params: np.ndarray = None
@@ -79,7 +83,7 @@ class Checkpoint:
 
 
 def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *, epoch=0,
-                    rng=None, order=None, **extra):
+                    rng=None, order=None, steps=None, **extra):
     """Write ``model`` and any training state given to ``path`` atomically.
 
     An existing ``path`` is handled as ``open(path, "w")`` would (:mod:`gpunn._files`).
@@ -93,6 +97,8 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
         epoch: epochs completed (>= 0).
         rng: the shuffling ``numpy.random.Generator`` (its bit generator's state is stored).
         order: the current row order of the shuffle (1-D integers).
+        steps: mid-epoch (``fit(checkpoint_steps=)``): ``(totals, status)`` of the steps done
+            in epoch ``epoch + 1``.
         **extra: JSON-serializable metadata, returned as ``Checkpoint.extra``.
 
     Returns:
@@ -119,6 +125,8 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
         header["rng_state"] = format.rng_part(rng)
     if order is not None:
         arrays["fit.order"] = format.order_part(order)
+    if steps is not None:
+        arrays.update(format.steps_part(*steps))
     return container.write(target, header, arrays)
 
 
@@ -228,7 +236,8 @@ def _read(header, index, read, like):
         history=format.checked_history(header.get("history")),
         epoch=format.checked_epoch(header.get("epoch", 0)),
         rng_state=format.checked_rng_state(header.get("rng_state")),
-        order=arrays.get("fit.order"), extra=format.checked_extra(header.get("extra", {})),
+        order=arrays.get("fit.order"), steps=format.checked_steps(arrays, list(STATUSES.values())),
+        extra=format.checked_extra(header.get("extra", {})),
         config=config, params=arrays["params"]), state_dict
 
 
@@ -239,7 +248,7 @@ def _checked(name, array, checksum):
     """``array`` if its checksum is the saved one and, for floats, every value is finite."""
     if container.crc(array) != checksum:
         raise CheckpointError(f"entry {name!r}: checksum mismatch (the data is damaged)")
-    if array.dtype.kind == "f":
+    if array.dtype.kind == "f" and name != "fit.step_totals":  # a skipped step's is NaN
         bad = sum(int(np.count_nonzero(~np.isfinite(array[i:i + _CHUNK])))
                   for i in range(0, array.size, _CHUNK))
         if bad:

@@ -3,7 +3,8 @@ by side, and the tensors each part implies.
 
 A header is ``{"format", "version", "model", "layout", "epoch", "extra", "crc32"}`` plus the
 optional parts ``optimizer``, ``schedule``, ``history`` and ``rng_state``; tensors are
-``params``, ``optimizer.<state>`` and ``fit.order``. Checking never builds more than the
+``params``, ``optimizer.<state>``, ``fit.order`` and, written mid-epoch, ``fit.step_totals``
+and ``fit.step_status``. Checking never builds more than the
 header itself holds: the architecture is checked as a list of layer sizes and its parameter
 layout computed from them; every number a header claims is bounded before it is used.
 """
@@ -275,6 +276,26 @@ def order_part(order):
     return np.array(order, dtype=np.int64).reshape(-1)
 
 
+# --- tensors "fit.step_totals", "fit.step_status": a checkpoint written mid-epoch ------------
+
+def steps_part(totals, status):
+    """The records of the steps done in the epoch under way: each one's loss total (float64;
+    NaN for a step whose loss was not finite) and status."""
+    return {"fit.step_totals": np.array(totals, dtype=np.float64).reshape(-1),
+            "fit.step_status": np.array(status, dtype=np.int64).reshape(-1)}
+
+
+def checked_steps(arrays, statuses):
+    """``(totals, status)`` of a mid-epoch checkpoint, or None; statuses among ``statuses``."""
+    totals, status = arrays.get("fit.step_totals"), arrays.get("fit.step_status")
+    if totals is None:
+        return None
+    if not np.isin(status, statuses).all():
+        raise CheckpointError(f"fit.step_status: expected step statuses {sorted(statuses)}, "
+                              f"got {short(sorted(set(status.tolist())))}")
+    return totals, status
+
+
 # --- tensors ----------------------------------------------------------------------------------
 
 def expected_entries(dtype, size, state_dict, index):
@@ -284,6 +305,10 @@ def expected_entries(dtype, size, state_dict, index):
         expected[f"optimizer.{key}"] = (dtype, (size,))
     if "fit.order" in index:
         expected["fit.order"] = (np.dtype(np.int64), index["fit.order"][1])
+    if "fit.step_totals" in index or "fit.step_status" in index:  # both, of one length
+        steps = index.get("fit.step_totals", index.get("fit.step_status"))[1]
+        expected["fit.step_totals"] = (np.dtype(np.float64), steps)
+        expected["fit.step_status"] = (np.dtype(np.int64), steps)
     return expected
 
 

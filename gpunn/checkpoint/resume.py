@@ -49,7 +49,7 @@ def check_checkpointing(every, path, epochs, recorded_steps=0, writer=True):
     return every, path
 
 
-def save_during_fit(comm, path, trainer, schedule, history, epoch, rng):
+def save_during_fit(comm, path, trainer, schedule, history, epoch, rng, records=None):
     """Rank 0 writes ``fit``'s checkpoint after ``epoch``; no rank goes on before it is on disk.
 
     Args:
@@ -57,10 +57,13 @@ def save_during_fit(comm, path, trainer, schedule, history, epoch, rng):
         path: the checkpoint path (checked by :func:`check_checkpointing`).
         trainer: the fit's :class:`~gpunn.step.TrainStep` (model, optimizer, row order).
         schedule, history, epoch, rng: the fit's state after ``epoch``.
+        records: mid-epoch, the :class:`~gpunn.step.StepRecords` of the steps done in epoch
+            ``epoch + 1`` (resuming continues after them); None at an epoch's end.
     """
+    steps = None if records is None else (records.totals, records.status)
     if comm.rank == 0:
         save_checkpoint(path, trainer.model, trainer.optimizer, schedule, history, epoch=epoch,
-                        rng=rng, order=trainer.order)
+                        rng=rng, order=trainer.order, steps=steps)
     comm.barrier()
 
 
@@ -79,14 +82,16 @@ def resume(path, trainer, schedule, history, epochs):
         epochs: the fit's ``epochs`` (all of them, counting those saved).
 
     Returns:
-        ``(schedule, history, rng, epoch)`` to continue with, ``epoch`` being those done.
+        ``(schedule, history, rng, epoch, steps)`` to continue with, ``epoch`` being those
+        done and ``steps`` None or, mid-epoch, the ``(totals, status)`` of the steps done in
+        the next one.
     """
     saved, state = read_parts(path, like=trainer.model)
     try:
         _check_fits(saved, trainer, schedule, history)
     except CheckpointError as exc:
         raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
-    if epochs < saved.epoch:  # a fit that trains nothing would only replace the model
+    if epochs < saved.epoch + (saved.steps is not None):  # it would train nothing
         raise ValueError(f"epochs: expected at least the {saved.epoch} epochs {os.fspath(path)} "
                          f"has done (epochs counts them), got {epochs}")
     model = trainer.model
@@ -94,7 +99,7 @@ def resume(path, trainer, schedule, history, epochs):
     trainer.restore_order(saved.order)
     model.params.load_host(saved.params)
     saved.history.backend = history.backend
-    return saved.schedule, saved.history, saved.rng(), saved.epoch
+    return saved.schedule, saved.history, saved.rng(), saved.epoch, saved.steps
 
 
 def _check_fits(saved, trainer, schedule, history):
@@ -125,6 +130,10 @@ def _check_fits(saved, trainer, schedule, history):
         raise CheckpointError(f"fit.order: expected a permutation of the {n} rows of X, got "
                               f"{'none' if order is None else f'shape {order.shape}'}")
     _check_history(saved.history, saved.epoch)
+    if saved.steps is not None and not 0 < len(saved.steps[0]) < trainer.n_steps:
+        raise CheckpointError(f"fit.step_totals: expected between 1 and {trainer.n_steps - 1} "
+                              f"steps done of an epoch of {trainer.n_steps}, got "
+                              f"{len(saved.steps[0])}")
 
 
 def _check_history(history, epoch):
