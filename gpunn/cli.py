@@ -77,7 +77,8 @@ def _build_model(hidden, args, n_features, data):
 
     n_out, output = data.output_spec()
     return MLP([n_features, *hidden, n_out], activation=args.activation, output=output,
-               dtype=args.dtype, seed=args.seed, precision=args.precision)
+               dtype=args.dtype, seed=args.seed, precision=args.precision, norm=args.norm,
+               residual=args.residual)
 
 
 def _print_epoch(epochs, name):
@@ -204,6 +205,7 @@ def _add_train_parser(sub):
     from gpunn.backends.gemm_precision import PRECISIONS
     from gpunn.comm import KINDS
     from gpunn.datasets import DATASETS
+    from gpunn.layernorm import NORMS
     from gpunn.layers import ACTIVATIONS
     from gpunn.optim import OPTIMIZERS
     from gpunn.schedules import SCHEDULES
@@ -220,6 +222,12 @@ def _add_train_parser(sub):
     # Checked by the library (exit 1 with its message naming the choices), not by argparse.
     p.add_argument("--activation", default=d["activation"], metavar="NAME",
                    help=f"{_names(sorted(ACTIVATIONS))} (default %(default)s)")
+    p.add_argument("--norm", default=None, metavar="NAME",
+                   help=f"{_names(sorted(NORMS))}: every layer after the first normalizes its "
+                        "input (default: none)")
+    p.add_argument("--residual", action="store_true",
+                   help="hidden layers after the first are pre-norm residual blocks (equal "
+                        "--hidden widths, at least two)")
     p.add_argument("--optimizer", default=d["optimizer"], metavar="NAME",
                    help=f"{_names(sorted(OPTIMIZERS))} (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,

@@ -32,6 +32,7 @@ except ImportError as exc:  # not installed, or older than 1.6 (no validate_data
 from gpunn._checks import check_bool, check_choice, check_int, check_number, check_positive
 from gpunn.backends import use_backend
 from gpunn.callbacks import EarlyStopping
+from gpunn.layernorm import NORMS
 from gpunn.layers import DEFAULT_INIT
 from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
@@ -49,7 +50,7 @@ class _GpunnMLP(BaseEstimator):
                  learning_rate_init=0.001, batch_size="auto", max_iter=200, shuffle=True,
                  tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
-                 backend=None, verbose=0):
+                 backend=None, verbose=0, norm=None, residual=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -67,6 +68,8 @@ class _GpunnMLP(BaseEstimator):
         self.dtype = dtype
         self.backend = backend
         self.verbose = verbose
+        self.norm = norm
+        self.residual = residual
 
     # --- subclass hooks: targets in and predictions out ---------------------------------
 
@@ -92,6 +95,9 @@ class _GpunnMLP(BaseEstimator):
         check_number("validation_fraction", self.validation_fraction, 0.0, 1.0,
                       low_open=bool(self.early_stopping), high_open=True)
         check_int("n_iter_no_change", self.n_iter_no_change, low=1)
+        if self.norm is not None:
+            check_choice("norm", self.norm, NORMS)
+        check_bool("residual", self.residual)
         self._sizes(1, 1)
         self._batch_size(1)
 
@@ -134,7 +140,7 @@ class _GpunnMLP(BaseEstimator):
         with self._backend_context():
             self._model = MLP(self._sizes(n_features, n_out), activation=self.activation,
                               output=output, dtype=self.dtype, seed=self._init_seed,
-                              init=self.init)
+                              init=self.init, norm=self.norm, residual=self.residual)
         self._optimizer = get_optimizer(self.solver, self.learning_rate_init)
         self._calls = 0
 
@@ -305,6 +311,9 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
         dtype: ``"float32"`` or ``"float64"`` (parameters and computation).
         backend: ``None`` (gpunn's current choice), ``"auto"``, ``"cpu"`` or ``"cuda"``.
         verbose: 0, 1 or 2, as in :func:`gpunn.fit`.
+        norm: None or ``"layer"``: LayerNorm on the input of every layer after the first.
+        residual: hidden layers after the first as pre-norm residual blocks (equal
+            ``hidden_layer_sizes``, at least two); see :class:`gpunn.MLP`.
 
     Attributes:
         classes_, n_features_in_, n_iter_, loss_, loss_curve_, best_loss_, history_ (the

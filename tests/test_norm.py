@@ -1,6 +1,8 @@
 """LayerNorm and residual blocks in models: PyTorch parity over 20 training steps, gradients,
 bf16 statistics, checkpoints, resume, copies and argument checks."""
 
+import re
+
 import numpy as np
 import pytest
 import reference as ref
@@ -221,3 +223,51 @@ def test_bad_arguments_are_named(call, error, words):
         call()
     for word in words:
         assert word in str(caught.value)
+
+
+def test_cli_trains_and_saves_a_residual_layernorm_model(capsys, tmp_path):
+    from gpunn.cli import main
+
+    code = main(["train", "--dataset", "digits", "--hidden", "32,32,32", "--activation",
+                 "gelu", "--norm", "layer", "--residual", "--epochs", "3", "--save",
+                 str(tmp_path / "m.safetensors")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    accuracy = float(out.rsplit("test accuracy ", 1)[1].split()[0])
+    assert accuracy > 0.85  # 3 epochs; the default 20 reach the 0.95 of plain models
+    restored = gpunn.load(tmp_path / "m.safetensors")
+    assert [(layer.norm, layer.residual) for layer in restored.layers] == [
+        (None, False), ("layer", True), ("layer", True), ("layer", False)]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--norm", "batch"], "norm: expected one of \\['layer'\\], got 'batch'"),
+    (["--hidden", "32,16", "--residual"], "residual: expected equal hidden widths.*\\[32, 16\\]"),
+], ids=["norm", "widths"])
+def test_cli_refuses_bad_norm_and_residual(capsys, argv, match):
+    from gpunn.cli import main
+
+    code = main(["train", "--dataset", "digits", "--epochs", "1", *argv])
+    _, err = capsys.readouterr()
+    assert code == 1 and re.search(match, err), err
+
+
+def test_estimators_take_norm_and_residual():
+    pytest.importorskip("sklearn")
+    from sklearn.base import clone
+    from sklearn.datasets import load_digits
+
+    from gpunn.sklearn import GpunnClassifier
+
+    X, y = load_digits(return_X_y=True)
+    estimator = GpunnClassifier(hidden_layer_sizes=(32, 32, 32), activation="gelu",
+                                norm="layer", residual=True, max_iter=10, random_state=0)
+    estimator.fit(X / 16.0, y)
+    assert [layer.residual for layer in estimator.model_.layers] == [False, True, True, False]
+    assert estimator.score(X / 16.0, y) > 0.8
+    assert clone(estimator).get_params()["norm"] == "layer"
+    for bad, error in ((dict(norm="batch"), ValueError), (dict(residual="yes"), TypeError)):
+        with pytest.raises(error, match=next(iter(bad))):
+            GpunnClassifier(**bad).fit(X, y)
+    with pytest.raises(ValueError, match=r"residual: expected equal hidden widths.*\[32, 16\]"):
+        GpunnClassifier(hidden_layer_sizes=(32, 16), residual=True).fit(X, y)
