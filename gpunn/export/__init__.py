@@ -31,15 +31,22 @@ torch module gpunn cannot represent (TypeError naming the module).
 
 from gpunn.export.layout import save_state_dict, state_dict
 from gpunn.export.onnx_graph import to_onnx
-from gpunn.export.pytorch import from_torch, rounded_linear_class, to_torch
+from gpunn.export.pytorch import (
+    from_torch,
+    pre_norm_block_class,
+    rounded_linear_class,
+    to_torch,
+)
 
-__all__ = ["RoundedLinear", "from_torch", "save_state_dict", "state_dict", "to_onnx",
-           "to_torch"]
+__all__ = ["PreNormBlock", "RoundedLinear", "from_torch", "save_state_dict", "state_dict",
+           "to_onnx", "to_torch"]
 
 
 def __getattr__(name):
-    # gpunn.export.RoundedLinear, built on first use (so importing gpunn imports no torch);
-    # pickle finds the class this way too.
+    # gpunn.export.RoundedLinear and PreNormBlock, built on first use (so importing gpunn
+    # imports no torch); pickle finds the classes this way too.
     if name == "RoundedLinear":
         return rounded_linear_class()
+    if name == "PreNormBlock":  # a Dense layer with norm= / residual=
+        return pre_norm_block_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,11 +35,11 @@ def host_layers(model):
             raise TypeError(f"model.layers[{i}].activation: expected one of "
                             f"{sorted(TORCH_ACTIVATIONS)} (those gpunn.export can write), got "
                             f"{layer.activation!r}")
-        if layer.is_block:
-            raise TypeError(f"model.layers[{i}]: gpunn.export cannot write a layer with "
-                            f"norm={layer.norm!r}, residual={layer.residual} yet")
         W, b = (model.backend.to_numpy(p) for p in (layer.W, layer.b))
-        for name, values in (("W", W), ("b", b)):
+        norm = [] if layer.ln is None else [
+            ("ln.gamma", model.backend.to_numpy(layer.ln.gamma)),
+            ("ln.beta", model.backend.to_numpy(layer.ln.beta))]
+        for name, values in (("W", W), ("b", b), *norm):
             if not np.isfinite(values).all():
                 raise ValueError(f"model.layers[{i}].{name}: expected finite values, got "
                                  f"{int((~np.isfinite(values)).sum())} NaN/inf entries")
@@ -52,17 +52,28 @@ def torch_positions(model):
     positions, index = [], 0
     for layer in model.layers:
         positions.append(index)
-        index += 1 if TORCH_ACTIVATIONS[layer.activation] is None else 2
+        index += 1 if layer.is_block or TORCH_ACTIVATIONS[layer.activation] is None else 2
     return positions
+
+
+def norm_params(model, layer):
+    """``(gamma, beta)`` of a layer's LayerNorm as host arrays."""
+    return tuple(model.backend.to_numpy(p) for p in (layer.ln.gamma, layer.ln.beta))
 
 
 def state_dict(model):
     """The PyTorch ``state_dict`` of :func:`to_torch`'s module as NumPy arrays (no torch
-    needed): ``"{i}.weight"`` ``(n_out, n_in)`` and ``"{i}.bias"`` in the model's dtype."""
+    needed): ``"{i}.weight"`` ``(n_out, n_in)`` and ``"{i}.bias"`` in the model's dtype; a
+    norm / residual layer's block ``"{i}.linear.weight"``, ``"{i}.norm.weight"``, ...."""
     arrays, layers = {}, host_layers(model)
-    for position, (_, W, b) in zip(torch_positions(model), layers):
-        arrays[f"{position}.weight"] = np.ascontiguousarray(W.T)
-        arrays[f"{position}.bias"] = np.ascontiguousarray(b)
+    for position, (layer, W, b) in zip(torch_positions(model), layers):
+        linear = f"{position}.linear" if layer.is_block else f"{position}"
+        arrays[f"{linear}.weight"] = np.ascontiguousarray(W.T)
+        arrays[f"{linear}.bias"] = np.ascontiguousarray(b)
+        if layer.ln is not None:
+            gamma, beta = norm_params(model, layer)
+            arrays[f"{position}.norm.weight"] = np.ascontiguousarray(gamma)
+            arrays[f"{position}.norm.bias"] = np.ascontiguousarray(beta)
     return arrays
 
 

@@ -16,6 +16,7 @@ from gpunn.export.layout import (
     ONNX_ACTIVATIONS,
     TORCH_OPTIONS,
     host_layers,
+    norm_params,
     round_gemm_input,
 )
 
@@ -51,7 +52,12 @@ def to_onnx(model, path):
     graph = _Graph(onnx, model.precision, model.dtype)
     name = "X"
     for i, (layer, W, b) in enumerate(layers):
+        x = name
+        if layer.ln is not None:
+            name = graph.layernorm(i, name, *norm_params(model, layer), layer.ln.eps)
         name = graph.dense(i, name, round_gemm_input(W, model.precision), b, layer.activation)
+        if layer.residual:
+            name = graph.node("Add", [x, name], f"residual{i}")
     outputs = graph.head(name, model.output, model.n_out, float_type)
     proto = helper.make_graph(graph.nodes, "gpunn", [
         helper.make_tensor_value_info("X", float_type, ["batch", model.n_in])], outputs,
@@ -92,6 +98,19 @@ class _Graph:
         if op in DECOMPOSED:
             return getattr(self, DECOMPOSED[op])(i, z)
         return self.node(op, [z], f"a{i}")
+
+    def layernorm(self, i, x, gamma, beta, eps):
+        """LayerNormalization (opset 17) decomposed for opset 13: (x - mean) / sqrt(var + eps)
+        * gamma + beta over the last axis, the biased variance, as PyTorch's nn.LayerNorm."""
+        mean = self.node("ReduceMean", [x], f"ln{i}_mean", axes=[-1], keepdims=1)
+        d = self.node("Sub", [x, mean], f"ln{i}_d")
+        var = self.node("ReduceMean", [self.node("Mul", [d, d], f"ln{i}_d2")], f"ln{i}_var",
+                        axes=[-1], keepdims=1)
+        std = self.node("Sqrt", [self.node("Add", [var, self.scalar(f"ln{i}_eps", eps)],
+                                           f"ln{i}_veps")], f"ln{i}_std")
+        y = self.node("Mul", [self.node("Div", [d, std], f"ln{i}_xhat"),
+                              self.constant(f"gamma{i}", gamma)], f"ln{i}_scaled")
+        return self.node("Add", [y, self.constant(f"beta{i}", beta)], f"ln{i}")
 
     def scalar(self, name, value):
         """A constant scalar in the model's dtype (ONNX's Mul/Add need equal types)."""

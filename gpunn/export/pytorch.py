@@ -11,7 +11,8 @@ import numpy as np
 
 from gpunn._checks import check_bool
 from gpunn._compat import require
-from gpunn.export.layout import TORCH_ACTIVATIONS, TORCH_OPTIONS, host_layers
+from gpunn.export.layout import TORCH_ACTIVATIONS, TORCH_OPTIONS, host_layers, norm_params
+from gpunn.layernorm import LAYERNORM_EPS
 from gpunn.layers import Dense
 from gpunn.model import Sequential
 
@@ -43,14 +44,55 @@ def to_torch(model, probabilities=False):
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
             linear.bias.copy_(torch.from_numpy(b))
-        modules.append(linear)
+        act = None
         if TORCH_ACTIVATIONS[layer.activation] is not None:
-            modules.append(getattr(torch.nn, TORCH_ACTIVATIONS[layer.activation])(
-                **TORCH_OPTIONS.get(layer.activation, {})))
+            act = getattr(torch.nn, TORCH_ACTIVATIONS[layer.activation])(
+                **TORCH_OPTIONS.get(layer.activation, {}))
+        if layer.is_block:
+            modules.append(_block(torch, model, layer, linear, act, dtype))
+        else:
+            modules += [linear] + ([] if act is None else [act])
     if probabilities:
         modules.append(torch.nn.Sigmoid() if model.output == "sigmoid"
                        else torch.nn.Softmax(dim=-1))
     return torch.nn.Sequential(*modules)
+
+
+def _block(torch, model, layer, linear, act, dtype):
+    """The :class:`PreNormBlock` of a norm / residual layer."""
+    norm = None
+    if layer.ln is not None:
+        norm = torch.nn.LayerNorm(layer.n_in, eps=layer.ln.eps, dtype=dtype)
+        with torch.no_grad():
+            for param, values in zip((norm.weight, norm.bias), norm_params(model, layer)):
+                param.copy_(torch.from_numpy(np.ascontiguousarray(values)))
+    return pre_norm_block_class()(linear, norm, act, layer.residual)
+
+
+@functools.cache
+def pre_norm_block_class():
+    """:class:`PreNormBlock`, built on first use (importing gpunn imports no torch)."""
+    torch = require("torch", "torch", "PreNormBlock")
+
+    class PreNormBlock(torch.nn.Module):
+        """gpunn's ``Dense(norm=..., residual=...)``: ``[x +] act(linear(norm(x)))``, with
+        ``norm`` an ``nn.LayerNorm`` or None and ``act`` a module or None."""
+
+        def __init__(self, linear, norm=None, act=None, residual=False):
+            super().__init__()
+            self.norm, self.linear, self.act = norm, linear, act
+            self.residual = bool(residual)
+
+        def extra_repr(self):
+            return f"residual={self.residual}"
+
+        def forward(self, x):
+            h = self.linear(x if self.norm is None else self.norm(x))
+            h = h if self.act is None else self.act(h)
+            return x + h if self.residual else h
+
+    PreNormBlock.__module__, PreNormBlock.__qualname__ = "gpunn.export", "PreNormBlock"
+    return PreNormBlock
 
 
 @functools.cache
@@ -116,7 +158,7 @@ def from_torch(module, output=None, precision=None, seed=0):
                 if not isinstance(child, torch.nn.Identity)]
     children = _strip_output(torch, children, output)
     specs, found = _torch_layers(torch, children)
-    dtypes = {W.dtype for _, W, _ in specs}
+    dtypes = {W.dtype for _, W, _, _ in specs}
     if len(dtypes) > 1:
         raise TypeError(f"module: expected one parameter dtype, got {sorted(map(str, dtypes))}")
     if precision is None:
@@ -124,14 +166,18 @@ def from_torch(module, output=None, precision=None, seed=0):
             raise TypeError(f"module: expected Linear layers of one precision (plain Linear "
                             f"is 'fp32'), got {sorted(found)}; or pass precision=")
         precision = found.pop()
-    layers = [Dense(W.shape[1], W.shape[0], activation, init="torch")
-              for activation, W, _ in specs]
+    layers = [Dense(W.shape[1], W.shape[0], activation, init="torch",
+                    norm=None if block is None or block["gamma"] is None else "layer",
+                    residual=block is not None and block["residual"])
+              for activation, W, _, block in specs]
     model = Sequential(layers, output=output, dtype=dtypes.pop().name, seed=seed,
                        precision=precision)
     host = model.params.host()
     ranges = {name: slice(start, stop) for name, start, stop in model.param_ranges}
-    for i, (_, W, b) in enumerate(specs):
+    for i, (_, W, b, block) in enumerate(specs):
         host[ranges[f"W{i}"]], host[ranges[f"b{i}"]] = W.T.ravel(), b
+        if block is not None and block["gamma"] is not None:
+            host[ranges[f"gamma{i}"]], host[ranges[f"beta{i}"]] = block["gamma"], block["beta"]
     model.params.load_host(host)
     return model
 
@@ -159,7 +205,11 @@ def _torch_layers(torch, children):
     specs, precisions, after_linear = [], set(), False
     for name, child in children:
         kind = type(child).__name__
-        if isinstance(child, torch.nn.Linear):
+        if type(child) is pre_norm_block_class():
+            specs.append(_block_spec(torch, name, child, names))
+            precisions.add(getattr(child.linear, "precision", "fp32"))
+            after_linear = False
+        elif isinstance(child, torch.nn.Linear):
             if type(child).forward not in (torch.nn.Linear.forward,
                                            rounded_linear_class().forward):
                 raise TypeError(f"{name}: gpunn cannot represent {kind}: a Linear subclass "
@@ -168,7 +218,7 @@ def _torch_layers(torch, children):
                 raise TypeError(f"{name}: gpunn cannot represent Linear(bias=False): every "
                                 "Dense layer has a bias")
             specs.append(["identity"] + [_host_parameter(torch, f"{name}.{p}", getattr(child, p))
-                                         for p in ("weight", "bias")])
+                                         for p in ("weight", "bias")] + [None])
             precisions.add(getattr(child, "precision", "fp32"))
             after_linear = True
         elif after_linear and kind in names and type(child) is getattr(torch.nn, kind):
@@ -180,6 +230,36 @@ def _torch_layers(torch, children):
     if not specs:
         raise TypeError("module: expected at least one torch.nn.Linear, got none")
     return specs, precisions
+
+
+def _block_spec(torch, name, block, names):
+    """``[activation, weight, bias, {gamma, beta, residual}]`` of a :class:`PreNormBlock`:
+    a plain ``Linear`` (or RoundedLinear), an ``nn.LayerNorm`` of gpunn's eps with an affine
+    weight and bias, or none, and one of the activations."""
+    linear, norm, act = block.linear, block.norm, block.act
+    if type(linear).forward not in (torch.nn.Linear.forward, rounded_linear_class().forward) \
+            or linear.bias is None:
+        raise TypeError(f"{name}.linear: gpunn cannot represent {type(linear).__name__} "
+                        "there: expected a Linear with a bias")
+    extra = {"gamma": None, "beta": None, "residual": block.residual}
+    if norm is not None:
+        if (type(norm) is not torch.nn.LayerNorm or norm.weight is None or norm.bias is None
+                or tuple(norm.normalized_shape) != (linear.in_features,)
+                or norm.eps != LAYERNORM_EPS):
+            raise TypeError(f"{name}.norm: gpunn cannot represent {norm!r}: expected "
+                            f"LayerNorm({linear.in_features}, eps={LAYERNORM_EPS}) with weight "
+                            "and bias")
+        extra["gamma"], extra["beta"] = (_host_parameter(torch, f"{name}.norm.{p}",
+                                                         getattr(norm, p))
+                                         for p in ("weight", "bias"))
+    activation = "identity"
+    if act is not None:
+        if type(act).__name__ not in names or type(act) is not getattr(torch.nn,
+                                                                         type(act).__name__):
+            raise TypeError(f"{name}.act: gpunn cannot represent {type(act).__name__}")
+        activation = _activation_of(f"{name}.act", act)
+    return [activation] + [_host_parameter(torch, f"{name}.linear.{p}", getattr(linear, p))
+                           for p in ("weight", "bias")] + [extra]
 
 
 def _activation_of(name, child):
