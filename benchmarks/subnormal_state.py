@@ -10,8 +10,9 @@ the MNIST 784-256-128-10 model) in two states, interleaved step by step: "live" 
 gradient nonzero) and "dead" (a third of the gradients 0, their m and v started just above the
 smallest normal number and decayed for ``--steps`` steps before the timing). Prints the median
 time per update of each and their ratio, per process; OLD_CHECKOUT (a work tree with a
-``gpunn/kernels -> ../kernels`` link, as for step_vs_previous.py) runs the kernels before the
-flush in alternating fresh processes.
+``gpunn/kernels -> ../kernels`` link, as for step_vs_previous.py) runs another version of the
+kernels in alternating fresh processes (which goes first alternates by round), and the summary
+adds the median over rounds of each round's now / before ratio of the live update.
 """
 
 import argparse
@@ -71,8 +72,9 @@ def main():
         return
     labels = ("before", "now") if args.old else ("now",)
     ratios = {label: [] for label in labels}
-    for _ in range(args.rounds):
-        for label in labels:
+    live = {label: [] for label in labels}
+    for round_ in range(args.rounds):
+        for label in labels if round_ % 2 == 0 else labels[::-1]:
             env = dict(os.environ)
             if label == "before":
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.old,
@@ -80,13 +82,17 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--child", "--steps",
                                   str(args.steps)], capture_output=True, text=True, env=env,
                                  check=True).stdout
-            live, dead, share = map(float, out.split())
-            ratios[label].append(dead / live)
-            print(f"{label:>6}: live {1e6 * live:7.0f} us, dead {1e6 * dead:7.0f} us, "
-                  f"dead / live {dead / live:.2f}, subnormal share of dead state {share:.3f}",
-                  flush=True)
+            live_us, dead, share = map(float, out.split())
+            ratios[label].append(dead / live_us)
+            live[label].append(live_us)
+            print(f"{label:>6}: live {1e6 * live_us:7.0f} us, dead {1e6 * dead:7.0f} us, "
+                  f"dead / live {dead / live_us:.2f}, subnormal share of dead state "
+                  f"{share:.3f}", flush=True)
     for label in labels:
         print(f"{label:>6}: median dead / live {statistics.median(ratios[label]):.2f}")
+    if args.old:
+        ratio = statistics.median(n / b for n, b in zip(live["now"], live["before"]))
+        print(f"live update, now / before (median of the rounds' ratios): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,28 @@
 // Adam's or RMSprop's v) keeps all its previous values, and ctrl[BAD_UPDATE] is set (training
 // then stops). Parameters and state are never written non-finite, so a checkpoint of them
 // always loads.
+//
+// Flushed state: optimizer state below the dtype's smallest normal number is stored as 0.
+// Adam's m and v of a parameter whose gradient stays 0 (a dead relu unit, a pixel that is
+// always 0) decay into the subnormal range and stay there (0.9 m rounds back to m for the
+// smallest subnormals), and every update then computes on subnormals, many times slower on
+// CPUs. Flushed here by the same select on every backend, not by the CPU's FTZ/DAZ modes (the
+// GPU build keeps subnormals, -ftz=false, so the backends still agree bit for bit). What it
+// changes: a flushed m moves a parameter by at most step_size * FLT_MIN / eps; a flushed v
+// changes a denominator sqrt(v) + eps by at most sqrt(FLT_MIN) ~ 1.1e-19, below half an ulp
+// of eps for eps > 2e-12 (float32); the same bounds, with DBL_MIN, for float64.
 #include "common.cuh"
 #include "step.cuh"
 #include "precision.cuh"
+
+// The dtype's smallest normal number (FLT_MIN, DBL_MIN), without <cfloat> for NVRTC.
+__device__ __host__ inline float gpunn_min_normal(float) { return 1.17549435082228750797e-38f; }
+__device__ __host__ inline double gpunn_min_normal(double) { return 2.2250738585072014e-308; }
+
+// x, or 0 where x is subnormal (NaN and inf stay: the comparison is false for them).
+__device__ __host__ inline real gpunn_flush(real x) {
+    return fabs(x) < gpunn_min_normal(x) ? real(0) : x;
+}
 
 // The learning rate of this step (0 past the table's end: no update).
 __device__ __host__ inline real gpunn_step_lr(const real* lrs, long long n_lrs,
@@ -44,7 +63,7 @@ extern "C" __global__ void GPUNN_NAME(sgd_step)(
         real d = g[i] + weight_decay * p[i];
         real b = real(0);
         if (momentum != real(0)) {
-            b = first ? d : momentum * buf[i] + (real(1) - dampening) * d;
+            b = gpunn_flush(first ? d : momentum * buf[i] + (real(1) - dampening) * d);
             d = nesterov ? d + momentum * b : b;
         }
         real pi = p[i] - lr * d;
@@ -78,7 +97,7 @@ extern "C" __global__ void GPUNN_NAME(momentum_step)(
                       * (bias_correction ? 1.0 / (1.0 - pow(beta, t)) : 1.0));
     real b = real(beta);
     GPUNN_GRID_STRIDE(i, n) {
-        real vi = b * v[i] + (real(1) - b) * g[i];
+        real vi = gpunn_flush(b * v[i] + (real(1) - b) * g[i]);
         real pi = p[i] - scale * vi;
         if (isfinite(pi) && isfinite(vi)) {
             v[i] = vi;
@@ -106,7 +125,7 @@ extern "C" __global__ void GPUNN_NAME(rmsprop_step)(
     real lr = gpunn_step_lr(lrs, n_lrs, ctrl);
     GPUNN_GRID_STRIDE(i, n) {
         real d = g[i] + weight_decay * p[i];
-        real vi = alpha * v[i] + (real(1) - alpha) * d * d;
+        real vi = gpunn_flush(alpha * v[i] + (real(1) - alpha) * d * d);
         real denom = eps_in_sqrt ? sqrt(vi + eps) : sqrt(vi) + eps;
         real pi = p[i] - lr * (d / denom);  // d / denom first: lr d underflows for tiny d
         if (isfinite(pi) && isfinite(vi)) {
@@ -145,8 +164,8 @@ extern "C" __global__ void GPUNN_NAME(adam_step)(
     GPUNN_GRID_STRIDE(i, n) {
         real pi = p[i] * keep_p;
         real d = g[i] + weight_decay * pi;
-        real mi = b1 * m[i] + (real(1) - b1) * d;
-        real vi = b2 * v[i] + (real(1) - b2) * d * d;
+        real mi = gpunn_flush(b1 * m[i] + (real(1) - b1) * d);
+        real vi = gpunn_flush(b2 * v[i] + (real(1) - b2) * d * d);
         real denom = eps_in_sqrt ? sqrt(vi / bc2 + eps) : sqrt(vi) / bc2_sqrt + eps;
         pi = pi - step_size * mi / denom;
         if (isfinite(pi) && isfinite(mi) && isfinite(vi)) {

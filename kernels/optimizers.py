@@ -5,8 +5,9 @@ constants are made with ``p.dtype.type`` so float32 math stays float32 and vecto
 width. Per-step values come from the device arrays as in the CUDA kernels: ``lr = lrs[k]``,
 ``t = ctrl[T] + 1``; nothing is updated when ``ctrl[BAD]`` or ``ctrl[HALT]`` is set. As in
 optimizers.cu, an element whose new parameter or state would be NaN/inf keeps its previous
-values and sets ``ctrl[BAD_UPDATE]``; the new values are selected, not branched on, so the
-loops stay vectorized.
+values and sets ``ctrl[BAD_UPDATE]``, and state below the dtype's smallest normal number is
+stored as 0 (``_flush``: the same select as ``gpunn_flush``). Both are selects, not branches, so
+the loops stay vectorized.
 
 Each update runs over the fixed blocks of config.py (``BLOCK`` elements per prange iteration),
 so its bits do not depend on the thread count.
@@ -14,6 +15,7 @@ so its bits do not depend on the thread count.
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from .config import CACHE, FASTMATH, block_bounds, n_blocks
@@ -33,12 +35,25 @@ def _step_lr(lrs, n_lrs, ctrl, zero):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _flush(x, tiny, zero):
+    """x, or 0 where x is subnormal (``tiny``: the dtype's smallest normal); NaN/inf stay."""
+    return zero if abs(x) < tiny else x
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _tiny_zero(p):
+    """The smallest normal number of ``p``'s dtype, and 0 in it."""
+    return p.dtype.type(np.finfo(p.dtype).tiny), p.dtype.type(0)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _sgd_block(g, p, buf, w, lr, momentum, keep, weight_decay, nesterov, first, working):
+    tiny, zero = _tiny_zero(p)
     bad = 0
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
         if momentum != 0:
-            b = d if first else momentum * buf[i] + keep * d
+            b = _flush(d if first else momentum * buf[i] + keep * d, tiny, zero)
             d = d + momentum * b if nesterov else b
             pi = p[i] - lr * d
             ok = math.isfinite(pi) & math.isfinite(b)
@@ -78,9 +93,10 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _momentum_block(g, p, v, w, b, keep, scale, working):
+    tiny, zero = _tiny_zero(p)
     bad = 0
     for i in range(p.size):
-        vi = b * v[i] + keep * g[i]
+        vi = _flush(b * v[i] + keep * g[i], tiny, zero)
         pi = p[i] - scale * vi
         ok = math.isfinite(pi) & math.isfinite(vi)
         v[i] = vi if ok else v[i]
@@ -115,10 +131,11 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _rmsprop_block(g, p, v, w, lr, alpha, keep, eps, weight_decay, eps_in_sqrt, working):
+    tiny, zero = _tiny_zero(p)
     bad = 0
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
-        vi = alpha * v[i] + keep * d * d
+        vi = _flush(alpha * v[i] + keep * d * d, tiny, zero)
         denom = math.sqrt(vi + eps) if eps_in_sqrt else math.sqrt(vi) + eps
         pi = p[i] - lr * (d / denom)
         ok = math.isfinite(pi) & math.isfinite(vi)
@@ -155,12 +172,13 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _adam_block(g, p, m, v, w, keep_p, weight_decay, b1, b2, keep_m, keep_v, eps, bc2,
                 bc2_sqrt, step_size, eps_in_sqrt, working):
+    tiny, zero = _tiny_zero(p)
     bad = 0
     for i in range(p.size):
         pi = p[i] * keep_p
         d = g[i] + weight_decay * pi
-        mi = b1 * m[i] + keep_m * d
-        vi = b2 * v[i] + keep_v * d * d
+        mi = _flush(b1 * m[i] + keep_m * d, tiny, zero)
+        vi = _flush(b2 * v[i] + keep_v * d * d, tiny, zero)
         denom = math.sqrt(vi / bc2 + eps) if eps_in_sqrt else math.sqrt(vi) / bc2_sqrt + eps
         pi = pi - step_size * mi / denom
         ok = math.isfinite(pi) & math.isfinite(mi) & math.isfinite(vi)

@@ -364,6 +364,21 @@ def _overflowing_state(make, every=3):
     return overflowing
 
 
+def _subnormal_state(make, i_state):
+    """Every other gradient 0 and the state there between 0 and three times the smallest normal
+    number: state that decays below it is stored as 0 (subnormal state slows CPU arithmetic)."""
+    def subnormal(inp, rows, cols):
+        args = list(make(inp, rows, cols))
+        args[0][::2] = 0
+        tiny = float(np.finfo(inp.dtype).tiny)
+        for i in i_state:
+            args[i][::2] = (tiny * inp.rng.uniform(0.0, 3.0, args[i][::2].shape)).astype(
+                inp.dtype)
+        return tuple(args)
+
+    return subnormal
+
+
 def _gather(inp, rows, cols):
     src_rows = 2 * rows + 1
     order = inp.rng.permutation(src_rows).astype(np.int64)
@@ -478,6 +493,16 @@ CASES = (
         KernelCase("adam_step", "holds_overflowing_state_bf16",
                    _overflowing_state(_adam(3, 0.0, 0.0, 0, working=1)), True),
         KernelCase("rmsprop_step", "holds_overflowing_state", _overflowing_state(_rmsprop(0.0, 0))),
+        KernelCase("adam_step", "flushes_subnormal_state",
+                   _subnormal_state(_adam(40, 0.0, 0.0, 0), (12, 13))),
+        KernelCase("adam_step", "flushes_subnormal_state_bf16",
+                   _subnormal_state(_adam(40, 0.0, 0.0, 1, working=1), (12, 13)), True),
+        KernelCase("rmsprop_step", "flushes_subnormal_state", _subnormal_state(
+            _rmsprop(0.0, 0), (10,))),
+        KernelCase("momentum_step", "flushes_subnormal_state", _subnormal_state(
+            _momentum(0.9, 1, 2), (8,))),
+        KernelCase("sgd_step", "flushes_subnormal_momentum", _subnormal_state(
+            _sgd(0.9, 0.0, 0.0, 0, 3), (10,))),
         KernelCase("axpy", "step", _axpy),
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),

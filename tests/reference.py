@@ -246,8 +246,10 @@ def _update(lrs, n_lrs, ctrl, state, compute, working, w):
     """An update kernel's contract: nothing changes when ctrl[BAD] or ctrl[HALT] is set; else
     ``compute(lr, t)`` with lr = lrs[ctrl[K]] (0 past n_lrs) and t = ctrl[T] + 1. An element
     whose new parameter or state value, in the arrays' dtype, is not finite keeps all its
-    previous values, and ctrl[BAD_UPDATE] = 1. The working copy ``w`` (bfloat16 bits, compared
-    within a bfloat16 ulp) becomes the new parameters when ``working``."""
+    previous values, and ctrl[BAD_UPDATE] = 1. Optimizer state below the dtype's smallest
+    normal number is stored as 0 (``_flush``, applied by each optimizer's ``compute``). The
+    working copy ``w`` (bfloat16 bits, compared within a bfloat16 ulp) becomes the new
+    parameters when ``working``."""
     ctrl = np.array(ctrl, dtype=np.int64)
     if ctrl[CTRL_BAD] or ctrl[CTRL_HALT]:
         return {**{k: _f64(v) for k, v in state.items()}, "ctrl": ctrl, "w": bf16_value(w)}
@@ -262,6 +264,14 @@ def _update(lrs, n_lrs, ctrl, state, compute, working, w):
         ctrl[CTRL_BAD_UPDATE] = 1
     out = {key: np.where(ok, a, _f64(state[key])) for key, a in out.items()}
     return {**out, "ctrl": ctrl, "w": out["p"] if working else bf16_value(w)}
+
+
+def _flush(x, like):
+    """State as the kernels store it: 0 where its value in the dtype of ``like`` is subnormal
+    (below ``finfo.tiny``)."""
+    with np.errstate(over="ignore"):
+        rounded = np.asarray(x).astype(np.asarray(like).dtype)
+    return np.where(np.abs(rounded) < np.finfo(rounded.dtype).tiny, 0.0, x)
 
 
 def _stored(x, like):
@@ -281,6 +291,7 @@ def sgd_step(g, lrs, n_lrs, momentum, dampening, weight_decay, nesterov, working
         new_buf = _f64(buf).copy()
         if momentum != 0:
             new_buf = d.copy() if t == 1 else momentum * new_buf + (1.0 - dampening) * d
+            new_buf = _flush(new_buf, p)
             d = d + momentum * new_buf if nesterov else new_buf
         return {"p": _f64(p) - lr * d, "buf": new_buf}
 
@@ -292,7 +303,7 @@ def momentum_step(g, lrs, n_lrs, beta, bias_correction, working, ctrl, p, v, w):
     correction = 1 / (1 - beta^t) with bias_correction."""
     def compute(lr, t):
         b = _real(beta, p)
-        new_v = b * _f64(v) + (1.0 - b) * _f64(g)
+        new_v = _flush(b * _f64(v) + (1.0 - b) * _f64(g), p)
         correction = 1.0 / (1.0 - beta ** t) if bias_correction else 1.0
         return {"p": _f64(p) - lr * correction * new_v, "v": new_v}
 
@@ -304,7 +315,7 @@ def rmsprop_step(g, lrs, n_lrs, alpha, eps, weight_decay, eps_in_sqrt, working, 
     / sqrt(v + eps) with eps_in_sqrt (Keras); d = g + wd p."""
     def compute(lr, t):
         d = _f64(g) + weight_decay * _f64(p)
-        new_v = _stored(alpha * _f64(v) + (1.0 - alpha) * d ** 2, p)
+        new_v = _flush(_stored(alpha * _f64(v) + (1.0 - alpha) * d ** 2, p), p)
         denom = np.sqrt(new_v + eps) if eps_in_sqrt else np.sqrt(new_v) + eps
         return {"p": _f64(p) - lr * d / denom, "v": new_v}
 
@@ -321,8 +332,8 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
         b1, b2 = _real(beta1, p), _real(beta2, p)
         q = _f64(p) * (1.0 - lr * decoupled_wd)
         d = _f64(g) + weight_decay * q
-        new_m = b1 * _f64(m) + (1.0 - b1) * d
-        new_v = _stored(b2 * _f64(v) + (1.0 - b2) * d ** 2, p)
+        new_m = _flush(b1 * _f64(m) + (1.0 - b1) * d, p)
+        new_v = _flush(_stored(b2 * _f64(v) + (1.0 - b2) * d ** 2, p), p)
         m_hat, v_hat = new_m / (1.0 - beta1 ** t), new_v / (1.0 - beta2 ** t)
         denom = np.sqrt(v_hat + eps) if eps_in_sqrt else np.sqrt(v_hat) + eps
         return {"p": q - lr * m_hat / denom, "m": new_m, "v": new_v}
