@@ -15,6 +15,21 @@ from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .precision import bf16_bits
 
 
+@njit(cache=CACHE, fastmath=FASTMATH - {"arcp"}, error_model=ERROR_MODEL)
+def rsqrt(x):
+    """1 / sqrt(x), rounded twice as written: under 'arcp' LLVM rewrites it as sqrt(1 / x),
+    one float32 ulp off NVRTC and the host build for some x (1e-5 among them). Not inlined
+    by Numba, so its instructions keep their own flags."""
+    return type(x)(1) / math.sqrt(x)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH - {"arcp"}, error_model=ERROR_MODEL)
+def divide(a, b):
+    """a / b rounded once: under 'arcp' LLVM turns a loop-invariant divisor into a multiply
+    by its reciprocal (two roundings), which NVRTC and the host build do not."""
+    return a / b
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def row_stats(X, start, n_cols, eps):
     """Mean and rstd = 1 / sqrt(var + eps) of X[start:start + n_cols], two passes."""
@@ -22,12 +37,12 @@ def row_stats(X, start, n_cols, eps):
     s = t(0)
     for j in range(n_cols):
         s += X[start + j]
-    m = s / t(n_cols)
+    m = divide(s, t(n_cols))
     q = t(0)
     for j in range(n_cols):
         d = X[start + j] - m
         q += d * d
-    return m, t(1) / math.sqrt(q / t(n_cols) + eps)
+    return m, rsqrt(divide(q, t(n_cols)) + eps)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -67,8 +82,8 @@ def layernorm_bwd(X, gamma, mean, rstd, dY, dR, n_cols, residual, dX):
             g = dY[start + j] * gamma[j]
             a += g
             c += g * ((X[start + j] - mu) * r)
-        a = a / t(n_cols)
-        c = c / t(n_cols)
+        a = divide(a, t(n_cols))
+        c = divide(c, t(n_cols))
         for j in range(n_cols):
             g = dY[start + j] * gamma[j]
             v = r * (g - a - ((X[start + j] - mu) * r) * c)

@@ -271,3 +271,37 @@ def test_estimators_take_norm_and_residual():
             GpunnClassifier(**bad).fit(X, y)
     with pytest.raises(ValueError, match=r"residual: expected equal hidden widths.*\[32, 16\]"):
         GpunnClassifier(hidden_layer_sizes=(32, 16), residual=True).fit(X, y)
+
+
+# Kernels whose arithmetic is +, -, *, / and sqrt only (correctly rounded everywhere), with
+# activations that need no transcendental (the twins' exp is vecmath's, the host build's the C
+# library's): these must agree bit for bit between the Numba twins and the host-built .cu.
+SAME_BITS = {"layernorm_fwd", "layernorm_fwd_bf16", "layernorm_bwd", "layernorm_bwd_params",
+             "residual_add", "bias_act_residual", "bias_act_residual_bf16", "residual_act_bwd",
+             "residual_act_bwd_bf16"}
+
+
+def _same_bits_cases():
+    from kernel_cases import CASES
+
+    return [case for case in CASES if case.kernel in SAME_BITS
+            and case.variant in ("rows", "plain", "residual", "columns", "sum", "identity",
+                                 "relu", "leaky_relu")]
+
+
+@pytest.mark.parametrize("case", _same_bits_cases(), ids=lambda case: case.id)
+def test_cpu_and_cuda_emulated_give_the_same_bits(case):
+    from host_build import emulated_backend
+    from kernel_cases import SHAPES, Inputs, run_on_backend
+
+    from gpunn.backends.cpu import CpuBackend
+
+    cpu, emulated = CpuBackend(), emulated_backend()
+    for dtype in case.dtypes:
+        rng = np.random.default_rng(7)
+        for rows, cols in SHAPES + [(9, 512)]:
+            args = case.args(Inputs(rng, dtype), rows, cols)
+            ours, theirs = run_on_backend(cpu, case, args), run_on_backend(emulated, case, args)
+            for name in ours:
+                np.testing.assert_array_equal(ours[name], theirs[name],
+                                              err_msg=f"{case.id} {name} {rows}x{cols}")
