@@ -105,15 +105,53 @@ def test_optimizer_state_is_not_reused_on_another_model(backend):
     gpunn.fit(other, X, y, optimizer=moved, epochs=1)
 
 
-def test_optimizers_still_pickle_and_copy_with_their_model(backend):
+def _torch_adam_step(p, g, state, lr):
+    """One torch.optim.Adam step from gpunn's saved state (m, v, t): the trusted reference."""
+    torch = pytest.importorskip("torch")
+    param = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    adam = torch.optim.Adam([param], lr=lr)
+    adam.state[param] = {"step": torch.tensor(float(state["t"])),
+                         "exp_avg": torch.tensor(state["state"]["m"], dtype=torch.float64),
+                         "exp_avg_sq": torch.tensor(state["state"]["v"], dtype=torch.float64)}
+    param.grad = torch.tensor(g, dtype=torch.float64)
+    adam.step()
+    return param.detach().numpy()
+
+
+# copy.copy of a tuple is the tuple itself: the shallow copy copies each object.
+PAIR_COPIES = {"deepcopy": copy.deepcopy, "pickle": COPIES["pickle"],
+               "copy": lambda pair: tuple(copy.copy(x) for x in pair)}
+
+
+@pytest.mark.parametrize("make_copy", PAIR_COPIES.values(), ids=PAIR_COPIES.keys())
+def test_optimizers_still_pickle_and_copy_with_their_model(backend, make_copy):
+    """A copied optimizer carries its state (m, v, t): its next update is torch's Adam step
+    from the original's state, and the copy trains on exactly as the original does."""
     X, y = data()
-    model, optimizer = net(), gpunn.Adam(lr=0.01)
+    model, optimizer = net("float64"), gpunn.Adam(lr=0.01)
     gpunn.fit(model, X, y, optimizer=optimizer, epochs=1)
-    for clone_model, clone_optimizer in (copy.deepcopy((model, optimizer)),
-                                         pickle.loads(pickle.dumps((model, optimizer)))):
-        expected = gpunn.fit(copy.deepcopy(model), X, y, optimizer=copy.deepcopy(optimizer),
-                             epochs=1).loss
-        assert gpunn.fit(clone_model, X, y, optimizer=clone_optimizer, epochs=1).loss == expected
+    saved = optimizer.state_dict()
+    assert saved["t"] > 0
+    clone_model, clone_optimizer = make_copy((model, optimizer))
+    assert clone_model is not model and clone_optimizer is not optimizer
+    got = clone_optimizer.state_dict()
+    assert got["t"] == saved["t"] and got["lr"] == saved["lr"]
+    for key in ("m", "v"):
+        np.testing.assert_array_equal(got["state"][key], saved["state"][key])
+
+    g = np.random.default_rng(3).normal(size=saved["state"]["m"].shape)
+    expected = _torch_adam_step(params(clone_model), g, saved, saved["lr"])
+    clone_model.flat_grads[...] = backend.asarray(g, clone_model.flat_grads.dtype)
+    clone_optimizer.step(clone_model)
+    np.testing.assert_allclose(params(clone_model), expected, rtol=1e-12, atol=1e-15)
+
+    # Trains on as the original (not a copy made the same way) does.
+    clone_model, clone_optimizer = make_copy((model, optimizer))
+    start = params(model)
+    gpunn.fit(model, X, y, optimizer=optimizer, epochs=1)
+    gpunn.fit(clone_model, X, y, optimizer=clone_optimizer, epochs=1)
+    assert not np.array_equal(params(model), start)
+    np.testing.assert_array_equal(params(clone_model), params(model))
 
 
 @pytest.mark.parametrize("make, dtype, match", [
