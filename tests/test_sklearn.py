@@ -23,6 +23,7 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
     parametrize_with_checks,
 )
 
+import gpunn.sklearn  # noqa: E402
 from gpunn.sklearn import GpunnClassifier, GpunnRegressor  # noqa: E402
 
 # Small and few epochs for the tests of our own; lr raised to still learn.
@@ -163,13 +164,34 @@ def test_partial_fit_needs_classes_first_and_rejects_unseen_labels():
         model.partial_fit(X, np.where(y == 0, 7, y))
 
 
-def test_early_stopping_holds_out_data_and_keeps_the_best_epoch():
-    X, y = _blobs(n=300)
-    model = GpunnClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=200,
+def test_early_stopping_holds_out_data_and_keeps_the_best_epoch(monkeypatch):
+    """The rows gpunn.fit trains on and the held-out rows split the data (stratified, as
+    train_test_split's test_size=0.1 rounds), and the fitted model is the best epoch's: its
+    accuracy on the held-out rows, counted here, is the best validation score, which the
+    last epoch's falls short of."""
+    X, y = make_blobs(n_samples=300, centers=3, random_state=0, cluster_std=2.0)
+    X = StandardScaler().fit_transform(X)
+    calls, real_fit = [], gpunn.sklearn.gpunn_fit
+
+    def recording_fit(model, X_fit, T_fit, **kwargs):
+        calls.append((np.array(X_fit), kwargs["validation_data"]))
+        return real_fit(model, X_fit, T_fit, **kwargs)
+
+    monkeypatch.setattr(gpunn.sklearn, "gpunn_fit", recording_fit)
+    model = GpunnClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.05, max_iter=200,
                             early_stopping=True, n_iter_no_change=3, random_state=0).fit(X, y)
-    assert model.n_iter_ < 200
-    assert len(model.validation_scores_) == model.n_iter_
-    assert model.best_validation_score_ == max(model.validation_scores_)
+    (X_train, (X_val, _)), = calls
+    row_of = {row.tobytes(): i for i, row in enumerate(X.astype(X_train.dtype))}
+    train_rows = [row_of[row.tobytes()] for row in X_train]
+    held_out = [row_of[row.tobytes()] for row in np.asarray(X_val, X_train.dtype)]
+    assert sorted(train_rows + held_out) == list(range(300))
+    assert np.bincount(y[held_out]).tolist() == [10, 10, 10]
+
+    scores = model.validation_scores_
+    assert model.n_iter_ < 200 and len(scores) == model.n_iter_
+    assert model.best_validation_score_ == max(scores) > scores[-1]
+    accuracy = np.mean(model.predict(X[held_out]) == y[held_out])
+    assert accuracy == pytest.approx(model.best_validation_score_, abs=1e-12)
 
 
 def test_convergence_warning_when_max_iter_is_reached():
