@@ -68,13 +68,30 @@ def assert_bf16_equal(bits, expected, err_msg=""):
     assert np.array_equal(np.signbit(actual), np.signbit(expected)), err_msg
 
 
+def bf16_ulp(x):
+    """The spacing of bfloat16 numbers at the float64 values ``x`` (their binade's ulp; the
+    subnormal spacing ``2^-133`` below the smallest normal, 0 included)."""
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    _, exponent = np.frexp(np.where(a > 0, a, 1.0))  # a = f * 2^exponent, f in [0.5, 1)
+    exponent = np.where(a > 0, np.maximum(exponent - 1, MIN_NORMAL_EXPONENT), MIN_NORMAL_EXPONENT)
+    return np.ldexp(1.0, exponent - BF16_BITS)
+
+
 def assert_bf16_close(bits, expected, err_msg=""):
-    """bfloat16 ``bits`` within one bfloat16 ulp of the float64 ``expected``.
+    """bfloat16 ``bits`` within one bfloat16 ulp (the spacing at ``expected``) of the float64
+    ``expected``; inf and NaN where ``expected`` has them.
 
     One ulp, not half: the kernel rounds its float32 result, a few float32 ulps from the exact
     value, and a rounding boundary may lie between the two.
     """
     actual = bf16_value(bits)
-    expected = np.asarray(expected, dtype=np.float64)
-    np.testing.assert_allclose(actual, expected, rtol=4 * BF16_UNIT_ROUNDOFF,
-                               atol=2.0 ** -133, err_msg=err_msg)
+    expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), actual.shape)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(actual[~finite], expected[~finite], err_msg=err_msg)
+    error = np.abs(actual[finite] - expected[finite])
+    ulps = error / bf16_ulp(expected[finite])
+    far = ~(ulps <= 1.0)
+    assert not far.any(), (
+        f"{err_msg}: {int(far.sum())} of {ulps.size} bfloat16 values more than one ulp from the "
+        f"float64 reference (worst {np.nanmax(ulps):.3g} ulp): actual "
+        f"{actual[finite][far][:5]}, expected {expected[finite][far][:5]}")

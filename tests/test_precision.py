@@ -142,3 +142,20 @@ def test_value_reference_can_fail():
     """The reference rounds ties to even: a truncating or round-half-up rounding differs."""
     x = np.array([1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8], F32)
     assert list(rp.round_to_mantissa(x, 7)) == [1.0, 1.0 + 2.0 ** -6]
+
+
+def test_bf16_close_allows_one_ulp_and_no_more():
+    """assert_bf16_close's bound is one bfloat16 ulp at the expected value, in every binade
+    (ulp 2^-7 in [1, 2), 2^-8 in [0.5, 1), 2^-133 for subnormals and zero)."""
+    bits = np.array([0x3F81, 0x3F01, 0x0001], np.uint16)  # 1 + 2^-7, 0.5 + 2^-8, 2^-133
+    ulp = np.array([2.0 ** -7, 2.0 ** -8, 2.0 ** -133])
+    np.testing.assert_array_equal(rp.bf16_ulp(rp.bf16_value(bits) - ulp), ulp)
+    rp.assert_bf16_close(bits, rp.bf16_value(bits) - ulp)
+    rp.assert_bf16_close(bits, [1.0 + 1.5 * 2.0 ** -7, 0.5, 0.0])
+    for i in range(3):
+        expected = rp.bf16_value(bits) - ulp
+        expected[i] -= ulp[i] / 64
+        with pytest.raises(AssertionError, match="1 of 3 bfloat16 values more than one ulp"):
+            rp.assert_bf16_close(bits, expected)
+    with pytest.raises(AssertionError):
+        rp.assert_bf16_close(np.array([0x7F80], np.uint16), [3e38])  # inf for a finite value
