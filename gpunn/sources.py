@@ -116,6 +116,10 @@ class RowSource:
         """Rows ``start:stop`` as a host NumPy array (a view where the source allows)."""
         raise NotImplementedError
 
+    def read_into(self, out, start, stop):
+        """Rows ``start:stop`` written into ``out`` (of their shape and any numeric dtype)."""
+        out[...] = self.read(start, stop)
+
     def _check(self, shape, dtype, what):
         dtype = np.dtype(dtype)
         if dtype.kind not in _NUMERIC:
@@ -177,6 +181,13 @@ class NpyRows(RowSource):
 
     def read(self, start, stop):
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        self.read_into(out, start, stop)
+        return out
+
+    def read_into(self, out, start, stop):
+        """Straight from the file into ``out`` when it has the file's dtype (no copy)."""
+        if out.dtype != self.dtype or not out.flags.c_contiguous:
+            return super().read_into(out, start, stop)
         with open(self.path, "rb", buffering=0) as file:
             if _identity(os.fstat(file.fileno())) != self._stat:
                 raise ValueError(f"{self.argument}: {self.path!r} changed (size or file) "
@@ -189,7 +200,7 @@ class NpyRows(RowSource):
                     raise ValueError(f"{self.argument}: {self.path!r} ended early while "
                                      "training read it")
                 at += got
-        return out
+        return None
 
 
 def _identity(info):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpunn._checks import check_features, check_int
+from gpunn._checks import check_features, check_finite, check_int
 from gpunn.losses import get_loss
 from gpunn.sources import as_rows
 from gpunn.step import TrainStep
@@ -80,8 +80,8 @@ class Stager:
 
     Args:
         backend: the model's backend.
-        columns: ``{name: (read, row_shape, dtype)}``; ``read(start, stop)`` returns the
-            converted host rows (it runs on the helper thread).
+        columns: ``{name: (fill, row_shape, dtype)}``; ``fill(out, start, stop)`` writes the
+            converted host rows ``start:stop`` into ``out`` (on the helper thread).
         bounds: the chunks' ``(start, stop)``.
     """
 
@@ -91,7 +91,7 @@ class Stager:
         slots = min(2, len(bounds))
         self.device = {name: backend.zeros((slots * self.slot_rows, *shape), dtype)
                        for name, (_, shape, dtype) in columns.items()}
-        self._read = {name: column[0] for name, column in columns.items()}
+        self._fill_rows = {name: column[0] for name, column in columns.items()}
         self._host = [{name: backend.staging_buffer(self._slot(name, s)) for name in columns}
                       for s in range(slots)]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpunn-stage")
@@ -118,8 +118,8 @@ class Stager:
         self._pending[c] = self._pool.submit(self._fill, self._host[s], start, stop)
 
     def _fill(self, host, start, stop):
-        for name, read in self._read.items():
-            host[name][:stop - start] = read(start, stop)
+        for name, fill in self._fill_rows.items():
+            fill(host[name][:stop - start], start, stop)
 
     def need(self, c):
         """Wait until position ``c``'s rows are on the device (raises what reading raised)."""
@@ -176,14 +176,18 @@ class StreamStep(TrainStep):
         chunk_rows = max(check_int("chunk_rows", chunk_rows, low=1), global_batch)
         bounds = chunk_bounds(n, chunk_rows)
 
-        def inputs(start, stop):
+        def inputs(out, start, stop):
             try:
-                return check_features("X", X.read(start, stop), model.n_in, dtype)
+                if X.dtype == dtype:  # straight into the slot (or its pinned buffer)
+                    X.read_into(out, start, stop)
+                    check_finite("X", out)
+                else:
+                    out[...] = check_features("X", X.read(start, stop), model.n_in, dtype)
             except ValueError as exc:
                 raise ValueError(f"{exc} (rows {start} to {stop - 1})") from None
 
-        def targets(start, stop):
-            return loss.targets(y.read(start, stop), stop - start, model.n_out, dtype)
+        def targets(out, start, stop):
+            out[...] = loss.targets(y.read(start, stop), stop - start, model.n_out, dtype)
 
         self.stager = Stager(model.backend, {"X": (inputs, (model.n_in,), dtype),
                                              "T": (targets, T_shape, dtype)}, bounds)
