@@ -1,0 +1,82 @@
+"""What LayerNorm and residual connections cost per training step, on this machine's backend.
+
+Times the recorded training step of the same MLP (``--hidden`` layers of ``--width``, gelu,
+Adam) plain, with ``norm="layer"``, with ``residual=True`` and with both, each in a fresh
+process, the variants interleaved over ``--rounds`` rounds; prints the median step time of
+each and its ratio to the plain model's.
+
+    python benchmarks/norm_overhead.py [--width 512] [--hidden 6] [--batch 128] [--rounds 3]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+VARIANTS = {"plain": {}, "norm": {"norm": "layer"}, "residual": {"residual": True},
+            "norm+residual": {"norm": "layer", "residual": True}}
+
+
+def _child(args):
+    import numpy as np
+
+    import gpunn
+    from gpunn.losses import get_loss
+    from gpunn.optim import get_optimizer
+    from gpunn.step import TrainStep
+
+    rng = np.random.default_rng(0)
+    rows = args.batch * 8
+    X = rng.normal(size=(rows, args.width)).astype(np.float32)
+    y = rng.integers(0, 10, rows)
+    model = gpunn.MLP([args.width] + [args.width] * args.hidden + [10], activation="gelu",
+                      output="softmax", **VARIANTS[args.child])
+    Xd, T, loss = model.prepare(X, y, get_loss(None, model))
+    optimizer = get_optimizer("adam", 1e-3)
+    step = TrainStep(model, loss, optimizer, Xd, T, global_batch=args.batch)
+    lrs = np.full(8, 1e-3)
+    step.begin_epoch(lrs)
+    for k in range(8):  # record, capture, warm
+        step.run(k)
+    model.backend.synchronize()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < args.seconds:
+        if n % 8 == 0:
+            step.begin_epoch(lrs)  # one small copy per 8 steps, alike for every variant
+        step.run(n % 8)
+        n += 1
+    model.backend.synchronize()
+    print(json.dumps((time.perf_counter() - start) / n))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args)
+    times = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:
+            out = subprocess.run([sys.executable, __file__, "--child", name, "--width",
+                                  str(args.width), "--hidden", str(args.hidden), "--batch",
+                                  str(args.batch), "--seconds", str(args.seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            times[name].append(json.loads(out.strip().splitlines()[-1]))
+    base = sorted(times["plain"])[len(times["plain"]) // 2]
+    print(f"| variant | median step ms | vs plain |  ({args.hidden} x {args.width} gelu, "
+          f"batch {args.batch}, {args.rounds} rounds)")
+    for name, values in times.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"| {name} | {median * 1e3:.2f} | x{median / base:.2f} |")
+    return None
+
+
+if __name__ == "__main__":
+    main()
