@@ -50,10 +50,10 @@ def _arguments(backend, kernel, n=1 << 20, n_cols=1024):
     rows = n // n_cols
     return {"bias_act_fwd": lambda: [f(n_cols), n_cols, 1, f(n)],
             "act_bwd": lambda: [f(n), 2, f(n)],
-            "bce_logits": lambda: [f(n), f(n), 0.5, f(n), f(n)],
-            "mse": lambda: [f(n), f(n), 0.5, f(n), f(n)],
-            "softmax_xent": lambda: [f(n), backend.zeros(rows, np.float32), n_cols, 0.5,
-                                     f(rows), f(n)],
+            "bce_logits": lambda: [f(n), f(n), f(rows), n_cols, 0.5, f(n), f(n)],
+            "mse": lambda: [f(n), f(n), f(rows), n_cols, 0.5, f(n), f(n)],
+            "softmax_xent": lambda: [f(n), backend.zeros(rows, np.float32), f(rows), n_cols,
+                                     0.5, f(rows), f(n)],
             "axpy": lambda: [f(n), 0.5, f(n)]}[kernel]()
 
 

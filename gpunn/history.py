@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 # Old field names -> today's (one word for the loss value: "loss", never "cost"). Checkpoints
 # written before the rename hold the old names; History.from_dict reads them.
 RENAMED = {"cost": "loss", "step_cost": "step_loss"}
+# Fields added since checkpoints were first written, and the value older files mean.
+ADDED = {"weight_sum": None}
 
 
 def _per_epoch(optional=False):
@@ -41,6 +43,8 @@ class History:
         backend: name of the backend that trained.
         batch_size: rows per global mini-batch (fit's batch_size times the ranks).
         n_samples: training rows.
+        weight_sum: the sum of the training rows' weights (``sample_weight`` times
+            ``class_weight``), None when unweighted: a resumed fit must weight alike.
     """
 
     epoch: list = _per_epoch()
@@ -55,6 +59,7 @@ class History:
     backend: str = ""
     batch_size: int = 0
     n_samples: int = 0
+    weight_sum: float | None = None
 
     @classmethod
     def lists(cls):
@@ -75,8 +80,9 @@ class History:
 
     @staticmethod
     def upgrade(saved):
-        """``saved`` (an :meth:`as_dict` dict) with old field names replaced by today's."""
-        return {RENAMED.get(key, key): value for key, value in saved.items()}
+        """``saved`` (an :meth:`as_dict` dict) with old field names replaced by today's and
+        fields added since filled in (``weight_sum``: None, unweighted)."""
+        return {**ADDED, **{RENAMED.get(key, key): value for key, value in saved.items()}}
 
     def as_dict(self):
         """All fields as a dict of plain Python values (JSON-serializable)."""

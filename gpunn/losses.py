@@ -11,9 +11,16 @@ Every loss is a mean, as PyTorch's default ``reduction="mean"``:
 - ``mse`` (``MSELoss``): ``(z - y)^2`` averaged over all elements; gradient
   ``2 (z - y) / (n * n_out)``.
 
-A loss kernel writes per-element (per-row for cross-entropy) terms and dL/dZ; their SUM is
-formed on the device (a GEMV with a ones vector, see ``Sequential.loss_pass``) and the mean is
-that sum times :meth:`Loss.scale`, taken on the host when the value is read.
+With per-row weights (``sample_weight``, ``class_weight``: :mod:`gpunn.weights`) each mean
+becomes the weighted mean over the rows of a batch, ``sum_i w_i l_i / sum_i w_i`` (``l_i`` the
+row's term, or the mean of its elements for bce and mse), as ``CrossEntropyLoss(weight=...)``
+and scikit-learn's ``MLPClassifier.fit(sample_weight=...)``; gradients alike.
+
+A loss kernel writes per-element (per-row for cross-entropy) terms and dL/dZ, each row's times
+its weight ``W[row]`` (ones when unweighted; the weights rescaled to mean 1 over the batch when
+weighted, so the same scale gives the weighted mean); their SUM is formed on the device (a GEMV
+with a ones vector, see ``Sequential.loss_pass``) and the mean is that sum times
+:meth:`Loss.scale`, taken on the host when the value is read.
 """
 
 import numpy as np
@@ -58,8 +65,9 @@ class Loss:
                              f"(one row per row of X, one column per output), got {y.shape}")
         return check_finite("y", y.astype(dtype, copy=False))
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers):
-        """One kernel: the loss terms into ``buffers["terms"]``, ``dL/dZ * scale`` into ``dZ``."""
+    def forward_backward(self, be, Z, T, W, scale, dZ, buffers):
+        """One kernel: the loss terms times the row weights ``W`` into ``buffers["terms"]``,
+        ``W * dL/dZ * scale`` into ``dZ``."""
         raise NotImplementedError
 
     def predictions(self, Z):
@@ -86,8 +94,8 @@ class BinaryCrossEntropy(Loss):
                              f"{_LABEL_HINT}")
         return T
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers):
-        be.kernel("bce_logits", Z, T, scale, buffers["terms"], dZ)
+    def forward_backward(self, be, Z, T, W, scale, dZ, buffers):
+        be.kernel("bce_logits", Z, T, W, Z.shape[1], scale, buffers["terms"], dZ)
 
     def predictions(self, Z):
         """1 where the probability exceeds 0.5 (z > 0); a vector for one output unit."""
@@ -134,8 +142,8 @@ class CrossEntropy(Loss):
             raise ValueError(f"{exc}; {_LABEL_HINT}") from None
         return labels.astype(dtype)
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers):
-        be.kernel("softmax_xent", Z, T, Z.shape[1], scale, buffers["terms"], dZ)
+    def forward_backward(self, be, Z, T, W, scale, dZ, buffers):
+        be.kernel("softmax_xent", Z, T, W, Z.shape[1], scale, buffers["terms"], dZ)
 
     def predictions(self, Z):
         """The most probable class of every row."""
@@ -152,8 +160,8 @@ class MeanSquaredError(Loss):
     name = "mse"
     output = None
 
-    def forward_backward(self, be, Z, T, scale, dZ, buffers):
-        be.kernel("mse", Z, T, scale, buffers["terms"], dZ)
+    def forward_backward(self, be, Z, T, W, scale, dZ, buffers):
+        be.kernel("mse", Z, T, W, Z.shape[1], scale, buffers["terms"], dZ)
 
 
 DEFAULT_LOSS = {"sigmoid": "bce", "softmax": "cross_entropy", None: "mse"}

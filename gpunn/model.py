@@ -13,6 +13,7 @@ from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, param_e
 from gpunn.losses import check_output, get_loss
 from gpunn.params import FlatParams
 from gpunn.sharing import Shareable, holding_model
+from gpunn.weights import batch_rescaled, check_sample_weight
 from gpunn.workspace import Workspace
 
 # Rows per chunk when predicting before any workspace exists.
@@ -251,13 +252,16 @@ class Sequential(Shareable):
             A, Ah = views[a_name], half
         return views[self._names[-1][0]]
 
-    def loss_pass(self, X, T, loss, views, scale):
+    def loss_pass(self, X, T, loss, views, scale, W=None):
         """Forward, then the fused loss: dL/dZ of the last layer into its delta buffer and the
         SUM of the loss terms into ``views["total"]`` (a 1-element device array; times
-        ``scale`` is the mean when ``scale`` is ``loss.scale`` of the batch)."""
+        ``scale`` is the mean when ``scale`` is ``loss.scale`` of the batch). ``W``: a device
+        weight per row (:mod:`gpunn.weights`), None for ones."""
         Z = self.forward_pass(X, views)
         terms = views["terms"].reshape(-1)
-        loss.forward_backward(self.backend, Z, T, scale, views[self._names[-1][1]], views)
+        if W is None:
+            W = views["ones"].reshape(-1)[:Z.shape[0]]
+        loss.forward_backward(self.backend, Z, T, W, scale, views[self._names[-1][1]], views)
         ones = views["ones"].reshape(-1)[:terms.size]
         self.backend.matmul(ones, terms.reshape(-1, 1), out=views["total"])
         return views["total"]
@@ -314,18 +318,19 @@ class Sequential(Shareable):
         return X, self.backend.asarray(T), loss
 
     @holding_model("loss")
-    def loss(self, X, y, loss=None):
+    def loss(self, X, y, loss=None, sample_weight=None):
         """Mean loss over ``(X, y)`` as a float, in one pass (no gradient).
 
         Args: as :meth:`loss_and_grad`.
         """
         Xd, T, loss = self.prepare(X, y, loss)
         scale = loss.scale(Xd.shape[0], self.n_out)
-        total = self.loss_pass(Xd, T, loss, self._views(Xd.shape[0], loss), scale)
+        total = self.loss_pass(Xd, T, loss, self._views(Xd.shape[0], loss), scale,
+                               self._unit_mean_weights(sample_weight, Xd.shape[0]))
         return float(self.backend.to_numpy(total)[0]) * scale
 
     @holding_model("loss_and_grad")
-    def loss_and_grad(self, X, y, loss=None):
+    def loss_and_grad(self, X, y, loss=None, sample_weight=None):
         """Loss over ``(X, y)`` as a float; fills ``flat_grads`` with its gradient.
 
         Args:
@@ -333,6 +338,8 @@ class Sequential(Shareable):
             y: targets: labels for softmax, 0/1 for sigmoid, values for regression.
             loss: ``"bce"``, ``"cross_entropy"``, ``"mse"``, a Loss, or None for the default
                 of the output (sigmoid: bce, softmax: cross_entropy, None: mse).
+            sample_weight: a non-negative weight per row, or None: the loss is then the
+                weighted mean ``sum(w l) / sum(w)`` (:mod:`gpunn.weights`).
 
         Returns:
             The mean loss (see :mod:`gpunn.losses` for what is averaged).
@@ -340,35 +347,56 @@ class Sequential(Shareable):
         Xd, T, loss = self.prepare(X, y, loss)
         scale = loss.scale(Xd.shape[0], self.n_out)
         views = self._views(Xd.shape[0], loss)
-        total = self.loss_pass(Xd, T, loss, views, scale)
+        total = self.loss_pass(Xd, T, loss, views, scale,
+                               self._unit_mean_weights(sample_weight, Xd.shape[0]))
         self.backward_pass(Xd, views)
         return float(self.backend.to_numpy(total)[0]) * scale
 
+    def _unit_mean_weights(self, sample_weight, n):
+        """``sample_weight`` checked and rescaled to mean 1 over the ``n`` rows, on the
+        device; None for None."""
+        w = check_sample_weight(sample_weight, n)
+        if w is None:
+            return None
+        return self.backend.asarray(batch_rescaled(w, np.arange(n), n).astype(self.dtype))
+
     @holding_model("evaluate")
-    def evaluate(self, X, y, loss=None, batch_size=None):
+    def evaluate(self, X, y, loss=None, batch_size=None, sample_weight=None):
         """Mean loss and accuracy over ``(X, y)``, in chunks of ``batch_size`` rows.
+
+        Args:
+            sample_weight: a non-negative weight per row, or None: the loss is the weighted
+                mean ``sum(w l) / sum(w)`` and the accuracy the weight of the rows right over
+                the weight of all (scikit-learn's ``score(sample_weight=)``).
 
         Returns:
             ``(loss, accuracy)``; accuracy is the fraction of rows whose labels all match, None
             for regression.
         """
         Xd, T, loss = self.prepare(X, y, loss)
-        return self.evaluate_device(Xd, T, loss, batch_size)
+        return self.evaluate_device(Xd, T, loss, batch_size,
+                                    check_sample_weight(sample_weight, Xd.shape[0]))
 
-    def evaluate_device(self, Xd, T, loss, batch_size=None):
-        """:meth:`evaluate` of device arrays prepared by :meth:`prepare`."""
-        n, total, correct = Xd.shape[0], 0.0, 0
+    def evaluate_device(self, Xd, T, loss, batch_size=None, weights=None):
+        """:meth:`evaluate` of device arrays prepared by :meth:`prepare`; ``weights``: the
+        checked float64 host weights of the rows, or None."""
+        n, total, correct = Xd.shape[0], 0.0, 0.0
+        Wd = None if weights is None else self.backend.asarray(weights.astype(self.dtype))
         for start, stop in self._chunks(n, batch_size):
             views = self._views(stop - start, loss)
-            sums = self.loss_pass(Xd[start:stop], T[start:stop], loss, views, 1.0)
+            sums = self.loss_pass(Xd[start:stop], T[start:stop], loss, views, 1.0,
+                                  None if Wd is None else Wd[start:stop])
             total += float(self.backend.to_numpy(sums)[0])
             if self.output is not None:
                 labels = self._convert(views[self._names[-1][0]], False)
                 expected = self.backend.to_numpy(T[start:stop])
-                correct += int(np.all(labels.reshape(stop - start, -1)
-                                      == expected.reshape(stop - start, -1), axis=1).sum())
-        accuracy = correct / n if self.output is not None else None
-        return total * loss.scale(n, self.n_out), accuracy
+                right = np.all(labels.reshape(stop - start, -1)
+                               == expected.reshape(stop - start, -1), axis=1)
+                correct += float(right.sum() if weights is None
+                                 else weights[start:stop][right].sum())
+        weight = n if weights is None else float(weights.sum())
+        accuracy = correct / weight if self.output is not None else None
+        return total * loss.scale(n, self.n_out) * (n / weight), accuracy
 
     @holding_model("forward")
     def forward(self, X):

@@ -26,6 +26,7 @@ import numpy as np
 
 from gpunn.comm import SingleProcess, shard
 from gpunn.control import STEP_APPLIED, STEP_BAD_UPDATE, Control
+from gpunn.weights import batch_rescaled
 from gpunn.workspace import Workspace
 
 
@@ -109,6 +110,10 @@ class TrainStep:
             the global batch's loss scale, and the gradient and the loss total are summed over
             the ranks between backward and the finiteness check, so every rank sees the same
             numbers and takes the same decisions.
+        weights: float64 host weight of every row (:mod:`gpunn.weights`), or None. Each
+            time the batches change (:meth:`shuffle`, :meth:`restore_order`) they are
+            rescaled to mean 1 per global batch and copied to the device once; each step
+            gathers its rows' weights with its inputs and the loss kernel applies them.
 
     Attributes:
         last_finite_loss: the mean loss of the last step applied with finite results, as of
@@ -116,7 +121,7 @@ class TrainStep:
     """
 
     def __init__(self, model, loss, optimizer, X, T, global_batch=None, halt_on_nonfinite=True,
-                 comm=None, batch_size=None, rows=None):
+                 comm=None, batch_size=None, rows=None, weights=None):
         if batch_size is not None:  # its name before it said which batch it is
             warnings.warn("TrainStep(batch_size=) is deprecated: it is the global batch, "
                           "TrainStep(global_batch=)", DeprecationWarning, stacklevel=2)
@@ -136,9 +141,14 @@ class TrainStep:
         self._control = Control(be, model.dtype, self.n_steps)
         self._record = be.zeros(2 * self.n_steps, model.dtype)
         self._ws = model.new_workspace(rows, loss)
+        self.weights = weights
+        self.W = None if weights is None else be.empty(n, model.dtype)
+        self._rescale_weights()
         # One batch of all rows in order: the data itself, nothing to gather.
-        self._batch = None if self.n_steps == 1 else Workspace(be, rows, {
-            "X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)})
+        data = {"X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)}
+        if weights is not None:
+            data["W"] = ((), model.dtype)
+        self._batch = None if self.n_steps == 1 else Workspace(be, rows, data)
         self._tapes, self._replays = {}, {}
         self._t0, self._k = optimizer.t, 0
 
@@ -161,6 +171,7 @@ class TrainStep:
                              f"of X, got {None if order is None else order.shape}")
         self.order[:] = order
         self.model.backend.copy_from_host(self._order, self.order)
+        self._rescale_weights()
 
     def prepare_epoch(self, epoch, rng, shuffle, first_step=0):
         """Before an epoch: permute the rows with ``rng`` when ``shuffle``, unless the epoch
@@ -172,9 +183,18 @@ class TrainStep:
         """Release what the step holds beyond its buffers (nothing here)."""
 
     def shuffle(self, rng):
-        """Permute the rows with ``rng`` (host), then copy the order to the device once."""
+        """Permute the rows with ``rng`` (host), then copy the order to the device once (and
+        the weights rescaled for the new batches)."""
         rng.shuffle(self.order)
         self.model.backend.copy_from_host(self._order, self.order)
+        self._rescale_weights()
+
+    def _rescale_weights(self):
+        """The row weights rescaled to mean 1 over each global batch of the current order,
+        to the device (once per order: nothing per step)."""
+        if self.weights is not None:
+            rescaled = batch_rescaled(self.weights, self.order, self.global_batch)
+            self.model.backend.copy_from_host(self.W, rescaled.astype(self.model.dtype))
 
     def begin_epoch(self, lrs, done=None):
         """Start an epoch: ``lrs`` holds the learning rate of each of its steps (host floats,
@@ -228,9 +248,9 @@ class TrainStep:
         model, be, comm = self.model, self.model.backend, self.comm
         lo, hi = shard(0, m, comm.rank, comm.size)
         if hi > lo:
-            X, T = self._shard_rows(lo, hi)
+            X, T, W = self._shard_rows(lo, hi)
             views = self._ws.rows(hi - lo)
-            total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out))
+            total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out), W)
             model.backward_pass(X, views)
         else:  # a last batch with fewer rows than ranks: this rank adds nothing
             total = self._ws.arrays["total"]
@@ -245,15 +265,20 @@ class TrainStep:
         be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, ctrl, self._record)
 
     def _shard_rows(self, lo, hi):
-        """Inputs and targets of rows ``lo:hi`` of the step's batch: views of the data when
-        it is one batch in order, else gathered by the kernel (offset ``lo`` in the batch)."""
+        """Inputs, targets and weights (None: unweighted) of rows ``lo:hi`` of the step's
+        batch: views of the data when it is one batch in order, else gathered by the kernel
+        (offset ``lo`` in the batch)."""
+        W = self.W
         if self._batch is None:
-            return self.X[lo:hi], self.T[lo:hi]
+            return self.X[lo:hi], self.T[lo:hi], None if W is None else W[lo:hi]
         be, batch = self.model.backend, self._batch.rows(hi - lo)
-        for source, out in ((self.X, batch["X"]), (self.T, batch["T"])):
+        pairs = [(self.X, batch["X"]), (self.T, batch["T"])]
+        if W is not None:
+            pairs.append((W, batch["W"]))
+        for source, out in pairs:
             be.kernel("gather_rows", source, self._order, self._control.ctrl, source.size,
                       self._order.size, self.global_batch, lo, out.size // (hi - lo), out)
-        return batch["X"], batch["T"]
+        return batch["X"], batch["T"], batch.get("W")
 
     def read(self):
         """The records of the steps run so far this epoch: ONE device-to-host read.

@@ -26,6 +26,7 @@ from gpunn.sharing import holding_model
 from gpunn.sources import is_streamed
 from gpunn.staging import StreamStep, stream_sources
 from gpunn.step import TrainStep
+from gpunn.weights import check_sample_weight, row_weights
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
@@ -71,7 +72,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
         checkpoint_path=None, resume_from=None, check_every=None, comm=None,
-        validation_split=None, verbose=None, chunk_rows=None, checkpoint_steps=None):
+        validation_split=None, verbose=None, chunk_rows=None, checkpoint_steps=None,
+        sample_weight=None, class_weight=None):
     """Train ``model`` on ``(X, y)`` by mini-batch gradient descent; the :class:`History`.
 
     Each epoch reshuffles the rows (``numpy.random.default_rng(seed)`` on the host, so every
@@ -118,7 +120,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         shuffle: reshuffle the rows every epoch.
         schedule: a schedule name or object (``gpunn.schedules``), or None for a constant lr;
             it sets ``optimizer.lr`` from ``optimizer.base_lr`` before every epoch or step.
-        validation_data: ``(X_val, y_val)``, evaluated after every epoch.
+        validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)``,
+            evaluated after every epoch; with weights, ``val_loss`` is their weighted mean and
+            ``val_accuracy`` the weight of the rows right over the weight of all
+            (``class_weight`` applies to training only, as in Keras).
         seed: seed of the shuffling.
         progress: True for a tqdm bar on stderr, False for none, None for a bar when stderr
             is a terminal (used when ``verbose`` is None).
@@ -153,6 +158,16 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             step, giving the bits of an uninterrupted run.
         chunk_rows: rows per staged chunk when streaming (at least the global batch; None:
             about 32 MiB of inputs); given with in-memory arrays, they are streamed too.
+        sample_weight: a non-negative weight per row of ``X``, or None. Each batch's loss is
+            then the weighted mean ``sum(w l) / sum(w)`` over its rows (scikit-learn's
+            ``MLPClassifier``, PyTorch's ``CrossEntropyLoss(weight=)``; see
+            :mod:`gpunn.weights`); the epoch's ``loss`` in the history averages its steps'
+            weighted means, as it averages their means without weights. With
+            ``validation_split``, the held-out rows' weights weight ``val_loss``. Not yet
+            with streamed data.
+        class_weight: ``"balanced"`` (scikit-learn's ``n / (n_classes * bincount(y))``) or a
+            dict ``{label: weight}`` (others weigh 1), for ``cross_entropy`` or one-output
+            ``bce``; it multiplies ``sample_weight``. Not yet with streamed data.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
@@ -162,16 +177,26 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     # rank at once instead of leaving the others in the first collective until the time-out.
     with comm.guard(agreed=(RanksDisagree,)):
         streamed = chunk_rows is not None or is_streamed(X) or is_streamed(y)
+        weights = None
         if streamed:
             if validation_split is not None:
                 raise ValueError("validation_split: expected None for streamed data (give "
                                  f"validation_data instead), got {validation_split!r}")
+            for name, value in (("sample_weight", sample_weight),
+                                ("class_weight", class_weight)):
+                if value is not None:  # the chunk staging does not carry weights yet
+                    raise ValueError(f"{name}: expected None for streamed data (not "
+                                     f"supported yet), got {type(value).__name__}")
             X, y, loss, T_shape = stream_sources(model, X, y, loss)
             n = len(X)
         else:
-            X, y, validation_data = _split_validation(X, y, validation_split, validation_data)
+            X, y, sample_weight, validation_data = _split_validation(
+                X, y, sample_weight, validation_split, validation_data)
             Xd, T, loss = model.prepare(X, y, loss)
             n = Xd.shape[0]
+            weights = (None if sample_weight is None and class_weight is None else
+                       row_weights(sample_weight, class_weight, model.backend.to_numpy(T),
+                                   loss, model.n_out))
         if getattr(comm, "name", None) == "mpi" and not isinstance(model.flat_params,
                                                                    np.ndarray):
             raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model "
@@ -202,10 +227,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
                                  global_batch, chunk_rows, seed, not skip, comm)
         else:
             trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
-                                halt_on_nonfinite=not skip, comm=comm)
+                                halt_on_nonfinite=not skip, comm=comm, weights=weights)
         trainer.optimizer.check_dtype(model.dtype)  # before any lr reaches a device table
         schedule = get_schedule(schedule)
-        history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n)
+        history = History(backend=model.backend.name, batch_size=global_batch, n_samples=n,
+                          weight_sum=None if weights is None else float(weights.sum()))
         done, steps = 0, None
         if resume_from is not None:
             schedule, history, rng, done, steps = resume(resume_from, trainer, schedule,
@@ -260,7 +286,8 @@ def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):
             "loss": trainer.loss.name, "optimizer": optimizer.name, "lr": optimizer.base_lr,
             "hyperparameters": {k: getattr(optimizer, k) for k in optimizer.hyperparameters},
             "schedule": repr(schedule), "epochs": epochs, "batch_size": trainer.global_batch,
-            "shuffle": shuffle, "seed": seed, "resumed_epochs": done}
+            "shuffle": shuffle, "seed": seed, "resumed_epochs": done,
+            "weights": None if trainer.weights is None else float(trainer.weights.sum())}
 
 
 def _callbacks_stop(callbacks, epoch, logs, comm):
@@ -280,10 +307,11 @@ def _bind_callbacks(callbacks, trainer, history, epochs):
     return run
 
 
-def _split_validation(X, y, validation_split, validation_data):
-    """``(X_train, y_train, validation_data)``: the last ``validation_split`` of the rows."""
+def _split_validation(X, y, sample_weight, validation_split, validation_data):
+    """``(X_train, y_train, sample_weight_train, validation_data)``: the last
+    ``validation_split`` of the rows (with their weights)."""
     if validation_split is None:
-        return X, y, validation_data
+        return X, y, sample_weight, validation_data
     fraction = check_number("validation_split", validation_split, low=0.0, high=1.0,
                             low_open=True, high_open=True)
     if validation_data is not None:
@@ -296,7 +324,11 @@ def _split_validation(X, y, validation_split, validation_data):
     if not 1 <= n_val < n:
         raise ValueError(f"validation_split: expected a fraction leaving rows on both sides, "
                          f"got {fraction} of {n} rows")
-    return X[:n - n_val], y[:n - n_val], (X[n - n_val:], y[n - n_val:])
+    if sample_weight is None:
+        return X[:n - n_val], y[:n - n_val], None, (X[n - n_val:], y[n - n_val:])
+    w = check_sample_weight(sample_weight, n)
+    return (X[:n - n_val], y[:n - n_val], w[:n - n_val],
+            (X[n - n_val:], y[n - n_val:], w[n - n_val:]))
 
 
 def _global_batch(batch_size, n, ranks):
@@ -358,8 +390,9 @@ def _log_epoch(trainer, history, epoch, seconds, validation):
     history.lr.append(trainer.optimizer.lr)
     if validation is not None:
         # in chunks of a global batch's rows: the workspace that training sized
-        val_loss, accuracy = trainer.model.evaluate_device(*validation, trainer.loss,
-                                                           trainer.global_batch)
+        Xv, Tv, weights = validation
+        val_loss, accuracy = trainer.model.evaluate_device(Xv, Tv, trainer.loss,
+                                                           trainer.global_batch, weights)
         history.val_loss.append(val_loss)
         if accuracy is not None:
             history.val_accuracy.append(accuracy)
@@ -377,14 +410,19 @@ def _summary(history):
 def _prepare_validation(model, validation_data, loss):
     if validation_data is None:
         return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise TypeError("validation_data: expected a pair (X_val, y_val), got "
-                        f"{type(validation_data).__name__}")
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise TypeError("validation_data: expected a pair (X_val, y_val) or a triple (X_val, "
+                        f"y_val, sample_weight_val), got {type(validation_data).__name__}"
+                        + (f" of {len(validation_data)}"
+                           if isinstance(validation_data, (tuple, list)) else ""))
     try:
         Xv, Tv, _ = model.prepare(validation_data[0], validation_data[1], loss)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"validation_data: {exc}") from None
-    return Xv, Tv
+    weights = None
+    if len(validation_data) == 3:
+        weights = check_sample_weight(validation_data[2], Xv.shape[0], "validation_data[2]")
+    return Xv, Tv, weights
 
 
 def _progress_bar(show, epochs, done=0):

@@ -253,20 +253,42 @@ def _round_tf32(inp, rows, cols):
     return (inp.normal((rows, cols), 3.0),)
 
 
-def _bce(inp, rows, cols):
-    return (inp.normal((rows, cols), 4.0), inp.targets((rows, cols)), 1.0 / rows,
-            inp.unset((rows, cols)), inp.unset((rows, cols)))
+def _row_weights(inp, rows, weighted):
+    """Per-row loss weights: ones, or non-negative weights with a zero and a large one."""
+    if not weighted:
+        return np.ones(rows, inp.dtype)
+    w = inp.uniform(rows, 0.0, 3.0)
+    w[:: 3] = 0.0
+    w[1:: 5] = 250.0
+    return w
 
 
-def _xent(inp, rows, cols):
-    Z = inp.normal((rows, cols), 4.0)
-    labels = inp.rng.integers(0, cols, rows).astype(inp.dtype)
-    return Z, labels, cols, 1.0 / rows, inp.unset(rows), inp.unset((rows, cols))
+def _bce(weighted):
+    def make(inp, rows, cols):
+        return (inp.normal((rows, cols), 4.0), inp.targets((rows, cols)),
+                _row_weights(inp, rows, weighted), cols, 1.0 / rows,
+                inp.unset((rows, cols)), inp.unset((rows, cols)))
+
+    return make
 
 
-def _mse(inp, rows, cols):
-    return (inp.normal((rows, cols), 2.0), inp.normal((rows, cols), 2.0), 1.0 / (rows * cols),
-            inp.unset((rows, cols)), inp.unset((rows, cols)))
+def _xent(weighted):
+    def make(inp, rows, cols):
+        Z = inp.normal((rows, cols), 4.0)
+        labels = inp.rng.integers(0, cols, rows).astype(inp.dtype)
+        return (Z, labels, _row_weights(inp, rows, weighted), cols, 1.0 / rows,
+                inp.unset(rows), inp.unset((rows, cols)))
+
+    return make
+
+
+def _mse(weighted):
+    def make(inp, rows, cols):
+        return (inp.normal((rows, cols), 2.0), inp.normal((rows, cols), 2.0),
+                _row_weights(inp, rows, weighted), cols, 1.0 / (rows * cols),
+                inp.unset((rows, cols)), inp.unset((rows, cols)))
+
+    return make
 
 
 def _ctrl(t=0, k=0, bad=0, bad_update=0, halt=0):
@@ -457,9 +479,12 @@ CASES = (
        for act in reference.FROM_Z]
     + _optimizer_cases()
     + [
-        KernelCase("bce_logits", "mean", _bce),
-        KernelCase("softmax_xent", "mean", _xent),
-        KernelCase("mse", "mean", _mse),
+        KernelCase("bce_logits", "mean", _bce(False)),
+        KernelCase("bce_logits", "weighted", _bce(True)),
+        KernelCase("softmax_xent", "mean", _xent(False)),
+        KernelCase("softmax_xent", "weighted", _xent(True)),
+        KernelCase("mse", "mean", _mse(False)),
+        KernelCase("mse", "weighted", _mse(True)),
         KernelCase("sgd_step", "plain", _sgd(0.0, 0.0, 0.0, 0, 3)),
         KernelCase("sgd_step", "weight_decay", _sgd(0.0, 0.0, 0.01, 0, 3)),
         KernelCase("sgd_step", "momentum_first", _sgd(0.9, 0.0, 0.0, 0, 0)),

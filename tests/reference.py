@@ -197,10 +197,19 @@ def residual_act_bwd_bf16(S, dA, act, dZ=None, dZh=None):
 
 # --- losses ------------------------------------------------------------------------------
 
-def bce_logits(Z, Y, scale, loss=None, dZ=None):
-    """Binary cross-entropy of sigmoid(z): log(1 + exp(z)) - z y; gradient (sigmoid(z) - y)."""
-    z, y = _f64(Z), _f64(Y)
-    return {"loss": np.logaddexp(0.0, z) - z * y, "dZ": (sigmoid(z) - y) * float(scale)}
+def _row_weights(W, shape):
+    """The weight of every element of an output of ``shape``: each row's weight, float64."""
+    rows = _f64(W)[: shape[0]]
+    return rows.reshape(-1, 1) if len(shape) == 2 else rows
+
+
+def bce_logits(Z, Y, W, n_cols, scale, loss=None, dZ=None):
+    """Binary cross-entropy of sigmoid(z): w (log(1 + exp(z)) - z y); gradient
+    w (sigmoid(z) - y) scale, w the weight of the element's row."""
+    z, y = _f64(Z).reshape(-1, int(n_cols)), _f64(Y).reshape(-1, int(n_cols))
+    w = _row_weights(W, z.shape)
+    return {"loss": (w * (np.logaddexp(0.0, z) - z * y)).reshape(np.shape(Z)),
+            "dZ": (w * (sigmoid(z) - y) * float(scale)).reshape(np.shape(Z))}
 
 
 def logsumexp_rows(Z):
@@ -210,12 +219,14 @@ def logsumexp_rows(Z):
     return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
-def softmax_xent(Z, labels, n_cols, scale, loss=None, dZ=None):
-    """Per row lse(z) - z_y; per element (softmax(z) - onehot(y)) * scale; labels as reals."""
+def softmax_xent(Z, labels, W, n_cols, scale, loss=None, dZ=None):
+    """Per row w (lse(z) - z_y); per element w (softmax(z) - onehot(y)) * scale; labels as
+    reals, w the row's weight."""
     rows = _f64(Z).reshape(-1, int(n_cols))
     labels = np.asarray(labels).astype(np.int64)[: rows.shape[0]]
     row_loss, grad = softmax_cross_entropy(rows, labels)
-    return {"loss": row_loss, "dZ": (grad * float(scale)).reshape(np.shape(Z))}
+    w = _row_weights(W, rows.shape[:1])
+    return {"loss": w * row_loss, "dZ": (w[:, None] * grad * float(scale)).reshape(np.shape(Z))}
 
 
 def softmax_cross_entropy(Z, labels):
@@ -228,10 +239,13 @@ def softmax_cross_entropy(Z, labels):
     return lse - z[rows, labels], np.exp(z - lse[:, None]) - onehot
 
 
-def mse(Z, Y, scale, loss=None, dZ=None):
-    """Squared error (z - y)^2 per element and its gradient 2 (z - y) * scale."""
-    diff = _f64(Z) - _f64(Y)
-    return {"loss": diff ** 2, "dZ": 2.0 * diff * float(scale)}
+def mse(Z, Y, W, n_cols, scale, loss=None, dZ=None):
+    """Squared error w (z - y)^2 per element and its gradient w 2 (z - y) * scale, w the weight
+    of the element's row."""
+    diff = _f64(Z).reshape(-1, int(n_cols)) - _f64(Y).reshape(-1, int(n_cols))
+    w = _row_weights(W, diff.shape)
+    return {"loss": (w * diff ** 2).reshape(np.shape(Z)),
+            "dZ": (w * 2.0 * diff * float(scale)).reshape(np.shape(Z))}
 
 
 # --- the step's control array: slots and statuses as kernels/step.cuh defines them -----------
@@ -474,30 +488,40 @@ def mlp_forward(params, activations, X):
     return outputs
 
 
-def loss_and_dZ(loss, Z, y):
+def loss_and_dZ(loss, Z, y, weights=None):
     """Mean loss and its gradient w.r.t. the logits/outputs ``Z``, as PyTorch's defaults.
 
     bce: BCEWithLogitsLoss, mean over all elements. cross_entropy: CrossEntropyLoss, mean over
-    rows. mse: MSELoss, mean over all elements.
+    rows. mse: MSELoss, mean over all elements. With per-row ``weights`` the weighted mean
+    ``sum(w l) / sum(w)`` over the rows (each row's elements averaged), as CrossEntropyLoss
+    with class weights and scikit-learn's MLP with sample weights; 0 when the weights sum to 0.
     """
     Z = _f64(Z)
     if loss == "cross_entropy":
         terms, grad = softmax_cross_entropy(Z, np.asarray(y))
-        return terms.mean(), grad / Z.shape[0]
-    Y = _f64(y).reshape(Z.shape)
-    if loss == "bce":
-        return (np.logaddexp(0.0, Z) - Z * Y).mean(), (sigmoid(Z) - Y) / Z.size
-    return ((Z - Y) ** 2).mean(), 2.0 * (Z - Y) / Z.size
+    else:
+        Y = _f64(y).reshape(Z.shape)
+        if loss == "bce":
+            terms, grad = np.logaddexp(0.0, Z) - Z * Y, sigmoid(Z) - Y
+        else:
+            terms, grad = (Z - Y) ** 2, 2.0 * (Z - Y)
+        terms, grad = terms.mean(axis=1), grad / Z.shape[1]
+    w = np.ones(Z.shape[0]) if weights is None else _f64(weights)
+    total = w.sum()
+    if total == 0:
+        return 0.0, np.zeros_like(Z)
+    return float((w * terms).sum() / total), w[:, None] * grad / total
 
 
-def mlp_loss_and_grad(params, activations, X, y, loss):
-    """Loss and ``[(dW, db), ...]`` by hand-written backprop, f' from the pre-activations."""
+def mlp_loss_and_grad(params, activations, X, y, loss, weights=None):
+    """Loss and ``[(dW, db), ...]`` by hand-written backprop, f' from the pre-activations;
+    ``weights`` per row as :func:`loss_and_dZ`."""
     X = _f64(X)
     pre, A = [], X
     for (W, b), name in zip(params, activations):
         pre.append(A @ _f64(W) + _f64(b))
         A = activation(name, pre[-1])
-    value, dA = loss_and_dZ(loss, A, y)
+    value, dA = loss_and_dZ(loss, A, y, weights)
     inputs = [X] + [activation(n, z) for n, z in zip(activations[:-1], pre[:-1])]
     grads = []
     for (W, _), name, z, A_prev in reversed(list(zip(params, activations, pre, inputs))):

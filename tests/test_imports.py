@@ -32,7 +32,7 @@ LAYERS = [
     ("model", ["gpunn.model", "gpunn.sharing"]),
     ("layers/losses/optim/comm", ["gpunn.layers", "gpunn.blocks", "gpunn.layernorm",
                                   "gpunn.losses", "gpunn.optim",
-                                  "gpunn.schedules", "gpunn.comm"]),
+                                  "gpunn.schedules", "gpunn.comm", "gpunn.weights"]),
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
     ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._environment", "gpunn._files",

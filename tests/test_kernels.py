@@ -78,16 +78,17 @@ def test_softmax_xent_matches_logsumexp_at_extremes(backend, dtype):
     z[13, 4], z[17] = -1e4, -88.7
     labels = rng.integers(0, 11, 29)
     loss, dZ = backend.empty(29, dtype), backend.empty(z.shape, dtype)
-    backend.kernel("softmax_xent", backend.asarray(z), backend.asarray(labels.astype(dtype)), 11,
-                   1.0, loss, dZ)
+    backend.kernel("softmax_xent", backend.asarray(z), backend.asarray(labels.astype(dtype)),
+                   backend.asarray(np.ones(29, dtype)), 11, 1.0, loss, dZ)
     row_loss, grad = reference.softmax_cross_entropy(z, labels)
     reference.assert_close(backend.to_numpy(loss), row_loss, dtype, scale=2)
     reference.assert_close(backend.to_numpy(dZ), grad, dtype, scale=2)
 
 
 def _mse_args(backend, dtype, n=10):
-    return [backend.asarray(np.ones(n, dtype)), backend.asarray(np.zeros(n, dtype)), 0.5,
-            backend.empty(n, dtype), backend.empty(n, dtype)]
+    return [backend.asarray(np.ones(n, dtype)), backend.asarray(np.zeros(n, dtype)),
+            backend.asarray(np.ones(n, dtype)), 1, 0.5, backend.empty(n, dtype),
+            backend.empty(n, dtype)]
 
 
 def _replace(args, index, value):
@@ -98,7 +99,7 @@ BAD_ARGUMENTS = [
     # (description, position, make the bad value, error type, words the message must contain)
     ("int array", 0, lambda be, dt: be.asarray(np.ones(10, np.int32)), TypeError,
      ["'Z'", "int32"]),
-    ("int output", 4, lambda be, dt: be.asarray(np.ones(10, np.int64)), TypeError,
+    ("int output", 6, lambda be, dt: be.asarray(np.ones(10, np.int64)), TypeError,
      ["'dZ'", "int64"]),
     ("mixed dtypes", 1, lambda be, dt: be.asarray(np.ones(10, _other(dt))), TypeError,
      ["'Y'", "expected dtype {dtype}, got {other}"]),
@@ -106,11 +107,13 @@ BAD_ARGUMENTS = [
      ["'Z'", "contiguous"]),
     ("list input", 0, lambda be, dt: [1.0] * 10, TypeError, ["'Z'", "list"]),
     ("list middle", 1, lambda be, dt: [1.0] * 10, TypeError, ["'Y'", "list"]),
-    ("list last", 4, lambda be, dt: [1.0] * 10, TypeError, ["'dZ'", "list"]),
-    ("short output", 3, lambda be, dt: be.empty(9, dt), ValueError, ["'loss'", "10", "9"]),
+    ("list last", 6, lambda be, dt: [1.0] * 10, TypeError, ["'dZ'", "list"]),
+    ("short output", 5, lambda be, dt: be.empty(9, dt), ValueError, ["'loss'", "10", "9"]),
     ("short input", 1, lambda be, dt: be.zeros(9, dt), ValueError, ["'Y'", "10", "9"]),
     ("long input", 0, lambda be, dt: be.zeros(11, dt), ValueError, ["'Z'", "10", "11"]),
-    ("array as scalar", 2, lambda be, dt: be.asarray(np.ones(1, dt)), TypeError, ["'scale'"]),
+    ("short weights", 2, lambda be, dt: be.zeros(9, dt), ValueError,
+     ["'W'", "10 elements (n / n_cols), got 9"]),
+    ("array as scalar", 4, lambda be, dt: be.asarray(np.ones(1, dt)), TypeError, ["'scale'"]),
     ("None as array", 1, lambda be, dt: None, TypeError, ["'Y'", "NoneType"]),
 ]
 
@@ -132,21 +135,23 @@ def test_kernel_argument_errors_name_the_argument(backend, dtype, bad):
 
 def test_kernel_wrong_argument_count_names_the_signature(backend):
     args = _mse_args(backend, np.float64)
-    with pytest.raises(TypeError, match=r"mse\(Z, Y, scale, loss, dZ\): expected 5 .* got 4"):
-        backend.kernel("mse", *args[:4])
+    with pytest.raises(TypeError,
+                       match=r"mse\(Z, Y, W, n_cols, scale, loss, dZ\): expected 7 .* got 6"):
+        backend.kernel("mse", *args[:6])
 
 
 def _softmax_args(backend, dtype, rows=3, cols=4):
     z = backend.zeros(rows * cols, dtype)
-    return [z, backend.zeros(rows, dtype), cols, 1.0, backend.empty(rows, dtype),
-            backend.empty(rows * cols, dtype)]
+    return [z, backend.zeros(rows, dtype), backend.zeros(rows, dtype), cols, 1.0,
+            backend.empty(rows, dtype), backend.empty(rows * cols, dtype)]
 
 
 @pytest.mark.parametrize("position, value, words", [
     (1, lambda be, dt: be.zeros(2, dt), ["'labels'", "3 elements (n / n_cols), got 2"]),
-    (4, lambda be, dt: be.zeros(4, dt), ["'loss'", "got 4"]),
-    (2, lambda be, dt: 5, ["'n_cols'", "positive divisor of n=12, got 5"]),
-    (2, lambda be, dt: 0, ["'n_cols'", "got 0"]),
+    (2, lambda be, dt: be.zeros(4, dt), ["'W'", "3 elements (n / n_cols), got 4"]),
+    (5, lambda be, dt: be.zeros(4, dt), ["'loss'", "got 4"]),
+    (3, lambda be, dt: 5, ["'n_cols'", "positive divisor of n=12, got 5"]),
+    (3, lambda be, dt: 0, ["'n_cols'", "got 0"]),
 ])
 def test_kernel_checks_declared_row_sizes(backend, dtype, position, value, words):
     args = _replace(_softmax_args(backend, dtype), position, value(backend, dtype))
@@ -189,10 +194,10 @@ def test_unknown_kernel_lists_the_choices(backend):
 
 def test_kernel_accepts_numpy_scalars_and_leaves_inputs_alone(backend, dtype):
     args = _mse_args(backend, dtype)
-    args[2] = np.float64(0.5)
+    args[4] = np.float64(0.5)
     backend.kernel("mse", *args)
     assert (backend.to_numpy(args[0]) == 1).all() and (backend.to_numpy(args[1]) == 0).all()
-    reference.assert_close(backend.to_numpy(args[4]), np.ones(10), dtype)
+    reference.assert_close(backend.to_numpy(args[6]), np.ones(10), dtype)
 
 
 def test_kernel_scalar_errors_name_the_argument(backend):
@@ -201,19 +206,20 @@ def test_kernel_scalar_errors_name_the_argument(backend):
         backend.kernel("act_bwd", A, 1.5, dZ)
     args = _mse_args(backend, np.float64)
     with pytest.raises(TypeError, match="mse argument 'scale': expected a real number, got str"):
-        backend.kernel("mse", *_replace(args, 2, "0.5"))
+        backend.kernel("mse", *_replace(args, 4, "0.5"))
 
 
 def test_bce_soft_labels_near_saturation(backend, dtype):
     """max(z, 0) - z y must not cancel when y is near 1 and z is large (or the reverse)."""
     z = np.array([1e4, 88.7, -88.7, 20.0, -1e4], dtype)
     y = np.array([0.9999, 0.99999, 1e-5, 0.999, 1e-4], dtype)
-    args = [backend.asarray(z), backend.asarray(y), 1.0, backend.empty(5, dtype),
-            backend.empty(5, dtype)]
+    w = np.ones(5, dtype)
+    args = [backend.asarray(z), backend.asarray(y), backend.asarray(w), 1, 1.0,
+            backend.empty(5, dtype), backend.empty(5, dtype)]
     backend.kernel("bce_logits", *args)
-    expected = reference.bce_logits(z, y, 1.0)
-    reference.assert_close(backend.to_numpy(args[3]), expected["loss"], dtype)
-    reference.assert_close(backend.to_numpy(args[4]), expected["dZ"], dtype)
+    expected = reference.bce_logits(z, y, w, 1, 1.0)
+    reference.assert_close(backend.to_numpy(args[5]), expected["loss"], dtype)
+    reference.assert_close(backend.to_numpy(args[6]), expected["dZ"], dtype)
 
 
 @pytest.mark.parametrize("case, dtype", CASE_DTYPES, ids=CASE_DTYPE_IDS)

@@ -6,6 +6,7 @@ import reference as ref
 
 import gpunn
 from gpunn.losses import LOSSES, get_loss
+from gpunn.weights import batch_rescaled
 from gpunn.workspace import Workspace
 
 TORCH_LOSSES = {"bce": "binary_cross_entropy_with_logits", "cross_entropy": "cross_entropy",
@@ -21,14 +22,17 @@ def targets(loss, n, n_out, rng):
     return rng.normal(size=(n, n_out))
 
 
-def run_loss(backend, loss, Z, y, dtype):
-    """The loss's mean and dL/dZ from its fused kernels, on ``backend``."""
+def run_loss(backend, loss, Z, y, dtype, weights=None):
+    """The loss's mean and dL/dZ from its fused kernels, on ``backend``; ``weights`` per row
+    (rescaled to mean 1 as a training step does), None for ones."""
     n, n_out = Z.shape
     T = backend.asarray(loss.targets(y, n, n_out, dtype))
     buffers = Workspace(backend, n, loss.buffer_specs(n_out, dtype)).rows(n)
     dZ = backend.empty(Z.shape, dtype)
     scale = loss.scale(n, n_out)
-    loss.forward_backward(backend, backend.asarray(Z, dtype), T, scale, dZ, buffers)
+    W = np.ones(n) if weights is None else batch_rescaled(weights, np.arange(n), n)
+    loss.forward_backward(backend, backend.asarray(Z, dtype), T, backend.asarray(W, dtype),
+                          scale, dZ, buffers)
     total = backend.to_numpy(buffers["terms"]).astype(np.float64).sum()
     return total * scale, backend.to_numpy(dZ)
 
@@ -49,6 +53,46 @@ def test_value_and_gradient_match_reference_and_torch(backend, dtype, name):
     reduced.backward()
     ref.assert_close(value, reduced.item(), dtype, scale=4.0, err_msg="torch loss")
     ref.assert_close(dZ, logits.grad.numpy(), dtype, scale=4.0, err_msg="torch dZ")
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_weighted_value_and_gradient_match_reference_and_torch(backend, dtype, name):
+    """Per-row weights (a zero, a large one): the weighted mean sum(w l) / sum(w), against the
+    float64 reference and torch's reduction='none' terms times the weights."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    Z = (rng.normal(size=(9, 3)) * 3).astype(dtype)
+    y = targets(name, 9, 3, rng)
+    w = rng.uniform(0.1, 4.0, 9)
+    w[2], w[5] = 0.0, 40.0
+    value, dZ = run_loss(backend, get_loss(name), Z, y, dtype, weights=w)
+    expected, expected_dZ = ref.loss_and_dZ(name, Z, y, weights=w)
+    ref.assert_close(value, expected, dtype, scale=4.0, err_msg="loss")
+    ref.assert_close(dZ, expected_dZ, dtype, scale=4.0, err_msg="dZ")
+    logits = torch.tensor(Z.astype(np.float64), requires_grad=True)
+    target = torch.tensor(y) if name != "cross_entropy" else torch.tensor(y, dtype=torch.long)
+    terms = getattr(torch.nn.functional, TORCH_LOSSES[name])(logits, target, reduction="none")
+    per_row = terms.reshape(9, -1).mean(dim=1)
+    reduced = (per_row * torch.tensor(w)).sum() / w.sum()
+    reduced.backward()
+    ref.assert_close(value, reduced.item(), dtype, scale=4.0, err_msg="torch loss")
+    ref.assert_close(dZ, logits.grad.numpy(), dtype, scale=4.0, err_msg="torch dZ")
+    assert not np.allclose(value, ref.loss_and_dZ(name, Z, y)[0])  # the weights mattered
+
+
+def test_class_weights_match_torch_cross_entropy_weight(backend, dtype):
+    """class_weight as row weights w_i = c[y_i] is CrossEntropyLoss(weight=c), mean reduction."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    Z = (rng.normal(size=(11, 4)) * 2).astype(dtype)
+    y = rng.integers(0, 4, 11)
+    c = np.array([0.5, 3.0, 1.0, 7.0])
+    value, dZ = run_loss(backend, get_loss("cross_entropy"), Z, y, dtype, weights=c[y])
+    logits = torch.tensor(Z.astype(np.float64), requires_grad=True)
+    reduced = torch.nn.functional.cross_entropy(logits, torch.tensor(y), weight=torch.tensor(c))
+    reduced.backward()
+    ref.assert_close(value, reduced.item(), dtype, scale=4.0)
+    ref.assert_close(dZ, logits.grad.numpy(), dtype, scale=4.0)
 
 
 @pytest.mark.parametrize("name", ["bce", "cross_entropy"])

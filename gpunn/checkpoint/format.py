@@ -10,6 +10,7 @@ layout computed from them; every number a header claims is bounded before it is 
 """
 
 import json
+import math
 import numbers
 
 import numpy as np
@@ -207,6 +208,10 @@ def checked_history(saved):
                                   f"{short(value, 60)}")
     for key in ("skipped_steps", "batch_size", "n_samples"):
         check_int(f"history.{key}", saved[key], low=0, high=MAX_COUNT)
+    weight_sum = saved["weight_sum"]
+    if weight_sum is not None and not (_is_number(weight_sum) and 0 < weight_sum < math.inf):
+        raise CheckpointError(f"history.weight_sum: expected None or a positive finite number, "
+                              f"got {short(weight_sum, 60)}")
     if not isinstance(saved["backend"], str):
         raise CheckpointError(f"history.backend: expected a name, got "
                               f"{type(saved['backend']).__name__}")

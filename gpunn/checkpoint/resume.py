@@ -120,7 +120,7 @@ def _check_fits(saved, trainer, schedule, history):
     if schedule is not None and schedule.config() != expected:
         raise CheckpointError(f"schedule: expected {expected} as saved, "
                               f"got {schedule.config()}")
-    for key in ("batch_size", "n_samples"):
+    for key in ("batch_size", "n_samples", "weight_sum"):
         if getattr(saved.history, key) != getattr(history, key):
             raise CheckpointError(f"{key}: expected {getattr(saved.history, key)!r} as "
                                   f"saved, got {getattr(history, key)!r}")
