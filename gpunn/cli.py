@@ -124,12 +124,14 @@ def _cmd_train(args):
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
+    class_weight = cli_data.parse_class_weight(args.class_weight)
     targets = _check_outputs(args)
     if args.backend is not None:
         use_backend(args.backend)
     comm = _get_comm(args)
     say = print if comm.rank == 0 else _silent  # rank 0 alone prints, plots and saves
     data = _load_data(args)
+    class_weight = cli_data.class_weight(class_weight, data)
     model = _build_model(hidden, args, data.X_train.shape[1], data)
     say(f"backend: {model.backend.name} ({model.backend.device})")
     if args.distributed is not None:
@@ -148,7 +150,7 @@ def _cmd_train(args):
     history = fit(model, data.X_train, data.y_train, optimizer=args.optimizer, lr=args.lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
                   validation_data=validation, progress=False, comm=comm,
-                  callbacks=[*printer, *callbacks])
+                  callbacks=[*printer, *callbacks], class_weight=class_weight)
     elapsed = time.perf_counter() - started
     compiled()
     if comm.rank == 0:
@@ -241,6 +243,9 @@ def _add_train_parser(sub):
                         "or cosine,period=100,per=step,warmup=10 (warmup= wraps any schedule in "
                         "a linear warm-up) (default: constant)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default %(default)s)")
+    p.add_argument("--class-weight", default=None, metavar="balanced|LABEL=W,...",
+                   help="weight the training loss by class: balanced (n / (classes * count), "
+                        "as scikit-learn) or LABEL=WEIGHT pairs, others 1 (default: none)")
     _add_backend_argument(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--precision", choices=PRECISIONS, type=choice_key, default=d["precision"],

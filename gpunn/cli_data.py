@@ -219,3 +219,37 @@ def _prediction_columns(model, meta, X):
         else meta["classes"]
     labels = [classes[k] for k in np.argmax(P, axis=1)]
     return {name: labels, **{f"proba_{c}": P[:, j] for j, c in enumerate(classes)}}
+
+
+def parse_class_weight(text):
+    """``--class-weight``: None, ``"balanced"`` or ``{label text: weight}`` from
+    ``LABEL=WEIGHT,...`` (checked before any data is read)."""
+    if text is None or text.strip().lower() == "balanced":
+        return None if text is None else "balanced"
+    weights = {}
+    for pair in text.split(","):
+        label, sep, value = (part.strip() for part in pair.partition("="))
+        try:
+            if not (label and sep) or label in weights:
+                raise ValueError
+            weights[label] = float(value)
+        except ValueError:
+            raise ValueError(f"--class-weight: expected 'balanced' or LABEL=WEIGHT,... with "
+                             f"each label once, such as 3=2.5,7=0.5, got {text!r}") from None
+    return weights
+
+
+def class_weight(parsed, data):
+    """fit's ``class_weight`` for ``data``: ``"balanced"``, or the parsed labels' classes."""
+    if parsed is None:
+        return None
+    if data.task != "classification":
+        raise ValueError(f"--class-weight: expected a classification task, got {data.task}")
+    if parsed == "balanced":
+        return parsed
+    names = [str(c) for c in data.classes]
+    unknown = [label for label in parsed if label not in names]
+    if unknown:
+        raise ValueError(f"--class-weight: expected labels among the classes {names}, got "
+                         f"{unknown}")
+    return {names.index(label): weight for label, weight in parsed.items()}

@@ -14,6 +14,7 @@ kept. Either way at most ``max_iter`` epochs run.
 """
 
 import contextlib
+import inspect
 import warnings
 
 import numpy as np
@@ -31,12 +32,14 @@ except ImportError as exc:  # not installed, or older than 1.6 (no validate_data
 
 from gpunn._checks import check_bool, check_choice, check_int, check_number, check_positive
 from gpunn.backends import use_backend
+from gpunn.backends.gemm_precision import check_precision
 from gpunn.callbacks import EarlyStopping
 from gpunn.layernorm import NORMS
 from gpunn.layers import DEFAULT_INIT
 from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
 from gpunn.train import fit as gpunn_fit
+from gpunn.weights import CLASS_WEIGHTS, check_sample_weight
 
 __all__ = ["GpunnClassifier", "GpunnRegressor"]
 
@@ -50,7 +53,7 @@ class _GpunnMLP(BaseEstimator):
                  learning_rate_init=0.001, batch_size="auto", max_iter=200, shuffle=True,
                  tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
-                 backend=None, verbose=0, norm=None, residual=False):
+                 backend=None, verbose=0, norm=None, residual=False, precision="fp32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -70,6 +73,7 @@ class _GpunnMLP(BaseEstimator):
         self.verbose = verbose
         self.norm = norm
         self.residual = residual
+        self.precision = precision
 
     # --- subclass hooks: targets in and predictions out ---------------------------------
 
@@ -79,6 +83,10 @@ class _GpunnMLP(BaseEstimator):
     def _output_spec(self):
         """``(n_out, output)`` of the model for the encoded targets."""
         raise NotImplementedError
+
+    def _class_weight(self, incremental):
+        """gpunn.fit's ``class_weight`` (keys: class indices), or None: the classifier's."""
+        return None
 
     # --- training ------------------------------------------------------------------------
 
@@ -98,6 +106,7 @@ class _GpunnMLP(BaseEstimator):
         if self.norm is not None:
             check_choice("norm", self.norm, NORMS)
         check_bool("residual", self.residual)
+        check_precision(self.precision)
         self._sizes(1, 1)
         self._batch_size(1)
 
@@ -140,7 +149,8 @@ class _GpunnMLP(BaseEstimator):
         with self._backend_context():
             self._model = MLP(self._sizes(n_features, n_out), activation=self.activation,
                               output=output, dtype=self.dtype, seed=self._init_seed,
-                              init=self.init, norm=self.norm, residual=self.residual)
+                              init=self.init, norm=self.norm, residual=self.residual,
+                              precision=self.precision)
         self._optimizer = get_optimizer(self.solver, self.learning_rate_init)
         self._calls = 0
 
@@ -161,24 +171,29 @@ class _GpunnMLP(BaseEstimator):
                                  restore_best=True)
         return EarlyStopping("loss", patience=self.n_iter_no_change, min_delta=self.tol)
 
-    def _split(self, X, T):
-        """``(X, T, validation_data)``: the held-out fraction when early stopping."""
+    def _split(self, X, T, w):
+        """``(X, T, w, validation_data)``: the held-out fraction (with its weights ``w``, if
+        any) when early stopping."""
         if not self.early_stopping:
-            return X, T, None
+            return X, T, w, None
         stratify = T if self._model.output is not None else None
+        parts = (X, T) if w is None else (X, T, w)
         try:
-            X, X_val, T, T_val = train_test_split(
-                X, T, test_size=self.validation_fraction, stratify=stratify,
-                random_state=self._fit_seed)
+            split = train_test_split(*parts, test_size=self.validation_fraction,
+                                     stratify=stratify, random_state=self._fit_seed)
         except ValueError as exc:  # its message names test_size, or no parameter
             raise ValueError(f"validation_fraction: expected a held-out part of the "
                              f"{X.shape[0]} rows that early_stopping can use, got "
                              f"{self.validation_fraction} ({exc})") from None
-        return X, T, (X_val, T_val)
+        X, T = split[0], split[2]
+        if w is None:
+            return X, T, None, (split[1], split[3])
+        return X, T, split[4], (split[1], split[3], split[5])
 
-    def _train(self, X, T, epochs, stopper=None):
+    def _train(self, X, T, epochs, stopper=None, sample_weight=None, incremental=False):
         """Run ``epochs`` epochs of gpunn.fit on the model, continuing its optimizer."""
-        X, T, validation = self._split(X, T) if stopper is not None else (X, T, None)
+        X, T, sample_weight, validation = (self._split(X, T, sample_weight) if stopper is not None
+                                           else (X, T, sample_weight, None))
         self._calls += 1
         with self._backend_context():
             history = gpunn_fit(
@@ -186,7 +201,8 @@ class _GpunnMLP(BaseEstimator):
                 batch_size=self._batch_size(X.shape[0]), shuffle=bool(self.shuffle),
                 schedule=self.schedule, validation_data=validation,
                 seed=(self._fit_seed + self._calls) % _SEED_HIGH,
-                callbacks=[] if stopper is None else [stopper], verbose=self.verbose)
+                callbacks=[] if stopper is None else [stopper], verbose=self.verbose,
+                sample_weight=sample_weight, class_weight=self._class_weight(incremental))
         self.history_ = history
         self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + list(history.loss)
         self.loss_ = history.loss[-1]
@@ -197,12 +213,16 @@ class _GpunnMLP(BaseEstimator):
             self.best_validation_score_ = stopper.best
         return history
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train a new model on ``(X, y)`` for at most ``max_iter`` epochs.
 
         Args:
             X: ``(n_samples, n_features)`` numbers.
             y: labels (classifier, any hashable type) or targets (regressor, 1-D or 2-D).
+            sample_weight: a non-negative weight per sample, or None. Each mini-batch's loss
+                is the weighted mean ``sum(w l) / sum(w)`` (as ``MLPClassifier``); with
+                ``early_stopping`` the held-out samples keep theirs and weight the validation
+                score.
 
         Returns:
             self.
@@ -210,27 +230,31 @@ class _GpunnMLP(BaseEstimator):
         self._check_params()
         with self._unchanged_on_error():
             X, y = self._validate(X, y, reset=True)
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
             T = self._encode_targets(y, first=True)
+            self._class_weight(incremental=False)  # refused before the model is built
             for name in ("loss_curve_", "n_iter_", "validation_scores_",
                          "best_validation_score_"):
                 self.__dict__.pop(name, None)
             self._initialize(X.shape[1])
             stopper = self._stopper()
-            self._train(X, T, self.max_iter, stopper)
+            self._train(X, T, self.max_iter, stopper, sample_weight)
         if stopper.stopped_epoch == 0:
             warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and "
                           "the optimization has not converged yet.", ConvergenceWarning,
                           stacklevel=2)
         return self
 
-    def _partial_fit(self, X, y, first):
+    def _partial_fit(self, X, y, first, sample_weight=None):
         self._check_params()
         with self._unchanged_on_error(trained_in_place=not first):
             X, y = self._validate(X, y, reset=first)
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
             T = self._encode_targets(y, first=first)
+            self._class_weight(incremental=True)  # refused before the model is built
             if first:
                 self._initialize(X.shape[1])
-            self._train(X, T, 1)
+            self._train(X, T, 1, sample_weight=sample_weight, incremental=True)
         return self
 
     def _validate(self, X, y="no_validation", reset=False):
@@ -294,7 +318,8 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
 
     Args:
         hidden_layer_sizes: units of the hidden layers, e.g. ``(100,)`` or ``(64, 64)``.
-        activation: ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``.
+        activation: a gpunn hidden activation: ``"relu"``, ``"leaky_relu"``, ``"gelu"``,
+            ``"gelu_tanh"``, ``"silu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``.
         solver: gpunn optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"momentum"``,
             ``"rmsprop"``.
         learning_rate_init: learning rate.
@@ -314,12 +339,51 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
         norm: None or ``"layer"``: LayerNorm on the input of every layer after the first.
         residual: hidden layers after the first as pre-norm residual blocks (equal
             ``hidden_layer_sizes``, at least two); see :class:`gpunn.MLP`.
+        precision: what the GEMMs compute in, ``"fp32"``, ``"tf32"`` or ``"bf16"`` (float32
+            only; see :class:`gpunn.Sequential`).
+        class_weight: None, ``"balanced"`` (``n_samples / (n_classes * bincount(y))``, as
+            scikit-learn) or a dict ``{label: weight}`` (labels not listed weigh 1). It
+            multiplies ``sample_weight`` in training; the validation score of
+            ``early_stopping`` uses ``sample_weight`` only. ``partial_fit`` takes a dict only:
+            "balanced" needs all of ``y`` at once.
 
     Attributes:
         classes_, n_features_in_, n_iter_, loss_, loss_curve_, best_loss_, history_ (the
         last gpunn History), model_ (the gpunn MLP), validation_scores_ and
         best_validation_score_ (accuracy) with early stopping.
     """
+
+    def __init__(self, *args, class_weight=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weight = class_weight
+
+    # scikit-learn reads the hyperparameters from the signature: the shared ones and this one.
+    __init__.__signature__ = inspect.signature(_GpunnMLP.__init__).replace(parameters=[
+        *inspect.signature(_GpunnMLP.__init__).parameters.values(),
+        inspect.Parameter("class_weight", inspect.Parameter.KEYWORD_ONLY, default=None)])
+
+    def _class_weight(self, incremental):
+        """``class_weight`` with the class indices gpunn.fit's labels are as keys."""
+        weights = self.class_weight
+        if weights is None:
+            return None
+        if isinstance(weights, str):
+            check_choice("class_weight", weights, CLASS_WEIGHTS)
+            if incremental:
+                raise ValueError("class_weight: expected a dict in partial_fit ('balanced' "
+                                 "needs all of y at once; compute it once, e.g. with "
+                                 "sklearn.utils.class_weight.compute_class_weight), got "
+                                 "'balanced'")
+            return weights
+        if not isinstance(weights, dict):
+            raise TypeError(f"class_weight: expected None, 'balanced' or a dict {{label: "
+                            f"weight}}, got {type(weights).__name__}")
+        classes = set(self.classes_.tolist())
+        unknown = [k for k in weights if k not in classes]
+        if unknown:
+            raise ValueError(f"class_weight: expected keys among classes_ "
+                             f"{self.classes_.tolist()}, got {unknown!r}")
+        return {int(np.searchsorted(self.classes_, k)): v for k, v in weights.items()}
 
     def _encode_targets(self, y, first):
         y = column_or_1d(y, warn=True)
@@ -341,8 +405,9 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
         k = len(self.classes_)
         return (1, "sigmoid") if k == 2 else (k, "softmax")
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``; the first call needs ``classes`` (all labels to expect).
+        ``sample_weight`` as in :meth:`fit`.
 
         Returns:
             self.
@@ -354,7 +419,7 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
                                  "call to partial_fit, got None")
             self._pending_classes = np.unique(column_or_1d(classes))
         try:
-            return self._partial_fit(X, y, first)
+            return self._partial_fit(X, y, first, sample_weight)
         finally:
             self.__dict__.pop("_pending_classes", None)
 
@@ -378,7 +443,8 @@ class GpunnRegressor(RegressorMixin, _GpunnMLP):
     """MLP regressor (mean squared error) trained by gpunn, scikit-learn compatible.
 
     ``y`` may be 1-D (``predict`` returns 1-D) or 2-D for several outputs. Arguments as for
-    :class:`GpunnClassifier`; with ``early_stopping`` the validation loss is monitored.
+    :class:`GpunnClassifier` (but ``class_weight``); with ``early_stopping`` the validation
+    loss is monitored.
     """
 
     def _encode_targets(self, y, first):
@@ -394,13 +460,14 @@ class GpunnRegressor(RegressorMixin, _GpunnMLP):
     def _output_spec(self):
         return self.n_outputs_, None
 
-    def partial_fit(self, X, y):
-        """One epoch on ``(X, y)``, continuing the model and its optimizer state.
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch on ``(X, y)``, continuing the model and its optimizer state;
+        ``sample_weight`` as in :meth:`fit`.
 
         Returns:
             self.
         """
-        return self._partial_fit(X, y, first=not hasattr(self, "_model"))
+        return self._partial_fit(X, y, not hasattr(self, "_model"), sample_weight)
 
     def predict(self, X):
         """Predicted targets: ``(n_samples,)`` when fitted on 1-D ``y``, else 2-D."""

@@ -56,6 +56,10 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--epochs", "0"], r"epochs: expected an integer in \[1, inf\], got 0"),
     (["--lr", "-1"], "lr: expected a finite number"),
     (["--test-size", "1.5"], r"test_size: expected a finite number in \(0.0, 1.0\)"),
+    (["--class-weight", "3=x"], "--class-weight: expected 'balanced' or LABEL=WEIGHT"),
+    (["--class-weight", "3=1,3=2"], "--class-weight: expected .* each label once"),
+    (["--class-weight", "10=2"], r"--class-weight: expected labels among the classes \['0', "),
+    (["--class-weight", "3=-1"], "class_weight: expected non-negative weights"),
 ])
 def test_bad_options_exit_with_a_named_error(backend, capsys, argv, match):
     code, _, err = run(capsys, "--epochs", "1", *argv)
@@ -94,3 +98,20 @@ def test_missing_scikit_learn_names_the_data_extra(backend, monkeypatch, capsys)
         datasets.digits()
     code, _, err = run(capsys, "--dataset", "breast_cancer")
     assert code == 1 and "scikit-learn" in err
+
+
+def test_class_weight_reaches_fit_by_class_index(backend, capsys, monkeypatch):
+    import gpunn.train
+
+    seen, real_fit = [], gpunn.train.fit
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["class_weight"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(gpunn.train, "fit", spy)
+    for option, expected in (("balanced", "balanced"), ("2=3,0=0.5", {2: 3.0, 0: 0.5})):
+        code, out, err = run(capsys, "--dataset", "synthetic", "--epochs", "1",
+                             "--class-weight", option)
+        assert code == 0, err
+        assert seen[-1] == expected
