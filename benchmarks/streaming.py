@@ -1,0 +1,97 @@
+"""Streaming training on the CPU (issue 21 item 1): samples/s from a memory-mapped .npy (page
+cache warm) against the same rows in memory, and peak memory while training from a .npy larger
+than the address-space limit left to the process.
+
+Every run is a fresh process; the contenders alternate (in memory, memory map, in memory, ...).
+Run from the repository root: ``python benchmarks/streaming.py [--rows 40000] [--rounds 3]``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+SIZES = [784, 256, 10]
+
+
+def child(kind, folder, rows, chunk_rows, headroom):
+    import resource
+
+    import gpunn
+
+    X = os.path.join(folder, "X.npy")
+    y = np.load(os.path.join(folder, "y.npy"))
+    model = gpunn.MLP(SIZES, output="softmax", seed=0)
+    if kind == "memory":
+        data, extra = np.load(X), {}
+    elif kind == "mmap":
+        data, extra = np.load(X, mmap_mode="r"), {"chunk_rows": chunk_rows}
+    else:  # "limit": the path under an address-space limit of what is in use + headroom
+        gpunn.fit(model, np.zeros((512, SIZES[0]), np.float32), y[:512], epochs=1,
+                  batch_size=256, progress=False)  # kernels loaded, pools started
+        used = _status("VmSize")
+        resource.setrlimit(resource.RLIMIT_AS, (used + headroom, used + headroom))
+        try:
+            np.load(X, mmap_mode="r")
+            mapped = "mapped"
+        except (OSError, ValueError, MemoryError) as exc:
+            mapped = f"refused ({type(exc).__name__})"
+        before = _status("VmRSS")
+        data, extra = X, {"chunk_rows": chunk_rows}
+    history = gpunn.fit(model, data, y, epochs=2, batch_size=256, progress=False, **extra)
+    result = {"kind": kind, "samples_per_second": history.samples_per_second[-1]}
+    if kind == "limit":
+        result.update(limit_headroom=headroom, mmap_whole_file=mapped, rss_before=before,
+                      peak_rss=_status("VmHWM"), file_bytes=os.path.getsize(X),
+                      chunk_bytes=chunk_rows * SIZES[0] * 4, params=model.flat_params.nbytes)
+    print(json.dumps(result))
+
+
+def _status(key):
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def run(kind, folder, args):
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", folder,
+                          "--rows", str(args.rows), "--chunk-rows", str(args.chunk_rows),
+                          "--headroom", str(args.headroom)], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=40000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk-rows", type=int, default=4096)
+    parser.add_argument("--headroom", type=int, default=48 << 20)
+    parser.add_argument("--child")
+    parser.add_argument("--folder")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.folder, args.rows, args.chunk_rows, args.headroom)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
+        rng = np.random.default_rng(0)
+        np.save(os.path.join(folder, "X.npy"),
+                rng.normal(size=(args.rows, SIZES[0])).astype(np.float32))
+        np.save(os.path.join(folder, "y.npy"), rng.integers(0, SIZES[-1], args.rows))
+        speeds = {"memory": [], "mmap": []}
+        for _ in range(args.rounds):
+            for kind in speeds:
+                speeds[kind].append(run(kind, folder, args)["samples_per_second"])
+        ratios = [m / r for m, r in zip(speeds["mmap"], speeds["memory"])]
+        print(json.dumps({"speeds": speeds, "mmap_over_memory": ratios,
+                          "median_ratio": float(np.median(ratios))}))
+        print(json.dumps(run("limit", folder, args)))
+
+
+if __name__ == "__main__":
+    main()
