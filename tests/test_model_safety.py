@@ -173,3 +173,14 @@ def test_hyperparameters_the_precision_cannot_hold_are_refused(backend, make, dt
 def test_the_same_values_are_fine_in_float64(backend):
     X, y = data()
     gpunn.fit(net("float64"), X, y, optimizer=gpunn.Adam(lr=1e-39, eps=1e-40), epochs=1)
+
+
+def test_an_optimizer_pickled_before_t_and_base_lr_were_properties_loads():
+    """Older pickles carry 't' and 'base_lr' in the instance dict; they become the step count
+    and base rate the properties read."""
+    legacy = gpunn.Adam(lr=0.01).__getstate__()
+    legacy["t"], legacy["base_lr"] = legacy.pop("_t") + 7, legacy.pop("_base_lr") * 2
+    optimizer = gpunn.Adam.__new__(gpunn.Adam)
+    optimizer.__setstate__(legacy)
+    assert (optimizer.t, optimizer.base_lr) == (7, 0.02)
+    assert "t" not in vars(optimizer) and "base_lr" not in vars(optimizer)
