@@ -51,6 +51,10 @@ class Callback:
     def on_train_end(self, logs=None):
         """Called once after the last epoch (``logs`` of the last epoch)."""
 
+    def on_train_diverged(self, error):
+        """Called instead of :meth:`on_train_end` when training stops with
+        :class:`~gpunn.TrainingDiverged` ``error`` (raised again after the callbacks ran)."""
+
     def on_epoch_begin(self, epoch, logs=None):
         """Called before epoch ``epoch`` (from 1)."""
 
@@ -204,7 +208,8 @@ class EarlyStopping(_Monitor):
         min_delta: smallest change that counts as an improvement (>= 0).
         mode: ``"min"``, ``"max"``, or ``"auto"`` (max for names containing "acc").
         restore_best: at the end of training, put back the parameters of the best epoch
-            (Keras ``restore_best_weights``, skorch ``load_best``).
+            (Keras ``restore_best_weights``, skorch ``load_best``); also when training stops
+            with :class:`~gpunn.TrainingDiverged`.
 
     Attributes:
         best, best_epoch: best value seen and its epoch.
@@ -236,6 +241,9 @@ class EarlyStopping(_Monitor):
     def on_train_end(self, logs=None):
         if self.restore_best and self._best_params is not None:
             self.model.params.load_host(self._best_params)
+
+    def on_train_diverged(self, error):
+        self.on_train_end()  # the best epoch's parameters, not the last finite step's
 
 
 class ReduceLROnPlateau(_Monitor):

@@ -243,7 +243,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     logs = {}
     watch_compiles(announce_compile if show or lines else None)  # None: the caller's stays
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar, \
-            contextlib.closing(trainer):
+            contextlib.closing(trainer), _on_divergence(callbacks):
         for epoch in range(done + 1, epochs + 1):
             callbacks.call("on_epoch_begin", epoch, {})
             trainer.prepare_epoch(epoch, rng, shuffle, 0 if steps is None else len(steps[0]))
@@ -272,6 +272,16 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         forget_announcement()
     callbacks.call("on_train_end", logs)
     return history
+
+
+@contextlib.contextmanager
+def _on_divergence(callbacks):
+    """Run every callback's ``on_train_diverged`` on TrainingDiverged, then raise it again."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        callbacks.call("on_train_diverged", exc)
+        raise
 
 
 def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):

@@ -117,6 +117,30 @@ def test_early_stopping_restores_the_best_epoch(backend):
     np.testing.assert_array_equal(backend.to_numpy(model.flat_params), snapshots[best])
 
 
+class BlowUpAfter(Callback):
+    """After epoch ``epoch``: its parameters recorded, then one of them set to inf, so the
+    next epoch's loss is not finite and fit raises TrainingDiverged."""
+
+    def __init__(self, epoch):
+        self.epoch, self.snapshots = epoch, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.snapshots.append(self.model.params.host().copy())
+        if epoch == self.epoch:
+            self.model.params.load_host(np.where(np.arange(self.snapshots[-1].size) == 0,
+                                                 np.inf, self.snapshots[-1]))
+
+
+def test_early_stopping_restores_the_best_epoch_when_training_diverges(backend):
+    X, y = blobs()
+    stopper, blow_up = EarlyStopping("loss", patience=5, restore_best=True), BlowUpAfter(3)
+    model = classifier()
+    with pytest.raises(gpunn.TrainingDiverged, match="epoch 4"):
+        gpunn.fit(model, X, y, lr=0.05, epochs=10, callbacks=[stopper, blow_up])
+    assert stopper.best_epoch == 3
+    np.testing.assert_array_equal(model.params.host(), blow_up.snapshots[2])
+
+
 def test_monitor_that_is_not_logged_is_named():
     X, y = blobs()
     with pytest.raises(ValueError, match="monitor 'val_loss' is not recorded"):
