@@ -39,6 +39,8 @@ def is_streamed(value):
         return True
     if isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__dlpack__"):
         return False
+    if hasattr(value, "nnz"):  # a scipy sparse matrix: refused by the in-memory checks
+        return False
     return all(hasattr(value, a) for a in ("__len__", "__getitem__", "shape", "dtype")) \
         and not hasattr(value, "iloc")  # pandas: in memory already
 
