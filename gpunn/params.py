@@ -51,6 +51,11 @@ class FlatParams:
         self.grads = backend.zeros(self.size, self.dtype)
         self.work = backend.xp.zeros(self.size, np.uint16) if precision == "bf16" else None
 
+    def count_nonfinite(self):
+        """How many parameters are NaN or inf (one reduction on the device)."""
+        xp = self.backend.xp
+        return int(xp.count_nonzero(~xp.isfinite(self.master)))
+
     def host(self):
         """A float NumPy copy of the master, in the buffer's dtype."""
         return np.array(self.backend.to_numpy(self.master), copy=True)

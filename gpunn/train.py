@@ -236,6 +236,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         if resume_from is not None:
             schedule, history, rng, done, steps = resume(resume_from, trainer, schedule,
                                                          history, epochs)
+        _check_finite_start(model)
         if comm.size > 1:
             agree(comm, "fit", _fingerprint(trainer, schedule, epochs, shuffle, seed, done))
             model.params.broadcast(comm)  # rank 0's parameters, everywhere
@@ -272,6 +273,16 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         forget_announcement()
     callbacks.call("on_train_end", logs)
     return history
+
+
+def _check_finite_start(model):
+    """Refuse a model whose parameters hold NaN/inf before the first step: training could
+    only report it as divergence, with advice (a smaller learning rate) that cannot help."""
+    bad = model.params.count_nonfinite()
+    if bad:
+        raise ValueError(f"model: expected finite parameters before training, got {bad} of "
+                         f"{model.n_params} NaN/inf (set before fit was called); "
+                         "re-initialize the model or load a checkpoint")
 
 
 @contextlib.contextmanager

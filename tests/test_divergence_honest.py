@@ -85,3 +85,18 @@ def test_an_overflowing_update_stops_fit_at_its_step(backend, on_nonfinite):
             np.testing.assert_array_equal(got[beyond], p[beyond].astype(np.float32))
             np.testing.assert_allclose(got[~beyond], expected[~beyond], rtol=1e-4)
     assert 0 < overflowed < model.n_params
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_model_holding_nan_before_fit_is_refused_by_name(backend, bad):
+    """Not 'training diverged ... try a smaller learning rate': the parameters were bad before
+    the first step, and nothing is trained or changed."""
+    model, X, y = overflowing_problem()
+    values = params(model)
+    values[[0, 5]] = bad
+    model.params.load_host(values)
+    with pytest.raises(ValueError, match=r"model: expected finite parameters before training, "
+                                         r"got 2 of 21 NaN/inf") as e:
+        gpunn.fit(model, X, y, epochs=1)
+    assert "learning rate" not in str(e.value)
+    np.testing.assert_array_equal(params(model), values)
