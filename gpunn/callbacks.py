@@ -361,7 +361,8 @@ class CSVLogger(Callback):
     Args:
         path: the CSV file.
         separator: field separator.
-        append: keep existing rows (and header) instead of starting a new file.
+        append: keep existing rows (and header) instead of starting a new file; a log the
+            header lacks adds a column (the file is rewritten once, atomically).
     """
 
     def __init__(self, path, separator=",", append=False):
@@ -378,6 +379,10 @@ class CSVLogger(Callback):
         if self.append and exists:
             with open(self.path, newline="") as file:
                 header = next(csv.reader(file, delimiter=self.separator), None)
+            with open(self.path, "rb+") as file:  # a last line without its newline
+                file.seek(-1, os.SEEK_END)
+                if file.read(1) not in (b"\n", b"\r"):
+                    file.write(b"\r\n")  # csv's own line ending
             self._fields = header
         else:
             open(self.path, "w").close()  # fails now, not after an epoch, if not writable
@@ -389,9 +394,28 @@ class CSVLogger(Callback):
         new = self._fields is None
         if new:
             self._fields = list(row)
+        elif any(key not in self._fields for key in row):
+            self._widen([key for key in row if key not in self._fields])
         with open(self.path, "a", newline="") as file:
             writer = csv.DictWriter(file, self._fields, delimiter=self.separator,
                                     extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _widen(self, columns):
+        """Rewrite the file (atomically) with ``columns`` added to its header: logs the
+        existing rows lack (validation added on resume) are kept, their old rows left blank."""
+        with open(self.path, newline="") as file:
+            rows = list(csv.DictReader(file, delimiter=self.separator))
+        self._fields = self._fields + columns
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, self._fields, delimiter=self.separator)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)

@@ -320,3 +320,19 @@ def test_csv_logger_refuses_a_pipe_or_folder_before_training(tmp_path):
         assert os.read(reader, 100) == b""  # nothing was written into the pipe
     finally:
         os.close(reader)
+
+
+def test_csv_logger_append_keeps_rows_and_adds_new_columns(tmp_path):
+    """An existing file whose last line lacks its newline, then a run that logs columns the
+    header lacks (validation added): no glued row, no dropped column, old rows unchanged."""
+    X, y = blobs()
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\r\n1,0.5\r\n2,0.25")  # no newline at the end
+    gpunn.fit(classifier(), X, y, epochs=2, validation_data=blobs(seed=1),
+              callbacks=[CSVLogger(path, append=True)])
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["epoch"] for r in rows] == ["1", "2", "1", "2"]
+    assert rows[0]["loss"] == "0.5" and rows[1]["loss"] == "0.25"
+    assert rows[0]["val_loss"] == "" and float(rows[3]["val_loss"]) > 0
+    assert all(float(r["loss"]) > 0 for r in rows)
