@@ -26,7 +26,7 @@ class BlockPasses:
         """``{name: (row_shape, dtype)}`` of the buffers layer ``i`` needs beyond ``A{i}``,
         ``D{i}`` and the model's bfloat16 copies."""
         specs = {}
-        if self.keeps_z or self.residual:
+        if self.keeps_p or self.residual:
             specs[f"P{i}"] = ((self.n_out,), dtype)
         if self.ln is not None:
             specs[f"Nh{i}" if bf16 else f"N{i}"] = ((self.n_in,), np.uint16 if bf16 else dtype)
@@ -39,18 +39,20 @@ class BlockPasses:
                 specs[f"Gh{i}"] = ((self.n_out,), np.uint16)
         return specs
 
-    def run_forward(self, be, A_prev, A_prev_h, views, i, half):
+    def run_forward(self, be, A_prev, A_prev_h, views, i, half, masks=None):
         """Layer ``i``'s forward from ``A_prev`` (float) and ``A_prev_h`` (its bfloat16 bits
-        under bf16, else None) into ``A{i}`` and, if given, its bfloat16 copy ``half``."""
+        under bf16, else None) into ``A{i}`` and, if given, its bfloat16 copy ``half``;
+        ``masks``: a :class:`~gpunn.layers.DropoutPass` in training (dropout applies)."""
         out = views[f"A{i}"]
+        extra = () if masks is None else (masks,)  # none: called as before dropout existed
         if not self.is_block:
             self.forward(be, A_prev if A_prev_h is None else A_prev_h, out, half,
-                         views.get(f"P{i}"))
+                         views.get(f"P{i}"), *extra)
             return
         gemm_in = self._norm_forward(be, A_prev, views, i) if self.ln else (
             A_prev if A_prev_h is None else A_prev_h)
         if not self.residual:
-            self.forward(be, gemm_in, out, half, views.get(f"P{i}"))
+            self.forward(be, gemm_in, out, half, views.get(f"P{i}"), *extra)
             return
         Z = views[f"P{i}"]
         be.matmul(gemm_in, self._gemm_W, out=Z, precision=self.precision)
@@ -66,10 +68,13 @@ class BlockPasses:
         self.ln.forward(be, A_prev, views[f"M{i}"], views[f"R{i}"], views.get(f"N{i}"), half)
         return views[f"N{i}"] if half is None else half
 
-    def delta(self, be, views, i):
+    def delta(self, be, views, i, masks=None):
         """Turn the output gradient ``D{i}`` into dZ: in place for a plain layer, into
-        ``G{i}`` (and ``Gh{i}``) for a residual one, whose ``D{i}`` also flows past it."""
-        saved = views[f"P{i}"] if self.keeps_z or self.residual else views[f"A{i}"]
+        ``G{i}`` (and ``Gh{i}``) for a residual one, whose ``D{i}`` also flows past it.
+        ``masks``: those of the forward (dropout's mask is recomputed and applied)."""
+        dropped = masks is not None and self.dropout
+        saved = (views[f"P{i}"] if self.keeps_z or self.residual or dropped
+                 else views[f"A{i}"])
         if self.residual:
             half = views.get(f"Gh{i}")
             if half is None:
@@ -78,7 +83,8 @@ class BlockPasses:
                 be.kernel("residual_act_bwd_bf16", saved, views[f"D{i}"], self.act,
                           views[f"G{i}"], half)
             return
-        self.activation_backward(be, saved, views[f"D{i}"], views.get(f"Dh{i}"))
+        extra = () if masks is None else (masks,)  # none: called as before dropout existed
+        self.activation_backward(be, saved, views[f"D{i}"], views.get(f"Dh{i}"), *extra)
 
     def run_backward(self, be, A_prev, A_prev_h, views, i, ones, dA_prev=None):
         """Layer ``i``'s gradients from dZ (left by :meth:`delta`, or by the loss for the

@@ -6,7 +6,7 @@ from gpunn._checks import check_positive
 from gpunn.sharing import check_model
 
 
-def gradcheck(model, X, y, loss=None, eps=1e-6):
+def gradcheck(model, X, y, loss=None, eps=1e-6, dropout_update=None):
     """Largest relative error between backprop and numerical gradients over the parameters.
 
     The model is copied to float64 on the current backend (``model`` is left untouched). Each
@@ -22,6 +22,9 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
         y: targets for ``loss``.
         loss: loss name or object; None is the model's default.
         eps: perturbation (> 0).
+        dropout_update: None: no dropout; an update count ``t``: the training loss with the
+            dropout masks of the step after ``t`` updates (fixed masks, so the loss is a
+            smooth function of the parameters), as :meth:`~gpunn.Sequential.loss_and_grad`.
 
     Returns:
         The largest per-tensor relative error (below ~1e-7 means the gradients agree).
@@ -31,8 +34,9 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
     Xd, T, loss = checked.prepare(X, y, loss)
     scale = loss.scale(Xd.shape[0], checked.n_out)
     views = checked.new_workspace(Xd.shape[0], loss).rows(Xd.shape[0])
-    checked.loss_pass(Xd, T, loss, views, scale)
-    checked.backward_pass(Xd, views)
+    masks = checked.eager_masks(dropout_update)
+    checked.loss_pass(Xd, T, loss, views, scale, masks=masks)
+    checked.backward_pass(Xd, views, masks)
     analytic = np.array(checked.backend.to_numpy(checked.flat_grads), dtype=np.float64)
     params = checked.params.host()
     worst = 0.0
@@ -44,7 +48,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6):
             for value in (original + eps, original - eps):
                 params[i] = value
                 checked.params.load_host(params)
-                total = checked.loss_pass(Xd, T, loss, views, scale)
+                total = checked.loss_pass(Xd, T, loss, views, scale, masks=masks)
                 losses.append(float(checked.backend.to_numpy(total)[0]) * scale)
             params[i] = original
             numeric[i - start] = (losses[0] - losses[1]) / (2.0 * eps)

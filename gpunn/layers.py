@@ -4,9 +4,11 @@ With ``norm="layer"`` it normalizes its input first, and with ``residual=True`` 
 input to its output: ``A = A_prev + f(LN(A_prev) @ W + b)``, a pre-norm residual block.
 """
 
+import dataclasses
+
 import numpy as np
 
-from gpunn._checks import check_bool, check_choice, check_int
+from gpunn._checks import check_bool, check_choice, check_int, check_number
 from gpunn.blocks import BlockPasses
 from gpunn.kernels import activation_codes, from_z_activations
 from gpunn.layernorm import NORMS
@@ -19,6 +21,34 @@ FROM_Z = from_z_activations()
 INITS = ("auto", "he_normal", "he_uniform", "glorot_uniform", "torch")
 # The default, chosen by measurement: benchmarks/init_choice.py, README "Weight initialization".
 DEFAULT_INIT = "glorot_uniform"
+
+
+def check_dropout(name, p):
+    """``p`` as a float drop probability in [0, 1); ``name`` is the argument it came as."""
+    return check_number(name, p, low=0.0, high=1.0, high_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DropoutPass:
+    """What the dropout masks of one training pass are keyed by (``kernels/counter_rng.cuh``).
+
+    Attributes:
+        ctrl: the device control array; its update count (``CTRL_T``) keys the masks, so a
+            recorded step drops other units at every update with no host value.
+        seed: the model's seed as its 64 bits (two's complement int64).
+        first_row: this pass's first row in the step's batch (a rank's shard starts past 0),
+            so a data-parallel run drops what one process would.
+        layer: the index of the layer in its model.
+    """
+
+    ctrl: object
+    seed: int
+    first_row: int = 0
+    layer: int = 0
+
+    def at(self, layer):
+        """The same pass for layer number ``layer``."""
+        return dataclasses.replace(self, layer=layer)
 
 
 class Dense(BlockPasses):
@@ -37,6 +67,12 @@ class Dense(BlockPasses):
         norm: None, or ``"layer"``: normalize the input's rows first (:mod:`gpunn.layernorm`;
             its ``gamma``, ``beta`` of ``n_in`` entries join the flat buffer, not decayed).
         residual: add the input to the output, ``A = A_prev + f(...)`` (``n_in == n_out``).
+        dropout: drop probability ``p`` in [0, 1) of this layer's outputs while training
+            (inverted dropout: the kept outputs are scaled by ``1 / (1 - p)``, so nothing
+            changes at inference); 0 is none. Hidden layers only: a model refuses it on its
+            last layer; not with ``residual`` yet. The mask comes from a counter-based
+            generator keyed by (model seed, update count, layer, element), identical on every
+            backend, recomputed in backward.
 
     Pre-norm (the residual stream ``A_prev`` passes untouched, each block normalizes what it
     reads) rather than post-norm (``LN(A_prev + f(...))``): the loss's gradient reaches every
@@ -47,7 +83,7 @@ class Dense(BlockPasses):
     """
 
     def __init__(self, n_in, n_out, activation="sigmoid", init=DEFAULT_INIT, norm=None,
-                 residual=False):
+                 residual=False, dropout=0.0):
         self.n_in = check_int("n_in", n_in, low=1)
         self.n_out = check_int("n_out", n_out, low=1)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
@@ -61,6 +97,14 @@ class Dense(BlockPasses):
         self.act = ACTIVATIONS[self.activation]
         self.keeps_z = self.activation in FROM_Z  # forward needs a pre-activation buffer
         self.ln = None if self.norm is None else NORMS[self.norm](self.n_in)
+        self.dropout = check_dropout("dropout", dropout)
+        if self.dropout and self.residual:
+            raise ValueError(f"dropout: expected 0 for a residual layer (dropout of the "
+                             f"residual branch is not implemented yet), got {self.dropout}")
+        # The mask's 32-bit threshold (an element drops when its bits are below it) and the
+        # kept outputs' factor, computed once.
+        self.drop_below = int(round(self.dropout * 2**32))
+        self.drop_scale = 1.0 / (1.0 - self.dropout)
         self.W = self.b = self.dW = self.db = self.Wh = None
         self.precision = "fp32"
 
@@ -68,8 +112,15 @@ class Dense(BlockPasses):
         init = "" if self.init == DEFAULT_INIT else f", init={self.init!r}"
         norm = "" if self.norm is None else f", norm={self.norm!r}"
         residual = ", residual=True" if self.residual else ""
+        drop = f", dropout={self.dropout!r}" if self.dropout else ""
         return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}{init}{norm}"
-                f"{residual})")
+                f"{residual}{drop})")
+
+    @property
+    def keeps_p(self):
+        """Whether a training forward writes a second buffer ``P``: the pre-activation for
+        activations whose backward reads it, the output before dropout for the others."""
+        return self.keeps_z or self.dropout > 0
 
     @property
     def n_params(self):
@@ -82,14 +133,16 @@ class Dense(BlockPasses):
         return self.ln is not None or self.residual
 
     def config(self):
-        """The constructor arguments, JSON-serializable (``norm`` and ``residual`` only when
-        set, so a plain layer's config reads as before they existed)."""
+        """The constructor arguments, JSON-serializable (``norm``, ``residual`` and
+        ``dropout`` only when set, so a plain layer's config reads as before they existed)."""
         config = {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
                   "init": self.init}
         if self.norm is not None:
             config["norm"] = self.norm
         if self.residual:
             config["residual"] = True
+        if self.dropout:
+            config["dropout"] = self.dropout
         return config
 
     def initial_weights(self, rng):
@@ -172,13 +225,23 @@ class Dense(BlockPasses):
     def _gemm_W(self):
         return self.Wh if self.precision == "bf16" else self.W
 
-    def forward(self, be, A_prev, Z, Zh=None, P=None):
+    def forward(self, be, A_prev, Z, Zh=None, P=None, masks=None):
         """``Z = f(A_prev @ W + b)``, written into ``Z`` (m, n_out).
 
         In precision "bf16" ``A_prev`` is the bfloat16 copy of the input and the GEMM reads
         ``Wh``; ``Zh``, if given, receives the bfloat16 copy of ``Z``. A layer that
-        ``keeps_z`` needs ``P`` (m, n_out), which receives the pre-activation.
+        ``keeps_z`` needs ``P`` (m, n_out), which receives the pre-activation. With ``masks``
+        (a :class:`DropoutPass`: training) and ``dropout``, ``Z`` receives the dropped output
+        and ``P`` what :meth:`activation_backward` reads (z, or the output before dropout).
         """
+        if masks is not None and self.dropout:
+            be.matmul(A_prev, self._gemm_W, out=P, precision=self.precision)
+            args = (self.b, self.n_out, self.act, *self._mask_args(masks), P, Z)
+            if Zh is None:
+                be.kernel("bias_act_fwd_drop", *args)
+            else:
+                be.kernel("bias_act_fwd_drop_bf16", *args, Zh)
+            return
         if self.keeps_z:
             be.matmul(A_prev, self._gemm_W, out=P, precision=self.precision)
             if Zh is None:
@@ -205,10 +268,25 @@ class Dense(BlockPasses):
         if dA_prev is not None:
             be.matmul(D, self._gemm_W, out=dA_prev, trans_b=True, precision=self.precision)
 
-    def activation_backward(self, be, A, dA, dAh=None):
+    def _mask_args(self, masks):
+        """The dropout kernels' mask arguments: control array, seed, layer, first element,
+        threshold, scale."""
+        return (masks.ctrl, masks.seed, masks.layer, masks.first_row * self.n_out,
+                self.drop_below, self.drop_scale)
+
+    def activation_backward(self, be, A, dA, dAh=None, masks=None):
         """``dA *= f'(Z)`` in place, ``f'`` computed from this layer's output ``A`` (for a
-        layer that ``keeps_z``, ``A`` is its pre-activation ``P``); ``dAh``, if given, receives
-        the bfloat16 copy of the result."""
+        layer that ``keeps_z``, or that dropped with ``masks``, ``A`` is ``P``: see
+        :meth:`~gpunn.blocks.BlockPasses.delta`); ``dAh``, if given, receives the bfloat16
+        copy of the result. With ``masks`` and ``dropout``, the forward's mask is recomputed
+        and applied."""
+        if masks is not None and self.dropout:
+            args = (A, self.act, *self._mask_args(masks), dA)
+            if dAh is None:
+                be.kernel("act_bwd_drop", *args)
+            else:
+                be.kernel("act_bwd_drop_bf16", *args, dAh)
+            return
         if dAh is None:
             be.kernel("act_bwd", A, self.act, dA)
         else:

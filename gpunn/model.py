@@ -7,9 +7,18 @@ import numpy as np
 from gpunn._checks import check_bool, check_choice, check_features, check_int
 from gpunn.backends import check_dtype, get_backend
 from gpunn.backends.gemm_precision import check_precision
+from gpunn.control import Control
 from gpunn.dlpack import from_dlpack
 from gpunn.layernorm import NORMS
-from gpunn.layers import ACTIVATIONS, DEFAULT_INIT, Dense, check_layers, param_entries
+from gpunn.layers import (
+    ACTIVATIONS,
+    DEFAULT_INIT,
+    Dense,
+    DropoutPass,
+    check_dropout,
+    check_layers,
+    param_entries,
+)
 from gpunn.losses import check_output, get_loss
 from gpunn.params import FlatParams
 from gpunn.sharing import Shareable, holding_model
@@ -34,7 +43,8 @@ class Sequential(Shareable):
         layers: Dense layers, each taking the previous one's ``n_out`` as ``n_in``.
         output: ``None`` (regression, MSE), ``"sigmoid"`` or ``"softmax"``.
         dtype: ``"float32"`` or ``"float64"``.
-        seed: seed of the weight initialization (NumPy on the host: same on every backend).
+        seed: seed of the weight initialization (NumPy on the host: same on every backend)
+            and of the dropout masks (with the update count, layer and element).
         precision: what the GEMMs compute in (float32 models only):
 
             - ``"fp32"``: float32 throughout.
@@ -56,7 +66,7 @@ class Sequential(Shareable):
 
     # What __init__ builds; copies rebuild it (gpunn.sharing), other attributes are copied.
     _OWN = ("layers", "output", "dtype", "seed", "backend", "params", "_names", "_ws", "_lock",
-            "precision", "_half_names")
+            "precision", "_half_names", "_eager_control")
 
     def __init__(self, layers, output=None, dtype="float32", seed=0, precision="fp32", *,
                  initialize=True):
@@ -66,6 +76,9 @@ class Sequential(Shareable):
             raise ValueError(f"layers[-1].activation: expected 'identity' with output="
                              f"{self.output!r} (the loss applies it), got "
                              f"{self.layers[-1].activation!r}")
+        if self.layers[-1].dropout:
+            raise ValueError(f"layers[-1].dropout: expected 0 (dropout applies to hidden "
+                             f"layers' outputs, not the model's), got {self.layers[-1].dropout}")
         if self.output == "softmax" and self.layers[-1].n_out == 1:
             raise ValueError("layers[-1].n_out: expected at least 2 units with output="
                              "'softmax' (the softmax of one unit is always 1, nothing is "
@@ -91,6 +104,7 @@ class Sequential(Shareable):
         self._half_names = [(f"Ah{i}", f"Dh{i}") for i in range(len(self.layers))]
         self._ws = {}  # the model's own buffers by loss name (None: forward only)
         self._lock = self.new_lock()
+        self._eager_control = None  # the control array of loss_and_grad(dropout_update=)
 
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
@@ -238,26 +252,51 @@ class Sequential(Shareable):
             ws.arrays["total"] = self.backend.zeros(1, self.dtype)
         return ws
 
-    def forward_pass(self, X, views):
+    def dropout_pass(self, ctrl, first_row=0):
+        """The :class:`~gpunn.layers.DropoutPass` of a training pass whose update count is in
+        the control array ``ctrl`` (rows from ``first_row`` of the step's batch); None for a
+        model without dropout."""
+        if not any(layer.dropout for layer in self.layers):
+            return None
+        seed = self.seed % 2**64
+        return DropoutPass(ctrl, seed - 2**64 if seed >= 2**63 else seed, first_row)
+
+    def eager_masks(self, update):
+        """The dropout pass of an eager training pass after ``update`` updates, through a
+        control array of the model's own (None for ``update`` None: no dropout)."""
+        if update is None:
+            return None
+        update = check_int("dropout_update", update, low=0)
+        control = self._eager_control
+        if control is None:
+            control = self._eager_control = Control(self.backend, self.dtype, 1)
+        control.start([0.0], update)
+        return self.dropout_pass(control.ctrl)
+
+    def forward_pass(self, X, views, masks=None):
         """Run the layers on the device batch ``X`` into ``views["A{i}"]``; the last layer's
         outputs (logits, or regression outputs). In bf16 the GEMMs read ``Xh`` and ``Ah{i}``,
-        the bfloat16 copies written on the way."""
+        the bfloat16 copies written on the way. ``masks`` (a
+        :class:`~gpunn.layers.DropoutPass`, from :meth:`dropout_pass`): a training pass,
+        whose layers drop; None (predict, evaluate): no dropout."""
         A, Ah = X, None
         if self.precision == "bf16":
             Ah = views["Xh"]
             self.backend.kernel("round_bf16", X, Ah)
         for i, (layer, (a_name, _)) in enumerate(zip(self.layers, self._names)):
             half = self._half(views, i, 0) if i + 1 < len(self.layers) else None
-            layer.run_forward(self.backend, A, Ah, views, i, half)
+            extra = () if masks is None else (masks.at(i),)  # none: called as before dropout
+            layer.run_forward(self.backend, A, Ah, views, i, half, *extra)
             A, Ah = views[a_name], half
         return views[self._names[-1][0]]
 
-    def loss_pass(self, X, T, loss, views, scale, W=None):
+    def loss_pass(self, X, T, loss, views, scale, W=None, masks=None):
         """Forward, then the fused loss: dL/dZ of the last layer into its delta buffer and the
         SUM of the loss terms into ``views["total"]`` (a 1-element device array; times
         ``scale`` is the mean when ``scale`` is ``loss.scale`` of the batch). ``W``: a device
-        weight per row (:mod:`gpunn.weights`), None for ones."""
-        Z = self.forward_pass(X, views)
+        weight per row (:mod:`gpunn.weights`), None for ones. ``masks``: as
+        :meth:`forward_pass` (and the same for :meth:`backward_pass` after it)."""
+        Z = self.forward_pass(X, views, masks)
         terms = views["terms"].reshape(-1)
         if W is None:
             W = views["ones"].reshape(-1)[:Z.shape[0]]
@@ -266,9 +305,9 @@ class Sequential(Shareable):
         self.backend.matmul(ones, terms.reshape(-1, 1), out=views["total"])
         return views["total"]
 
-    def backward_pass(self, X, views):
-        """Backpropagate the last layer's delta (left by :meth:`loss_pass`): ``flat_grads`` is
-        overwritten with the gradient."""
+    def backward_pass(self, X, views, masks=None):
+        """Backpropagate the last layer's delta (left by :meth:`loss_pass` with the same
+        ``masks``): ``flat_grads`` is overwritten with the gradient."""
         be, m, last = self.backend, X.shape[0], len(self.layers) - 1
         ones = views["ones"].reshape(-1)[:m]
         if self.layers[last].residual:  # its dZ goes to a buffer of its own
@@ -282,7 +321,8 @@ class Sequential(Shareable):
                 views["Xh"] if i == 0 else self._half(views, i - 1, 0))
             self.layers[i].run_backward(be, A_prev, A_half, views, i, ones, dA_prev)
             if i > 0:
-                self.layers[i - 1].delta(be, views, i - 1)
+                extra = () if masks is None else (masks.at(i - 1),)  # none: as before dropout
+                self.layers[i - 1].delta(be, views, i - 1, *extra)
 
     def _half(self, views, i, which):
         """The bfloat16 copy of layer ``i``'s output (0) or delta (1); None unless bf16."""
@@ -330,7 +370,7 @@ class Sequential(Shareable):
         return float(self.backend.to_numpy(total)[0]) * scale
 
     @holding_model("loss_and_grad")
-    def loss_and_grad(self, X, y, loss=None, sample_weight=None):
+    def loss_and_grad(self, X, y, loss=None, sample_weight=None, dropout_update=None):
         """Loss over ``(X, y)`` as a float; fills ``flat_grads`` with its gradient.
 
         Args:
@@ -340,16 +380,20 @@ class Sequential(Shareable):
                 of the output (sigmoid: bce, softmax: cross_entropy, None: mse).
             sample_weight: a non-negative weight per row, or None: the loss is then the
                 weighted mean ``sum(w l) / sum(w)`` (:mod:`gpunn.weights`).
+            dropout_update: None (default): no dropout, as in evaluation; an update count
+                ``t``: the layers drop with the masks of a training step after ``t``
+                updates (those :func:`gpunn.fit` uses; rows of ``X`` as one batch).
 
         Returns:
             The mean loss (see :mod:`gpunn.losses` for what is averaged).
         """
+        masks = self.eager_masks(dropout_update)
         Xd, T, loss = self.prepare(X, y, loss)
         scale = loss.scale(Xd.shape[0], self.n_out)
         views = self._views(Xd.shape[0], loss)
         total = self.loss_pass(Xd, T, loss, views, scale,
-                               self._unit_mean_weights(sample_weight, Xd.shape[0]))
-        self.backward_pass(Xd, views)
+                               self._unit_mean_weights(sample_weight, Xd.shape[0]), masks)
+        self.backward_pass(Xd, views, masks)
         return float(self.backend.to_numpy(total)[0]) * scale
 
     def _unit_mean_weights(self, sample_weight, n):
@@ -471,10 +515,13 @@ class MLP(Sequential):
         residual: the hidden layers after the first are pre-norm residual blocks,
             ``A = A_prev + f(LN(A_prev) @ W + b)``: the hidden widths must be equal, and
             there must be at least two hidden layers (the first maps ``n_in`` to the width).
+        dropout: drop probability of every hidden layer's outputs while training (a float in
+            [0, 1)), or one per hidden layer (a list); see :class:`Dense`. The inputs and the
+            output layer are never dropped; not with ``residual`` yet.
     """
 
     def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0,
-                 init=DEFAULT_INIT, precision="fp32", norm=None, residual=False):
+                 init=DEFAULT_INIT, precision="fp32", norm=None, residual=False, dropout=0.0):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")
@@ -483,8 +530,10 @@ class MLP(Sequential):
         acts.append("identity")
         norm = None if norm is None else check_choice("norm", norm, NORMS)
         blocks = _residual_blocks(sizes, check_bool("residual", residual))
-        layers = [Dense(a, b, act, init, norm=norm if k else None, residual=k in blocks)
-                  for k, (a, b, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
+        drops = _hidden_dropout(dropout, len(sizes) - 2) + [0.0]
+        layers = [Dense(a, b, act, init, norm=norm if k else None, residual=k in blocks,
+                        dropout=p)
+                  for k, (a, b, act, p) in enumerate(zip(sizes[:-1], sizes[1:], acts, drops))]
         super().__init__(layers, output=output, dtype=dtype, seed=seed, precision=precision)
 
 
@@ -502,3 +551,13 @@ def _residual_blocks(sizes, residual):
                          f"input to its output), got hidden widths {hidden}")
     return set(range(1, len(sizes) - 2))
 
+
+
+def _hidden_dropout(dropout, hidden):
+    """MLP's ``dropout`` as one probability per hidden layer."""
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != hidden:
+            raise ValueError(f"dropout: expected a probability or a list of {hidden} (one per "
+                             f"hidden layer), got a list of {len(dropout)}")
+        return [check_dropout(f"dropout[{i}]", p) for i, p in enumerate(dropout)]
+    return [check_dropout("dropout", dropout)] * hidden

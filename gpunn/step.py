@@ -250,8 +250,13 @@ class TrainStep:
         if hi > lo:
             X, T, W = self._shard_rows(lo, hi)
             views = self._ws.rows(hi - lo)
-            total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out), W)
-            model.backward_pass(X, views)
+            # Dropout masks keyed by the device's update count and the rows' place in the batch
+            # (none: the passes are called as they were before dropout existed).
+            masks = model.dropout_pass(self._control.ctrl, lo)
+            extra = {} if masks is None else {"masks": masks}
+            total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out), W,
+                                    **extra)
+            model.backward_pass(X, views, **extra)
         else:  # a last batch with fewer rows than ranks: this rank adds nothing
             total = self._ws.arrays["total"]
             be.call(model.flat_grads.fill, 0)

@@ -297,8 +297,9 @@ def _on_divergence(callbacks):
 
 def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):
     """What every rank of one data-parallel run must share (the model's own seed aside:
-    rank 0's parameters are broadcast)."""
+    rank 0's parameters are broadcast; unless the model has dropout, whose masks it keys)."""
     model, optimizer = trainer.model, trainer.optimizer
+    dropout_seed = model.seed if any(layer.dropout for layer in model.layers) else None
     architecture = {k: v for k, v in model.config().items() if k not in ("seed", "dtype",
                                                                           "precision")}
     return {"rows": trainer.rows, "features": tuple(trainer.X.shape[1:]),
@@ -308,7 +309,8 @@ def _fingerprint(trainer, schedule, epochs, shuffle, seed, done):
             "hyperparameters": {k: getattr(optimizer, k) for k in optimizer.hyperparameters},
             "schedule": repr(schedule), "epochs": epochs, "batch_size": trainer.global_batch,
             "shuffle": shuffle, "seed": seed, "resumed_epochs": done,
-            "weights": None if trainer.weights is None else float(trainer.weights.sum())}
+            "weights": None if trainer.weights is None else float(trainer.weights.sum()),
+            "dropout_seed": dropout_seed}
 
 
 def _callbacks_stop(callbacks, epoch, logs, comm):

@@ -12,6 +12,7 @@ from numba import njit, prange
 
 from . import activation_codes, header_codes
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
+from .counter_rng import dropout_factor, dropout_key
 from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
@@ -23,6 +24,8 @@ IDENTITY, SIGMOID, RELU, TANH, LEAKY_RELU, GELU, GELU_TANH, SILU = (
 FROM_Z_BEGIN = header_codes("activations.cuh", prefix="ACT_")["from_z_begin"]
 # leaky_relu's slope for z < 0, as gpunn_leaky_slope in activations.cuh (PyTorch's default).
 LEAKY_SLOPE = 0.01
+# The control array's update-count slot (step.cuh), which keys the dropout masks.
+CTRL_T = header_codes("step.cuh", "GPUNN_CTRL_")["t"]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -217,3 +220,67 @@ def act_bwd_bf16(A, act, dZ, dZh):
     for block in prange(n_blocks(dZ.size)):
         lo, hi = block_bounds(block, dZ.size)
         _act_bwd_bf16_block(A[lo:hi], act, dZ[lo:hi], dZh[lo:hi])
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _drop_fwd_row(b, act, key, first, drop_below, scale, Z, A):
+    """One row of bias_act_fwd_drop; returns nothing, writes Z (what backward reads) and A."""
+    keep_z = act >= FROM_Z_BEGIN
+    for j in range(Z.size):
+        z = Z[j] + b[j]
+        a = activate(z, act)
+        Z[j] = z if keep_z else a
+        A[j] = a * dropout_factor(key, first + j, drop_below, scale)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_fwd_drop(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z, A):
+    """A[i] = f(Z[i] + b[i % n_cols]) * m_i (m_i = scale where the mask of (seed, layer,
+    ctrl[T], offset + i) keeps the element, else 0); Z[i] keeps z for codes from FROM_Z_BEGIN
+    on, else f(z): what act_bwd_drop reads."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        _drop_fwd_row(b, act, key, offset + start, drop_below, scale,
+                      Z[start:start + n_cols], A[start:start + n_cols])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z, A,
+                           Ah):
+    """bias_act_fwd_drop, also writing the bfloat16 bits of A into Ah (float32 only)."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for row in prange(Z.size // n_cols):
+        start = row * n_cols
+        _drop_fwd_row(b, act, key, offset + start, drop_below, scale,
+                      Z[start:start + n_cols], A[start:start + n_cols])
+        for j in range(start, start + n_cols):
+            Ah[j] = bf16_bits(A[j])
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _act_bwd_drop_block(S, act, key, first, drop_below, scale, dZ):
+    for i in range(dZ.size):
+        m = dropout_factor(key, first + i, drop_below, scale)
+        dZ[i] = dZ[i] * m * activation_grad(S[i], act)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def act_bwd_drop(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ):
+    """dZ[i] = (dA[i] * m_i) * f'(z_i): the mask of bias_act_fwd_drop recomputed, f' from S
+    (what that forward kept); dZ holds dA on entry."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _act_bwd_drop_block(S[lo:hi], act, key, offset + lo, drop_below, scale, dZ[lo:hi])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def act_bwd_drop_bf16(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ, dZh):
+    """act_bwd_drop, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        _act_bwd_drop_block(S[lo:hi], act, key, offset + lo, drop_below, scale, dZ[lo:hi])
+        for i in range(lo, hi):
+            dZh[i] = bf16_bits(dZ[i])

@@ -241,6 +241,47 @@ def _residual_add(inp, rows, cols):
     return inp.normal((rows, cols)), inp.uniform((rows, cols), -3.0, 3.0), inp.unset((rows, cols))
 
 
+# Dropout variants: (p, seed, layer, t, offset). A seed past 2^63 arrives as its 64 bits
+# (negative int64); offset is where a rank's shard starts in the batch.
+DROPOUT_VARIANTS = {"half": (0.5, 7, 1, 3, 0), "none": (0.0, 7, 1, 3, 0),
+                    "most": (0.9, 2**64 - 5, 0, 10**12, 0), "shard": (0.25, 0, 3, 0, 1001)}
+
+
+def _drop_scalars(inp, variant):
+    p, seed, layer, t, offset = DROPOUT_VARIANTS[variant]
+    seed = seed - 2**64 if seed >= 2**63 else seed
+    return (_ctrl(t=t, k=1), seed, layer, offset, reference.drop_below(p), 1.0 / (1.0 - p))
+
+
+def _bias_act_drop(act, variant="half", bf16=False):
+    def make(inp, rows, cols):
+        head = (inp.normal(cols), cols, ACT[act], *_drop_scalars(inp, variant),
+                inp.normal((rows, cols), 3.0), inp.unset((rows, cols)))
+        return head + (inp.unset_bf16((rows, cols)),) if bf16 else head
+
+    return make
+
+
+def _act_bwd_drop(act, variant="half", bf16=False):
+    def make(inp, rows, cols):
+        S, act_code, dZ = _act_bwd(act)(inp, rows, cols)
+        head = (S, act_code, *_drop_scalars(inp, variant), dZ)
+        return head + (inp.unset_bf16((rows, cols)),) if bf16 else head
+
+    return make
+
+
+def _dropout_cases():
+    rows = []
+    for kernel, make in (("bias_act_fwd_drop", _bias_act_drop), ("act_bwd_drop", _act_bwd_drop)):
+        rows += [KernelCase(kernel, act, make(act)) for act in ACT]
+        rows += [KernelCase(kernel, f"relu-{v}", make("relu", v)) for v in DROPOUT_VARIANTS
+                 if v != "half"]
+        rows += [KernelCase(f"{kernel}_bf16", act, make(act, bf16=True))
+                 for act in ("sigmoid", "relu", "gelu")]
+    return rows
+
+
 def _round_bf16(inp, rows, cols):
     return inp.normal((rows, cols), 3.0), inp.unset_bf16((rows, cols))
 
@@ -477,6 +518,7 @@ CASES = (
     + [KernelCase("bias_act_fwd_keep", act, _bias_act_keep(act)) for act in reference.FROM_Z]
     + [KernelCase("bias_act_fwd_keep_bf16", act, _bias_act_keep_bf16(act))
        for act in reference.FROM_Z]
+    + _dropout_cases()
     + _optimizer_cases()
     + [
         KernelCase("bce_logits", "mean", _bce(False)),

@@ -195,6 +195,73 @@ def residual_act_bwd_bf16(S, dA, act, dZ=None, dZh=None):
     out = residual_act_bwd(S, dA, act)["dZ"]
     return {"dZ": out, "dZh": out}
 
+# --- dropout ----------------------------------------------------------------------------
+# splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators", 2014;
+# Vigna's splitmix64.c) restated with NumPy uint64 arrays: the state advances by the golden
+# gamma, each output is the state after i + 1 advances run through the variant-13 finalizer.
+
+_U64 = np.uint64
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def splitmix64(state, index):
+    """Output number ``index`` (from 0, array-like) of splitmix64 seeded with ``state``."""
+    with np.errstate(over="ignore"):
+        index = np.asarray(index, dtype=np.int64).astype(_U64)
+        z = _U64(int(state) % 2**64) + (index + _U64(1)) * _U64(_GAMMA)
+        z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return z ^ (z >> _U64(31))
+
+
+def drop_below(p):
+    """The 32-bit threshold of drop probability ``p``: elements whose bits are below it drop."""
+    return int(round(float(p) * 2**32))
+
+
+def dropout_keep(seed, layer, t, elements, p):
+    """Boolean keep mask of ``elements`` (their indices in the step's batch) for the layer
+    ``layer`` of a model seeded ``seed`` at update count ``t``, drop probability ``p``."""
+    key = int(splitmix64(int(splitmix64(seed, layer)), t))
+    return (splitmix64(key, elements) >> _U64(32)) >= _U64(drop_below(p))
+
+
+def _dropout_factor(ctrl, seed, layer, offset, drop_below_, scale, n):
+    """scale where the kernels' mask keeps elements offset .. offset + n - 1, else 0."""
+    key = int(splitmix64(int(splitmix64(seed, layer)), int(np.asarray(ctrl)[CTRL_T])))
+    keep = (splitmix64(key, np.arange(n) + int(offset)) >> _U64(32)) >= _U64(int(drop_below_))
+    return np.where(keep, float(scale), 0.0)
+
+
+def bias_act_fwd_drop(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z, A=None):
+    """a = f(Z + b); A = a * m (m = scale where kept, else 0); Z <- z for the activations whose
+    backward reads z (``FROM_Z``), else a."""
+    kept = bias_act_fwd_keep(b, n_cols, act, Z)
+    name = _activation_name(act)
+    m = _dropout_factor(ctrl, seed, layer, offset, drop_below, scale, np.size(Z))
+    saved = kept["Z"] if name in FROM_Z else kept["A"]
+    return {"Z": saved, "A": kept["A"] * m.reshape(np.shape(Z))}
+
+
+def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z,
+                           A=None, Ah=None):
+    """bias_act_fwd_drop; Ah = A (compared within a bfloat16 ulp)."""
+    out = bias_act_fwd_drop(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z)
+    return {**out, "Ah": out["A"]}
+
+
+def act_bwd_drop(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ):
+    """dZ <- dA * m * f'(z), f' from S (z or the undropped output), m as the forward's."""
+    m = _dropout_factor(ctrl, seed, layer, offset, drop_below, scale, np.size(dZ))
+    return {"dZ": act_bwd(S, act, dZ)["dZ"] * m.reshape(np.shape(dZ))}
+
+
+def act_bwd_drop_bf16(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ, dZh=None):
+    """act_bwd_drop; dZh = the new dZ (compared within a bfloat16 ulp)."""
+    out = act_bwd_drop(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ)["dZ"]
+    return {"dZ": out, "dZh": out}
+
+
 # --- losses ------------------------------------------------------------------------------
 
 def _row_weights(W, shape):

@@ -124,6 +124,10 @@ def _check_fits(saved, trainer, schedule, history):
         if getattr(saved.history, key) != getattr(history, key):
             raise CheckpointError(f"{key}: expected {getattr(saved.history, key)!r} as "
                                   f"saved, got {getattr(history, key)!r}")
+    model = trainer.model
+    if any(layer.dropout for layer in model.layers) and saved.config["seed"] != model.seed:
+        raise CheckpointError(f"model.seed: expected {saved.config['seed']} as saved (it keys "
+                              f"the dropout masks), got {model.seed}")
     n = len(trainer.order)
     order = saved.order
     if order is None or order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
