@@ -78,7 +78,7 @@ def _build_model(hidden, args, n_features, data):
     n_out, output = data.output_spec()
     return MLP([n_features, *hidden, n_out], activation=args.activation, output=output,
                dtype=args.dtype, seed=args.seed, precision=args.precision, norm=args.norm,
-               residual=args.residual)
+               residual=args.residual, dropout=args.dropout)
 
 
 def _print_epoch(epochs, name):
@@ -119,8 +119,10 @@ def _check_outputs(args):
 def _cmd_train(args):
     from gpunn import cli_data
     from gpunn.backends import use_backend
+    from gpunn.layers import check_dropout
     from gpunn.train import fit
 
+    check_dropout("--dropout", args.dropout)  # before the data is read
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
@@ -230,6 +232,10 @@ def _add_train_parser(sub):
     p.add_argument("--residual", action="store_true",
                    help="hidden layers after the first are pre-norm residual blocks (equal "
                         "--hidden widths, at least two)")
+    p.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="drop probability of every hidden layer's outputs while training "
+                        "(inverted dropout; the same units on every backend) (default "
+                        "%(default)s)")
     p.add_argument("--optimizer", default=d["optimizer"], metavar="NAME",
                    help=f"{_names(sorted(OPTIMIZERS))} (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,

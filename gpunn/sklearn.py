@@ -35,7 +35,7 @@ from gpunn.backends import use_backend
 from gpunn.backends.gemm_precision import check_precision
 from gpunn.callbacks import EarlyStopping
 from gpunn.layernorm import NORMS
-from gpunn.layers import DEFAULT_INIT
+from gpunn.layers import DEFAULT_INIT, check_dropout
 from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
 from gpunn.train import fit as gpunn_fit
@@ -53,7 +53,8 @@ class _GpunnMLP(BaseEstimator):
                  learning_rate_init=0.001, batch_size="auto", max_iter=200, shuffle=True,
                  tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
-                 backend=None, verbose=0, norm=None, residual=False, precision="fp32"):
+                 backend=None, verbose=0, norm=None, residual=False, precision="fp32",
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -74,6 +75,7 @@ class _GpunnMLP(BaseEstimator):
         self.norm = norm
         self.residual = residual
         self.precision = precision
+        self.dropout = dropout
 
     # --- subclass hooks: targets in and predictions out ---------------------------------
 
@@ -107,6 +109,7 @@ class _GpunnMLP(BaseEstimator):
             check_choice("norm", self.norm, NORMS)
         check_bool("residual", self.residual)
         check_precision(self.precision)
+        check_dropout("dropout", self.dropout)
         self._sizes(1, 1)
         self._batch_size(1)
 
@@ -150,7 +153,7 @@ class _GpunnMLP(BaseEstimator):
             self._model = MLP(self._sizes(n_features, n_out), activation=self.activation,
                               output=output, dtype=self.dtype, seed=self._init_seed,
                               init=self.init, norm=self.norm, residual=self.residual,
-                              precision=self.precision)
+                              precision=self.precision, dropout=self.dropout)
         self._optimizer = get_optimizer(self.solver, self.learning_rate_init)
         self._calls = 0
 
@@ -346,6 +349,9 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
             multiplies ``sample_weight`` in training; the validation score of
             ``early_stopping`` uses ``sample_weight`` only. ``partial_fit`` takes a dict only:
             "balanced" needs all of ``y`` at once.
+        dropout: drop probability of every hidden layer's outputs while training (inverted
+            dropout, as Keras' ``Dropout(rate)`` after each hidden ``Dense``; scikit-learn's
+            MLP has none); the masks are seeded by ``random_state``. 0 (default): none.
 
     Attributes:
         classes_, n_features_in_, n_iter_, loss_, loss_curve_, best_loss_, history_ (the

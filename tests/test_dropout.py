@@ -8,6 +8,8 @@ their keep rate and independence are checked statistically; and PyTorch, fed the
 masks, trains the same model to the same parameters.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import reference as ref
@@ -176,3 +178,66 @@ def test_a_shard_drops_what_the_whole_batch_drops_on_its_rows(backend):
     shard = backend.to_numpy(model.forward_pass(Xd[3:], model.new_workspace(8).rows(8),
                                                 DropoutPass(ctrl, 5, 3)))
     np.testing.assert_array_equal(shard, whole[3:])
+
+
+# --- export, estimators, CLI -------------------------------------------------------------------
+
+def test_torch_export_has_dropout_modules_and_round_trips(tmp_path):
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    X, _ = small_data()
+    model = gpunn.MLP([6, 9, 7, 3], activation="relu", output="softmax", dropout=[0.5, 0.0],
+                      seed=2)
+    module = gpunn.export.to_torch(model).eval()
+    kinds = [type(child).__name__ for child in module]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
+    assert module[2].p == 0.5
+    with torch.no_grad():  # eval(): dropout is the identity, as in predict
+        logits = module(torch.from_numpy(X)).numpy()
+    ref.assert_close(logits, model.backend.to_numpy(model.forward(X)), np.float32)
+    path = gpunn.export.save_state_dict(model, str(tmp_path / "m.safetensors"))
+    assert sorted(safetensors_torch.load_file(path)) == sorted(module.state_dict())
+    back = gpunn.export.from_torch(module, output="softmax")
+    assert [layer.dropout for layer in back.layers] == [0.5, 0.0, 0.0]
+    nn = torch.nn
+    with pytest.raises(TypeError, match="cannot represent ReLU here"):
+        gpunn.export.from_torch(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.ReLU(),
+                                              nn.Linear(4, 2)))
+
+
+def test_onnx_export_is_the_inference_identity(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    X, _ = small_data()
+    model = gpunn.MLP([6, 9, 3], activation="tanh", dropout=0.5, seed=2)
+    path = gpunn.export.to_onnx(model, str(tmp_path / "m.onnx"))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ref.assert_close(session.run(None, {"X": X})[0], model.predict(X), np.float32)
+
+
+def test_estimators_take_dropout():
+    pytest.importorskip("sklearn")
+    from gpunn.sklearn import GpunnClassifier
+
+    X, y = small_data()
+    clf = GpunnClassifier(hidden_layer_sizes=(8,), max_iter=2, dropout=0.3, random_state=0)
+    assert clf.get_params()["dropout"] == 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    assert clf.model_.layers[0].dropout == 0.3
+    with pytest.raises(ValueError, match=r"dropout: expected a finite number in \[0.0, 1.0\)"):
+        GpunnClassifier(dropout=1.5).fit(X, y)
+
+
+def test_cli_dropout(capsys, tmp_path):
+    from gpunn.cli import main
+
+    code = main(["train", "--dataset", "synthetic", "--hidden", "8", "--epochs", "1",
+                 "--dropout", "0.25", "--save", str(tmp_path / "m.safetensors")])
+    assert code == 0, capsys.readouterr().err
+    assert "dropout=0.25" in capsys.readouterr().out
+    loaded = gpunn.load_checkpoint(tmp_path / "m.safetensors").model
+    assert loaded.layers[0].dropout == 0.25
+    assert main(["train", "--dataset", "synthetic", "--epochs", "1", "--dropout", "1"]) == 1
+    assert "--dropout: expected a finite number in [0.0, 1.0), got 1.0" in capsys.readouterr().err

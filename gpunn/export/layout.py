@@ -48,11 +48,13 @@ def host_layers(model):
 
 
 def torch_positions(model):
-    """Index in the exported ``nn.Sequential`` of each layer's ``Linear``."""
+    """Index in the exported ``nn.Sequential`` of each layer's ``Linear`` (each followed by
+    its activation module, if any, and its ``nn.Dropout``, if any)."""
     positions, index = [], 0
     for layer in model.layers:
         positions.append(index)
         index += 1 if layer.is_block or TORCH_ACTIVATIONS[layer.activation] is None else 2
+        index += layer.dropout > 0  # its nn.Dropout
     return positions
 
 

@@ -2,7 +2,9 @@
 
 ``torch.nn.Linear`` computes ``x @ weight.T + bias``: its ``weight`` is gpunn's ``W.T``. A
 model becomes one ``Linear`` per :class:`~gpunn.Dense` layer, each followed by its activation
-module (``Sigmoid``, ``ReLU``, ``Tanh``; none for identity): see :mod:`gpunn.export`.
+module (``Sigmoid``, ``ReLU``, ``Tanh``; none for identity) and, for a layer with dropout, an
+``nn.Dropout(p)``: see :mod:`gpunn.export`. PyTorch draws its own masks (its generator, not
+gpunn's), so only inference (``eval()``, where both are the identity) gives the same numbers.
 """
 
 import functools
@@ -52,6 +54,8 @@ def to_torch(model, probabilities=False):
             modules.append(_block(torch, model, layer, linear, act, dtype))
         else:
             modules += [linear] + ([] if act is None else [act])
+        if layer.dropout:
+            modules.append(torch.nn.Dropout(layer.dropout))
     if probabilities:
         modules.append(torch.nn.Sigmoid() if model.output == "sigmoid"
                        else torch.nn.Softmax(dim=-1))
@@ -131,7 +135,8 @@ def rounded_linear_class():
 
 def from_torch(module, output=None, precision=None, seed=0):
     """A gpunn model with the parameters of a ``torch.nn.Sequential`` of ``Linear`` layers and
-    activations (``Sigmoid``, ``ReLU``, ``Tanh``; ``Identity`` is skipped).
+    activations (``Sigmoid``, ``ReLU``, ``Tanh``; ``Identity`` is skipped), each optionally
+    followed by an ``nn.Dropout(p)``, which becomes that layer's ``dropout``.
 
     Args:
         module: the ``nn.Sequential`` (any device; float32 or float64 parameters, all alike).
@@ -158,7 +163,7 @@ def from_torch(module, output=None, precision=None, seed=0):
                 if not isinstance(child, torch.nn.Identity)]
     children = _strip_output(torch, children, output)
     specs, found = _torch_layers(torch, children)
-    dtypes = {W.dtype for _, W, _, _ in specs}
+    dtypes = {W.dtype for _, W, *_ in specs}
     if len(dtypes) > 1:
         raise TypeError(f"module: expected one parameter dtype, got {sorted(map(str, dtypes))}")
     if precision is None:
@@ -168,13 +173,13 @@ def from_torch(module, output=None, precision=None, seed=0):
         precision = found.pop()
     layers = [Dense(W.shape[1], W.shape[0], activation, init="torch",
                     norm=None if block is None or block["gamma"] is None else "layer",
-                    residual=block is not None and block["residual"])
-              for activation, W, _, block in specs]
+                    residual=block is not None and block["residual"], dropout=p)
+              for activation, W, _, block, p in specs]
     model = Sequential(layers, output=output, dtype=dtypes.pop().name, seed=seed,
                        precision=precision)
     host = model.params.host()
     ranges = {name: slice(start, stop) for name, start, stop in model.param_ranges}
-    for i, (_, W, b, block) in enumerate(specs):
+    for i, (_, W, b, block, _) in enumerate(specs):
         host[ranges[f"W{i}"]], host[ranges[f"b{i}"]] = W.T.ravel(), b
         if block is not None and block["gamma"] is not None:
             host[ranges[f"gamma{i}"]], host[ranges[f"beta{i}"]] = block["gamma"], block["beta"]
@@ -200,15 +205,16 @@ def _strip_output(torch, children, output):
 
 
 def _torch_layers(torch, children):
-    """``([(activation, weight, bias), ...], the layers' precisions)`` (Linear: fp32)."""
+    """``([(activation, weight, bias, block, dropout), ...], the layers' precisions)``
+    (Linear: fp32; block: a PreNormBlock's norm and residual, else None)."""
     names = {cls for cls in TORCH_ACTIVATIONS.values() if cls is not None}
-    specs, precisions, after_linear = [], set(), False
+    specs, precisions, after_linear, droppable = [], set(), False, False
     for name, child in children:
         kind = type(child).__name__
         if type(child) is pre_norm_block_class():
-            specs.append(_block_spec(torch, name, child, names))
+            specs.append(_block_spec(torch, name, child, names) + [0.0])
             precisions.add(getattr(child.linear, "precision", "fp32"))
-            after_linear = False
+            after_linear, droppable = False, True
         elif isinstance(child, torch.nn.Linear):
             if type(child).forward not in (torch.nn.Linear.forward,
                                            rounded_linear_class().forward):
@@ -218,15 +224,18 @@ def _torch_layers(torch, children):
                 raise TypeError(f"{name}: gpunn cannot represent Linear(bias=False): every "
                                 "Dense layer has a bias")
             specs.append(["identity"] + [_host_parameter(torch, f"{name}.{p}", getattr(child, p))
-                                         for p in ("weight", "bias")] + [None])
+                                         for p in ("weight", "bias")] + [None, 0.0])
             precisions.add(getattr(child, "precision", "fp32"))
-            after_linear = True
+            after_linear = droppable = True
         elif after_linear and kind in names and type(child) is getattr(torch.nn, kind):
             specs[-1][0], after_linear = _activation_of(name, child), False
+        elif droppable and type(child) is torch.nn.Dropout:
+            specs[-1][4], after_linear, droppable = child.p, False, False
         else:
             raise TypeError(f"{name}: gpunn cannot represent {kind} here: expected "
                             "torch.nn.Linear layers, each followed by at most one of "
-                            f"{sorted(names)} (Sigmoid / Softmax last as the output)")
+                            f"{sorted(names)} and at most one Dropout (Sigmoid / Softmax "
+                            "last as the output)")
     if not specs:
         raise TypeError("module: expected at least one torch.nn.Linear, got none")
     return specs, precisions
