@@ -241,3 +241,21 @@ def test_cli_dropout(capsys, tmp_path):
     assert loaded.layers[0].dropout == 0.25
     assert main(["train", "--dataset", "synthetic", "--epochs", "1", "--dropout", "1"]) == 1
     assert "--dropout: expected a finite number in [0.0, 1.0), got 1.0" in capsys.readouterr().err
+
+
+def test_bf16_training_drops_the_same_units_as_fp32(backend):
+    """precision="bf16" runs the bf16 forms of the dropout kernels: the same masks, so its
+    dropped loss and gradient are fp32's up to bfloat16 rounding (other masks: far off)."""
+    X, y = small_data()
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        model = gpunn.MLP([6, 32, 16, 3], activation="gelu", output="softmax", dropout=0.5,
+                          seed=4, precision=precision)
+        loss = model.loss_and_grad(X, y, dropout_update=7)
+        grads[precision] = (loss, backend.to_numpy(model.flat_grads).copy())
+    (loss32, g32), (loss16, g16) = grads["fp32"], grads["bf16"]
+    assert abs(loss16 - loss32) < 5e-3 * abs(loss32)
+    assert np.linalg.norm(g16 - g32) < 2e-2 * np.linalg.norm(g32)
+    other = gpunn.MLP([6, 32, 16, 3], activation="gelu", output="softmax", dropout=0.5, seed=4)
+    other.loss_and_grad(X, y, dropout_update=8)
+    assert np.linalg.norm(backend.to_numpy(other.flat_grads) - g32) > 0.1 * np.linalg.norm(g32)
