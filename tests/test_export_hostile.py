@@ -73,8 +73,16 @@ REFUSED = [
      r"negative_slope=0.01"),
     ("conv", lambda nn: nn.Sequential(nn.Conv1d(1, 2, 3)), None, TypeError,
      r"module\[0\]: gpunn cannot represent Conv1d"),
-    ("dropout", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.Dropout(), nn.Linear(5, 2)), None,
-     TypeError, r"module\[1\]: gpunn cannot represent Dropout"),
+    # Dropout after a Linear (and its activation) is the layer's dropout; before the
+    # activation, twice, or as another class it is not.
+    ("dropout-before-activation", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.Dropout(),
+                                                           nn.ReLU(), nn.Linear(5, 2)), None,
+     TypeError, r"module\[2\]: gpunn cannot represent ReLU here"),
+    ("two-dropouts", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.Dropout(), nn.Dropout(),
+                                              nn.Linear(5, 2)), None,
+     TypeError, r"module\[2\]: gpunn cannot represent Dropout here"),
+    ("dropout1d", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.Dropout1d(), nn.Linear(5, 2)),
+     None, TypeError, r"module\[1\]: gpunn cannot represent Dropout1d"),
     ("activation-first", lambda nn: nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), None, TypeError,
      r"module\[0\]: gpunn cannot represent ReLU here"),
     ("two-activations", lambda nn: nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Tanh()), None,
