@@ -37,10 +37,9 @@ def is_streamed(value):
     object) rather than copying it whole; arrays, lists and DLPack tensors are not streamed."""
     if isinstance(value, (RowSource, str, os.PathLike, np.memmap)):
         return True
-    if isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__dlpack__"):
-        return False
-    if hasattr(value, "nnz"):  # a scipy sparse matrix: refused by the in-memory checks
-        return False
+    if isinstance(value, (np.ndarray, list, tuple)) or any(
+            hasattr(value, a) for a in ("__dlpack__", "__cuda_array_interface__", "nnz")):
+        return False  # in memory, a device array or a sparse matrix: fit's own checks
     return all(hasattr(value, a) for a in ("__len__", "__getitem__", "shape", "dtype")) \
         and not hasattr(value, "iloc")  # pandas: in memory already
 
