@@ -188,11 +188,13 @@ class Dense(BlockPasses):
         return values
 
     def param_entries(self, i):
-        """``[(name, size), ...]`` of this layer's parameter blocks as layer ``i``: ``W{i}``,
-        ``b{i}`` and, with a norm, ``gamma{i}``, ``beta{i}``."""
-        entries = [(f"W{i}", self.n_in * self.n_out), (f"b{i}", self.n_out)]
+        """``[(name, size, decayed), ...]`` of this layer's parameter blocks as layer ``i``:
+        ``W{i}`` (weight decay applies to it by default), ``b{i}`` and, with a norm,
+        ``gamma{i}``, ``beta{i}`` (it does not: :func:`gpunn.params.layout` puts them after
+        every decayed block)."""
+        entries = [(f"W{i}", self.n_in * self.n_out, True), (f"b{i}", self.n_out, False)]
         if self.ln is not None:
-            entries += [(f"gamma{i}", self.n_in), (f"beta{i}", self.n_in)]
+            entries += [(f"gamma{i}", self.n_in, False), (f"beta{i}", self.n_in, False)]
         return entries
 
     def parameters(self):
@@ -310,7 +312,8 @@ def check_layers(layers):
 
 
 def param_entries(layers):
-    """``[(name, size), ...]`` of every parameter block in flat-buffer order: ``W0, b0, W1,
-    b1, ...``, a layer's ``gamma{i}, beta{i}`` after its ``b{i}`` (laid out by
-    :func:`gpunn.params.layout`)."""
+    """``[(name, size, decayed), ...]`` of every parameter block, layer by layer: ``W0, b0,
+    W1, b1, ...``, a layer's ``gamma{i}, beta{i}`` after its ``b{i}``.
+    :func:`gpunn.params.layout` places the decayed ones (``W0, W1, ...``) first, then the
+    others in this order."""
     return [entry for i, layer in enumerate(layers) for entry in layer.param_entries(i)]

@@ -81,7 +81,8 @@ def fold_scaling(model, input_mean, input_std, target_mean=None, target_std=None
 def _fold(params, ranges, i, change):
     """Replace layer ``i``'s ``W``, ``b`` in the host ``params`` by ``change(W, b)``, computed
     in float64 and rounded to the parameters' dtype."""
-    (_, w_start, w_stop), (_, b_start, b_stop) = ranges[2 * i:2 * i + 2]
+    ranges = {name: (start, stop) for name, start, stop in ranges}
+    (w_start, w_stop), (b_start, b_stop) = ranges[f"W{i}"], ranges[f"b{i}"]
     n_out = b_stop - b_start
     W = params[w_start:w_stop].astype(np.float64).reshape(-1, n_out)
     W, b = change(W, params[b_start:b_stop].astype(np.float64))

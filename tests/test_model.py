@@ -37,12 +37,14 @@ def inputs(n, n_in, dtype=np.float64, seed=0):
 def test_parameters_are_views_of_one_aligned_flat_buffer(backend):
     model = gpunn.MLP([3, 5, 2], activation="tanh")
     names = [name for name, _, _ in model.param_ranges]
-    assert names == ["W0", "b0", "W1", "b1"]
+    assert names == ["W0", "W1", "b0", "b1"]  # decayed weights first: one decay boundary
+    assert model.params.decay_end == dict((n, a) for n, a, _ in model.param_ranges)["b0"]
     assert all(start % ALIGN == 0 for _, start, _ in model.param_ranges)
     assert model.n_params == 3 * 5 + 5 + 5 * 2 + 2
     assert model.flat_grads.shape == model.flat_params.shape
-    for (_, start, stop), p, g in zip(model.param_ranges, model.parameters(),
-                                      model.gradients()):
+    ranges = {name: (start, stop) for name, start, stop in model.param_ranges}
+    for name, p, g in zip(["W0", "b0", "W1", "b1"], model.parameters(), model.gradients()):
+        start, stop = ranges[name]
         p[...] = 7.0
         g[...] = -3.0
         flat_p = backend.to_numpy(model.flat_params)

@@ -19,7 +19,7 @@ import reference_precision as rp
 
 import gpunn
 from gpunn.callbacks import Callback, EarlyStopping
-from gpunn.params import ALIGN, FlatParams, layout
+from gpunn.params import ALIGN, FlatParams, decay_end, layout, pack, relayout
 from gpunn.tabular import fold_scaling
 
 PRECISIONS = ["fp32", "tf32", "bf16"]
@@ -42,6 +42,11 @@ def _fit(model, epochs, **kwargs):
                      seed=3, **kwargs)
 
 
+def _block(model, name):
+    """``(start, stop)`` of the block ``name`` in the model's flat buffers."""
+    return next((start, stop) for block, start, stop in model.param_ranges if block == name)
+
+
 def _reference_logits(model, X):
     """Float64 forward of the model's master with every GEMM input rounded per precision."""
     if model.precision == "fp32":
@@ -51,7 +56,7 @@ def _reference_logits(model, X):
             return rp.round_to_mantissa(np.asarray(x, np.float32), BITS[model.precision])
     host, A = model.params.host(), np.asarray(X, np.float64)
     for i, layer in enumerate(model.layers):
-        (_, w0, w1), (_, b0, b1) = model.param_ranges[2 * i:2 * i + 2]
+        (w0, w1), (b0, b1) = _block(model, f"W{i}"), _block(model, f"b{i}")
         W = host[w0:w1].reshape(layer.n_in, layer.n_out)
         Z = r(A) @ r(W) + host[b0:b1]
         A = reference.activation(layer.activation, Z)
@@ -154,7 +159,7 @@ def test_scaling_fold(backend, precision):
     mean, std = np.linspace(-1, 1, 6), np.linspace(0.5, 2, 6)
     folded = fold_scaling(model, mean, std)
     host = model.params.host().astype(np.float64)
-    (_, w0, w1), (_, b0, b1) = model.param_ranges[:2]
+    (w0, w1), (b0, b1) = _block(model, "W0"), _block(model, "b0")
     W = host[w0:w1].reshape(6, 16)
     expected = model.params.host()
     expected[w0:w1] = (W / std[:, None]).ravel()
@@ -197,10 +202,28 @@ def test_load_host_refuses_another_layout(backend):
     np.testing.assert_array_equal(model.params.host(), before)
 
 
-def test_layout_aligns_every_block():
-    ranges = layout([("W0", 33), ("b0", 1), ("W1", 64)])
-    assert ranges == [("W0", 0, 33), ("b0", 64, 65), ("W1", 96, 160)]
+def test_layout_aligns_every_block_decayed_first():
+    entries = [("W0", 33, True), ("b0", 1, False), ("W1", 64, True), ("b1", 2, False)]
+    ranges = layout(entries)
+    assert ranges == [("W0", 0, 33), ("W1", 64, 128), ("b0", 128, 129), ("b1", 160, 162)]
     assert all(start % ALIGN == 0 for _, start, _ in ranges)
+    assert decay_end(entries, ranges) == 128
+    assert decay_end([("W0", 33, True)], layout([("W0", 33, True)])) == 33
+    assert pack([(n, s) for n, s, _ in entries]) == [("W0", 0, 33), ("b0", 64, 65),
+                                                      ("W1", 96, 160), ("b1", 160, 162)]
+
+
+def test_relayout_moves_every_block():
+    entries = [("W0", 33, True), ("b0", 1, False), ("W1", 64, True)]
+    source, target = pack([(n, s) for n, s, _ in entries]), layout(entries)
+    values = np.zeros(source[-1][2])
+    for k, (_, start, stop) in enumerate(source):
+        values[start:stop] = np.arange(start, stop) + 1000.0 * k
+    moved = relayout(values, source, target)
+    back = relayout(moved, target, source)
+    np.testing.assert_array_equal(back, values)
+    assert moved.size == target[-1][2] and moved[33:64].tolist() == [0.0] * 31
+    np.testing.assert_array_equal(moved[64:128], values[96:160])
 
 
 def test_sync_working_copy_is_a_deprecated_alias(backend):
@@ -251,7 +274,7 @@ def test_from_torch(backend, precision):
     model = from_torch(module, output="softmax", precision=precision)
     expected = np.zeros(model.params.size, np.float32)
     for i, layer in enumerate((module[0], module[2])):
-        (_, w0, w1), (_, b0, b1) = model.param_ranges[2 * i:2 * i + 2]
+        (w0, w1), (b0, b1) = _block(model, f"W{i}"), _block(model, f"b{i}")
         expected[w0:w1] = layer.weight.detach().numpy().T.ravel()
         expected[b0:b1] = layer.bias.detach().numpy()
     _computes_with(model, expected)

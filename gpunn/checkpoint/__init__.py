@@ -31,6 +31,7 @@ from gpunn.control import STATUSES
 from gpunn.history import History
 from gpunn.model import Sequential
 from gpunn.optim import Optimizer
+from gpunn.params import relayout
 from gpunn.schedules import Schedule
 
 __all__ = ["CRC_KEY", "FORMAT", "METADATA_KEY", "VERSION", "Checkpoint", "CheckpointError",
@@ -217,17 +218,21 @@ def _read(header, index, read, like):
     """``(checked Checkpoint, optimizer state_dict or None)`` of an open container; nothing
     is built or changed."""
     format.check_format(header)
-    config, size = format.checked_model(header)
+    config, saved, ranges = format.checked_model(header)
     if like is not None:
         _check_like(like, config)
     optimizer, state_dict = format.checked_optimizer(header.get("optimizer"), config["dtype"])
-    expected = format.expected_entries(np.dtype(config["dtype"]), size, state_dict, index)
+    expected = format.expected_entries(np.dtype(config["dtype"]), saved[-1][2], state_dict,
+                                       index)
     format.check_index(index, expected)
     checksums = header.get("crc32")
     if not isinstance(checksums, dict) or sorted(checksums) != sorted(expected):
         raise CheckpointError(f"crc32: expected checksums of {sorted(expected)}, got "
                               f"{short_list(checksums)}")
     arrays = {name: _checked(name, read(name), checksums[name]) for name in expected}
+    if saved != ranges:  # a file of the legacy layout: params and state move into today's
+        arrays.update({name: relayout(array, saved, ranges) for name, array in arrays.items()
+                       if name == "params" or name.startswith("optimizer.")})
     if state_dict is not None:
         state_dict["state"] = {k: arrays[f"optimizer.{k}"] for k in state_dict["state"]}
         optimizer.load_state_dict(state_dict, copy=False)

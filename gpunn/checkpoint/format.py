@@ -23,7 +23,7 @@ from gpunn.history import History
 from gpunn.layers import Dense, param_entries
 from gpunn.losses import check_output
 from gpunn.optim import OPTIMIZERS
-from gpunn.params import layout
+from gpunn.params import layout, pack
 from gpunn.schedules import get_schedule
 
 FORMAT, VERSION = "gpunn-checkpoint", 2
@@ -88,9 +88,16 @@ def model_part(model):
     return header, {"params": model.params.host()}
 
 
+def legacy_layout(layers):
+    """The layout of files written before decayed weights came first: each layer's blocks
+    together, in layer order (``W0, b0, W1, b1, ...``). Such files load converted."""
+    return pack([(name, size) for name, size, _ in param_entries(layers)])
+
+
 def checked_model(header):
-    """``(config, n)``: the header's architecture checked and normalized, and the length of
-    its flat parameter buffer; the layout stored must be the one the architecture gives."""
+    """``(config, saved, ranges)``: the header's architecture checked and normalized, the
+    layout of the file's flat arrays and the one the architecture gives today; the saved one
+    must be today's or :func:`legacy_layout` (convert with :func:`gpunn.params.relayout`)."""
     config = header["model"]
     if not isinstance(config, dict) or sorted(set(config) - {"precision"}) != _CONFIG_KEYS:
         got = short_list(config)
@@ -112,7 +119,9 @@ def checked_model(header):
             raise CheckpointError(f"model: layers[{i}].n_in: expected {layers[i - 1].n_out}, "
                                   f"got {layers[i].n_in}")
     ranges = layout(param_entries(layers))
-    if header["layout"] != [list(r) for r in ranges]:
+    saved = next((known for known in (ranges, legacy_layout(layers))
+                  if header["layout"] == [list(r) for r in known]), None)
+    if saved is None:
         raise CheckpointError(f"layout: expected {short(ranges)} for this architecture, "
                               f"got {short(header['layout'])}")
     normalized = {"layers": [layer.config() for layer in layers],
@@ -120,7 +129,7 @@ def checked_model(header):
                   "dtype": check_dtype(config["dtype"]).name,
                   "seed": check_int("seed", config["seed"], low=0),
                   "precision": check_precision(config.get("precision", "fp32"))}
-    return normalized, ranges[-1][2]
+    return normalized, saved, ranges
 
 
 # --- part "optimizer" + tensors "optimizer.<state>" -------------------------------------------
