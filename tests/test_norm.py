@@ -189,7 +189,9 @@ def test_resume_continues_bit_for_bit(backend, tmp_path):
 def test_gamma_and_beta_start_at_ones_and_zeros_and_are_listed():
     built = gpunn.MLP([3, 4, 4, 4, 2], activation="relu", norm="layer", residual=True)
     names = [name for name, _, _ in built.param_ranges]
-    assert names[:6] == ["W0", "b0", "W1", "b1", "gamma1", "beta1"]
+    # decayed weights first, then biases and norm parameters (one weight-decay boundary)
+    assert names[:7] == ["W0", "W1", "W2", "W3", "b0", "b1", "gamma1"]
+    assert built.params.decay_end == built.params.start("b0")
     layer = built.layers[1]
     np.testing.assert_array_equal(layer.ln.gamma, np.ones(4))
     np.testing.assert_array_equal(layer.ln.beta, np.zeros(4))
@@ -204,7 +206,9 @@ def test_plain_models_keep_their_config_and_layout():
     built = gpunn.MLP([3, 4, 2], activation="relu")
     assert built.config()["layers"][0] == {"n_in": 3, "n_out": 4, "activation": "relu",
                                            "init": "glorot_uniform"}
-    assert [name for name, _, _ in built.param_ranges] == ["W0", "b0", "W1", "b1"]
+    # weights first (files of the earlier W0, b0, ... layout load converted:
+    # tests/test_param_layout.py)
+    assert [name for name, _, _ in built.param_ranges] == ["W0", "W1", "b0", "b1"]
 
 
 @pytest.mark.parametrize("call, error, words", [
