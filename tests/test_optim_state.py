@@ -38,7 +38,7 @@ def test_state_dict_holds_host_copies(backend):
     assert {k: saved[k] for k in ("name", "lr", "base_lr", "t")} == {
         "name": "adam", "lr": 0.01, "base_lr": 0.01, "t": 4}
     assert saved["hyperparameters"] == {"betas": (0.8, 0.9), "eps": 1e-8, "weight_decay": 0.0,
-                                        "eps_in_sqrt": False}
+                                        "eps_in_sqrt": False, "decay_biases": False}
     assert all(type(a) is np.ndarray and a.shape == (5,) for a in saved["state"].values())
     saved["state"]["m"][:] = 7.0
     assert not np.any(backend.to_numpy(optimizer.state["m"]) == 7.0)
@@ -121,3 +121,50 @@ def test_every_optimizer_round_trips(backend, make):
     fresh.load_state_dict(saved)
     assert fresh.state_dict()["hyperparameters"] == saved["hyperparameters"]
     assert sorted(fresh.state) == sorted(saved["state"]) == sorted(optimizer.state_names)
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])
+def test_weight_decay_reaches_the_weights_only_unless_decay_biases(backend, name, decay_biases):
+    """A zero gradient: only decay moves a parameter, so W moves and b stays (or both move
+    with decay_biases), every element as its own float64 update computes it."""
+    import pickle
+
+    import gpunn
+
+    with gpunn.use_backend(backend):
+        model = gpunn.MLP([3, 4, 2], activation="relu", dtype="float64", seed=0)
+    before = backend.to_numpy(model.flat_params).copy()
+    model.flat_grads[...] = 0
+    optimizer = get_optimizer(name, lr=0.1, weight_decay=0.5, decay_biases=decay_biases)
+    optimizer.step(model)
+    after, end = backend.to_numpy(model.flat_params), model.params.decay_end
+    assert 0 < end < after.size
+    weights, rest = slice(0, end), slice(end, None)
+    if name == "sgd":  # p -= lr * (g + wd * p)
+        np.testing.assert_allclose(after[weights], before[weights] - 0.1 * (0.5 * before[weights]),
+                                   rtol=1e-15)
+    else:
+        moved = before[weights] != 0
+        assert np.all(after[weights][moved] != before[weights][moved])
+    if decay_biases:
+        assert np.all((after[rest] != before[rest]) == (before[rest] != 0))
+    else:
+        np.testing.assert_array_equal(after[rest], before[rest])
+    assert pickle.loads(pickle.dumps(optimizer)).decay_biases is decay_biases
+
+
+def test_state_saved_before_decay_biases_keeps_decaying_every_parameter():
+    """A state dict, checkpoint or pickle from before the option decayed biases too: a resumed
+    run continues doing so; a new optimizer decays the weights only."""
+    import pickle
+
+    saved = Adam(0.01, weight_decay=0.1).state_dict()
+    del saved["hyperparameters"]["decay_biases"]
+    restored = Adam()
+    restored.load_state_dict(saved)
+    assert restored.decay_biases is True and Adam(weight_decay=0.1).decay_biases is False
+    old = Adam(0.01, weight_decay=0.1)
+    del old.__dict__["decay_biases"]  # an instance pickled before the option existed
+    assert pickle.loads(pickle.dumps(old)).decay_biases is True
+    assert pickle.loads(pickle.dumps(Momentum(0.1))).decay_biases is False

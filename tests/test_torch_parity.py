@@ -18,6 +18,7 @@ OPTIMIZERS = [
     ("rmsprop", "RMSprop", {"lr": 0.01, "weight_decay": 0.01}),
     ("adam", "Adam", {"lr": 0.01}),
     ("adamw", "AdamW", {"lr": 0.01, "weight_decay": 0.05}),
+    ("adamw-all", "AdamW", {"lr": 0.01, "weight_decay": 0.05, "decay_biases": True}),
 ]
 # (output, loss, hidden activation, torch.nn loss class, torch.nn activation class)
 TASKS = [
@@ -69,12 +70,19 @@ def test_training_matches_torch(backend, name, torch_class, hyperparameters, out
         model = gpunn.MLP(SIZES, activation=activation, output=output, dtype="float32", seed=3)
     net = torch_twin(torch, model, getattr(torch.nn, torch_activation))
     torch_loss = getattr(torch.nn, torch_loss)()
-    optimizer = get_optimizer(name, **hyperparameters)
-    reference = getattr(torch.optim, torch_class)(net.parameters(), **hyperparameters)
+    optimizer = get_optimizer(name.split("-")[0], **hyperparameters)
+    # Weight decay on the weights only (PyTorch's usual parameter groups) unless decay_biases.
+    torch_kwargs = {k: v for k, v in hyperparameters.items() if k != "decay_biases"}
+    bias_decay = torch_kwargs.get("weight_decay", 0.0) if "decay_biases" in hyperparameters else 0.0
+    groups = [{"params": [linear.weight for linear in net[::2]]},
+              {"params": [linear.bias for linear in net[::2]], "weight_decay": bias_decay}]
+    reference = getattr(torch.optim, torch_class)(groups, **torch_kwargs)
     schedule, losses, torch_losses = InverseTime(0.02, per="step"), [], []
     target = torch.from_numpy(y) if loss != "cross_entropy" else torch.from_numpy(y).long()
     for t, rows in enumerate(batches()):
-        optimizer.lr = reference.param_groups[0]["lr"] = schedule(optimizer.base_lr, t)
+        optimizer.lr = schedule(optimizer.base_lr, t)
+        for group in reference.param_groups:
+            group["lr"] = optimizer.lr
         losses.append(model.loss_and_grad(X[rows], y[rows], loss))
         optimizer.step(model)
         reference.zero_grad()

@@ -23,6 +23,7 @@ from gpunn.history import History
 from gpunn.layers import Dense, param_entries
 from gpunn.losses import check_output
 from gpunn.optim import OPTIMIZERS
+from gpunn.optim.base import saved_hyperparameters
 from gpunn.params import layout, pack
 from gpunn.schedules import get_schedule
 
@@ -153,8 +154,9 @@ def checked_optimizer(saved, dtype):
     state_dict = dict(saved)
     names = state_dict.pop("state_names", None)
     hyper = state_dict.get("hyperparameters")
-    optimizer = OPTIMIZERS[saved["name"]](lr=state_dict.get("base_lr"),
-                                          **(hyper if isinstance(hyper, dict) else {}))
+    cls = OPTIMIZERS[saved["name"]]
+    hyper = saved_hyperparameters(cls, hyper) if isinstance(hyper, dict) else {}
+    optimizer = cls(lr=state_dict.get("base_lr"), **hyper)
     optimizer.lr = state_dict.get("lr")
     optimizer.check_dtype(dtype)
     t = check_int("optimizer t", state_dict.get("t"), low=0, high=MAX_COUNT)

@@ -73,6 +73,7 @@ class Optimizer:
     kernel = None
     state_names = ()
     hyperparameters = ()
+    decay_biases = False  # optimizers with weight_decay take it as a keyword
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -172,6 +173,8 @@ class Optimizer:
         for key in ("t", "base_lr"):  # pickled before these became properties
             if key in state:
                 state[f"_{key}"] = state.pop(key)
+        if "weight_decay" in state:  # pickled before decay_biases: every parameter decayed
+            state.setdefault("decay_biases", True)
         self.__dict__.update(state)
 
     def __getstate__(self):
@@ -226,11 +229,24 @@ class Optimizer:
                 self._no_work = be.xp.zeros(0, dtype=np.uint16)
             work = self._no_work
         states = [self.state.get(key, p) for key in self.kernel_states()]
-        be.kernel(self.kernel, g, lrs, lrs.size, *self.scalars(), int(work.size > 0), ctrl, p,
-                  *states, work)
+        for a, b, decay in self._spans(model, p.size):
+            be.kernel(self.kernel, g[a:b], lrs, lrs.size, *self.scalars(decay),
+                      int(work.size > 0), ctrl, p[a:b], *(s[a:b] for s in states),
+                      work[a:b] if work.size else work)
 
-    def scalars(self):
-        """The kernel's hyperparameter arguments, between the rate table and ``working``."""
+    def _spans(self, model, n):
+        """``[(start, stop, weight_decay)]``: the launches of one update. Two when only the
+        weights decay: ``[0, decay_end)`` with it, the rest without (the same kernel on two
+        slices of the flat buffers, so each element gets the bits one launch would give it)."""
+        decay = getattr(self, "weight_decay", 0.0)
+        end = getattr(getattr(model, "params", None), "decay_end", n)
+        if decay == 0 or self.decay_biases or end >= n:
+            return [(0, n, decay)]
+        return [(0, end, decay), (end, n, 0.0)]
+
+    def scalars(self, weight_decay):
+        """The kernel's hyperparameter arguments, between the rate table and ``working``, with
+        ``weight_decay`` for the slice being launched."""
         raise NotImplementedError
 
     def kernel_states(self):
@@ -275,6 +291,7 @@ class Optimizer:
         if not isinstance(hyper, dict):
             raise TypeError("state_dict['hyperparameters']: expected a dict, "
                             f"got {type(hyper).__name__}")
+        hyper = saved_hyperparameters(type(self), hyper)
         check_keywords("state_dict['hyperparameters']", type(self), {"lr": 0, **hyper})
         fresh = type(self)(lr=state_dict["base_lr"], **hyper)
         fresh.lr = state_dict["lr"]
@@ -289,6 +306,14 @@ class Optimizer:
             fresh._backend = be
             fresh._owner = _weak(model)
         self.__dict__.update(fresh.__dict__)
+
+
+def saved_hyperparameters(cls, hyper):
+    """``hyper`` as saved by a state dict or checkpoint; one written before ``decay_biases``
+    existed decayed every parameter, so it resumes doing so."""
+    if "weight_decay" in hyper and "decay_biases" in cls.hyperparameters:
+        return {"decay_biases": True, **hyper}
+    return hyper
 
 
 def _host_state(state, names, copy=True):

@@ -1,5 +1,11 @@
 """The optimizers, sorted in order of increasing complexity: SGD, Momentum, RMSprop, Adam,
-AdamW. Each declares its kernel, state, hyperparameters and scalars; a ``name`` registers it."""
+AdamW. Each declares its kernel, state, hyperparameters and scalars; a ``name`` registers it.
+
+``weight_decay`` applies to the weight matrices only (scikit-learn's ``alpha``, Keras' kernel
+regularizers, the usual PyTorch parameter groups): biases and LayerNorm's gamma and beta lie
+past the flat layout's ``decay_end`` and are not decayed. ``decay_biases=True`` decays every
+parameter (PyTorch's optimizers given all of ``model.parameters()``; gpunn before this option).
+"""
 
 from gpunn._checks import check_bool, check_number, check_positive
 from gpunn.optim.base import Optimizer, check_rate
@@ -19,10 +25,12 @@ class SGD(Optimizer):
 
     name = "sgd"
     kernel = "sgd_step"
-    hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov")
+    hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov", "decay_biases")
 
-    def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                 decay_biases=False):
         super().__init__(lr)
+        self.decay_biases = check_bool("decay_biases", decay_biases)
         self.momentum = check_rate("momentum", momentum)
         self.dampening = check_number("dampening", dampening, low=0.0, high=1.0)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
@@ -38,8 +46,8 @@ class SGD(Optimizer):
     def kernel_states(self):
         return ("buf",)
 
-    def scalars(self):
-        return self.momentum, self.dampening, self.weight_decay, self.nesterov
+    def scalars(self, weight_decay):
+        return self.momentum, self.dampening, weight_decay, self.nesterov
 
 
 class Momentum(Optimizer):
@@ -61,7 +69,7 @@ class Momentum(Optimizer):
         self.beta = check_rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
-    def scalars(self):
+    def scalars(self, weight_decay):
         return self.beta, self.bias_correction
 
 
@@ -76,17 +84,19 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     kernel = "rmsprop_step"
     state_names = ("v",)
-    hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
+    hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt", "decay_biases")
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
+                 decay_biases=False):
         super().__init__(lr)
+        self.decay_biases = check_bool("decay_biases", decay_biases)
         self.alpha = check_rate("alpha", alpha)
         self.eps = check_positive("eps", eps)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def scalars(self):
-        return self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt
+    def scalars(self, weight_decay):
+        return self.alpha, self.eps, weight_decay, self.eps_in_sqrt
 
 
 class Adam(Optimizer):
@@ -102,12 +112,13 @@ class Adam(Optimizer):
     name = "adam"
     kernel = "adam_step"
     state_names = ("m", "v")
-    hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt")
+    hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt", "decay_biases")
     decoupled = False
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 eps_in_sqrt=False):
+                 eps_in_sqrt=False, decay_biases=False):
         super().__init__(lr)
+        self.decay_biases = check_bool("decay_biases", decay_biases)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.betas = (check_rate("betas[0]", betas[0]), check_rate("betas[1]", betas[1]))
@@ -115,8 +126,8 @@ class Adam(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def scalars(self):
-        wd = self.weight_decay
+    def scalars(self, weight_decay):
+        wd = weight_decay
         l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
         return (*self.betas, self.eps, l2, decoupled, self.eps_in_sqrt)
 
@@ -133,5 +144,5 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 eps_in_sqrt=False):
-        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt)
+                 eps_in_sqrt=False, decay_biases=False):
+        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt, decay_biases)
