@@ -44,6 +44,7 @@ from gpunn.weights import CLASS_WEIGHTS, check_sample_weight
 __all__ = ["GpunnClassifier", "GpunnRegressor"]
 
 _SEED_HIGH = 2**31 - 1
+_L2_SOLVERS = ("sgd", "adam", "rmsprop")  # the optimizers whose weight_decay is coupled L2
 
 
 class _GpunnMLP(BaseEstimator):
@@ -54,7 +55,7 @@ class _GpunnMLP(BaseEstimator):
                  tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
                  backend=None, verbose=0, norm=None, residual=False, precision="fp32",
-                 dropout=0.0):
+                 dropout=0.0, alpha=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -76,6 +77,7 @@ class _GpunnMLP(BaseEstimator):
         self.residual = residual
         self.precision = precision
         self.dropout = dropout
+        self.alpha = alpha
 
     # --- subclass hooks: targets in and predictions out ---------------------------------
 
@@ -110,6 +112,10 @@ class _GpunnMLP(BaseEstimator):
         check_bool("residual", self.residual)
         check_precision(self.precision)
         check_dropout("dropout", self.dropout)
+        if check_number("alpha", self.alpha, low=0.0) and self._solver_name() not in _L2_SOLVERS:
+            raise ValueError(f"alpha: expected 0 with solver {self._solver_name()!r} (alpha is "
+                             f"an L2 penalty, for the solvers {list(_L2_SOLVERS)}), got "
+                             f"{self.alpha!r}")
         self._sizes(1, 1)
         self._batch_size(1)
 
@@ -145,7 +151,18 @@ class _GpunnMLP(BaseEstimator):
                              f"got {self.hidden_layer_sizes!r}")
         return [n_features, *(int(h) for h in hidden), n_out]
 
-    def _initialize(self, n_features):
+    def _solver_name(self):
+        return self.solver.lower() if isinstance(self.solver, str) else self.solver
+
+    def _l2(self, n_rows):
+        """The optimizer keywords of ``alpha``: scikit-learn's penalty ``alpha / 2 ||W||^2``
+        per batch, divided by its rows, adds ``alpha W / rows`` to the gradient of the
+        weights (not the biases): coupled weight decay ``alpha / batch_size``."""
+        if not self.alpha:
+            return {}
+        return {"weight_decay": float(self.alpha) / self._batch_size(n_rows)}
+
+    def _initialize(self, n_features, n_rows):
         rng = check_random_state(self.random_state)
         self._init_seed, self._fit_seed = (int(s) for s in rng.randint(0, _SEED_HIGH, 2))
         n_out, output = self._output_spec()
@@ -154,7 +171,8 @@ class _GpunnMLP(BaseEstimator):
                               output=output, dtype=self.dtype, seed=self._init_seed,
                               init=self.init, norm=self.norm, residual=self.residual,
                               precision=self.precision, dropout=self.dropout)
-        self._optimizer = get_optimizer(self.solver, self.learning_rate_init)
+        self._optimizer = get_optimizer(self.solver, self.learning_rate_init,
+                                        **self._l2(n_rows))
         self._calls = 0
 
     def _batch_size(self, n):
@@ -239,7 +257,7 @@ class _GpunnMLP(BaseEstimator):
             for name in ("loss_curve_", "n_iter_", "validation_scores_",
                          "best_validation_score_"):
                 self.__dict__.pop(name, None)
-            self._initialize(X.shape[1])
+            self._initialize(X.shape[1], X.shape[0])
             stopper = self._stopper()
             self._train(X, T, self.max_iter, stopper, sample_weight)
         if stopper.stopped_epoch == 0:
@@ -256,7 +274,7 @@ class _GpunnMLP(BaseEstimator):
             T = self._encode_targets(y, first=first)
             self._class_weight(incremental=True)  # refused before the model is built
             if first:
-                self._initialize(X.shape[1])
+                self._initialize(X.shape[1], X.shape[0])
             self._train(X, T, 1, sample_weight=sample_weight, incremental=True)
         return self
 
@@ -349,6 +367,12 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
             multiplies ``sample_weight`` in training; the validation score of
             ``early_stopping`` uses ``sample_weight`` only. ``partial_fit`` takes a dict only:
             "balanced" needs all of ``y`` at once.
+        alpha: L2 penalty with scikit-learn's meaning (``alpha / 2 ||W||^2`` per mini-batch,
+            divided by its rows; weights only, not biases): coupled ``weight_decay = alpha /
+            batch_size`` for the solvers sgd, adam and rmsprop (the last, partial batch uses
+            the full batch's divisor). Default 0, not scikit-learn's 1e-4: gpunn's estimators
+            trained without a penalty before this option. ``History.loss`` and ``loss_`` are
+            the data loss, without the penalty term scikit-learn adds.
         dropout: drop probability of every hidden layer's outputs while training (inverted
             dropout, as Keras' ``Dropout(rate)`` after each hidden ``Dense``; scikit-learn's
             MLP has none); the masks are seeded by ``random_state``. 0 (default): none.

@@ -332,3 +332,51 @@ def test_a_partial_fit_that_diverges_mid_epoch_puts_the_model_and_optimizer_back
     model.partial_fit(X, y)
     twin.partial_fit(X, y)
     np.testing.assert_array_equal(model.predict(X), twin.predict(X))
+
+
+def test_alpha_is_scikit_learns_l2_penalty():
+    """The gradient gpunn's update uses with ``alpha`` (the model's own gradient plus the
+    coupled weight decay the estimator derives) equals scikit-learn's ``_backprop`` gradient,
+    penalty included, on the same weights: W gets ``alpha W / n``, the biases nothing."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)), rng.integers(0, 3, 40)
+    alpha = 0.7
+    theirs = MLPClassifier(hidden_layer_sizes=(6,), alpha=alpha, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs.fit(X, y)
+    Y = np.eye(3)[y]
+    activations = [X] + [None] * (theirs.n_layers_ - 1)
+    coef_grads = [np.empty_like(c) for c in theirs.coefs_]
+    intercept_grads = [np.empty_like(b) for b in theirs.intercepts_]
+    theirs._backprop(X, Y, None, activations, [None] * (theirs.n_layers_ - 1), coef_grads,
+                     intercept_grads)
+
+    model = gpunn.MLP([5, 6, 3], activation="relu", output="softmax", dtype="float64")
+    values = model.params.host()
+    for i, (W, b) in enumerate(zip(theirs.coefs_, theirs.intercepts_)):
+        values[model.params.start(f"W{i}"):][:W.size] = W.ravel()
+        values[model.params.start(f"b{i}"):][:b.size] = b
+    model.params.load_host(values)
+    model.loss_and_grad(X, y, "cross_entropy")
+    decay = GpunnClassifier(alpha=alpha, batch_size=40)._l2(40)["weight_decay"]
+    grads, end = model.params.backend.to_numpy(model.flat_grads), model.params.decay_end
+    ours = grads + np.where(np.arange(values.size) < end, decay * values, 0.0)
+    for i, (gW, gb) in enumerate(zip(coef_grads, intercept_grads)):
+        np.testing.assert_allclose(ours[model.params.start(f"W{i}"):][:gW.size],
+                                   gW.ravel(), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(ours[model.params.start(f"b{i}"):][:gb.size], gb,
+                                   rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("solver", ["momentum", "adamw"])
+def test_alpha_with_a_solver_that_has_no_l2_is_refused_by_name(solver):
+    X, y = np.random.default_rng(0).standard_normal((20, 3)), np.arange(20) % 2
+    with pytest.raises(ValueError, match=r"alpha: expected 0 with solver"):
+        GpunnClassifier(solver=solver, alpha=0.1).fit(X, y)
+    assert GpunnClassifier(solver="adam", alpha=0.1, max_iter=2).fit(X, y).n_iter_ == 2
