@@ -485,8 +485,7 @@ def _optimizer(name, hyperparameters, t, working=0, **flags):
     def make(inp, rows, cols):
         n = rows * cols
         states = [np.abs(inp.normal(n, 0.1)) for _ in optimizer.kernel_states()]
-        return (inp.normal(n), _lrs(inp, hyperparameters["lr"]), 5,
-                *optimizer.scalars(getattr(optimizer, "weight_decay", 0.0)),
+        return (inp.normal(n), _lrs(inp, hyperparameters["lr"]), 5, *optimizer.scalars(),
                 working, _ctrl(t=t, k=2, **flags), inp.normal(n), *states,
                 _working_copy(inp, n, working))
 

@@ -230,7 +230,7 @@ class Optimizer:
             work = self._no_work
         states = [self.state.get(key, p) for key in self.kernel_states()]
         for a, b, decay in self._spans(model, p.size):
-            be.kernel(self.kernel, g[a:b], lrs, lrs.size, *self.scalars(decay),
+            be.kernel(self.kernel, g[a:b], lrs, lrs.size, *self._scalars(decay),
                       int(work.size > 0), ctrl, p[a:b], *(s[a:b] for s in states),
                       work[a:b] if work.size else work)
 
@@ -244,9 +244,17 @@ class Optimizer:
             return [(0, n, decay)]
         return [(0, end, decay), (end, n, 0.0)]
 
-    def scalars(self, weight_decay):
-        """The kernel's hyperparameter arguments, between the rate table and ``working``, with
-        ``weight_decay`` for the slice being launched."""
+    def _scalars(self, weight_decay):
+        """:meth:`scalars` as they are with ``weight_decay`` in place of the optimizer's (the
+        undecayed slice): read from a shallow twin, so the optimizer itself never changes."""
+        if weight_decay == getattr(self, "weight_decay", weight_decay):
+            return self.scalars()
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__, weight_decay=weight_decay)
+        return twin.scalars()
+
+    def scalars(self):
+        """The kernel's hyperparameter arguments, between the rate table and ``working``."""
         raise NotImplementedError
 
     def kernel_states(self):

@@ -46,8 +46,8 @@ class SGD(Optimizer):
     def kernel_states(self):
         return ("buf",)
 
-    def scalars(self, weight_decay):
-        return self.momentum, self.dampening, weight_decay, self.nesterov
+    def scalars(self):
+        return self.momentum, self.dampening, self.weight_decay, self.nesterov
 
 
 class Momentum(Optimizer):
@@ -69,7 +69,7 @@ class Momentum(Optimizer):
         self.beta = check_rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
-    def scalars(self, weight_decay):
+    def scalars(self):
         return self.beta, self.bias_correction
 
 
@@ -95,8 +95,8 @@ class RMSprop(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def scalars(self, weight_decay):
-        return self.alpha, self.eps, weight_decay, self.eps_in_sqrt
+    def scalars(self):
+        return self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt
 
 
 class Adam(Optimizer):
@@ -126,8 +126,8 @@ class Adam(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.eps_in_sqrt = check_bool("eps_in_sqrt", eps_in_sqrt)
 
-    def scalars(self, weight_decay):
-        wd = weight_decay
+    def scalars(self):
+        wd = self.weight_decay
         l2, decoupled = (0.0, wd) if self.decoupled else (wd, 0.0)
         return (*self.betas, self.eps, l2, decoupled, self.eps_in_sqrt)
 
