@@ -12,6 +12,7 @@ from gpunn.dlpack import from_dlpack
 from gpunn.layernorm import NORMS
 from gpunn.layers import (
     ACTIVATIONS,
+    DEFAULT_ACTIVATION,
     DEFAULT_INIT,
     Dense,
     DropoutPass,
@@ -520,8 +521,9 @@ class MLP(Sequential):
             output layer are never dropped; not with ``residual`` yet.
     """
 
-    def __init__(self, sizes, activation="sigmoid", output=None, dtype="float32", seed=0,
-                 init=DEFAULT_INIT, precision="fp32", norm=None, residual=False, dropout=0.0):
+    def __init__(self, sizes, activation=DEFAULT_ACTIVATION, output=None, dtype="float32",
+                 seed=0, init=DEFAULT_INIT, precision="fp32", norm=None, residual=False,
+                 dropout=0.0):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes: expected a list [n_in, ..., n_out] of at least 2 ints, "
                              f"got {sizes!r}")

@@ -28,6 +28,9 @@ from gpunn.staging import StreamStep, stream_sources
 from gpunn.step import TrainStep
 from gpunn.weights import check_sample_weight, row_weights
 
+# fit's batch_size="auto": rows per batch (per rank), measured (benchmarks/defaults_choice.py).
+DEFAULT_BATCH_SIZE = 32
+
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
     """Training produced NaN or inf; the message says exactly what state the model is in.
@@ -68,7 +71,7 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
 
 
 @holding_model("fit")  # one fit (or predict) per model at a time: they share buffers
-def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size=None,
+def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size="auto",
         shuffle=True, schedule=None, validation_data=None, seed=0, progress=None,
         callbacks=(), record_steps=False, on_nonfinite="raise", checkpoint_every=None,
         checkpoint_path=None, resume_from=None, check_every=None, comm=None,
@@ -114,9 +117,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             or an optimizer object.
         lr: learning rate for a named optimizer; None takes its default.
         epochs: passes over the data in all (>= 1), counting those before ``resume_from``.
-        batch_size: None for full-batch gradient descent, 1 for SGD, else rows per batch (per
-            rank: the global batch is ``batch_size`` times the ranks); the last, smaller batch
-            is kept.
+        batch_size: ``"auto"`` (:data:`DEFAULT_BATCH_SIZE` rows, or all rows when fewer;
+            chosen by measurement, README "Defaults"), None for full-batch gradient descent
+            (the course's), 1 for SGD, else rows per batch (per rank: the global batch is
+            ``batch_size`` times the ranks); the last, smaller batch is kept.
         shuffle: reshuffle the rows every epoch.
         schedule: a schedule name or object (``gpunn.schedules``), or None for a constant lr;
             it sets ``optimizer.lr`` from ``optimizer.base_lr`` before every epoch or step.
@@ -360,6 +364,8 @@ def _global_batch(batch_size, n, ranks):
         raise ValueError(f"X: expected at least one row per rank ({ranks} ranks), got {n}")
     if batch_size is None:
         return n
+    if isinstance(batch_size, str) and batch_size == "auto":
+        return min(DEFAULT_BATCH_SIZE, n // ranks) * ranks
     return check_int("batch_size", batch_size, low=1, high=n // ranks) * ranks
 
 
