@@ -15,21 +15,23 @@ import threading
 import time
 
 _lock = threading.Lock()
-_state = {"installed": False, "depth": 0, "started": 0.0, "seconds": 0.0, "announce": None}
-_locked = {"depth": 0, "started": 0.0, "seconds": 0.0}  # the compiler lock: loads and compiles
+_state = {"installed": False, "announce": None}
+# Per watched event: nesting depth, start of the outermost one, seconds summed over those.
+_timed = {kind: {"depth": 0, "started": 0.0, "seconds": 0.0}
+          for kind in ("numba:compile", "numba:compiler_lock")}
 
 
 def compile_seconds():
     """Seconds this process has spent compiling Numba kernels since :func:`watch_compiles`."""
     with _lock:
-        return _state["seconds"]
+        return _timed["numba:compile"]["seconds"]
 
 
 def load_seconds():
     """Seconds this process has spent loading or compiling Numba kernels (under Numba's compiler
     lock) since :func:`watch_compiles`; at least :func:`compile_seconds`."""
     with _lock:
-        return _locked["seconds"]
+        return _timed["numba:compiler_lock"]["seconds"]
 
 
 def watch_compiles(announce=None):
@@ -43,8 +45,8 @@ def watch_compiles(announce=None):
         _state["installed"] = True
     from numba.core import event
 
-    event.register("numba:compile", _listener())
-    event.register("numba:compiler_lock", _lock_listener())
+    for kind in _timed:
+        event.register(kind, _listener(kind))
 
 
 def forget_announcement():
@@ -53,56 +55,41 @@ def forget_announcement():
         _state["announce"] = None
 
 
-def _started():
+def _started(kind):
+    """Count the start of event ``kind``; the pending announcement if it is the outermost
+    compile (taken: it runs once)."""
     with _lock:
-        _state["depth"] += 1
-        if _state["depth"] > 1:
+        timed = _timed[kind]
+        timed["depth"] += 1
+        if timed["depth"] > 1:
             return None
-        _state["started"] = time.perf_counter()
+        timed["started"] = time.perf_counter()
+        if kind != "numba:compile":
+            return None
         announce, _state["announce"] = _state["announce"], None
     return announce
 
 
-def _ended():
+def _ended(kind):
     with _lock:
-        _state["depth"] -= 1
-        if _state["depth"] == 0:
-            _state["seconds"] += time.perf_counter() - _state["started"]
+        timed = _timed[kind]
+        timed["depth"] -= 1
+        if timed["depth"] == 0:
+            timed["seconds"] += time.perf_counter() - timed["started"]
 
 
-def _listener():
-    """A Numba event listener (built here: Numba is imported only when watching starts)."""
+def _listener(kind):
+    """A Numba event listener timing the outermost event ``kind`` (built here: Numba is
+    imported only when watching starts); a compile's start runs the pending announcement."""
     from numba.core import event
 
     class Listener(event.Listener):
-        """Times the outermost compile; runs the pending announcement at its start."""
-
         def on_start(self, event):
-            announce = _started()
+            announce = _started(kind)
             if announce is not None:
                 announce()
 
         def on_end(self, event):
-            _ended()
-
-    return Listener()
-
-
-def _lock_listener():
-    """Times the outermost hold of Numba's compiler lock (a load from the cache or a compile)."""
-    from numba.core import event
-
-    class Listener(event.Listener):
-        def on_start(self, event):
-            with _lock:
-                _locked["depth"] += 1
-                if _locked["depth"] == 1:
-                    _locked["started"] = time.perf_counter()
-
-        def on_end(self, event):
-            with _lock:
-                _locked["depth"] -= 1
-                if _locked["depth"] == 0:
-                    _locked["seconds"] += time.perf_counter() - _locked["started"]
+            _ended(kind)
 
     return Listener()
