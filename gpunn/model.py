@@ -425,13 +425,20 @@ class Sequential(Shareable):
     def evaluate_device(self, Xd, T, loss, batch_size=None, weights=None):
         """:meth:`evaluate` of device arrays prepared by :meth:`prepare`; ``weights``: the
         checked float64 host weights of the rows, or None."""
-        n, total, correct = Xd.shape[0], 0.0, 0.0
+        sums = self.evaluate_sums(Xd, T, loss, batch_size, weights)
+        return self.evaluated(sums, Xd.shape[0], loss, weights)
+
+    def evaluate_sums(self, Xd, T, loss, batch_size=None, weights=None, sums=(0.0, 0.0)):
+        """``(loss total, weight of the rows right)`` over ``(Xd, T)`` added to ``sums``, a
+        batch at a time (so rows evaluated a block at a time give the bits of one call when
+        the blocks hold whole batches); :meth:`evaluated` turns them into the means."""
+        n, (total, correct) = Xd.shape[0], sums
         Wd = None if weights is None else self.backend.asarray(weights.astype(self.dtype))
         for start, stop in self._chunks(n, batch_size):
             views = self._views(stop - start, loss)
-            sums = self.loss_pass(Xd[start:stop], T[start:stop], loss, views, 1.0,
-                                  None if Wd is None else Wd[start:stop])
-            total += float(self.backend.to_numpy(sums)[0])
+            out = self.loss_pass(Xd[start:stop], T[start:stop], loss, views, 1.0,
+                                 None if Wd is None else Wd[start:stop])
+            total += float(self.backend.to_numpy(out)[0])
             if self.output is not None:
                 labels = self._convert(views[self._names[-1][0]], False)
                 expected = self.backend.to_numpy(T[start:stop])
@@ -439,6 +446,11 @@ class Sequential(Shareable):
                                == expected.reshape(stop - start, -1), axis=1)
                 correct += float(right.sum() if weights is None
                                  else weights[start:stop][right].sum())
+        return total, correct
+
+    def evaluated(self, sums, n, loss, weights=None):
+        """``(loss, accuracy)`` from :meth:`evaluate_sums` over ``n`` rows (of ``weights``)."""
+        total, correct = sums
         weight = n if weights is None else float(weights.sum())
         accuracy = correct / weight if self.output is not None else None
         return total * loss.scale(n, self.n_out) * (n / weight), accuracy

@@ -56,6 +56,15 @@ def as_rows(value, argument):
     return SliceRows(value, argument)
 
 
+def in_memory(value, argument):
+    """``value`` read whole when it streams (a path, a memory map, ...; :func:`is_streamed`),
+    for data of one value or a few a row (targets, weights); anything else unchanged."""
+    if value is None or not is_streamed(value):
+        return value
+    source = as_rows(value, argument)
+    return source.read(0, len(source))
+
+
 def open_rows(path, key=None, columns=None, argument="X"):
     """A :class:`RowSource` over the file or folder ``path``.
 

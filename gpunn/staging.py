@@ -25,6 +25,7 @@ from gpunn._checks import check_features, check_finite, check_int
 from gpunn.losses import get_loss
 from gpunn.sources import as_rows
 from gpunn.step import TrainStep
+from gpunn.weights import batch_rescaled
 
 #: Bytes of input rows per chunk when ``chunk_rows`` is not given.
 DEFAULT_CHUNK_BYTES = 32 << 20
@@ -55,11 +56,13 @@ def epoch_plan(bounds, seed, epoch, shuffle=True):
     return chunks, [rng.permutation(sizes[j]) for j in chunks]
 
 
-def stream_sources(model, X, y, loss):
-    """``(X, y, loss, T_shape)``: the inputs and targets as row sources, checked against
+def stream_sources(model, X, y, loss, keep_targets=False):
+    """``(X, y, loss, T_shape, T)``: the inputs and targets as row sources, checked against
     ``model`` before any training; every target is converted once here (a pass over ``y``
     alone), so bad labels are refused now. Inputs are checked a chunk at a time as they are
-    staged (their NaN/inf is found before the chunk trains, in the first epoch)."""
+    staged (their NaN/inf is found before the chunk trains, in the first epoch). ``T``: the
+    converted targets of all rows when ``keep_targets`` (``class_weight`` needs the labels),
+    else None."""
     loss = get_loss(loss, model)
     X, y = as_rows(X, "X"), as_rows(y, "y")
     if X.shape[1:] != (model.n_in,):
@@ -67,12 +70,37 @@ def stream_sources(model, X, y, loss):
     if len(y) != len(X):
         raise ValueError(f"y: expected {len(X)} rows, as X has, got {len(y)}")
     step = max(1, DEFAULT_CHUNK_BYTES // (8 * max(1, int(np.prod(y.shape[1:])))))
-    T_shape = None
+    T_shape, kept = None, []
     for start in range(0, len(y), step):
         stop = min(start + step, len(y))
         T = loss.targets(y.read(start, stop), stop - start, model.n_out, model.dtype)
         T_shape = T.shape[1:]
-    return X, y, loss, T_shape
+        if keep_targets:
+            kept.append(np.asarray(T))
+    return X, y, loss, T_shape, np.concatenate(kept) if keep_targets else None
+
+
+def evaluate_rows(model, X, y, loss, batch_size, weights=None, argument="X"):
+    """``(loss, accuracy)`` of ``model`` over the row sources ``X``, ``y`` (as
+    :meth:`gpunn.Sequential.evaluate`), read a block of whole batches at a time, so the result
+    has the bits of evaluating all rows at once; ``weights``: float64 host weights of the rows
+    or None. Values are checked as each block is read (errors name ``argument`` and the
+    rows)."""
+    n = len(X)
+    rows = DEFAULT_CHUNK_BYTES // (model.dtype.itemsize * model.n_in)
+    rows = max(1, rows // batch_size) * batch_size
+    sums = (0.0, 0.0)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        try:
+            Xd, T, _ = model.prepare(X.read(start, stop), y.read(start, stop), loss)
+        except (TypeError, ValueError) as exc:
+            at = getattr(X, "offset", 0)  # a row range: its rows in the source
+            raise type(exc)(f"{argument}: {exc} (rows {at + start} to {at + stop - 1})") \
+                from None
+        sums = model.evaluate_sums(Xd, T, loss, batch_size,
+                                   None if weights is None else weights[start:stop], sums)
+    return model.evaluated(sums, n, loss, weights)
 
 
 class Stager:
@@ -166,10 +194,12 @@ class StreamStep(TrainStep):
         chunk_rows: rows per chunk at least (None: about 32 MiB of inputs); at least the
             global batch.
         seed: the shuffling seed (:func:`epoch_plan`).
+        weights: float64 host weight of every row, or None: rescaled per global batch of
+            each epoch's order (as TrainStep does) and staged with the chunk's rows.
     """
 
     def __init__(self, model, loss, optimizer, X, y, T_shape, global_batch, chunk_rows=None,
-                 seed=0, halt_on_nonfinite=True, comm=None):
+                 seed=0, halt_on_nonfinite=True, comm=None, weights=None):
         n, dtype = len(X), model.dtype
         if chunk_rows is None:
             chunk_rows = DEFAULT_CHUNK_BYTES // (dtype.itemsize * model.n_in)
@@ -189,11 +219,17 @@ class StreamStep(TrainStep):
         def targets(out, start, stop):
             out[...] = loss.targets(y.read(start, stop), stop - start, model.n_out, dtype)
 
-        self.stager = Stager(model.backend, {"X": (inputs, (model.n_in,), dtype),
-                                             "T": (targets, T_shape, dtype)}, bounds)
+        def row_weights(out, start, stop):  # this epoch's rescaled weights (prepare_epoch)
+            out[...] = self._rescaled[start:stop]
+
+        columns = {"X": (inputs, (model.n_in,), dtype), "T": (targets, T_shape, dtype)}
+        if weights is not None:
+            columns["W"] = (row_weights, (), dtype)
+        self.stager = Stager(model.backend, columns, bounds)
         self.seed, self.chunks = seed, bounds
         super().__init__(model, loss, optimizer, self.stager.device["X"],
-                         self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n)
+                         self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n,
+                         weights=weights)
         self._ring = np.zeros(n, np.int64)
         self.order = np.arange(n)  # the source rows' order; on the CPU _order was this array
         self._restored = None
@@ -210,6 +246,7 @@ class StreamStep(TrainStep):
             at += perm.size
             ends.append(at)
         self.model.backend.copy_from_host(self._order, self._ring)
+        self._rescale_weights()
         self._ends = np.asarray(ends)
         # each step's first and last chunk position
         starts = np.array([b[0] for b in self.bounds])
@@ -221,6 +258,15 @@ class StreamStep(TrainStep):
             raise ValueError(f"seed: expected the seed of the checkpoint's run (its row order "
                              f"of epoch {epoch} is not this seed's), got {self.seed}")
         self.stager.start(chunks, int(self._first[first_step]))
+
+    def _weight_buffer(self, n):
+        return self.stager.device["W"]
+
+    def _rescale_weights(self):
+        """The rows' weights rescaled to mean 1 over each global batch of this epoch's order
+        (TrainStep's rule), kept on the host: the chunks carry them to the device."""
+        if self.weights is not None:
+            self._rescaled = batch_rescaled(self.weights, self.order, self.global_batch)
 
     def run(self, k):
         self.stager.need(int(self._first[k]))

@@ -142,7 +142,7 @@ class TrainStep:
         self._record = be.zeros(2 * self.n_steps, model.dtype)
         self._ws = model.new_workspace(rows, loss)
         self.weights = weights
-        self.W = None if weights is None else be.empty(n, model.dtype)
+        self.W = None if weights is None else self._weight_buffer(n)
         self._rescale_weights()
         # One batch of all rows in order: the data itself, nothing to gather.
         data = {"X": (X.shape[1:], X.dtype), "T": (T.shape[1:], T.dtype)}
@@ -188,6 +188,10 @@ class TrainStep:
         rng.shuffle(self.order)
         self.model.backend.copy_from_host(self._order, self.order)
         self._rescale_weights()
+
+    def _weight_buffer(self, n):
+        """The device array of the ``n`` rows' weights that the steps gather from."""
+        return self.model.backend.empty(n, self.model.dtype)
 
     def _rescale_weights(self):
         """The row weights rescaled to mean 1 over each global batch of the current order,

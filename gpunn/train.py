@@ -1,6 +1,7 @@
 """Training: epochs of shuffled mini-batches, a learning-rate schedule, validation, callbacks."""
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -21,10 +22,11 @@ from gpunn.control import STEP_BAD_UPDATE, STEP_NONFINITE
 from gpunn.history import History
 from gpunn.optim import get_optimizer
 from gpunn.progress import announce_compile, check_verbose, report_compile, report_epoch
+from gpunn.row_views import RangeRows
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
-from gpunn.sources import is_streamed
-from gpunn.staging import StreamStep, stream_sources
+from gpunn.sources import in_memory, is_streamed
+from gpunn.staging import StreamStep, evaluate_rows, stream_sources
 from gpunn.step import TrainStep
 from gpunn.weights import check_sample_weight, row_weights
 
@@ -124,10 +126,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         shuffle: reshuffle the rows every epoch.
         schedule: a schedule name or object (``gpunn.schedules``), or None for a constant lr;
             it sets ``optimizer.lr`` from ``optimizer.base_lr`` before every epoch or step.
-        validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)``,
-            evaluated after every epoch; with weights, ``val_loss`` is their weighted mean and
-            ``val_accuracy`` the weight of the rows right over the weight of all
-            (``class_weight`` applies to training only, as in Keras).
+        validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)`` (arrays
+            or streamed sources), evaluated after every epoch; with weights, ``val_loss`` is
+            their weighted mean and ``val_accuracy`` the weight of the rows right over the
+            weight of all (``class_weight`` applies to training only, as in Keras).
         seed: seed of the shuffling.
         progress: True for a tqdm bar on stderr, False for none, None for a bar when stderr
             is a terminal (used when ``verbose`` is None).
@@ -153,7 +155,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             (it picks the rank's GPU) and pass the object.
         validation_split: fraction in (0, 1) of the rows held out for validation: the LAST
             rows of ``X``, ``y`` as given (before shuffling), as Keras does; shuffle data that
-            is sorted by class first. Not together with ``validation_data``.
+            is sorted by class first. Not together with ``validation_data``. Streamed data:
+            a row-range view of the source's tail, evaluated a block at a time.
         verbose: None (``progress`` decides), 0 silent, 1 a bar on a terminal and a line per
             epoch elsewhere, 2 a line per epoch (stdout, rank 0). Epochs are also logged at
             INFO on the ``logging`` logger ``"gpunn"``.
@@ -167,11 +170,12 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             ``MLPClassifier``, PyTorch's ``CrossEntropyLoss(weight=)``; see
             :mod:`gpunn.weights`); the epoch's ``loss`` in the history averages its steps'
             weighted means, as it averages their means without weights. With
-            ``validation_split``, the held-out rows' weights weight ``val_loss``. Not yet
-            with streamed data.
+            ``validation_split``, the held-out rows' weights weight ``val_loss``. With
+            streamed data, an array or a source of one weight per row (read whole), staged
+            with each chunk's rows.
         class_weight: ``"balanced"`` (scikit-learn's ``n / (n_classes * bincount(y))``) or a
             dict ``{label: weight}`` (others weigh 1), for ``cross_entropy`` or one-output
-            ``bce``; it multiplies ``sample_weight``. Not yet with streamed data.
+            ``bce``; it multiplies ``sample_weight``.
 
     Returns:
         A :class:`History` (continuing the checkpoint's when resuming).
@@ -181,17 +185,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
     # rank at once instead of leaving the others in the first collective until the time-out.
     with comm.guard(agreed=(RanksDisagree,)):
         streamed = chunk_rows is not None or is_streamed(X) or is_streamed(y)
-        weights = None
         if streamed:
-            if validation_split is not None:
-                raise ValueError("validation_split: expected None for streamed data (give "
-                                 f"validation_data instead), got {validation_split!r}")
-            for name, value in (("sample_weight", sample_weight),
-                                ("class_weight", class_weight)):
-                if value is not None:  # the chunk staging does not carry weights yet
-                    raise ValueError(f"{name}: expected None for streamed data (not "
-                                     f"supported yet), got {type(value).__name__}")
-            X, y, loss, T_shape = stream_sources(model, X, y, loss)
+            X, y, weights, validation_data, loss, T_shape = _stream_inputs(
+                model, X, y, loss, sample_weight, class_weight, validation_split,
+                validation_data)
             n = len(X)
         else:
             X, y, sample_weight, validation_data = _split_validation(
@@ -225,10 +222,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
                                  f"checkpoint_steps={checkpoint_steps} and no path")
         check_every = (None if check_every is None
                        else check_int("check_every", check_every, low=1))
-        validation = _prepare_validation(model, validation_data, loss)
+        validation = _prepare_validation(model, validation_data, loss, "validation_data"
+                                         if validation_split is None else "validation_split")
         if streamed:
             trainer = StreamStep(model, loss, get_optimizer(optimizer, lr), X, y, T_shape,
-                                 global_batch, chunk_rows, seed, not skip, comm)
+                                 global_batch, chunk_rows, seed, not skip, comm, weights)
         else:
             trainer = TrainStep(model, loss, get_optimizer(optimizer, lr), Xd, T, global_batch,
                                 halt_on_nonfinite=not skip, comm=comm, weights=weights)
@@ -334,28 +332,58 @@ def _bind_callbacks(callbacks, trainer, history, epochs):
     return run
 
 
-def _split_validation(X, y, sample_weight, validation_split, validation_data):
-    """``(X_train, y_train, sample_weight_train, validation_data)``: the last
-    ``validation_split`` of the rows (with their weights)."""
+def _held_out_rows(validation_split, validation_data, n):
+    """Rows that ``validation_split`` holds out of ``n`` (None: no split)."""
     if validation_split is None:
-        return X, y, sample_weight, validation_data
+        return None
     fraction = check_number("validation_split", validation_split, low=0.0, high=1.0,
                             low_open=True, high_open=True)
     if validation_data is not None:
         raise ValueError("validation_split: expected None when validation_data is given, "
                          f"got {validation_split!r}")
-    X = X if hasattr(X, "shape") else np.asarray(X)
-    y = y if hasattr(y, "shape") else np.asarray(y)
-    n = X.shape[0]
     n_val = int(n * fraction)
     if not 1 <= n_val < n:
         raise ValueError(f"validation_split: expected a fraction leaving rows on both sides, "
                          f"got {fraction} of {n} rows")
+    return n_val
+
+
+def _split_validation(X, y, sample_weight, validation_split, validation_data):
+    """``(X_train, y_train, sample_weight_train, validation_data)``: the last
+    ``validation_split`` of the rows (with their weights)."""
+    if validation_split is None:
+        return X, y, sample_weight, validation_data
+    X = X if hasattr(X, "shape") else np.asarray(X)
+    y = y if hasattr(y, "shape") else np.asarray(y)
+    n = X.shape[0]
+    cut = n - _held_out_rows(validation_split, validation_data, n)
     if sample_weight is None:
-        return X[:n - n_val], y[:n - n_val], None, (X[n - n_val:], y[n - n_val:])
+        return X[:cut], y[:cut], None, (X[cut:], y[cut:])
     w = check_sample_weight(sample_weight, n)
-    return (X[:n - n_val], y[:n - n_val], w[:n - n_val],
-            (X[n - n_val:], y[n - n_val:], w[n - n_val:]))
+    return X[:cut], y[:cut], w[:cut], (X[cut:], y[cut:], w[cut:])
+
+
+def _stream_inputs(model, X, y, loss, sample_weight, class_weight, validation_split,
+                   validation_data):
+    """Streamed ``(X, y, weights, validation_data, loss, T_shape)``: the sources checked
+    (:func:`gpunn.staging.stream_sources`), the weights of the training rows (float64, on the
+    host: 8 bytes a row) or None, and with ``validation_split`` the last rows as row-range
+    views (the tail before shuffling, as in memory)."""
+    X, y, loss, T_shape, T = stream_sources(model, X, y, loss,
+                                            keep_targets=class_weight is not None)
+    n = len(X)
+    sample_weight = check_sample_weight(in_memory(sample_weight, "sample_weight"), n)
+    n_val = _held_out_rows(validation_split, validation_data, n)
+    if n_val is not None:
+        cut = n - n_val
+        validation_data = (RangeRows(X, cut, n), RangeRows(y, cut, n),
+                           *([] if sample_weight is None else [sample_weight[cut:]]))
+        X, y = RangeRows(X, 0, cut), RangeRows(y, 0, cut)
+        sample_weight = None if sample_weight is None else sample_weight[:cut]
+        T = None if T is None else T[:cut]
+    weights = (sample_weight if class_weight is None else
+               row_weights(sample_weight, class_weight, T, loss, model.n_out))
+    return X, y, weights, validation_data, loss, T_shape
 
 
 def _global_batch(batch_size, n, ranks):
@@ -419,9 +447,7 @@ def _log_epoch(trainer, history, epoch, seconds, validation):
     history.lr.append(trainer.optimizer.lr)
     if validation is not None:
         # in chunks of a global batch's rows: the workspace that training sized
-        Xv, Tv, weights = validation
-        val_loss, accuracy = trainer.model.evaluate_device(Xv, Tv, trainer.loss,
-                                                           trainer.global_batch, weights)
+        val_loss, accuracy = validation(trainer.global_batch)
         history.val_loss.append(val_loss)
         if accuracy is not None:
             history.val_accuracy.append(accuracy)
@@ -436,7 +462,10 @@ def _summary(history):
     return summary
 
 
-def _prepare_validation(model, validation_data, loss):
+def _prepare_validation(model, validation_data, loss, name="validation_data"):
+    """``evaluate(batch_size) -> (val_loss, val_accuracy)`` of ``validation_data``, checked
+    now; None for None. Sources (paths, memory maps, ...) are evaluated a block at a time.
+    Errors name ``name`` (``validation_split``: the rows it held out)."""
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -444,14 +473,25 @@ def _prepare_validation(model, validation_data, loss):
                         f"y_val, sample_weight_val), got {type(validation_data).__name__}"
                         + (f" of {len(validation_data)}"
                            if isinstance(validation_data, (tuple, list)) else ""))
+    streamed = any(is_streamed(v) for v in validation_data[:2])
     try:
-        Xv, Tv, _ = model.prepare(validation_data[0], validation_data[1], loss)
+        if streamed:
+            Xv, yv, _, _, _ = stream_sources(model, validation_data[0], validation_data[1],
+                                             loss)
+            n = len(Xv)
+        else:
+            Xv, Tv, _ = model.prepare(validation_data[0], validation_data[1], loss)
+            n = Xv.shape[0]
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"validation_data: {exc}") from None
+        raise type(exc)(f"{name}: {exc}") from None
     weights = None
     if len(validation_data) == 3:
-        weights = check_sample_weight(validation_data[2], Xv.shape[0], "validation_data[2]")
-    return Xv, Tv, weights
+        weights = check_sample_weight(in_memory(validation_data[2], "validation_data[2]"), n,
+                                      "validation_data[2]")
+    if streamed:
+        return functools.partial(evaluate_rows, model, Xv, yv, loss, weights=weights,
+                                 argument=name)
+    return functools.partial(model.evaluate_device, Xv, Tv, loss, weights=weights)
 
 
 def _progress_bar(show, epochs, done=0):

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # lower ones. A new module gets a row here (the longest matching prefix wins), and with it a
 # place in the order. The leading underscore modules are leaf utilities everyone may use.
 LAYERS = [
-    ("face", ["gpunn", "gpunn.__main__", "gpunn.cli", "gpunn.cli_data", "gpunn.sklearn",
+    ("face", ["gpunn", "gpunn.__main__", "gpunn.cli", "gpunn.cli_data", "gpunn.cli_stream",
+              "gpunn.sklearn",
               "gpunn.bench", "gpunn.gradcheck", "gpunn.datasets", "gpunn.tabular",
               "gpunn.tabular_read",
               "gpunn.export", "gpunn.validation", "gpunn.comm_nccl", "gpunn.fileio",
@@ -36,7 +37,7 @@ LAYERS = [
     ("params/control", ["gpunn.params", "gpunn.control", "gpunn.workspace"]),
     ("backends", ["gpunn.backends"]),
     ("utilities", ["gpunn._checks", "gpunn._compat", "gpunn._environment", "gpunn._files",
-                   "gpunn.dlpack", "gpunn.sources"]),
+                   "gpunn.dlpack", "gpunn.sources", "gpunn.row_views"]),
     ("kernels", ["gpunn.kernels"]),
 ]
 

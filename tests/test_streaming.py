@@ -221,8 +221,8 @@ def test_bad_targets_and_shapes_are_refused_before_training(data, tmp_path):
     refused(tmp_path / "X.npy", bad, ValueError, r"y: expected labels in \[0, 3\)")
     np.save(tmp_path / "wide.npy", np.zeros((N, D + 1), np.float32))
     refused(tmp_path / "wide.npy", y, ValueError, r"X: expected rows of 6 features")
-    refused(tmp_path / "X.npy", y, ValueError, r"validation_split: expected None",
-            validation_split=0.2)
+    refused(tmp_path / "X.npy", y, ValueError, r"validation_split: expected a fraction "
+            r"leaving rows on both sides, got 0.001 of 300", validation_split=0.001)
 
 
 def test_nan_in_a_chunk_is_named_before_that_chunk_trains(data, tmp_path):
