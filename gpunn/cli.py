@@ -112,7 +112,8 @@ def _check_outputs(args):
     apart from each other and from the input data. Returns ``{option: Target}``."""
     from gpunn._files import check_outputs
 
-    inputs = {f"--{kind}": getattr(args, kind, None) for kind in ("csv", "npz", "npy")}
+    inputs = {f"--{kind}": getattr(args, kind, None)
+              for kind in ("csv", "npz", "npy", "parquet", "targets")}
     return check_outputs({"--save": args.save, "--plot": args.plot}, inputs)
 
 
@@ -145,13 +146,13 @@ def _cmd_train(args):
         from gpunn.schedules import get_schedule
 
         schedule = get_schedule(schedule, **schedule_kwargs)
-    validation, name, callbacks = cli_data.validation(args, data, say)
+    validation, split, name, callbacks = cli_data.validation(args, data, say)
     started = time.perf_counter()
     printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
     compiled = _announce_compile(comm.rank == 0)
     history = fit(model, data.X_train, data.y_train, optimizer=args.optimizer, lr=args.lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
-                  validation_data=validation, progress=False, comm=comm,
+                  validation_data=validation, validation_split=split, progress=False, comm=comm,
                   callbacks=[*printer, *callbacks], class_weight=class_weight)
     elapsed = time.perf_counter() - started
     compiled()
@@ -283,10 +284,17 @@ def _add_data_arguments(p, source):
     source.add_argument("--csv", metavar="FILE", help="your data: CSV with a header row")
     source.add_argument("--npz", metavar="FILE", help="your data: .npz with arrays X and y")
     source.add_argument("--npy", metavar="FILE",
-                        help="your data: 2-D .npy, the target in a column (default last)")
+                        help="your data, streamed (not loaded whole): 2-D .npy (or a folder of "
+                             ".npy shards), the target in a column (default last) or --targets")
+    source.add_argument("--parquet", metavar="FILE",
+                        help="your data, streamed: a Parquet file (or folder of them) of "
+                             "numeric columns, the target a column (default last) or --targets")
     p.add_argument("--target", metavar="COL",
-                   help="target column: a CSV column name (default the last column), a .npy "
-                        "column index, an .npz array name (default y)")
+                   help="target column: a CSV or Parquet column name (default the last "
+                        "column), a .npy column index, an .npz array name (default y)")
+    p.add_argument("--targets", metavar="FILE",
+                   help="with --npy/--parquet: the targets in their own .npy or Parquet file, "
+                        "one per row of the data (then every data column is a feature)")
     p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
                    help="default: classes for text or few integer values, else regression")
 

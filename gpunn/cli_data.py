@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpunn import datasets, tabular, tabular_read
+from gpunn import cli_stream, datasets, tabular, tabular_read
+from gpunn.sources import RowSource
 
 META_KEY = "gpunn_cli"
 
@@ -54,7 +55,8 @@ class Data:
             parts.append(("test", self.X_test, self.y_test))
         words = []
         for label, X, y in parts:
-            predicted = model.predict(X)
+            predicted = (cli_stream.predictions(model, X) if isinstance(X, RowSource)
+                         else model.predict(X))
             if self.task == "classification":
                 words.append(f"{label} accuracy {np.mean(predicted == y):.4f}")
             else:
@@ -77,7 +79,7 @@ class Data:
 
 
 def _source(args):
-    for kind in ("csv", "npz", "npy"):
+    for kind in ("csv", "npz", "npy", "parquet"):
         if getattr(args, kind, None):
             return getattr(args, kind)
     return None
@@ -86,6 +88,12 @@ def _source(args):
 def load(args):
     """Read, encode, split and standardize the data of ``gpunn train`` into a :class:`Data`."""
     path = _source(args)
+    if getattr(args, "targets", None) and not (args.npy or args.parquet):
+        raise ValueError(f"--targets: expected with --npy or --parquet (a CSV or .npz holds "
+                         f"its targets), got {args.targets!r} with "
+                         f"{'--dataset' if path is None else path!r}")
+    if args.npy or getattr(args, "parquet", None):
+        return cli_stream.load(args, Data)
     if path is None:
         name = args.dataset or "digits"
         X, y = datasets.load(name, seed=args.seed)
@@ -126,10 +134,12 @@ def _split(args, name, task, X, y, bundled):
 
 
 def validation(args, data, say=print):
-    """``(validation_data, name, callbacks)`` for fit; holds out ``--val-split`` if asked.
+    """``(validation_data, validation_split, name, callbacks)`` for fit; holds out
+    ``--val-split`` if asked.
 
     With a validation split the training rows are shuffled (seeded) first and the last
-    fraction is held out, so data sorted by class still validates on every class.
+    fraction is held out, so data sorted by class still validates on every class; streamed
+    data (:mod:`gpunn.cli_stream`) holds out its last rows (fit's ``validation_split``).
     """
     from gpunn.callbacks import EarlyStopping
 
@@ -139,9 +149,19 @@ def validation(args, data, say=print):
         say("early stopping: validating on 0.1 of the training rows (--val-split)")
     if fraction is None:
         test = None if data.X_test is None else (data.X_test, data.y_test)
-        return test, "test", []
+        return test, None, "test", []
     if not 0 < fraction < 1:
         raise ValueError(f"--val-split: expected a fraction in (0, 1), got {fraction}")
+    callbacks = []
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping("val_loss", patience=args.early_stopping,
+                                       restore_best=True))
+    if isinstance(data.X_train, RowSource):
+        n_val = int(len(data.X_train) * fraction)
+        if not 1 <= n_val < len(data.X_train):
+            raise ValueError(f"--val-split: expected a fraction leaving rows on both sides, "
+                             f"got {fraction} of {len(data.X_train)} rows")
+        return None, fraction, "val", callbacks
     order = np.random.default_rng(args.seed).permutation(len(data.X_train))
     n_val = int(len(order) * fraction)
     if not 1 <= n_val < len(order):
@@ -150,11 +170,7 @@ def validation(args, data, say=print):
     val, train = order[len(order) - n_val:], order[:len(order) - n_val]
     X_val, y_val = data.X_train[val], data.y_train[val]
     data.X_train, data.y_train = data.X_train[train], data.y_train[train]
-    callbacks = []
-    if args.early_stopping is not None:
-        callbacks.append(EarlyStopping("val_loss", patience=args.early_stopping,
-                                       restore_best=True))
-    return (X_val, y_val), "val", callbacks
+    return (X_val, y_val), None, "val", callbacks
 
 
 def save(path, model, data):
