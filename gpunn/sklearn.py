@@ -38,6 +38,7 @@ from gpunn.layernorm import NORMS
 from gpunn.layers import DEFAULT_INIT, check_dropout
 from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
+from gpunn.sources import RowSource, as_rows, in_memory, is_streamed
 from gpunn.train import fit as gpunn_fit
 from gpunn.weights import CLASS_WEIGHTS, check_sample_weight
 
@@ -194,8 +195,8 @@ class _GpunnMLP(BaseEstimator):
 
     def _split(self, X, T, w):
         """``(X, T, w, validation_data)``: the held-out fraction (with its weights ``w``, if
-        any) when early stopping."""
-        if not self.early_stopping:
+        any) when early stopping; for streamed ``X``, None: fit holds out its last rows."""
+        if not self.early_stopping or isinstance(X, RowSource):
             return X, T, w, None
         stratify = T if self._model.output is not None else None
         parts = (X, T) if w is None else (X, T, w)
@@ -216,20 +217,27 @@ class _GpunnMLP(BaseEstimator):
         X, T, sample_weight, validation = (self._split(X, T, sample_weight) if stopper is not None
                                            else (X, T, sample_weight, None))
         self._calls += 1
+        split = (self.validation_fraction if stopper is not None and self.early_stopping
+                 and isinstance(X, RowSource) else None)  # streamed: fit holds out the tail
+        rows = X.shape[0] - (0 if split is None else int(X.shape[0] * split))
+        if not 1 <= rows < X.shape[0] and split is not None:
+            raise ValueError(f"validation_fraction: expected a held-out part of the "
+                             f"{X.shape[0]} rows that early_stopping can use, got {split}")
         with self._backend_context():
             history = gpunn_fit(
                 self._model, X, T, optimizer=self._optimizer, epochs=epochs,
-                batch_size=self._batch_size(X.shape[0]), shuffle=bool(self.shuffle),
+                batch_size=self._batch_size(rows), shuffle=bool(self.shuffle),
                 schedule=self.schedule, validation_data=validation,
                 seed=(self._fit_seed + self._calls) % _SEED_HIGH,
                 callbacks=[] if stopper is None else [stopper], verbose=self.verbose,
-                sample_weight=sample_weight, class_weight=self._class_weight(incremental))
+                sample_weight=sample_weight, class_weight=self._class_weight(incremental),
+                validation_split=split)
         self.history_ = history
         self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + list(history.loss)
         self.loss_ = history.loss[-1]
         self.best_loss_ = min(self.loss_curve_)
         self.n_iter_ = getattr(self, "n_iter_", 0) + len(history.epoch)
-        if validation is not None:
+        if history.val_loss:
             self.validation_scores_ = list(history.val_accuracy or history.val_loss)
             self.best_validation_score_ = stopper.best
         return history
@@ -238,12 +246,18 @@ class _GpunnMLP(BaseEstimator):
         """Train a new model on ``(X, y)`` for at most ``max_iter`` epochs.
 
         Args:
-            X: ``(n_samples, n_features)`` numbers.
-            y: labels (classifier, any hashable type) or targets (regressor, 1-D or 2-D).
-            sample_weight: a non-negative weight per sample, or None. Each mini-batch's loss
-                is the weighted mean ``sum(w l) / sum(w)`` (as ``MLPClassifier``); with
-                ``early_stopping`` the held-out samples keep theirs and weight the validation
-                score.
+            X: ``(n_samples, n_features)`` numbers, or data streamed a chunk at a time as
+                :func:`gpunn.fit` streams it (a ``.npy`` or Parquet path, a folder of shards,
+                a ``numpy.memmap``, an h5py dataset or zarr array): never loaded whole. Then
+                ``early_stopping`` holds out the LAST ``validation_fraction`` of the rows (not
+                a stratified sample; fit's ``validation_split``) and shuffling permutes chunks
+                and rows within them (:mod:`gpunn.staging`).
+            y: labels (classifier, any hashable type) or targets (regressor, 1-D or 2-D); an
+                array, or a source as ``X`` (read whole: one value a row).
+            sample_weight: a non-negative weight per sample (an array, or a source read
+                whole), or None. Each mini-batch's loss is the weighted mean
+                ``sum(w l) / sum(w)`` (as ``MLPClassifier``); with ``early_stopping`` the
+                held-out samples keep theirs and weight the validation score.
 
         Returns:
             self.
@@ -251,7 +265,8 @@ class _GpunnMLP(BaseEstimator):
         self._check_params()
         with self._unchanged_on_error():
             X, y = self._validate(X, y, reset=True)
-            sample_weight = check_sample_weight(sample_weight, X.shape[0])
+            sample_weight = check_sample_weight(in_memory(sample_weight, "sample_weight"),
+                                                X.shape[0])
             T = self._encode_targets(y, first=True)
             self._class_weight(incremental=False)  # refused before the model is built
             for name in ("loss_curve_", "n_iter_", "validation_scores_",
@@ -270,7 +285,8 @@ class _GpunnMLP(BaseEstimator):
         self._check_params()
         with self._unchanged_on_error(trained_in_place=not first):
             X, y = self._validate(X, y, reset=first)
-            sample_weight = check_sample_weight(sample_weight, X.shape[0])
+            sample_weight = check_sample_weight(in_memory(sample_weight, "sample_weight"),
+                                                X.shape[0])
             T = self._encode_targets(y, first=first)
             self._class_weight(incremental=True)  # refused before the model is built
             if first:
@@ -279,11 +295,31 @@ class _GpunnMLP(BaseEstimator):
         return self
 
     def _validate(self, X, y="no_validation", reset=False):
+        if is_streamed(X) and not (isinstance(y, str) and y == "no_validation"):
+            return self._streamed(X, y, reset)
         kwargs = {"dtype": (np.float64, np.float32), "reset": reset}
         if isinstance(y, str) and y == "no_validation":
             return validate_data(self, X, **kwargs)
         multi = isinstance(self, RegressorMixin)
         return validate_data(self, X, y, multi_output=multi, y_numeric=multi, **kwargs)
+
+    def _streamed(self, X, y, reset):
+        """``(X source, y)`` for streamed ``X`` (:mod:`gpunn.sources`): its row shape checked
+        as ``validate_data`` checks an array's (``n_features_in_`` set on ``reset``), ``y``
+        read whole."""
+        X = as_rows(X, "X")
+        if len(X.shape) != 2:
+            raise ValueError(f"X: expected a 2-D array of rows, got shape {X.shape}")
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            self.__dict__.pop("feature_names_in_", None)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X: expected {self.n_features_in_} features, as in the first "
+                             f"fit, got {X.shape[1]}")
+        y = np.asarray(in_memory(y, "y"))
+        if y.ndim not in (1, 2) or len(y) != len(X):
+            raise ValueError(f"y: expected {len(X)} rows, as X has, got shape {y.shape}")
+        return X, y
 
     def _outputs(self, X, probabilities):
         check_is_fitted(self, "_model")
