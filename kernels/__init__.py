@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent
-MODULES = ("activations", "losses", "optimizers", "step", "precision", "norm")
+MODULES = ("activations", "losses", "optimizers", "step", "precision", "norm", "clip")
 DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 
 _KERNEL_RE = re.compile(

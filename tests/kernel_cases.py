@@ -510,6 +510,35 @@ def _axpy(inp, rows, cols):
     return inp.normal(n), -0.05, inp.normal(n)
 
 
+def _sum_partials(square, extra_partials=0):
+    def make(inp, rows, cols):
+        x = inp.normal(rows * cols)
+        return x, x.size, square, inp.unset(cols + extra_partials)
+
+    return make
+
+
+def _clip_by_norm(ratio=None, sumsq=None):
+    """g and the sum of its squares (or ``sumsq``), max_norm = ``ratio`` times its norm."""
+    def make(inp, rows, cols):
+        g = inp.normal(rows * cols)
+        total = float(np.sum(g.astype(np.float64) ** 2)) if sumsq is None else sumsq
+        max_norm = 1.0 if ratio is None else ratio * np.sqrt(total)
+        return np.array([total], inp.dtype), max_norm, _ctrl(t=3, k=1), g
+
+    return make
+
+
+def _clip_by_value(nan=False):
+    def make(inp, rows, cols):
+        g = inp.normal(rows * cols, 3.0)
+        if nan:
+            g[::3] = np.nan
+        return 1.25, g
+
+    return make
+
+
 CASES = (
     [KernelCase("bias_act_fwd", act, _bias_act(act)) for act in ACT]
     + [KernelCase("act_bwd", act, _act_bwd(act)) for act in ACT]
@@ -591,6 +620,15 @@ CASES = (
         KernelCase("layernorm_bwd", "plain", _layernorm_bwd(0)),
         KernelCase("layernorm_bwd", "residual", _layernorm_bwd(1)),
         KernelCase("layernorm_bwd_params", "columns", _layernorm_bwd_params),
+        KernelCase("sum_partials", "squares", _sum_partials(1)),
+        KernelCase("sum_partials", "sums", _sum_partials(0)),
+        KernelCase("sum_partials", "more_partials_than_values", _sum_partials(1, 40)),
+        KernelCase("clip_by_norm", "clips", _clip_by_norm(0.3)),
+        KernelCase("clip_by_norm", "within_the_norm", _clip_by_norm(1.5)),
+        KernelCase("clip_by_norm", "inf_norm_flags", _clip_by_norm(sumsq=np.inf)),
+        KernelCase("clip_by_norm", "nan_norm_flags", _clip_by_norm(sumsq=np.nan)),
+        KernelCase("clip_by_value", "clamps", _clip_by_value()),
+        KernelCase("clip_by_value", "keeps_nan", _clip_by_value(nan=True)),
         KernelCase("residual_add", "sum", _residual_add),
     ]
     + [KernelCase("bias_act_residual", act, _bias_act_residual(act)) for act in ACT]

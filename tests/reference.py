@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 from gpunn.kernels import activation_codes, from_z_activations
+from reference_clip import clip_by_norm, clip_by_value, sum_partials  # noqa: F401
 from reference_norm import (  # noqa: F401
     layernorm_bwd,
     layernorm_bwd_params,
