@@ -124,6 +124,7 @@ def _cmd_train(args):
     from gpunn.train import fit
 
     check_dropout("--dropout", args.dropout)  # before the data is read
+    optimizer, lr = _optimizer(args)
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
@@ -150,7 +151,7 @@ def _cmd_train(args):
     started = time.perf_counter()
     printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
     compiled = _announce_compile(comm.rank == 0)
-    history = fit(model, data.X_train, data.y_train, optimizer=args.optimizer, lr=args.lr,
+    history = fit(model, data.X_train, data.y_train, optimizer=optimizer, lr=lr,
                   epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
                   validation_data=validation, validation_split=split, progress=False, comm=comm,
                   callbacks=[*printer, *callbacks], class_weight=class_weight)
@@ -159,6 +160,19 @@ def _cmd_train(args):
     if comm.rank == 0:
         _report(args, model, history, elapsed, data, callbacks, targets)
     return 0
+
+
+def _optimizer(args):
+    """``(optimizer, lr)`` for fit: the name and --lr, or with --clip-norm / --clip-value the
+    optimizer object that clips (checked here, before the data is read)."""
+    from gpunn.optim import get_optimizer
+    from gpunn.optim.clip import check_clip
+
+    clip = {"clip_norm": check_clip("--clip-norm", args.clip_norm),
+            "clip_value": check_clip("--clip-value", args.clip_value)}
+    if clip == {"clip_norm": None, "clip_value": None}:
+        return args.optimizer, args.lr
+    return get_optimizer(args.optimizer, args.lr, **clip), None
 
 
 def _announce_compile(say):
@@ -241,6 +255,12 @@ def _add_train_parser(sub):
                    help=f"{_names(sorted(OPTIMIZERS))} (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the optimizer's; required for sgd, momentum)")
+    p.add_argument("--clip-norm", type=float, default=None, metavar="MAX",
+                   help="clip each step's gradient to this global norm (PyTorch's "
+                        "clip_grad_norm_) (default: no clipping)")
+    p.add_argument("--clip-value", type=float, default=None, metavar="MAX",
+                   help="clamp each gradient entry to [-MAX, MAX] (PyTorch's clip_grad_value_) "
+                        "(default: no clamping)")
     p.add_argument("--batch-size", default=d["batch_size"],
                    help="rows per mini-batch, or 'full' (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="(default %(default)s)")

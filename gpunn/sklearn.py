@@ -38,6 +38,7 @@ from gpunn.layernorm import NORMS
 from gpunn.layers import DEFAULT_INIT, check_dropout
 from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
+from gpunn.optim.clip import check_clip
 from gpunn.sources import RowSource, as_rows, in_memory, is_streamed
 from gpunn.train import fit as gpunn_fit
 from gpunn.weights import CLASS_WEIGHTS, check_sample_weight
@@ -56,7 +57,7 @@ class _GpunnMLP(BaseEstimator):
                  tol=1e-4, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  random_state=None, init=DEFAULT_INIT, schedule=None, dtype="float32",
                  backend=None, verbose=0, norm=None, residual=False, precision="fp32",
-                 dropout=0.0, alpha=0.0):
+                 dropout=0.0, alpha=0.0, clip_norm=None, clip_value=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -79,6 +80,8 @@ class _GpunnMLP(BaseEstimator):
         self.precision = precision
         self.dropout = dropout
         self.alpha = alpha
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
 
     # --- subclass hooks: targets in and predictions out ---------------------------------
 
@@ -117,6 +120,8 @@ class _GpunnMLP(BaseEstimator):
             raise ValueError(f"alpha: expected 0 with solver {self._solver_name()!r} (alpha is "
                              f"an L2 penalty, for the solvers {list(_L2_SOLVERS)}), got "
                              f"{self.alpha!r}")
+        check_clip("clip_norm", self.clip_norm)
+        check_clip("clip_value", self.clip_value)
         self._sizes(1, 1)
         self._batch_size(1)
 
@@ -172,8 +177,10 @@ class _GpunnMLP(BaseEstimator):
                               output=output, dtype=self.dtype, seed=self._init_seed,
                               init=self.init, norm=self.norm, residual=self.residual,
                               precision=self.precision, dropout=self.dropout)
+        clip = {k: v for k, v in (("clip_norm", self.clip_norm),
+                                  ("clip_value", self.clip_value)) if v is not None}
         self._optimizer = get_optimizer(self.solver, self.learning_rate_init,
-                                        **self._l2(n_rows))
+                                        **self._l2(n_rows), **clip)
         self._calls = 0
 
     def _batch_size(self, n):
@@ -412,6 +419,10 @@ class GpunnClassifier(ClassifierMixin, _GpunnMLP):
         dropout: drop probability of every hidden layer's outputs while training (inverted
             dropout, as Keras' ``Dropout(rate)`` after each hidden ``Dense``; scikit-learn's
             MLP has none); the masks are seeded by ``random_state``. 0 (default): none.
+        clip_norm, clip_value: clip the gradient of every step to this global norm
+            (PyTorch's ``clip_grad_norm_``) / clamp its entries to ``[-clip_value,
+            clip_value]`` (``clip_grad_value_``), on the device before the update; None
+            (default): no clipping. See :mod:`gpunn.optim.clip`.
 
     Attributes:
         classes_, n_features_in_, n_iter_, loss_, loss_curve_, best_loss_, history_ (the

@@ -65,7 +65,8 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
                        "a smaller learning rate or weight decay.")
         else:
             what = (f"the loss is {loss}" if not math.isfinite(loss) else
-                    f"the gradient has NaN/inf entries (loss {loss})")
+                    f"the gradient has NaN/inf entries, or a norm that overflows the dtype "
+                    f"when clipping by norm (loss {loss})")
             message = (f"{where}: {what}; last finite loss {last_finite_loss}. The model "
                        "keeps the parameters that gave it (no update of that step or after "
                        "it was applied); try a smaller learning rate.")

@@ -155,12 +155,19 @@ def classifier():
     return gpunn.MLP([5, 8, 3], activation="tanh", output="softmax", dtype="float64", seed=3)
 
 
-def train_once(comm, n, batch_size, **kwargs):
-    """``fit`` of :func:`classifier` on ``blobs(n)``; the model and its history."""
+def train_once(comm, n, batch_size, optimizer=None, **kwargs):
+    """``fit`` of :func:`classifier` on ``blobs(n)`` (Adam, lr 0.05, unless ``optimizer``);
+    the model and its history."""
     model = classifier()
-    history = gpunn.fit(model, *blobs(n), optimizer="adam", lr=0.05, batch_size=batch_size,
+    optimizer = gpunn.Adam(lr=0.05) if optimizer is None else optimizer
+    history = gpunn.fit(model, *blobs(n), optimizer=optimizer, batch_size=batch_size,
                         seed=7, record_steps=True, comm=comm, **kwargs)
     return model, history
+
+
+def clipping_adam():
+    """Adam that clips every step's gradient norm (the runs of ``train_once`` exceed it)."""
+    return gpunn.Adam(lr=0.05, clip_norm=0.05)
 
 
 def train(comm, out):
@@ -176,6 +183,9 @@ def train(comm, out):
     saved["ckpt_exists_after_fit"] = np.array(os.path.exists(path))
     model, history = train_once(comm, 23, 4, epochs=3, resume_from=path)
     saved["resumed_params"], saved["resumed_steps"] = model.flat_params, history.step_loss
+    # Clipped after the all-reduce, on the global batch's gradient: as one process.
+    model, _ = train_once(comm, 23, 4, epochs=3, optimizer=clipping_adam())
+    saved["clipped_params"] = model.flat_params
     saved["diverged"] = diverge(comm)  # 2 x 4 rows: one process at 8 diverges too
     np.savez(out, **saved)
 

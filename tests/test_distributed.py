@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi_worker import TRAIN_RUNS, diverge, fake_modules, rank_data, train_once
+from mpi_worker import (
+    TRAIN_RUNS,
+    clipping_adam,
+    diverge,
+    fake_modules,
+    rank_data,
+    train_once,
+)
 
 import gpunn
 from gpunn.comm import CommTimeout, MPIComm, NCCLComm, SingleProcess, get_comm, launched_size
@@ -195,6 +202,17 @@ def test_two_ranks_train_like_one_process_at_the_global_batch(trained):
         np.testing.assert_allclose(got["resumed_params"], model.flat_params, rtol=1e-10,
                                    atol=1e-12)
         np.testing.assert_allclose(got["resumed_steps"], history.step_loss, rtol=1e-12)
+
+
+def test_two_ranks_clip_the_global_gradient_like_one_process(trained):
+    """Clipping by norm comes after the all-reduce: each rank clips the global batch's mean
+    gradient, as one process at the global batch does (clipping each shard would not)."""
+    model, _ = train_once(None, 23, 8, epochs=3, optimizer=clipping_adam())
+    plain, _ = train_once(None, 23, 8, epochs=3)
+    assert not np.allclose(model.flat_params, plain.flat_params, rtol=1e-3)
+    for got in trained:
+        np.testing.assert_allclose(got["clipped_params"], model.flat_params, rtol=1e-10,
+                                   atol=1e-12)
 
 
 def test_divergence_stops_every_rank_at_the_same_step(trained):

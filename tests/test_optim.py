@@ -194,8 +194,8 @@ CHOICES = "['adam', 'adamw', 'momentum', 'rmsprop', 'sgd']"
     ((3,), {}, TypeError, f"optimizer: expected a name in {CHOICES} or an Optimizer, got int"),
     (("sgd",), {}, TypeError, "optimizer 'sgd': expected a value for ['lr'], got none"),
     (("adam",), {"beta1": 0.9}, TypeError,
-     "optimizer 'adam': expected keywords among ['betas', 'decay_biases', 'eps', "
-     + "'eps_in_sqrt', 'lr', 'weight_decay'], got ['beta1']"),
+     "optimizer 'adam': expected keywords among ['betas', 'clip_norm', 'clip_value', "
+     + "'decay_biases', 'eps', 'eps_in_sqrt', 'lr', 'weight_decay'], got ['beta1']"),
     ((Adam(),), {"lr": 0.1}, ValueError,
      "optimizer: expected a name when lr or keywords are given, got an instance of Adam"),
 ])

@@ -38,7 +38,8 @@ def test_state_dict_holds_host_copies(backend):
     assert {k: saved[k] for k in ("name", "lr", "base_lr", "t")} == {
         "name": "adam", "lr": 0.01, "base_lr": 0.01, "t": 4}
     assert saved["hyperparameters"] == {"betas": (0.8, 0.9), "eps": 1e-8, "weight_decay": 0.0,
-                                        "eps_in_sqrt": False, "decay_biases": False}
+                                        "eps_in_sqrt": False, "decay_biases": False,
+                                        "clip_norm": None, "clip_value": None}
     assert all(type(a) is np.ndarray and a.shape == (5,) for a in saved["state"].values())
     saved["state"]["m"][:] = 7.0
     assert not np.any(backend.to_numpy(optimizer.state["m"]) == 7.0)

@@ -18,9 +18,12 @@ from gpunn._checks import (
     check_positive,
 )
 from gpunn.control import Control
+from gpunn.optim.clip import Clip, check_clip
 
 OPTIMIZERS = {}
 _STATE_DICT_KEYS = ("name", "lr", "base_lr", "t", "hyperparameters", "state")
+# Keywords of every optimizer, after its own hyperparameters (gpunn.optim.clip).
+CLIP_KEYWORDS = ("clip_norm", "clip_value")
 
 
 def _deprecated(name, instead):
@@ -66,7 +69,15 @@ class Optimizer:
 
     Subclasses set ``name``, ``kernel`` (the update kernel of ``kernels/optimizers.cu``),
     ``state_names`` (their flat state arrays, in the kernel's order), ``hyperparameters``
-    (constructor keywords besides ``lr``) and :meth:`scalars`.
+    (constructor keywords besides ``lr``; the base adds ``clip_norm`` and ``clip_value``,
+    which every constructor takes and passes on) and :meth:`scalars`.
+
+    Args:
+        lr: the learning rate (> 0).
+        clip_norm: clip the gradient to this global 2-norm before each update (PyTorch's
+            ``clip_grad_norm_``), or None; see :mod:`gpunn.optim.clip`.
+        clip_value: clamp each gradient entry to ``[-clip_value, clip_value]`` before each
+            update (PyTorch's ``clip_grad_value_``), or None.
     """
 
     name = None
@@ -79,9 +90,12 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         if cls.name is not None:
             OPTIMIZERS[cls.name] = cls
+        if not set(CLIP_KEYWORDS) <= set(cls.hyperparameters):
+            cls.hyperparameters = (*cls.hyperparameters, *CLIP_KEYWORDS)
 
-    def __init__(self, lr):
+    def __init__(self, lr, clip_norm=None, clip_value=None):
         self._base_lr = check_positive("lr", lr)
+        self._clip = Clip(clip_norm, clip_value)
         self.lr = self._base_lr
         self._t = 0
         self.state = {}
@@ -99,6 +113,24 @@ class Optimizer:
     def lr(self, value):
         # >= 0, not > 0 as in the constructor: a schedule may decay the rate to zero.
         self._lr = check_number("lr", value, low=0.0)
+
+    @property
+    def clip_norm(self):
+        """The largest global gradient norm before an update, or None (no norm clipping)."""
+        return self._clip.clip_norm
+
+    @clip_norm.setter
+    def clip_norm(self, value):
+        self._clip.clip_norm = check_clip("clip_norm", value)
+
+    @property
+    def clip_value(self):
+        """The largest absolute gradient entry before an update, or None (no clamping)."""
+        return self._clip.clip_value
+
+    @clip_value.setter
+    def clip_value(self, value):
+        self._clip.clip_value = check_clip("clip_value", value)
 
     @property
     def base_lr(self):
@@ -161,8 +193,8 @@ class Optimizer:
         to 0 / a subnormal there, and the update becomes inf or NaN."""
         info = np.finfo(dtype)
         low, high = float(info.tiny), float(info.max)  # compared as Python floats: no cast
-        for name in ("lr", "eps", "weight_decay"):
-            value = getattr(self, name, 0.0)
+        for name in ("lr", "eps", "weight_decay", *CLIP_KEYWORDS):
+            value = getattr(self, name, None) or 0.0
             if value != 0 and not low <= value <= high:
                 raise ValueError(f"{name}: expected 0 or a value in [{low:.4g}, {high:.4g}] "
                                  f"(normal {info.dtype} numbers, the precision of the model), "
@@ -175,6 +207,7 @@ class Optimizer:
                 state[f"_{key}"] = state.pop(key)
         if "weight_decay" in state:  # pickled before decay_biases: every parameter decayed
             state.setdefault("decay_biases", True)
+        state.setdefault("_clip", Clip())  # pickled before clipping existed
         self.__dict__.update(state)
 
     def __getstate__(self):
@@ -183,7 +216,7 @@ class Optimizer:
         host = self._backend.to_numpy if self._backend is not None else np.asarray
         state = {k: np.array(host(a), copy=True) for k, a in self.state.items()}
         return dict(self.__dict__, state=state, _owner=None, _backend=None, _eager=None,
-                    _no_work=None)
+                    _no_work=None, _clip=Clip(self.clip_norm, self.clip_value))
 
     def _claim(self, model):
         """Refuse to apply state built on another model (or on one that is gone) to ``model``."""
@@ -229,6 +262,7 @@ class Optimizer:
                 self._no_work = be.xp.zeros(0, dtype=np.uint16)
             work = self._no_work
         states = [self.state.get(key, p) for key in self.kernel_states()]
+        self._clip.launch(be, g, ctrl)
         for a, b, decay in self._spans(model, p.size):
             be.kernel(self.kernel, g[a:b], lrs, lrs.size, *self._scalars(decay),
                       int(work.size > 0), ctrl, p[a:b], *(s[a:b] for s in states),

@@ -5,6 +5,10 @@ AdamW. Each declares its kernel, state, hyperparameters and scalars; a ``name`` 
 regularizers, the usual PyTorch parameter groups): biases and LayerNorm's gamma and beta lie
 past the flat layout's ``decay_end`` and are not decayed. ``decay_biases=True`` decays every
 parameter (PyTorch's optimizers given all of ``model.parameters()``; gpunn before this option).
+
+Every optimizer also takes ``clip_norm`` and ``clip_value`` (:mod:`gpunn.optim.clip`): the
+gradient is clipped on the device just before the update, as Keras' optimizers take
+``global_clipnorm`` and ``clipvalue`` and optax chains ``clip_by_global_norm`` before them.
 """
 
 from gpunn._checks import check_bool, check_number, check_positive
@@ -28,8 +32,8 @@ class SGD(Optimizer):
     hyperparameters = ("momentum", "dampening", "weight_decay", "nesterov", "decay_biases")
 
     def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 decay_biases=False):
-        super().__init__(lr)
+                 decay_biases=False, clip_norm=None, clip_value=None):
+        super().__init__(lr, clip_norm, clip_value)
         self.decay_biases = check_bool("decay_biases", decay_biases)
         self.momentum = check_rate("momentum", momentum)
         self.dampening = check_number("dampening", dampening, low=0.0, high=1.0)
@@ -64,8 +68,8 @@ class Momentum(Optimizer):
     state_names = ("v",)
     hyperparameters = ("beta", "bias_correction")
 
-    def __init__(self, lr, beta=0.9, bias_correction=False):
-        super().__init__(lr)
+    def __init__(self, lr, beta=0.9, bias_correction=False, clip_norm=None, clip_value=None):
+        super().__init__(lr, clip_norm, clip_value)
         self.beta = check_rate("beta", beta)
         self.bias_correction = check_bool("bias_correction", bias_correction)
 
@@ -87,8 +91,8 @@ class RMSprop(Optimizer):
     hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt", "decay_biases")
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
-                 decay_biases=False):
-        super().__init__(lr)
+                 decay_biases=False, clip_norm=None, clip_value=None):
+        super().__init__(lr, clip_norm, clip_value)
         self.decay_biases = check_bool("decay_biases", decay_biases)
         self.alpha = check_rate("alpha", alpha)
         self.eps = check_positive("eps", eps)
@@ -116,8 +120,8 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 eps_in_sqrt=False, decay_biases=False):
-        super().__init__(lr)
+                 eps_in_sqrt=False, decay_biases=False, clip_norm=None, clip_value=None):
+        super().__init__(lr, clip_norm, clip_value)
         self.decay_biases = check_bool("decay_biases", decay_biases)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
@@ -144,5 +148,6 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 eps_in_sqrt=False, decay_biases=False):
-        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt, decay_biases)
+                 eps_in_sqrt=False, decay_biases=False, clip_norm=None, clip_value=None):
+        super().__init__(lr, betas, eps, weight_decay, eps_in_sqrt, decay_biases, clip_norm,
+                         clip_value)
