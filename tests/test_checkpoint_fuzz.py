@@ -207,23 +207,67 @@ def test_edited_headers_with_valid_checksums_raise_or_give_a_usable_checkpoint(o
         loaded.schedule(0.1, 3)
 
 
+RESUME = {"optimizer": "adam", "epochs": 4, "batch_size": 4, "verbose": 0}  # 3 steps an epoch
+
+
+def resume_data():
+    return (np.random.default_rng(0).normal(size=(9, 3)),
+            np.random.default_rng(0).integers(0, 2, size=9))
+
+
 def resume_measured(path, model, limit=32 * 2**20):
     """``fit(resume_from=path)`` continuing the original's run, its peak memory bounded."""
-    X = np.random.default_rng(0).normal(size=(9, 3))
-    y = np.random.default_rng(0).integers(0, 2, size=9)
+    X, y = resume_data()
     tracemalloc.start()
     try:
-        return gpunn.fit(model, X, y, optimizer="adam", epochs=4, batch_size=4, verbose=0,
-                         resume_from=path)
+        return gpunn.fit(model, X, y, resume_from=path, **RESUME)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < limit, peak
 
 
-def assert_resumes_or_refuses(path):
-    """CheckpointError with the model untouched, or a run that continues to 4 finite epochs."""
-    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=7)
+def resume_model():
+    return gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=7)
+
+
+class Interrupt(gpunn.callbacks.Callback):
+    """Ctrl-C after step 1 of epoch 2: fit's last checkpoint is then the mid-epoch one."""
+
+    def __init__(self):
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (2, 1):
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module", params=["save_checkpoint at an epoch end", "fit mid-epoch"])
+def resumable(request, original, tmp_path_factory):
+    """``(bytes of a file to resume from, the parameters resuming from it gives)``: the
+    load tests' file, and one fit wrote itself after step 1 of epoch 2 (checkpoint_steps)."""
+    folder = tmp_path_factory.mktemp("resumable")
+    path = folder / "original.ckpt"
+    if request.param == "fit mid-epoch":
+        with pytest.raises(KeyboardInterrupt):
+            gpunn.fit(gpunn.MLP([3, 4, 2], output="softmax", dtype="float64"), *resume_data(),
+                      checkpoint_path=path, checkpoint_steps=1, callbacks=[Interrupt()],
+                      **RESUME)
+        assert gpunn.load_checkpoint(path).steps is not None
+    else:
+        path.write_bytes(original[0])
+    model = resume_model()
+    resume_measured(path, model)
+    return path.read_bytes(), model.params.host()
+
+
+def assert_resumes_or_refuses(path, expected=None):
+    """CheckpointError with the model untouched, or a run that continues to 4 finite epochs
+    (with the parameters ``expected``, when given: the file's content is the original's)."""
+    model = resume_model()
     before = model.params.host()
     try:
         history = resume_measured(path, model)
@@ -231,25 +275,30 @@ def assert_resumes_or_refuses(path):
         np.testing.assert_array_equal(model.params.host(), before)
         return
     assert history.epoch == [1, 2, 3, 4] and np.all(np.isfinite(model.params.host()))
+    if expected is not None:
+        np.testing.assert_array_equal(model.params.host(), expected)
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_resume_from_a_mutated_file_refuses_or_continues(original, tmp_path, data):
-    valid, _ = original
+def test_resume_from_a_mutated_file_refuses_or_continues_the_same_run(resumable, tmp_path,
+                                                                     data):
+    """Damaged bytes: refused, or (the checksums let only the saved content through) the
+    very run that resuming from the original gives, bit for bit."""
+    valid, expected = resumable
     path = tmp_path / "mutated.ckpt"
     path.write_bytes(mutate(valid, data.draw(mutations(len(valid)))))
-    assert_resumes_or_refuses(path)
+    assert_resumes_or_refuses(path, expected)
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_resume_from_an_edited_header_refuses_or_continues(original, tmp_path, data):
+def test_resume_from_an_edited_header_refuses_or_continues(resumable, tmp_path, data):
     """The hostile editor of the test above, now at fit(resume_from=...): absurd epochs and
     step counts included."""
-    valid, _ = original
+    valid, _ = resumable
     source = tmp_path / "source.ckpt"
     source.write_bytes(valid)
     with safe_open(source, framework="np") as handle:
