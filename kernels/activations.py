@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from . import activation_codes, header_codes
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
-from .counter_rng import dropout_factor, dropout_key
+from .counter_rng import apply_dropout, apply_dropout_into, dropout_key
 from .precision import bf16_bits
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
@@ -224,13 +224,20 @@ def act_bwd_bf16(A, act, dZ, dZh):
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def _drop_fwd_row(b, act, key, first, drop_below, scale, Z, A):
-    """One row of bias_act_fwd_drop; returns nothing, writes Z (what backward reads) and A."""
-    keep_z = act >= FROM_Z_BEGIN
-    for j in range(Z.size):
-        z = Z[j] + b[j]
-        a = activate(z, act)
-        Z[j] = z if keep_z else a
-        A[j] = a * dropout_factor(key, first + j, drop_below, scale)
+    """One row of bias_act_fwd_drop; returns nothing, writes Z (what backward reads) and A.
+
+    Two loops over the row (in L1), each vectorized: the activation (as bias_act_row, one
+    loop per activation), then the mask into A; a * m is one rounding, as in the CUDA kernel.
+    """
+    if act >= FROM_Z_BEGIN:
+        for j in range(Z.size):
+            z = Z[j] + b[j]
+            Z[j] = z
+            A[j] = activate(z, act)
+        apply_dropout(key, first, drop_below, scale, A)
+    else:
+        bias_act_row(b, act, Z)
+        apply_dropout_into(key, first, drop_below, scale, Z, A)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -260,9 +267,9 @@ def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def _act_bwd_drop_block(S, act, key, first, drop_below, scale, dZ):
-    for i in range(dZ.size):
-        m = dropout_factor(key, first + i, drop_below, scale)
-        dZ[i] = dZ[i] * m * activation_grad(S[i], act)
+    """(dA * m) * f'(z) over one block, in two loops: the mask, then act_bwd's."""
+    apply_dropout(key, first, drop_below, scale, dZ)
+    _act_bwd_block(S, act, dZ)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)

@@ -6,8 +6,11 @@
 // A dropout mask is keyed by (seed, layer, update count t, element e), each level an output
 // of a splitmix64 stream started at the previous level's value:
 //   key = splitmix64(splitmix64(seed, layer), t)     once per thread (or row) and launch
-//   u   = splitmix64(key, e) >> 32                    per element: 32 random bits
+//   h   = splitmix64(key, e >> 1)                     one output per pair of elements
+//   u   = e even ? h's low 32 bits : h's high 32 bits
 // and element e is dropped when u < drop_below (= round(p 2^32), computed once on the host).
+// One 64-bit output serves two elements: a CPU (the Numba twin's loop over pairs) computes half
+// the hashes; a GPU thread computes its element's output, as cheap as before.
 #pragma once
 
 #define GPUNN_GOLDEN 0x9E3779B97F4A7C15ULL
@@ -38,6 +41,8 @@ __host__ __device__ inline unsigned long long gpunn_dropout_key(long long seed, 
 template <typename T>
 __host__ __device__ inline T gpunn_dropout_factor(unsigned long long key, long long element,
                                                   long long drop_below, T scale) {
-    unsigned long long u = gpunn_splitmix64(key, (unsigned long long)element) >> 32;
+    unsigned long long e = (unsigned long long)element;
+    unsigned long long h = gpunn_splitmix64(key, e >> 1);
+    unsigned long long u = (e & 1ULL) ? (h >> 32) : (h & 0xFFFFFFFFULL);
     return u >= (unsigned long long)drop_below ? scale : T(0);
 }

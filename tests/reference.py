@@ -200,6 +200,8 @@ def residual_act_bwd_bf16(S, dA, act, dZ=None, dZh=None):
 # splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators", 2014;
 # Vigna's splitmix64.c) restated with NumPy uint64 arrays: the state advances by the golden
 # gamma, each output is the state after i + 1 advances run through the variant-13 finalizer.
+# A mask takes 32 bits per element, two elements per output: element e the low half (e even)
+# or the high half (e odd) of output e // 2 of the layer's key.
 
 _U64 = np.uint64
 _GAMMA = 0x9E3779B97F4A7C15
@@ -220,18 +222,25 @@ def drop_below(p):
     return int(round(float(p) * 2**32))
 
 
+def dropout_bits(seed, layer, t, elements):
+    """The 32 random bits of each of ``elements`` (int64 array-like): half ``e % 2`` (low,
+    high) of output ``e // 2`` of splitmix64 keyed ``splitmix64(splitmix64(seed, layer), t)``."""
+    key = int(splitmix64(int(splitmix64(seed, layer)), t))
+    elements = np.asarray(elements, dtype=np.int64)
+    out = splitmix64(key, elements // 2)
+    return np.where(elements % 2 == 1, out >> _U64(32), out & _U64(0xFFFFFFFF))
+
+
 def dropout_keep(seed, layer, t, elements, p):
     """Boolean keep mask of ``elements`` (their indices in the step's batch) for the layer
     ``layer`` of a model seeded ``seed`` at update count ``t``, drop probability ``p``."""
-    key = int(splitmix64(int(splitmix64(seed, layer)), t))
-    return (splitmix64(key, elements) >> _U64(32)) >= _U64(drop_below(p))
+    return dropout_bits(seed, layer, t, elements) >= _U64(drop_below(p))
 
 
 def _dropout_factor(ctrl, seed, layer, offset, drop_below_, scale, n):
     """scale where the kernels' mask keeps elements offset .. offset + n - 1, else 0."""
-    key = int(splitmix64(int(splitmix64(seed, layer)), int(np.asarray(ctrl)[CTRL_T])))
-    keep = (splitmix64(key, np.arange(n) + int(offset)) >> _U64(32)) >= _U64(int(drop_below_))
-    return np.where(keep, float(scale), 0.0)
+    bits = dropout_bits(seed, layer, int(np.asarray(ctrl)[CTRL_T]), np.arange(n) + int(offset))
+    return np.where(bits >= _U64(int(drop_below_)), float(scale), 0.0)
 
 
 def bias_act_fwd_drop(b, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z, A=None):

@@ -80,6 +80,22 @@ def test_masks_differ_independently_per_step_layer_seed_and_element(change):
     assert abs(agree - 0.5) < 5 * np.sqrt(0.25 / n)
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_neighbours_in_element_and_step_are_independent(p):
+    """Two elements are kept together (1 - p)^2 of the time, as independent draws are, within
+    5 binomial sigma: the two halves of one splitmix64 output (2k, 2k + 1), neighbours from
+    two outputs (2k + 1, 2k + 2), and one element at update counts t and t + 1."""
+    n, both = 200_000, (1 - p) ** 2
+    keep = kernel_keep(CpuBackend(), n + 1, p, seed=5, t=9)
+    later = kernel_keep(CpuBackend(), n, p, seed=5, t=10)
+    pairs = {"one output": (keep[0:n:2], keep[1:n:2]),
+             "two outputs": (keep[1:n:2], keep[2:n + 1:2]),
+             "next step": (keep[:n], later)}
+    for name, (a, b) in pairs.items():
+        sigma = np.sqrt(both * (1 - both) / a.size)
+        assert abs((a & b).mean() - both) < 5 * sigma, name
+
+
 def test_p_zero_keeps_everything_and_small_p_drops_some():
     backend = CpuBackend()
     assert kernel_keep(backend, 10_000, 0.0).all()
