@@ -65,10 +65,10 @@ def _targets_file(path, n, flag):
     return y
 
 
-def scan(X, y, n_train, flag):
+def scan(X, y, n_train, flag, target_flag):
     """One pass over the rows: ``(mean, std, targets)``: the first ``n_train`` rows' feature
     statistics (float64; a zero deviation reads 1) and every row's target; ValueError naming
-    ``flag`` and the rows for a NaN/inf value."""
+    ``flag`` (features) or ``target_flag`` (targets) and the row for a NaN/inf value."""
     count, mean, m2, parts = 0, np.zeros(X.shape[1]), np.zeros(X.shape[1]), []
     for start, stop, rows in blocks(X):
         rows = np.asarray(rows, np.float64)
@@ -78,6 +78,10 @@ def scan(X, y, n_train, flag):
             raise ValueError(f"{flag}: expected finite values, got {int(bad.sum())} NaN/inf "
                              f"in rows {start} to {stop - 1}, first in row {row}")
         part = np.asarray(y.read(start, stop)).reshape(stop - start)
+        if part.dtype.kind == "f" and not np.isfinite(part).all():
+            row = start + int(np.flatnonzero(~np.isfinite(part))[0])
+            raise ValueError(f"{target_flag}: expected finite targets, got "
+                             f"{part[row - start]} in row {row}")
         parts.append(part)
         rows = rows[:max(0, min(stop, n_train) - start)]
         if len(rows):  # Chan et al.: merge this block's mean and squared deviations
@@ -108,10 +112,11 @@ def load(args, data_class):
     flag = "--parquet" if args.parquet else "--npy"
     X, y, features, target = _open(args)
     n = len(X)
+    target_flag = "--target"
     if y is None:
-        y, target = _targets_file(args.targets, n, flag), "target"
+        y, target, target_flag = _targets_file(args.targets, n, flag), "target", "--targets"
     n_test = held_out(n, args.test_size)
-    mean, std, values = scan(X, y, n - n_test, flag)
+    mean, std, values = scan(X, y, n - n_test, flag, target_flag)
     task = tabular.infer_task(values, args.task)
     classes = None
     if task == "classification":

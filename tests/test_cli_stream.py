@@ -130,6 +130,14 @@ def test_bad_files_and_options_are_refused_before_training(files, capsys):
     np.save(path / "bad.npy", bad)
     refused(capsys, r"--npy: expected finite values, got 1 NaN/inf in rows 0 to 199, first "
             r"in row 150", "--npy", path / "bad.npy")
+    np.save(path / "nan.npy", np.where(np.arange(N) == 7, np.nan, y))
+    refused(capsys, r"--targets: expected finite targets, got nan in row 7", "--npy",
+            path / "X.npy", "--targets", path / "nan.npy")
+    bad = np.column_stack([X, y]).astype(np.float32)
+    bad[9, -1] = -np.inf
+    np.save(path / "bad.npy", bad)
+    refused(capsys, r"--target: expected finite targets, got -inf in row 9", "--npy",
+            path / "bad.npy")
     np.save(path / "one.npy", X[:, :1])
     refused(capsys, r"--npy: expected a 2-D array with the target in a column and at least "
             r"one feature column", "--npy", path / "one.npy")
