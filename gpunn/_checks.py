@@ -118,12 +118,25 @@ def as_labels(name, value, n_classes, context=""):
     return value.astype(np.int64)
 
 
+# Elements per block of a host finiteness check: its boolean temporary stays small (a chunk
+# of streamed rows is checked without a mask the quarter of its size).
+_FINITE_BLOCK = 1 << 18
+
+
 def check_finite(name, array):
     """Raise ValueError naming ``name`` if ``array`` holds NaN or inf."""
     cupy_ndarray = _cupy_ndarray()
     on_device = cupy_ndarray is not None and isinstance(array, cupy_ndarray)
     xp = sys.modules["cupy"] if on_device else np
-    if array.dtype.kind == "f" and not bool(xp.isfinite(array).all()):
+    if array.dtype.kind != "f":
+        return array
+    if on_device or array.size <= _FINITE_BLOCK or not array.flags.c_contiguous:
+        finite = bool(xp.isfinite(array).all())
+    else:
+        flat = array.reshape(-1)
+        finite = all(np.isfinite(flat[i:i + _FINITE_BLOCK]).all()
+                     for i in range(0, flat.size, _FINITE_BLOCK))
+    if not finite:
         bad = int((~xp.isfinite(array)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
     return array

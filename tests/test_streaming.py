@@ -307,3 +307,17 @@ def test_mid_epoch_parts_are_checked(tmp_path):
     gpunn.save_checkpoint(path, model, steps=([1.5], [7]))
     with pytest.raises(gpunn.CheckpointError, match=r"fit.step_status: expected step statuses"):
         gpunn.load_checkpoint(path)
+
+
+def test_finiteness_is_checked_in_blocks_past_the_first():
+    """A large chunk is checked a block at a time (no mask of its size): NaN/inf anywhere,
+    the last element included, is still found and counted."""
+    from gpunn._checks import _FINITE_BLOCK, check_finite
+
+    X = np.zeros(3 * _FINITE_BLOCK + 5, np.float32).reshape(-1, 1)
+    check_finite("X", X)
+    for at, value in ((0, np.nan), (2 * _FINITE_BLOCK + 1, np.inf), (X.size - 1, -np.inf)):
+        bad = X.copy()
+        bad[at] = value
+        with pytest.raises(ValueError, match=r"X: expected finite values, got 1 NaN/inf"):
+            check_finite("X", bad)
