@@ -2,7 +2,12 @@
 cache warm) against the same rows in memory, and peak memory while training from a .npy larger
 than the address-space limit left to the process.
 
-Every run is a fresh process; the contenders alternate (in memory, memory map, in memory, ...).
+Two ways, both printed, because the shared machine's load swings by several times within
+seconds: (1) fresh processes, each training ``--epochs`` epochs and reporting the median
+samples/s of the epochs after the first, in the order memory, mmap, mmap, memory, ... (ABBA:
+a load trend favours neither); (2) one process that trains one model on both, alternating
+epochs (memory, mmap, mmap, memory, ...), so both see the same warm state and load, and the
+ratio of each adjacent pair is reported.
 Run from the repository root: ``python benchmarks/streaming.py [--rows 40000] [--rounds 3]``.
 """
 
@@ -18,7 +23,47 @@ import numpy as np
 SIZES = [784, 256, 10]
 
 
-def child(kind, folder, rows, chunk_rows, headroom):
+def alternate(folder, chunk_rows, pairs):
+    """One process, one model: epochs on the array in memory and on the memory map in the
+    order memory, mmap, mmap, memory, ...; samples/s of each and the ratio of each pair."""
+    import time
+
+    import gpunn
+    from gpunn.staging import Stager
+
+    staged = [0.0]  # seconds the helper thread spent reading, converting and checking chunks
+    fill = Stager._fill
+
+    def timed_fill(self, *args):
+        started = time.perf_counter()
+        fill(self, *args)
+        staged[0] += time.perf_counter() - started
+
+    Stager._fill = timed_fill
+    X, y = os.path.join(folder, "X.npy"), np.load(os.path.join(folder, "y.npy"))
+    model = gpunn.MLP(SIZES, output="softmax", seed=0)
+    data = {"memory": (np.load(X), {}),
+            "mmap": (np.load(X, mmap_mode="r"), {"chunk_rows": chunk_rows})}
+    for kind in data:  # kernels loaded, pages touched
+        gpunn.fit(model, data[kind][0], y, epochs=1, batch_size=256, progress=False,
+                  **data[kind][1])
+    speeds, staging = {"memory": [], "mmap": []}, []
+    for k in range(pairs):
+        for kind in (("memory", "mmap") if k % 2 == 0 else ("mmap", "memory")):
+            staged[0] = 0.0
+            history = gpunn.fit(model, data[kind][0], y, epochs=1, batch_size=256,
+                                progress=False, **data[kind][1])
+            speeds[kind].append(history.samples_per_second[-1])
+            if kind == "mmap":
+                staging.append(staged[0] / history.seconds[-1])
+    ratios = [m / r for m, r in zip(speeds["mmap"], speeds["memory"])]
+    print(json.dumps({"kind": "alternate", "speeds": speeds, "mmap_over_memory": ratios,
+                      "median_ratio": float(np.median(ratios)),
+                      "ratio_of_best": max(speeds["mmap"]) / max(speeds["memory"]),
+                      "staging_thread_over_epoch": staging}))
+
+
+def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
     import resource
 
     import gpunn
@@ -42,8 +87,9 @@ def child(kind, folder, rows, chunk_rows, headroom):
             mapped = f"refused ({type(exc).__name__})"
         before = _status("VmRSS")
         data, extra = X, {"chunk_rows": chunk_rows}
-    history = gpunn.fit(model, data, y, epochs=2, batch_size=256, progress=False, **extra)
-    result = {"kind": kind, "samples_per_second": history.samples_per_second[-1]}
+    history = gpunn.fit(model, data, y, epochs=epochs, batch_size=256, progress=False, **extra)
+    result = {"kind": kind, "samples_per_second": float(np.median(
+        history.samples_per_second[1:])), "epochs": history.samples_per_second}
     if kind == "limit":
         result.update(limit_headroom=headroom, mmap_whole_file=mapped, rss_before=before,
                       peak_rss=_status("VmHWM"), file_bytes=os.path.getsize(X),
@@ -62,8 +108,9 @@ def _status(key):
 def run(kind, folder, args):
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", folder,
                           "--rows", str(args.rows), "--chunk-rows", str(args.chunk_rows),
-                          "--headroom", str(args.headroom)], check=True, capture_output=True,
-                         text=True)
+                          "--headroom", str(args.headroom), "--epochs", str(args.epochs),
+                          "--rounds", str(args.rounds)],
+                         check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -73,23 +120,30 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk-rows", type=int, default=4096)
     parser.add_argument("--headroom", type=int, default=48 << 20)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--child")
     parser.add_argument("--folder")
     args = parser.parse_args()
+    if args.child == "alternate":
+        return alternate(args.folder, args.chunk_rows, 2 * args.rounds)
     if args.child:
-        return child(args.child, args.folder, args.rows, args.chunk_rows, args.headroom)
+        return child(args.child, args.folder, args.rows, args.chunk_rows, args.headroom,
+                     2 if args.child == "limit" else args.epochs)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
         rng = np.random.default_rng(0)
         np.save(os.path.join(folder, "X.npy"),
                 rng.normal(size=(args.rows, SIZES[0])).astype(np.float32))
         np.save(os.path.join(folder, "y.npy"), rng.integers(0, SIZES[-1], args.rows))
-        speeds = {"memory": [], "mmap": []}
-        for _ in range(args.rounds):
-            for kind in speeds:
-                speeds[kind].append(run(kind, folder, args)["samples_per_second"])
+        speeds, epochs = {"memory": [], "mmap": []}, {"memory": [], "mmap": []}
+        for k in range(args.rounds):
+            for kind in (("memory", "mmap") if k % 2 == 0 else ("mmap", "memory")):
+                result = run(kind, folder, args)
+                speeds[kind].append(result["samples_per_second"])
+                epochs[kind].append(result["epochs"])
         ratios = [m / r for m, r in zip(speeds["mmap"], speeds["memory"])]
-        print(json.dumps({"speeds": speeds, "mmap_over_memory": ratios,
-                          "median_ratio": float(np.median(ratios))}))
+        print(json.dumps({"kind": "processes", "speeds": speeds, "mmap_over_memory": ratios,
+                          "median_ratio": float(np.median(ratios)), "epochs": epochs}))
+        print(json.dumps(run("alternate", folder, args)))
         print(json.dumps(run("limit", folder, args)))
 
 
