@@ -361,7 +361,17 @@ def _split_validation(X, y, sample_weight, validation_split, validation_data):
     if sample_weight is None:
         return X[:cut], y[:cut], None, (X[cut:], y[cut:])
     w = check_sample_weight(sample_weight, n)
-    return X[:cut], y[:cut], w[:cut], (X[cut:], y[cut:], w[cut:])
+    return X[:cut], y[:cut], _training_weights(w, cut), (X[cut:], y[cut:], w[cut:])
+
+
+def _training_weights(w, cut):
+    """The weights of the rows before ``cut`` (those ``validation_split`` trains on): some
+    must be positive, or nothing would be learned."""
+    if not (w[:cut] > 0).any():
+        raise ValueError(f"sample_weight: expected a positive weight among the {cut} training "
+                         f"rows (validation_split holds out the last {w.size - cut}), got all "
+                         "zeros there")
+    return w[:cut]
 
 
 def _stream_inputs(model, X, y, loss, sample_weight, class_weight, validation_split,
@@ -380,7 +390,8 @@ def _stream_inputs(model, X, y, loss, sample_weight, class_weight, validation_sp
         validation_data = (RangeRows(X, cut, n), RangeRows(y, cut, n),
                            *([] if sample_weight is None else [sample_weight[cut:]]))
         X, y = RangeRows(X, 0, cut), RangeRows(y, 0, cut)
-        sample_weight = None if sample_weight is None else sample_weight[:cut]
+        sample_weight = (None if sample_weight is None
+                         else _training_weights(sample_weight, cut))
         T = None if T is None else T[:cut]
     weights = (sample_weight if class_weight is None else
                row_weights(sample_weight, class_weight, T, loss, model.n_out))

@@ -133,6 +133,11 @@ def test_bad_weights_and_splits_are_refused_before_training(data, npy, tmp_path)
             validation_split=0.5, validation_data=(X, y))
     refused(npy, y, ValueError, r"class_weight: expected keys among the classes 0..2",
             class_weight={5: 1.0})
+    tail = np.where(np.arange(N) >= 240, 1.0, 0.0)
+    for X_given in (npy, X):  # streamed and in memory alike
+        refused(X_given, y, ValueError, r"sample_weight: expected a positive weight among the "
+                r"240 training rows \(validation_split holds out the last 60\)",
+                sample_weight=tail, validation_split=0.2)
 
 
 def test_split_columns_reads_the_file_once_per_chunk(data, tmp_path):
