@@ -55,8 +55,7 @@ class Data:
             parts.append(("test", self.X_test, self.y_test))
         words = []
         for label, X, y in parts:
-            predicted = (cli_stream.predictions(model, X) if isinstance(X, RowSource)
-                         else model.predict(X))
+            predicted = model.predict(X)  # a streamed source a block at a time
             if self.task == "classification":
                 words.append(f"{label} accuracy {np.mean(predicted == y):.4f}")
             else:

@@ -142,8 +142,3 @@ def load(args, data_class):
             data.y_test = (data.y_test.astype(np.float64) - data.target_mean[0]) \
                 / data.target_std[0]
     return data
-
-
-def predictions(model, X):
-    """``model.predict`` of a source, a block at a time."""
-    return np.concatenate([model.predict(rows) for _, _, rows in blocks(X)])

@@ -22,7 +22,9 @@ from gpunn.layers import (
 )
 from gpunn.losses import check_output, get_loss
 from gpunn.params import FlatParams
+from gpunn.row_views import blocks
 from gpunn.sharing import Shareable, holding_model
+from gpunn.sources import as_rows, is_streamed
 from gpunn.weights import batch_rescaled, check_sample_weight
 from gpunn.workspace import Workspace
 
@@ -467,7 +469,8 @@ class Sequential(Shareable):
 
     @holding_model("predict_proba")
     def predict_proba(self, X, batch_size=None):
-        """Sigmoid or softmax of the logits: an ``(n, n_out)`` float64 NumPy array."""
+        """Sigmoid or softmax of the logits: an ``(n, n_out)`` float64 NumPy array (``X`` as
+        :meth:`predict` takes it)."""
         if self.output is None:
             raise ValueError("predict_proba: expected a model with output 'sigmoid' or "
                              "'softmax', got output=None (regression)")
@@ -481,7 +484,8 @@ class Sequential(Shareable):
         shape ``(n,)`` with one output unit, else ``(n, n_out)``. Regression: ``(n, n_out)``.
 
         Args:
-            X: ``(n, n_in)`` inputs.
+            X: ``(n, n_in)`` inputs, or a streamed source (a path, a memory map, ...;
+                :mod:`gpunn.sources`), read a block at a time.
             batch_size: rows per forward pass; None: the workspace's rows (or 1024).
         """
         return self._predict(X, batch_size, probabilities=False)
@@ -498,6 +502,9 @@ class Sequential(Shareable):
         return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
     def _predict(self, X, batch_size, probabilities):
+        if is_streamed(X):  # a block of rows at a time: never the whole source in memory
+            return np.concatenate([self._predict(rows, batch_size, probabilities)
+                                   for _, _, rows in blocks(as_rows(X, "X"))])
         Xd = self._inputs(X)
         return np.concatenate([
             self._convert(self.forward_pass(Xd[start:stop], self._views(stop - start)),

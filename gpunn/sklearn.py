@@ -330,7 +330,13 @@ class _GpunnMLP(BaseEstimator):
 
     def _outputs(self, X, probabilities):
         check_is_fitted(self, "_model")
-        X = self._validate(X)
+        if is_streamed(X):  # predicted a block at a time (Sequential.predict)
+            X = as_rows(X, "X")
+            if X.shape[1:] != (self.n_features_in_,):
+                raise ValueError(f"X: expected rows of {self.n_features_in_} features, as in "
+                                 f"fit, got shape {X.shape}")
+        else:
+            X = self._validate(X)
         with self._backend_context():
             if probabilities:
                 return self._model.predict_proba(X)

@@ -98,3 +98,25 @@ def test_a_validation_fraction_holding_out_no_row_is_refused(data):
     with pytest.raises(ValueError, match=r"validation_fraction: expected a held-out part of "
                                          r"the 240 rows"):
         clf.fit(path / "X.npy", y)
+
+
+def test_predict_streams_a_source_a_block_at_a_time(data):
+    """Sequential.predict / predict_proba and the estimators' predict take sources too (read a
+    block at a time): the numbers of the array in memory."""
+    import gpunn
+
+    path, X, y = data
+    clf = fitted(GpunnClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0),
+                 path / "X.npy", y)
+    np.testing.assert_array_equal(clf.predict(path / "X.npy"), clf.predict(X))
+    np.testing.assert_allclose(clf.predict_proba(np.load(path / "X.npy", mmap_mode="r")),
+                               clf.predict_proba(X), rtol=1e-6)
+    assert clf.score(path / "X.npy", y) == clf.score(X, y)
+    model = gpunn.MLP([D, 4, 2], seed=0)
+    np.testing.assert_allclose(model.predict(path / "X.npy"), model.predict(X), rtol=1e-6)
+    np.save(path / "X4.npy", X[:, :4])
+    with pytest.raises(ValueError, match=r"X: expected rows of 5 features, as in fit, got "
+                                         r"shape \(240, 4\)"):
+        clf.predict(path / "X4.npy")
+    with pytest.raises(ValueError, match=r"X: expected 5 features"):
+        model.predict(path / "X4.npy")
