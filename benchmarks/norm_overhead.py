@@ -6,10 +6,16 @@ process, the variants interleaved over ``--rounds`` rounds; prints the median st
 each and its ratio to the plain model's.
 
     python benchmarks/norm_overhead.py [--width 512] [--hidden 6] [--batch 128] [--rounds 3]
+                                       [--before OLD_CHECKOUT]
+
+With ``--before``, every variant also runs against OLD_CHECKOUT (an earlier commit's tree,
+``git archive REV | tar -x``, with a link ``gpunn/kernels -> ../kernels``, first on
+``PYTHONPATH``), interleaved with the current tree's processes in each round.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,24 +63,31 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--before", default=None, help="an earlier checkout to compare with")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
-    times = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name in VARIANTS:
+    trees = {"now": None} if args.before is None else {"now": None, "before": args.before}
+    times = {(tree, name): [] for tree in trees for name in VARIANTS}
+    for k in range(args.rounds):
+        for tree, name in (list(times) if k % 2 == 0 else list(times)[::-1]):
+            env = dict(os.environ)
+            if trees[tree]:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    [os.path.abspath(trees[tree])] + env.get("PYTHONPATH", "").split(os.pathsep))
             out = subprocess.run([sys.executable, __file__, "--child", name, "--width",
                                   str(args.width), "--hidden", str(args.hidden), "--batch",
-                                  str(args.batch), "--seconds", str(args.seconds)],
+                                  str(args.batch), "--seconds", str(args.seconds)], env=env,
                                  capture_output=True, text=True, check=True).stdout
-            times[name].append(json.loads(out.strip().splitlines()[-1]))
-    base = sorted(times["plain"])[len(times["plain"]) // 2]
-    print(f"| variant | median step ms | vs plain |  ({args.hidden} x {args.width} gelu, "
+            times[tree, name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"| tree | variant | median step ms | vs plain |  ({args.hidden} x {args.width} gelu, "
           f"batch {args.batch}, {args.rounds} rounds)")
-    for name, values in times.items():
-        median = sorted(values)[len(values) // 2]
-        print(f"| {name} | {median * 1e3:.2f} | x{median / base:.2f} |")
+    for tree in trees:
+        base = sorted(times[tree, "plain"])[args.rounds // 2]
+        for name in VARIANTS:
+            median = sorted(times[tree, name])[args.rounds // 2]
+            print(f"| {tree} | {name} | {median * 1e3:.2f} | x{median / base:.2f} |")
     return None
 
 
