@@ -165,6 +165,11 @@ def train_once(comm, n, batch_size, optimizer=None, **kwargs):
     return model, history
 
 
+# Streamed in chunks, with row weights staged beside the rows and the last rows held out.
+STREAMED = {"chunk_rows": 15, "validation_split": 0.2,
+            "sample_weight": np.random.default_rng(9).uniform(0.2, 2.0, 60)}
+
+
 def clipping_adam():
     """Adam that clips every step's gradient norm (the runs of ``train_once`` exceed it)."""
     return gpunn.Adam(lr=0.05, clip_norm=0.05)
@@ -186,6 +191,9 @@ def train(comm, out):
     # Clipped after the all-reduce, on the global batch's gradient: as one process.
     model, _ = train_once(comm, 23, 4, epochs=3, optimizer=clipping_adam())
     saved["clipped_params"] = model.flat_params
+    model, history = train_once(comm, 60, 4, epochs=2, **STREAMED)
+    saved["streamed_params"], saved["streamed_steps"] = model.flat_params, history.step_loss
+    saved["streamed_val"] = np.array(history.val_loss)
     saved["diverged"] = diverge(comm)  # 2 x 4 rows: one process at 8 diverges too
     np.savez(out, **saved)
 

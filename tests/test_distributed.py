@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mpi_worker import (
+    STREAMED,
     TRAIN_RUNS,
     clipping_adam,
     diverge,
@@ -213,6 +214,17 @@ def test_two_ranks_clip_the_global_gradient_like_one_process(trained):
     for got in trained:
         np.testing.assert_allclose(got["clipped_params"], model.flat_params, rtol=1e-10,
                                    atol=1e-12)
+
+
+def test_two_ranks_stream_with_weights_and_a_split_like_one_process(trained):
+    """Streamed chunks, sample weights staged with them, validation_split's tail: 2 ranks
+    at 4 rows each train and validate as one process at 8."""
+    model, history = train_once(None, 60, 8, epochs=2, **STREAMED)
+    for got in trained:
+        np.testing.assert_allclose(got["streamed_params"], model.flat_params, rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(got["streamed_steps"], history.step_loss, rtol=1e-12)
+        np.testing.assert_allclose(got["streamed_val"], history.val_loss, rtol=1e-12)
 
 
 def test_divergence_stops_every_rank_at_the_same_step(trained):
