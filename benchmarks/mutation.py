@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-x", "-q", "--deselect",
                "tests/test_checkpoint_files.py::"
                "test_a_ctrl_c_while_files_are_opened_leaves_no_file_or_descriptor"]
+# The files of Numba twins (kernels/__init__.py loads the .cu sources, config.py holds flags).
+TWINS = ["activations", "clip", "counter_rng", "losses", "norm", "optimizers", "precision",
+         "step", "vecmath"]
 # set: (modules to mutate, tests selected, extra environment)
 SETS = {
     "optim": (["gpunn/schedules.py", "gpunn/optim/*.py"],
@@ -51,11 +54,12 @@ SETS = {
                     "tests/test_param_layout.py"], {}),
     "estimators": (["gpunn/sklearn.py"],
                    ["tests/test_sklearn.py", "tests/test_sklearn_weights.py",
-                    ], {}),
+                    "tests/test_sklearn_stream.py", "tests/test_sklearn_state.py",
+                    "tests/test_clip.py::test_the_estimators_clip"], {}),
     "step": (["gpunn/step.py"],
              ["tests/test_step.py", "tests/test_resume.py", "tests/test_schedules_fit.py",
               "tests/test_divergence_honest.py"], {}),
-    "twins": (["gpunn/kernels/*.py"],
+    "twins": ([f"gpunn/kernels/{name}.py" for name in TWINS],
               ["tests/test_kernels.py", "-k", "cpu"], {"NUMBA_DISABLE_JIT": "1"}),
 }
 
