@@ -1,7 +1,8 @@
 """One training step, owned by :class:`TrainStep`: recorded once per batch shape, replayed.
 
 A step is gather -> forward -> fused loss -> backward -> (all-reduce) -> finiteness check ->
-ONE fused update -> bookkeeping, all on the device. Nothing in it reads a host value that
+(gradient clipping, :mod:`gpunn.optim.clip`) -> ONE fused update -> bookkeeping, all on the
+device. Nothing in it reads a host value that
 changes from step to step: the batch offset, the learning rate and the update count come from
 small device arrays (the control array and the epoch's learning-rate table, both held by a
 :class:`~gpunn.control.Control`), so the launches of a step are recorded once per batch shape and

@@ -1,8 +1,8 @@
 """Numba twins of clip.cu: the global norm's partial sums, clipping by norm and by value.
 
-``sum_partials`` sums each partial in the order the CUDA thread does (x[j], x[j + n], ...,
-in double) and stores it in the dtype, so the host build of clip.cu and these twins give the
-same bits whatever the thread count; the element-wise twins run over the fixed blocks of
+``sum_partials`` adds each partial's terms in the order the CUDA thread does (x[j], x[j + n],
+..., in double) and stores it in the dtype, so the host build of clip.cu and these twins give
+the same bits whatever the thread count; the element-wise twins run over the fixed blocks of
 config.py.
 """
 
@@ -14,25 +14,44 @@ from numba import njit, prange
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .step import CTRL_BAD
 
+# Partial sums per prange iteration of sum_partials: a double accumulator of this many (8 KiB).
+PARTIALS_PER_BLOCK = 1024
+
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def sum_partials(x, n_x, square, out):
     """out[j] = sum over k of x[j + k n]^2 (``square``) or x[j + k n], n = out.size; in
-    double, k in order."""
+    double, k in order.
+
+    Each iteration owns a block of consecutive partial sums and walks x row by row (rows of
+    n): the same additions in the same order as the CUDA thread per sum, but over contiguous
+    slices that vectorize, not one strided walk per sum (25 times slower at 2**20 entries).
+    The block's double accumulator is allocated by Numba's runtime, outside Python's heap."""
     n = out.size
-    if square:
-        for j in prange(n):
-            s = 0.0
-            for i in range(j, n_x, n):
-                v = np.float64(x[i])
-                s += v * v
-            out[j] = s
-    else:
-        for j in prange(n):
-            s = 0.0
-            for i in range(j, n_x, n):
-                s += np.float64(x[i])
-            out[j] = s
+    for block in prange((n + PARTIALS_PER_BLOCK - 1) // PARTIALS_PER_BLOCK):
+        lo = block * PARTIALS_PER_BLOCK
+        hi = min(n, lo + PARTIALS_PER_BLOCK)
+        acc = np.zeros(hi - lo)
+        for row in range(0, n_x, n):
+            if square:
+                _add_squares(x[row + lo:min(row + hi, n_x)], acc)
+            else:
+                _add_values(x[row + lo:min(row + hi, n_x)], acc)
+        for j in range(hi - lo):
+            out[lo + j] = acc[j]
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _add_squares(x, acc):
+    for i in range(x.size):
+        v = np.float64(x[i])
+        acc[i] += v * v
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _add_values(x, acc):
+    for i in range(x.size):
+        acc[i] += np.float64(x[i])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)

@@ -15,6 +15,10 @@ Adding an optimizer is one kernel pair and one small class in :mod:`gpunn.optim.
 ``kernel``, ``state_names``, ``hyperparameters`` and :meth:`Optimizer.scalars`; the base class
 builds the launch ``kernel(g, lrs, n_lrs, *scalars, working, ctrl, p, *state, w)``.
 
+With ``clip_norm`` or ``clip_value`` (every optimizer's keywords), ``update`` first clips
+``model.flat_grads`` in place on the device (:mod:`gpunn.optim.clip`: four launches for the
+norm, one for the value), so the fused launch and a recorded step see the clipped gradient.
+
 The optimizer owns its scalars, each written by one of its methods: ``lr`` (the current rate:
 its setter, or :meth:`Optimizer.epoch_rates` when ``fit`` plans an epoch), ``base_lr`` (the
 rate schedules start from: the constructor, or :meth:`Optimizer.scale_lr`), ``t`` (updates
