@@ -5,8 +5,8 @@ The model calls these per layer ``i`` with the views of its workspace (names ``A
 ``Dense.backward``), a block (``norm="layer"`` and/or ``residual=True``) computes
 
     forward:  N = LN(A_prev) (bfloat16 bits only under bf16), Z = N @ W + b,
-              A = [A_prev +] f(Z)
-    backward: dZ = dA * f'(Z) (into G: the residual connection passes dA itself on),
+              A = [A_prev +] f(Z) [* m] (m: dropout's mask, on the branch before the add)
+    backward: dZ = dA [* m] * f'(Z) (into G: the residual connection passes dA itself on),
               dW = N^T dZ, db = sum dZ, dN = dZ W^T,
               dgamma, dbeta, dA_prev = LN'(dN) [+ dA]
 
@@ -56,10 +56,13 @@ class BlockPasses:
             return
         Z = views[f"P{i}"]
         be.matmul(gemm_in, self._gemm_W, out=Z, precision=self.precision)
+        name, drop = "bias_act_residual", ()
+        if masks is not None and self.dropout:  # the branch dropped before the add
+            name, drop = "bias_act_residual_drop", self._mask_args(masks)
         if half is None:
-            be.kernel("bias_act_residual", self.b, A_prev, self.n_out, self.act, Z, out)
+            be.kernel(name, self.b, A_prev, self.n_out, self.act, *drop, Z, out)
         else:
-            be.kernel("bias_act_residual_bf16", self.b, A_prev, self.n_out, self.act, Z, out,
+            be.kernel(f"{name}_bf16", self.b, A_prev, self.n_out, self.act, *drop, Z, out,
                       half)
 
     def _norm_forward(self, be, A_prev, views, i):
@@ -77,10 +80,13 @@ class BlockPasses:
                  else views[f"A{i}"])
         if self.residual:
             half = views.get(f"Gh{i}")
+            name, drop = "residual_act_bwd", ()
+            if dropped:
+                name, drop = "residual_act_bwd_drop", self._mask_args(masks)
             if half is None:
-                be.kernel("residual_act_bwd", saved, views[f"D{i}"], self.act, views[f"G{i}"])
+                be.kernel(name, saved, views[f"D{i}"], self.act, *drop, views[f"G{i}"])
             else:
-                be.kernel("residual_act_bwd_bf16", saved, views[f"D{i}"], self.act,
+                be.kernel(f"{name}_bf16", saved, views[f"D{i}"], self.act, *drop,
                           views[f"G{i}"], half)
             return
         extra = () if masks is None else (masks,)  # none: called as before dropout existed

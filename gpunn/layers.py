@@ -73,7 +73,9 @@ class Dense(BlockPasses):
         dropout: drop probability ``p`` in [0, 1) of this layer's outputs while training
             (inverted dropout: the kept outputs are scaled by ``1 / (1 - p)``, so nothing
             changes at inference); 0 is none. Hidden layers only: a model refuses it on its
-            last layer; not with ``residual`` yet. The mask comes from a counter-based
+            last layer. A residual layer drops its branch before the add,
+            ``A = A_prev + dropout(f(...))`` (PyTorch's pre-norm blocks), never the stream
+            it passes on. The mask comes from a counter-based
             generator keyed by (model seed, update count, layer, element), identical on every
             backend, recomputed in backward.
 
@@ -101,9 +103,6 @@ class Dense(BlockPasses):
         self.keeps_z = self.activation in FROM_Z  # forward needs a pre-activation buffer
         self.ln = None if self.norm is None else NORMS[self.norm](self.n_in)
         self.dropout = check_dropout("dropout", dropout)
-        if self.dropout and self.residual:
-            raise ValueError(f"dropout: expected 0 for a residual layer (dropout of the "
-                             f"residual branch is not implemented yet), got {self.dropout}")
         # The mask's 32-bit threshold (an element drops when its bits are below it) and the
         # kept outputs' factor, computed once.
         self.drop_below = int(round(self.dropout * 2**32))

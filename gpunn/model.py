@@ -537,7 +537,7 @@ class MLP(Sequential):
             there must be at least two hidden layers (the first maps ``n_in`` to the width).
         dropout: drop probability of every hidden layer's outputs while training (a float in
             [0, 1)), or one per hidden layer (a list); see :class:`Dense`. The inputs and the
-            output layer are never dropped; not with ``residual`` yet.
+            output layer are never dropped; a residual block drops its branch before the add.
     """
 
     def __init__(self, sizes, activation=DEFAULT_ACTIVATION, output=None, dtype="float32",

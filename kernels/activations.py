@@ -182,7 +182,8 @@ def bias_act_fwd_keep_bf16(b, n_cols, act, Z, A, Ah):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def _act_bwd_block(A, act, dZ):
+def act_bwd_block(A, act, dZ):
+    """dZ[i] *= f'(z_i) over one block, f' from A (act_bwd's loop, shared with norm.py)."""
     for i in range(dZ.size):
         dZ[i] *= activation_grad(A[i], act)
 
@@ -192,7 +193,7 @@ def act_bwd(A, act, dZ):
     """dZ[i] = dA[i] * f'(z_i), f' from the layer output A; dZ holds dA on entry."""
     for block in prange(n_blocks(dZ.size)):
         lo, hi = block_bounds(block, dZ.size)
-        _act_bwd_block(A[lo:hi], act, dZ[lo:hi])
+        act_bwd_block(A[lo:hi], act, dZ[lo:hi])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -269,7 +270,7 @@ def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below
 def _act_bwd_drop_block(S, act, key, first, drop_below, scale, dZ):
     """(dA * m) * f'(z) over one block, in two loops: the mask, then act_bwd's."""
     apply_dropout(key, first, drop_below, scale, dZ)
-    _act_bwd_block(S, act, dZ)
+    act_bwd_block(S, act, dZ)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)

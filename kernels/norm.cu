@@ -7,6 +7,8 @@
 #include "common.cuh"
 #include "activations.cuh"
 #include "precision.cuh"
+#include "counter_rng.cuh"
+#include "step.cuh"
 #include "norm.cuh"
 
 // Y = LN(X) * gamma + beta; mean and rstd of each row kept for the backward.
@@ -131,6 +133,69 @@ extern "C" __global__ void GPUNN_NAME(residual_act_bwd_bf16)(
     const real* S, const real* dA, int act, real* dZ, unsigned short* dZh, long long n) {
     GPUNN_GRID_STRIDE(i, n) {
         real d = dA[i] * gpunn_activation_grad(S[i], act);
+        dZ[i] = d;
+        dZh[i] = gpunn_bf16_bits((float)d);
+    }
+}
+
+// A = R + f(Z + b) * m: dropout on the residual branch before the add (PyTorch's
+// x + dropout(f(...)) in a pre-norm block), m = scale where the mask of (seed, layer, ctrl[T],
+// offset + i) keeps the element, else 0, as bias_act_fwd_drop draws it; Z keeps what
+// residual_act_bwd_drop reads, as bias_act_residual.
+// sizes: b[n_cols] ctrl[8]
+extern "C" __global__ void GPUNN_NAME(bias_act_residual_drop)(
+    const real* b, const real* R, long long n_cols, int act, const long long* ctrl,
+    long long seed, int layer, long long offset, long long drop_below, real scale, real* Z,
+    real* A, long long n) {
+    unsigned long long key = gpunn_dropout_key(seed, layer, ctrl[GPUNN_CTRL_T]);
+    GPUNN_GRID_STRIDE(i, n) {
+        real z = Z[i] + b[i % n_cols];
+        real f = gpunn_activate(z, act);
+        Z[i] = act >= ACT_FROM_Z_BEGIN ? z : f;
+        A[i] = R[i] + f * gpunn_dropout_factor(key, offset + i, drop_below, scale);
+    }
+}
+
+// bias_act_residual_drop that also writes the bfloat16 bits of A into Ah (float32 only).
+// sizes: b[n_cols] ctrl[8]
+extern "C" __global__ void GPUNN_NAME(bias_act_residual_drop_bf16)(
+    const real* b, const real* R, long long n_cols, int act, const long long* ctrl,
+    long long seed, int layer, long long offset, long long drop_below, real scale, real* Z,
+    real* A, unsigned short* Ah, long long n) {
+    unsigned long long key = gpunn_dropout_key(seed, layer, ctrl[GPUNN_CTRL_T]);
+    GPUNN_GRID_STRIDE(i, n) {
+        real z = Z[i] + b[i % n_cols];
+        real f = gpunn_activate(z, act);
+        real a = R[i] + f * gpunn_dropout_factor(key, offset + i, drop_below, scale);
+        Z[i] = act >= ACT_FROM_Z_BEGIN ? z : f;
+        A[i] = a;
+        Ah[i] = gpunn_bf16_bits((float)a);
+    }
+}
+
+// The branch's backward of bias_act_residual_drop: dZ = (dA * m) * f'(S), the mask recomputed;
+// dA kept (the residual connection passes it on).
+// sizes: ctrl[8]
+extern "C" __global__ void GPUNN_NAME(residual_act_bwd_drop)(
+    const real* S, const real* dA, int act, const long long* ctrl, long long seed, int layer,
+    long long offset, long long drop_below, real scale, real* dZ, long long n) {
+    unsigned long long key = gpunn_dropout_key(seed, layer, ctrl[GPUNN_CTRL_T]);
+    GPUNN_GRID_STRIDE(i, n) {
+        real m = gpunn_dropout_factor(key, offset + i, drop_below, scale);
+        dZ[i] = dA[i] * m * gpunn_activation_grad(S[i], act);
+    }
+}
+
+// residual_act_bwd_drop that also writes the bfloat16 bits of dZ into dZh (float32 only).
+// sizes: ctrl[8]
+extern "C" __global__ void GPUNN_NAME(residual_act_bwd_drop_bf16)(
+    const real* S, const real* dA, int act, const long long* ctrl, long long seed, int layer,
+    long long offset, long long drop_below, real scale, real* dZ, unsigned short* dZh,
+    long long n) {
+    unsigned long long key = gpunn_dropout_key(seed, layer, ctrl[GPUNN_CTRL_T]);
+    GPUNN_GRID_STRIDE(i, n) {
+        real m = gpunn_dropout_factor(key, offset + i, drop_below, scale);
+        real d = dA[i] * m * gpunn_activation_grad(S[i], act);
         dZ[i] = d;
         dZh[i] = gpunn_bf16_bits((float)d);
     }

@@ -10,8 +10,16 @@ import math
 
 from numba import njit, prange
 
-from .activations import FROM_Z_BEGIN, activate, activation_grad
+from .activations import (
+    CTRL_T,
+    FROM_Z_BEGIN,
+    act_bwd_block,
+    activate,
+    activation_grad,
+    bias_act_row,
+)
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
+from .counter_rng import apply_dropout, apply_dropout_into, dropout_key
 from .precision import bf16_bits
 
 
@@ -169,6 +177,71 @@ def bias_act_residual_bf16(b, R, n_cols, act, Z, A, Ah):
             Z[start + j] = z if act >= FROM_Z_BEGIN else f
             A[start + j] = a
             Ah[start + j] = bf16_bits(a)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _residual_drop_row(b, R, act, key, first, drop_below, scale, Z, A):
+    """One row of bias_act_residual_drop: f(z) * m into A (as bias_act_fwd_drop's row), then
+    A += R; R + (f m) rounds as the CUDA kernel's R[i] + f * m."""
+    if act >= FROM_Z_BEGIN:
+        for j in range(Z.size):
+            z = Z[j] + b[j]
+            Z[j] = z
+            A[j] = activate(z, act)
+        apply_dropout(key, first, drop_below, scale, A)
+    else:
+        bias_act_row(b, act, Z)
+        apply_dropout_into(key, first, drop_below, scale, Z, A)
+    for j in range(A.size):
+        A[j] = R[j] + A[j]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_residual_drop(b, R, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z,
+                           A):
+    """A = R + f(Z + b) * m (dropout on the residual branch, the mask of bias_act_fwd_drop);
+    Z keeps z (codes from FROM_Z_BEGIN on) or f(z), as residual_act_bwd_drop reads."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for row in prange(Z.size // n_cols):
+        lo, hi = row * n_cols, (row + 1) * n_cols
+        _residual_drop_row(b, R[lo:hi], act, key, offset + lo, drop_below, scale, Z[lo:hi],
+                           A[lo:hi])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_act_residual_drop_bf16(b, R, n_cols, act, ctrl, seed, layer, offset, drop_below, scale,
+                                Z, A, Ah):
+    """bias_act_residual_drop, also writing the bfloat16 bits of A into Ah (float32 only)."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for row in prange(Z.size // n_cols):
+        lo, hi = row * n_cols, (row + 1) * n_cols
+        _residual_drop_row(b, R[lo:hi], act, key, offset + lo, drop_below, scale, Z[lo:hi],
+                           A[lo:hi])
+        for j in range(lo, hi):
+            Ah[j] = bf16_bits(A[j])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def residual_act_bwd_drop(S, dA, act, ctrl, seed, layer, offset, drop_below, scale, dZ):
+    """dZ = (dA * m) * f'(S), the mask of bias_act_residual_drop recomputed; dA kept."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        apply_dropout_into(key, offset + lo, drop_below, scale, dA[lo:hi], dZ[lo:hi])
+        act_bwd_block(S[lo:hi], act, dZ[lo:hi])
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def residual_act_bwd_drop_bf16(S, dA, act, ctrl, seed, layer, offset, drop_below, scale, dZ,
+                               dZh):
+    """residual_act_bwd_drop, also writing the bfloat16 bits of dZ into dZh (float32 only)."""
+    key = dropout_key(seed, layer, ctrl[CTRL_T])
+    for block in prange(n_blocks(dZ.size)):
+        lo, hi = block_bounds(block, dZ.size)
+        apply_dropout_into(key, offset + lo, drop_below, scale, dA[lo:hi], dZ[lo:hi])
+        act_bwd_block(S[lo:hi], act, dZ[lo:hi])
+        for i in range(lo, hi):
+            dZh[i] = bf16_bits(dZ[i])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")

@@ -271,9 +271,27 @@ def _act_bwd_drop(act, variant="half", bf16=False):
     return make
 
 
+def _residual_drop(act, variant="half", bf16=False):
+    def make(inp, rows, cols):
+        b, R, n_cols, code, Z, A, *half = _bias_act_residual(act, bf16)(inp, rows, cols)
+        return (b, R, n_cols, code, *_drop_scalars(inp, variant), Z, A, *half)
+
+    return make
+
+
+def _residual_bwd_drop(act, variant="half", bf16=False):
+    def make(inp, rows, cols):
+        S, dA, code, dZ, *half = _residual_act_bwd(act, bf16)(inp, rows, cols)
+        return (S, dA, code, *_drop_scalars(inp, variant), dZ, *half)
+
+    return make
+
+
 def _dropout_cases():
     rows = []
-    for kernel, make in (("bias_act_fwd_drop", _bias_act_drop), ("act_bwd_drop", _act_bwd_drop)):
+    for kernel, make in (("bias_act_fwd_drop", _bias_act_drop), ("act_bwd_drop", _act_bwd_drop),
+                         ("bias_act_residual_drop", _residual_drop),
+                         ("residual_act_bwd_drop", _residual_bwd_drop)):
         rows += [KernelCase(kernel, act, make(act)) for act in ACT]
         rows += [KernelCase(kernel, f"relu-{v}", make("relu", v)) for v in DROPOUT_VARIANTS
                  if v != "half"]

@@ -272,6 +272,34 @@ def act_bwd_drop_bf16(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ, 
     return {"dZ": out, "dZh": out}
 
 
+def bias_act_residual_drop(b, R, n_cols, act, ctrl, seed, layer, offset, drop_below, scale, Z,
+                           A=None):
+    """A = R + f(Z + b) * m; Z keeps what bias_act_residual keeps."""
+    out = bias_act_residual(b, np.zeros(np.shape(Z)), n_cols, act, Z)
+    m = _dropout_factor(ctrl, seed, layer, offset, drop_below, scale, np.size(Z))
+    return {"Z": out["Z"], "A": _f64(R) + out["A"] * m.reshape(np.shape(Z))}
+
+
+def bias_act_residual_drop_bf16(b, R, n_cols, act, ctrl, seed, layer, offset, drop_below, scale,
+                                Z, A=None, Ah=None):
+    """bias_act_residual_drop; Ah = A (compared within a bfloat16 ulp)."""
+    out = bias_act_residual_drop(b, R, n_cols, act, ctrl, seed, layer, offset, drop_below,
+                                 scale, Z)
+    return {**out, "Ah": out["A"]}
+
+
+def residual_act_bwd_drop(S, dA, act, ctrl, seed, layer, offset, drop_below, scale, dZ=None):
+    """dZ = dA * m * f'(z), m as bias_act_residual_drop's."""
+    return {"dZ": act_bwd_drop(S, act, ctrl, seed, layer, offset, drop_below, scale, dA)["dZ"]}
+
+
+def residual_act_bwd_drop_bf16(S, dA, act, ctrl, seed, layer, offset, drop_below, scale,
+                               dZ=None, dZh=None):
+    """residual_act_bwd_drop; dZh = dZ (compared within a bfloat16 ulp)."""
+    out = residual_act_bwd_drop(S, dA, act, ctrl, seed, layer, offset, drop_below, scale)["dZ"]
+    return {"dZ": out, "dZh": out}
+
+
 # --- losses ------------------------------------------------------------------------------
 
 def _row_weights(W, shape):

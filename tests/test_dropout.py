@@ -221,6 +221,37 @@ def test_torch_export_has_dropout_modules_and_round_trips(tmp_path):
                                               nn.Linear(4, 2)))
 
 
+def test_torch_export_drops_a_residual_blocks_branch_and_round_trips():
+    torch = pytest.importorskip("torch")
+    X, _ = small_data()
+    model = gpunn.MLP([6, 8, 8, 8, 3], activation="relu", output="softmax", dropout=0.4,
+                      seed=2, norm="layer", residual=True)
+    module = gpunn.export.to_torch(model)
+    kinds = [type(child).__name__ for child in module]
+    assert kinds == ["Linear", "ReLU", "Dropout", "PreNormBlock", "PreNormBlock",
+                     "PreNormBlock"]
+    assert [getattr(block.drop, "p", None) for block in list(module)[3:]] == [0.4, 0.4, None]
+    with torch.no_grad():
+        logits = module.eval()(torch.from_numpy(X)).numpy()
+        # training mode drops the branch only: the stream x passes whole
+        x = torch.from_numpy(np.random.default_rng(0).normal(size=(4000, 8)).astype(np.float32))
+        branch = module[3].eval()(x) - x
+        dropped = module[3].train()(x) - x
+        module.eval()
+    live = branch != 0
+    assert live.float().mean() > 0.3
+    ratio = dropped[live] / branch[live]
+    assert bool(((ratio == 0) | ((ratio - 1 / 0.6).abs() < 1e-3)).all())
+    assert abs((ratio == 0).float().mean().item() - 0.4) < 0.05
+    ref.assert_close(logits, model.backend.to_numpy(model.forward(X)), np.float32)
+    back = gpunn.export.from_torch(module.eval(), output="softmax")
+    assert [layer.dropout for layer in back.layers] == [0.4, 0.4, 0.4, 0.0]
+    assert [layer.residual for layer in back.layers] == [False, True, True, False]
+    with pytest.raises(TypeError, match="cannot represent Dropout here"):
+        gpunn.export.from_torch(torch.nn.Sequential(*list(module)[:4], torch.nn.Dropout(0.1),
+                                                    module[5]))
+
+
 def test_onnx_export_is_the_inference_identity(tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -259,19 +290,25 @@ def test_cli_dropout(capsys, tmp_path):
     assert "--dropout: expected a finite number in [0.0, 1.0), got 1.0" in capsys.readouterr().err
 
 
-def test_bf16_training_drops_the_same_units_as_fp32(backend):
-    """precision="bf16" runs the bf16 forms of the dropout kernels: the same masks, so its
-    dropped loss and gradient are fp32's up to bfloat16 rounding (other masks: far off)."""
+@pytest.mark.parametrize("sizes, blocks", [([6, 32, 16, 3], {}),
+                                           ([6, 16, 16, 16, 3], {"norm": "layer",
+                                                                 "residual": True})],
+                         ids=["plain", "residual"])
+def test_bf16_training_drops_the_same_units_as_fp32(backend, sizes, blocks):
+    """precision="bf16" runs the bf16 forms of the dropout kernels (residual blocks' too):
+    the same masks, so its dropped loss and gradient are fp32's up to bfloat16 rounding
+    (other masks: far off)."""
     X, y = small_data()
     grads = {}
     for precision in ("fp32", "bf16"):
-        model = gpunn.MLP([6, 32, 16, 3], activation="gelu", output="softmax", dropout=0.5,
-                          seed=4, precision=precision)
+        model = gpunn.MLP(sizes, activation="gelu", output="softmax", dropout=0.5,
+                          seed=4, precision=precision, **blocks)
         loss = model.loss_and_grad(X, y, dropout_update=7)
         grads[precision] = (loss, backend.to_numpy(model.flat_grads).copy())
     (loss32, g32), (loss16, g16) = grads["fp32"], grads["bf16"]
     assert abs(loss16 - loss32) < 5e-3 * abs(loss32)
     assert np.linalg.norm(g16 - g32) < 2e-2 * np.linalg.norm(g32)
-    other = gpunn.MLP([6, 32, 16, 3], activation="gelu", output="softmax", dropout=0.5, seed=4)
+    other = gpunn.MLP(sizes, activation="gelu", output="softmax", dropout=0.5, seed=4,
+                      **blocks)
     other.loss_and_grad(X, y, dropout_update=8)
     assert np.linalg.norm(backend.to_numpy(other.flat_grads) - g32) > 0.1 * np.linalg.norm(g32)

@@ -54,7 +54,7 @@ def to_torch(model, probabilities=False):
             modules.append(_block(torch, model, layer, linear, act, dtype))
         else:
             modules += [linear] + ([] if act is None else [act])
-        if layer.dropout:
+        if layer.dropout and not layer.residual:  # a residual block drops inside, before the add
             modules.append(torch.nn.Dropout(layer.dropout))
     if probabilities:
         modules.append(torch.nn.Sigmoid() if model.output == "sigmoid"
@@ -70,7 +70,8 @@ def _block(torch, model, layer, linear, act, dtype):
         with torch.no_grad():
             for param, values in zip((norm.weight, norm.bias), norm_params(model, layer)):
                 param.copy_(torch.from_numpy(np.ascontiguousarray(values)))
-    return pre_norm_block_class()(linear, norm, act, layer.residual)
+    dropout = layer.dropout if layer.residual else 0.0
+    return pre_norm_block_class()(linear, norm, act, layer.residual, dropout)
 
 
 @functools.cache
@@ -79,13 +80,15 @@ def pre_norm_block_class():
     torch = require("torch", "torch", "PreNormBlock")
 
     class PreNormBlock(torch.nn.Module):
-        """gpunn's ``Dense(norm=..., residual=...)``: ``[x +] act(linear(norm(x)))``, with
-        ``norm`` an ``nn.LayerNorm`` or None and ``act`` a module or None."""
+        """gpunn's ``Dense(norm=..., residual=...)``: ``[x +] drop(act(linear(norm(x))))``,
+        with ``norm`` an ``nn.LayerNorm`` or None, ``act`` a module or None and ``drop`` an
+        ``nn.Dropout(dropout)`` on the branch (None for 0)."""
 
-        def __init__(self, linear, norm=None, act=None, residual=False):
+        def __init__(self, linear, norm=None, act=None, residual=False, dropout=0.0):
             super().__init__()
             self.norm, self.linear, self.act = norm, linear, act
             self.residual = bool(residual)
+            self.drop = torch.nn.Dropout(dropout) if dropout else None
 
         def extra_repr(self):
             return f"residual={self.residual}"
@@ -93,6 +96,9 @@ def pre_norm_block_class():
         def forward(self, x):
             h = self.linear(x if self.norm is None else self.norm(x))
             h = h if self.act is None else self.act(h)
+            # Blocks pickled before dropout existed have no ``drop``.
+            drop = getattr(self, "drop", None)
+            h = h if drop is None else drop(h)
             return x + h if self.residual else h
 
     PreNormBlock.__module__, PreNormBlock.__qualname__ = "gpunn.export", "PreNormBlock"
@@ -212,9 +218,15 @@ def _torch_layers(torch, children):
     for name, child in children:
         kind = type(child).__name__
         if type(child) is pre_norm_block_class():
-            specs.append(_block_spec(torch, name, child, names) + [0.0])
+            drop = getattr(child, "drop", None)
+            if drop is not None and type(drop) is not torch.nn.Dropout:
+                raise TypeError(f"{name}.drop: gpunn cannot represent {type(drop).__name__}: "
+                                "expected torch.nn.Dropout or None")
+            specs.append(_block_spec(torch, name, child, names)
+                         + [0.0 if drop is None else drop.p])
             precisions.add(getattr(child.linear, "precision", "fp32"))
-            after_linear, droppable = False, True
+            # After a residual block a Dropout would drop the stream: gpunn drops the branch.
+            after_linear, droppable = False, drop is None and not child.residual
         elif isinstance(child, torch.nn.Linear):
             if type(child).forward not in (torch.nn.Linear.forward,
                                            rounded_linear_class().forward):
