@@ -9,9 +9,12 @@ Trains, with the same optimizer, batch, data and number of epochs:
 
 Test accuracy (MNIST's 10000 test images) after every epoch is written, with the machine,
 thread count and commit, to ``benchmarks/results/deep_mlp.md`` (and printed). Accuracy, not
-speed, is measured, so the models run one after another in this process.
+speed, is measured, so the models run one after another in this process. Every model gets the
+same recipe: a constant rate, or (``--schedule warmup-cosine``) one epoch of linear warm-up then
+cosine decay to 0, per step.
 
     python benchmarks/deep_mlp.py [--epochs 5] [--train-rows 60000] [--lr 1e-3]
+        [--schedule constant|warmup-cosine] [--seed 0] [--models 2-relu,...]
 """
 
 import argparse
@@ -51,8 +54,19 @@ def _train(data, hidden, activation, kwargs, args):
     start = time.perf_counter()
     history = gpunn.fit(model, X_train, y_train, optimizer="adam", lr=args.lr,
                         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                        schedule=_schedule(args, X_train.shape[0]),
                         validation_data=(X_test, y_test), progress=False)
     return history, time.perf_counter() - start
+
+
+def _schedule(args, rows):
+    """None (constant lr), or one epoch of linear warm-up then cosine decay to 0, per step."""
+    if args.schedule == "constant":
+        return None
+    steps = -(-rows // args.batch_size)
+    total = steps * args.epochs
+    return gpunn.schedules.Warmup(steps, after=gpunn.schedules.Cosine(total - steps, per="step"),
+                                  per="step")
 
 
 def _commit():
@@ -70,6 +84,9 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", choices=("constant", "warmup-cosine"), default="constant",
+                        help="the same for every model: constant lr, or 1 epoch of linear "
+                             "warm-up then cosine decay to 0 (per step)")
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated names from MODELS")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "deep_mlp.md"))
@@ -85,7 +102,7 @@ def main():
         print(rows[-1], flush=True)
     header = [
         f"# Deep MLP on MNIST ({args.train_rows} training rows, {args.epochs} epochs, Adam lr "
-        f"{args.lr}, batch {args.batch_size}, seed {args.seed})", "",
+        f"{args.lr} {args.schedule}, batch {args.batch_size}, seed {args.seed})", "",
         f"commit {_commit()}, {platform.machine()} {platform.processor() or ''}, "
         f"{os.cpu_count()} CPUs, backend {gpunn.get_backend().name}", "",
         "| model | test accuracy after each epoch | best | last training loss | seconds |",
