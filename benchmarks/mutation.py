@@ -12,10 +12,12 @@ the tree. One worker, niced: the machine is shared. ``--sample N`` runs N mutant
 per module and the survivors' names; ``mutmut show NAME`` in the workdir gives a diff.
 
 The Numba twins (set ``twins``) run as Python: mutmut wraps each function in a trampoline that
-``@njit`` cannot compile, so the set runs with ``NUMBA_DISABLE_JIT=1`` (``njit`` is then the
-identity and ``prange`` is ``range``) from a copy whose ``kernels/`` sits at ``gpunn/kernels``
-(where mutmut's copy of the package finds it). The tests compare each twin with its float64
-reference on small shapes, so a mutant of the per-element math or the indexing fails them.
+``@njit`` cannot compile, and mutates no decorated function, so the set runs with
+``NUMBA_DISABLE_JIT=1`` (``njit`` is then the identity and ``prange`` is ``range``) from a copy
+whose ``kernels/`` sits at ``gpunn/kernels`` (where mutmut's copy of the package finds it),
+the ``@njit(...)`` lines of the twin files removed there. The tests compare each twin with its
+float64 reference on small shapes, so a mutant of the per-element math or the indexing fails
+them.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import fnmatch
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -60,16 +63,20 @@ SETS = {
                     "--deselect", "tests/test_sklearn_state.py::"
                     "test_the_convergence_warning_names_max_iter_and_points_at_the_caller"], {}),
     "step": (["gpunn/step.py"],
-             ["tests/test_step.py", "tests/test_resume.py", "tests/test_schedules_fit.py",
-              "tests/test_divergence_honest.py"], {}),
+             ["tests/test_step.py", "tests/test_resume.py", "tests/test_resume_checks.py",
+              "tests/test_schedules_fit.py", "tests/test_divergence_honest.py",
+              "tests/test_weights.py"], {}),
     "twins": ([f"gpunn/kernels/{name}.py" for name in TWINS],
-              ["tests/test_kernels.py", "-k", "cpu"], {"NUMBA_DISABLE_JIT": "1"}),
+              ["tests/test_kernels.py", "tests/test_twin_edges.py", "-k", "cpu or twin_edges"],
+              {"NUMBA_DISABLE_JIT": "1"}),
 }
 
 
-def copy_tree(workdir):
+def copy_tree(workdir, strip_njit=False):
     """The repository's files (tracked, and untracked ones not ignored) into ``workdir``,
-    with ``kernels/`` also at ``gpunn/kernels`` (the package's place once installed)."""
+    with ``kernels/`` also at ``gpunn/kernels`` (the package's place once installed);
+    ``strip_njit``: without the ``@njit(...)`` lines of the twin files there (mutmut mutates
+    no decorated function; under NUMBA_DISABLE_JIT=1 ``njit`` is the identity anyway)."""
     names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
     for name in filter(None, (n.decode() for n in names)):
@@ -79,6 +86,10 @@ def copy_tree(workdir):
                                               name.startswith("kernels/") else []):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
+    if strip_njit:
+        for name in TWINS:
+            path = workdir / "gpunn" / "kernels" / f"{name}.py"
+            path.write_text(re.sub(r"(?m)^@njit\(.*\)\n", "", path.read_text()))
 
 
 def mutmut_config(modules, tests):
@@ -114,7 +125,8 @@ def main(argv=None):
     workdir = args.workdir or Path(tempfile.gettempdir()) / "gpunn-mutation" / args.set
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
-    copy_tree(workdir)  # refreshed each time: mutmut re-mutates the files that changed
+    # refreshed each time: mutmut re-mutates the files that changed
+    copy_tree(workdir, strip_njit=env.get("NUMBA_DISABLE_JIT") == "1")
     with open(workdir / "setup.cfg", "a") as cfg:
         cfg.write(mutmut_config(modules, tests))
     mutmut = [str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "1"]
