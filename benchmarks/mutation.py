@@ -63,13 +63,20 @@ SETS = {
                     "--deselect", "tests/test_sklearn_state.py::"
                     "test_the_convergence_warning_names_max_iter_and_points_at_the_caller"], {}),
     "step": (["gpunn/step.py"],
-             ["tests/test_step.py", "tests/test_resume.py", "tests/test_resume_checks.py",
+             ["tests/test_step.py", "tests/test_step_checks.py", "tests/test_resume.py",
+              "tests/test_resume_checks.py",
               "tests/test_schedules_fit.py", "tests/test_divergence_honest.py",
               "tests/test_weights.py"], {}),
     "twins": ([f"gpunn/kernels/{name}.py" for name in TWINS],
               ["tests/test_kernels.py", "tests/test_twin_edges.py", "-k", "cpu or twin_edges"],
               {"NUMBA_DISABLE_JIT": "1"}),
 }
+
+
+# Sets whose mutants run in children of a fresh fork server, not of mutmut's own process: a
+# worker forked from the process that ran the step set's tests once hung on a lock (a futex
+# some thread of that process held when it forked).
+FORKSERVER = {"step": "forkserver"}
 
 
 def copy_tree(workdir, strip_njit=False):
@@ -92,9 +99,10 @@ def copy_tree(workdir, strip_njit=False):
             path.write_text(re.sub(r"(?m)^@njit\(.*\)\n", "", path.read_text()))
 
 
-def mutmut_config(modules, tests):
+def mutmut_config(modules, tests, isolation="fork"):
     """The ``[mutmut]`` section of the workdir's setup.cfg."""
-    lines = ["", "[mutmut]", "source_paths = gpunn", "only_mutate ="]
+    lines = ["", "[mutmut]", "source_paths = gpunn", f"process_isolation = {isolation}",
+             "only_mutate ="]
     lines += [f"    {m}" for m in modules]
     lines += ["pytest_add_cli_args ="] + [f"    {a}" for a in PYTEST_ARGS]
     lines += ["pytest_add_cli_args_test_selection ="]
@@ -128,7 +136,7 @@ def main(argv=None):
     # refreshed each time: mutmut re-mutates the files that changed
     copy_tree(workdir, strip_njit=env.get("NUMBA_DISABLE_JIT") == "1")
     with open(workdir / "setup.cfg", "a") as cfg:
-        cfg.write(mutmut_config(modules, tests))
+        cfg.write(mutmut_config(modules, tests, FORKSERVER.get(args.set, "fork")))
     mutmut = [str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "1"]
     env = dict(os.environ, **env, PYTHONPATH=str(workdir))
     names = args.only or []
