@@ -10,7 +10,9 @@ Each round runs one fresh process per variant, alternating which goes first. A p
 - ``forward`` / ``backward``: the activation kernels of one 1024 x 1024 relu layer:
   ``bias_act_fwd`` + ``act_bwd`` without dropout, ``bias_act_fwd_drop`` + ``act_bwd_drop``
   with it; ``forward_small`` / ``backward_small``: the same for 128 x 256 (a hidden layer of
-  the step).
+  the step); ``forward_residual`` / ``backward_residual``: a 128 x 256 residual block's branch
+  kernels, ``bias_act_residual`` + ``residual_act_bwd`` against their ``_drop`` forms (the
+  dropped forward writes what the plain one writes: x1.0 of its traffic; so does backward).
 
 Memory traffic per element (float32): ``bias_act_fwd`` reads and writes Z (8 bytes),
 ``bias_act_fwd_drop`` also writes A (12 bytes: x1.5); ``act_bwd`` and ``act_bwd_drop`` both read
@@ -43,6 +45,7 @@ def _median_time(function, repeats, calls):
 
 def child(variant):
     import numpy as np
+    from gpunn.kernels import kernel_specs
 
     import gpunn
     from gpunn.backends.cpu import CpuBackend
@@ -63,7 +66,28 @@ def child(variant):
             calls = max(10, 2**20 // (n_rows * n_cols) * 10)
             result["forward" + suffix] = _median_time(forward, 15, calls)
             result["backward" + suffix] = _median_time(backward, 15, calls)
+        if "bias_act_residual_drop" in kernel_specs():  # a checkout with residual dropout
+            forward, backward = _residual_kernels(be, rng, 128, 256, p)
+            forward(), backward()
+            result["forward_residual"] = _median_time(forward, 15, 320)
+            result["backward_residual"] = _median_time(backward, 15, 320)
     print(json.dumps(result))
+
+
+def _residual_kernels(be, rng, n_rows, n_cols, p):
+    """The branch kernels of one relu residual block (A = R + f(Z + b) [* m])."""
+    import numpy as np
+
+    n = n_rows * n_cols
+    b = rng.standard_normal(n_cols).astype(np.float32)
+    R, Z, A, dA, dZ = (rng.standard_normal(n).astype(np.float32) for _ in range(5))
+    relu = 2
+    if not p:
+        return (lambda: be.kernel("bias_act_residual", b, R, n_cols, relu, Z, A),
+                lambda: be.kernel("residual_act_bwd", Z, dA, relu, dZ))
+    drop = (np.zeros(8, np.int64), 1, 0, 0, int(round(p * 2**32)), 1.0 / (1.0 - p))
+    return (lambda: be.kernel("bias_act_residual_drop", b, R, n_cols, relu, *drop, Z, A),
+            lambda: be.kernel("residual_act_bwd_drop", Z, dA, relu, *drop, dZ))
 
 
 def _kernels(be, rng, n_rows, n_cols, p):

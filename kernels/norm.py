@@ -153,30 +153,37 @@ def layernorm_bwd_params(X, mean, rstd, dY, n_rows, dgamma, dbeta):
         _params_block(X, mean, rstd, dY, n_rows, n, lo, dgamma[lo:hi], dbeta[lo:hi])
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _residual_row(b, R, act, Z, A):
+    """One row of bias_act_residual: f(z) as bias_act_row (one vectorized loop per
+    activation; the generic activate per element did not vectorize), then A = R + f."""
+    if act >= FROM_Z_BEGIN:
+        for j in range(Z.size):
+            z = Z[j] + b[j]
+            Z[j] = z
+            A[j] = R[j] + activate(z, act)
+    else:
+        bias_act_row(b, act, Z)
+        for j in range(Z.size):
+            A[j] = R[j] + Z[j]
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def bias_act_residual(b, R, n_cols, act, Z, A):
     """A = R + f(Z + b); Z keeps z (codes from FROM_Z_BEGIN on) or f(z), as act_bwd reads."""
     for row in prange(Z.size // n_cols):
-        start = row * n_cols
-        for j in range(n_cols):
-            z = Z[start + j] + b[j]
-            f = activate(z, act)
-            Z[start + j] = z if act >= FROM_Z_BEGIN else f
-            A[start + j] = R[start + j] + f
+        lo, hi = row * n_cols, (row + 1) * n_cols
+        _residual_row(b, R[lo:hi], act, Z[lo:hi], A[lo:hi])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def bias_act_residual_bf16(b, R, n_cols, act, Z, A, Ah):
     """bias_act_residual, also writing the bfloat16 bits of A into Ah (float32 only)."""
     for row in prange(Z.size // n_cols):
-        start = row * n_cols
-        for j in range(n_cols):
-            z = Z[start + j] + b[j]
-            f = activate(z, act)
-            a = R[start + j] + f
-            Z[start + j] = z if act >= FROM_Z_BEGIN else f
-            A[start + j] = a
-            Ah[start + j] = bf16_bits(a)
+        lo, hi = row * n_cols, (row + 1) * n_cols
+        _residual_row(b, R[lo:hi], act, Z[lo:hi], A[lo:hi])
+        for j in range(lo, hi):
+            Ah[j] = bf16_bits(A[j])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
