@@ -266,3 +266,20 @@ def test_the_estimators_clip():
                                   ("clip_value", "x", TypeError)):
         with pytest.raises(error, match=keyword):
             GpunnClassifier(max_iter=1, **{keyword: value}).fit(X, y)
+
+
+def test_optimizers_saved_before_clipping_load_without_it():
+    """A pickle or state dict from before the option (no clip keys) means no clipping."""
+    from gpunn.optim import Adam
+
+    old = get_optimizer("adam", clip_norm=0.5).__getstate__()
+    del old["_clip"]
+    unpickled = Adam.__new__(Adam)
+    unpickled.__setstate__(old)
+    assert (unpickled.clip_norm, unpickled.clip_value) == (None, None)
+    state = get_optimizer("adam").state_dict()
+    for key in ("clip_norm", "clip_value"):
+        del state["hyperparameters"][key]
+    loaded = get_optimizer("adam", clip_norm=2.0, clip_value=1.0)
+    loaded.load_state_dict(state)
+    assert (loaded.clip_norm, loaded.clip_value) == (None, None)
