@@ -117,7 +117,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             or a streamed source of the same rows.
         loss: loss name or object; None is the default of ``model.output``.
         optimizer: a name (``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``)
-            or an optimizer object.
+            or an optimizer object; gradient clipping is one of its keywords, e.g.
+            ``Adam(clip_norm=1.0)`` (:mod:`gpunn.optim.clip`).
         lr: learning rate for a named optimizer; None takes its default.
         epochs: passes over the data in all (>= 1), counting those before ``resume_from``.
         batch_size: ``"auto"`` (:data:`DEFAULT_BATCH_SIZE` rows, or all rows when fewer;
