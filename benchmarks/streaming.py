@@ -67,6 +67,7 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
     import resource
 
     import gpunn
+    from gpunn.staging import chunk_bounds
 
     X = os.path.join(folder, "X.npy")
     y = np.load(os.path.join(folder, "y.npy"))
@@ -93,7 +94,8 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
     if kind == "limit":
         result.update(limit_headroom=headroom, mmap_whole_file=mapped, rss_before=before,
                       peak_rss=_status("VmHWM"), file_bytes=os.path.getsize(X),
-                      chunk_bytes=chunk_rows * SIZES[0] * 4, params=model.flat_params.nbytes)
+                      chunk_bytes=max(b - a for a, b in chunk_bounds(rows, chunk_rows))
+                      * SIZES[0] * 4, params=model.flat_params.nbytes)
     print(json.dumps(result))
 
 

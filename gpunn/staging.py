@@ -7,14 +7,18 @@ seeded random order (:func:`epoch_plan`, keyed by ``(seed, epoch)`` alone, so an
 any step of it can be replayed); batches are consecutive runs of that row stream and may
 straddle two chunks.
 
-The device holds two chunk slots (a ring). While the steps of one slot run, a single helper
-thread reads the next chunk from the source into host memory (converted to the model's dtype,
-targets converted by the loss, values checked), and the backend copies it into the other slot
-(:meth:`gpunn.backends.base.Backend.stage`): on CUDA from page-locked memory on a copy stream
-that first waits for the steps that last read that slot, and the steps that read the new
-chunk wait for its copy; on the CPU the thread reads straight into the slot. The recorded step
-is unchanged: it gathers its rows from the ring through the epoch's index array, which maps
-each position of the row stream to its ring row.
+The device holds a ring of rows (:class:`Stager`) that a chunk enters in visiting order, so
+stream position ``p`` is ring row ``p % ring_rows``. A single helper thread reads a chunk from
+the source a block at a time (converted to the model's dtype, targets converted by the loss,
+values checked) and writes each row at its place: on the CPU straight into the ring, which
+holds one chunk plus the rows of the previous chunk that a batch straddling the two still needs
+(a chunk's fill starts once the steps that read the rows it overwrites are done, and the steps
+of the new chunk wait for it); on CUDA into page-locked memory, copied into the ring
+(:meth:`gpunn.backends.base.Backend.stage`) on a copy stream that first waits for the steps
+that last read those rows, the steps that read the new chunk waiting for the copy; there the
+ring holds a chunk more, so the next chunk is read and copied while this one trains. The
+recorded step is unchanged: it gathers its rows from the ring through the index array
+``p % ring_rows``.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +33,8 @@ from gpunn.weights import batch_rescaled
 
 #: Bytes of input rows per chunk when ``chunk_rows`` is not given.
 DEFAULT_CHUNK_BYTES = 32 << 20
+#: Bytes of rows (all columns) the helper thread reads and converts at a time.
+BLOCK_BYTES = 1 << 20
 
 
 def chunk_bounds(n, chunk_rows):
@@ -104,76 +110,115 @@ def evaluate_rows(model, X, y, loss, batch_size, weights=None, argument="X"):
 
 
 class Stager:
-    """Two device slots of rows per column (``"X"``, ``"T"``, ...), filled chunk by chunk.
+    """A ring of ``ring_rows`` device rows per column (``"X"``, ``"T"``, ...), filled a chunk at
+    a time with its rows in visiting order, so stream position ``p`` is ring row
+    ``p % ring_rows``.
 
     Args:
         backend: the model's backend.
         columns: ``{name: (fill, row_shape, dtype)}``; ``fill(out, start, stop)`` writes the
             converted host rows ``start:stop`` into ``out`` (on the helper thread).
         bounds: the chunks' ``(start, stop)``.
+        batch: rows of a (global) batch.
+
+    The ring holds a chunk, the rows of the previous one that a batch straddling the two
+    still needs (``most + batch - 1`` rows, ``most`` the largest chunk) and rows that a chunk's
+    fill may write while the steps before it run: where host memory is the device's (the CPU:
+    the helper thread writes into the ring) an eighth of a chunk or a batch, whichever is
+    more (reading is far cheaper than training on the rows read); elsewhere (CUDA) one chunk,
+    so that the next chunk is read and copied while this one trains.
     """
 
-    def __init__(self, backend, columns, bounds):
+    def __init__(self, backend, columns, bounds, batch):
         self.backend, self.bounds = backend, bounds
-        self.slot_rows = max(stop - start for start, stop in bounds)
-        slots = min(2, len(bounds))
-        self.device = {name: backend.zeros((slots * self.slot_rows, *shape), dtype)
+        most = max(stop - start for start, stop in bounds)
+        probe = np.empty(0)
+        self.direct = backend.staging_buffer(probe) is probe
+        ahead = max(batch, most // 8) if self.direct else most  # rows read while training
+        self.ring_rows = min(bounds[-1][1], most + batch - 1 + ahead)
+        self.device = {name: backend.zeros((self.ring_rows, *shape), dtype)
                        for name, (_, shape, dtype) in columns.items()}
         self._fill_rows = {name: column[0] for name, column in columns.items()}
-        self._host = [{name: backend.staging_buffer(self._slot(name, s)) for name in columns}
-                      for s in range(slots)]
+        self._host = [] if self.direct else [
+            {name: backend.staging_buffer(self.device[name][:most]) for name in columns}
+            for _ in range(2)]
+        width = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                    for _, shape, dtype in columns.values())
+        rows = max(1, min(most, BLOCK_BYTES // max(1, width)))
+        self._blocks = {name: np.empty((rows, *shape), dtype)
+                        for name, (_, shape, dtype) in columns.items()}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpunn-stage")
-        self._uploads = [None] * slots  # per slot: the token of its last copy
-        self._free = [None] * slots  # per slot: the token of the steps that last read it
-        self._chunks, self._pending = [], {}
+        self._uploads = [None, None]  # per host buffer: the token of its last copy
+        self._plan, self._next, self._pending = [], 0, {}
 
-    def _slot(self, name, s):
-        return self.device[name][s * self.slot_rows:(s + 1) * self.slot_rows]
-
-    def start(self, chunks, first=0):
-        """Begin visiting ``chunks`` (indices into ``bounds``) at position ``first``."""
+    def start(self, plan, first=0, allowed=0):
+        """Begin an epoch's ``plan`` (per visiting position: ``(chunk, perm, ring offset)``)
+        at position ``first``; the fills of positions before ``allowed`` may start now."""
         self.cancel()
-        self._chunks, self._released = list(chunks), first
-        for s in range(len(self._free)):
-            self._free[s] = self.backend.mark()  # the previous epoch's steps
-        for c in range(first, min(first + len(self._free), len(self._chunks))):
-            self._submit(c)
+        self._plan, self._next = plan, first
+        self.allow(allowed)
 
-    def _submit(self, c):
-        s = c % len(self._free)
-        self.backend.host_wait(self._uploads[s])  # its host buffer is read by that copy
-        start, stop = self.bounds[self._chunks[c]]
-        self._pending[c] = self._pool.submit(self._fill, self._host[s], start, stop)
+    def allow(self, upto):
+        """Positions before ``upto`` may be filled: the steps that read the ring rows they
+        overwrite are queued (their fills start now, their copies wait for those steps)."""
+        while self._next < min(upto, len(self._plan)):
+            self._submit(self._next, self.backend.mark())
+            self._next += 1
 
-    def _fill(self, host, start, stop):
-        for name, fill in self._fill_rows.items():
-            fill(host[name][:stop - start], start, stop)
+    def _submit(self, c, after):
+        j, perm, offset = self._plan[c]
+        start, stop = self.bounds[j]
+        if self.direct:
+            host, offset = self.device, offset
+        else:
+            if c - 2 in self._pending:  # its copy reads the same host buffer: queue it first
+                self.need(c - 2)
+            self.backend.host_wait(self._uploads[c % 2])
+            host, offset = self._host[c % 2], None
+        self._pending[c] = (self._pool.submit(self._fill, host, perm, offset, start, stop),
+                            after)
+
+    def _fill(self, host, perm, offset, start, stop):
+        """Rows ``start:stop`` into ``host`` at their visiting index (plus ``offset``, modulo
+        the ring, when ``host`` is the ring), a block of source rows at a time."""
+        m = stop - start
+        at = np.empty(m, np.int64)
+        at[perm] = np.arange(m)
+        if offset is not None:
+            at = (at + offset) % self.ring_rows
+        size = len(next(iter(self._blocks.values())))
+        for a in range(0, m, size):
+            b = min(a + size, m)
+            for name, fill in self._fill_rows.items():
+                block = self._blocks[name][:b - a]
+                fill(block, start + a, start + b)
+                host[name][at[a:b]] = block
 
     def need(self, c):
         """Wait until position ``c``'s rows are on the device (raises what reading raised)."""
-        future = self._pending.pop(c, None)
-        if future is None:
+        if c >= self._next:
+            raise RuntimeError(f"staging: position {c} is needed before its fill was allowed")
+        item = self._pending.pop(c, None)
+        if item is None:
             return
+        future, after = item
         future.result()
-        s = c % len(self._free)
-        m = self.bounds[self._chunks[c]][1] - self.bounds[self._chunks[c]][0]
-        for name in self.device:
-            token = self.backend.stage(self._slot(name, s)[:m], self._host[s][name][:m],
-                                       self._free[s])
-        self._uploads[s] = token
+        if self.direct:
+            return
+        j, _, offset = self._plan[c]
+        m = self.bounds[j][1] - self.bounds[j][0]
+        first = min(m, self.ring_rows - offset)  # the rest wraps to the ring's start
+        host, token = self._host[c % 2], None
+        for name, ring in self.device.items():
+            token = self.backend.stage(ring[offset:offset + first], host[name][:first], after)
+            if first < m:
+                token = self.backend.stage(ring[:m - first], host[name][first:m], after)
+        self._uploads[c % 2] = token
         self.backend.use_staged(token)
-
-    def release(self, upto):
-        """Positions before ``upto`` are read by no later step: refill their slots."""
-        while self._released < upto:
-            c, self._released = self._released, self._released + 1
-            self._free[c % len(self._free)] = self.backend.mark()
-            if c + len(self._free) < len(self._chunks):
-                self._submit(c + len(self._free))
 
     def cancel(self):
         """Drop reads in flight (an interrupted epoch)."""
-        for future in self._pending.values():
+        for future, _ in self._pending.values():
             future.cancel()
             if not future.cancelled():
                 future.exception()  # wait: its buffer must not be written later
@@ -225,12 +270,13 @@ class StreamStep(TrainStep):
         columns = {"X": (inputs, (model.n_in,), dtype), "T": (targets, T_shape, dtype)}
         if weights is not None:
             columns["W"] = (row_weights, (), dtype)
-        self.stager = Stager(model.backend, columns, bounds)
+        self.stager = Stager(model.backend, columns, bounds, global_batch)
         self.seed, self.chunks = seed, bounds
         super().__init__(model, loss, optimizer, self.stager.device["X"],
                          self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n,
                          weights=weights)
-        self._ring = np.zeros(n, np.int64)
+        # every epoch's ring index: stream position p is ring row p % ring_rows
+        model.backend.copy_from_host(self._order, np.arange(n) % self.stager.ring_rows)
         self.order = np.arange(n)  # the source rows' order; on the CPU _order was this array
         self._restored = None
 
@@ -238,26 +284,28 @@ class StreamStep(TrainStep):
         """Plan ``epoch`` (:func:`epoch_plan`; ``rng`` is not used) and start staging its
         chunks from the one that ``first_step`` begins in."""
         chunks, perms = epoch_plan(self.chunks, self.seed, epoch, shuffle)
-        slot_rows, slots = self.stager.slot_rows, len(self.stager._free)
-        at, ends = 0, []
-        for c, (j, perm) in enumerate(zip(chunks, perms)):
+        ring, batch = self.stager.ring_rows, self.global_batch
+        at, ends, plan, overwrites = 0, [], [], []
+        for j, perm in zip(chunks, perms):
             self.order[at:at + perm.size] = self.chunks[j][0] + perm
-            self._ring[at:at + perm.size] = (c % slots) * slot_rows + perm
+            plan.append((j, perm, at % ring))
             at += perm.size
             ends.append(at)
-        self.model.backend.copy_from_host(self._order, self._ring)
+            # the last step that reads a ring row this chunk's fill overwrites (-1: none)
+            overwrites.append(max(-1, (at - ring - 1) // batch))
         self._rescale_weights()
         self._ends = np.asarray(ends)
-        # each step's first and last chunk position
+        # each step's first and last chunk position; after step k, the fills that may start
         starts = np.array([b[0] for b in self.bounds])
         stops = np.array([b[1] for b in self.bounds]) - 1
         self._first = np.searchsorted(self._ends, starts, side="right")
         self._last = np.searchsorted(self._ends, stops, side="right")
+        self._allowed = np.searchsorted(overwrites, np.arange(-1, self.n_steps), side="right")
         restored, self._restored = self._restored, None
         if first_step and restored is not None and not np.array_equal(restored, self.order):
             raise ValueError(f"seed: expected the seed of the checkpoint's run (its row order "
                              f"of epoch {epoch} is not this seed's), got {self.seed}")
-        self.stager.start(chunks, int(self._first[first_step]))
+        self.stager.start(plan, int(self._first[first_step]), int(self._allowed[first_step]))
 
     def _weight_buffer(self, n):
         return self.stager.device["W"]
@@ -272,8 +320,7 @@ class StreamStep(TrainStep):
         self.stager.need(int(self._first[k]))
         self.stager.need(int(self._last[k]))
         super().run(k)
-        self.stager.release(int(self._first[k + 1]) if k + 1 < self.n_steps
-                            else len(self._ends))
+        self.stager.allow(int(self._allowed[k + 1]))
 
     def restore_order(self, order):
         """Check a saved row order (a permutation of the rows); the plan itself comes from the

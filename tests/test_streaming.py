@@ -133,7 +133,9 @@ def test_copies_go_through_pinned_buffers_on_the_emulated_device(data):
     X, y = data
     with gpunn.use_backend(backend):
         train(X, y, epochs=2, chunk_rows=70, seed=2)
-    assert backend._streams.copies == 2 * 2 * 4  # epochs x (X, T) x chunks
+    # 4 chunks of 75 rows in a ring of 2 * 75 + 32 - 1 = 181 rows, at stream offsets 0, 75,
+    # 150, 225: the third wraps past the ring's end (two copies), each epoch, for X and T.
+    assert backend._streams.copies == 2 * 2 * (4 + 1)
 
 
 def test_no_staging_thread_outlives_fit(data):
@@ -321,3 +323,35 @@ def test_finiteness_is_checked_in_blocks_past_the_first():
         bad[at] = value
         with pytest.raises(ValueError, match=r"X: expected finite values, got 1 NaN/inf"):
             check_finite("X", bad)
+
+
+@pytest.mark.parametrize("batch_size,chunk_rows", [(1, 70), (32, 300), (None, 70), (50, 75)],
+                         ids=["sgd", "one chunk", "full batch", "batch divides chunk"])
+def test_ring_edge_cases_train_like_in_memory(backend, data, batch_size, chunk_rows):
+    """The ring of one chunk plus a batch (the CPU) or two chunks plus a batch: batches of one
+    row, one chunk, one batch of all rows, batches that never straddle; unshuffled, the
+    in-memory bits."""
+    X, y = data
+    expected, _ = train(X, y, shuffle=False, batch_size=batch_size)
+    got, _ = train(X, y, shuffle=False, batch_size=batch_size, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_cpu_ring_holds_one_chunk_and_two_batches(data):
+    """On the CPU (host memory is the device's) the ring is a chunk plus the rows of the
+    previous chunk that a straddling batch needs plus the read-ahead (a batch, or an eighth of
+    a chunk); where copies overlap (CUDA), a chunk more."""
+    from host_build import emulated_backend
+
+    from gpunn.staging import StreamStep, stream_sources
+
+    X, y = data
+    for backend, ahead in (("cpu", 32), (emulated_backend(), 75)):
+        with gpunn.use_backend(backend):
+            model = gpunn.MLP([D, 8, K], output="softmax")
+        Xs, ys, loss, T_shape, _ = stream_sources(model, X, y, None)
+        step = StreamStep(model, loss, gpunn.optim.get_optimizer("adam"), Xs, ys, T_shape, 32,
+                          chunk_rows=70)
+        assert step.stager.ring_rows == 75 + 31 + ahead  # max(batch, 75 // 8) on the CPU
+        assert step.stager.device["X"].shape == (75 + 31 + ahead, D)
+        step.close()
