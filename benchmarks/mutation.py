@@ -120,17 +120,28 @@ def outcomes(workdir):
     return result
 
 
+def _positive(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set", choices=sorted(SETS))
-    parser.add_argument("--sample", type=int, help="mutants to run, drawn at random")
+    parser.add_argument("--sample", type=_positive, help="mutants to run, drawn at random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", help="mutant names (fnmatch patterns) to run")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--fresh", action="store_true", help="start from a new copy")
     args = parser.parse_args(argv)
     modules, tests, env = SETS[args.set]
-    workdir = args.workdir or Path(tempfile.gettempdir()) / "gpunn-mutation" / args.set
+    workdir = (args.workdir or Path(tempfile.gettempdir()) / "gpunn-mutation" / args.set).resolve()
+    if workdir == ROOT or ROOT in workdir.parents:
+        parser.error(f"--workdir: expected a folder outside the repository (mutmut writes its "
+                     f"mutants/ there), got {workdir}")
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
     # refreshed each time: mutmut re-mutates the files that changed
@@ -151,6 +162,8 @@ def main(argv=None):
         subprocess.run(["nice", "-n", "10", *mutmut, *names], cwd=workdir, env=env,
                        check=False, stdout=log, stderr=subprocess.STDOUT)
     found = outcomes(workdir)
+    if not found:
+        sys.exit(f"mutmut recorded no mutant: see {workdir / 'mutmut-run.log'}")
     ran = {n: o for n, o in found.items()
            if not names or any(fnmatch.fnmatch(n, p) for p in names)}
     by_module = Counter((n.split(".x")[0], o) for n, o in ran.items())
