@@ -66,7 +66,10 @@ SETS = {
              ["tests/test_step.py", "tests/test_step_checks.py", "tests/test_resume.py",
               "tests/test_resume_checks.py",
               "tests/test_schedules_fit.py", "tests/test_divergence_honest.py",
-              "tests/test_weights.py"], {}),
+              "tests/test_weights.py", "tests/test_dropout_training.py",
+              "tests/test_fit.py::test_a_training_step_allocates_nothing",
+              "--deselect", "tests/test_step_checks.py::"  # a warning's frame, as above
+              "test_the_old_batch_size_keyword_warns_at_the_caller_and_still_works"], {}),
     "twins": ([f"gpunn/kernels/{name}.py" for name in TWINS],
               ["tests/test_kernels.py", "tests/test_twin_edges.py", "-k", "cpu or twin_edges"],
               {"NUMBA_DISABLE_JIT": "1"}),

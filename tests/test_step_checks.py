@@ -39,3 +39,63 @@ def test_restore_order_takes_a_permutation():
     order = np.random.default_rng(1).permutation(10)
     step.restore_order(order)
     np.testing.assert_array_equal(step.order, order)
+
+
+def test_step_records_mean_only_the_applied_steps():
+    """Three steps of 4, 4 and 2 rows; the second was not applied (non-finite)."""
+    from gpunn.control import STEP_APPLIED, STEP_BAD_UPDATE, STEP_NONFINITE
+    from gpunn.step import StepRecords
+
+    records = StepRecords(totals=np.array([8.0, np.nan, 3.0]),
+                          status=np.array([STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE]),
+                          rows=np.array([4, 4, 2]), scale=lambda rows: 1.0 / rows)
+    assert records.mean(0) == 2.0 and records.mean(2) == 1.5
+    np.testing.assert_array_equal(records.means, [2.0, np.nan, 1.5])
+    assert records.applied_mean() == (8.0 + 3.0) / 6  # the rows of the applied steps
+    assert records.last_finite() == 0 and records.first([STEP_NONFINITE]) == 1
+    none_applied = StepRecords(totals=np.array([np.nan]), status=np.array([STEP_NONFINITE]),
+                               rows=np.array([4]), scale=lambda rows: 1.0 / rows)
+    assert np.isnan(none_applied.applied_mean()) and none_applied.last_finite() is None
+
+
+class FirstOfTwoRanks(gpunn.comm.SingleProcess):
+    """Rank 0 of 2 whose partner holds the same numbers: the sum doubles each array."""
+
+    rank, size = 0, 2
+
+    def allreduce_sum(self, array):
+        array *= 2
+        return array
+
+
+def test_a_rank_without_rows_in_the_last_batch_adds_nothing():
+    """10 rows in global batches of 3: the last batch has 1 row, which rank 1 takes; rank 0's
+    step adds a zero loss and a zero gradient (doubled: still zero; SGD then leaves the
+    parameters as they are)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 3)), rng.integers(0, 2, size=10)
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
+    Xd, T, loss = model.prepare(X, y)
+    step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, global_batch=3,
+                     comm=FirstOfTwoRanks())
+    step.begin_epoch([0.1] * step.n_steps)
+    for k in range(3):
+        step.run(k)
+    before = model.params.host()
+    step.run(3)
+    records = step.read()
+    assert records.totals[3] == 0 and np.all(records.totals[:3] > 0)
+    np.testing.assert_array_equal(model.params.host(), before)
+
+
+def test_the_old_batch_size_keyword_warns_at_the_caller_and_still_works():
+    rng = np.random.default_rng(0)
+    model = gpunn.MLP([3, 2], output="softmax", dtype="float64", seed=0)
+    Xd, T, loss = model.prepare(rng.normal(size=(6, 3)), rng.integers(0, 2, size=6))
+    with pytest.warns(DeprecationWarning) as caught:
+        step = TrainStep(model, loss, gpunn.SGD(lr=0.1), Xd, T, batch_size=4)
+    (warning,) = caught
+    assert str(warning.message) == ("TrainStep(batch_size=) is deprecated: it is the global "
+                                    "batch, TrainStep(global_batch=)")
+    assert warning.filename == __file__
+    assert step.global_batch == 4 and step.n_steps == 2
