@@ -99,3 +99,9 @@ def test_the_old_batch_size_keyword_warns_at_the_caller_and_still_works():
                                     "batch, TrainStep(global_batch=)")
     assert warning.filename == __file__
     assert step.global_batch == 4 and step.n_steps == 2
+
+
+def test_a_step_halts_after_a_nonfinite_step_unless_told_otherwise():
+    """The documented default (fit passes its on_nonfinite explicitly; direct users rely on
+    it): no update after a non-finite step until the host has read it."""
+    assert step_of_ten_rows().halt_on_nonfinite is True
