@@ -57,12 +57,11 @@ extern "C" __global__ void GPUNN_NAME(layernorm_bwd)(
     GPUNN_GRID_STRIDE(row, n / n_cols) {
         long long start = row * n_cols;
         real mu = mean[row], r = rstd[row];
-        real a = real(0), c = real(0);
-        for (long long j = 0; j < n_cols; ++j) {
-            real g = dY[start + j] * gamma[j];
-            a += g;
-            c += g * ((X[start + j] - mu) * r);
-        }
+        // Row sums in norm.cuh's lane order (gpunn_lane_sum), as the Numba twin adds them.
+        real a = gpunn_lane_sum(n_cols, [&](long long j) { return dY[start + j] * gamma[j]; });
+        real c = gpunn_lane_sum(n_cols, [&](long long j) {
+            return dY[start + j] * gamma[j] * ((X[start + j] - mu) * r);
+        });
         a = a / (real)n_cols;
         c = c / (real)n_cols;
         for (long long j = 0; j < n_cols; ++j) {

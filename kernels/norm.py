@@ -2,8 +2,9 @@
 connection of a Dense layer (``A = [A_prev +] f(LN(A_prev) @ W + b)``).
 
 Row kernels take one row per prange iteration (each writes only its row), the parameter
-gradients one column per iteration; sums run in the order the CUDA kernels use, so the host
-build and these twins give the same bits.
+gradients a block of columns per iteration; sums run in the order the CUDA kernels use (row
+sums in 8 interleaved lanes, norm.cuh's gpunn_lane_sum; column sums over the rows in order), so
+the host build and these twins give the same bits.
 """
 
 import math
@@ -38,19 +39,65 @@ def divide(a, b):
     return a / b
 
 
+# The terms lane_sum adds over a row: x, (x - mu)^2, dy * gamma, dy * gamma * xhat.
+SUM_X, SUM_SQ_DEV, SUM_GRAD, SUM_GRAD_XHAT = 0, 1, 2, 3
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def row_stats(X, start, n_cols, eps):
-    """Mean and rstd = 1 / sqrt(var + eps) of X[start:start + n_cols], two passes."""
-    t = X.dtype.type
-    s = t(0)
-    for j in range(n_cols):
-        s += X[start + j]
-    m = divide(s, t(n_cols))
-    q = t(0)
-    for j in range(n_cols):
-        d = X[start + j] - m
-        q += d * d
-    return m, rsqrt(divide(q, t(n_cols)) + eps)
+def _term(kind, j, x, gamma, dy, mu, r):
+    """Term ``j`` of a row sum of ``kind`` (a constant where inlined: the branch folds)."""
+    if kind == SUM_X:
+        return x[j]
+    if kind == SUM_SQ_DEV:
+        d = x[j] - mu
+        return d * d
+    if kind == SUM_GRAD:
+        return dy[j] * gamma[j]
+    return dy[j] * gamma[j] * ((x[j] - mu) * r)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def lane_sum(kind, x, gamma, dy, mu, r):
+    """The row sum of ``kind``'s terms in norm.cuh's gpunn_lane_sum order: lane k adds terms
+    k, k + 8, ... in order, then ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))."""
+    t = x.dtype.type
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = t(0)
+    n = x.size
+    whole = n - n % 8
+    for j in range(0, whole, 8):
+        s0 += _term(kind, j, x, gamma, dy, mu, r)
+        s1 += _term(kind, j + 1, x, gamma, dy, mu, r)
+        s2 += _term(kind, j + 2, x, gamma, dy, mu, r)
+        s3 += _term(kind, j + 3, x, gamma, dy, mu, r)
+        s4 += _term(kind, j + 4, x, gamma, dy, mu, r)
+        s5 += _term(kind, j + 5, x, gamma, dy, mu, r)
+        s6 += _term(kind, j + 6, x, gamma, dy, mu, r)
+        s7 += _term(kind, j + 7, x, gamma, dy, mu, r)
+    left = n - whole
+    if left > 0:
+        s0 += _term(kind, whole, x, gamma, dy, mu, r)
+    if left > 1:
+        s1 += _term(kind, whole + 1, x, gamma, dy, mu, r)
+    if left > 2:
+        s2 += _term(kind, whole + 2, x, gamma, dy, mu, r)
+    if left > 3:
+        s3 += _term(kind, whole + 3, x, gamma, dy, mu, r)
+    if left > 4:
+        s4 += _term(kind, whole + 4, x, gamma, dy, mu, r)
+    if left > 5:
+        s5 += _term(kind, whole + 5, x, gamma, dy, mu, r)
+    if left > 6:
+        s6 += _term(kind, whole + 6, x, gamma, dy, mu, r)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def row_stats(x, eps):
+    """Mean and rstd = 1 / sqrt(var + eps) of the row x, two passes (lane_sum's order)."""
+    t = x.dtype.type
+    m = divide(lane_sum(SUM_X, x, x, x, t(0), t(0)), t(x.size))
+    q = lane_sum(SUM_SQ_DEV, x, x, x, m, t(0))
+    return m, rsqrt(divide(q, t(x.size)) + eps)
 
 
 # Each row kernel's loops live in an inlined function of the row: written in the prange body,
@@ -60,7 +107,7 @@ def row_stats(X, start, n_cols, eps):
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def _fwd_row(x, gamma, beta, eps, y):
     """y = (x - mean) * rstd * gamma + beta over one row; returns mean and rstd."""
-    mu, r = row_stats(x, 0, x.size, eps)
+    mu, r = row_stats(x, eps)
     for j in range(x.size):
         y[j] = (x[j] - mu) * r * gamma[j] + beta[j]
     return mu, r
@@ -78,7 +125,7 @@ def layernorm_fwd(X, gamma, beta, n_cols, eps, mean, rstd, Y):
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def _fwd_bf16_row(x, gamma, beta, eps, yh):
     """_fwd_row writing the bfloat16 bits of y."""
-    mu, r = row_stats(x, 0, x.size, eps)
+    mu, r = row_stats(x, eps)
     for j in range(x.size):
         yh[j] = bf16_bits((x[j] - mu) * r * gamma[j] + beta[j])
     return mu, r
@@ -95,16 +142,10 @@ def layernorm_fwd_bf16(X, gamma, beta, n_cols, eps, mean, rstd, Yh):
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def _bwd_row(x, gamma, mu, r, dy, dr, residual, dx):
-    """dx = r (g - mean(g) - xhat mean(g xhat)) [+ dr] over one row, sums in column order."""
+    """dx = r (g - mean(g) - xhat mean(g xhat)) [+ dr] over one row (lane_sum's order)."""
     t = x.dtype.type
-    a = t(0)
-    c = t(0)
-    for j in range(x.size):
-        g = dy[j] * gamma[j]
-        a += g
-        c += g * ((x[j] - mu) * r)
-    a = divide(a, t(x.size))
-    c = divide(c, t(x.size))
+    a = divide(lane_sum(SUM_GRAD, x, gamma, dy, mu, r), t(x.size))
+    c = divide(lane_sum(SUM_GRAD_XHAT, x, gamma, dy, mu, r), t(x.size))
     if residual:
         for j in range(x.size):
             dx[j] = r * (dy[j] * gamma[j] - a - ((x[j] - mu) * r) * c) + dr[j]
