@@ -84,7 +84,7 @@ class FlatParams:
         self.dtype = np.dtype(dtype)
         self.master = backend.zeros(self.size, self.dtype)
         self.grads = backend.zeros(self.size, self.dtype)
-        self.work = backend.xp.zeros(self.size, np.uint16) if precision == "bf16" else None
+        self.work = backend.bf16_zeros(self.size) if precision == "bf16" else None
 
     def count_nonfinite(self):
         """How many parameters are NaN or inf (one reduction on the device)."""

@@ -10,7 +10,8 @@ class Workspace:
     """Named device arrays with a leading row dimension of ``capacity`` rows.
 
     ``rows(m)`` returns a dict of views ``array[:m]`` (C-contiguous, as row slices of C-ordered
-    arrays are), cached per ``m``, so a training step that asks again creates nothing.
+    arrays are; uint16 ones, bfloat16 bits, in the backend's layout: ``bf16_zeros``), cached per
+    ``m``, so a training step that asks again creates nothing.
 
     Args:
         backend: the backend whose ``xp`` allocates the arrays.
@@ -21,7 +22,10 @@ class Workspace:
     def __init__(self, backend, capacity, specs):
         self.capacity = int(capacity)
         self.specs = dict(specs)
-        self.arrays = {name: backend.xp.empty((self.capacity, *shape), dtype=np.dtype(dtype))
+        # uint16 buffers hold the bfloat16 bits of GEMM operands: the backend's layout of them.
+        self.arrays = {name: backend.bf16_zeros((self.capacity, *shape))
+                       if np.dtype(dtype) == np.uint16 else
+                       backend.xp.empty((self.capacity, *shape), dtype=np.dtype(dtype))
                        for name, (shape, dtype) in self.specs.items()}
         self._views = {}
 

@@ -13,7 +13,7 @@ from numba import njit, prange
 from . import activation_codes, header_codes
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .counter_rng import apply_dropout, apply_dropout_into, dropout_key
-from .precision import bf16_bits
+from .precision import bf16_store
 from .vecmath import exp_nonpositive, expm1_nonpositive
 
 ACTIVATIONS = activation_codes()  # parsed from activations.cuh
@@ -178,7 +178,7 @@ def bias_act_fwd_keep_bf16(b, n_cols, act, Z, A, Ah):
             a = activate(z, act)
             Z[start + j] = z
             A[start + j] = a
-            Ah[start + j] = bf16_bits(a)
+            bf16_store(Ah, start + j, a)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -196,15 +196,23 @@ def act_bwd(A, act, dZ):
         act_bwd_block(A[lo:hi], act, dZ[lo:hi])
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _bf16_row(a, ah):
+    for j in range(a.size):
+        bf16_store(ah, j, a[j])
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def bias_act_fwd_bf16(b, n_cols, act, Z, Zh):
-    """bias_act_fwd, also writing the bfloat16 bits of the output into Zh (float32 only)."""
+    """bias_act_fwd, also writing the bfloat16 bits of the output into Zh (float32 only).
+
+    Per row, bias_act_fwd's loop for the activation, then the rounding over the row while it
+    is in cache: a single loop calling ``activate`` per element did not vectorize.
+    """
     for row in prange(Z.size // n_cols):
-        start = row * n_cols
-        for j in range(n_cols):
-            a = activate(Z[start + j] + b[j], act)
-            Z[start + j] = a
-            Zh[start + j] = bf16_bits(a)
+        start, stop = row * n_cols, (row + 1) * n_cols
+        bias_act_row(b, act, Z[start:stop])
+        _bf16_row(Z[start:stop], Zh[start:stop])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -212,7 +220,7 @@ def _act_bwd_bf16_block(A, act, dZ, dZh):
     for i in range(dZ.size):
         d = dZ[i] * activation_grad(A[i], act)
         dZ[i] = d
-        dZh[i] = bf16_bits(d)
+        bf16_store(dZh, i, d)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -262,8 +270,7 @@ def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below
         start = row * n_cols
         _drop_fwd_row(b, act, key, offset + start, drop_below, scale,
                       Z[start:start + n_cols], A[start:start + n_cols])
-        for j in range(start, start + n_cols):
-            Ah[j] = bf16_bits(A[j])
+        _bf16_row(A[start:start + n_cols], Ah[start:start + n_cols])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -290,5 +297,4 @@ def act_bwd_drop_bf16(S, act, ctrl, seed, layer, offset, drop_below, scale, dZ, 
     for block in prange(n_blocks(dZ.size)):
         lo, hi = block_bounds(block, dZ.size)
         _act_bwd_drop_block(S[lo:hi], act, key, offset + lo, drop_below, scale, dZ[lo:hi])
-        for i in range(lo, hi):
-            dZh[i] = bf16_bits(dZ[i])
+        _bf16_row(dZ[lo:hi], dZh[lo:hi])

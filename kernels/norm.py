@@ -21,7 +21,7 @@ from .activations import (
 )
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
 from .counter_rng import apply_dropout, apply_dropout_into, dropout_key
-from .precision import bf16_bits
+from .precision import bf16_store
 
 
 @njit(cache=CACHE, fastmath=FASTMATH - {"arcp"}, error_model=ERROR_MODEL)
@@ -127,7 +127,7 @@ def _fwd_bf16_row(x, gamma, beta, eps, yh):
     """_fwd_row writing the bfloat16 bits of y."""
     mu, r = row_stats(x, eps)
     for j in range(x.size):
-        yh[j] = bf16_bits((x[j] - mu) * r * gamma[j] + beta[j])
+        bf16_store(yh, j, (x[j] - mu) * r * gamma[j] + beta[j])
     return mu, r
 
 
@@ -224,7 +224,7 @@ def bias_act_residual_bf16(b, R, n_cols, act, Z, A, Ah):
         lo, hi = row * n_cols, (row + 1) * n_cols
         _residual_row(b, R[lo:hi], act, Z[lo:hi], A[lo:hi])
         for j in range(lo, hi):
-            Ah[j] = bf16_bits(A[j])
+            bf16_store(Ah, j, A[j])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -266,7 +266,7 @@ def bias_act_residual_drop_bf16(b, R, n_cols, act, ctrl, seed, layer, offset, dr
         _residual_drop_row(b, R[lo:hi], act, key, offset + lo, drop_below, scale, Z[lo:hi],
                            A[lo:hi])
         for j in range(lo, hi):
-            Ah[j] = bf16_bits(A[j])
+            bf16_store(Ah, j, A[j])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -289,7 +289,7 @@ def residual_act_bwd_drop_bf16(S, dA, act, ctrl, seed, layer, offset, drop_below
         apply_dropout_into(key, offset + lo, drop_below, scale, dA[lo:hi], dZ[lo:hi])
         act_bwd_block(S[lo:hi], act, dZ[lo:hi])
         for i in range(lo, hi):
-            dZh[i] = bf16_bits(dZ[i])
+            bf16_store(dZh, i, dZ[i])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -311,7 +311,7 @@ def _residual_act_bwd_bf16_block(S, dA, act, dZ, dZh):
     for i in range(dZ.size):
         d = dA[i] * activation_grad(S[i], act)
         dZ[i] = d
-        dZh[i] = bf16_bits(d)
+        bf16_store(dZh, i, d)
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import CACHE, FASTMATH, block_bounds, n_blocks
-from .precision import bf16_bits
+from .precision import bf16_store
 from .step import CTRL_BAD, CTRL_BAD_UPDATE, CTRL_HALT, CTRL_K, CTRL_T
 
 
@@ -64,7 +64,7 @@ def _sgd_block(g, p, buf, w, lr, momentum, keep, weight_decay, nesterov, first, 
         pi = pi if ok else p[i]
         p[i] = pi
         if working:
-            w[i] = bf16_bits(pi)
+            bf16_store(w, i, pi)
         bad += 0 if ok else 1
     return bad
 
@@ -103,7 +103,7 @@ def _momentum_block(g, p, v, w, b, keep, scale, working):
         pi = pi if ok else p[i]
         p[i] = pi
         if working:
-            w[i] = bf16_bits(pi)
+            bf16_store(w, i, pi)
         bad += 0 if ok else 1
     return bad
 
@@ -143,7 +143,7 @@ def _rmsprop_block(g, p, v, w, lr, alpha, keep, eps, weight_decay, eps_in_sqrt, 
         pi = pi if ok else p[i]
         p[i] = pi
         if working:
-            w[i] = bf16_bits(pi)
+            bf16_store(w, i, pi)
         bad += 0 if ok else 1
     return bad
 
@@ -187,7 +187,7 @@ def _adam_block(g, p, m, v, w, keep_p, weight_decay, b1, b2, keep_m, keep_v, eps
         pi = pi if ok else p[i]
         p[i] = pi
         if working:
-            w[i] = bf16_bits(pi)
+            bf16_store(w, i, pi)
         bad += 0 if ok else 1
     return bad
 

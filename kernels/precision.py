@@ -3,12 +3,15 @@
 The arithmetic is on the bits (scalar ``view(np.uint32)``; array views inside a parallel loop
 are copies in Numba, so writes through them are lost), as in precision.cuh, so the twins agree
 with the CUDA kernels bit for bit. bfloat16 values are stored as their 16 bits (``uint16``),
-the layout cuBLAS reads as ``CUDA_R_16BF``. Float32 arrays only: the backend refuses float64
-for kernels with bfloat16 arguments.
+the layout cuBLAS reads as ``CUDA_R_16BF``, or, where the CPU backend keeps a bfloat16 operand
+in float32 storage for NumPy's BLAS (``CpuBackend.bf16_zeros``), as their float32 values: the
+same bits in the upper half, zeros below (:func:`bf16_store` writes either, by the array's
+dtype). Float32 arrays only: the backend refuses float64 for kernels with bfloat16 arguments.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .config import CACHE, block_bounds, n_blocks
 
@@ -55,15 +58,37 @@ def bf16_value(h):
     return np.uint32(np.uint32(h) << np.uint32(16)).view(np.float32)
 
 
+def bf16_store(out, i, x):
+    """``out[i]`` = the float32 ``x`` rounded to bfloat16: its bits in a ``uint16`` array, its
+    value (the same bits, zeros below) in a float32 one. For compiled twins only."""
+    raise NotImplementedError("bf16_store is called from Numba-compiled code only")
+
+
+@overload(bf16_store)
+def _bf16_store(out, i, x):
+    if not isinstance(out, types.Array):
+        return None
+    if out.dtype == types.uint16:
+        def store_bits(out, i, x):
+            out[i] = bf16_bits(x)
+        return store_bits
+    if out.dtype == types.float32:
+        def store_value(out, i, x):
+            out[i] = bf16_value(bf16_bits(x))
+        return store_value
+    return None
+
+
 @njit(cache=CACHE, inline="always")
 def _round_bf16_block(x, out):
     for i in range(out.size):
-        out[i] = bf16_bits(x[i])
+        bf16_store(out, i, x[i])
 
 
 @njit(parallel=True, cache=CACHE)
 def round_bf16(x, out):
-    """out[i] = bfloat16 bits of x[i], rounded to nearest even."""
+    """out[i] = bfloat16 bits of x[i], rounded to nearest even (or their value, for float32
+    ``out``: see :func:`bf16_store`)."""
     for block in prange(n_blocks(out.size)):
         lo, hi = block_bounds(block, out.size)
         _round_bf16_block(x[lo:hi], out[lo:hi])

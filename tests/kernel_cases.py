@@ -128,6 +128,24 @@ class KernelCase:
                      for p, a in zip(params, self.make(inputs, rows, cols)))
 
 
+def writes_bf16(kernel):
+    """Whether ``kernel`` writes bfloat16 bits (an ``unsigned short*`` output)."""
+    return any(p.kind == "out_u16" for p in kernel_specs()[kernel].params)
+
+
+def in_bf16_storage(backend, kernel, args):
+    """``args`` with each bfloat16 output moved into ``backend.bf16_zeros`` (same bits): on
+    the CPU the upper halves of float32 storage, which the twin writes as values."""
+    moved = []
+    for param, value in zip(kernel_specs()[kernel].params, args):
+        if param.kind == "out_u16":
+            bits = backend.bf16_zeros(value.shape)
+            bits[...] = backend.asarray(value)
+            value = bits
+        moved.append(value)
+    return tuple(moved)
+
+
 def _bias_act(act):
     def make(inp, rows, cols):
         return inp.normal(cols), cols, ACT[act], inp.normal((rows, cols), 3.0)

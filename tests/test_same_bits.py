@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from gpunn.kernels import kernel_specs
-from kernel_cases import CASES
+from kernel_cases import CASES, writes_bf16
 
 # Every kernel case (at a size of several fixed blocks plus a SIMD remainder), then short
 # trainings with each optimizer: the digest of every output array.
@@ -22,7 +22,7 @@ RUN_EVERY_KERNEL_AND_TRAIN = """
 import hashlib, json, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from kernel_cases import CASES, Inputs
+from kernel_cases import CASES, Inputs, in_bf16_storage, writes_bf16
 import gpunn
 from forced_threads import ForcedThreads
 from gpunn.backends.cpu import CpuBackend
@@ -38,6 +38,12 @@ for case in CASES:
         args = case.args(Inputs(np.random.default_rng(0), dtype), 37, 301)
         backend.kernel(case.kernel, *args)
         digests[f"{case.id}-{dtype.name}"] = digest([a for a in args if hasattr(a, "dtype")])
+        if writes_bf16(case.kernel) and dtype == np.float32:  # also into float32 storage
+            args = in_bf16_storage(backend, case.kernel,
+                                   case.args(Inputs(np.random.default_rng(0), dtype), 37, 301))
+            backend.kernel(case.kernel, *args)
+            digests[f"{case.id}-{dtype.name}-storage"] = digest(
+                [a for a in args if hasattr(a, "dtype")])
 rng = np.random.default_rng(0)
 X, y = rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, size=300)
 for optimizer, precision in (("adam", "fp32"), ("rmsprop", "fp32"), ("momentum", "fp32"),
@@ -83,12 +89,13 @@ def test_second_process_loads_every_twin_from_the_cache(cold_and_warm):
     loaded = Counter(re.findall(r"\[cache\] data loaded from '[^']*/(\w+)\.(\w+)-\d+\.py",
                                 log))
     assert saved == [], f"recompiled in a warm process: {saved}"
-    # One machine-code entry per twin and dtype it runs in (bfloat16 twins: float32 only), all
-    # from the cache.
+    # One machine-code entry per twin and dtype it runs in (bfloat16 twins: float32 only), and
+    # one more for a twin that writes bfloat16 bits into the CPU's float32 storage of them
+    # (CpuBackend.bf16_zeros), all from the cache.
     dtypes = {name: set() for name in kernel_specs()}
     for case in CASES:
         dtypes[case.kernel].update(case.dtypes)
-    assert loaded == Counter({(spec.module, name): len(dtypes[name])
+    assert loaded == Counter({(spec.module, name): len(dtypes[name]) + writes_bf16(name)
                               for name, spec in kernel_specs().items()})
     assert {case.kernel for case in CASES} == set(kernel_specs())
 
@@ -98,6 +105,17 @@ def test_compiled_and_cached_twins_give_the_same_bits(cold_and_warm):
     assert cold.keys() == warm.keys()
     differ = sorted(key for key in cold if cold[key] != warm[key])
     assert differ == [], f"cold and cached processes disagree on {differ}"
+
+
+def test_bf16_twins_write_the_same_bits_into_float32_storage(cold_and_warm):
+    """A twin writing into the CPU's float32 storage of bfloat16 operands leaves the same
+    bits (the storage's upper halves) as into uint16 arrays, in a cached process too."""
+    warm = digests(cold_and_warm[1])
+    stored = [key for key in warm if key.endswith("-storage")]
+    assert {key.split("-")[0] for key in stored} == {
+        name for name in kernel_specs() if writes_bf16(name)}
+    differ = sorted(key for key in stored if warm[key] != warm[key.removesuffix("-storage")])
+    assert differ == [], f"float32 storage and uint16 bits differ on {differ}"
 
 
 def test_every_kernel_and_training_give_the_same_bits_on_any_thread_count(cold_and_warm):

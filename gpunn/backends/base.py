@@ -111,6 +111,8 @@ class Backend:
         """
         if precision != "fp32":
             precision = check_operands(a, b, out, precision)
+        if precision == "bf16":  # operands kept as float32 values (bf16_zeros) need no widening
+            a, b = (x if (values := self._bf16_values(x)) is None else values for x in (a, b))
         if out is None:
             rows = 1 if a.ndim == 1 else a.shape[1 if trans_a else 0]
             shape = (b.shape[0 if trans_b else 1],) if a.ndim == 1 else None
@@ -123,10 +125,21 @@ class Backend:
         return out
 
     def _matmul(self, a, b, out, trans_a, trans_b, precision="fp32"):
-        if precision != "fp32":
+        if precision == "tf32" or precision == "bf16" and a.dtype == _UINT16:
             a = self._scratch_operand(a, "a", precision)
+        if precision == "tf32" or precision == "bf16" and b.dtype == _UINT16:
             b = self._scratch_operand(b, "b", precision)
         self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+    def bf16_zeros(self, shape):
+        """Zero bfloat16 bits (uint16) of ``shape``, for operands of the bf16 GEMMs: a working
+        copy or a buffer the kernels write them into."""
+        return self.xp.zeros(shape, dtype=_UINT16)
+
+    def _bf16_values(self, bits):
+        """The float32 values of the bfloat16 ``bits`` where :meth:`bf16_zeros` keeps them in
+        float32 storage (a view of it), else None: not on this backend."""
+        return None
 
     def call(self, function, *args):
         """``function(*args)``, recorded like a kernel: a collective (``gpunn.comm``) or a
@@ -320,6 +333,9 @@ class Backend:
         expected = _UINT16 if param.kind in U16_KINDS else expected
         if value.dtype != expected:
             raise TypeError(f"{where}: expected dtype {expected}, got {value.dtype}")
+        values = self._bf16_values(value) if param.kind in U16_KINDS else None
+        if values is not None:  # the twin writes the values into the float32 storage
+            return values.reshape(-1)
         if not value.flags.c_contiguous:
             raise ValueError(f"{where}: expected a C-contiguous array, got strides {value.strides}")
         return value.reshape(-1)

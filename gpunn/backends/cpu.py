@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -40,6 +41,8 @@ PARALLEL_FROM = {
 }
 # Streaming kernels (a multiply or two per element, as act_bwd): sgd, momentum, axpy, mse, ...
 PARALLEL_FROM_DEFAULT = 1 << 17
+# Which uint16 of a float32 holds its upper 16 bits: a bfloat16 value's bits.
+_HIGH_HALF = 1 if sys.byteorder == "little" else 0
 
 
 def load_tbb():
@@ -172,6 +175,29 @@ class CpuBackend(Backend):
 
     def __init__(self):
         self._twins = {}
+        self._bf16_storage = weakref.WeakValueDictionary()  # id -> float32 storage
+
+    def bf16_zeros(self, shape):
+        """Zero bfloat16 bits of ``shape``, kept as float32 values: the bits are the upper
+        halves of a float32 array (a strided uint16 view, returned), zeros below. NumPy's BLAS
+        has no bfloat16 input: its GEMMs read the storage as it is, where they would widen
+        uint16 bits into float32 first (a pass over each operand of every GEMM), and the
+        kernels that write the bits write the storage's float32 values instead
+        (``gpunn.kernels.precision.bf16_store``), the same bits."""
+        storage = np.zeros(shape, np.float32)
+        self._bf16_storage[id(storage)] = storage
+        return storage.view(np.uint16)[..., _HIGH_HALF::2]
+
+    def _bf16_values(self, bits):
+        storage = bits.base
+        if storage is None or self._bf16_storage.get(id(storage)) is not storage:
+            return None
+        offset = (bits.__array_interface__["data"][0] - 2 * _HIGH_HALF
+                  - storage.__array_interface__["data"][0])
+        if offset % 4 or any(stride % 4 for stride in bits.strides):
+            return None  # not upper halves (another uint16 view of the storage): plain bits
+        return np.ndarray(bits.shape, np.float32, buffer=storage, offset=offset,
+                          strides=bits.strides)
 
     def parallel(self, kernel, n):
         """Whether a launch of ``kernel`` over ``n`` elements runs on all of Numba's threads:
