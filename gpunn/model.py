@@ -60,8 +60,9 @@ class Sequential(Shareable):
 
             bfloat16 has float32's 8 exponent bits, so gradients neither underflow nor overflow
             where float32's would not: no loss scaling (float16's fix for its 5-bit exponent)
-            is needed. On the CPU the GEMM inputs are rounded (tf32) or widened (bf16) into
-            float32 copies, so a laptop computes the same numbers up to accumulation order.
+            is needed. On the CPU the GEMM inputs are rounded to tf32 into float32 copies, or
+            kept as float32 values of their bfloat16 rounding (``Backend.bf16_zeros``), so a
+            laptop computes the same numbers up to accumulation order.
             Checkpoints keep the precision; :meth:`copy` with ``precision=`` changes it.
         initialize: False leaves the parameters zero, for a caller that loads them next (a
             checkpoint): the seeded initialization's host memory is not spent.

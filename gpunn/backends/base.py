@@ -107,7 +107,8 @@ class Backend:
         operands read as TF32) or ``"bf16"`` (operands of bfloat16 bits, uint16), both
         accumulated and written in float32. Here those two are emulated: the operands are
         rounded to TF32 or widened from bfloat16 into float32 scratch arrays, one per operand
-        slot and shape (allocated once), and multiplied in float32.
+        slot and shape (allocated once), and multiplied in float32; bf16 operands that
+        :meth:`bf16_zeros` keeps as float32 values (the CPU's) are read as they are.
         """
         if precision != "fp32":
             precision = check_operands(a, b, out, precision)

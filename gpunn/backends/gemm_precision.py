@@ -8,7 +8,8 @@ On CUDA one ``cublasGemmEx`` call does it (``gpunn.backends.cublas.Cublas.gemm_e
 row-major to column-major mapping of the fp32 GEMMs): ``CUBLAS_COMPUTE_32F_FAST_TF32`` for
 tf32, ``CUDA_R_16BF`` inputs with ``CUBLAS_COMPUTE_32F`` for bf16. Elsewhere the backend
 emulates it (:meth:`gpunn.backends.base.Backend.matmul`): the operands are rounded to TF32 or
-widened from bfloat16 into float32 scratch arrays, and the float32 GEMM runs on those; the
+widened from bfloat16 into float32 scratch arrays (on the CPU bf16 operands are float32 values
+already: ``CpuBackend.bf16_zeros``), and the float32 GEMM runs on those; the
 products of the rounded values are then exact in float32, so the results differ from the GPU's
 only by accumulation order (and by how the tensor cores round to TF32, which NVIDIA leaves
 unspecified; the emulation rounds to nearest even).
