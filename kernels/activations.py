@@ -232,7 +232,7 @@ def act_bwd_bf16(A, act, dZ, dZh):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def _drop_fwd_row(b, act, key, first, drop_below, scale, Z, A):
+def drop_fwd_row(b, act, key, first, drop_below, scale, Z, A):
     """One row of bias_act_fwd_drop; returns nothing, writes Z (what backward reads) and A.
 
     Two loops over the row (in L1), each vectorized: the activation (as bias_act_row, one
@@ -257,7 +257,7 @@ def bias_act_fwd_drop(b, n_cols, act, ctrl, seed, layer, offset, drop_below, sca
     key = dropout_key(seed, layer, ctrl[CTRL_T])
     for row in prange(Z.size // n_cols):
         start = row * n_cols
-        _drop_fwd_row(b, act, key, offset + start, drop_below, scale,
+        drop_fwd_row(b, act, key, offset + start, drop_below, scale,
                       Z[start:start + n_cols], A[start:start + n_cols])
 
 
@@ -268,7 +268,7 @@ def bias_act_fwd_drop_bf16(b, n_cols, act, ctrl, seed, layer, offset, drop_below
     key = dropout_key(seed, layer, ctrl[CTRL_T])
     for row in prange(Z.size // n_cols):
         start = row * n_cols
-        _drop_fwd_row(b, act, key, offset + start, drop_below, scale,
+        drop_fwd_row(b, act, key, offset + start, drop_below, scale,
                       Z[start:start + n_cols], A[start:start + n_cols])
         _bf16_row(A[start:start + n_cols], Ah[start:start + n_cols])
 

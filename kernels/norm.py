@@ -18,9 +18,10 @@ from .activations import (
     activate,
     activation_grad,
     bias_act_row,
+    drop_fwd_row,
 )
 from .config import CACHE, ERROR_MODEL, FASTMATH, block_bounds, n_blocks
-from .counter_rng import apply_dropout, apply_dropout_into, dropout_key
+from .counter_rng import apply_dropout_into, dropout_key
 from .precision import bf16_store
 
 
@@ -231,15 +232,7 @@ def bias_act_residual_bf16(b, R, n_cols, act, Z, A, Ah):
 def _residual_drop_row(b, R, act, key, first, drop_below, scale, Z, A):
     """One row of bias_act_residual_drop: f(z) * m into A (as bias_act_fwd_drop's row), then
     A += R; R + (f m) rounds as the CUDA kernel's R[i] + f * m."""
-    if act >= FROM_Z_BEGIN:
-        for j in range(Z.size):
-            z = Z[j] + b[j]
-            Z[j] = z
-            A[j] = activate(z, act)
-        apply_dropout(key, first, drop_below, scale, A)
-    else:
-        bias_act_row(b, act, Z)
-        apply_dropout_into(key, first, drop_below, scale, Z, A)
+    drop_fwd_row(b, act, key, first, drop_below, scale, Z, A)
     for j in range(A.size):
         A[j] = R[j] + A[j]
 
