@@ -73,3 +73,10 @@ def backend(request):
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request):
     return np.dtype(request.param)
+
+
+def pytest_collection_modifyitems(items):
+    """test_same_bits.py first: its cold processes compile every Numba twin, and into the
+    suite's own cache when that is still empty, which only holds before any other test ran
+    (the rest of the suite then loads the twins instead of compiling them again)."""
+    items.sort(key=lambda item: item.path.name != "test_same_bits.py")

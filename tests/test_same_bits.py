@@ -1,25 +1,37 @@
 """Same bits in every process (DESIGN, Numerics): the Numba twins are cached on disk, a second
-process loads every one and compiles nothing and computes the same bits as the process that
+process loads every one and compiles nothing and computes the same bits as the processes that
 compiled them (FMA contraction once made them differ: issue 19 item 10), and training gives
 identical parameters on 1, 2, 3, 8 and 64 Numba threads (more threads than cores on purpose:
-the fixed blocks of kernels/config.py, not the thread count, decide how a loop is split)."""
+the fixed blocks of kernels/config.py, not the thread count, decide how a loop is split).
+
+Compiling every twin takes minutes, so two cold processes share the kernels (each claims a
+kernel before running its cases), and when the suite's own Numba cache is still empty (a fresh
+clone, as in CI) they compile into it: the suite then loads what they compiled instead of
+compiling it a second time. conftest.py runs this module first so that the cache is empty
+when it starts; elsewhere the cold processes use an empty folder of their own.
+"""
 
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from gpunn.kernels import kernel_specs
+from gpunn.kernels.config import CACHE, CACHE_PATH
 from kernel_cases import CASES, writes_bf16
 
 # Every kernel case (at a size of several fixed blocks plus a SIMD remainder), then short
-# trainings with each optimizer: the digest of every output array.
+# trainings with each optimizer: the digest of every output array. argv: the tests folder;
+# "all" (every kernel on all of Numba's threads) or "default"; a folder in which to claim each
+# kernel (os.mkdir succeeds in one process only) before running its cases, or "" for every
+# kernel; "fits" to train after the kernels (after a FITS line) or "" not to.
 RUN_EVERY_KERNEL_AND_TRAIN = """
-import hashlib, json, sys
+import hashlib, json, os, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from kernel_cases import CASES, Inputs, in_bf16_storage, writes_bf16
@@ -32,8 +44,22 @@ def digest(arrays):
 
 # "all": every kernel on all of Numba's threads, whatever its size.
 backend = ForcedThreads(True) if sys.argv[2] == "all" else CpuBackend()
-digests = {}
-for case in CASES:
+claims, digests = sys.argv[3], {}
+
+
+def mine(kernel):
+    if not claims:
+        return True
+    try:
+        os.mkdir(os.path.join(claims, kernel))
+    except FileExistsError:
+        return False
+    return True
+
+
+kernels = list(dict.fromkeys(case.kernel for case in CASES))
+for case in (case for kernel in kernels if mine(kernel) for case in CASES
+             if case.kernel == kernel):
     for dtype in case.dtypes:
         args = case.args(Inputs(np.random.default_rng(0), dtype), 37, 301)
         backend.kernel(case.kernel, *args)
@@ -44,6 +70,10 @@ for case in CASES:
             backend.kernel(case.kernel, *args)
             digests[f"{case.id}-{dtype.name}-storage"] = digest(
                 [a for a in args if hasattr(a, "dtype")])
+if sys.argv[4] != "fits":
+    print(json.dumps(digests))
+    sys.exit()
+print("FITS", flush=True)
 rng = np.random.default_rng(0)
 X, y = rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, size=300)
 for optimizer, precision in (("adam", "fp32"), ("rmsprop", "fp32"), ("momentum", "fp32"),
@@ -57,51 +87,107 @@ print(json.dumps(digests))
 """
 
 
-def run_every_kernel(cache_dir, debug_cache=False, threads=None):
-    """Run the script in a fresh process with ``cache_dir`` as Numba's cache; its stdout.
-    ``threads``: NUMBA_NUM_THREADS, and every kernel on all of them."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
-               NUMBA_DEBUG_CACHE="1" if debug_cache else "0")
+def command(mode="default", claims="", fits="fits"):
+    return [sys.executable, "-c", RUN_EVERY_KERNEL_AND_TRAIN, str(Path(__file__).parent), mode,
+            str(claims), fits]
+
+
+def environment(cache_dir, debug_cache=False, threads=None):
+    """The script's environment: ``cache_dir`` as Numba's cache (None: the suite's own);
+    ``threads``: NUMBA_NUM_THREADS."""
+    env = dict(os.environ, NUMBA_DEBUG_CACHE="1" if debug_cache else "0")
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
     if threads is not None:
         env["NUMBA_NUM_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, "-c", RUN_EVERY_KERNEL_AND_TRAIN,
-                           str(Path(__file__).parent), "default" if threads is None else "all"],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    return env
+
+
+def run_every_kernel(cache_dir, debug_cache=False, threads=None):
+    """Run the script in a fresh process; its stdout. ``threads``: every kernel on all of
+    that many Numba threads."""
+    done = subprocess.run(command("default" if threads is None else "all"), capture_output=True,
+                          text=True, env=environment(cache_dir, debug_cache, threads),
+                          timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def compile_every_kernel(cache_dir, claims, processes=2):
+    """The stdouts of ``processes`` fresh processes sharing the kernels between them (the first
+    also trains), with ``cache_dir`` empty when they start."""
+    with tempfile.TemporaryFile("w+") as err0, tempfile.TemporaryFile("w+") as err1:
+        errs = [err0, err1][:processes]
+        running = [subprocess.Popen(command(claims=claims, fits="fits" if i == 0 else ""),
+                                    stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=environment(cache_dir, debug_cache=True))
+                   for i, err in enumerate(errs)]
+        outs = [proc.communicate(timeout=900)[0] for proc in running]
+        for proc, err in zip(running, errs):
+            err.seek(0)
+            assert proc.returncode == 0, err.read()[-3000:]
+    return outs
 
 
 def digests(log):
     return json.loads(log.strip().splitlines()[-1])
 
 
+def cache_entries(log, event):
+    """Counter of (module, twin) for each machine-code entry ``event`` ("saved to" or
+    "loaded from") in a NUMBA_DEBUG_CACHE log."""
+    return Counter(re.findall(rf"\[cache\] data {event} '[^']*/(\w+)\.(\w+)-\d+\.py", log))
+
+
+def every_entry():
+    """One machine-code entry per twin and dtype it runs in (bfloat16 twins: float32 only),
+    and one more for a twin that writes bfloat16 bits into the CPU's float32 storage of them
+    (CpuBackend.bf16_zeros)."""
+    dtypes = {name: set() for name in kernel_specs()}
+    for case in CASES:
+        dtypes[case.kernel].update(case.dtypes)
+    return Counter({(spec.module, name): len(dtypes[name]) + writes_bf16(name)
+                    for name, spec in kernel_specs().items()})
+
+
+def suite_cache_is_empty():
+    """Whether the suite's own Numba cache holds no twin yet (nothing compiled so far)."""
+    path = CACHE_PATH if CACHE else None
+    return path is not None and not any(Path(path).glob("*.nbi"))
+
+
 @pytest.fixture(scope="module")
 def cold_and_warm(tmp_path_factory):
-    """The logs of a process that compiles every twin (an empty cache) and of one after it."""
-    cache = tmp_path_factory.mktemp("numba_cache")
-    cold = run_every_kernel(cache)
+    """The logs of the processes that compile every twin (an empty cache), of one after them,
+    and the cache folder (None: the suite's own)."""
+    cache = None if suite_cache_is_empty() else tmp_path_factory.mktemp("numba_cache")
+    cold = compile_every_kernel(cache, tmp_path_factory.mktemp("claims"))
     return cold, run_every_kernel(cache, debug_cache=True), cache
+
+
+def test_cold_processes_compile_every_twin_and_load_none(cold_and_warm):
+    """Each twin's machine code was compiled by the cold process that ran its cases, none loaded
+    (helpers that twins call, such as norm.rsqrt, may come from the other process's cache)."""
+    kernel_logs = [log.partition("FITS")[0] for log in cold_and_warm[0]]
+
+    def twins(entries):
+        return Counter({key: n for key, n in entries.items() if key[1] in kernel_specs()})
+
+    assert twins(sum((cache_entries(log, "saved to") for log in kernel_logs), Counter())) == \
+        every_entry()
+    assert [twins(cache_entries(log, "loaded from")) for log in kernel_logs] == [Counter()] * 2
+    assert {case.kernel for case in CASES} == set(kernel_specs())
 
 
 def test_second_process_loads_every_twin_from_the_cache(cold_and_warm):
     log = cold_and_warm[1]
-    saved = re.findall(r"\[cache\] data saved to '([^']+)'", log)
-    loaded = Counter(re.findall(r"\[cache\] data loaded from '[^']*/(\w+)\.(\w+)-\d+\.py",
-                                log))
-    assert saved == [], f"recompiled in a warm process: {saved}"
-    # One machine-code entry per twin and dtype it runs in (bfloat16 twins: float32 only), and
-    # one more for a twin that writes bfloat16 bits into the CPU's float32 storage of them
-    # (CpuBackend.bf16_zeros), all from the cache.
-    dtypes = {name: set() for name in kernel_specs()}
-    for case in CASES:
-        dtypes[case.kernel].update(case.dtypes)
-    assert loaded == Counter({(spec.module, name): len(dtypes[name]) + writes_bf16(name)
-                              for name, spec in kernel_specs().items()})
-    assert {case.kernel for case in CASES} == set(kernel_specs())
+    assert cache_entries(log, "saved to") == Counter(), "recompiled in a warm process"
+    assert cache_entries(log, "loaded from") == every_entry()
 
 
 def test_compiled_and_cached_twins_give_the_same_bits(cold_and_warm):
-    cold, warm = map(digests, cold_and_warm[:2])
+    cold = {key: value for log in cold_and_warm[0] for key, value in digests(log).items()}
+    warm = digests(cold_and_warm[1])
     assert cold.keys() == warm.keys()
     differ = sorted(key for key in cold if cold[key] != warm[key])
     assert differ == [], f"cold and cached processes disagree on {differ}"
