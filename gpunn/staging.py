@@ -86,27 +86,46 @@ def stream_sources(model, X, y, loss, keep_targets=False):
     return X, y, loss, T_shape, np.concatenate(kept) if keep_targets else None
 
 
-def evaluate_rows(model, X, y, loss, batch_size, weights=None, argument="X"):
-    """``(loss, accuracy)`` of ``model`` over the row sources ``X``, ``y`` (as
-    :meth:`gpunn.Sequential.evaluate`), read a block of whole batches at a time, so the result
-    has the bits of evaluating all rows at once; ``weights``: float64 host weights of the rows
-    or None. Values are checked as each block is read (errors name ``argument`` and the
-    rows)."""
-    n = len(X)
-    rows = DEFAULT_CHUNK_BYTES // (model.dtype.itemsize * model.n_in)
-    rows = max(1, rows // batch_size) * batch_size
-    sums = (0.0, 0.0)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
+def _prepared_blocks(model, X, y, loss, rows, argument):
+    """``(start, stop, X_device, T)`` per block of ``rows`` rows of the row sources ``X``,
+    ``y``, read and converted by ``model.prepare`` (errors name ``argument`` and the rows)."""
+    for start in range(0, len(X), rows):
+        stop = min(start + rows, len(X))
         try:
             Xd, T, _ = model.prepare(X.read(start, stop), y.read(start, stop), loss)
         except (TypeError, ValueError) as exc:
             at = getattr(X, "offset", 0)  # a row range: its rows in the source
             raise type(exc)(f"{argument}: {exc} (rows {at + start} to {at + stop - 1})") \
                 from None
+        yield start, stop, Xd, T
+
+
+def _block_rows(model, batch_size):
+    rows = DEFAULT_CHUNK_BYTES // (model.dtype.itemsize * model.n_in)
+    return max(1, rows // batch_size) * batch_size
+
+
+def check_rows(model, X, y, loss, argument="X"):
+    """Read every row of the row sources ``X``, ``y`` once, a block at a time, and check them
+    as :func:`evaluate_rows` will (NaN/inf, labels): ``fit`` calls it on streamed validation
+    data before training, so bad rows are refused before any work instead of after the first
+    epoch."""
+    for _ in _prepared_blocks(model, X, y, loss, _block_rows(model, 1), argument):
+        pass
+
+
+def evaluate_rows(model, X, y, loss, batch_size, weights=None, argument="X"):
+    """``(loss, accuracy)`` of ``model`` over the row sources ``X``, ``y`` (as
+    :meth:`gpunn.Sequential.evaluate`), read a block of whole batches at a time, so the result
+    has the bits of evaluating all rows at once; ``weights``: float64 host weights of the rows
+    or None. Values are checked as each block is read (errors name ``argument`` and the
+    rows)."""
+    sums = (0.0, 0.0)
+    for start, stop, Xd, T in _prepared_blocks(model, X, y, loss,
+                                               _block_rows(model, batch_size), argument):
         sums = model.evaluate_sums(Xd, T, loss, batch_size,
                                    None if weights is None else weights[start:stop], sums)
-    return model.evaluated(sums, n, loss, weights)
+    return model.evaluated(sums, len(X), loss, weights)
 
 
 class Stager:

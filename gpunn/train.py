@@ -26,7 +26,7 @@ from gpunn.row_views import RangeRows
 from gpunn.schedules import get_schedule
 from gpunn.sharing import holding_model
 from gpunn.sources import in_memory, is_streamed
-from gpunn.staging import StreamStep, evaluate_rows, stream_sources
+from gpunn.staging import StreamStep, check_rows, evaluate_rows, stream_sources
 from gpunn.step import TrainStep
 from gpunn.weights import check_sample_weight, row_weights
 
@@ -502,6 +502,7 @@ def _prepare_validation(model, validation_data, loss, name="validation_data"):
         weights = check_sample_weight(in_memory(validation_data[2], "validation_data[2]"), n,
                                       "validation_data[2]")
     if streamed:
+        check_rows(model, Xv, yv, loss, name)  # NaN/inf refused now, not after epoch 1
         return functools.partial(evaluate_rows, model, Xv, yv, loss, weights=weights,
                                  argument=name)
     return functools.partial(model.evaluate_device, Xv, Tv, loss, weights=weights)

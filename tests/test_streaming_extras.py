@@ -44,15 +44,47 @@ def test_validation_split_is_the_tail_as_in_memory(backend, data, npy):
     assert streamed.val_accuracy == history.val_accuracy
 
 
-def test_validation_split_never_trains_on_the_tail(data, npy):
-    """Shuffled: the held-out rows stay out of training (NaN there would stop it)."""
+def test_validation_split_never_trains_on_the_tail(data, npy, tmp_path):
+    """Shuffled: the held-out rows stay out of training: other values there leave the trained
+    parameters' bits as they were and move only the validation scores."""
+    X, y, _ = data
+    expected, history = train(npy, y, validation_split=0.2, chunk_rows=70)
+    other = X.copy()
+    other[240:] *= -3
+    np.save(tmp_path / "other.npy", other)
+    got, changed = train(tmp_path / "other.npy", y, validation_split=0.2, chunk_rows=70)
+    np.testing.assert_array_equal(got, expected)
+    assert changed.val_loss != history.val_loss
+
+
+class Started(gpunn.callbacks.Callback):
+    def __init__(self):
+        self.started = False
+
+    def on_train_begin(self, logs=None):
+        self.started = True
+
+
+@pytest.mark.parametrize("held_out", ["validation_split", "validation_data"])
+def test_nan_in_streamed_validation_rows_is_refused_before_training(data, npy, tmp_path,
+                                                                    held_out):
+    """Streamed validation rows are read and checked once before training starts (a NaN was
+    found at the first evaluation, after a whole epoch had trained)."""
     X, y, _ = data
     bad = X.copy()
-    bad[250:] = np.nan
+    bad[250] = np.nan
     np.save(npy, bad)
-    with pytest.raises(ValueError, match=r"validation_split: X: expected finite values.*"
+    model = gpunn.MLP([D, 8, K], output="softmax", seed=1)
+    before, started = model.params.host().copy(), Started()
+    kw = ({"validation_split": 0.2} if held_out == "validation_split" else
+          {"validation_data": (RangeRows(open_rows(npy), 240, N), y[240:])})
+    with pytest.raises(ValueError, match=rf"{held_out}: X: expected finite values.*"
                                          r"rows 240 to 299"):
-        train(npy, y, epochs=1, validation_split=0.2, chunk_rows=70)
+        gpunn.fit(model, npy if held_out == "validation_split" else X[:240],
+                  y if held_out == "validation_split" else y[:240], epochs=1, batch_size=32,
+                  chunk_rows=70, progress=False, callbacks=[started], **kw)
+    assert not started.started
+    np.testing.assert_array_equal(model.params.host(), before)
 
 
 def test_validation_data_as_sources(data, npy, tmp_path):
