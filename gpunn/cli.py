@@ -352,8 +352,10 @@ def build_parser():
     _add_train_parser(sub)
     _add_predict_parser(sub)
     from gpunn.bench.command import add_parser as add_bench_parser
+    from gpunn.precompile import add_parser as add_compile_parser
 
     add_bench_parser(sub)
+    add_compile_parser(sub)
     return parser
 
 
