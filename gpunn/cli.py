@@ -351,8 +351,8 @@ def build_parser():
     p_info.set_defaults(func=_cmd_info)
     _add_train_parser(sub)
     _add_predict_parser(sub)
+    from gpunn.backends.precompile import add_parser as add_compile_parser
     from gpunn.bench.command import add_parser as add_bench_parser
-    from gpunn.precompile import add_parser as add_compile_parser
 
     add_bench_parser(sub)
     add_compile_parser(sub)

@@ -13,8 +13,8 @@ from gpunn.kernels import kernel_specs
 from kernel_cases import CASES, Inputs, in_bf16_storage, writes_bf16
 
 from gpunn.backends.cpu import CpuBackend
+from gpunn.backends.precompile import signatures
 from gpunn.cli import main
-from gpunn.precompile import signatures
 
 
 def launch_types(backend, spec, args):
@@ -45,7 +45,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from kernel_cases import CASES, Inputs
 from gpunn.backends.cpu import CpuBackend
-from gpunn.precompile import compile_claimed
+from gpunn.backends.precompile import compile_claimed
 names = {"gather_rows", "sgd_step", "round_bf16"}
 if sys.argv[2] == "compile":
     print("counts", *compile_claimed(("float32", "float64"), names=names, say=lambda s: None))

@@ -153,6 +153,11 @@ def _thread_functions():
     return numba.get_num_threads, numba.set_num_threads
 
 
+def twin_of(spec):
+    """The Numba twin of the kernel ``spec``: ``gpunn.kernels.<module>.<name>``."""
+    return getattr(importlib.import_module(f"gpunn.kernels.{spec.module}"), spec.name)
+
+
 def _single_threaded(twin, args):
     get, set_ = _runtime["functions"]
     threads = get()
@@ -209,8 +214,7 @@ class CpuBackend(Backend):
         twin = self._twins.get(spec.name)
         if twin is None:
             start_numba_threads()
-            module = importlib.import_module(f"gpunn.kernels.{spec.module}")
-            twin = self._twins[spec.name] = getattr(module, spec.name)
+            twin = self._twins[spec.name] = twin_of(spec)
         if self.parallel(spec.name, n):
             twin(*args)
         else:

@@ -10,7 +10,6 @@ twins, each claiming one before compiling it.
 """
 
 import argparse
-import importlib
 import os
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def compile_claimed(dtypes, claims=None, say=print, names=None):
     folder shared by the processes of one run) only the twins this process claims there
     first. Returns the count of signatures compiled and of those already in the cache."""
     from gpunn.backends.compile_watch import compile_seconds, watch_compiles
-    from gpunn.backends.cpu import start_numba_threads
+    from gpunn.backends.cpu import start_numba_threads, twin_of
     from gpunn.kernels import kernel_specs
 
     watch_compiles()
@@ -64,7 +63,7 @@ def compile_claimed(dtypes, claims=None, say=print, names=None):
                 os.mkdir(os.path.join(claims, name))
             except FileExistsError:
                 continue
-        twin = getattr(importlib.import_module(f"gpunn.kernels.{spec.module}"), name)
+        twin = twin_of(spec)
         for dtype in dtypes:
             for sig in signatures(spec, dtype):
                 before, start = compile_seconds(), time.perf_counter()
@@ -96,7 +95,7 @@ def compile_all(dtypes=("float32",), jobs=None, say=print):
     if jobs == 1:
         return compile_claimed(dtypes, say=say)
     with tempfile.TemporaryDirectory(prefix="gpunn-compile-") as claims:
-        workers = [subprocess.Popen([sys.executable, "-m", "gpunn.precompile", claims,
+        workers = [subprocess.Popen([sys.executable, "-m", "gpunn.backends.precompile", claims,
                                      *dtypes], stdout=subprocess.PIPE, text=True)
                    for _ in range(jobs)]
         totals = [0, 0]
