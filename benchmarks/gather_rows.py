@@ -19,12 +19,12 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=False, fastmath={"nsz", "arcp"})
-def per_element(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
-    """The twin before the row copy (ctrl[1] is K)."""
+def per_element(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols, out):
+    """The twin before the row copy (ctrl[1] is K; without the wrap: n_pos == n_order)."""
     first = ctrl[1] * stride + offset
     for r in prange(out.size // n_cols):
         pos = first + r
-        if pos < n_order:
+        if pos < n_pos:
             row = order[pos]
             if row >= 0 and (row + 1) * n_cols <= n_src:
                 for j in range(n_cols):
@@ -44,7 +44,7 @@ def child(variant, batches):
     result = {}
     for b in batches:
         out, other = np.empty(b * d, np.float32), np.empty(b * d, np.float32)
-        args = (src, order, ctrl, src.size, n, b, 0, d)
+        args = (src, order, ctrl, src.size, n, n, b, 0, d)
         kernel(*args, out)
         (per_element if variant == "row_copy" else gather_rows)(*args, other)
         assert np.array_equal(out.view(np.int32), other.view(np.int32))

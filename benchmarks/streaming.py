@@ -9,6 +9,11 @@ a load trend favours neither); (2) one process that trains one model on both, al
 epochs (memory, mmap, mmap, memory, ...), so both see the same warm state and load, and the
 ratio of each adjacent pair is reported.
 Run from the repository root: ``python benchmarks/streaming.py [--rows 40000] [--rounds 3]``.
+
+``--many-rows N`` (alone: ``--rounds 0``) adds what streaming holds per row of the source: a
+fresh process trains one epoch from the paths of an ``N`` x 4 float32 ``.npy`` (read with
+``pread``, nothing mapped) with chunks of ``--chunk-rows``, and reports its peak RSS over the
+RSS before, per row.
 """
 
 import argparse
@@ -99,6 +104,25 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
     print(json.dumps(result))
 
 
+def many_rows(folder, rows, chunk_rows):
+    """Peak RSS growth per row while training one epoch from the paths of ``rows`` narrow
+    rows: the per-row arrays dominate it (the chunk holds 16 bytes a row here)."""
+    import gpunn
+
+    X, y = os.path.join(folder, "X4.npy"), os.path.join(folder, "y4.npy")  # from main()
+    model = gpunn.MLP([4, 8, 1], seed=0)
+    gpunn.fit(model, np.zeros((512, 4), np.float32), np.zeros((512, 1), np.float32), epochs=1,
+              batch_size=256, progress=False, loss="mse")  # kernels loaded, pools started
+    before = _status("VmRSS")
+    history = gpunn.fit(model, X, y, epochs=1, batch_size=4096, progress=False, loss="mse",
+                        chunk_rows=chunk_rows)
+    peak = _status("VmHWM")
+    print(json.dumps({"kind": "many_rows", "rows": rows, "chunk_rows": chunk_rows,
+                      "file_bytes": os.path.getsize(X), "rss_before": before,
+                      "peak_rss": peak, "bytes_per_row": (peak - before) / rows,
+                      "loss": history.loss[-1]}))
+
+
 def _status(key):
     with open("/proc/self/status") as file:
         for line in file:
@@ -111,6 +135,7 @@ def run(kind, folder, args):
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", folder,
                           "--rows", str(args.rows), "--chunk-rows", str(args.chunk_rows),
                           "--headroom", str(args.headroom), "--epochs", str(args.epochs),
+                          "--many-rows", str(args.many_rows),
                           "--rounds", str(args.rounds)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -123,9 +148,12 @@ def main():
     parser.add_argument("--chunk-rows", type=int, default=4096)
     parser.add_argument("--headroom", type=int, default=48 << 20)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--many-rows", type=int, default=0)
     parser.add_argument("--child")
     parser.add_argument("--folder")
     args = parser.parse_args()
+    if args.child == "many_rows":
+        return many_rows(args.folder, args.many_rows, args.chunk_rows)
     if args.child == "alternate":
         return alternate(args.folder, args.chunk_rows, 2 * args.rounds)
     if args.child:
@@ -143,10 +171,18 @@ def main():
                 speeds[kind].append(result["samples_per_second"])
                 epochs[kind].append(result["epochs"])
         ratios = [m / r for m, r in zip(speeds["mmap"], speeds["memory"])]
-        print(json.dumps({"kind": "processes", "speeds": speeds, "mmap_over_memory": ratios,
-                          "median_ratio": float(np.median(ratios)), "epochs": epochs}))
-        print(json.dumps(run("alternate", folder, args)))
-        print(json.dumps(run("limit", folder, args)))
+        if args.rounds:
+            print(json.dumps({"kind": "processes", "speeds": speeds,
+                              "mmap_over_memory": ratios,
+                              "median_ratio": float(np.median(ratios)), "epochs": epochs}))
+            print(json.dumps(run("alternate", folder, args)))
+            print(json.dumps(run("limit", folder, args)))
+        if args.many_rows:  # written here: VmHWM would count the child writing them
+            np.save(os.path.join(folder, "X4.npy"),
+                    rng.normal(size=(args.many_rows, 4)).astype(np.float32))
+            np.save(os.path.join(folder, "y4.npy"),
+                    rng.normal(size=(args.many_rows, 1)).astype(np.float32))
+            print(json.dumps(run("many_rows", folder, args)))
 
 
 if __name__ == "__main__":

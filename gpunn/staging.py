@@ -17,8 +17,10 @@ of the new chunk wait for it); on CUDA into page-locked memory, copied into the 
 (:meth:`gpunn.backends.base.Backend.stage`) on a copy stream that first waits for the steps
 that last read those rows, the steps that read the new chunk waiting for the copy; there the
 ring holds a chunk more, so the next chunk is read and copied while this one trains. The
-recorded step is unchanged: it gathers its rows from the ring through the index array
-``p % ring_rows``.
+recorded step is unchanged: it gathers its rows from the ring through an index of
+``ring_rows`` entries that ``gather_rows`` wraps (position ``p`` reads entry
+``p % ring_rows``). What streaming holds per row of the source is the epoch's row order, 4
+bytes a row (8 past 2^31 rows), which a checkpoint saves; the rest is bounded by the chunk.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -49,17 +51,19 @@ def epoch_plan(bounds, seed, epoch, shuffle=True):
     """The chunk order and each visited chunk's row permutation for ``epoch``.
 
     Returns:
-        ``(chunks, perms)``: chunk indices in visiting order, and for each of them the order
-        of its rows (offsets from its start). From ``numpy.random.default_rng([seed, epoch])``:
-        first ``permutation(len(bounds))``, then one ``permutation(size)`` per visited chunk.
-        Without ``shuffle``: chunks and rows in order.
+        ``(chunks, perms)``: chunk indices in visiting order, and an iterator over the order
+        of each visited chunk's rows (offsets from its start), drawn as it is iterated, so
+        no more than a chunk's permutation is held. From
+        ``numpy.random.default_rng([seed, epoch])``: first ``permutation(len(bounds))``, then
+        one ``permutation(size)`` per visited chunk. Without ``shuffle``: chunks and rows in
+        order.
     """
     sizes = [stop - start for start, stop in bounds]
     if not shuffle:
-        return np.arange(len(bounds)), [np.arange(m) for m in sizes]
+        return np.arange(len(bounds)), (np.arange(m) for m in sizes)
     rng = np.random.default_rng([seed, epoch])
     chunks = rng.permutation(len(bounds))
-    return chunks, [rng.permutation(sizes[j]) for j in chunks]
+    return chunks, (rng.permutation(sizes[j]) for j in chunks)
 
 
 def stream_sources(model, X, y, loss, keep_targets=False):
@@ -171,8 +175,9 @@ class Stager:
         self._plan, self._next, self._pending = [], 0, {}
 
     def start(self, plan, first=0, allowed=0):
-        """Begin an epoch's ``plan`` (per visiting position: ``(chunk, perm, ring offset)``)
-        at position ``first``; the fills of positions before ``allowed`` may start now."""
+        """Begin an epoch's ``plan`` (per visiting position: ``(chunk, its source rows in
+        visiting order, ring offset)``) at position ``first``; the fills of positions before
+        ``allowed`` may start now."""
         self.cancel()
         self._plan, self._next = plan, first
         self.allow(allowed)
@@ -185,7 +190,7 @@ class Stager:
             self._next += 1
 
     def _submit(self, c, after):
-        j, perm, offset = self._plan[c]
+        j, rows, offset = self._plan[c]
         start, stop = self.bounds[j]
         if self.direct:
             host, offset = self.device, offset
@@ -194,15 +199,16 @@ class Stager:
                 self.need(c - 2)
             self.backend.host_wait(self._uploads[c % 2])
             host, offset = self._host[c % 2], None
-        self._pending[c] = (self._pool.submit(self._fill, host, perm, offset, start, stop),
+        self._pending[c] = (self._pool.submit(self._fill, host, rows, offset, start, stop),
                             after)
 
-    def _fill(self, host, perm, offset, start, stop):
-        """Rows ``start:stop`` into ``host`` at their visiting index (plus ``offset``, modulo
-        the ring, when ``host`` is the ring), a block of source rows at a time."""
+    def _fill(self, host, rows, offset, start, stop):
+        """Rows ``start:stop`` into ``host`` at their visiting index (``rows``: the source
+        rows in visiting order; plus ``offset``, modulo the ring, when ``host`` is the ring),
+        a block of source rows at a time."""
         m = stop - start
         at = np.empty(m, np.int64)
-        at[perm] = np.arange(m)
+        at[rows - start] = np.arange(m)
         if offset is not None:
             at = (at + offset) % self.ring_rows
         size = len(next(iter(self._blocks.values())))
@@ -294,20 +300,27 @@ class StreamStep(TrainStep):
         super().__init__(model, loss, optimizer, self.stager.device["X"],
                          self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n,
                          weights=weights)
-        # every epoch's ring index: stream position p is ring row p % ring_rows
-        model.backend.copy_from_host(self._order, np.arange(n) % self.stager.ring_rows)
-        self.order = np.arange(n)  # the source rows' order; on the CPU _order was this array
         self._restored = None
+
+    def _new_order(self, n):
+        """The source rows' order (int32 where the rows allow: 4 bytes a row, the only
+        per-row array streaming holds; a checkpoint saves it) and the ring's index: the
+        steps gather stream position ``p`` from ring row ``p % ring_rows`` (the kernel wraps
+        positions), so the device index has ``ring_rows`` entries however long the epoch."""
+        order = np.arange(n, dtype=np.int32 if n <= np.iinfo(np.int32).max else np.int64)
+        return order, self.model.backend.asarray(np.arange(self.stager.ring_rows))
 
     def prepare_epoch(self, epoch, rng, shuffle, first_step=0):
         """Plan ``epoch`` (:func:`epoch_plan`; ``rng`` is not used) and start staging its
         chunks from the one that ``first_step`` begins in."""
+        self.stager.cancel()  # no fill in flight reads the order rewritten here
         chunks, perms = epoch_plan(self.chunks, self.seed, epoch, shuffle)
         ring, batch = self.stager.ring_rows, self.global_batch
         at, ends, plan, overwrites = 0, [], [], []
         for j, perm in zip(chunks, perms):
-            self.order[at:at + perm.size] = self.chunks[j][0] + perm
-            plan.append((j, perm, at % ring))
+            rows = self.order[at:at + perm.size]
+            np.add(perm, self.chunks[j][0], out=rows, casting="unsafe")
+            plan.append((j, rows, at % ring))
             at += perm.size
             ends.append(at)
             # the last step that reads a ring row this chunk's fill overwrites (-1: none)

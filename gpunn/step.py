@@ -137,8 +137,7 @@ class TrainStep:
         self.comm = SingleProcess() if comm is None else comm
         self.last_finite_loss = None
         rows = -(-global_batch // self.comm.size)  # the largest shard
-        self.order = np.arange(n)
-        self._order = be.asarray(self.order)
+        self.order, self._order = self._new_order(n)
         self._control = Control(be, model.dtype, self.n_steps)
         self._record = be.zeros(2 * self.n_steps, model.dtype)
         self._ws = model.new_workspace(rows, loss)
@@ -189,6 +188,12 @@ class TrainStep:
         rng.shuffle(self.order)
         self.model.backend.copy_from_host(self._order, self.order)
         self._rescale_weights()
+
+    def _new_order(self, n):
+        """``(order, device index)``: the rows' order on the host and the index array the
+        steps gather through (here the order itself, copied to the device)."""
+        order = np.arange(n)
+        return order, self.model.backend.asarray(order)
 
     def _weight_buffer(self, n):
         """The device array of the ``n`` rows' weights that the steps gather from."""
@@ -287,7 +292,8 @@ class TrainStep:
             pairs.append((W, batch["W"]))
         for source, out in pairs:
             be.kernel("gather_rows", source, self._order, self._control.ctrl, source.size,
-                      self._order.size, self.global_batch, lo, out.size // (hi - lo), out)
+                      self._order.size, self.rows, self.global_batch, lo,
+                      out.size // (hi - lo), out)
         return batch["X"], batch["T"], batch.get("W")
 
     def read(self):

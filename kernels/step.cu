@@ -4,19 +4,21 @@
 #include "common.cuh"
 #include "step.cuh"
 
-// out[i] = src[order[ctrl[K] * stride + offset + r] * n_cols + j], r = i / n_cols,
-// j = i % n_cols: the rows of this step's batch (or of this rank's shard of it).
-// Positions past the end of order are left alone (the host sizes batches so there are none).
+// out[i] = src[order[p % n_order] * n_cols + j], p = ctrl[K] * stride + offset + r,
+// r = i / n_cols, j = i % n_cols: the rows of this step's batch (or of this rank's shard of
+// it). Positions from n_pos on are left alone (the host sizes batches so there are none). The
+// order wraps: a streamed epoch (gpunn/staging.py) gathers stream position p from ring row
+// p % ring_rows through an order of ring_rows entries, whatever the epoch's length.
 // sizes: src[n_src] order[n_order] ctrl[8]
 extern "C" __global__ void GPUNN_NAME(gather_rows)(
     const real* src, const long long* order, const long long* ctrl, long long n_src,
-    long long n_order, long long stride, long long offset, long long n_cols, real* out,
-    long long n) {
+    long long n_order, long long n_pos, long long stride, long long offset, long long n_cols,
+    real* out, long long n) {
     long long first = ctrl[GPUNN_CTRL_K] * stride + offset;
     GPUNN_GRID_STRIDE(i, n) {
         long long pos = first + i / n_cols;
-        if (pos < n_order) {
-            long long row = order[pos];
+        if (pos < n_pos && n_order > 0) {
+            long long row = order[pos % n_order];
             long long at = row * n_cols + i % n_cols;
             if (row >= 0 && at < n_src) {
                 out[i] = src[at];

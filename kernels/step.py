@@ -20,13 +20,14 @@ STEP_APPLIED, STEP_NONFINITE, STEP_BAD_UPDATE, STEP_HALTED = (
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
-def gather_rows(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
-    """out row r = src row order[ctrl[K] * stride + offset + r]; one row per iteration."""
+def gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols, out):
+    """out row r = src row order[p % n_order], p = ctrl[K] * stride + offset + r, for
+    positions p below n_pos; one row per iteration."""
     first = ctrl[CTRL_K] * stride + offset
     for r in prange(out.size // n_cols):
         pos = first + r
-        if pos < n_order:
-            row = order[pos]
+        if pos < n_pos and n_order > 0:
+            row = order[pos % n_order]
             if row >= 0 and (row + 1) * n_cols <= n_src:
                 # a row copy between slices: no index arithmetic per element, and LLVM copies
                 # it as a block (benchmarks/gather_rows.py)

@@ -481,16 +481,25 @@ def _subnormal_state(make, i_state):
 def _gather(inp, rows, cols):
     src_rows = 2 * rows + 1
     order = inp.rng.permutation(src_rows).astype(np.int64)
-    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows, rows,
-            1, cols, inp.unset((rows, cols)))
+    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows,
+            src_rows, rows, 1, cols, inp.unset((rows, cols)))
 
 
 def _gather_past_the_end(inp, rows, cols):
-    """The last batch's positions past the order's end leave their rows untouched."""
+    """The last batch's positions from n_pos on leave their rows untouched."""
     src_rows = rows + 2
     order = inp.rng.permutation(src_rows).astype(np.int64)
-    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows, rows,
-            0, cols, inp.normal((rows, cols)))
+    return (inp.normal((src_rows, cols)), order, _ctrl(k=1), src_rows * cols, src_rows,
+            src_rows, rows, 0, cols, inp.normal((rows, cols)))
+
+
+def _gather_wrapping(inp, rows, cols):
+    """A streamed epoch's ring: positions past the order's end wrap to its start (p % n_order),
+    those from n_pos on (the epoch's end) leave their rows untouched."""
+    ring = rows + 1
+    order = inp.rng.permutation(ring).astype(np.int64)
+    return (inp.normal((ring, cols)), order, _ctrl(k=2), ring * cols, ring, 3 * rows - 1,
+            rows, 0, cols, inp.normal((rows, cols)))
 
 
 def _check(bad_at=None, total=1.5):
@@ -638,6 +647,7 @@ CASES = (
         KernelCase("axpy", "step", _axpy),
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),
+        KernelCase("gather_rows", "wrapping", _gather_wrapping),
         KernelCase("nonfinite_check", "finite", _check()),
         KernelCase("nonfinite_check", "nan_or_inf_gradient", _check(bad_at=4)),
         KernelCase("nonfinite_check", "last_gradient", _check(bad_at=10**9)),

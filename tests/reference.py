@@ -462,15 +462,15 @@ def adam_step(g, lrs, n_lrs, beta1, beta2, eps, weight_decay, decoupled_wd, eps_
 
 # --- the step's bookkeeping kernels ---------------------------------------------------------
 
-def gather_rows(src, order, ctrl, n_src, n_order, stride, offset, n_cols, out):
-    """Rows order[ctrl[K] * stride + offset + r] of src (n_cols wide); positions past the end
-    of order, or rows past the end of src, leave out untouched."""
+def gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols, out):
+    """Rows order[p % n_order] of src (n_cols wide), p = ctrl[K] * stride + offset + r;
+    positions from n_pos on, or rows past the end of src, leave out untouched."""
     src = _f64(src).reshape(-1)
     result = _f64(out).reshape(-1, int(n_cols)).copy()
     first = int(ctrl[CTRL_K]) * int(stride) + int(offset)
     for r in range(result.shape[0]):
-        if first + r < n_order:
-            row = int(order[first + r])
+        if first + r < n_pos and n_order > 0:
+            row = int(order[(first + r) % n_order])
             if 0 <= row and (row + 1) * n_cols <= n_src:
                 result[r] = src[row * n_cols:(row + 1) * n_cols]
     return {"out": result.reshape(np.shape(out))}
