@@ -442,6 +442,30 @@ def _overflowing_update(momentum, working=0):
     return make
 
 
+def _overflowing_adam_update(working=0):
+    """Adam's step beyond the dtype's range for every third element: p there at the largest
+    finite value (of bfloat16 with a working copy, whose copy of a held p must stay finite) and
+    its step, about 6 lr, pushing outward past the dtype's largest value; lr so large that the
+    others move far but stay finite, with no product on the way overflowing. Those elements
+    keep their parameter, moments and working copy, the others update, BAD_UPDATE is set."""
+    def make(inp, rows, cols):
+        args = list(_adam(3, 0.0, 0.0, 0, working=working)(inp, rows, cols))
+        g, p, m, v = args[0], args[11], args[12], args[13]
+        m[:] = np.copysign(m, g)  # no cancellation in m's average: lr scales its rounding
+        g[::3], m[::3], v[::3] = -1.0, -1.0, 1e-4  # m_hat -3.7, sqrt(v_hat) 0.6: p grows
+        big = np.finfo(inp.dtype)
+        if working:
+            p[::3] = np.array(0x7F7F0000, np.uint32).view(np.float32)  # bfloat16's largest
+            lr = float(big.max) / 100  # a step of 2e37 reaches past float32's 3.4e38
+        else:
+            p[::3] = big.max
+            lr = float(big.max * big.eps * 8)  # a step of a few ulps of the largest value
+        args[1] = _lrs(inp, lr)
+        return tuple(args)
+
+    return make
+
+
 def _overflowing_average(inp, rows, cols):
     """Momentum's step lr v beyond the dtype's range for every other element (v itself, an
     average of finite values, stays finite): those are held, the others update."""
@@ -629,6 +653,9 @@ CASES = (
         KernelCase("sgd_step", "bf16_working_copy", _sgd(0.9, 0.0, 0.01, 1, 3, working=1), True),
         KernelCase("momentum_step", "bf16_working_copy", _momentum(0.9, 1, 2, working=1), True),
         KernelCase("rmsprop_step", "bf16_working_copy", _rmsprop(0.01, 0, working=1), True),
+        KernelCase("adam_step", "holds_an_overflowing_update", _overflowing_adam_update()),
+        KernelCase("adam_step", "holds_an_overflowing_update_bf16",
+                   _overflowing_adam_update(working=1), True),
         KernelCase("adam_step", "holds_overflowing_state",
                    _overflowing_state(_adam(3, 0.0, 0.0, 0))),
         KernelCase("adam_step", "holds_overflowing_state_bf16",
