@@ -4,6 +4,7 @@ precision cannot hold."""
 
 import copy
 import pickle
+import re
 import threading
 
 import numpy as np
@@ -89,6 +90,11 @@ def test_softmax_with_one_unit_is_refused_with_a_hint():
         gpunn.MLP([4, 1], output="softmax")
 
 
+CLAIMED = ("model: expected the model this optimizer's state was built on, got another one; use "
+           "a new optimizer for each model (or move state on purpose with state_dict / "
+           "load_state_dict(model=...))")
+
+
 def test_optimizer_state_is_not_reused_on_another_model(backend):
     X, y = data()
     optimizer = gpunn.Adam(lr=0.01)
@@ -97,11 +103,14 @@ def test_optimizer_state_is_not_reused_on_another_model(backend):
     gpunn.fit(first, X, y, optimizer=optimizer, epochs=1)  # the same model continues
     other = net()
     before = params(other)
-    with pytest.raises(ValueError, match="model: expected the model this optimizer's state"):
+    with pytest.raises(ValueError) as info:
         gpunn.fit(other, X, y, optimizer=optimizer, epochs=1)
+    assert str(info.value) == CLAIMED
     np.testing.assert_array_equal(params(other), before)
     moved = gpunn.Adam(lr=0.01)
     moved.load_state_dict(optimizer.state_dict(), model=other)  # on purpose: allowed
+    with pytest.raises(ValueError, match=re.escape(CLAIMED)):  # moved: it belongs to other now
+        gpunn.fit(first, X, y, optimizer=moved, epochs=1)
     gpunn.fit(other, X, y, optimizer=moved, epochs=1)
 
 

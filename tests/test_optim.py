@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import reference as ref
+from reference_precision import assert_bf16_equal, round_to_mantissa
 
 from gpunn.optim import OPTIMIZERS, SGD, Adam, AdamW, Momentum, RMSprop, get_optimizer
 
@@ -42,6 +43,18 @@ class FlatModel:
 
     def params(self):
         return np.array(self.backend.to_numpy(self.flat_params), dtype=np.float64)
+
+
+class Bf16Model(FlatModel):
+    """A bf16 model as an optimizer sees it: float32 parameters, their bfloat16 working copy
+    (``flat_work``) and, optionally, the end of the weights that decay (``params.decay_end``,
+    read as a model's layout: it replaces the ``params()`` method)."""
+
+    def __init__(self, backend, params, decay_end=None):
+        super().__init__(backend, params.astype(np.float32))
+        self.flat_work = backend.bf16_zeros(params.shape)
+        if decay_end is not None:
+            self.params = type("Layout", (), {"decay_end": decay_end})()
 
 
 def problem(seed=0, n=N, steps=STEPS):
@@ -126,6 +139,58 @@ def test_state_is_allocated_on_the_first_step(backend, dtype, name):
     for array in optimizer.state.values():
         assert isinstance(array, backend.xp.ndarray)
         assert array.shape == (6,) and array.dtype == dtype
+    arrays = dict(optimizer.state)
+    optimizer.step(model)  # updated in place: a recorded step holds these arrays
+    assert all(optimizer.state[k] is a for k, a in arrays.items())
+
+
+@pytest.mark.parametrize("n, decay_end", [(1, None), (37, 20)], ids=["one-element", "decay-split"])
+def test_a_step_writes_the_bf16_working_copy_of_the_new_parameters(backend, n, decay_end):
+    """Every element of flat_work is the new parameter rounded to bfloat16, in both launches of
+    a weights-only decay (SGD: p -= lr (g + wd p) on the weights, p -= lr g past decay_end)."""
+    p0, grads, _ = problem(n=n, steps=1)
+    model = Bf16Model(backend, p0, decay_end)
+    model.set_grad(grads[0])
+    SGD(0.1, weight_decay=0.5).step(model)
+    p, g = p0.astype(np.float32).astype(np.float64), grads[0].astype(np.float32)
+    decay = np.where(np.arange(n) < (n if decay_end is None else decay_end), 0.5, 0.0)
+    got = np.array(backend.to_numpy(model.flat_params), dtype=np.float64)
+    np.testing.assert_allclose(got, p - 0.1 * (g + decay * p), rtol=1e-6)
+    assert_bf16_equal(backend.to_numpy(model.flat_work), round_to_mantissa(got, 7))
+
+
+def test_a_step_refuses_hyperparameters_the_models_precision_cannot_hold(backend):
+    model = FlatModel(backend, np.ones(5, np.float32))
+    model.set_grad(np.ones(5))
+    with pytest.raises(ValueError) as info:
+        Adam(eps=1e-60).step(model)
+    assert str(info.value) == ("eps: expected 0 or a value in [1.175e-38, 3.403e+38] (normal "
+                               "float32 numbers, the precision of the model), got 1e-60")
+    np.testing.assert_array_equal(model.params(), np.ones(5))
+    Adam(eps=1e-60).step(FlatModel(backend, np.ones(5)))  # a normal float64
+
+
+# PyTorch's defaults (torch.optim) where it has the optimizer; weight decay of the weights
+# only (decay_biases=False) and no clipping everywhere.
+DEFAULTS = {
+    "sgd": (lambda: SGD(0.1), 0.1, {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
+                                     "nesterov": False, "decay_biases": False}),
+    "momentum": (lambda: Momentum(0.1), 0.1, {"beta": 0.9, "bias_correction": False}),
+    "rmsprop": (RMSprop, 0.01, {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0,
+                                "eps_in_sqrt": False, "decay_biases": False}),
+    "adam": (Adam, 0.001, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                           "eps_in_sqrt": False, "decay_biases": False}),
+    "adamw": (AdamW, 0.001, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01,
+                             "eps_in_sqrt": False, "decay_biases": False}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_defaults(name):
+    make, lr, hyperparameters = DEFAULTS[name]
+    saved = make().state_dict()
+    assert (saved["lr"], saved["base_lr"]) == (lr, lr)
+    assert saved["hyperparameters"] == {**hyperparameters, "clip_norm": None, "clip_value": None}
 
 
 BAD_HYPERPARAMETERS = [
@@ -145,6 +210,7 @@ BAD_HYPERPARAMETERS = [
     (lambda: SGD(0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError,
      "nesterov: expected momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1"),
     (lambda: SGD(0.1, nesterov=1), TypeError, "nesterov: expected True or False, got 1"),
+    (lambda: SGD(0.1, decay_biases=1), TypeError, "decay_biases: expected True or False, got 1"),
     (lambda: Momentum(0.1, beta=1.0), ValueError,
      "beta: expected a finite number in [0.0, 1.0), got 1.0"),
     (lambda: Momentum(0.1, bias_correction="yes"), TypeError,
@@ -152,12 +218,19 @@ BAD_HYPERPARAMETERS = [
     (lambda: RMSprop(alpha=1.2), ValueError, "alpha: expected a finite number in [0.0, 1.0)"),
     (lambda: RMSprop(eps=0.0), ValueError, "eps: expected a finite number in (0.0, inf]"),
     (lambda: RMSprop(eps_in_sqrt=None), TypeError, "eps_in_sqrt: expected True or False"),
+    (lambda: RMSprop(weight_decay=-0.5), ValueError,
+     "weight_decay: expected a finite number in [0.0, inf], got -0.5"),
+    (lambda: RMSprop(decay_biases="no"), TypeError,
+     "decay_biases: expected True or False, got 'no'"),
     (lambda: Adam(betas=(0.9, 1.0)), ValueError,
      "betas[1]: expected a finite number in [0.0, 1.0), got 1.0"),
     (lambda: Adam(betas=(-0.1, 0.9)), ValueError, "betas[0]: expected"),
     (lambda: Adam(betas=0.9), TypeError, "betas: expected a pair (beta1, beta2), got 0.9"),
     (lambda: Adam(betas=(0.9,)), TypeError, "betas: expected a pair (beta1, beta2)"),
     (lambda: Adam(eps=-1e-8), ValueError, "eps: expected a finite number in (0.0, inf]"),
+    (lambda: Adam(eps_in_sqrt=0), TypeError, "eps_in_sqrt: expected True or False, got 0"),
+    (lambda: Adam(decay_biases=None), TypeError,
+     "decay_biases: expected True or False, got None"),
     (lambda: AdamW(weight_decay=-0.01), ValueError, "weight_decay: expected a finite number"),
 ]
 

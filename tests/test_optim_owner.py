@@ -35,6 +35,17 @@ def test_scale_lr_scales_base_and_current_rate_together():
     assert (optimizer.base_lr, optimizer.lr) == (0.05, 0.025)
 
 
+def test_scale_lr_keeps_base_lr_positive_and_refuses_negative_factors():
+    optimizer = gpunn.SGD(lr=0.4)
+    optimizer.lr = 0.2
+    assert not optimizer.scale_lr(0.0)  # base_lr 0: no schedule starts from it; nothing changes
+    assert (optimizer.base_lr, optimizer.lr) == (0.4, 0.2)
+    with pytest.raises(ValueError) as info:
+        optimizer.scale_lr(-0.5)
+    assert str(info.value) == "factor: expected a finite number in [0.0, inf], got -0.5"
+    assert (optimizer.base_lr, optimizer.lr) == (0.4, 0.2)
+
+
 def test_count_updates_never_goes_back():
     optimizer = gpunn.Adam()
     optimizer.count_updates(4)

@@ -88,6 +88,8 @@ BAD_STATE_DICTS = [
     (lambda s: _edit(s, t=-1), ValueError, "state_dict['t']: expected an integer in [0, inf]"),
     (lambda s: _edit(s, lr=-1.0), ValueError, "lr: expected a finite number in [0.0, inf]"),
     (lambda s: _edit(s, hyperparameters={"betas": (0.9, 1.5)}), ValueError, "betas[1]"),
+    (lambda s: _edit(s, hyperparameters=[("eps", 1e-8)]), TypeError,
+     "state_dict['hyperparameters']: expected a dict, got list"),
     (lambda s: _edit(s, hyperparameters={"beta": 0.9}), TypeError,
      "state_dict['hyperparameters']: expected keywords among"),
     (lambda s: _edit(s, state={}), ValueError,
@@ -136,6 +138,8 @@ def test_weight_decay_reaches_the_weights_only_unless_decay_biases(backend, name
     with gpunn.use_backend(backend):
         model = gpunn.MLP([3, 4, 2], activation="relu", dtype="float64", seed=0)
     before = backend.to_numpy(model.flat_params).copy()
+    before[model.params.decay_end:] = 0.5  # biases start at 0, which no decay would move
+    backend.copy_from_host(model.flat_params, before)
     model.flat_grads[...] = 0
     optimizer = get_optimizer(name, lr=0.1, weight_decay=0.5, decay_biases=decay_biases)
     optimizer.step(model)

@@ -70,21 +70,26 @@ def test_per_defaults_to_epoch_and_is_case_insensitive():
 
 
 @pytest.mark.parametrize("make, error, message", [
-    (lambda: InverseTime(-0.1), ValueError, "decay: expected a finite number in [0.0, inf]"),
+    (lambda: InverseTime(-0.1), ValueError,
+     "decay: expected a finite number in [0.0, inf], got -0.1"),
     (lambda: InverseTime("fast"), TypeError, "decay: expected a real number, got str"),
-    (lambda: Exponential(0.0), ValueError, "rate: expected a finite number in (0.0, 1.0]"),
+    (lambda: Exponential(0.0), ValueError,
+     "rate: expected a finite number in (0.0, 1.0], got 0.0"),
     (lambda: Exponential(1.5), ValueError, "rate: expected a finite number in (0.0, 1.0], "
                                            + "got 1.5"),
-    (lambda: InverseSqrt(0.0), ValueError, "k: expected a finite number in (0.0, inf]"),
+    (lambda: InverseSqrt(0.0), ValueError, "k: expected a finite number in (0.0, inf], got 0.0"),
     (lambda: Staircase(0, 0.5), ValueError, "step: expected an integer in [1, inf], got 0"),
     (lambda: Staircase(2.5, 0.5), TypeError, "step: expected an integer, got float"),
-    (lambda: Staircase(2, 0.0), ValueError, "factor: expected a finite number in (0.0, 1.0]"),
-    (lambda: Staircase(2, 1.1), ValueError, "factor: expected a finite number in (0.0, 1.0]"),
+    (lambda: Staircase(2, 0.0), ValueError,
+     "factor: expected a finite number in (0.0, 1.0], got 0.0"),
+    (lambda: Staircase(2, 1.1), ValueError,
+     "factor: expected a finite number in (0.0, 1.0], got 1.1"),
     (lambda: Constant(per="batch"), ValueError,
      "per: expected one of ['epoch', 'step'], got 'batch'"),
     (lambda: Constant()(0.1, -1), ValueError, "t: expected an integer in [0, inf], got -1"),
     (lambda: Constant()(0.1, 1.0), TypeError, "t: expected an integer, got float"),
-    (lambda: Constant()(0.0, 1), ValueError, "base_lr: expected a finite number in (0.0, inf]"),
+    (lambda: Constant()(0.0, 1), ValueError,
+     "base_lr: expected a finite number in (0.0, inf], got 0.0"),
     (lambda: Cosine(0), ValueError, "period: expected an integer in [1, inf], got 0"),
     (lambda: Cosine(5, min_factor=1.5), ValueError,
      "min_factor: expected a finite number in [0.0, 1.0], got 1.5"),
@@ -109,7 +114,8 @@ def test_per_defaults_to_epoch_and_is_case_insensitive():
     (lambda: Warmup(2, after=Cosine(5, per="step")), ValueError,
      "after: expected a schedule per 'epoch', got per 'step'"),
     (lambda: Warmup(2, after=Warmup(1)), TypeError,
-     "after: expected a schedule other than a warm-up"),
+     "after: expected a schedule other than a warm-up, got Warmup(warmup=1, after={'name': "
+     + "'constant', 'per': 'epoch'}, start_factor=0.3333333333333333, per='epoch')"),
     (lambda: Warmup(2, after="cosine"), TypeError,
      "schedule 'cosine': expected a value for ['period'], got none"),
     (lambda: get_schedule("cosine", period=5, warmup=0), ValueError,
@@ -120,7 +126,7 @@ def test_per_defaults_to_epoch_and_is_case_insensitive():
 def test_bad_arguments_are_named(make, error, message):
     with pytest.raises(error) as info:
         make()
-    assert message in str(info.value)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("name, kwargs", [(row[0], row[1]) for row in FORMULAS],
@@ -136,6 +142,12 @@ def test_config_round_trips(name, kwargs):
                     get_schedule(config)):
         assert type(rebuilt) is type(schedule) and rebuilt.config() == config
     assert repr(schedule).startswith(type(schedule).__name__ + "(")
+
+
+def test_repr_is_the_constructor_call():
+    schedule = Cosine(8, min_factor=0.1)
+    assert repr(schedule) == "Cosine(period=8, min_factor=0.1, restarts=False, mult=1, per='epoch')"
+    assert eval(repr(schedule), {"Cosine": Cosine}).config() == schedule.config()
 
 
 def test_get_schedule_passes_none_and_instances_through():
@@ -158,6 +170,9 @@ CHOICES = str(sorted(SCHEDULES))
      "schedule 'exponential': expected keywords among ['per', 'rate'], got ['decay']"),
     ((Constant(),), {"per": "step"}, ValueError,
      "schedule: expected a name when keywords are given, got Constant(per='epoch')"),
+    (("cosine",), {"warmup": 2, "perod": 8}, TypeError,
+     "schedule 'cosine': expected keywords among ['min_factor', 'mult', 'per', 'period', "
+     + "'restarts'], got ['perod']"),
     ((0.5,), {}, TypeError, f"schedule: expected a name in {CHOICES}, a config dict, a "
                             + "Schedule or None, got float"),
     (({"rate": 0.5},), {}, TypeError, "config: expected a dict with a 'name', got"),
@@ -183,6 +198,9 @@ def test_hand_computed_values_of_the_newer_schedules():
     assert [Warmup(2, start_factor=0.0)(4.0, t) for t in range(4)] == [0.0, 2.0, 4.0, 4.0]
     cycle = OneCycle(4, pct_start=0.5, div_factor=4.0, final_div_factor=2.0)
     assert [cycle(4.0, t) for t in range(5)] == [1.0, 4.0, 2.25, 0.5, 0.5]
+    # the peak as late as it goes (u = 0.95 * 10 - 1 = 8.5): one step down to the end
+    late = OneCycle(10, pct_start=0.95, div_factor=4.0, final_div_factor=2.0, anneal="linear")
+    assert [late(4.0, t) for t in (0, 8, 9)] == [1.0, pytest.approx(1 + 3 * 8 / 8.5), 0.5]
 
 
 def test_warmup_wraps_any_named_schedule():
@@ -192,6 +210,8 @@ def test_warmup_wraps_any_named_schedule():
                                 "per": "step",
                                 "after": {"name": "exponential", "rate": 0.5, "per": "step"}}
     assert [wrapped(8.0, t) for t in range(5)] == [4.0, 6.0, 8.0, 4.0, 2.0]
+    default = get_schedule("constant", warmup=2)  # PyTorch's LinearLR: start_factor 1/3
+    assert [default(3.0, t) for t in range(3)] == [1.0, 2.0, 3.0]
     assert get_schedule(wrapped.config()).config() == wrapped.config()
     assert Warmup.from_config(wrapped.config()).config() == wrapped.config()
 
@@ -209,38 +229,44 @@ def _torch_rates(make, steps):
     return rates
 
 
+# (id, our schedule, steps, PyTorch's scheduler): ours is made in the test, as a schedule built
+# at import would escape mutation testing (mutmut's mutants are chosen at each call).
 TORCH_CASES = [
-    ("cosine", Cosine(10, min_factor=0.1), 11,
+    ("cosine", lambda: Cosine(10, min_factor=0.1), 11,
      lambda s, o: s.CosineAnnealingLR(o, T_max=10, eta_min=0.1 * LR0)),
-    ("cosine_zero", Cosine(7), 8, lambda s, o: s.CosineAnnealingLR(o, T_max=7)),
-    ("sgdr", Cosine(3, min_factor=0.05, restarts=True), 20,
+    ("cosine_zero", lambda: Cosine(7), 8, lambda s, o: s.CosineAnnealingLR(o, T_max=7)),
+    ("sgdr", lambda: Cosine(3, min_factor=0.05, restarts=True), 20,
      lambda s, o: s.CosineAnnealingWarmRestarts(o, T_0=3, eta_min=0.05 * LR0)),
-    ("sgdr_mult", Cosine(3, restarts=True, mult=2), 50,
+    ("sgdr_mult", lambda: Cosine(3, restarts=True, mult=2), 50,
      lambda s, o: s.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2)),
-    ("one_cycle_cos", OneCycle(30), 30,
+    ("one_cycle_cos", lambda: OneCycle(30), 30,
      lambda s, o: s.OneCycleLR(o, max_lr=LR0, total_steps=30, cycle_momentum=False)),
-    ("one_cycle_linear", OneCycle(17, 0.4, 5.0, 50.0, anneal="linear"), 17,
+    ("one_cycle_late_peak", lambda: OneCycle(10, pct_start=0.95), 10,
+     lambda s, o: s.OneCycleLR(o, max_lr=LR0, total_steps=10, pct_start=0.95,
+                               cycle_momentum=False)),
+    ("one_cycle_linear", lambda: OneCycle(17, 0.4, 5.0, 50.0, anneal="linear"), 17,
      lambda s, o: s.OneCycleLR(o, max_lr=LR0, total_steps=17, pct_start=0.4, div_factor=5.0,
                                final_div_factor=50.0, anneal_strategy="linear",
                                cycle_momentum=False)),
-    ("warmup_cosine", Warmup(4, Cosine(10), start_factor=0.25), 15,
+    ("warmup_cosine", lambda: Warmup(4, Cosine(10), start_factor=0.25), 15,
      lambda s, o: s.SequentialLR(o, [s.LinearLR(o, start_factor=0.25, total_iters=4),
                                      s.CosineAnnealingLR(o, T_max=10)], milestones=[4])),
-    ("warmup_sgdr", Warmup(3, Cosine(4, restarts=True, mult=2)), 30,
+    ("warmup_sgdr", lambda: Warmup(3, Cosine(4, restarts=True, mult=2)), 30,
      lambda s, o: s.SequentialLR(o, [s.LinearLR(o, total_iters=3),
                                      s.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2)],
                                  milestones=[3])),
-    ("warmup_exponential", get_schedule("exponential", rate=0.8, warmup=5), 15,
+    ("warmup_exponential", lambda: get_schedule("exponential", rate=0.8, warmup=5), 15,
      lambda s, o: s.SequentialLR(o, [s.LinearLR(o, total_iters=5), s.ExponentialLR(o, 0.8)],
                                  milestones=[5])),
 ]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # SequentialLR's epoch-argument notice
-@pytest.mark.parametrize("schedule, steps, make", [row[1:] for row in TORCH_CASES],
+@pytest.mark.parametrize("ours, steps, make", [row[1:] for row in TORCH_CASES],
                          ids=[row[0] for row in TORCH_CASES])
-def test_rates_match_pytorch_schedulers(schedule, steps, make):
+def test_rates_match_pytorch_schedulers(ours, steps, make):
     expected = _torch_rates(make, steps)
+    schedule = ours()
     got = [schedule(LR0, t) for t in range(steps)]
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-14)
 
