@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpunn._checks import check_features, check_finite, check_int
+from gpunn._checks import check_int
 from gpunn.losses import get_loss
-from gpunn.sources import as_rows
+from gpunn.sources import SliceRows, as_rows
 from gpunn.step import TrainStep
 from gpunn.weights import batch_rescaled
 
@@ -140,9 +140,14 @@ class Stager:
     Args:
         backend: the model's backend.
         columns: ``{name: (fill, row_shape, dtype)}``; ``fill(out, start, stop)`` writes the
-            converted host rows ``start:stop`` into ``out`` (on the helper thread).
+            converted host rows ``start:stop`` into ``out`` and returns it, or returns a view
+            of them in the source with ``out``'s shape and dtype (nothing copied); on the
+            helper thread.
         bounds: the chunks' ``(start, stop)``.
         batch: rows of a (global) batch.
+        checked: the columns (2-D float rows) whose NaN/inf are refused: counted as they are
+            scattered (:meth:`~gpunn.backends.base.Backend.scatter_rows`, one pass), a
+            ValueError naming the column and the block's rows.
 
     The ring holds a chunk, the rows of the previous one that a batch straddling the two
     still needs (``most + batch - 1`` rows, ``most`` the largest chunk) and rows that a chunk's
@@ -152,7 +157,7 @@ class Stager:
     so that the next chunk is read and copied while this one trains.
     """
 
-    def __init__(self, backend, columns, bounds, batch):
+    def __init__(self, backend, columns, bounds, batch, checked=()):
         self.backend, self.bounds = backend, bounds
         most = max(stop - start for start, stop in bounds)
         probe = np.empty(0)
@@ -170,6 +175,13 @@ class Stager:
         rows = max(1, min(most, BLOCK_BYTES // max(1, width)))
         self._blocks = {name: np.empty((rows, *shape), dtype)
                         for name, (_, shape, dtype) in columns.items()}
+        self._checked = tuple(checked)
+        for name in self._checked:  # compiled here, not on the helper thread mid-epoch
+            block = self._blocks[name][:0]
+            backend.scatter_rows(block, np.empty(0, np.int64), block)
+            block = block.view()
+            block.flags.writeable = False  # a read-only memory map's rows
+            backend.scatter_rows(block, np.empty(0, np.int64), self._blocks[name][:0])
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpunn-stage")
         self._uploads = [None, None]  # per host buffer: the token of its last copy
         self._plan, self._next, self._pending = [], 0, {}
@@ -215,9 +227,12 @@ class Stager:
         for a in range(0, m, size):
             b = min(a + size, m)
             for name, fill in self._fill_rows.items():
-                block = self._blocks[name][:b - a]
-                fill(block, start + a, start + b)
-                host[name][at[a:b]] = block
+                rows = fill(self._blocks[name][:b - a], start + a, start + b)
+                if name not in self._checked:
+                    host[name][at[a:b]] = rows
+                elif bad := self.backend.scatter_rows(rows, at[a:b], host[name]):
+                    raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf "
+                                     f"entries (rows {start + a} to {start + b - 1})")
 
     def need(self, c):
         """Wait until position ``c``'s rows are on the device (raises what reading raised)."""
@@ -276,26 +291,30 @@ class StreamStep(TrainStep):
         chunk_rows = max(check_int("chunk_rows", chunk_rows, low=1), global_batch)
         bounds = chunk_bounds(n, chunk_rows)
 
-        def inputs(out, start, stop):
-            try:
-                if X.dtype == dtype:  # straight into the slot (or its pinned buffer)
-                    X.read_into(out, start, stop)
-                    check_finite("X", out)
-                else:
-                    out[...] = check_features("X", X.read(start, stop), model.n_in, dtype)
-            except ValueError as exc:
-                raise ValueError(f"{exc} (rows {start} to {stop - 1})") from None
+        # a memory map or an array in memory, of the model's dtype: its rows are scattered
+        # from the source's own pages (no copy into the block first)
+        views = isinstance(X, SliceRows) and isinstance(X.data, np.ndarray) \
+            and X.dtype == dtype
+
+        def inputs(out, start, stop):  # NaN/inf: refused as the rows are scattered
+            if views:
+                return X.read(start, stop)
+            with np.errstate(over="ignore"):  # beyond the dtype: inf, refused as scattered
+                X.read_into(out, start, stop)  # straight into the block, or converted
+            return out
 
         def targets(out, start, stop):
             out[...] = loss.targets(y.read(start, stop), stop - start, model.n_out, dtype)
+            return out
 
         def row_weights(out, start, stop):  # this epoch's rescaled weights (prepare_epoch)
             out[...] = self._rescaled[start:stop]
+            return out
 
         columns = {"X": (inputs, (model.n_in,), dtype), "T": (targets, T_shape, dtype)}
         if weights is not None:
             columns["W"] = (row_weights, (), dtype)
-        self.stager = Stager(model.backend, columns, bounds, global_batch)
+        self.stager = Stager(model.backend, columns, bounds, global_batch, checked=("X",))
         self.seed, self.chunks = seed, bounds
         super().__init__(model, loss, optimizer, self.stager.device["X"],
                          self.stager.device["T"], global_batch, halt_on_nonfinite, comm, rows=n,

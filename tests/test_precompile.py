@@ -46,7 +46,8 @@ import numpy as np
 from kernel_cases import CASES, Inputs
 from gpunn.backends.cpu import CpuBackend
 from gpunn.backends.precompile import compile_claimed
-names = {"gather_rows", "sgd_step", "round_bf16"}
+from gpunn.backends.host_rows import scatter_rows
+names = {"gather_rows", "sgd_step", "round_bf16", "scatter_rows"}
 if sys.argv[2] == "compile":
     print("counts", *compile_claimed(("float32", "float64"), names=names, say=lambda s: None))
 else:
@@ -54,6 +55,12 @@ else:
     for case in (c for c in CASES if c.kernel in names):
         for dtype in case.dtypes:
             backend.kernel(case.kernel, *case.args(Inputs(np.random.default_rng(0), dtype), 5, 7))
+    for dtype in ("float32", "float64"):  # streaming's rows: a block, a read-only map's
+        block = np.zeros((3, 4), dtype)
+        mapped = block.copy()
+        mapped.flags.writeable = False
+        for rows in (block, mapped):
+            scatter_rows(rows, np.arange(3), np.zeros((3, 4), dtype))
 """
 
 

@@ -262,12 +262,16 @@ def test_bad_targets_and_shapes_are_refused_before_training(data, tmp_path):
             r"leaving rows on both sides, got 0.001 of 300", validation_split=0.001)
 
 
-def test_nan_in_a_chunk_is_named_before_that_chunk_trains(data, tmp_path):
+@pytest.mark.parametrize("kind", ["npy", "memmap"])
+def test_nan_in_a_chunk_is_named_before_that_chunk_trains(data, tmp_path, kind):
+    """Read into a block (a path) or scattered from the map's own pages (a memory map)."""
     X, y = data
     bad = X.copy()
     bad[240, 2] = np.nan
     np.save(tmp_path / "X.npy", bad)
-    refused(tmp_path / "X.npy", y, ValueError, r"X: expected finite values.*rows 225 to 299",
+    source = np.load(tmp_path / "X.npy", mmap_mode="r") if kind == "memmap" \
+        else tmp_path / "X.npy"
+    refused(source, y, ValueError, r"X: expected finite values.*rows 225 to 299",
             untouched=False, chunk_rows=75, shuffle=False)
 
 
@@ -344,6 +348,37 @@ def test_mid_epoch_parts_are_checked(tmp_path):
     gpunn.save_checkpoint(path, model, steps=([1.5], [7]))
     with pytest.raises(gpunn.CheckpointError, match=r"fit.step_status: expected step statuses"):
         gpunn.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_rows_places_rows_and_counts_what_is_not_finite(dtype):
+    """The staging thread's one pass (gpunn.backends.host_rows) against NumPy's two: the
+    rows land where NumPy's scatter puts them, bit for bit (NaN payloads too), and the count
+    is NumPy's count of NaN/inf, from a read-only source (a memory map's rows) as well."""
+    from gpunn.backends.cpu import CpuBackend
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(37, 11)).astype(dtype)
+    rows.reshape(-1)[rng.choice(rows.size, 9, replace=False)] = [np.nan, np.inf, -np.inf] * 3
+    rows.flags.writeable = False
+    at = rng.permutation(50)[:37]
+    out, expected = np.zeros((50, 11), dtype), np.zeros((50, 11), dtype)
+    expected[at] = rows
+    assert CpuBackend().scatter_rows(rows, at, out) == 9 == int((~np.isfinite(rows)).sum())
+    assert out.tobytes() == expected.tobytes()
+    assert CpuBackend().scatter_rows(rows[:0], at[:0], out) == 0
+
+
+def test_a_value_beyond_float32_in_float64_rows_is_refused(data, tmp_path):
+    """Rows converted to the model's float32 as they are read: 1e39 becomes inf there, and is
+    refused with the rows of its block, as NaN is."""
+    X, y = data
+    wide = X.astype(np.float64)
+    wide[100, 0] = 1e39
+    np.save(tmp_path / "X.npy", wide)
+    refused(np.load(tmp_path / "X.npy", mmap_mode="r"), y, ValueError,
+            r"X: expected finite values, got 1 NaN/inf entries \(rows 75 to 149\)",
+            untouched=False, chunk_rows=75, shuffle=False)
 
 
 def test_finiteness_is_checked_in_blocks_past_the_first():

@@ -209,6 +209,14 @@ class Backend:
         """The host array :meth:`stage` copies into ``device_array``: here the array itself."""
         return device_array
 
+    def scatter_rows(self, rows, at, out):
+        """``out[at[i]] = rows[i]`` on the host (``out``: the ring where :meth:`staging_buffer`
+        is the device array, else a staging buffer), the NaN/inf values copied counted in the
+        same pass (:mod:`gpunn.backends.host_rows`); returns that count."""
+        from gpunn.backends.host_rows import scatter_rows
+
+        return scatter_rows(rows, at, out)
+
     def mark(self):
         """A token for the work queued so far on the current stream (None: it is done)."""
         return None

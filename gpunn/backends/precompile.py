@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 DTYPES = ("float32", "float64")
 
@@ -48,6 +49,7 @@ def compile_claimed(dtypes, claims=None, say=print, names=None):
     """Compile (or load) every twin (``names``: those only) in ``dtypes``; with ``claims`` (a
     folder shared by the processes of one run) only the twins this process claims there
     first. Returns the count of signatures compiled and of those already in the cache."""
+    from gpunn.backends import host_rows
     from gpunn.backends.compile_watch import compile_seconds, watch_compiles
     from gpunn.backends.cpu import start_numba_threads, twin_of
     from gpunn.kernels import kernel_specs
@@ -55,7 +57,9 @@ def compile_claimed(dtypes, claims=None, say=print, names=None):
     watch_compiles()
     start_numba_threads()
     compiled = cached = 0
-    for name, spec in kernel_specs().items():
+    specs = kernel_specs()
+    # every twin, then the staging thread's row scatter (gpunn.backends.host_rows)
+    for name in [*specs, "scatter_rows"]:
         if names is not None and name not in names:
             continue
         if claims is not None:
@@ -63,9 +67,12 @@ def compile_claimed(dtypes, claims=None, say=print, names=None):
                 os.mkdir(os.path.join(claims, name))
             except FileExistsError:
                 continue
-        twin = twin_of(spec)
+        if name in specs:
+            twin, sigs = twin_of(specs[name]), partial(signatures, specs[name])
+        else:
+            twin, sigs = host_rows._scatter_rows, host_rows.signatures
         for dtype in dtypes:
-            for sig in signatures(spec, dtype):
+            for sig in sigs(dtype):
                 before, start = compile_seconds(), time.perf_counter()
                 twin.compile(sig)
                 fresh = compile_seconds() > before
