@@ -367,6 +367,12 @@ def test_scatter_rows_places_rows_and_counts_what_is_not_finite(dtype):
     assert CpuBackend().scatter_rows(rows, at, out) == 9 == int((~np.isfinite(rows)).sum())
     assert out.tobytes() == expected.tobytes()
     assert CpuBackend().scatter_rows(rows[:0], at[:0], out) == 0
+    for bad_at in (at - 1, at + 14):  # -1 and 50: outside out's rows, refused before writing
+        with pytest.raises(ValueError, match=r"scatter_rows: expected row indices in \[0, 50\)"):
+            CpuBackend().scatter_rows(rows, bad_at, out)
+    with pytest.raises(ValueError, match=r"expected rows \(m, d\), at \(m,\)"):
+        CpuBackend().scatter_rows(rows, at[:-1], out)
+    assert out.tobytes() == expected.tobytes()
 
 
 def test_a_value_beyond_float32_in_float64_rows_is_refused(data, tmp_path):

@@ -29,8 +29,17 @@ def _scatter_rows(rows, at, out):
 
 def scatter_rows(rows, at, out):
     """``out[at[i]] = rows[i]`` for each row ``i`` of the 2-D float array ``rows`` (``out``:
-    2-D, C-contiguous, of its dtype); returns the count of NaN/inf values copied."""
-    return int(_scatter_rows(np.ascontiguousarray(rows), np.asarray(at, np.int64), out))
+    2-D, C-contiguous, of its dtype); returns the count of NaN/inf values copied. The compiled
+    loop does not check bounds, so the shapes and ``at`` are checked here (ValueError)."""
+    rows, at = np.ascontiguousarray(rows), np.asarray(at, np.int64)
+    if (rows.ndim != 2 or out.ndim != 2 or rows.shape[1] != out.shape[1]
+            or at.shape != rows.shape[:1] or not out.flags.c_contiguous):
+        raise ValueError(f"scatter_rows: expected rows (m, d), at (m,) and a C-contiguous out "
+                         f"(n, d), got {rows.shape}, {at.shape} and {out.shape}")
+    if at.size and not (0 <= at.min() and at.max() < len(out)):
+        raise ValueError(f"scatter_rows: expected row indices in [0, {len(out)}), got "
+                         f"{at.min()} to {at.max()}")
+    return int(_scatter_rows(rows, at, out))
 
 
 def signatures(dtype):
