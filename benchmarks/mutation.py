@@ -53,7 +53,14 @@ SETS = {
                # the optimizers pass clip_norm / clip_value on; the update launches the clip
                "tests/test_clip.py::test_bad_clip_arguments_name_the_argument",
                "tests/test_clip.py::test_a_nonfinite_norm_skips_the_update",
-               "tests/test_clip.py::test_the_step_leaves_the_clipped_gradient"], {}),
+               "tests/test_clip.py::test_the_step_leaves_the_clipped_gradient",
+               # the clip's own parts, and clip_norm / clip_value through copies and pickles
+               "tests/test_clip.py::test_the_reduction_shape_depends_on_the_size_alone",
+               "tests/test_clip.py::test_the_scratch_is_made_once_per_backend_dtype_and_size",
+               "tests/test_clip.py::test_a_clip_is_true_when_it_clips",
+               "tests/test_clip.py::test_copies_and_pickles_keep_the_clipping_apart",
+               "tests/test_clip.py::test_optimizers_saved_before_clipping_load_without_it"],
+              {}),
     "checkpoint": (["gpunn/checkpoint/*.py"],
                    ["tests/test_checkpoint.py", "tests/test_checkpoint_bounds.py",
                     "tests/test_checkpoint_files.py", "tests/test_checkpoint_reader.py",

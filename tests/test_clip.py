@@ -15,7 +15,7 @@ import gpunn
 from gpunn.backends.cpu import CpuBackend
 from gpunn.control import Control
 from gpunn.optim import get_optimizer
-from gpunn.optim.clip import Clip
+from gpunn.optim.clip import Clip, partials
 
 SIZES, ROWS, BATCH, EPOCHS = [5, 8, 6, 3], 32, 8, 5  # 4 steps an epoch: 20 steps
 
@@ -174,20 +174,72 @@ def test_an_overflowing_norm_stops_fit_before_the_update(backend):
     np.testing.assert_array_equal(params(model), before)
 
 
-BAD = [(0, ValueError), (-1.0, ValueError), (math.nan, ValueError), (math.inf, ValueError),
-       ("1", TypeError), (True, TypeError), ([1.0], TypeError)]
+IN_RANGE = "expected a finite number in (0.0, inf], got"
+BAD = [(0, ValueError, f"{IN_RANGE} 0.0"), (-1.0, ValueError, f"{IN_RANGE} -1.0"),
+       (math.nan, ValueError, f"{IN_RANGE} nan"), (math.inf, ValueError, f"{IN_RANGE} inf"),
+       ("1", TypeError, "expected a real number, got str"),
+       (True, TypeError, "expected a real number, got bool"),
+       ([1.0], TypeError, "expected a real number, got list")]
 
 
 @pytest.mark.parametrize("keyword", ["clip_norm", "clip_value"])
-@pytest.mark.parametrize("value, error", BAD, ids=[repr(v) for v, _ in BAD])
-def test_bad_clip_arguments_name_the_argument(keyword, value, error):
+@pytest.mark.parametrize("value, error, message", BAD, ids=[repr(v) for v, _, _ in BAD])
+def test_bad_clip_arguments_name_the_argument(keyword, value, error, message):
+    """The whole message: the keyword, what it takes, what it got (constructor and setter)."""
     for name in ("sgd", "momentum", "rmsprop", "adam", "adamw"):
-        with pytest.raises(error, match=keyword):
+        with pytest.raises(error) as caught:
             get_optimizer(name, lr=0.1, **{keyword: value})
+        assert str(caught.value) == f"{keyword}: {message}"
     optimizer = get_optimizer("adam")
-    with pytest.raises(error, match=keyword):
+    with pytest.raises(error) as caught:
         setattr(optimizer, keyword, value)
+    assert str(caught.value) == f"{keyword}: {message}"
     assert getattr(optimizer, keyword) is None
+
+
+# (gradient entries, first and second reduction's partial sums): ceil(n / 32) sums of at most
+# 32 entries each, at most 2**18 of them, then at most 512; worked out by hand.
+SHAPES = [(1, (1, 1)), (32, (1, 1)), (33, (2, 2)), (16_384, (512, 512)),
+          (16_385, (513, 512)), (100_003, (3_126, 512)), (2**23, (2**18, 512)),
+          (2**23 + 1, (2**18, 512))]
+
+
+@pytest.mark.parametrize("n, expected", SHAPES, ids=[str(n) for n, _ in SHAPES])
+def test_the_reduction_shape_depends_on_the_size_alone(n, expected):
+    """The shape every backend reduces the norm in (the bits depend on it): a sequential sum
+    (one partial) or an empty partial would pass the norm tests, not this one."""
+    assert partials(n) == expected
+
+
+def test_the_scratch_is_made_once_per_backend_dtype_and_size(backend):
+    """A launch reuses the scratch while the gradient's dtype and size stay (a recorded step
+    holds it), and makes another when either changes; every launch clips to the norm of its
+    own gradient (float64 reference)."""
+    clip = Clip(clip_norm=1.0)
+    rng = np.random.default_rng(5)
+    scratch = None
+    for n, dtype, same in [(33, np.float32, False), (33, np.float32, True),
+                           (33, np.float64, False), (100_003, np.float64, False),
+                           (100_003, np.float64, True), (100_003, np.float32, False)]:
+        g = rng.standard_normal(n).astype(dtype)
+        device = backend.asarray(g.copy())
+        clip.launch(backend, device, Control(backend, dtype, 1).ctrl)
+        p1, p2 = partials(n)
+        assert (clip._scratch is scratch) == same
+        assert (clip._scratch.dtype, clip._scratch.size) == (dtype, p1 + p2 + 1)
+        scratch = clip._scratch
+        norm = reference_clip.global_norm(g)
+        np.testing.assert_allclose(math.sqrt(float(backend.to_numpy(scratch)[-1])), norm,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(backend.to_numpy(device),
+                                   g * reference_clip.clip_factor(norm, 1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("clip_norm, clip_value, clips", [
+    (None, None, False), (1.0, None, True), (None, 0.5, True), (1.0, 0.5, True)],
+    ids=["neither", "norm", "value", "both"])
+def test_a_clip_is_true_when_it_clips(clip_norm, clip_value, clips):
+    assert bool(Clip(clip_norm, clip_value)) is clips
 
 
 def test_a_threshold_outside_float32_is_refused_before_training():

@@ -179,6 +179,26 @@ def test_hyperparameters_the_precision_cannot_hold_are_refused(backend, make, dt
     np.testing.assert_array_equal(params(model), before)
 
 
+F32 = np.finfo(np.float32)
+EDGES = (float(F32.tiny), float(F32.max))  # the smallest normal, the largest finite
+OUTSIDE = (float(np.nextafter(F32.tiny, 0, dtype=np.float64)),  # a hair below, a hair above
+           float(F32.max) * (1 + 2.0**-40))
+
+
+@pytest.mark.parametrize("name", ["lr", "eps", "weight_decay", "clip_norm", "clip_value"])
+def test_the_normal_range_includes_both_ends(name):
+    """float32's smallest normal number and its largest finite one are held; the float64
+    values just outside them are refused (compared as Python floats, uncast)."""
+    for value in EDGES:
+        gpunn.Adam(**{name: value}).check_dtype(np.float32)
+    for value in OUTSIDE:
+        with pytest.raises(ValueError) as caught:
+            gpunn.Adam(**{name: value}).check_dtype(np.float32)
+        assert str(caught.value) == (
+            f"{name}: expected 0 or a value in [1.175e-38, 3.403e+38] (normal float32 numbers, "
+            f"the precision of the model), got {value!r}")
+
+
 def test_the_same_values_are_fine_in_float64(backend):
     X, y = data()
     gpunn.fit(net("float64"), X, y, optimizer=gpunn.Adam(lr=1e-39, eps=1e-40), epochs=1)

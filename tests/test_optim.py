@@ -111,13 +111,31 @@ def test_matches_torch_optim(backend, name, torch_class, hyperparameters):
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_one_kernel_launch_per_step(backend, monkeypatch, name):
+    """One launch without weight decay, also for a layout whose weights end before the biases
+    (only a decay of the weights alone splits the update in two)."""
     launches = []
     monkeypatch.setattr(backend, "kernel", lambda kernel, *args: launches.append(kernel))
-    model = FlatModel(backend, np.ones(5))
-    optimizer = get_optimizer(name, lr=0.1)
-    for _ in range(3):
-        optimizer.step(model)
-    assert launches == [f"{name.replace('adamw', 'adam')}_step"] * 3
+    no_decay = {"weight_decay": 0.0} if "weight_decay" in OPTIMIZERS[name].hyperparameters else {}
+    for decay_end in (None, 3):
+        model = Bf16Model(backend, np.ones(5), decay_end)
+        optimizer = get_optimizer(name, lr=0.1, **no_decay)
+        launches.clear()
+        for _ in range(3):
+            optimizer.step(model)
+        assert launches == [f"{name.replace('adamw', 'adam')}_step"] * 3
+
+
+def test_a_model_is_any_object_with_the_flat_buffers(backend):
+    """backend, flat_params and flat_grads are all a step reads (no layout, no working copy):
+    SGD with weight decay, p -= lr (g + wd p) on every element."""
+    from types import SimpleNamespace
+
+    p, g = np.linspace(-1.0, 1.0, 6), np.arange(6.0)
+    model = SimpleNamespace(backend=backend, flat_params=backend.asarray(p.copy()),
+                            flat_grads=backend.asarray(g))
+    SGD(0.1, weight_decay=0.5).step(model)
+    np.testing.assert_allclose(backend.to_numpy(model.flat_params), p - 0.1 * (g + 0.5 * p),
+                               rtol=1e-15)
 
 
 def test_sgd_without_momentum_keeps_no_state(backend):

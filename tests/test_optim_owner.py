@@ -9,7 +9,7 @@ from test_optim import FlatModel, problem
 
 import gpunn
 from gpunn.callbacks import ReduceLROnPlateau
-from gpunn.optim import OPTIMIZERS, Momentum, Optimizer
+from gpunn.optim import OPTIMIZERS, Momentum, Optimizer, get_optimizer
 from gpunn.schedules import get_schedule
 
 
@@ -104,6 +104,42 @@ def test_a_subclass_declares_only_what_differs(backend):
     np.testing.assert_array_equal(mine.params(), theirs.params())
     assert not np.array_equal(mine.params(), p0)
     assert _HalfMomentum not in OPTIMIZERS.values()
+
+
+def test_subclasses_join_the_registry_by_name_and_take_the_clip_keywords(monkeypatch):
+    """Classes made in the test (one made at import escapes a mutation tool's mutant): a named
+    subclass joins the registry get_optimizer reads, a nameless one does not; each takes
+    clip_norm and clip_value after its own hyperparameters, once, a subclass's subclass too."""
+    from gpunn.optim import base
+
+    monkeypatch.setattr(base, "OPTIMIZERS", dict(OPTIMIZERS))
+
+    class Plain(Optimizer):
+        """No name, no hyperparameters of its own."""
+
+    class Child(Plain):
+        """Inherits exactly the clip keywords."""
+
+    class Named(Optimizer):
+        name = "half_momentum"
+        kernel = "momentum_step"
+        state_names = ("v",)
+        hyperparameters = ("beta",)
+
+        def __init__(self, lr, beta=0.5, clip_norm=None, clip_value=None):
+            super().__init__(lr, clip_norm, clip_value)
+            self.beta = beta
+
+        def scalars(self):
+            return self.beta, False
+
+    assert Plain.hyperparameters == Child.hyperparameters == ("clip_norm", "clip_value")
+    assert Named.hyperparameters == ("beta", "clip_norm", "clip_value")
+    assert base.OPTIMIZERS == {**OPTIMIZERS, "half_momentum": Named}
+    made = get_optimizer("half_momentum", lr=0.1, beta=0.25, clip_norm=2.0)
+    assert (type(made), made.beta, made.clip_norm, made.clip_value) == (Named, 0.25, 2.0, None)
+    assert made.state_dict()["hyperparameters"] == {"beta": 0.25, "clip_norm": 2.0,
+                                                    "clip_value": None}
 
 
 def test_cli_help_lists_the_registered_optimizers(capsys):

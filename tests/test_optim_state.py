@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_optim import CASE_IDS, CASES, FlatModel, problem, run
 
-from gpunn.optim import SGD, Adam, Momentum, RMSprop, get_optimizer
+from gpunn.optim import SGD, Adam, AdamW, Momentum, RMSprop, get_optimizer
 
 
 def trained(backend, steps=4, dtype=np.float64):
@@ -173,3 +173,14 @@ def test_state_saved_before_decay_biases_keeps_decaying_every_parameter():
     del old.__dict__["decay_biases"]  # an instance pickled before the option existed
     assert pickle.loads(pickle.dumps(old)).decay_biases is True
     assert pickle.loads(pickle.dumps(Momentum(0.1))).decay_biases is False
+
+
+def test_state_without_weight_decay_takes_the_defaults():
+    """Only a saved weight_decay without decay_biases means "from before the option": a state
+    dict holding neither (keys left out take the constructor's defaults) gets AdamW's default
+    decay of 0.01 on the weights only."""
+    saved = AdamW(0.01).state_dict()
+    del saved["hyperparameters"]["decay_biases"], saved["hyperparameters"]["weight_decay"]
+    restored = AdamW(weight_decay=0.5, decay_biases=True)
+    restored.load_state_dict(saved)
+    assert (restored.weight_decay, restored.decay_biases) == (0.01, False)
