@@ -105,3 +105,18 @@ def test_a_step_halts_after_a_nonfinite_step_unless_told_otherwise():
     """The documented default (fit passes its on_nonfinite explicitly; direct users rely on
     it): no update after a non-finite step until the host has read it."""
     assert step_of_ten_rows().halt_on_nonfinite is True
+
+
+def test_a_shard_past_row_0_gathers_its_rows_of_the_batch():
+    """Rank 1 of 2 takes rows 2 and 3 of a global batch of 4: the gathered inputs and targets
+    are those rows of the step's order (mpiexec runs this for real; in-process here, where
+    mutation testing sees it)."""
+    step = step_of_ten_rows()
+    step.shuffle(np.random.default_rng(2))
+    step.begin_epoch([0.1] * step.n_steps)
+    to_numpy = step.model.backend.to_numpy
+    X, T, W = step._shard_rows(2, 4)
+    rows = step.order[2:4]
+    assert W is None
+    np.testing.assert_array_equal(to_numpy(X), to_numpy(step.X)[rows])
+    np.testing.assert_array_equal(to_numpy(T), to_numpy(step.T)[rows])
