@@ -291,10 +291,9 @@ class StreamStep(TrainStep):
         chunk_rows = max(check_int("chunk_rows", chunk_rows, low=1), global_batch)
         bounds = chunk_bounds(n, chunk_rows)
 
-        # a memory map or an array in memory, of the model's dtype: its rows are scattered
-        # from the source's own pages (no copy into the block first)
-        views = isinstance(X, SliceRows) and isinstance(X.data, np.ndarray) \
-            and X.dtype == dtype
+        # sliced sources of the model's dtype (a memory map's rows are views of its pages):
+        # scattered as read, without a copy into the block first
+        views = isinstance(X, SliceRows) and X.dtype == dtype
 
         def inputs(out, start, stop):  # NaN/inf: refused as the rows are scattered
             if views:

@@ -18,7 +18,7 @@ extern "C" __global__ void GPUNN_NAME(gather_rows)(
     GPUNN_GRID_STRIDE(i, n) {
         long long pos = first + i / n_cols;
         if (pos < n_pos && n_order > 0) {
-            long long row = order[pos % n_order];
+            long long row = order[pos < n_order ? pos : pos % n_order];  // in memory: no %
             long long at = row * n_cols + i % n_cols;
             if (row >= 0 && at < n_src) {
                 out[i] = src[at];

@@ -27,7 +27,7 @@ def gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols,
     for r in prange(out.size // n_cols):
         pos = first + r
         if pos < n_pos and n_order > 0:
-            row = order[pos % n_order]
+            row = order[pos if pos < n_order else pos % n_order]  # in memory: no %
             if row >= 0 and (row + 1) * n_cols <= n_src:
                 # a row copy between slices: no index arithmetic per element, and LLVM copies
                 # it as a block (benchmarks/gather_rows.py)
