@@ -116,9 +116,10 @@ def test_one_kernel_launch_per_step(backend, monkeypatch, name):
     launches = []
     monkeypatch.setattr(backend, "kernel", lambda kernel, *args: launches.append(kernel))
     no_decay = {"weight_decay": 0.0} if "weight_decay" in OPTIMIZERS[name].hyperparameters else {}
-    for decay_end in (None, 3):
-        model = Bf16Model(backend, np.ones(5), decay_end)
-        optimizer = get_optimizer(name, lr=0.1, **no_decay)
+    cases = [(FlatModel(backend, np.ones(5)), {})]  # defaults (AdamW's decay) and no layout
+    cases += [(Bf16Model(backend, np.ones(5), end), no_decay) for end in (None, 3)]
+    for model, keywords in cases:
+        optimizer = get_optimizer(name, lr=0.1, **keywords)
         launches.clear()
         for _ in range(3):
             optimizer.step(model)
