@@ -66,9 +66,10 @@ def _factors(key, first, n, below, scale):
 
 
 @pytest.mark.parametrize("first", range(4))
-@pytest.mark.parametrize("n", range(6))
+@pytest.mark.parametrize("n", [*range(6), 511, 512, 513, 1024, 1025])
 def test_dropout_spans_of_any_start_and_length_match_the_scalar_definition(first, n):
-    """Pairs in the middle, a lone element at either end, and empty spans (nothing touched)."""
+    """Pairs in the middle, a lone element at either end, empty spans (nothing touched), and
+    spans as long as a row or a block of a kernel (odd and even lengths)."""
     key, below, scale = np.uint64(12345), 2**31, np.float32(2.0)
     x = np.arange(1, n + 1, dtype=np.float32)
     expected = x * _factors(key, first, n, below, scale)
@@ -76,6 +77,21 @@ def test_dropout_spans_of_any_start_and_length_match_the_scalar_definition(first
     apply_dropout_into(key, first, below, scale, x, y)
     np.testing.assert_array_equal(y, expected)
     apply_dropout(key, first, below, scale, x)
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("p", [1 - 2.0**-34, 1 - 2.0**-32])
+def test_a_threshold_at_or_past_32_bits_drops_every_element(p):
+    """p within 2^-33 of 1 rounds the threshold to 2^32, above every 32-bit value: all dropped
+    (a compare in 32 bits would wrap it to 0 and keep all)."""
+    key, below, scale = np.uint64(7), int(round(p * 2**32)), np.float32(1 / (1 - p))
+    x = np.arange(1, 1030, dtype=np.float32)
+    expected = x * _factors(key, 3, x.size, below, scale)
+    assert not expected.any() or below < 2**32
+    y = np.full_like(x, -7.0)
+    apply_dropout_into(key, 3, below, scale, x, y)
+    np.testing.assert_array_equal(y, expected)
+    apply_dropout(key, 3, below, scale, x)
     np.testing.assert_array_equal(x, expected)
 
 
