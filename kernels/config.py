@@ -1,5 +1,8 @@
 """Compilation settings shared by every Numba twin, and their fixed blocks."""
 
+import hashlib
+from pathlib import Path
+
 from numba import njit
 
 # LLVM fast-math flags for all twins. Deliberately without 'nnan'/'ninf', which would let
@@ -12,14 +15,57 @@ from numba import njit
 # dtype-keyed tolerances, not bits (DESIGN: Verifying CUDA code). Without 'reassoc' too: NVRTC
 # keeps the written order, and the kernels rely on it (softmax_xent's (z - rowmax) -
 # log(rowsum) would become z - (rowmax + log(rowsum)), off by ulp(rowmax)).
-# Numba's cache is keyed by each twin file's time stamp, not this file's: after changing a
-# flag, delete kernels/__pycache__/*.nb[ci] (or the NUMBA_CACHE_DIR in use).
+# Numba's cache of the twins is keyed by the contents of every file of this package
+# (_stamped_by_package below): changing a flag here recompiles every twin.
 FASTMATH = {"nsz", "arcp"}
 
 # Division by zero gives inf/NaN as in CUDA C and NumPy, instead of Python's ZeroDivisionError:
 # the check and its exception path in every loop that divides kept LLVM from vectorizing it.
 ERROR_MODEL = "numpy"
 
+
+def _package_stamp():
+    """The sha256 of every file of this package (names and contents, in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(HERE.iterdir()):
+        if path.is_file() and path.suffix in (".py", ".cu", ".cuh"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _stamped_by_package(locator_class):
+    """``locator_class`` for this package's files only, with the package's stamp as each
+    file's: a twin inlines helpers of other files (counter_rng's masks, vecmath's exp), and
+    Numba stamps a cached function with its own file's contents alone, so a changed helper
+    left the old machine code of every kernel that inlines it in use."""
+
+    class Locator(locator_class):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if Path(py_file).resolve().parent != HERE:
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            return PACKAGE_STAMP
+
+    Locator.__name__ = Locator.__qualname__ = f"GpunnKernels{locator_class.__name__}"
+    return Locator
+
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_STAMP = _package_stamp()
+try:
+    from numba.core.caching import CacheImpl
+except ImportError:  # another Numba layout: its own stamps
+    pass
+else:
+    # Numba finds a cache locator by trying its classes in order; these come first (once,
+    # however often this module is imported) and take only this package's files, each
+    # placing the cache where its Numba class would.
+    if not any(c.__name__.startswith("GpunnKernels") for c in CacheImpl._locator_classes):
+        CacheImpl._locator_classes[:0] = [_stamped_by_package(c)
+                                          for c in CacheImpl._locator_classes]
 
 
 def _cache_path():
