@@ -72,7 +72,6 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
     import resource
 
     import gpunn
-    from gpunn.staging import chunk_bounds
 
     X = os.path.join(folder, "X.npy")
     y = np.load(os.path.join(folder, "y.npy"))
@@ -93,14 +92,24 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
             mapped = f"refused ({type(exc).__name__})"
         before = _status("VmRSS")
         data, extra = X, {"chunk_rows": chunk_rows}
+    chunk_sizes = []
+    if kind == "limit":  # the chunks the fit below plans (the same call of plan_chunks)
+        from gpunn.staging import plan_chunks
+        chunk_sizes = [b - a for a, b in plan_chunks(rows, chunk_rows, 256, False,
+                                                     4 * (SIZES[0] + SIZES[-1]))]
     history = gpunn.fit(model, data, y, epochs=epochs, batch_size=256, progress=False, **extra)
     result = {"kind": kind, "samples_per_second": float(np.median(
         history.samples_per_second[1:])), "epochs": history.samples_per_second}
     if kind == "limit":
+        # "one chunk": chunk_rows rows of the file (inputs and label); "the model": its
+        # parameters, and their gradients and Adam's two moments (what training it holds)
         result.update(limit_headroom=headroom, mmap_whole_file=mapped, rss_before=before,
                       peak_rss=_status("VmHWM"), file_bytes=os.path.getsize(X),
-                      chunk_bytes=max(b - a for a, b in chunk_bounds(rows, chunk_rows))
-                      * SIZES[0] * 4, params=model.flat_params.nbytes)
+                      chunk_rows=chunk_rows, chunks=len(chunk_sizes),
+                      largest_chunk=max(chunk_sizes),
+                      chunk_bytes=chunk_rows * (os.path.getsize(X) + y.nbytes) // rows,
+                      params=model.flat_params.nbytes,
+                      model_training_bytes=4 * model.flat_params.nbytes)
     print(json.dumps(result))
 
 

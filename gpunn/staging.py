@@ -1,10 +1,13 @@
 """Streaming training: chunks of rows staged to the device while the previous chunk trains.
 
-The rows of a source (:mod:`gpunn.sources`) are cut into chunks: ``n // chunk_rows`` runs of
-consecutive rows, of near-equal sizes (each at least ``chunk_rows``, so at least the global
-batch). An epoch visits the chunks in a seeded random order and the rows of each chunk in a
-seeded random order (:func:`epoch_plan`, keyed by ``(seed, epoch)`` alone, so any epoch and
-any step of it can be replayed); batches are consecutive runs of that row stream and may
+``chunk_rows`` bounds the rows streaming holds at once. The rows of a source
+(:mod:`gpunn.sources`) are cut into chunks, runs of consecutive rows of near-equal sizes, as
+large as that bound allows (:func:`plan_chunks`: about ``0.8 (chunk_rows - batch)`` rows on the
+CPU, ``0.47 (chunk_rows - batch)`` on CUDA; the rest holds the rows a batch straddling two
+chunks needs, the read-ahead and the block being read; each chunk is at least a global batch).
+An epoch visits the chunks in a seeded random order and the rows of each chunk in a seeded
+random order (:func:`epoch_plan`, keyed by ``(seed, epoch)`` alone, so any epoch and any step of
+it can be replayed); batches are consecutive runs of that row stream and may
 straddle two chunks.
 
 The device holds a ring of rows (:class:`Stager`) that a chunk enters in visiting order, so
@@ -20,7 +23,8 @@ ring holds a chunk more, so the next chunk is read and copied while this one tra
 recorded step is unchanged: it gathers its rows from the ring through an index of
 ``ring_rows`` entries that ``gather_rows`` wraps (position ``p`` reads entry
 ``p % ring_rows``). What streaming holds per row of the source is the epoch's row order, 4
-bytes a row (8 past 2^31 rows), which a checkpoint saves; the rest is bounded by the chunk.
+bytes a row (8 past 2^31 rows), which a checkpoint saves; the rest is bounded by
+``chunk_rows``.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -33,18 +37,65 @@ from gpunn.sources import SliceRows, as_rows
 from gpunn.step import TrainStep
 from gpunn.weights import batch_rescaled
 
-#: Bytes of input rows per chunk when ``chunk_rows`` is not given.
+#: Bytes of rows (all columns) streaming holds when ``chunk_rows`` is not given.
 DEFAULT_CHUNK_BYTES = 32 << 20
 #: Bytes of rows (all columns) the helper thread reads and converts at a time.
 BLOCK_BYTES = 1 << 20
 
 
-def chunk_bounds(n, chunk_rows):
-    """``[(start, stop), ...]``: ``n`` rows cut into ``max(1, n // chunk_rows)`` runs of
-    consecutive rows whose sizes differ by at most one (each at least ``chunk_rows``)."""
-    k = max(1, n // chunk_rows)
+def chunk_bounds(n, most):
+    """``[(start, stop), ...]``: ``n`` rows cut into ``ceil(n / most)`` runs of consecutive rows
+    whose sizes differ by at most one (each at most ``most``)."""
+    k = max(1, -(-n // most))
     edges = [n * j // k for j in range(k + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def ahead_rows(most, batch, overlap):
+    """Rows a chunk's fill may write while the steps before it run: where host memory is the
+    device's (the CPU: the helper thread writes into the ring) an eighth of a chunk or a batch,
+    whichever is more (reading is far cheaper than training on the rows read); where copies
+    ``overlap`` the steps (CUDA), a whole chunk, read and copied while the one before trains."""
+    return most if overlap else max(batch, most // 8)
+
+
+def block_rows(most, row_bytes):
+    """Rows the helper thread reads at a time: about :data:`BLOCK_BYTES`, and at most an
+    eighth of a chunk (at least one row)."""
+    return max(1, min(most // 8, BLOCK_BYTES // max(1, row_bytes)))
+
+
+def held_rows(most, batch, overlap, row_bytes):
+    """Rows streaming holds for chunks of at most ``most`` rows: the ring (a chunk, the rows
+    of the previous one that a batch straddling the two needs, the read-ahead) and the block
+    being read."""
+    return most + batch - 1 + ahead_rows(most, batch, overlap) + block_rows(most, row_bytes)
+
+
+def plan_chunks(n, chunk_rows, batch, overlap, row_bytes):
+    """The chunks ``[(start, stop), ...]`` of a stream of ``n`` rows that holds at most
+    ``chunk_rows`` rows (:func:`held_rows`): all ``n`` rows in one chunk when they fit, else
+    chunks of at most the largest size that fits, which must be two batches at least (every
+    chunk is then at least one: a batch straddles two chunks at most).
+
+    Raises:
+        ValueError: ``chunk_rows`` below the least that can work, naming it.
+    """
+    whole = n + block_rows(n, row_bytes)  # one chunk: the ring is the n rows themselves
+    if whole <= chunk_rows:
+        return [(0, n)]
+    least = min(whole, held_rows(2 * batch, batch, overlap, row_bytes))
+    if chunk_rows < least:
+        raise ValueError(f"chunk_rows: expected at least {least} (with a global batch of "
+                         f"{batch} rows: chunks of two batches, the rows a batch straddling "
+                         f"two chunks needs, the read-ahead and the block being read; or the "
+                         f"{n} rows whole and a block), got {chunk_rows}")
+    low, high = 2 * batch, chunk_rows  # held_rows(low) fits, held_rows only grows with most
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if held_rows(mid, batch, overlap, row_bytes) <= chunk_rows \
+            else (low, mid - 1)
+    return chunk_bounds(n, low)
 
 
 def epoch_plan(bounds, seed, epoch, shuffle=True):
@@ -132,6 +183,19 @@ def evaluate_rows(model, X, y, loss, batch_size, weights=None, argument="X"):
     return model.evaluated(sums, len(X), loss, weights)
 
 
+def direct_staging(backend):
+    """Whether ``backend``'s device memory is host memory (the CPU): chunks are then read
+    straight into the ring, not through host buffers and copies."""
+    probe = np.empty(0)
+    return backend.staging_buffer(probe) is probe
+
+
+def row_bytes(columns):
+    """Bytes of one row of every column of a :class:`Stager`'s ``columns``."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+               for _, shape, dtype in columns.values())
+
+
 class Stager:
     """A ring of ``ring_rows`` device rows per column (``"X"``, ``"T"``, ...), filled a chunk at
     a time with its rows in visiting order, so stream position ``p`` is ring row
@@ -150,19 +214,16 @@ class Stager:
             ValueError naming the column and the block's rows.
 
     The ring holds a chunk, the rows of the previous one that a batch straddling the two
-    still needs (``most + batch - 1`` rows, ``most`` the largest chunk) and rows that a chunk's
-    fill may write while the steps before it run: where host memory is the device's (the CPU:
-    the helper thread writes into the ring) an eighth of a chunk or a batch, whichever is
-    more (reading is far cheaper than training on the rows read); elsewhere (CUDA) one chunk,
-    so that the next chunk is read and copied while this one trains.
+    still needs (``most + batch - 1`` rows, ``most`` the largest chunk) and the rows a chunk's
+    fill may write while the steps before it run (:func:`ahead_rows`); :func:`held_rows` adds
+    the block being read.
     """
 
     def __init__(self, backend, columns, bounds, batch, checked=()):
         self.backend, self.bounds = backend, bounds
         most = max(stop - start for start, stop in bounds)
-        probe = np.empty(0)
-        self.direct = backend.staging_buffer(probe) is probe
-        ahead = max(batch, most // 8) if self.direct else most  # rows read while training
+        self.direct = direct_staging(backend)
+        ahead = ahead_rows(most, batch, not self.direct)  # rows read while training
         self.ring_rows = min(bounds[-1][1], most + batch - 1 + ahead)
         self.device = {name: backend.zeros((self.ring_rows, *shape), dtype)
                        for name, (_, shape, dtype) in columns.items()}
@@ -170,9 +231,7 @@ class Stager:
         self._host = [] if self.direct else [
             {name: backend.staging_buffer(self.device[name][:most]) for name in columns}
             for _ in range(2)]
-        width = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-                    for _, shape, dtype in columns.values())
-        rows = max(1, min(most, BLOCK_BYTES // max(1, width)))
+        rows = block_rows(most, row_bytes(columns))
         self._blocks = {name: np.empty((rows, *shape), dtype)
                         for name, (_, shape, dtype) in columns.items()}
         self._checked = tuple(checked)
@@ -276,8 +335,8 @@ class StreamStep(TrainStep):
         model, loss, optimizer, global_batch, halt_on_nonfinite, comm: as TrainStep.
         X, y: :class:`~gpunn.sources.RowSource` of the inputs and targets (same rows).
         T_shape: the row shape of the loss's converted targets.
-        chunk_rows: rows per chunk at least (None: about 32 MiB of inputs); at least the
-            global batch.
+        chunk_rows: the most rows streaming holds at once (:func:`plan_chunks`; None:
+            about 32 MiB of rows, or the least that works).
         seed: the shuffling seed (:func:`epoch_plan`).
         weights: float64 host weight of every row, or None: rescaled per global batch of
             each epoch's order (as TrainStep does) and staged with the chunk's rows.
@@ -286,10 +345,6 @@ class StreamStep(TrainStep):
     def __init__(self, model, loss, optimizer, X, y, T_shape, global_batch, chunk_rows=None,
                  seed=0, halt_on_nonfinite=True, comm=None, weights=None):
         n, dtype = len(X), model.dtype
-        if chunk_rows is None:
-            chunk_rows = DEFAULT_CHUNK_BYTES // (dtype.itemsize * model.n_in)
-        chunk_rows = max(check_int("chunk_rows", chunk_rows, low=1), global_batch)
-        bounds = chunk_bounds(n, chunk_rows)
 
         # sliced sources of the model's dtype (a memory map's rows are views of its pages):
         # scattered as read, without a copy into the block first
@@ -313,6 +368,13 @@ class StreamStep(TrainStep):
         columns = {"X": (inputs, (model.n_in,), dtype), "T": (targets, T_shape, dtype)}
         if weights is not None:
             columns["W"] = (row_weights, (), dtype)
+        overlap, width = not direct_staging(model.backend), row_bytes(columns)
+        if chunk_rows is None:  # about DEFAULT_CHUNK_BYTES, or the least that works
+            chunk_rows = max(DEFAULT_CHUNK_BYTES // width, min(
+                n + block_rows(n, width), held_rows(2 * global_batch, global_batch, overlap,
+                                                    width)))
+        self.chunk_rows = check_int("chunk_rows", chunk_rows, low=1)
+        bounds = plan_chunks(n, self.chunk_rows, global_batch, overlap, width)
         self.stager = Stager(model.backend, columns, bounds, global_batch, checked=("X",))
         self.seed, self.chunks = seed, bounds
         super().__init__(model, loss, optimizer, self.stager.device["X"],
@@ -353,8 +415,9 @@ class StreamStep(TrainStep):
         self._allowed = np.searchsorted(overwrites, np.arange(-1, self.n_steps), side="right")
         restored, self._restored = self._restored, None
         if first_step and restored is not None and not np.array_equal(restored, self.order):
-            raise ValueError(f"seed: expected the seed of the checkpoint's run (its row order "
-                             f"of epoch {epoch} is not this seed's), got {self.seed}")
+            raise ValueError(f"seed, chunk_rows: expected those of the checkpoint's run (its "
+                             f"row order of epoch {epoch} is not the one they give here), got "
+                             f"seed={self.seed}, chunk_rows={self.chunk_rows}")
         self.stager.start(plan, int(self._first[first_step]), int(self._allowed[first_step]))
 
     def _weight_buffer(self, n):

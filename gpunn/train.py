@@ -165,8 +165,10 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         checkpoint_steps: also save a checkpoint every this many steps within an epoch
             (with ``checkpoint_path``); ``resume_from`` such a file continues with the next
             step, giving the bits of an uninterrupted run.
-        chunk_rows: rows per staged chunk when streaming (at least the global batch; None:
-            about 32 MiB of inputs); given with in-memory arrays, they are streamed too.
+        chunk_rows: the most rows streaming holds at once (the ring of staged rows and the
+            block being read, :func:`gpunn.staging.plan_chunks`; chunks are about 0.8 of it
+            on the CPU; a ValueError names the least that works); None: about 32 MiB of
+            rows. Given with in-memory arrays, they are streamed too.
         sample_weight: a non-negative weight per row of ``X``, or None. Each batch's loss is
             then the weighted mean ``sum(w l) / sum(w)`` over its rows (scikit-learn's
             ``MLPClassifier``, PyTorch's ``CrossEntropyLoss(weight=)``; see

@@ -341,7 +341,7 @@ def test_a_streamed_fit_clips_as_in_memory(backend):
     """Streamed chunks run the same recorded step: unshuffled, the same bits as in memory."""
     X, y = data()
     results = []
-    for chunk_rows in (None, 16):
+    for chunk_rows in (None, 36):
         model = model_of(backend)
         gpunn.fit(model, X, y, optimizer=get_optimizer("adam", clip_norm=0.1, clip_value=0.05),
                   epochs=2, batch_size=BATCH, shuffle=False, chunk_rows=chunk_rows)
@@ -349,5 +349,5 @@ def test_a_streamed_fit_clips_as_in_memory(backend):
     np.testing.assert_array_equal(*results)
     plain = model_of(backend)
     gpunn.fit(plain, X, y, optimizer="adam", epochs=2, batch_size=BATCH, shuffle=False,
-              chunk_rows=16)
+              chunk_rows=36)
     assert not np.allclose(params(plain), results[1], rtol=1e-3)

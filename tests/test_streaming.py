@@ -10,7 +10,7 @@ import pytest
 
 import gpunn
 from gpunn.sources import is_streamed, open_rows
-from gpunn.staging import chunk_bounds, epoch_plan
+from gpunn.staging import chunk_bounds, direct_staging, epoch_plan, held_rows, plan_chunks
 
 N, D, K = 300, 6, 3
 
@@ -76,18 +76,24 @@ KINDS = ["memory", "memmap", "npy", "npy shards", "npz shards", "parquet", "h5py
 @pytest.mark.parametrize("kind", KINDS)
 def test_unshuffled_stream_equals_in_memory(backend, data, tmp_path, kind):
     """Without shuffling the batches are the same rows in the same order, so every source
-    gives the in-memory run's bits, with batches straddling chunks (110 rows, batch 32)."""
+    gives the in-memory run's bits, with batches straddling chunks (180 rows held: 3 chunks of
+    100 on the CPU, batch 32)."""
     X, y = data
     expected, history = train(X, y, shuffle=False)
     Xs, ys = sources(kind, tmp_path, X, y)
-    got, streamed = train(Xs, ys, shuffle=False, chunk_rows=110)
+    got, streamed = train(Xs, ys, shuffle=False, chunk_rows=180)
     np.testing.assert_array_equal(got, expected)
     assert streamed.loss == history.loss
 
 
-def recipe_order(n, chunk_rows, seed, epoch):
-    """The documented shuffle, written out: chunk order, then rows within each chunk."""
-    k = n // chunk_rows
+def chunks_held(backend, chunk_rows, batch=32):
+    """The chunks of N rows streamed by ``backend`` holding ``chunk_rows`` rows."""
+    return plan_chunks(N, chunk_rows, batch, not direct_staging(backend), 4 * (D + K))
+
+
+def recipe_order(n, k, seed, epoch):
+    """The documented shuffle, written out: ``k`` chunks of near-equal sizes in a random
+    order, then the rows within each chunk."""
     edges = [n * j // k for j in range(k + 1)]
     rng = np.random.default_rng([seed, epoch])
     order = []
@@ -100,13 +106,13 @@ def test_shuffled_epoch_follows_the_recipe(backend, data):
     """One shuffled streamed epoch trains exactly as in-memory training on the rows in the
     recipe's order; another seed gives another order, the same seed the same bits."""
     X, y = data
-    order = recipe_order(N, 70, 4, 1)
+    order = recipe_order(N, len(chunks_held(backend, 190)), 4, 1)
     assert sorted(order) == list(range(N))
     expected, _ = train(X[order], y[order], epochs=1, shuffle=False)
-    got, _ = train(X, y, epochs=1, chunk_rows=70, seed=4)
+    got, _ = train(X, y, epochs=1, chunk_rows=190, seed=4)
     np.testing.assert_array_equal(got, expected)
-    again, _ = train(X, y, epochs=1, chunk_rows=70, seed=4)
-    other, _ = train(X, y, epochs=1, chunk_rows=70, seed=5)
+    again, _ = train(X, y, epochs=1, chunk_rows=190, seed=4)
+    other, _ = train(X, y, epochs=1, chunk_rows=190, seed=5)
     np.testing.assert_array_equal(again, got)
     assert not np.array_equal(other, got)
 
@@ -114,9 +120,10 @@ def test_shuffled_epoch_follows_the_recipe(backend, data):
 def test_plan_permutes_chunks_and_rows():
     bounds = chunk_bounds(1003, 100)
     sizes = [b - a for a, b in bounds]
-    assert len(bounds) == 10 and min(sizes) >= 100 and max(sizes) - min(sizes) <= 1
+    assert len(bounds) == 11 and max(sizes) <= 100 and max(sizes) - min(sizes) <= 1
+    assert chunk_bounds(1000, 100) == [(100 * j, 100 * j + 100) for j in range(10)]
     chunks, perms = epoch_plan(bounds, 0, 3)
-    assert sorted(chunks) == list(range(10)) and list(chunks) != list(range(10))
+    assert sorted(chunks) == list(range(11)) and list(chunks) != list(range(11))
     for j, perm in zip(chunks, perms):
         assert sorted(perm) == list(range(sizes[j]))
     again = epoch_plan(bounds, 0, 3)
@@ -167,15 +174,16 @@ def test_copies_go_through_pinned_buffers_on_the_emulated_device(data):
     backend = emulated_backend()
     X, y = data
     with gpunn.use_backend(backend):
-        train(X, y, epochs=2, chunk_rows=70, seed=2)
-    # 4 chunks of 75 rows in a ring of 2 * 75 + 32 - 1 = 181 rows, at stream offsets 0, 75,
+        train(X, y, epochs=2, chunk_rows=190, seed=2)
+    # 190 rows held: 4 chunks of 75 rows in a ring of 2 * 75 + 32 - 1 = 181 rows and a block
+    # of 75 // 8 = 9, the ring at stream offsets 0, 75,
     # 150, 225: the third wraps past the ring's end (two copies), each epoch, for X and T.
     assert backend._streams.copies == 2 * 2 * (4 + 1)
 
 
 def test_no_staging_thread_outlives_fit(data):
     X, y = data
-    train(X, y, chunk_rows=70)
+    train(X, y, chunk_rows=190)
     assert not [t for t in threading.enumerate() if t.name.startswith("gpunn-stage")]
 
 
@@ -271,8 +279,8 @@ def test_nan_in_a_chunk_is_named_before_that_chunk_trains(data, tmp_path, kind):
     np.save(tmp_path / "X.npy", bad)
     source = np.load(tmp_path / "X.npy", mmap_mode="r") if kind == "memmap" \
         else tmp_path / "X.npy"
-    refused(source, y, ValueError, r"X: expected finite values.*rows 225 to 299",
-            untouched=False, chunk_rows=75, shuffle=False)
+    refused(source, y, ValueError, r"X: expected finite values.*rows 236 to 247",
+            untouched=False, chunk_rows=190, shuffle=False)
 
 
 @pytest.mark.parametrize("kind", ["npy", "memmap"])
@@ -289,7 +297,7 @@ def test_a_file_that_changes_size_while_training_is_refused(data, tmp_path, kind
 
     with pytest.raises(ValueError, match=r"X: .*changed"):
         gpunn.fit(gpunn.MLP([D, 8, K], output="softmax"), Xs, y, epochs=2, batch_size=32,
-                  chunk_rows=70, progress=False, callbacks=[grow])
+                  chunk_rows=190, progress=False, callbacks=[grow])
 
 
 # --- mid-epoch checkpoints and resume ---------------------------------------------------------
@@ -314,7 +322,7 @@ def test_resume_mid_epoch_gives_the_uninterrupted_bits(backend, data, tmp_path, 
     from the step-4 checkpoint: parameters, optimizer state and every epoch's loss equal the
     uninterrupted run's."""
     X, y = data
-    kw = {"chunk_rows": 70} if streamed else {}
+    kw = {"chunk_rows": 190} if streamed else {}
     path = tmp_path / "run.safetensors"
     expected, history = train(X, y, epochs=3, record_steps=True, **kw)
     with pytest.raises(KeyboardInterrupt):
@@ -327,14 +335,17 @@ def test_resume_mid_epoch_gives_the_uninterrupted_bits(backend, data, tmp_path, 
     assert resumed.loss == history.loss and resumed.step_loss == history.step_loss
 
 
-def test_resume_mid_epoch_refuses_another_seed(data, tmp_path):
+def test_resume_mid_epoch_refuses_another_seed_or_other_chunks(data, tmp_path):
     X, y = data
     path = tmp_path / "run.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        train(X, y, epochs=2, chunk_rows=70, checkpoint_steps=4, checkpoint_path=path,
+        train(X, y, epochs=2, chunk_rows=190, checkpoint_steps=4, checkpoint_path=path,
               callbacks=[Interrupt(1, 6)])
-    with pytest.raises(ValueError, match=r"seed: expected the seed of the checkpoint's run"):
-        train(X, y, epochs=2, chunk_rows=70, resume_from=path, seed=9)
+    with pytest.raises(ValueError, match=r"^seed, chunk_rows: expected those of the "
+                                         r"checkpoint's run .*, got seed=9, chunk_rows=190$"):
+        train(X, y, epochs=2, chunk_rows=190, resume_from=path, seed=9)
+    with pytest.raises(ValueError, match=r", got seed=0, chunk_rows=340$"):  # one chunk
+        train(X, y, epochs=2, chunk_rows=340, resume_from=path, seed=0)
     with pytest.raises(ValueError, match=r"checkpoint_steps: expected checkpoint_path too"):
         train(X, y, epochs=2, checkpoint_steps=4)
 
@@ -383,8 +394,8 @@ def test_a_value_beyond_float32_in_float64_rows_is_refused(data, tmp_path):
     wide[100, 0] = 1e39
     np.save(tmp_path / "X.npy", wide)
     refused(np.load(tmp_path / "X.npy", mmap_mode="r"), y, ValueError,
-            r"X: expected finite values, got 1 NaN/inf entries \(rows 75 to 149\)",
-            untouched=False, chunk_rows=75, shuffle=False)
+            r"X: expected finite values, got 1 NaN/inf entries \(rows 100 to 111\)",
+            untouched=False, chunk_rows=190, shuffle=False)
 
 
 def test_finiteness_is_checked_in_blocks_past_the_first():
@@ -401,11 +412,12 @@ def test_finiteness_is_checked_in_blocks_past_the_first():
             check_finite("X", bad)
 
 
-@pytest.mark.parametrize("batch_size,chunk_rows", [(1, 70), (32, 300), (None, 70), (50, 75)],
+@pytest.mark.parametrize("batch_size,chunk_rows", [(1, 70), (32, 340), (None, 340), (50, 261)],
                          ids=["sgd", "one chunk", "full batch", "batch divides chunk"])
 def test_ring_edge_cases_train_like_in_memory(backend, data, batch_size, chunk_rows):
     """The ring of one chunk plus a batch (the CPU) or two chunks plus a batch: batches of one
-    row, one chunk, one batch of all rows, batches that never straddle; unshuffled, the
+    row, one chunk (340 rows hold the 300 and a block), one batch of all rows, batches that
+    never straddle (261 rows held: 3 chunks of 100, batch 50); unshuffled, the
     in-memory bits."""
     X, y = data
     expected, _ = train(X, y, shuffle=False, batch_size=batch_size)
@@ -413,21 +425,56 @@ def test_ring_edge_cases_train_like_in_memory(backend, data, batch_size, chunk_r
     np.testing.assert_array_equal(got, expected)
 
 
-def test_the_cpu_ring_holds_one_chunk_and_two_batches(data):
-    """On the CPU (host memory is the device's) the ring is a chunk plus the rows of the
-    previous chunk that a straddling batch needs plus the read-ahead (a batch, or an eighth of
-    a chunk); where copies overlap (CUDA), a chunk more."""
+@pytest.mark.parametrize("chunk_rows", [135, 167, 190, 299, 336, 337, 1000])
+def test_streaming_holds_at_most_chunk_rows(data, chunk_rows):
+    """The ring (a chunk, the rows a batch straddling two chunks needs, the read-ahead: a batch
+    or an eighth of a chunk on the CPU, a chunk where copies overlap) and the block being read
+    hold at most ``chunk_rows`` rows, with chunks as large as that allows; all 300 rows in one
+    chunk from 337 on (the rows and a block of 37)."""
     from host_build import emulated_backend
 
     from gpunn.staging import StreamStep, stream_sources
 
     X, y = data
-    for backend, ahead in (("cpu", 32), (emulated_backend(), 75)):
+    for backend in ("cpu", emulated_backend()):
         with gpunn.use_backend(backend):
             model = gpunn.MLP([D, 8, K], output="softmax")
         Xs, ys, loss, T_shape, _ = stream_sources(model, X, y, None)
+        if chunk_rows == 135 and backend != "cpu":  # chunks of 64, 31 rows, 64 ahead, 8: 167
+            with pytest.raises(ValueError, match=r"^chunk_rows: expected at least 167 "):
+                StreamStep(model, loss, gpunn.optim.get_optimizer("adam"), Xs, ys, T_shape, 32,
+                           chunk_rows=chunk_rows)
+            continue
         step = StreamStep(model, loss, gpunn.optim.get_optimizer("adam"), Xs, ys, T_shape, 32,
-                          chunk_rows=70)
-        assert step.stager.ring_rows == 75 + 31 + ahead  # max(batch, 75 // 8) on the CPU
-        assert step.stager.device["X"].shape == (75 + 31 + ahead, D)
-        step.close()
+                          chunk_rows=chunk_rows)
+        try:
+            overlap = backend != "cpu"
+            most = max(b - a for a, b in step.chunks)
+            ahead = most if overlap else max(32, most // 8)
+            block = len(step.stager._blocks["X"])
+            assert step.stager.ring_rows == min(N, most + 31 + ahead)
+            assert step.stager.device["X"].shape == (step.stager.ring_rows, D)
+            assert block == max(1, most // 8)
+            assert step.stager.ring_rows + block <= chunk_rows
+            assert min(b - a for a, b in step.chunks) >= 32
+            if len(step.chunks) > 1:  # one chunk fewer would not fit
+                larger = -(-N // (len(step.chunks) - 1))
+                assert held_rows(larger, 32, overlap, 4 * (D + K)) > chunk_rows
+            assert (len(step.chunks) == 1) == (chunk_rows >= 337)
+        finally:
+            step.close()
+
+
+@pytest.mark.parametrize("chunk_rows, batch, least", [(134, 32, 135), (1, 1, 4), (336, None, 337)])
+def test_too_few_rows_held_are_refused_naming_the_least(data, chunk_rows, batch, least):
+    """Below two batches' chunks with the straddling rows, the read-ahead and a block (or the
+    whole data and a block, when that is less), a ValueError naming the least that works,
+    before any step: the model is untouched."""
+    X, y = data
+    model = gpunn.MLP([D, 8, K], output="softmax", seed=1)
+    before = model.params.host().copy()
+    with pytest.raises(ValueError, match=rf"^chunk_rows: expected at least {least} .*, got "
+                                         rf"{chunk_rows}$"):
+        gpunn.fit(model, X, y, epochs=1, batch_size=batch, chunk_rows=chunk_rows,
+                  progress=False)
+    np.testing.assert_array_equal(model.params.host(), before)

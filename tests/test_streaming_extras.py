@@ -37,7 +37,7 @@ def test_validation_split_is_the_tail_as_in_memory(backend, data, npy):
     last rows: parameters, losses and validation scores are the in-memory run's bits."""
     X, y, _ = data
     expected, history = train(X, y, shuffle=False, validation_split=0.2)
-    got, streamed = train(npy, y, shuffle=False, validation_split=0.2, chunk_rows=70)
+    got, streamed = train(npy, y, shuffle=False, validation_split=0.2, chunk_rows=190)
     np.testing.assert_array_equal(got, expected)
     assert streamed.n_samples == history.n_samples == 240
     assert streamed.val_loss == history.val_loss
@@ -48,11 +48,11 @@ def test_validation_split_never_trains_on_the_tail(data, npy, tmp_path):
     """Shuffled: the held-out rows stay out of training: other values there leave the trained
     parameters' bits as they were and move only the validation scores."""
     X, y, _ = data
-    expected, history = train(npy, y, validation_split=0.2, chunk_rows=70)
+    expected, history = train(npy, y, validation_split=0.2, chunk_rows=190)
     other = X.copy()
     other[240:] *= -3
     np.save(tmp_path / "other.npy", other)
-    got, changed = train(tmp_path / "other.npy", y, validation_split=0.2, chunk_rows=70)
+    got, changed = train(tmp_path / "other.npy", y, validation_split=0.2, chunk_rows=190)
     np.testing.assert_array_equal(got, expected)
     assert changed.val_loss != history.val_loss
 
@@ -82,7 +82,7 @@ def test_nan_in_streamed_validation_rows_is_refused_before_training(data, npy, t
                                          r"rows 240 to 299"):
         gpunn.fit(model, npy if held_out == "validation_split" else X[:240],
                   y if held_out == "validation_split" else y[:240], epochs=1, batch_size=32,
-                  chunk_rows=70, progress=False, callbacks=[started], **kw)
+                  chunk_rows=190, progress=False, callbacks=[started], **kw)
     assert not started.started
     np.testing.assert_array_equal(model.params.host(), before)
 
@@ -106,15 +106,17 @@ def test_weights_follow_the_rows(backend, data, npy, weighting):
     X, y, w = data
     kw = {"sample_weight": w if weighting != "class" else None,
           "class_weight": {0: 3.0, 2: 0.5} if weighting != "sample" else None}
-    chunks, perms = gpunn.staging.epoch_plan(gpunn.staging.chunk_bounds(N, 70), 3, 1)
-    bounds = gpunn.staging.chunk_bounds(N, 70)
+    # 190 rows held: 3 chunks of 100 on the CPU, 4 of 75 where copies overlap the steps
+    bounds = gpunn.staging.plan_chunks(N, 190, 32, not gpunn.staging.direct_staging(backend),
+                                       4 * (D + K + 1))
+    chunks, perms = gpunn.staging.epoch_plan(bounds, 3, 1)
     order = np.concatenate([bounds[j][0] + p for j, p in zip(chunks, perms)])
     in_memory = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
     expected, history = train(X[order], y[order], epochs=1, shuffle=False, **in_memory)
-    got, streamed = train(npy, y, epochs=1, chunk_rows=70, seed=3, **kw)
+    got, streamed = train(npy, y, epochs=1, chunk_rows=190, seed=3, **kw)
     np.testing.assert_array_equal(got, expected)
     assert streamed.loss == history.loss
-    unweighted, _ = train(npy, y, epochs=1, chunk_rows=70, seed=3)
+    unweighted, _ = train(npy, y, epochs=1, chunk_rows=190, seed=3)
     assert not np.array_equal(unweighted, got)
 
 
@@ -123,7 +125,7 @@ def test_weights_from_a_source_and_split_with_validation(data, npy, tmp_path):
     np.save(tmp_path / "w.npy", w)
     expected, history = train(X, y, shuffle=False, validation_split=0.25, sample_weight=w,
                               class_weight="balanced")
-    got, streamed = train(npy, y, shuffle=False, validation_split=0.25, chunk_rows=70,
+    got, streamed = train(npy, y, shuffle=False, validation_split=0.25, chunk_rows=190,
                           sample_weight=tmp_path / "w.npy", class_weight="balanced")
     np.testing.assert_array_equal(got, expected)
     assert streamed.val_loss == history.val_loss and streamed.loss == history.loss
@@ -133,7 +135,7 @@ def test_weighted_resume_mid_epoch_gives_the_uninterrupted_bits(data, npy, tmp_p
     from test_streaming import Interrupt
 
     X, y, w = data
-    kw = {"chunk_rows": 70, "sample_weight": w, "validation_split": 0.1, "record_steps": True}
+    kw = {"chunk_rows": 190, "sample_weight": w, "validation_split": 0.1, "record_steps": True}
     path = tmp_path / "run.safetensors"
     expected, history = train(npy, y, epochs=3, **kw)
     with pytest.raises(KeyboardInterrupt):
