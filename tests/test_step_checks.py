@@ -1,4 +1,5 @@
-"""TrainStep.restore_order: only a permutation of the rows is taken, whole message.
+"""TrainStep checks written for the step's surviving mutants: restore_order, prepare_epoch, a
+rank's shard and its sums, the step records.
 
 Written for the step's surviving mutants (benchmarks/MUTATION.md): fit's resume checks the
 saved order first, so only a direct caller of restore_order reaches its own check.
@@ -32,6 +33,17 @@ def test_restore_order_takes_only_a_permutation_of_the_rows(order, shown):
         step.restore_order(order)
     assert str(caught.value) == f"order: expected a permutation of the 10 rows of X, got {shown}"
     np.testing.assert_array_equal(step.order, before)
+
+
+def test_prepare_epoch_shuffles_unless_it_resumes_mid_epoch():
+    """A direct caller's prepare_epoch(epoch, rng, shuffle) starts the epoch at its first
+    step (a new order); a resumed epoch (first_step > 0) keeps the restored order."""
+    step = step_of_ten_rows()
+    step.prepare_epoch(0, np.random.default_rng(3), True)
+    shuffled = step.order.copy()
+    assert sorted(shuffled) == list(range(10)) and list(shuffled) != list(range(10))
+    step.prepare_epoch(1, np.random.default_rng(4), True, first_step=1)
+    np.testing.assert_array_equal(step.order, shuffled)
 
 
 def test_restore_order_takes_a_permutation():
@@ -86,6 +98,45 @@ def test_a_rank_without_rows_in_the_last_batch_adds_nothing():
     records = step.read()
     assert records.totals[3] == 0 and np.all(records.totals[:3] > 0)
     np.testing.assert_array_equal(model.params.host(), before)
+    # applied, its zero gradient finite (not a non-finite step held back): statuses as ints
+    from gpunn.control import STEP_APPLIED
+    assert records.status.dtype == np.int64 and records.totals.dtype == np.float64
+    assert list(records.status) == [STEP_APPLIED] * 4
+
+
+class OneOfTwoRanksAlone(gpunn.comm.SingleProcess):
+    """Rank ``rank`` of 2 whose sum is its own gradient: each rank's update shows its shard."""
+
+    size = 2
+
+    def __init__(self, rank):
+        self.rank, self.sums = rank, 0
+
+    def allreduce_sum(self, array):
+        self.sums += 1
+        return array
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_the_shards_of_two_ranks_add_up_to_the_batch(dropout):
+    """Rank 0 takes rows 0 and 1 of a global batch of 4, rank 1 rows 2 and 3, each with its
+    own workspace rows and its rows' dropout masks (keyed by their place in the batch): their
+    gradients (read from an SGD step each, the sum left out) add up to one process's."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
+    updates = []
+    for comm in (None, OneOfTwoRanksAlone(0), OneOfTwoRanksAlone(1)):
+        model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0,
+                          dropout=dropout)
+        Xd, T, loss = model.prepare(X, y)
+        step = TrainStep(model, loss, gpunn.SGD(lr=1.0), Xd, T, global_batch=4, comm=comm)
+        step.begin_epoch([1.0] * step.n_steps)
+        before = model.params.host().copy()
+        step.run(0)
+        updates.append(before - model.params.host())
+        assert comm is None or comm.sums == 2  # the gradient and the loss summed over ranks
+    assert np.any(updates[1] != 0) and np.any(updates[2] != 0)  # each shard moved some
+    np.testing.assert_allclose(updates[1] + updates[2], updates[0], rtol=1e-12, atol=1e-15)
 
 
 def test_the_old_batch_size_keyword_warns_at_the_caller_and_still_works():
