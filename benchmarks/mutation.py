@@ -65,7 +65,7 @@ SETS = {
                    ["tests/test_checkpoint.py", "tests/test_checkpoint_bounds.py",
                     "tests/test_checkpoint_files.py", "tests/test_checkpoint_reader.py",
                     "tests/test_resume.py", "tests/test_resume_checks.py",
-                    "tests/test_param_layout.py"], {}),
+                    "tests/test_param_layout.py", "tests/test_checkpoint_survivors.py"], {}),
     "estimators": (["gpunn/sklearn.py"],
                    ["tests/test_sklearn.py", "tests/test_sklearn_weights.py",
                     "tests/test_sklearn_stream.py", "tests/test_sklearn_state.py",
