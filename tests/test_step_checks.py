@@ -117,11 +117,12 @@ class OneOfTwoRanksAlone(gpunn.comm.SingleProcess):
         return array
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_the_shards_of_two_ranks_add_up_to_the_batch(dropout):
-    """Rank 0 takes rows 0 and 1 of a global batch of 4, rank 1 rows 2 and 3, each with its
-    own workspace rows and its rows' dropout masks (keyed by their place in the batch): their
-    gradients (read from an SGD step each, the sum left out) add up to one process's."""
+@pytest.mark.parametrize("dropout, global_batch", [(0.0, 4), (0.5, 4), (0.0, 5)])
+def test_the_shards_of_two_ranks_add_up_to_the_batch(dropout, global_batch):
+    """Rank 0 takes rows 0 and 1 of a global batch of 4, rank 1 rows 2 and 3 (of 5: 3 rows and
+    2), each with its own workspace rows and its rows' dropout masks (keyed by their place in
+    the batch): their gradients (read from an SGD step each, the sum left out) add up to one
+    process's."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
     updates = []
@@ -129,7 +130,8 @@ def test_the_shards_of_two_ranks_add_up_to_the_batch(dropout):
         model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0,
                           dropout=dropout)
         Xd, T, loss = model.prepare(X, y)
-        step = TrainStep(model, loss, gpunn.SGD(lr=1.0), Xd, T, global_batch=4, comm=comm)
+        step = TrainStep(model, loss, gpunn.SGD(lr=1.0), Xd, T, global_batch=global_batch,
+                         comm=comm)
         step.begin_epoch([1.0] * step.n_steps)
         before = model.params.host().copy()
         step.run(0)
@@ -171,3 +173,45 @@ def test_a_shard_past_row_0_gathers_its_rows_of_the_batch():
     assert W is None
     np.testing.assert_array_equal(to_numpy(X), to_numpy(step.X)[rows])
     np.testing.assert_array_equal(to_numpy(T), to_numpy(step.T)[rows])
+
+
+def test_an_epoch_of_two_steps_trains_each_batch_in_turn():
+    """Two batches of 4 rows, unshuffled, with SGD (no state): as two fits of one batch each
+    (a step gathers its batch; only an epoch of one batch uses the data as it lies)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
+
+    def model():
+        return gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
+
+    whole, parts = model(), model()
+    gpunn.fit(whole, X, y, optimizer=gpunn.SGD(lr=0.5), epochs=1, batch_size=4,
+              shuffle=False, progress=False)
+    for rows in (slice(0, 4), slice(4, 8)):
+        gpunn.fit(parts, X[rows], y[rows], optimizer=gpunn.SGD(lr=0.5), epochs=1,
+                  batch_size=4, shuffle=False, progress=False)
+    np.testing.assert_array_equal(whole.params.host(), parts.params.host())
+
+
+def test_a_first_step_that_diverges_reports_no_finite_loss_before_it():
+    """mse of inputs near float32's top overflows at the first step: no earlier finite loss,
+    said as None."""
+    X = np.full((4, 2), 3e19, np.float32)
+    model = gpunn.MLP([2, 1], output=None, dtype="float32", seed=0)
+    with pytest.raises(gpunn.TrainingDiverged) as caught:
+        gpunn.fit(model, X, np.ones((4, 1), np.float32), loss="mse", epochs=1, batch_size=4,
+                  progress=False)
+    assert caught.value.last_finite_loss is None
+    assert "last finite loss None" in str(caught.value)
+
+
+def test_an_epoch_records_one_step_per_batch_shape():
+    """Ten rows in batches of 4: two shapes (4 rows, 2 rows), each recorded once and then
+    replayed, however many steps and epochs run."""
+    step = step_of_ten_rows()
+    for _ in range(2):
+        step.begin_epoch([0.1] * step.n_steps)
+        for k in range(step.n_steps):
+            step.run(k)
+    assert sorted(m for m, _ in step._tapes) == [2, 4]  # recorded once each
+    assert sorted(m for m, _ in step._replays) == [2, 4]
