@@ -292,3 +292,146 @@ def test_a_sparse_file_names_its_first_hole(fitted, tmp_path):
         pytest.skip("this file system stores no holes")
     assert refusal(sparse) == (f"the file is sparse (a hole at byte {hole} of {size}): expected "
                                "every byte stored; copy it without holes (cp --sparse=never)")
+
+
+# --- fit's checkpoints and resume (gpunn/checkpoint/resume.py) --------------------------------
+
+class Interrupt(gpunn.callbacks.Callback):
+    """Ctrl-C after step ``batch`` (from 0) of ``epoch``."""
+
+    def __init__(self, epoch, batch):
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+def _fit(model, epochs, **kwargs):
+    """9 rows in batches of 4 (3 steps an epoch), Adam, seeded."""
+    return gpunn.fit(model, X, Y, optimizer="adam", lr=0.05, epochs=epochs, batch_size=4,
+                     seed=3, verbose=0, record_steps=True, **kwargs)
+
+
+def _model(hidden=4, seed=0, backend=None):
+    with gpunn.use_backend(backend or gpunn.get_backend()):
+        return gpunn.MLP([3, hidden, 2], output="softmax", dtype="float64", seed=seed)
+
+
+def _mid_epoch(tmp_path, steps):
+    """The checkpoint of a run stopped (Ctrl-C) with ``steps`` steps of epoch 2 done (each
+    step and epoch saved; the callback of batch ``steps`` runs before its save)."""
+    path = tmp_path / "mid.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), 3, checkpoint_path=path, checkpoint_steps=1, checkpoint_every=1,
+             callbacks=[Interrupt(2, steps)])
+    saved = checkpoint.read_checkpoint(path)
+    assert saved.epoch == 1 and len(saved.steps[0]) == steps
+    return path
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_the_model_changes(tmp_path):
+    path = tmp_path / "run.ckpt"
+    _fit(_model(), 1, checkpoint_path=path)
+    other = _model(hidden=5)
+    before = other.params.host().copy()
+    with pytest.raises(gpunn.CheckpointError, match=r": model: expected the saved architecture"):
+        _fit(other, 2, resume_from=path)
+    np.testing.assert_array_equal(other.params.host(), before)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path, steps):
+    """One step of an epoch done is the least a mid-epoch file holds: it resumes too."""
+    straight = _model()
+    expected = _fit(straight, 3)
+    path = _mid_epoch(tmp_path, steps)
+    resumed = _model(seed=7)
+    history = _fit(resumed, 3, resume_from=path)
+    np.testing.assert_array_equal(resumed.params.host(), straight.params.host())
+    assert history.step_loss == expected.step_loss
+    assert history.backend == expected.backend == gpunn.get_backend().name
+
+
+def test_a_mid_epoch_checkpoint_needs_the_epoch_it_is_in(tmp_path):
+    path = _mid_epoch(tmp_path, 1)
+    with pytest.raises(ValueError) as caught:
+        _fit(_model(), 1, resume_from=path)
+    assert str(caught.value) == (f"epochs: expected at least 2 ({path} has done 1 epochs and "
+                                 f"is in the next; epochs counts them), got 1")
+
+
+def test_a_mid_epoch_record_of_no_steps_is_refused(tmp_path):
+    """A crafted file whose step records are empty: an epoch's end is not written so."""
+    from safetensors import safe_open
+
+    path = _mid_epoch(tmp_path, 1)
+    with safe_open(path, framework="np") as handle:
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+        header = json.loads(handle.metadata()["gpunn"])
+    arrays["fit.step_totals"] = arrays["fit.step_totals"][:0]
+    arrays["fit.step_status"] = arrays["fit.step_status"][:0]
+    write(path, header, arrays)
+    with pytest.raises(gpunn.CheckpointError) as caught:
+        _fit(_model(), 3, resume_from=path)
+    assert str(caught.value) == (f"{path}: fit.step_totals: expected between 1 and 2 steps done "
+                                 f"of an epoch of 3, got 0")
+
+
+def test_an_empty_loss_list_is_refused_where_validation_lists_may_be_empty(tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "run.ckpt"
+    _fit(_model(), 2, checkpoint_path=path)
+    with safe_open(path, framework="np") as handle:
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+        header = json.loads(handle.metadata()["gpunn"])
+    assert header["history"]["val_loss"] == []  # no validation: empty, and it resumes
+    header["history"]["loss"] = []
+    write(path, header, arrays)
+    with pytest.raises(gpunn.CheckpointError) as caught:
+        _fit(_model(), 3, resume_from=path)
+    assert str(caught.value) == (f"{path}: history.loss: expected 2 entries (one per epoch), "
+                                 f"got 0")
+
+
+def test_resume_on_the_emulated_device_continues_bit_for_bit(tmp_path):
+    """The CUDA backend's launch code (emulated) resumes as the CPU does."""
+    from host_build import emulated_backend
+
+    backend = emulated_backend()
+    straight = _model(backend=backend)
+    with gpunn.use_backend(backend):
+        _fit(straight, 2)
+        path = tmp_path / "run.ckpt"
+        _fit(_model(backend=backend), 1, checkpoint_path=path)
+        resumed = _model(seed=7, backend=backend)
+        _fit(resumed, 2, resume_from=path)
+    np.testing.assert_array_equal(resumed.params.host(), straight.params.host())
+
+
+def test_checkpointing_checks_the_path_by_its_argument_name(tmp_path):
+    from gpunn.checkpoint.resume import check_checkpointing
+
+    with pytest.raises(ValueError, match=r"^checkpoint_path: "):
+        check_checkpointing(None, tmp_path, 3)  # a folder: checked now, the default writer
+
+
+def test_the_recorded_steps_a_checkpoint_holds_are_bounded_at_half_the_header():
+    from gpunn.checkpoint.container import MAX_HEADER_BYTES
+    from gpunn.checkpoint.resume import _NUMBER_BYTES, check_checkpointing
+
+    epochs = 7
+    most = MAX_HEADER_BYTES // 2 // _NUMBER_BYTES - 8 * epochs  # the largest that fits
+    assert check_checkpointing(None, None, epochs, most) == (None, None)
+    assert check_checkpointing(2, "run.ckpt", epochs, most, writer=False) == (2, "run.ckpt")
+    with pytest.raises(ValueError) as caught:
+        check_checkpointing(None, "run.ckpt", epochs, most + 1, writer=False)
+    assert str(caught.value) == (
+        f"record_steps: expected at most about {MAX_HEADER_BYTES // 2 // _NUMBER_BYTES} "
+        f"recorded steps with checkpoint_path (their losses go into the checkpoint's header), "
+        f"got {most + 1} in {epochs} epochs; record fewer (record_steps=False) or checkpoint "
+        f"without them")

@@ -91,9 +91,11 @@ def resume(path, trainer, schedule, history, epochs):
         _check_fits(saved, trainer, schedule, history)
     except CheckpointError as exc:
         raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
-    if epochs < saved.epoch + (saved.steps is not None):  # it would train nothing
-        raise ValueError(f"epochs: expected at least the {saved.epoch} epochs {os.fspath(path)} "
-                         f"has done (epochs counts them), got {epochs}")
+    mid = saved.steps is not None  # the file is in epoch saved.epoch + 1
+    if epochs < saved.epoch + mid:  # it would train nothing
+        raise ValueError(f"epochs: expected at least {saved.epoch + mid} ({os.fspath(path)} has "
+                         f"done {saved.epoch} epochs{' and is in the next' if mid else ''}; "
+                         f"epochs counts them), got {epochs}")
     model = trainer.model
     trainer.optimizer.load_state_dict(state, model=model, copy=False)
     trainer.restore_order(saved.order)
