@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 from test_checkpoint_reader import LONG, X, Y, cut, refusal, write
+from test_checkpoint_reader import edit as reader_edit
+from test_checkpoint_reader import fitted as fitted  # noqa: F401 - the module's fixture
+from test_resume_checks import Interrupt
 
 import gpunn
 from gpunn import checkpoint
@@ -23,19 +26,13 @@ HISTORY_FIELDS = ("['backend', 'batch_size', 'epoch', 'loss', 'lr', 'n_samples',
                   "'val_accuracy', 'val_loss', 'weight_sum']")
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """``(path, header, arrays)`` of a checkpoint that fit wrote after 2 epochs (Adam)."""
+def _read(path):
+    """``(header, arrays)`` of a checkpoint file, as a hostile editor reads them."""
     from safetensors import safe_open
 
-    path = tmp_path_factory.mktemp("survivors") / "fit.ckpt"
-    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
-    gpunn.fit(model, X, Y, optimizer="adam", epochs=2, batch_size=4, verbose=0,
-              checkpoint_path=path)
     with safe_open(path, framework="np") as handle:
         arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-        header = json.loads(handle.metadata()["gpunn"])
-    return path, header, arrays
+        return json.loads(handle.metadata()["gpunn"]), arrays
 
 
 def _pop(part, key):
@@ -46,10 +43,7 @@ def _pop(part, key):
 
 def _put(part, key, value):
     def edit(header):
-        if key is None:
-            header[part] = value
-        else:
-            header[part][key] = value
+        header.update(reader_edit(header, part, key, value))
     return edit
 
 
@@ -296,20 +290,6 @@ def test_a_sparse_file_names_its_first_hole(fitted, tmp_path):
 
 # --- fit's checkpoints and resume (gpunn/checkpoint/resume.py) --------------------------------
 
-class Interrupt(gpunn.callbacks.Callback):
-    """Ctrl-C after step ``batch`` (from 0) of ``epoch``."""
-
-    def __init__(self, epoch, batch):
-        self.at, self.epoch = (epoch, batch), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            raise KeyboardInterrupt
-
-
 def _fit(model, epochs, **kwargs):
     """9 rows in batches of 4 (3 steps an epoch), Adam, seeded."""
     return gpunn.fit(model, X, Y, optimizer="adam", lr=0.05, epochs=epochs, batch_size=4,
@@ -364,38 +344,36 @@ def test_a_mid_epoch_checkpoint_needs_the_epoch_it_is_in(tmp_path):
                                  f"is in the next; epochs counts them), got 1")
 
 
-def test_a_mid_epoch_record_of_no_steps_is_refused(tmp_path):
-    """A crafted file whose step records are empty: an epoch's end is not written so."""
-    from safetensors import safe_open
-
-    path = _mid_epoch(tmp_path, 1)
-    with safe_open(path, framework="np") as handle:
-        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-        header = json.loads(handle.metadata()["gpunn"])
-    arrays["fit.step_totals"] = arrays["fit.step_totals"][:0]
-    arrays["fit.step_status"] = arrays["fit.step_status"][:0]
+def _resume_refusal(path, change):
+    """The CheckpointError of resuming from ``path`` after ``change(header, arrays)``."""
+    header, arrays = _read(path)
+    change(header, arrays)
     write(path, header, arrays)
     with pytest.raises(gpunn.CheckpointError) as caught:
         _fit(_model(), 3, resume_from=path)
-    assert str(caught.value) == (f"{path}: fit.step_totals: expected between 1 and 2 steps done "
-                                 f"of an epoch of 3, got 0")
+    return str(caught.value)
+
+
+def test_a_mid_epoch_record_of_no_steps_is_refused(tmp_path):
+    """A crafted file whose step records are empty: an epoch's end is not written so."""
+    def no_steps(header, arrays):
+        for name in ("fit.step_totals", "fit.step_status"):
+            arrays[name] = arrays[name][:0]
+
+    path = _mid_epoch(tmp_path, 1)
+    assert _resume_refusal(path, no_steps) == (
+        f"{path}: fit.step_totals: expected between 1 and 2 steps done of an epoch of 3, got 0")
 
 
 def test_an_empty_loss_list_is_refused_where_validation_lists_may_be_empty(tmp_path):
-    from safetensors import safe_open
+    def no_losses(header, arrays):
+        assert header["history"]["val_loss"] == []  # no validation: empty, and it resumes
+        header["history"]["loss"] = []
 
     path = tmp_path / "run.ckpt"
     _fit(_model(), 2, checkpoint_path=path)
-    with safe_open(path, framework="np") as handle:
-        arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-        header = json.loads(handle.metadata()["gpunn"])
-    assert header["history"]["val_loss"] == []  # no validation: empty, and it resumes
-    header["history"]["loss"] = []
-    write(path, header, arrays)
-    with pytest.raises(gpunn.CheckpointError) as caught:
-        _fit(_model(), 3, resume_from=path)
-    assert str(caught.value) == (f"{path}: history.loss: expected 2 entries (one per epoch), "
-                                 f"got 0")
+    assert _resume_refusal(path, no_losses) == (
+        f"{path}: history.loss: expected 2 entries (one per epoch), got 0")
 
 
 def test_resume_on_the_emulated_device_continues_bit_for_bit(tmp_path):
