@@ -65,6 +65,8 @@ EDITS = [
      "'list'"),
     ("optimizer without state names", _pop("optimizer", "state_names"),
      "optimizer: expected state ['m', 'v'] after 6 steps, got NoneType"),
+    ("optimizer with one state of two", _put("optimizer", "state_names", ["m"]),
+     "optimizer: expected state ['m', 'v'] after 6 steps, got ['m']"),
     ("hyperparameters not a dict", _put("optimizer", "hyperparameters", 3),
      "invalid checkpoint content (TypeError: state_dict['hyperparameters']: expected a dict, "
      "got int)"),
@@ -219,7 +221,7 @@ def test_loading_into_a_model_another_thread_trains_names_load_checkpoint(fitted
     worker.start()
     try:
         assert started.wait(30)
-        with pytest.raises(RuntimeError, match=r"load_checkpoint"):
+        with pytest.raises(RuntimeError, match=r"^load_checkpoint: this model is in use "):
             gpunn.load_checkpoint(path, model=model)
     finally:
         release.set()
@@ -413,3 +415,48 @@ def test_the_recorded_steps_a_checkpoint_holds_are_bounded_at_half_the_header():
         f"recorded steps with checkpoint_path (their losses go into the checkpoint's header), "
         f"got {most + 1} in {epochs} epochs; record fewer (record_steps=False) or checkpoint "
         f"without them")
+
+
+def test_a_float32_model_refuses_an_optimizer_constant_float32_cannot_hold(tmp_path):
+    """eps = 1e-40 is a normal float64 but a subnormal float32: checked in the model's dtype."""
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float32", seed=0)
+    path = tmp_path / "f32.ckpt"
+    gpunn.fit(model, X.astype(np.float32), Y, optimizer="adam", epochs=1, batch_size=4,
+              verbose=0, checkpoint_path=path)
+    header, arrays = _read(path)
+    header["optimizer"]["hyperparameters"]["eps"] = 1e-40
+    assert refusal(write(tmp_path / "eps.ckpt", header, arrays)) == (
+        "invalid checkpoint content (ValueError: eps: expected 0 or a value in [1.175e-38, "
+        "3.403e+38] (normal float32 numbers, the precision of the model), got 1e-40)")
+
+
+def test_a_file_of_a_header_and_no_tensors_lists_the_missing_entries(fitted, tmp_path):
+    """Its size is exactly 8 + the header's length: not truncated, but without entries (the
+    row order is expected only where the file holds one)."""
+    _, header, _ = fitted
+    text = json.dumps(header)
+    path = tmp_path / "header-only.ckpt"
+    path.write_bytes(save({}, metadata={"gpunn": text, "gpunn.crc32": checkpoint.text_crc(text)}))
+    assert refusal(path) == "expected entries ['optimizer.m', 'optimizer.v', 'params'], got []"
+
+
+@pytest.mark.skipif(not hasattr(os, "SEEK_HOLE"), reason="no SEEK_HOLE on this system")
+def test_a_file_that_starts_with_a_hole_names_byte_0(tmp_path):
+    path = tmp_path / "hole.ckpt"
+    with open(path, "wb") as file:
+        file.seek(8192)
+        file.write(b"x" * 10000)
+    if os.lseek(os.open(path, os.O_RDONLY), 0, os.SEEK_HOLE) != 0:
+        pytest.skip("this file system stores no holes")
+    assert refusal(path) == ("the file is sparse (a hole at byte 0 of 18192): expected every "
+                             "byte stored; copy it without holes (cp --sparse=never)")
+
+
+def test_a_streamed_fit_saves_its_int32_row_order_as_int64(tmp_path):
+    """Streaming keeps the order as int32 (4 bytes a row); the file holds int64."""
+    np.save(tmp_path / "X.npy", X)
+    path = tmp_path / "run.ckpt"
+    gpunn.fit(_model(), tmp_path / "X.npy", Y, epochs=1, batch_size=4, verbose=0,
+              chunk_rows=24, checkpoint_path=path)
+    order = checkpoint.read_checkpoint(path).order
+    assert order.dtype == np.int64 and sorted(order) == list(range(9))
