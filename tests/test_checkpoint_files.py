@@ -287,8 +287,14 @@ def test_a_ctrl_c_while_files_are_opened_leaves_no_file_or_descriptor(tmp_path, 
     path = tmp_path / "m.safetensors"
     model = net()
     before = open_fds()
+    # Python's own Ctrl-C handler, whatever the runner inherited (a shell starts background
+    # jobs with SIGINT ignored, and Python then installs none)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(_files.os, "open", open_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        model.save(path)
-    monkeypatch.undo()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.save(path)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGINT, inherited)
     assert os.listdir(tmp_path) == [] and open_fds() == before
