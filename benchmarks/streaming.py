@@ -93,10 +93,10 @@ def child(kind, folder, rows, chunk_rows, headroom, epochs=2):
         before = _status("VmRSS")
         data, extra = X, {"chunk_rows": chunk_rows}
     chunk_sizes = []
-    if kind == "limit":  # the chunks the fit below plans (the same call of plan_chunks)
+    if kind == "limit":  # the chunks the fit below plans: float32 inputs and a class index
         from gpunn.staging import plan_chunks
         chunk_sizes = [b - a for a, b in plan_chunks(rows, chunk_rows, 256, False,
-                                                     4 * (SIZES[0] + SIZES[-1]))]
+                                                     4 * (SIZES[0] + 1))]
     history = gpunn.fit(model, data, y, epochs=epochs, batch_size=256, progress=False, **extra)
     result = {"kind": kind, "samples_per_second": float(np.median(
         history.samples_per_second[1:])), "epochs": history.samples_per_second}

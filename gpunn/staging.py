@@ -72,6 +72,12 @@ def held_rows(most, batch, overlap, row_bytes):
     return most + batch - 1 + ahead_rows(most, batch, overlap) + block_rows(most, row_bytes)
 
 
+def least_held(n, batch, overlap, row_bytes):
+    """The fewest rows a stream of ``n`` rows can hold: chunks of two batches with what
+    :func:`held_rows` adds, or all ``n`` rows in one chunk and a block, whichever is less."""
+    return min(n + block_rows(n, row_bytes), held_rows(2 * batch, batch, overlap, row_bytes))
+
+
 def plan_chunks(n, chunk_rows, batch, overlap, row_bytes):
     """The chunks ``[(start, stop), ...]`` of a stream of ``n`` rows that holds at most
     ``chunk_rows`` rows (:func:`held_rows`): all ``n`` rows in one chunk when they fit, else
@@ -81,10 +87,9 @@ def plan_chunks(n, chunk_rows, batch, overlap, row_bytes):
     Raises:
         ValueError: ``chunk_rows`` below the least that can work, naming it.
     """
-    whole = n + block_rows(n, row_bytes)  # one chunk: the ring is the n rows themselves
-    if whole <= chunk_rows:
+    if n + block_rows(n, row_bytes) <= chunk_rows:  # one chunk: the ring is the n rows
         return [(0, n)]
-    least = min(whole, held_rows(2 * batch, batch, overlap, row_bytes))
+    least = least_held(n, batch, overlap, row_bytes)
     if chunk_rows < least:
         raise ValueError(f"chunk_rows: expected at least {least} (with a global batch of "
                          f"{batch} rows: chunks of two batches, the rows a batch straddling "
@@ -370,9 +375,8 @@ class StreamStep(TrainStep):
             columns["W"] = (row_weights, (), dtype)
         overlap, width = not direct_staging(model.backend), row_bytes(columns)
         if chunk_rows is None:  # about DEFAULT_CHUNK_BYTES, or the least that works
-            chunk_rows = max(DEFAULT_CHUNK_BYTES // width, min(
-                n + block_rows(n, width), held_rows(2 * global_batch, global_batch, overlap,
-                                                    width)))
+            chunk_rows = max(DEFAULT_CHUNK_BYTES // width,
+                             least_held(n, global_batch, overlap, width))
         self.chunk_rows = check_int("chunk_rows", chunk_rows, low=1)
         bounds = plan_chunks(n, self.chunk_rows, global_batch, overlap, width)
         self.stager = Stager(model.backend, columns, bounds, global_batch, checked=("X",))

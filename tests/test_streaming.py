@@ -87,8 +87,9 @@ def test_unshuffled_stream_equals_in_memory(backend, data, tmp_path, kind):
 
 
 def chunks_held(backend, chunk_rows, batch=32):
-    """The chunks of N rows streamed by ``backend`` holding ``chunk_rows`` rows."""
-    return plan_chunks(N, chunk_rows, batch, not direct_staging(backend), 4 * (D + K))
+    """The chunks of N rows streamed by ``backend`` holding ``chunk_rows`` rows (float32
+    inputs and a class index a row)."""
+    return plan_chunks(N, chunk_rows, batch, not direct_staging(backend), 4 * (D + 1))
 
 
 def recipe_order(n, k, seed, epoch):
@@ -459,7 +460,7 @@ def test_streaming_holds_at_most_chunk_rows(data, chunk_rows):
             assert min(b - a for a, b in step.chunks) >= 32
             if len(step.chunks) > 1:  # one chunk fewer would not fit
                 larger = -(-N // (len(step.chunks) - 1))
-                assert held_rows(larger, 32, overlap, 4 * (D + K)) > chunk_rows
+                assert held_rows(larger, 32, overlap, 4 * (D + 1)) > chunk_rows
             assert (len(step.chunks) == 1) == (chunk_rows >= 337)
         finally:
             step.close()

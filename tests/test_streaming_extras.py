@@ -108,7 +108,7 @@ def test_weights_follow_the_rows(backend, data, npy, weighting):
           "class_weight": {0: 3.0, 2: 0.5} if weighting != "sample" else None}
     # 190 rows held: 3 chunks of 100 on the CPU, 4 of 75 where copies overlap the steps
     bounds = gpunn.staging.plan_chunks(N, 190, 32, not gpunn.staging.direct_staging(backend),
-                                       4 * (D + K + 1))
+                                       4 * (D + 2))  # inputs, a class index, a weight
     chunks, perms = gpunn.staging.epoch_plan(bounds, 3, 1)
     order = np.concatenate([bounds[j][0] + p for j, p in zip(chunks, perms)])
     in_memory = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}

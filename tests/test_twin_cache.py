@@ -13,8 +13,8 @@ from pathlib import Path
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
-# Drops every element of a relu layer's backward (p = 1 - 2^-32 keeps about one in 2^32)
-# with the package's masks; prints how many outputs are nonzero.
+# A relu layer's backward with dropout p = 1/2 (threshold 2^31) under the package's masks;
+# prints how many of its 4096 outputs are kept (nonzero).
 CHILD = """
 import numpy as np
 from kernels import activations as A
