@@ -82,7 +82,8 @@ SETS = {
               "--deselect", "tests/test_step_checks.py::"  # a warning's frame, as above
               "test_the_old_batch_size_keyword_warns_at_the_caller_and_still_works"], {}),
     "twins": ([f"gpunn/kernels/{name}.py" for name in TWINS],
-              ["tests/test_kernels.py", "tests/test_twin_edges.py", "-k", "cpu or twin_edges"],
+              ["tests/test_kernels.py", "tests/test_twin_edges.py", "tests/test_vecmath.py",
+               "-k", "cpu or twin_edges or vecmath"],
               {"NUMBA_DISABLE_JIT": "1"}),
 }
 

@@ -60,8 +60,10 @@ def bf16_value(h):
 
 def bf16_store(out, i, x):
     """``out[i]`` = the float32 ``x`` rounded to bfloat16: its bits in a ``uint16`` array, its
-    value (the same bits, zeros below) in a float32 one. For compiled twins only."""
-    raise NotImplementedError("bf16_store is called from Numba-compiled code only")
+    value (the same bits, zeros below) in a float32 one. Compiled code takes the overload
+    below; this body runs only where the twins run as Python (``NUMBA_DISABLE_JIT=1``)."""
+    bits = bf16_bits(x)
+    out[i] = bits if out.dtype == np.uint16 else bf16_value(bits)
 
 
 @overload(bf16_store)

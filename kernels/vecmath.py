@@ -39,9 +39,18 @@ warnings.filterwarnings("ignore", r".*_(exp|expm1)_nonpositive__locals", NumbaIR
                         r"numba\.core\.ssa")
 
 
+_FLOAT_OF = {np.dtype(np.int32): np.float32, np.dtype(np.int64): np.float64}
+
+
+def as_float(bits):
+    """The float whose IEEE bit pattern is ``bits``: int32 -> float32, int64 -> float64 (a
+    bitcast in compiled code, through the overload below; NumPy's ``view`` from Python)."""
+    bits = np.asarray(bits)
+    return bits.view(_FLOAT_OF[bits.dtype])[()]
+
+
 @intrinsic
-def as_float(typingctx, bits):
-    """The float whose IEEE bit pattern is ``bits``: int32 -> float32, int64 -> float64."""
+def _bitcast(typingctx, bits):
     target = {types.int32: types.float32, types.int64: types.float64}.get(bits)
     if target is None:
         return None
@@ -50,6 +59,13 @@ def as_float(typingctx, bits):
         return builder.bitcast(args[0], context.get_value_type(target))
 
     return target(bits), codegen
+
+
+@overload(as_float, inline="always")
+def _as_float(bits):
+    if bits in (types.int32, types.int64):
+        return lambda bits: _bitcast(bits)
+    return None
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -135,9 +151,10 @@ def _expm1_64(t):
 
 
 def exp_nonpositive(t):
-    """e^t for t <= 0 (or NaN), float32 or float64, in vectorizable arithmetic (compiled);
-    NumPy's exp when called from Python (``NUMBA_DISABLE_JIT=1``)."""
-    return np.exp(t)
+    """e^t for t <= 0 (or NaN), float32 or float64, in vectorizable arithmetic. Compiled code
+    takes the overload below; from Python (the twins under ``NUMBA_DISABLE_JIT=1``) the same
+    arithmetic runs on NumPy scalars."""
+    return _exp32(t) if isinstance(t, np.float32) else _exp64(t)
 
 
 @overload(exp_nonpositive, inline="always", jit_options=JIT_OPTIONS)
@@ -150,9 +167,9 @@ def _exp_nonpositive(t):
 
 
 def expm1_nonpositive(t):
-    """e^t - 1 for t <= 0 (or NaN), float32 or float64, in vectorizable arithmetic (compiled);
-    NumPy's expm1 when called from Python."""
-    return np.expm1(t)
+    """e^t - 1 for t <= 0 (or NaN), float32 or float64, in vectorizable arithmetic (compiled,
+    or on NumPy scalars from Python, as :func:`exp_nonpositive`)."""
+    return _expm1_32(t) if isinstance(t, np.float32) else _expm1_64(t)
 
 
 @overload(expm1_nonpositive, inline="always", jit_options=JIT_OPTIONS)

@@ -78,3 +78,35 @@ def test_tanh_is_odd_and_exact_near_zero(dtype):
     positive, negative = _activate("tanh", x), _activate("tanh", -x)
     np.testing.assert_array_equal(negative, -positive)
     assert _ulps(positive, _exact("tanh", x), dtype).max() <= 2
+
+
+def _nonpositive_grid(dtype):
+    """Non-positive arguments across every branch of exp's and expm1's range reduction: near 0
+    (expm1's relative accuracy), the cut-offs where expm1 rounds to -1 (-40) and exp to 0
+    (-104 / -746), the subnormal results just above them, and -0, -inf and NaN."""
+    tiny = np.finfo(dtype).tiny
+    parts = [-np.geomspace(1e-12, 900.0, 1500), np.linspace(-41.0, -39.0, 101),
+             np.linspace(-106.0, -86.0, 201), np.linspace(-748.0, -706.0, 201),
+             [0.0, -0.0, -np.inf, np.nan, np.log(tiny) - 1.0]]
+    return np.concatenate([np.asarray(p, np.float64) for p in parts]).astype(dtype)
+
+
+@pytest.mark.parametrize("name", ["exp", "expm1"])
+def test_exp_and_expm1_of_nonpositive_arguments_within_two_ulps(dtype, name):
+    """vecmath's own functions (what the kernels inline), one element at a time: compiled here,
+    as Python under NUMBA_DISABLE_JIT=1 (the twins' mutation set, benchmarks/MUTATION.md)."""
+    from gpunn.kernels import vecmath
+
+    function = {"exp": vecmath.exp_nonpositive, "expm1": vecmath.expm1_nonpositive}[name]
+    exact_of = {"exp": np.exp, "expm1": np.expm1}[name]
+    t = _nonpositive_grid(dtype)
+    got = np.array([function(x) for x in t], dtype)  # compiled float32 returns as a float
+    assert np.isnan(got[np.isnan(t)]).all()
+    finite = ~np.isnan(t)
+    assert _ulps(got[finite], exact_of(t[finite].astype(np.longdouble)), dtype).max() <= 2
+    # subnormal results are kept (the CUDA kernels' -ftz=false); 0 and -1 exactly at the ends
+    tiny = np.finfo(dtype).tiny
+    if name == "exp":
+        assert ((got > 0) & (got < tiny)).any() and got[t == -np.inf] == 0.0
+    else:
+        assert got[t == -np.inf] == -1.0 and got[t == -900.0].item() == -1.0
