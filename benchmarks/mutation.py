@@ -69,7 +69,10 @@ SETS = {
     "estimators": (["gpunn/sklearn.py"],
                    ["tests/test_sklearn.py", "tests/test_sklearn_weights.py",
                     "tests/test_sklearn_stream.py", "tests/test_sklearn_state.py",
+                    "tests/test_sklearn_survivors.py",
                     "tests/test_clip.py::test_the_estimators_clip",
+                    "tests/test_norm.py::test_estimators_take_norm_and_residual",
+                    "tests/test_dropout.py::test_estimators_take_dropout",
                     # mutmut's trampoline is one more frame: the warning's stacklevel moves
                     "--deselect", "tests/test_sklearn_state.py::"
                     "test_the_convergence_warning_names_max_iter_and_points_at_the_caller"], {}),
