@@ -28,13 +28,7 @@ Y = (X[:, 0] > 0).astype(int)
 Y3 = np.digitize(X[:, 0], [-0.4, 0.4])  # three classes
 SMALL = {"hidden_layer_sizes": (4,), "learning_rate_init": 0.01, "random_state": 0,
          "batch_size": 8, "max_iter": 2}
-
-
-@pytest.fixture(autouse=True)
-def _quiet_convergence():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 @pytest.fixture
