@@ -16,6 +16,9 @@ of its order (empty, one row, wrapping at its end, rows outside src); softmax_xe
 out-of-range label; sum_partials over several blocks of partials; LayerNorm rows of every
 length mod the 8 lanes and parameter gradients over several column blocks; dropout's kept
 element at the threshold in either half of an output; ``activate`` for every code.
+
+Each test that launches a kernel takes the ``backend`` fixture: the same edges hold the CUDA
+kernels (cuda-emulated, the host build; a GPU where there is one) to the same references.
 """
 
 import importlib
@@ -50,7 +53,6 @@ from kernel_cases import (
 )
 from reference_precision import round_to_mantissa
 
-from gpunn.backends.cpu import CpuBackend
 from gpunn.optim import get_optimizer
 
 ROWS, COLS = 3, (2 * BLOCK + 517) // 3 + 1  # two blocks and part of a third
@@ -72,22 +74,21 @@ BLOCKED = [case for case in CASES if _is_blocked(case.kernel) and "weighted" not
 
 
 @pytest.mark.parametrize("case", BLOCKED, ids=lambda case: case.id)
-def test_a_blocked_twin_over_several_blocks_matches_its_reference(case):
+def test_a_blocked_twin_over_several_blocks_matches_its_reference(backend, case):
     assert ROWS * COLS > 2 * BLOCK
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(7), case.dtypes[0]), ROWS, COLS)
+    check_case(backend, case, Inputs(np.random.default_rng(7), case.dtypes[0]), ROWS, COLS)
 
 
-def test_the_first_step_of_an_epoch_is_recorded():
+def test_the_first_step_of_an_epoch_is_recorded(backend):
     def first_step(inp, rows, cols):
         return (np.array([2.5], inp.dtype), 4, 1, _ctrl(t=5, k=0), inp.normal(8))
 
     case = KernelCase("step_end", "first step", first_step)
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(3), np.dtype(np.float32)), 1, 1)
+    check_case(backend, case, Inputs(np.random.default_rng(3), np.dtype(np.float32)), 1, 1)
 
 
-def test_a_signaling_nan_rounds_to_tf32_as_the_quiet_nan_of_the_same_payload():
+def test_a_signaling_nan_rounds_to_tf32_as_the_quiet_nan_of_the_same_payload(backend):
     bits = np.array([0x7F800001, 0xFF800003, 0x7FC00000], np.uint32)
-    backend = CpuBackend()
     x = backend.asarray(bits.view(np.float32).copy())
     backend.kernel("round_tf32", x)
     np.testing.assert_array_equal(backend.to_numpy(x).view(np.uint32), bits | 0x00400000)
@@ -142,8 +143,6 @@ def test_an_element_whose_bits_equal_the_threshold_is_kept(element):
     np.testing.assert_array_equal(x, _factors(key, 0, 4, bits, np.float32(3.0)))
 
 
-
-
 # --- the second run's survivors (the whole twins set) -----------------------------------------
 
 def _optimizer_at(name, hyperparameters, t=3, k=2, working=0):
@@ -169,12 +168,12 @@ UPDATE_IDS = ["sgd_momentum", "sgd", "momentum", "rmsprop", "adam"]
 
 @pytest.mark.parametrize("k", [0, 5], ids=["first_entry", "past_the_table"])
 @pytest.mark.parametrize("name, hyperparameters", UPDATES, ids=UPDATE_IDS)
-def test_the_learning_rate_is_the_tables_entry_k_or_zero_past_it(name, hyperparameters, k):
+def test_the_learning_rate_is_the_tables_entry_k_or_zero_past_it(backend, name, hyperparameters, k):
     """lr = lrs[k] for 0 <= k < n_lrs, entry 0 included; 0 past the table's end (a step after
     the planned ones moves nothing, and its state still updates)."""
     case = _optimizer_at(name, hyperparameters, k=k)
     for dtype in case.dtypes:
-        check_case(CpuBackend(), case, Inputs(np.random.default_rng(5), dtype), 3, 7)
+        check_case(backend, case, Inputs(np.random.default_rng(5), dtype), 3, 7)
 
 
 def _nonfinite_in_the_first_block(case):
@@ -191,12 +190,12 @@ def _nonfinite_in_the_first_block(case):
 
 @pytest.mark.parametrize("working", [0, 1])
 @pytest.mark.parametrize("name, hyperparameters", UPDATES, ids=UPDATE_IDS)
-def test_a_held_element_in_an_early_block_sets_bad_update(name, hyperparameters, working):
+def test_a_held_element_in_an_early_block_sets_bad_update(backend, name, hyperparameters, working):
     """BAD_UPDATE counts the held elements of every block: one in the first of three blocks,
     none in the last, still sets it (and that element keeps its values)."""
     case = _nonfinite_in_the_first_block(_optimizer_at(name, hyperparameters, working=working))
     assert ROWS * COLS > 2 * BLOCK
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(11), np.float32), ROWS, COLS)
+    check_case(backend, case, Inputs(np.random.default_rng(11), np.float32), ROWS, COLS)
 
 
 # (kernel, its row, the indices of its state arrays): states decaying by 0.9 (or 0.999).
@@ -209,7 +208,7 @@ SUBNORMAL_STATE = [("sgd_step", _sgd(0.9, 0.0, 0.0, 0, 3), (10,)),
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel, make, states", SUBNORMAL_STATE,
                          ids=[k for k, _, _ in SUBNORMAL_STATE])
-def test_no_optimizer_state_is_stored_subnormal(kernel, make, states, dtype):
+def test_no_optimizer_state_is_stored_subnormal(backend, kernel, make, states, dtype):
     """State that decays below the dtype's smallest normal number is stored as 0, exactly (the
     reference's tolerance cannot tell a subnormal from 0)."""
     tiny = np.finfo(dtype).tiny
@@ -217,7 +216,7 @@ def test_no_optimizer_state_is_stored_subnormal(kernel, make, states, dtype):
     args = case.args(Inputs(np.random.default_rng(2), dtype), 4, 9)
     decayed = [np.abs(args[i]) * 0.9 for i in states]
     assert all(((0 < d) & (d < tiny)).any() for d in decayed)  # would be subnormal
-    actual = run_on_backend(CpuBackend(), case, args)
+    actual = run_on_backend(backend, case, args)
     for name, value in actual.items():
         if name not in ("p", "ctrl", "w"):
             subnormal = (value != 0) & (np.abs(value) < tiny)
@@ -225,13 +224,12 @@ def test_no_optimizer_state_is_stored_subnormal(kernel, make, states, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_state_at_the_smallest_normal_is_kept_and_below_it_is_zero(dtype):
+def test_state_at_the_smallest_normal_is_kept_and_below_it_is_zero(backend, dtype):
     """SGD's first momentum step stores buf = g exactly: g at the smallest normal (either
     sign) stays, subnormal g becomes 0 (the flush compares with <, not <=)."""
     tiny = np.finfo(dtype).tiny
     g = np.array([tiny, -tiny, tiny / 2, -tiny * 0.75, 1.0], dtype)
     p, buf = np.ones(5, dtype), np.full(5, 3.0, dtype)
-    backend = CpuBackend()
     p_dev, buf_dev, ctrl = backend.asarray(p), backend.asarray(buf), backend.asarray(_ctrl())
     backend.kernel("sgd_step", backend.asarray(g), backend.asarray(np.array([0.5], dtype)), 1,
                    0.9, 0.0, 0.0, 0, 0, ctrl, p_dev, buf_dev, np.zeros(0, np.uint16))
@@ -240,12 +238,12 @@ def test_state_at_the_smallest_normal_is_kept_and_below_it_is_zero(dtype):
 
 
 @pytest.mark.parametrize("dampening", [0.0, 0.3])
-def test_sgds_first_momentum_step_with_a_working_copy_takes_the_gradient(dampening):
+def test_sgds_first_momentum_step_with_a_working_copy_takes_the_gradient(backend, dampening):
     """At t = 0, buf = d (PyTorch ignores dampening and the old buffer then), on the bfloat16
     working-copy path too."""
     case = _optimizer_at("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": dampening}, t=0,
                          working=1)
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(4), np.float32), 3, 7)
+    check_case(backend, case, Inputs(np.random.default_rng(4), np.float32), 3, 7)
 
 
 def _eps_matters(make, i_state):
@@ -268,9 +266,9 @@ EPS_IN_SQRT = [("rmsprop_step", lambda w: _eps_matters(_rmsprop(0.0, 1, working=
 
 @pytest.mark.parametrize("working", [0, 1])
 @pytest.mark.parametrize("kernel, make", EPS_IN_SQRT, ids=[k for k, _ in EPS_IN_SQRT])
-def test_eps_inside_the_square_root_on_every_path(kernel, make, working):
+def test_eps_inside_the_square_root_on_every_path(backend, kernel, make, working):
     case = KernelCase(kernel, f"eps_in_sqrt-working{working}", make(working), bool(working))
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(6), np.float32), 3, 7)
+    check_case(backend, case, Inputs(np.random.default_rng(6), np.float32), 3, 7)
 
 
 def _overflowing_rmsprop_update(working):
@@ -296,11 +294,11 @@ def _overflowing_rmsprop_update(working):
 
 
 @pytest.mark.parametrize("working", [0, 1])
-def test_rmsprop_holds_an_overflowing_update(working):
+def test_rmsprop_holds_an_overflowing_update(backend, working):
     case = KernelCase("rmsprop_step", "holds_an_overflowing_update",
                       _overflowing_rmsprop_update(working), bool(working))
     for dtype in case.dtypes:
-        check_case(CpuBackend(), case, Inputs(np.random.default_rng(8), dtype), 3, 7)
+        check_case(backend, case, Inputs(np.random.default_rng(8), dtype), 3, 7)
 
 
 def _float32(bits):
@@ -324,11 +322,10 @@ def _bf16_definition(bits):
 
 
 @pytest.mark.parametrize("storage", ["bits", "float32_values"])
-def test_nan_and_inf_round_to_bf16_as_defined(storage):
+def test_nan_and_inf_round_to_bf16_as_defined(backend, storage):
     """round_bf16 into uint16 bits and into the CPU backend's float32 storage of them
     (bf16_zeros): NaN stays NaN with the quiet bit, inf stays inf, the largest float32
     becomes inf."""
-    backend = CpuBackend()
     x = backend.asarray(_float32(SPECIAL_BITS).copy())
     shape = (len(SPECIAL_BITS),)
     out = backend.bf16_zeros(shape) if storage == "float32_values" else np.zeros(shape, np.uint16)
@@ -355,17 +352,16 @@ GATHERS = [
 
 
 @pytest.mark.parametrize("case", GATHERS, ids=lambda case: case.variant)
-def test_gather_rows_at_the_orders_edges(case):
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(9), np.float64), 1, 1)
+def test_gather_rows_at_the_orders_edges(backend, case):
+    check_case(backend, case, Inputs(np.random.default_rng(9), np.float64), 1, 1)
 
 
-def test_an_out_of_range_label_adds_no_label_term():
+def test_an_out_of_range_label_adds_no_label_term(backend):
     """softmax_xent of a row whose label is outside 0 .. n_cols - 1 (a padded row): loss =
     log(sum(exp(z - max z))), dZ = softmax(z), from the row alone (not its neighbours')."""
     rng = np.random.default_rng(10)
     n_cols, labels = 5, np.array([-1.0, 5.0, 2.0, 5.0])
     Z = rng.standard_normal((4, n_cols)) * 3
-    backend = CpuBackend()
     loss, dZ = backend.empty(4, np.float64), backend.empty(Z.shape, np.float64)
     backend.kernel("softmax_xent", backend.asarray(Z.copy()), backend.asarray(labels),
                    backend.asarray(np.ones(4)), n_cols, 1.0, loss, dZ)
@@ -380,13 +376,13 @@ def test_an_out_of_range_label_adds_no_label_term():
 
 @pytest.mark.parametrize("square", [1, 0], ids=["squares", "sums"])
 @pytest.mark.parametrize("n", [1023, 2500], ids=lambda n: f"{n}_partials")
-def test_sum_partials_over_several_blocks_of_partials(n, square):
+def test_sum_partials_over_several_blocks_of_partials(backend, n, square):
     """More partial sums than one prange block holds (PARTIALS_PER_BLOCK), and a count one
     short of a block's multiple."""
     assert 1023 % PARTIALS_PER_BLOCK == PARTIALS_PER_BLOCK - 1 and 2500 > 2 * PARTIALS_PER_BLOCK
     case = KernelCase("sum_partials", f"{n}", lambda inp, rows, cols: (
         inp.normal(rows * cols + 17), rows * cols + 17, square, inp.unset(cols)))
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(12), np.float32), 3, n)
+    check_case(backend, case, Inputs(np.random.default_rng(12), np.float32), 3, n)
 
 
 LAYERNORM = [KernelCase("layernorm_fwd", "rows", _layernorm_fwd(False)),
@@ -395,17 +391,17 @@ LAYERNORM = [KernelCase("layernorm_fwd", "rows", _layernorm_fwd(False)),
 
 @pytest.mark.parametrize("cols", range(8, 24))
 @pytest.mark.parametrize("case", LAYERNORM, ids=lambda case: case.kernel)
-def test_layernorm_rows_of_every_length_mod_the_lane_count(case, cols):
+def test_layernorm_rows_of_every_length_mod_the_lane_count(backend, case, cols):
     """Row sums run in 8 lanes and add the last cols % 8 terms one per lane: every remainder,
     after a whole pass of the lanes."""
-    check_case(CpuBackend(), case, Inputs(np.random.default_rng(cols), np.float32), 3, cols)
+    check_case(backend, case, Inputs(np.random.default_rng(cols), np.float32), 3, cols)
 
 
-def test_layernorm_parameter_gradients_over_several_column_blocks():
+def test_layernorm_parameter_gradients_over_several_column_blocks(backend):
     cols = 2 * PARAM_COLUMNS + 7
     case = KernelCase("layernorm_bwd_params", "columns", _layernorm_bwd_params)
     for dtype in (np.float32, np.float64):
-        check_case(CpuBackend(), case, Inputs(np.random.default_rng(13), dtype), 5, cols)
+        check_case(backend, case, Inputs(np.random.default_rng(13), dtype), 5, cols)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
