@@ -26,9 +26,9 @@ def test_one_optimizer_steps_models_of_each_dtype_and_backend(backend):
     from gpunn.backends.cpu import CpuBackend
 
     optimizer = SGD(lr=0.5)
-    # another backend of the same dtype, then another dtype on the same backend, and back
-    for model_backend, dtype in ((CpuBackend(), np.float32), (backend, np.float32),
-                                 (backend, np.float64), (CpuBackend(), np.float64)):
+    # another dtype on the same backend, then another backend of the same dtype, and back
+    for model_backend, dtype in ((backend, np.float32), (backend, np.float64),
+                                 (CpuBackend(), np.float64), (CpuBackend(), np.float32)):
         model = FlatModel(model_backend, np.ones(4, dtype))
         model.set_grad(np.array([1.0, -2.0, 0.5, 0.0]))
         optimizer.step(model)
