@@ -10,8 +10,10 @@ use exp(-|x|)), so nothing overflows; NaN propagates; exp(t) below the smallest 
 comes out subnormal (2^k is applied in two halves) and 0 where it rounds to 0. expm1 keeps
 its relative accuracy near 0 (tanh of small x needs it).
 
-Numba's disk cache checks only the file of the cached twin: after editing this module, change
-activations.py and losses.py too (or clear their ``__pycache__``), or the old code is loaded.
+Called from Python (the twins under ``NUMBA_DISABLE_JIT=1``, as the mutation tests run them),
+``exp_nonpositive``, ``expm1_nonpositive`` and ``as_float`` run the same arithmetic on NumPy
+scalars; compiled code takes their overloads. Numba's disk cache is keyed by the whole
+kernels package (config.py), so an edit here reaches every kernel that inlines these.
 """
 
 import warnings
