@@ -191,15 +191,36 @@ def check_folder(name, path):
 
 
 def _check_not_overwritten(option, path, targets):
+    """Refuse an output that is the input file ``path``, or that lies in the input folder
+    ``path`` (at any depth: a shard the run reads, or a file a later run would take as one)."""
     try:
         info = None if path is None else os.stat(path)
     except (OSError, ValueError, TypeError):  # a missing input is its reader's error
         return
+    if info is None:
+        return
     for output, target in targets.items():
-        if info is not None and target.key() == (info.st_dev, info.st_ino):
+        if target.key() == (info.st_dev, info.st_ino):
             raise ValueError(f"{output}: expected a file apart from the input {option} "
                              f"{os.fspath(path)!r}, got the same file (writing it would "
                              "destroy the input)")
+        if stat.S_ISDIR(info.st_mode) and _inside(target.folder, info):
+            raise ValueError(f"{output}: expected a file outside the input folder {option} "
+                             f"{os.fspath(path)!r}, got {os.fspath(target.path)!r} inside it "
+                             "(writing it would replace or add a file the data is read from)")
+
+
+def _inside(folder, info):
+    """Whether ``folder`` is the folder whose stat is ``info``, or lies below it."""
+    folder = os.path.realpath(folder)
+    while True:
+        here = os.stat(folder)
+        if (here.st_dev, here.st_ino) == (info.st_dev, info.st_ino):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
 
 
 def _resolve(name, path):

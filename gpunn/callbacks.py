@@ -44,6 +44,12 @@ class Callback:
     model = optimizer = history = None
     params = None
     stop_training = False
+    writes_checkpoints = False  # its files are checkpoints (resume_from may be one of them)
+
+    def outputs(self):
+        """``{argument name: path}`` of the files this callback writes (rank 0), which
+        :func:`gpunn.fit` checks before training against each other and the run's inputs."""
+        return {}
 
     def on_train_begin(self, logs=None):
         """Called once before the first epoch."""
@@ -113,6 +119,16 @@ class CallbackList:
             else:
                 raise TypeError(f"callbacks[{i}]: expected a callable cb(epoch, history, "
                                 f"model) or a gpunn.callbacks.Callback, got {type(cb).__name__}")
+
+    def outputs(self, checkpoints):
+        """``{name: path}`` of the files the callbacks that write checkpoints (``checkpoints``
+        True) or other files (False) write; a name taken twice gets its callback's index."""
+        found = {}
+        for i, cb in enumerate(self.callbacks):
+            if cb.writes_checkpoints == checkpoints:
+                for name, path in cb.outputs().items():
+                    found[name if name not in found else f"{name} (callbacks[{i}])"] = path
+        return found
 
     def bind(self, model, optimizer, history, params):
         """Give every callback the model, optimizer, history and run parameters."""
@@ -313,11 +329,17 @@ class ModelCheckpoint(_Monitor):
         self.save_best_only = bool(save_best_only)
         self.best_epoch, self.last_path = 0, None
 
-    def on_train_begin(self, logs=None):
+    writes_checkpoints = True
+
+    def outputs(self):
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise ValueError(f"ModelCheckpoint.path: expected a file in an existing folder, "
                              f"got {self.path!r}")
+        return {"ModelCheckpoint.path": _format_template(self.path)}
+
+    def on_train_begin(self, logs=None):
+        self.outputs()  # fit checked them; a callback may also be driven by other loops
         self.best, self.best_epoch = None, 0
         if _rank(self) == 0:  # before training: the first save would fail after an epoch
             check_target("ModelCheckpoint.path", _format_template(self.path)).close()
@@ -368,6 +390,9 @@ class CSVLogger(Callback):
     def __init__(self, path, separator=",", append=False):
         self.path, self.separator, self.append = os.fspath(path), separator, bool(append)
         self._fields = None
+
+    def outputs(self):
+        return {"CSVLogger.path": self.path}
 
     def on_train_begin(self, logs=None):
         self._fields = None

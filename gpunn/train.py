@@ -3,12 +3,14 @@
 import contextlib
 import functools
 import math
+import os
 import sys
 import time
 
 import numpy as np
 
 from gpunn._checks import check_bool, check_choice, check_int, check_number
+from gpunn._files import check_outputs
 from gpunn.backends.compile_watch import (
     compile_seconds,
     forget_announcement,
@@ -185,6 +187,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         A :class:`History` (continuing the checkpoint's when resuming).
     """
     comm = get_comm(comm, backend=model.backend)
+    inputs = _input_files(X=X, y=y, sample_weight=sample_weight, validation_data=validation_data)
     # Inside the guard: one rank's bad input, missing resume file or failed load stops every
     # rank at once instead of leaving the others in the first collective until the time-out.
     with comm.guard(agreed=(RanksDisagree,)):
@@ -224,6 +227,8 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             if path is None:
                 raise ValueError("checkpoint_steps: expected checkpoint_path too, got "
                                  f"checkpoint_steps={checkpoint_steps} and no path")
+        if comm.rank == 0:  # the writer: its files apart from each other and the inputs
+            _check_run_outputs(path, callbacks, inputs, resume_from)
         check_every = (None if check_every is None
                        else check_int("check_every", check_every, low=1))
         validation = _prepare_validation(model, validation_data, loss, "validation_data"
@@ -475,6 +480,41 @@ def _summary(history):
     elif history.val_loss:
         summary["val_loss"] = f"{history.val_loss[-1]:.4g}"
     return summary
+
+
+def _file_of(value):
+    """The file (or folder) ``value`` reads from: a path, a memory map's file, a file-backed
+    row source's path (gpunn.sources); None for data in memory."""
+    if isinstance(value, (str, os.PathLike)):
+        return value
+    if isinstance(value, np.memmap):
+        return value.filename
+    path = getattr(value, "path", None)
+    return path if isinstance(path, (str, os.PathLike)) else None
+
+
+def _input_files(**named):
+    """``{argument: path}`` of the files ``fit`` reads its data from (validation_data's
+    members as ``validation_data[i]``)."""
+    validation = named.pop("validation_data")
+    if isinstance(validation, (tuple, list)):
+        named.update({f"validation_data[{i}]": v for i, v in enumerate(validation)})
+    files = ((name, _file_of(value)) for name, value in named.items())
+    return {name: path for name, path in files if path is not None}
+
+
+def _check_run_outputs(checkpoint_path, callbacks, inputs, resume_from):
+    """Every file the run writes, checked before it starts (each as the writer checks it):
+    no two the same file, none an input file or inside an input folder, and only checkpoint
+    writers (``checkpoint_path``, ModelCheckpoint) may replace ``resume_from``."""
+    writers = {**({} if checkpoint_path is None else {"checkpoint_path": checkpoint_path}),
+               **callbacks.outputs(checkpoints=True)}
+    logs = callbacks.outputs(checkpoints=False)
+    for target in check_outputs({**writers, **logs}, inputs).values():
+        target.close()
+    if logs and resume_from is not None:
+        for target in check_outputs(logs, {"resume_from": resume_from}).values():
+            target.close()
 
 
 def _prepare_validation(model, validation_data, loss, name="validation_data"):

@@ -83,6 +83,25 @@ def test_saving_onto_the_input_data_is_refused_before_training(capsys, tmp_path,
     assert data.read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["part1.npy", "new.safetensors", "sub/model.safetensors"])
+def test_saving_inside_the_input_folder_is_refused_before_training(capsys, tmp_path, name):
+    """A folder of shards is read whole: a file written into it (at any depth) replaces a
+    shard or becomes one the next run reads."""
+    shards = tmp_path / "shards"
+    (shards / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        x = rng.normal(size=(40, 3))
+        np.save(shards / f"part{i}.npy", np.column_stack([x, x[:, 0] > 0]).astype(np.float32))
+    before = {p.name: p.read_bytes() for p in shards.glob("*.npy")}
+    code, out, err = run(capsys, "--npy", str(shards), *CSV_FAST, "--test-size", "0",
+                         "--save", str(shards / name))
+    assert code == 1 and "epoch" not in out
+    assert "--save: expected a file outside the input folder --npy" in err
+    assert {p.name: p.read_bytes() for p in shards.glob("*.npy")} == before
+    assert not (shards / name).exists() or name == "part1.npy"
+
+
 def test_save_and_plot_on_one_file_are_refused_before_training(capsys, tmp_path):
     path = tmp_path / "out.bin"
     code, out, err = run(capsys, *FAST, "--save", str(path), "--plot", str(path))
