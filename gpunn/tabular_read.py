@@ -130,9 +130,9 @@ def _read_npz(path, target, require_target):
         if "X" not in npz.files:
             raise ValueError(f"{path}: expected an array named X, got {npz.files}")
         y = npz[name] if name in npz.files else None
-        if target is not None and y is None and require_target:
-            raise ValueError(f"--target: expected an array of {path} {npz.files}, "
-                             f"got {target!r}")
+        if y is None and require_target:
+            raise ValueError(f"{path}: expected a target array named {name!r} (--target "
+                             f"names another), got the arrays {npz.files}")
         X = _numeric(npz["X"], path)
     return X, y, [f"x{i}" for i in range(X.shape[1])], name
 
@@ -267,7 +267,7 @@ def _columns(pd, path, frame, header, target):
     try:
         y = raw.astype(np.float64).to_numpy()
     except ValueError:
-        y = np.array(raw.tolist())
+        y = np.array(raw.tolist(), dtype=object)  # not <U(longest): one long label x rows
     return X, y, features, target
 
 

@@ -116,3 +116,24 @@ def test_npz_bombs_and_forged_headers_are_refused_before_loading(tmp_path):
     np.savez(genuine, X=np.zeros((10_000, 1_000)), y=np.zeros(10_000))  # stored: no ratio bound
     X, y, _, _ = read_table(genuine)
     assert X.shape == (10_000, 1_000) and y.shape == (10_000,)
+
+
+def test_one_long_text_label_costs_its_own_size_not_rows_times_it(tmp_path):
+    """Text labels are Python strings (object array): a fixed-width ``<U`` array would give
+    every row the longest label's width (a 200 kB label on 20,000 rows: 14.9 GiB)."""
+    path = tmp_path / "labels.csv"
+    long_label = "z" * 200_000
+    path.write_text("a,y\n" + "".join(f"{i},{'cd'[i % 2]}\n" for i in range(20_000))
+                    + f"1,{long_label}\n")
+    _, y, _, _ = read_table(path)
+    assert y.dtype == object and y[-1] == long_label and y[:2].tolist() == ["c", "d"]
+
+
+def test_an_npz_without_its_target_array_names_it(tmp_path):
+    path = tmp_path / "features.npz"
+    np.savez(path, X=np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"expected a target array named 'y' \(--target names "
+                                         r"another\), got the arrays \['X'\]"):
+        read_table(path)
+    X, y, _, _ = read_table(path, require_target=False)  # predicting needs no target
+    assert X.shape == (4, 2) and y is None
