@@ -259,7 +259,11 @@ class EarlyStopping(_Monitor):
             self.model.params.load_host(self._best_params)
 
     def on_train_diverged(self, error):
-        self.on_train_end()  # the best epoch's parameters, not the last finite step's
+        if self.restore_best and self._best_params is not None:
+            self.on_train_end()  # the best epoch's parameters, not the last finite step's
+            error.parameters_replaced(f"EarlyStopping(restore_best=True) put back the "
+                                      f"parameters of epoch {self.best_epoch}, its best "
+                                      f"({self.monitor} {self.best})")
 
 
 class ReduceLROnPlateau(_Monitor):

@@ -74,6 +74,12 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
                        "it was applied); try a smaller learning rate.")
         super().__init__(message)
 
+    def parameters_replaced(self, how):
+        """Keep the message true after a callback replaced the model's parameters (``how``,
+        e.g. EarlyStopping restoring its best epoch's): it says so after what it said."""
+        self.args = (f"{self.args[0]} Then {how}; the optimizer state is still the diverged "
+                     "run's.",)
+
 
 @holding_model("fit")  # one fit (or predict) per model at a time: they share buffers
 def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size="auto",

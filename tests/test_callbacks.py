@@ -135,10 +135,27 @@ def test_early_stopping_restores_the_best_epoch_when_training_diverges(backend):
     X, y = blobs()
     stopper, blow_up = EarlyStopping("loss", patience=5, restore_best=True), BlowUpAfter(3)
     model = classifier()
-    with pytest.raises(gpunn.TrainingDiverged, match="epoch 4"):
+    with pytest.raises(gpunn.TrainingDiverged, match="epoch 4") as caught:
         gpunn.fit(model, X, y, lr=0.05, epochs=10, callbacks=[stopper, blow_up])
     assert stopper.best_epoch == 3
     np.testing.assert_array_equal(model.params.host(), blow_up.snapshots[2])
+    # the message says what the model holds now, not only what the step left
+    assert str(caught.value).endswith(
+        "Then EarlyStopping(restore_best=True) put back the parameters of epoch 3, its best "
+        f"(loss {stopper.best}); the optimizer state is still the diverged run's.")
+
+
+def test_a_divergence_without_a_best_epoch_keeps_the_message_as_it_was(backend):
+    X, y = blobs()
+    stopper = EarlyStopping("loss", patience=5, restore_best=True)
+    class BlowUpFirst(BlowUpAfter):  # the first epoch diverges: no best epoch to restore
+        def on_train_begin(self, logs=None):
+            params = self.model.params.host()
+            self.model.params.load_host(np.where(np.arange(params.size) == 0, np.inf, params))
+
+    with pytest.raises(gpunn.TrainingDiverged, match="epoch 1") as caught:
+        gpunn.fit(classifier(), X, y, lr=0.05, epochs=3, callbacks=[stopper, BlowUpFirst(9)])
+    assert "EarlyStopping" not in str(caught.value)
 
 
 def test_monitor_that_is_not_logged_is_named():
