@@ -36,8 +36,9 @@ class Callback:
 
     Attributes:
         model, optimizer, history: what :func:`gpunn.fit` trains and records (set by fit).
-        params: ``{"epochs", "batch_size", "steps", "rank"}`` of the run (set by fit;
-            ``rank`` is the process's rank in data-parallel training, else 0).
+        params: ``{"epochs", "batch_size", "steps", "rank", "validation"}`` of the run (set
+            by fit; ``rank`` is the process's rank in data-parallel training, else 0;
+            ``validation``: whether epochs log val_* values).
         stop_training: set True to stop after the current epoch.
     """
 
@@ -196,6 +197,11 @@ class _Monitor(Callback):
         self.min_delta = check_number("min_delta", min_delta, low=0.0)
         self.best = None
 
+    def _check_monitor(self):
+        """Before the first epoch: refuse a val_* monitor in a run without validation (it
+        would fail after the first epoch's work)."""
+        _check_logged(self, [self.monitor], f"{type(self).__name__}: monitor")
+
     def _current(self, logs):
         if self.monitor not in logs:
             raise ValueError(f"{type(self).__name__}: monitor {self.monitor!r} is not "
@@ -241,6 +247,7 @@ class EarlyStopping(_Monitor):
         self._best_params = None
 
     def on_train_begin(self, logs=None):
+        self._check_monitor()
         self.best, self.best_epoch, self.stopped_epoch, self.wait = None, 0, 0, 0
         self._best_params = None
 
@@ -295,6 +302,7 @@ class ReduceLROnPlateau(_Monitor):
         self.wait = self.cooldown_left = 0
 
     def on_train_begin(self, logs=None):
+        self._check_monitor()
         self.best, self.wait, self.cooldown_left = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -344,6 +352,10 @@ class ModelCheckpoint(_Monitor):
 
     def on_train_begin(self, logs=None):
         self.outputs()  # fit checked them; a callback may also be driven by other loops
+        if self.save_best_only:
+            self._check_monitor()
+        fields = [field for _, field, _, _ in string.Formatter().parse(self.path) if field]
+        _check_logged(self, fields, "ModelCheckpoint.path: field")
         self.best, self.best_epoch = None, 0
         if _rank(self) == 0:  # before training: the first save would fail after an epoch
             check_target("ModelCheckpoint.path", _format_template(self.path)).close()
@@ -362,6 +374,17 @@ class ModelCheckpoint(_Monitor):
                                          history=self.history, epoch=epoch)
 
 
+def _check_logged(callback, names, what):
+    """Refuse, before the first epoch, log ``names`` that this run will not record: val_*
+    without validation data (``callback.params['validation']``, set by :func:`gpunn.fit`)."""
+    if (callback.params or {}).get("validation", True):
+        return
+    missing = [name for name in names if name.startswith("val_")]
+    if missing:
+        raise ValueError(f"{what} {missing[0]!r} is not recorded by this run (val_* need "
+                         "validation_data or validation_split)")
+
+
 def _format_template(template):
     """``template`` formatted as an epoch's logs would format it (epoch 1, every log 0.0),
     refusing a field that no epoch logs and a format the values do not take."""
@@ -370,11 +393,13 @@ def _format_template(template):
     try:
         fields = [field for _, field, _, _ in string.Formatter().parse(template)
                   if field is not None]
-        unknown = [field for field in fields
-                   if not field or field.split(".")[0].split("[")[0] not in names]
+        unknown = [field for field in fields if field not in names]  # no .attr or [key]
         if unknown:
             raise ValueError(f"unknown fields {unknown}")
-        return template.format(**{name: 1 if name == "epoch" else 0.0 for name in names})
+        formatted = template.format(**{name: 1 if name == "epoch" else 0.0 for name in names})
+        if any(ord(character) < 32 for character in formatted):
+            raise ValueError("a format that writes control characters into the file name")
+        return formatted
     except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
         raise ValueError(f"ModelCheckpoint.path: expected a path whose format fields are among "
                          f"{list(names)} with formats they take, got {template!r} ({exc})"

@@ -257,7 +257,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         if comm.size > 1:
             agree(comm, "fit", _fingerprint(trainer, schedule, epochs, shuffle, seed, done))
             model.params.broadcast(comm)  # rank 0's parameters, everywhere
-    run = _bind_callbacks(callbacks, trainer, history, epochs)
+    run = _bind_callbacks(callbacks, trainer, history, epochs, validation is not None)
     logs = {}
     watch_compiles(announce_compile if show or lines else None)  # None: the caller's stays
     with comm.guard(agreed=(TrainingDiverged,)), _progress_bar(show, epochs, done) as bar, \
@@ -336,12 +336,13 @@ def _callbacks_stop(callbacks, epoch, logs, comm):
     return comm.bcast(stop) if comm.size > 1 else stop
 
 
-def _bind_callbacks(callbacks, trainer, history, epochs):
+def _bind_callbacks(callbacks, trainer, history, epochs, validation):
     """Give the callbacks their context; ``run(k)``, the step with the batch hooks around it
     only if one wants them."""
     callbacks.bind(trainer.model, trainer.optimizer, history,
                    {"epochs": epochs, "batch_size": trainer.global_batch,
-                    "steps": trainer.n_steps, "rank": trainer.comm.rank})
+                    "steps": trainer.n_steps, "rank": trainer.comm.rank,
+                    "validation": validation})
     run = callbacks.wrap_step(trainer) if callbacks.wants_batches else trainer.run
     callbacks.call("on_train_begin", {})
     return run

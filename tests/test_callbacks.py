@@ -66,7 +66,7 @@ def test_hooks_run_in_order_with_model_optimizer_and_history(backend):
                               "epoch_end 2", "train_end"]
     got_model, optimizer, got_history, params = recorder.context
     assert got_model is model and got_history is history and optimizer.name == "adam"
-    assert params == {"epochs": 2, "batch_size": 16, "steps": 3, "rank": 0}
+    assert params == {"epochs": 2, "batch_size": 16, "steps": 3, "rank": 0, "validation": True}
     assert recorder.last_logs == {"loss": history.loss[-1], "cost": history.loss[-1],
                                   "lr": 0.05, "seconds": history.seconds[-1],
                                   "epoch_seconds": history.seconds[-1] - history.seconds[-2],
@@ -353,3 +353,30 @@ def test_csv_logger_append_keeps_rows_and_adds_new_columns(tmp_path):
     assert rows[0]["loss"] == "0.5" and rows[1]["loss"] == "0.25"
     assert rows[0]["val_loss"] == "" and float(rows[3]["val_loss"]) > 0
     assert all(float(r["loss"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("callback, message", [
+    (lambda tmp: ModelCheckpoint(tmp / "m-{val_loss:.3f}.st"),
+     r"^ModelCheckpoint.path: field 'val_loss' is not recorded by this run"),
+    (lambda tmp: ModelCheckpoint(tmp / "m.st", save_best_only=True),
+     r"^ModelCheckpoint: monitor 'val_loss' is not recorded by this run"),
+    (lambda tmp: EarlyStopping("val_accuracy"),
+     r"^EarlyStopping: monitor 'val_accuracy' is not recorded by this run"),
+])
+def test_val_logs_without_validation_are_refused_before_the_first_epoch(tmp_path, capsys,
+                                                                        callback, message):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=message):
+        gpunn.fit(classifier(), X, y, epochs=2, verbose=1, callbacks=[callback(tmp_path)])
+    assert "epoch 1" not in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("template", ["m-{epoch:c}.st", "m-{epoch.__class__}.st",
+                                      "m-{loss[0]}.st"])
+def test_a_template_with_attributes_or_control_characters_is_refused(tmp_path, template):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=r"ModelCheckpoint.path: expected a path whose format "
+                                         r"fields are among"):
+        gpunn.fit(classifier(), X, y, epochs=1,
+                  callbacks=[ModelCheckpoint(tmp_path / template)])
+    assert not list(tmp_path.iterdir())
