@@ -20,12 +20,13 @@ epoch and returning ``True`` stops training.
 """
 
 import csv
+import io
 import math
 import os
 import string
 
 from gpunn._checks import check_choice, check_int, check_number
-from gpunn._files import check_target
+from gpunn._files import atomic_write, check_target
 from gpunn.history import History
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
@@ -431,8 +432,7 @@ class CSVLogger(Callback):
         check_target("CSVLogger.path", self.path).close()
         exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         if self.append and exists:
-            with open(self.path, newline="") as file:
-                header = next(csv.reader(file, delimiter=self.separator), None)
+            header = self._existing_header()
             with open(self.path, "rb+") as file:  # a last line without its newline
                 file.seek(-1, os.SEEK_END)
                 if file.read(1) not in (b"\n", b"\r"):
@@ -440,6 +440,32 @@ class CSVLogger(Callback):
             self._fields = header
         else:
             open(self.path, "w").close()  # fails now, not after an epoch, if not writable
+
+    def _existing_header(self):
+        """The header of the log being appended to, after checking the whole file is one:
+        UTF-8 text, an ``epoch`` column under ``separator``, no row longer than the header
+        (rows are added under that header, and a wider log rewrites them)."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as file:
+                rows = list(csv.reader(file, delimiter=self.separator))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"CSVLogger.path: expected a UTF-8 CSV log to append to, got byte "
+                             f"0x{exc.object[exc.start]:02x} at offset {exc.start} of "
+                             f"{self.path!r}") from None
+        except csv.Error as exc:
+            raise ValueError(f"CSVLogger.path: expected a CSV log to append to, got {exc} in "
+                             f"{self.path!r}") from None
+        header = rows[0] if rows else []
+        if "epoch" not in header:
+            raise ValueError(f"CSVLogger.path: expected a log with an 'epoch' column separated "
+                             f"by {self.separator!r} to append to, got the header {header!r} "
+                             f"in {self.path!r}")
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) > len(header):
+                raise ValueError(f"CSVLogger.path: expected rows of at most the header's "
+                                 f"{len(header)} fields to append to, got {len(row)} on line "
+                                 f"{line} of {self.path!r}")
+        return header
 
     def on_epoch_end(self, epoch, logs=None):
         if _rank(self) != 0:
@@ -450,7 +476,7 @@ class CSVLogger(Callback):
             self._fields = list(row)
         elif any(key not in self._fields for key in row):
             self._widen([key for key in row if key not in self._fields])
-        with open(self.path, "a", newline="") as file:
+        with open(self.path, "a", newline="", encoding="utf-8") as file:
             writer = csv.DictWriter(file, self._fields, delimiter=self.separator,
                                     extrasaction="ignore")
             if new:
@@ -460,16 +486,13 @@ class CSVLogger(Callback):
     def _widen(self, columns):
         """Rewrite the file (atomically) with ``columns`` added to its header: logs the
         existing rows lack (validation added on resume) are kept, their old rows left blank."""
-        with open(self.path, newline="") as file:
+        with open(self.path, newline="", encoding="utf-8") as file:
             rows = list(csv.DictReader(file, delimiter=self.separator))
         self._fields = self._fields + columns
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "w", newline="") as file:
-                writer = csv.DictWriter(file, self._fields, delimiter=self.separator)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self._fields, delimiter=self.separator)
+        writer.writeheader()
+        writer.writerows(rows)
+        # as every output: a link followed, the file's permission bits kept
+        atomic_write(self.path, lambda file: file.write(text.getvalue().encode("utf-8")),
+                     name="CSVLogger.path")

@@ -355,6 +355,39 @@ def test_csv_logger_append_keeps_rows_and_adds_new_columns(tmp_path):
     assert all(float(r["loss"]) > 0 for r in rows)
 
 
+def test_csv_logger_widening_keeps_the_link_and_the_permissions(tmp_path):
+    """Adding columns rewrites the log as every output is written: through a symlink to the
+    file it names (the link stays), with the file's permission bits (0640 stays 0640)."""
+    X, y = blobs()
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("epoch,loss\r\n1,0.5\r\n")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    gpunn.fit(classifier(), X, y, epochs=1, validation_data=blobs(seed=1),
+              callbacks=[CSVLogger(link, append=True)])
+    assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o640
+    header = real.read_text().splitlines()[0].split(",")
+    assert header[:2] == ["epoch", "loss"] and "val_loss" in header
+
+
+@pytest.mark.parametrize("existing, message", [
+    (b"epoch,loss\n1,0.5,extra\n", r"expected rows of at most the header's 2 fields to "
+                                     r"append to, got 3 on line 2"),
+    (b"epoch;loss\n1;0.5\n", r"expected a log with an 'epoch' column separated by ',' to "
+                             r"append to, got the header \['epoch;loss'\]"),
+    (b"epoch,loss\n1,\xff\n", r"expected a UTF-8 CSV log to append to, got byte 0xff"),
+])
+def test_csv_logger_refuses_a_file_it_cannot_append_to_before_training(tmp_path, capsys,
+                                                                       existing, message):
+    X, y = blobs()
+    path = tmp_path / "log.csv"
+    path.write_bytes(existing)
+    with pytest.raises(ValueError, match=rf"^CSVLogger.path: {message}"):
+        gpunn.fit(classifier(), X, y, epochs=1, verbose=1,
+                  callbacks=[CSVLogger(path, append=True)])
+    assert path.read_bytes() == existing and "epoch 1" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("callback, message", [
     (lambda tmp: ModelCheckpoint(tmp / "m-{val_loss:.3f}.st"),
      r"^ModelCheckpoint.path: field 'val_loss' is not recorded by this run"),
