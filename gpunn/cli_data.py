@@ -193,7 +193,8 @@ def predict_command(args):
     if args.backend is not None:
         use_backend(args.backend)
     saved = load_checkpoint(args.model)
-    model, meta = saved.model, saved.extra.get(META_KEY)
+    model = saved.model
+    meta = _checked_meta(saved.extra.get(META_KEY), model, args.model)
     path = _source(args)
     target = None if meta is None else meta["target"]
     X, y, features, _ = tabular_read.read_table(path, target if not path.endswith(".npy") else
@@ -210,6 +211,38 @@ def predict_command(args):
                 labels = labels.astype(np.float64)
             print(f"accuracy {np.mean(labels == y):.4f} against column {meta['target']!r}")
     return 0
+
+
+def _checked_meta(meta, model, path):
+    """``gpunn train``'s record in a model file (or None for a file without one), checked
+    before it is used: a crafted or damaged record is a CheckpointError naming the field."""
+    from gpunn.checkpoint import CheckpointError
+
+    if meta is None:
+        return None
+
+    def refuse(field, expected, got):
+        raise CheckpointError(f"{path}: {META_KEY}{field}: expected {expected}, got {got!r}")
+
+    if not isinstance(meta, dict):
+        refuse("", "a dict (gpunn train's record)", type(meta).__name__)
+    for key in ("task", "features", "target", "classes"):
+        if key not in meta:
+            refuse(f"[{key!r}]", "a value", "nothing")
+    if meta["task"] not in ("classification", "regression"):
+        refuse("['task']", "'classification' or 'regression'", meta["task"])
+    features = meta["features"]
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features) \
+            or len(features) != model.n_in:
+        refuse("['features']", f"{model.n_in} column names (the model's inputs)", features)
+    if meta["target"] is not None and not isinstance(meta["target"], str):
+        refuse("['target']", "a column name or None", meta["target"])
+    classes, n_classes = meta["classes"], max(model.n_out, 2)
+    if classes is not None and (not isinstance(classes, list) or len(classes) != n_classes
+                                or not all(isinstance(c, (str, int, float, bool))
+                                           for c in classes)):
+        refuse("['classes']", f"None or {n_classes} labels (the model's outputs)", classes)
+    return meta
 
 
 def _select(path, X, have, want):

@@ -180,6 +180,33 @@ def test_predict_picks_the_model_columns_by_name(tmp_path, capsys):
     assert code == 1 and "missing ['f5']" in err
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda meta: meta.update(classes=meta["classes"][:1]),
+     r"gpunn_cli\['classes'\]: expected None or 3 labels \(the model's outputs\)"),
+    (lambda meta: meta.clear(), r"gpunn_cli\['task'\]: expected a value, got 'nothing'"),
+    (lambda meta: meta.update(features=meta["features"][:-1]),
+     r"gpunn_cli\['features'\]: expected 6 column names"),
+    (lambda meta: meta.update(target=7), r"gpunn_cli\['target'\]: expected a column name"),
+    (lambda meta: meta.update(task="clustering"),
+     r"gpunn_cli\['task'\]: expected 'classification' or 'regression'"),
+])
+def test_predict_refuses_a_damaged_train_record_by_its_field(tmp_path, capsys, edit, message):
+    """The record `gpunn train` stores beside the model, crafted but otherwise valid (a
+    correct checksum): a CheckpointError naming the field, not a traceback."""
+    from gpunn.checkpoint import load_checkpoint, save_checkpoint
+
+    X, y = raw_blobs(60)
+    data = write_csv(tmp_path / "d.csv", X, y)
+    model_path = str(tmp_path / "m.safetensors")
+    assert run(capsys, "train", "--csv", data, "--epochs", "1", "--save", model_path)[0] == 0
+    saved = load_checkpoint(model_path)
+    meta = dict(saved.extra["gpunn_cli"])
+    edit(meta)
+    save_checkpoint(model_path, saved.model, gpunn_cli=meta)
+    code, out, err = run(capsys, "predict", "--model", model_path, "--csv", data)
+    assert code == 1 and re.search(message, err) and "Traceback" not in err, err
+
+
 def test_predictions_csv_neutralizes_spreadsheet_formulas(tmp_path, capsys):
     # Labels and a target name a spreadsheet would run as formulas (OWASP "CSV injection").
     X, y = raw_blobs(n=120)
