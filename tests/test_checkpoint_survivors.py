@@ -460,3 +460,19 @@ def test_a_streamed_fit_saves_its_int32_row_order_as_int64(tmp_path):
               chunk_rows=24, checkpoint_path=path)
     order = checkpoint.read_checkpoint(path).order
     assert order.dtype == np.int64 and sorted(order) == list(range(9))
+
+
+def test_a_run_too_long_for_its_checkpoint_names_epochs_not_record_steps():
+    """Without recorded steps the history grows with the epochs alone: the refusal names
+    epochs (record_steps was not asked for)."""
+    from gpunn.checkpoint.container import MAX_HEADER_BYTES
+    from gpunn.checkpoint.resume import _NUMBER_BYTES, check_checkpointing
+
+    most = MAX_HEADER_BYTES // 2 // (8 * _NUMBER_BYTES)
+    assert check_checkpointing(None, "run.ckpt", most, 0, writer=False) == (most, "run.ckpt")
+    with pytest.raises(ValueError) as caught:
+        check_checkpointing(None, "run.ckpt", most + 1, 0, writer=False)
+    assert str(caught.value) == (
+        f"epochs: expected at most about {most} epochs with checkpoint_path (each epoch's "
+        f"history goes into the checkpoint's header), got {most + 1}; checkpoint a shorter "
+        "run, or none")

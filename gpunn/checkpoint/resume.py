@@ -38,6 +38,11 @@ def check_checkpointing(every, path, epochs, recorded_steps=0, writer=True):
         raise TypeError(f"checkpoint_path: expected a file path, got {type(path).__name__}")
     every = epochs if every is None else check_int("checkpoint_every", every, low=1)
     history_bytes = _NUMBER_BYTES * (recorded_steps + 8 * epochs)
+    if history_bytes > container.MAX_HEADER_BYTES // 2 and recorded_steps <= 8 * epochs:
+        raise ValueError(f"epochs: expected at most about "
+                         f"{container.MAX_HEADER_BYTES // 2 // (8 * _NUMBER_BYTES)} epochs with "
+                         f"checkpoint_path (each epoch's history goes into the checkpoint's "
+                         f"header), got {epochs}; checkpoint a shorter run, or none")
     if history_bytes > container.MAX_HEADER_BYTES // 2:  # the rest: model, rng, extra
         raise ValueError(f"record_steps: expected at most about "
                          f"{container.MAX_HEADER_BYTES // 2 // _NUMBER_BYTES} recorded steps "
