@@ -462,16 +462,17 @@ def test_a_streamed_fit_saves_its_int32_row_order_as_int64(tmp_path):
     assert order.dtype == np.int64 and sorted(order) == list(range(9))
 
 
-def test_a_run_too_long_for_its_checkpoint_names_epochs_not_record_steps():
-    """Without recorded steps the history grows with the epochs alone: the refusal names
-    epochs (record_steps was not asked for)."""
+@pytest.mark.parametrize("per_epoch", [0, 1, 8], ids=["no steps", "one a epoch", "eight"])
+def test_a_run_too_long_for_its_checkpoint_names_epochs_not_record_steps(per_epoch):
+    """Without recorded steps (or with no more than the 8 numbers an epoch's history adds)
+    the epochs fill the header: the refusal names epochs, not record_steps."""
     from gpunn.checkpoint.container import MAX_HEADER_BYTES
     from gpunn.checkpoint.resume import _NUMBER_BYTES, check_checkpointing
 
     most = MAX_HEADER_BYTES // 2 // (8 * _NUMBER_BYTES)
     assert check_checkpointing(None, "run.ckpt", most, 0, writer=False) == (most, "run.ckpt")
     with pytest.raises(ValueError) as caught:
-        check_checkpointing(None, "run.ckpt", most + 1, 0, writer=False)
+        check_checkpointing(None, "run.ckpt", most + 1, per_epoch * (most + 1), writer=False)
     assert str(caught.value) == (
         f"epochs: expected at most about {most} epochs with checkpoint_path (each epoch's "
         f"history goes into the checkpoint's header), got {most + 1}; checkpoint a shorter "
