@@ -453,17 +453,23 @@ def _overflowing_adam_update(working=0):
         g, p, m, v = args[0], args[11], args[12], args[13]
         m[:] = np.copysign(m, g)  # no cancellation in m's average: lr scales its rounding
         g[::3], m[::3], v[::3] = -1.0, -1.0, 1e-4  # m_hat -3.7, sqrt(v_hat) 0.6: p grows
-        big = np.finfo(inp.dtype)
-        if working:
-            p[::3] = np.array(0x7F7F0000, np.uint32).view(np.float32)  # bfloat16's largest
-            lr = float(big.max) / 100  # a step of 2e37 reaches past float32's 3.4e38
-        else:
-            p[::3] = big.max
-            lr = float(big.max * big.eps * 8)  # a step of a few ulps of the largest value
-        args[1] = _lrs(inp, lr)
+        args[1] = _lrs(inp, at_the_largest(inp, p, working))
         return tuple(args)
 
     return make
+
+
+def at_the_largest(inp, p, working):
+    """Every third ``p`` at the largest finite value (bfloat16's with a working copy, so the
+    copy of a held ``p`` is finite), and the rate to push them past it: with a working copy
+    lr = max / 100 (a step of about 1e37 reaches past float32's 3.4e38), else a step of a few
+    ulps of the largest value; the other elements move far but stay finite."""
+    big = np.finfo(inp.dtype)
+    if working:
+        p[::3] = np.array(0x7F7F0000, np.uint32).view(np.float32)  # bfloat16's largest
+        return float(big.max) / 100
+    p[::3] = big.max
+    return float(big.max * big.eps * 8)
 
 
 def _overflowing_average(inp, rows, cols):

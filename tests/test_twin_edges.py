@@ -48,6 +48,7 @@ from kernel_cases import (
     _sgd,
     _subnormal_state,
     _working_copy,
+    at_the_largest,
     check_case,
     run_on_backend,
 )
@@ -280,14 +281,7 @@ def _overflowing_rmsprop_update(working):
         args = list(_rmsprop(0.0, 0, working=working)(inp, rows, cols))
         g, p, v = args[0], args[9], args[10]
         g[::3], v[::3] = -1.0, 0.0
-        big = np.finfo(inp.dtype)
-        if working:
-            p[::3] = np.array(0x7F7F0000, np.uint32).view(np.float32)  # bfloat16's largest
-            lr = float(big.max) / 100  # a step of 1e37 reaches past float32's 3.4e38
-        else:
-            p[::3] = big.max
-            lr = float(big.max * big.eps * 8)  # a step of about 50 ulps of the largest value
-        args[1] = _lrs(inp, lr)
+        args[1] = _lrs(inp, at_the_largest(inp, p, working))
         return tuple(args)
 
     return make
