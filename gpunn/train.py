@@ -225,9 +225,11 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         callbacks = CallbackList(callbacks)
         show, lines = (flag and comm.rank == 0 for flag in check_verbose(verbose, progress))
         skip = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip")) == "skip"
-        every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs,
-                                          epochs * -(-n // global_batch) if record_steps else 0,
+        recorded = epochs * -(-n // global_batch) if record_steps else 0
+        every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs, recorded,
                                           writer=comm.rank == 0)
+        for checkpoints in callbacks.outputs(checkpoints=True).values():  # ModelCheckpoint:
+            check_checkpointing(None, checkpoints, epochs, recorded, writer=False)  # its bound
         if checkpoint_steps is not None:
             checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, low=1)
             if path is None:

@@ -92,3 +92,16 @@ def test_a_log_onto_resume_from_is_refused_and_a_checkpoint_onto_it_is_not(tmp_p
     history = _fit(X, Y, epochs=4, resume_from=path, checkpoint_path=path)
     assert history.epoch == [1, 2, 3, 4]
     assert gpunn.load(path).n_in == 3  # the file the resumed run wrote loads
+
+
+def test_a_model_checkpoint_that_would_outgrow_its_header_is_refused_before_training(tmp_path):
+    """ModelCheckpoint saves the history as fit's checkpoint_path does: the same bound on the
+    recorded steps, checked before the first epoch, not at the first save."""
+    from gpunn.checkpoint import container
+
+    path = tmp_path / "m.safetensors"
+    epochs = container.MAX_HEADER_BYTES // 2 // 26 // (48 + 8) + 1  # 48 steps an epoch
+    with pytest.raises(ValueError, match=r"^record_steps: expected at most about"):
+        gpunn.fit(gpunn.MLP([3, 4, 2], output="softmax", seed=0), X, Y, epochs=epochs,
+                  batch_size=1, record_steps=True, verbose=0, callbacks=[ModelCheckpoint(path)])
+    assert not path.exists()
