@@ -193,11 +193,11 @@ def check_folder(name, path):
 def _check_not_overwritten(option, path, targets):
     """Refuse an output that is the input file ``path``, or that lies in the input folder
     ``path`` (at any depth: a shard the run reads, or a file a later run would take as one)."""
-    try:
-        info = None if path is None else os.stat(path)
-    except (OSError, ValueError, TypeError):  # a missing input is its reader's error
+    if path is None:
         return
-    if info is None:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError, TypeError):  # a missing input is its reader's error
         return
     for output, target in targets.items():
         if target.key() == (info.st_dev, info.st_ino):

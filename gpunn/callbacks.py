@@ -352,14 +352,14 @@ class ModelCheckpoint(_Monitor):
         return {"ModelCheckpoint.path": _format_template(self.path)}
 
     def on_train_begin(self, logs=None):
-        self.outputs()  # fit checked them; a callback may also be driven by other loops
+        first = self.outputs()["ModelCheckpoint.path"]  # fit checked it; other loops may not
         if self.save_best_only:
             self._check_monitor()
         fields = [field for _, field, _, _ in string.Formatter().parse(self.path) if field]
         _check_logged(self, fields, "ModelCheckpoint.path: field")
         self.best, self.best_epoch = None, 0
         if _rank(self) == 0:  # before training: the first save would fail after an epoch
-            check_target("ModelCheckpoint.path", _format_template(self.path)).close()
+            check_target("ModelCheckpoint.path", first).close()
 
     def on_epoch_end(self, epoch, logs=None):
         from gpunn.checkpoint import save_checkpoint

@@ -228,15 +228,13 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
         recorded = epochs * -(-n // global_batch) if record_steps else 0
         every, path = check_checkpointing(checkpoint_every, checkpoint_path, epochs, recorded,
                                           writer=comm.rank == 0)
-        for checkpoints in callbacks.outputs(checkpoints=True).values():  # ModelCheckpoint:
-            check_checkpointing(None, checkpoints, epochs, recorded, writer=False)  # its bound
         if checkpoint_steps is not None:
             checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, low=1)
             if path is None:
                 raise ValueError("checkpoint_steps: expected checkpoint_path too, got "
                                  f"checkpoint_steps={checkpoint_steps} and no path")
         if comm.rank == 0:  # the writer: its files apart from each other and the inputs
-            _check_run_outputs(path, callbacks, inputs, resume_from)
+            _check_run_outputs(path, callbacks, inputs, resume_from, epochs, recorded)
         check_every = (None if check_every is None
                        else check_int("check_every", check_every, low=1))
         validation = _prepare_validation(model, validation_data, loss, "validation_data"
@@ -512,12 +510,16 @@ def _input_files(**named):
     return {name: path for name, path in files if path is not None}
 
 
-def _check_run_outputs(checkpoint_path, callbacks, inputs, resume_from):
+def _check_run_outputs(checkpoint_path, callbacks, inputs, resume_from, epochs, recorded):
     """Every file the run writes, checked before it starts (each as the writer checks it):
-    no two the same file, none an input file or inside an input folder, and only checkpoint
-    writers (``checkpoint_path``, ModelCheckpoint) may replace ``resume_from``."""
+    no two the same file, none an input file or inside an input folder, only checkpoint
+    writers (``checkpoint_path``, ModelCheckpoint) may replace ``resume_from``, and a
+    ModelCheckpoint's header holds the ``recorded`` steps as ``checkpoint_path``'s must."""
+    saved = callbacks.outputs(checkpoints=True)
+    for saved_path in saved.values():
+        check_checkpointing(None, saved_path, epochs, recorded, writer=False)
     writers = {**({} if checkpoint_path is None else {"checkpoint_path": checkpoint_path}),
-               **callbacks.outputs(checkpoints=True)}
+               **saved}
     logs = callbacks.outputs(checkpoints=False)
     for target in check_outputs({**writers, **logs}, inputs).values():
         target.close()
