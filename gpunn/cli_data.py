@@ -109,9 +109,12 @@ def _split(args, name, task, X, y, bundled):
     classes = None
     if task == "classification":
         classes, y = tabular.encode_labels(y)
-    elif y.dtype.kind not in "biuf":
-        raise ValueError(f"--task regression: expected numeric targets, got {y.dtype} "
-                         f"values such as {y[0]!r}")
+    elif tabular.as_numbers(y) is None:
+        bad = next(label for label in y if tabular.as_numbers(np.array([label])) is None)
+        raise ValueError(f"--task regression: expected numeric targets, got values such as "
+                         f"{bad!r}")
+    else:
+        y = tabular.as_numbers(y)
     if args.test_size == 0 and not bundled:
         X_train, X_test, y_train, y_test = X, None, y, None
     else:
@@ -197,8 +200,10 @@ def predict_command(args):
     meta = _checked_meta(saved.extra.get(META_KEY), model, args.model)
     path = _source(args)
     target = None if meta is None else meta["target"]
-    X, y, features, _ = tabular_read.read_table(path, target if not path.endswith(".npy") else
-                                           "none", require_target=False)
+    text_labels = meta is not None and any(isinstance(c, str) for c in meta["classes"] or [])
+    X, y, features, _ = tabular_read.read_table(
+        path, target if not path.endswith(".npy") else "none", require_target=False,
+        text_target=text_labels)
     if meta is not None and path.lower().endswith(".csv"):
         X = _select(path, X, features, meta["features"])
     columns = _prediction_columns(model, meta, X)
@@ -206,10 +211,8 @@ def predict_command(args):
     if args.out is not None:
         print(f"wrote {len(X)} predictions to {args.out}")
         if y is not None and meta is not None and meta["task"] == "classification":
-            labels = np.asarray(columns[list(columns)[0]])
-            if y.dtype.kind in "biuf":
-                labels = labels.astype(np.float64)
-            print(f"accuracy {np.mean(labels == y):.4f} against column {meta['target']!r}")
+            labels = columns[list(columns)[0]]
+            print(f"accuracy {_accuracy(labels, y):.4f} against column {meta['target']!r}")
     return 0
 
 
@@ -243,6 +246,15 @@ def _checked_meta(meta, model, path):
                                            for c in classes)):
         refuse("['classes']", f"None or {n_classes} labels (the model's outputs)", classes)
     return meta
+
+
+def _accuracy(labels, y):
+    """The fraction of predicted ``labels`` (the classes ``gpunn train`` saved) equal to the
+    file's ``y``: as numbers where both are numbers (``7`` equals ``7.0``), else as text."""
+    numbers = tabular.as_numbers(y)
+    if numbers is not None and not any(isinstance(label, str) for label in labels):
+        return float(np.mean(np.asarray(labels) == numbers))
+    return float(np.mean([str(label) == str(cell) for label, cell in zip(labels, y)]))
 
 
 def _select(path, X, have, want):

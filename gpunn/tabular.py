@@ -27,16 +27,30 @@ def infer_task(y, task="auto"):
     """``"classification"`` or ``"regression"``: as given, or inferred from the targets.
 
     Inferred: text labels, or integer values with at most ``MAX_AUTO_CLASSES`` distinct ones,
-    are classes; other numbers are a regression target.
+    are classes; other numbers are a regression target. Text that is all numbers (a CSV column
+    writing ``3`` and ``3.0``) is inferred from its numbers.
     """
     task = check_choice("--task", task, TASKS)
     if task != "auto":
         return task
-    if y.dtype.kind not in "biuf":
+    numbers = as_numbers(y)
+    if numbers is None:
         return "classification"
-    integral = bool(np.all(y == np.round(y)))
+    integral = bool(np.all(numbers == np.round(numbers)))
     return "classification" if integral and len(np.unique(y)) <= MAX_AUTO_CLASSES \
         else "regression"
+
+
+def as_numbers(y):
+    """``y`` as finite numbers (itself when numeric, text parsed as by ``float``), or None
+    when some label is not a finite number."""
+    if y.dtype.kind in "biuf":
+        return y
+    try:
+        numbers = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return numbers if np.isfinite(numbers).all() else None
 
 
 def encode_labels(y):

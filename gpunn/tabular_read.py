@@ -30,7 +30,7 @@ MAX_LOAD_FRACTION = 0.5
 _BLOCK = 16 << 20
 
 
-def read_table(path, target=None, require_target=True):
+def read_table(path, target=None, require_target=True, text_target=False):
     """Features and target from ``path``: ``.csv`` (header row), ``.npz`` or ``.npy``.
 
     Args:
@@ -41,6 +41,8 @@ def read_table(path, target=None, require_target=True):
             ``.npy``: the target column's index (None: the last column; ``"none"``: none).
             ``.npz``: the name of the target array (default ``y``).
         require_target: False lets a CSV or .npz lack the ``target`` column (predicting).
+        text_target: True keeps a CSV target as its cells' text (:func:`_target`), even
+            where they are all numbers (to compare with text labels a model was trained on).
 
     Returns:
         ``(X, y, features, target_name)``: float64 ``X``, ``y`` (numbers or strings, or None),
@@ -52,7 +54,7 @@ def read_table(path, target=None, require_target=True):
     kind = os.path.splitext(path)[1].lower()
     if kind == ".csv":
         try:
-            return _read_csv(path, target, require_target)
+            return _read_csv(path, target, require_target, text_target)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
                              f" at offset {exc.start} of a read block ({exc.reason}); "
@@ -181,7 +183,7 @@ def _long_line(path, line):
                      "on one CSV line); is this a CSV file?")
 
 
-def _read_csv(path, target, require_target):
+def _read_csv(path, target, require_target, text_target):
     pd = require("pandas", "data", "reading CSV files")
     _check_lines(path)
     header = _read_header(path)
@@ -192,11 +194,11 @@ def _read_csv(path, target, require_target):
             raise ValueError(f"--target: expected a column of {path} {header}, "
                              f"got {target!r}")
         target = None
-    frame = _parse_body(pd, path, header)
+    frame = _parse_body(pd, path, header, target)
     if len(frame) < 1:
         raise ValueError(f"{path}: expected a header row and at least one data row, "
                          "got 1 rows")
-    return _columns(pd, path, frame, header, target)
+    return _columns(pd, path, frame, header, target, text_target)
 
 
 def _read_header(path):
@@ -219,12 +221,14 @@ def _read_header(path):
     return header
 
 
-def _parse_body(pd, path, header):
-    """The rows under the header as a DataFrame, one typed column per header name."""
+def _parse_body(pd, path, header, target):
+    """The rows under the header as a DataFrame, one typed column per header name (the
+    ``target`` column as text: :func:`_target` decides what it holds)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(path, header=None, skiprows=1, names=range(len(header)),
+                               dtype=None if target is None else {header.index(target): str},
                                index_col=False, skip_blank_lines=False,
                                encoding="utf-8-sig", engine="c", low_memory=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
@@ -234,7 +238,7 @@ def _parse_body(pd, path, header):
         return pd.DataFrame()
 
 
-def _columns(pd, path, frame, header, target):
+def _columns(pd, path, frame, header, target, text_target=False):
     """``(X, y, features, target)`` from the parsed ``frame``; missing or non-numeric cells
     refused naming the column and line (rows are numbered from 2, the header being line 1)."""
     position = None if target is None else header.index(target)
@@ -258,17 +262,31 @@ def _columns(pd, path, frame, header, target):
     missing = np.flatnonzero(raw.isna().to_numpy())
     if len(missing):
         _missing(path, target, missing[0])
-    if raw.dtype.kind in "iuf":
-        return X, raw.to_numpy(np.float64), features, target
-    raw = raw.astype(str).str.strip()  # text, or True/False read as booleans
-    empty = np.flatnonzero((raw == "").to_numpy())
+    return X, _target(pd, path, raw, target, text_target), features, target
+
+
+def _target(pd, path, raw, name, text=False):
+    """The target column, read as text, as numbers or as labels without merging any two cells
+    that the file writes differently.
+
+    Numbers when every cell is a finite number and distinct cells are distinct numbers
+    (``7``, ``8``; integers stay exact ``int64``); otherwise the cells' text, stripped of
+    surrounding blanks unless that too would merge two labels (``" a"`` and ``"a"``). So
+    ``007`` and ``7``, ``1e3`` and ``1000``, or two integers past 2**53 stay two classes;
+    :func:`gpunn.tabular.infer_task` still reads such a column as numbers where they make a
+    regression target. ``text``: the text in any case.
+    """
+    stripped = raw.str.strip()
+    empty = np.flatnonzero((stripped == "").to_numpy())
     if len(empty):
-        raise ValueError(f"{path}: column {target!r} has an empty cell on line {empty[0] + 2}")
-    try:
-        y = raw.astype(np.float64).to_numpy()
-    except ValueError:
-        y = np.array(raw.tolist(), dtype=object)  # not <U(longest): one long label x rows
-    return X, y, features, target
+        raise ValueError(f"{path}: column {name!r} has an empty cell on line {empty[0] + 2}")
+    distinct = raw.nunique()
+    numbers = pd.to_numeric(raw, errors="coerce")
+    if not text and numbers.notna().all() and numbers.nunique() == distinct \
+            and np.isfinite(numbers.to_numpy(np.float64)).all():
+        return numbers.to_numpy()
+    cells = stripped if stripped.nunique() == distinct else raw
+    return np.array(cells.tolist(), dtype=object)  # not <U(longest): one long label x rows
 
 
 def _missing(path, name, row):

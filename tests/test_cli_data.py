@@ -250,3 +250,43 @@ def test_numeric_labels_stay_numbers_in_predictions(tmp_path, capsys):
                "--out", str(preds))[0] == 0
     labels = [row["label"] for row in read_rows(preds)]
     assert "-1" in labels and not any(label.startswith("'") for label in labels)
+
+
+def test_labels_that_read_as_one_number_stay_two_classes(tmp_path, capsys):
+    """``007`` and ``7`` are two classes as written; predictions write them back as written,
+    and the accuracy against the file compares the text."""
+    X, y = raw_blobs(n=120)
+    y = np.select([y == "ant", y == "bee"], ["007", "7"], "1e1")
+    data = write_csv(tmp_path / "train.csv", X, y)
+    model_path, preds = tmp_path / "m.npz", tmp_path / "preds.csv"
+    code, out, err = run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "40",
+                         "--test-size", "0", "--save", str(model_path))
+    assert code == 0, err
+    assert "3 classes" in out
+    assert gpunn.load_checkpoint(model_path).extra["gpunn_cli"]["classes"] == ["007", "1e1", "7"]
+    # A file holding only "7" and "1e1" reads as the numbers 7 and 10 alone; predict compares
+    # the model's text labels with the cells' text.
+    keep = y != "007"
+    part = write_csv(tmp_path / "part.csv", X[keep], y[keep])
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--csv", part,
+                         "--out", str(preds))
+    assert code == 0, err
+    labels = np.array([row["label"] for row in read_rows(preds)])
+    assert set(labels) <= {"007", "7", "1e1"}
+    accuracy = np.mean(labels == y[keep])
+    assert accuracy > 0.8
+    assert f"accuracy {accuracy:.4f} against column 'label'" in out
+
+
+def test_a_regression_target_written_both_ways_stays_a_regression(tmp_path, capsys):
+    """``3`` and ``3.0`` in one column: text labels by themselves, numbers for the task."""
+    X, _ = raw_blobs(n=120)
+    target = np.round(X[:, 0] * 4) / 4
+    cells = [f"{v:g}" if i % 2 else f"{v:.2f}" for i, v in enumerate(target)]
+    data = write_csv(tmp_path / "train.csv", X[:, 1:], cells)
+    code, out, err = run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "2")
+    assert code == 0, err
+    assert "regression of 'label'" in out
+    code, out, err = run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "2",
+                         "--task", "regression")
+    assert code == 0, err

@@ -137,3 +137,34 @@ def test_an_npz_without_its_target_array_names_it(tmp_path):
         read_table(path)
     X, y, _, _ = read_table(path, require_target=False)  # predicting needs no target
     assert X.shape == (4, 2) and y is None
+
+
+@pytest.mark.parametrize("cells, expected", [
+    (["007", "7", "8"], ["007", "7", "8"]),  # two texts of one number: labels, as written
+    (["1e3", "1000", "2"], ["1e3", "1000", "2"]),
+    (["9007199254740993", "9007199254740992"], [9007199254740993, 9007199254740992]),
+    (["18446744073709551617", "18446744073709551616"],  # past int64: floats would merge
+     ["18446744073709551617", "18446744073709551616"]),
+    ([" a", "a", "b"], [" a", "a", "b"]),  # stripping would merge " a" and "a"
+    ([" a ", "b "], ["a", "b"]),  # ... here it merges nothing
+    (["7", " 8 ", "9"], [7, 8, 9]),
+    (["0.5", "2.25"], [0.5, 2.25]),
+    (["inf", "1"], ["inf", "1"]),  # not finite: not a number target
+], ids=["leading-zero", "exponent", "past-2**53", "past-int64", "blank-distinguishes",
+        "blank-pads", "padded-ints", "floats", "inf"])
+def test_a_target_keeps_every_label_the_file_distinguishes(tmp_path, cells, expected):
+    """Distinct cells stay distinct labels; numbers only where that merges nothing."""
+    text = "x,t\n" + "".join(f"{i},{cell}\n" for i, cell in enumerate(cells))
+    y = read_table(write(tmp_path, text), "t")[1]
+    assert y.tolist() == expected
+    assert len(set(y.tolist())) == len(set(cells))
+    if all(isinstance(v, int) for v in expected):
+        assert y.dtype == np.int64  # exact, not through float64
+    text_y = read_table(write(tmp_path, text), "t", text_target=True)[1]
+    assert [str(v) for v in text_y] == [str(v) for v in expected] or \
+        text_y.tolist() == cells
+
+
+def test_a_blank_target_cell_is_refused_naming_the_line(tmp_path):
+    with pytest.raises(ValueError, match=r"column 't' has an empty cell on line 3"):
+        read_table(write(tmp_path, "x,t\n1,a\n2,  \n"), "t")
