@@ -137,6 +137,8 @@ def _cmd_train(args):
     data = _load_data(args)
     class_weight = cli_data.class_weight(class_weight, data)
     model = _build_model(hidden, args, data.X_train.shape[1], data)
+    if args.save and comm.rank == 0:
+        cli_data.check_save(model, data)
     say(f"backend: {model.backend.name} ({model.backend.device})")
     if args.distributed is not None:
         say(f"distributed: {comm.size} rank(s) through {comm.name}, each "

@@ -175,6 +175,20 @@ def validation(args, data, say=print):
     return (X_val, y_val), None, "val", callbacks
 
 
+def check_save(model, data):
+    """Refuse ``--save`` before training if the record of ``data`` (feature names, classes,
+    scaling) would not fit the checkpoint's header."""
+    from gpunn.checkpoint import check_saveable
+
+    try:
+        check_saveable(model, **{META_KEY: data.metadata()})
+    except ValueError as exc:
+        classes = "" if data.classes is None else f", {len(data.classes)} class labels"
+        raise ValueError(f"--save: expected the data's record ({len(data.features)} feature "
+                         f"names{classes}) to fit a model file's header, got {exc}; rename "
+                         "long columns or labels, or train without --save") from None
+
+
 def save(path, model, data):
     """Save ``model`` with the scaling folded in and the preprocessing in ``extra``."""
     from gpunn.checkpoint import save_checkpoint

@@ -290,3 +290,53 @@ def test_a_regression_target_written_both_ways_stays_a_regression(tmp_path, caps
     code, out, err = run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "2",
                          "--task", "regression")
     assert code == 0, err
+
+
+def test_a_record_too_big_for_the_model_file_is_refused_before_training(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Class labels (or feature names) that would outgrow the checkpoint's header: refused
+    naming --save and the cause before the first epoch, no file written."""
+    from gpunn.checkpoint import container
+
+    monkeypatch.setattr(container, "MAX_HEADER_BYTES", 64 << 10)
+    X, _ = raw_blobs(n=900)
+    y = np.array([f"{i:03d}" + "x" * 97 for i in range(300)] * 3)  # 300 labels, 30 kB
+    data = write_csv(tmp_path / "train.csv", X, y)
+    save = tmp_path / "m.safetensors"
+    code, out, err = run(capsys, "train", "--csv", data, "--epochs", "1", "--hidden", "4",
+                         "--test-size", "0", "--save", str(save))
+    assert code == 0, err  # fits: 30 kB of labels in a 64 kB header
+    monkeypatch.setattr(container, "MAX_HEADER_BYTES", 32 << 10)
+    save.unlink()
+    code, out, err = run(capsys, "train", "--csv", data, "--epochs", "1", "--hidden", "4",
+                         "--test-size", "0", "--save", str(save))
+    assert code == 1 and "epoch" not in out and not save.exists()
+    assert re.search(r"--save: expected the data's record \(6 feature names, 300 class "
+                     r"labels\) to fit a model file's header, got header: expected at most "
+                     r"32768 bytes", err), err
+
+
+@pytest.mark.parametrize("size", [20_000, 24_000, 28_000, 31_000, 32_500, 40_000])
+def test_check_saveable_refuses_what_saving_would(tmp_path, monkeypatch, size):
+    """The check before the work is sound: whatever it passes saves; whatever saving
+    refuses, it refuses too (it may refuse up to its allowance for the index earlier)."""
+    from gpunn.checkpoint import check_saveable, container, save_checkpoint
+
+    monkeypatch.setattr(container, "MAX_HEADER_BYTES", 32 << 10)
+    model = gpunn.MLP([3, 4, 2], seed=0)
+    note = "y" * size
+    try:
+        check_saveable(model, note=note)
+        checked = True
+    except ValueError:
+        checked = False
+    try:
+        save_checkpoint(tmp_path / "m.safetensors", model, note=note)
+        saved = True
+    except ValueError:
+        saved = False
+    assert saved or not checked
+    if size <= 24_000:  # the header's other entries and the index allowance leave room
+        assert checked
+    if size >= 32_500:
+        assert not saved and not checked

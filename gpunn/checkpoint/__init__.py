@@ -35,6 +35,7 @@ from gpunn.params import relayout
 from gpunn.schedules import Schedule
 
 __all__ = ["CRC_KEY", "FORMAT", "METADATA_KEY", "VERSION", "Checkpoint", "CheckpointError",
+           "check_saveable",
            "crc", "load", "load_checkpoint", "read_checkpoint", "read_parts", "save",
            "save_checkpoint", "text_crc"]
 
@@ -129,6 +130,15 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, history=None, *,
     if steps is not None:
         arrays.update(format.steps_part(*steps))
     return container.write(target, header, arrays)
+
+
+def check_saveable(model, **extra):
+    """Raise ValueError now if ``save_checkpoint(path, model, **extra)`` would refuse its
+    header (``extra`` too long, too many JSON containers or too deep), for a caller that saves
+    after long work (``gpunn train --save``); TypeError for ``extra`` JSON cannot store."""
+    header = format.model_header(model)
+    header.update(epoch=0, extra=format.json_checked("extra", extra))
+    container.check_fits(header)
 
 
 def save(model, path):

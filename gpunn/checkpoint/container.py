@@ -76,6 +76,15 @@ def write(target, header, arrays):
     return _files.atomic_write(target, lambda file: write_file(file, blob))
 
 
+def check_fits(header):
+    """Raise ValueError now if :func:`write` would refuse ``header`` (too long, too many
+    containers, too deep): for callers that check before their work. The tensor index
+    (at most ``MAX_ENTRIES`` entries) is allowed for, not measured."""
+    text = json.dumps(header)
+    _check_header_text(text, ValueError)
+    _check_header_length(len(json.dumps(text)) + 256 * MAX_ENTRIES, float("inf"), ValueError)
+
+
 def write_file(file, blob):
     """Write the serialized checkpoint into the open temporary file (a test seam)."""
     file.write(blob)

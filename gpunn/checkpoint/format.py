@@ -84,9 +84,13 @@ _CONFIG_KEYS = ["dtype", "layers", "output", "seed"]  # and "precision" (optiona
 
 def model_part(model):
     """``(header entries, arrays)`` of a model: its config, layout and flat parameters."""
-    header = {"format": FORMAT, "version": VERSION, "model": model.config(),
-              "layout": [list(r) for r in model.param_ranges]}
-    return header, {"params": model.params.host()}
+    return model_header(model), {"params": model.params.host()}
+
+
+def model_header(model):
+    """The header entries of a model: its config and layout."""
+    return {"format": FORMAT, "version": VERSION, "model": model.config(),
+            "layout": [list(r) for r in model.param_ranges]}
 
 
 def legacy_layout(layers):
