@@ -295,3 +295,77 @@ def test_a_history_json_cannot_store_is_refused_by_name_before_writing(tmp_path)
     assert str(caught.value) == ("history: expected JSON-serializable values, got Object of "
                                  "type float32 is not JSON serializable")
     assert not (tmp_path / "h.ckpt").exists()
+
+
+def _reference_depth(text):
+    """Nesting depth by a character-at-a-time JSON scanner (strings and escapes skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def test_the_nesting_bound_skips_strings_as_json_does():
+    """Brackets, quotes and runs of backslashes inside strings; against a scanner and
+    against the depth of the structure json.dumps was given."""
+    rng = np.random.default_rng(0)
+    pieces = ["[", "]", "{", "}", '"', "\\", "\\\\", '\\"', "a", "é"]
+
+    def value(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return "".join(rng.choice(pieces, rng.integers(0, 12)))
+        if rng.random() < 0.5:
+            return [value(depth - 1) for _ in range(rng.integers(0, 3))]
+        return {"".join(rng.choice(pieces, 3)): value(depth - 1) for _ in range(2)}
+
+    def nesting(obj):
+        if isinstance(obj, list):
+            return 1 + max(map(nesting, obj), default=0)
+        if isinstance(obj, dict):
+            return 1 + max(map(nesting, obj.values()), default=0)
+        return 0
+
+    for _ in range(300):
+        obj = value(6)
+        for text in (json.dumps(obj), json.dumps(obj, ensure_ascii=False)):
+            assert checkpoint.container._depth(text) == _reference_depth(text) == nesting(obj)
+
+
+def test_a_long_string_in_a_header_costs_bytes_per_character_not_hundreds():
+    """The second review's case: a valid 15 MB string in ``extra`` peaked at about 2 GB (the
+    string-skipping regular expression); the nesting check now costs the text's bytes and a
+    block's worth of arrays, escapes or not."""
+    import tracemalloc
+
+    for text in ('{"a": "' + "y" * 8_000_000 + '"}', '{"a": "' + '\\"' * 4_000_000 + '"}'):
+        tracemalloc.start()
+        assert checkpoint.container._depth(text) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        # The text's bytes and one block's arrays (was about 560 bytes per character)
+        assert peak < 1.5 * len(text) + 16 * (1 << 20), peak
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
+def test_the_nesting_bound_carries_strings_and_escapes_across_blocks(block):
+    """Block edges inside strings, inside runs of backslashes and between nested brackets."""
+    rng = np.random.default_rng(block)
+    for _ in range(200):
+        obj = [{"k\\\\\\": ["\\" * int(rng.integers(0, 5)) + '"]{' * int(rng.integers(0, 3)),
+                          [[]] * int(rng.integers(0, 3))]}] * int(rng.integers(1, 3))
+        text = json.dumps(obj)
+        assert checkpoint.container._depth(text, block) == _reference_depth(text)
