@@ -369,3 +369,33 @@ def test_the_nesting_bound_carries_strings_and_escapes_across_blocks(block):
                           [[]] * int(rng.integers(0, 3))]}] * int(rng.integers(1, 3))
         text = json.dumps(obj)
         assert checkpoint.container._depth(text, block) == _reference_depth(text)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_negative_squared_gradient_state_is_refused(tmp_path, name):
+    """Adam's and RMSprop's ``v`` is a mean of squares: a crafted negative one (which the
+    update would take the root of) is not a saved state. Momentum's ``v`` may be negative."""
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
+    path = tmp_path / "fit.ckpt"
+    gpunn.fit(model, X, Y, optimizer=name, epochs=1, batch_size=4, verbose=0,
+              checkpoint_path=path)
+    with safe_open(path, framework="np") as handle:
+        arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        header = json.loads(handle.metadata()["gpunn"])
+    assert gpunn.load_checkpoint(write(tmp_path / "same.ckpt", header, arrays)).optimizer
+    arrays["optimizer.v"] = arrays["optimizer.v"].copy()
+    arrays["optimizer.v"][[1, 5]] = -1e-30
+    assert refusal(write(tmp_path / "negative.ckpt", header, arrays)).endswith(
+        "state_dict['state']['v']: expected values >= 0 (a running mean of squared "
+        "gradients), got 2 negative)")
+    arrays["optimizer.v"][[1, 5]] = -0.0  # the sign bit of zero is a zero
+    assert gpunn.load_checkpoint(write(tmp_path / "zero.ckpt", header, arrays)).optimizer
+
+
+def test_momentum_state_may_be_negative(tmp_path):
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
+    optimizer = gpunn.optim.get_optimizer("momentum", 0.1)
+    gpunn.fit(model, X, Y, optimizer=optimizer, epochs=1, batch_size=4, verbose=0)
+    state = optimizer.state_dict()
+    assert (np.asarray(state["state"]["v"]) < 0).any()
+    optimizer.load_state_dict(state)

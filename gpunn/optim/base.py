@@ -83,6 +83,7 @@ class Optimizer:
     name = None
     kernel = None
     state_names = ()
+    nonnegative_state = ()  # state that holds squares: a negative value is not a saved state
     hyperparameters = ()
     decay_biases = False  # optimizers with weight_decay take it as a keyword
 
@@ -340,6 +341,11 @@ class Optimizer:
         fresh.count_updates(check_int("state_dict['t']", state_dict["t"], low=0))
         fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else (),
                                   copy)
+        for key in set(fresh.nonnegative_state) & set(fresh.state):
+            negative = np.count_nonzero(fresh.state[key] < 0)
+            if negative:
+                raise ValueError(f"state_dict['state'][{key!r}]: expected values >= 0 (a "
+                                 f"running mean of squared gradients), got {negative} negative")
         if model is not None:
             be, p, _ = _unpack(model)
             for key, array in fresh.state.items():

@@ -88,6 +88,7 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     kernel = "rmsprop_step"
     state_names = ("v",)
+    nonnegative_state = ("v",)
     hyperparameters = ("alpha", "eps", "weight_decay", "eps_in_sqrt", "decay_biases")
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
@@ -116,6 +117,7 @@ class Adam(Optimizer):
     name = "adam"
     kernel = "adam_step"
     state_names = ("m", "v")
+    nonnegative_state = ("v",)
     hyperparameters = ("betas", "eps", "weight_decay", "eps_in_sqrt", "decay_biases")
     decoupled = False
 
