@@ -115,8 +115,12 @@ def test_a_model_only_checkpoint_names_all_it_lacks(tmp_path):
         "exactly; load their model with gpunn.load_checkpoint(path, model)")
 
 
-@pytest.mark.parametrize("order, shown", [(None, "none"), (np.arange(8), "shape (8,)")],
-                         ids=["missing", "too short"])
+@pytest.mark.parametrize("order, shown", [
+    (None, "none"), (np.arange(8), "shape (8,)"),
+    (np.array([0, 1, 2, 3, 4, 5, 6, 7, 9]), "row 9, outside 0..8"),
+    (np.array([0, 1, 2, -1, 4, 5, 6, 7, 8]), "row -1, outside 0..8"),
+    (np.array([0, 1, 2, 3, 6, 5, 6, 3, 8]), "row 3 more than once"),
+], ids=["missing", "too short", "past the end", "negative", "repeated"])
 def test_a_row_order_that_is_not_a_permutation_of_the_rows_is_refused(fit_file, order, shown):
     rewritten(fit_file, arrays={"fit.order": order})
     assert refusal(fit_file) == f"fit.order: expected a permutation of the 9 rows of X, got {shown}"

@@ -135,16 +135,29 @@ def _check_fits(saved, trainer, schedule, history):
     if any(layer.dropout for layer in model.layers) and saved.config["seed"] != model.seed:
         raise CheckpointError(f"model.seed: expected {saved.config['seed']} as saved (it keys "
                               f"the dropout masks), got {model.seed}")
-    n = len(trainer.order)
-    order = saved.order
-    if order is None or order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
-        raise CheckpointError(f"fit.order: expected a permutation of the {n} rows of X, got "
-                              f"{'none' if order is None else f'shape {order.shape}'}")
+    _check_order(saved.order, len(trainer.order))
     _check_history(saved.history, saved.epoch)
     if saved.steps is not None and not 0 < len(saved.steps[0]) < trainer.n_steps:
         raise CheckpointError(f"fit.step_totals: expected between 1 and {trainer.n_steps - 1} "
                               f"steps done of an epoch of {trainer.n_steps}, got "
                               f"{len(saved.steps[0])}")
+
+
+def _check_order(order, n):
+    """Refuse a saved row order that is not a permutation of ``range(n)``, naming the first
+    row that makes it none."""
+    if order is None or order.shape != (n,):
+        got = "none" if order is None else f"shape {order.shape}"
+    else:
+        outside = order[(order < 0) | (order >= n)]
+        if len(outside):
+            got = f"row {int(outside[0])}, outside 0..{n - 1}"
+        else:
+            twice = np.flatnonzero(np.bincount(order, minlength=n) > 1)
+            if not len(twice):
+                return
+            got = f"row {int(twice[0])} more than once"
+    raise CheckpointError(f"fit.order: expected a permutation of the {n} rows of X, got {got}")
 
 
 def _check_history(history, epoch):
