@@ -142,13 +142,31 @@ def check_finite(name, array):
     return array
 
 
+def finite_as(name, array, dtype):
+    """``array`` cast to ``dtype`` and checked finite; a value finite as given that the cast
+    overflows (``1e39`` to float32) is named as out of ``dtype``'s range, not as NaN/inf."""
+    with np.errstate(over="ignore"):  # an overflow is refused below, by name
+        cast = array.astype(dtype, copy=False)
+    if cast is array or array.dtype.kind != "f":
+        return check_finite(name, cast)
+    try:
+        return check_finite(name, cast)
+    except ValueError:
+        check_finite(name, array)  # NaN/inf as given: said so
+        over = array[np.isinf(cast)]
+        limit = float(np.finfo(dtype).max)
+        raise ValueError(f"{name}: expected values within {np.dtype(dtype).name}'s range "
+                         f"(magnitude at most {limit:.6g}), got {over.size} beyond it, such as "
+                         f"{float(over.ravel()[0])!r}; scale the data") from None
+
+
 def check_features(name, X, n_features, dtype):
     """``X`` as a finite 2-D float array of ``dtype`` with ``n_features`` columns."""
     X = as_host_array(name, X, ndim=2)
     if X.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features (columns), "
                          f"got shape {X.shape}")
-    return check_finite(name, X.astype(dtype, copy=False))
+    return finite_as(name, X, dtype)
 
 
 def check_callbacks(name, callbacks):

@@ -25,7 +25,7 @@ with a ones vector, see ``Sequential.loss_pass``) and the mean is that sum times
 
 import numpy as np
 
-from gpunn._checks import as_host_array, as_labels, check_choice, check_finite, choice_key
+from gpunn._checks import as_host_array, as_labels, check_choice, choice_key, finite_as
 
 # Output activations a model may fuse into its loss; None is a plain (regression) output.
 OUTPUTS = (None, "sigmoid", "softmax")
@@ -63,7 +63,7 @@ class Loss:
         if y.shape != (n, n_out):
             raise ValueError(f"y: expected shape ({n}, {n_out}) for loss {self.name!r} "
                              f"(one row per row of X, one column per output), got {y.shape}")
-        return check_finite("y", y.astype(dtype, copy=False))
+        return finite_as("y", y, dtype)
 
     def forward_backward(self, be, Z, T, W, scale, dZ, buffers):
         """One kernel: the loss terms times the row weights ``W`` into ``buffers["terms"]``,

@@ -1,6 +1,8 @@
 """Every public entry point checks its inputs through gpunn._checks: the same bad input
 gives the same error everywhere, and lists, Fortran-ordered and strided arrays work like C ones."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,32 @@ def test_bad_models_and_callbacks_are_type_errors(backend, call, match):
 def test_callbacks_none_means_no_callbacks(backend):
     history = gpunn.fit(net(), np.ones((4, 3)), Y, epochs=2, callbacks=None)
     assert history.epoch == [1, 2]
+
+
+@pytest.mark.parametrize("entry", ["predict", "evaluate", "fit X", "fit y", "regressor y"])
+def test_a_finite_value_past_float32s_range_is_named_as_such(entry):
+    """``1e39`` is finite as given; a float32 model cannot hold it. The error says so, not
+    "NaN/inf" (which the cast would make of it)."""
+    model = gpunn.MLP([3, 4, 1], dtype="float32", seed=0)
+    X, y = np.ones((4, 3)), np.ones(4)
+    big = np.where(np.eye(4, 3) > 0, -1e39, 1.0)
+    calls = {"predict": lambda: model.predict(big), "evaluate": lambda: model.evaluate(big, y),
+             "fit X": lambda: gpunn.fit(model, big, y, epochs=1),
+             "fit y": lambda: gpunn.fit(model, X, np.array([1, 2, 1e39, 3]), epochs=1)}
+    if entry == "regressor y":
+        from gpunn.sklearn import GpunnRegressor
+
+        calls[entry] = lambda: GpunnRegressor(hidden_layer_sizes=(4,), max_iter=1).fit(
+            X, np.array([1, 2, 1e39, 3]))
+    name = "y" if entry.endswith("y") else "X"
+    count, shown = (1, "1e+39") if name == "y" else (3, "-1e+39")
+    with pytest.raises(ValueError, match=rf"^{name}: expected values within float32's range "
+                                         rf"\(magnitude at most 3.40282e\+38\), got {count} "
+                                         rf"beyond it, such as {re.escape(shown)}; scale"):
+        calls[entry]()
+    with pytest.raises(ValueError, match=rf"^{name}: expected finite values, got 1 NaN/inf"):
+        if name == "X":
+            model.predict(np.where(np.eye(4, 3) > 0, np.where(np.eye(4, 3)[:, :1] > 0,
+                                                               np.nan, 1.0), 1.0))
+        else:
+            gpunn.fit(model, X, np.array([1, 2, np.nan, 3]), epochs=1)
