@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 
@@ -32,20 +34,46 @@ def _parse_hidden(text):
     try:
         if not all(parts):
             raise ValueError
-        return [int(part) for part in parts]
+        sizes = [int(part) for part in parts]
+        if min(sizes) < 1:
+            raise ValueError
+        return sizes
     except ValueError:
-        raise ValueError(f"--hidden: expected comma-separated layer sizes such as 64,64 (or "
-                         f"'none' for no hidden layer), got {text!r}") from None
+        raise ValueError(f"--hidden: expected comma-separated layer sizes (positive integers) "
+                         f"such as 64,64 (or 'none' for no hidden layer), got {text!r}") from None
 
 
 def _parse_batch_size(text):
     if text.strip().lower() == "full":
         return None
     try:
-        return int(text)
+        size = int(text)
+        if size < 1:
+            raise ValueError
+        return size
     except ValueError:
         raise ValueError(f"--batch-size: expected a positive integer or 'full', "
                          f"got {text!r}") from None
+
+
+def _check_numbers(args):
+    """The numeric options of ``gpunn train`` checked by their option names, before any data
+    is read (fit would name its own arguments, after loading)."""
+    from gpunn._checks import check_int, check_number, check_positive
+    from gpunn.train import MAX_EPOCHS
+
+    if args.lr is not None:
+        check_positive("--lr", args.lr)
+    check_int("--epochs", args.epochs, low=1, high=MAX_EPOCHS)
+    check_int("--seed", args.seed, low=0)
+    check_number("--test-size", args.test_size, low=0.0, high=1.0, high_open=True)
+    if args.val_split is not None:
+        check_number("--val-split", args.val_split, low=0.0, high=1.0, low_open=True,
+                     high_open=True)
+    if args.early_stopping is not None:
+        check_int("--early-stopping", args.early_stopping, low=0)
+    if args.comm_timeout is not None:
+        check_positive("--comm-timeout", args.comm_timeout)
 
 
 def _parse_schedule(text):
@@ -56,8 +84,9 @@ def _parse_schedule(text):
     kwargs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--schedule: expected name,key=value,..., got {text!r}")
+        if not sep or key.strip() in kwargs:
+            raise ValueError(f"--schedule: expected name,key=value,... with each key once, "
+                             f"got {text!r}")
         try:
             kwargs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -114,7 +143,27 @@ def _check_outputs(args):
 
     inputs = {f"--{kind}": getattr(args, kind, None)
               for kind in ("csv", "npz", "npy", "parquet", "targets")}
+    if args.plot is not None:
+        _plot_format(args.plot)
     return check_outputs({"--save": args.save, "--plot": args.plot}, inputs)
+
+
+def _plot_format(path):
+    """The image format of ``--plot`` from its suffix (PNG without one), one matplotlib
+    writes; checked before training."""
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if not suffix:
+        return "png"
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise ValueError("--plot: needs matplotlib (install the 'plot' extra: pip install "
+                         "'gpunn[plot]'), got none") from None
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if suffix not in formats:
+        raise ValueError(f"--plot: expected a file name ending in an image format matplotlib "
+                         f"writes ({', '.join(formats)}), got {path!r}")
+    return suffix
 
 
 def _cmd_train(args):
@@ -124,8 +173,13 @@ def _cmd_train(args):
     from gpunn.train import fit
 
     check_dropout("--dropout", args.dropout)  # before the data is read
+    _check_numbers(args)
     optimizer, lr = _optimizer(args)
     schedule, schedule_kwargs = _parse_schedule(args.schedule)
+    if schedule is not None:
+        from gpunn.schedules import get_schedule
+
+        schedule = get_schedule(schedule, **schedule_kwargs)
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
     class_weight = cli_data.parse_class_weight(args.class_weight)
@@ -145,10 +199,6 @@ def _cmd_train(args):
             f"{batch_size or 'its share of all'} rows of every global batch")
     say(f"data: {data.describe()}")
     say(f"model: {model}, {model.n_params} parameters")
-    if schedule is not None:
-        from gpunn.schedules import get_schedule
-
-        schedule = get_schedule(schedule, **schedule_kwargs)
     validation, split, name, callbacks = cli_data.validation(args, data, say)
     started = time.perf_counter()
     printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
@@ -173,6 +223,7 @@ def _optimizer(args):
     clip = {"clip_norm": check_clip("--clip-norm", args.clip_norm),
             "clip_value": check_clip("--clip-value", args.clip_value)}
     if clip == {"clip_norm": None, "clip_value": None}:
+        get_optimizer(args.optimizer, args.lr)  # a name or lr refused now
         return args.optimizer, args.lr
     return get_optimizer(args.optimizer, args.lr, **clip), None
 
@@ -211,7 +262,8 @@ def _report(args, model, history, elapsed, data, callbacks, targets):
         print(f"saved: {args.save} (takes raw rows: gpunn predict --model {args.save} ..., "
               "or gpunn.load)")
     if args.plot:
-        atomic_write(targets["--plot"], history.plot)
+        atomic_write(targets["--plot"],
+                     lambda file: history.plot(file, image_format=_plot_format(args.plot)))
         print(f"plot: {args.plot}")
 
 
@@ -282,14 +334,16 @@ def _add_train_parser(sub):
                         "inputs, float32 master weights); float32 only (default %(default)s)")
     p.add_argument("--test-size", type=float, default=d["test_size"],
                    help="held-out fraction (of every class) for the final score; 0 for none "
-                        "with your own data (default %(default)s)")
+                        "(default %(default)s)")
     p.add_argument("--val-split", type=float, default=None, metavar="FRACTION",
                    help="fraction of the training rows (shuffled) validated after each epoch")
     p.add_argument("--early-stopping", type=int, nargs="?", const=10, default=None,
                    metavar="PATIENCE", help="stop when the validation loss has not improved "
-                   "for PATIENCE epochs (default 10) and keep the best epoch; needs a "
+                   "for PATIENCE epochs (default 10; 0 stops at the first epoch that does not "
+                   "improve, as Keras' patience=0) and keep the best epoch; needs a "
                    "validation split (--val-split, 0.1 if not given)")
-    p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (PNG)")
+    p.add_argument("--plot", metavar="PATH", help="write cost vs epoch and vs seconds (the "
+                   "format from the suffix: .png, .pdf, .svg, ...; PNG without one)")
     p.add_argument("--save", metavar="PATH",
                    help="write the trained model (safetensors checkpoint, gpunn.load reads it)")
     p.add_argument("--distributed", nargs="?", const="auto", choices=KINDS,
@@ -366,6 +420,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # stdout's reader stopped early (gpunn predict ... | head): end quietly with the
+        # status of a filter that SIGPIPE ended, and keep the exit's flush from failing too
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         print(f"gpunn {args.command}: error: {exc}", file=sys.stderr)
         return 1

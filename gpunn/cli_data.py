@@ -100,12 +100,12 @@ def load(args):
     else:
         X, y, features, target = tabular_read.read_table(path, args.target)
         name, task = path, tabular.infer_task(y, args.task)
-    data = _split(args, name, task, X, y, path is None)
+    data = _split(args, name, task, X, y)
     data.features, data.target = features, target
     return data
 
 
-def _split(args, name, task, X, y, bundled):
+def _split(args, name, task, X, y):
     classes = None
     if task == "classification":
         classes, y = tabular.encode_labels(y)
@@ -115,7 +115,7 @@ def _split(args, name, task, X, y, bundled):
                          f"{bad!r}")
     else:
         y = tabular.as_numbers(y)
-    if args.test_size == 0 and not bundled:
+    if args.test_size == 0:
         X_train, X_test, y_train, y_test = X, None, y, None
     else:
         X_train, X_test, y_train, y_test = datasets.train_test_split(

@@ -5,6 +5,7 @@ progress lines, CSV rows and TensorBoard read the names from here (:meth:`Histor
 :meth:`History.per_epoch`, :meth:`History.logs`).
 """
 
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
@@ -152,16 +153,18 @@ class History:
         recorded), learning rate."""
         return ["loss", "loss_vs_time"] + (["accuracy"] if self.val_accuracy else []) + ["lr"]
 
-    def plot(self, path=None, ax=None):
-        """Draw the training curves with matplotlib; write a PNG to ``path`` if given.
+    def plot(self, path=None, ax=None, image_format=None):
+        """Draw the training curves with matplotlib; write an image to ``path`` if given.
 
         Panels (:meth:`panels`): training loss and validation loss by epoch, the same by
         training time, validation accuracy by epoch (when recorded), learning rate by epoch.
 
         Args:
-            path: PNG file to write, or None.
+            path: image file to write (a path or a binary file object), or None.
             ax: None for a new figure with every panel; a matplotlib Axes (the loss by epoch
                 only) or a sequence of Axes (the panels in order, as many as given).
+            image_format: ``"png"``, ``"pdf"``, ``"svg"``, ... (what matplotlib writes); None:
+                from a path's suffix, PNG without one or for a file object.
 
         Returns:
             The matplotlib Figure drawn on.
@@ -185,7 +188,11 @@ class History:
         for axes_i, panel in zip(axes, panels):
             self._draw(axes_i, panel)
         if path is not None:
-            figure.savefig(path, format="png", dpi=100)
+            if image_format is None:
+                suffix = (os.path.splitext(os.fspath(path))[1].lstrip(".")
+                          if isinstance(path, (str, os.PathLike)) else "")
+                image_format = suffix.lower() or "png"
+            figure.savefig(path, format=image_format, dpi=100)
         return figure
 
     def _draw(self, axes, panel):

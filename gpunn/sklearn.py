@@ -40,6 +40,7 @@ from gpunn.model import MLP, Sequential
 from gpunn.optim import OPTIMIZERS, get_optimizer
 from gpunn.optim.clip import check_clip
 from gpunn.sources import RowSource, as_rows, in_memory, is_streamed
+from gpunn.train import MAX_EPOCHS
 from gpunn.train import fit as gpunn_fit
 from gpunn.weights import CLASS_WEIGHTS, check_sample_weight
 
@@ -104,7 +105,7 @@ class _GpunnMLP(BaseEstimator):
         if isinstance(self.solver, str):
             check_choice("solver", self.solver, OPTIMIZERS)
         check_positive("learning_rate_init", self.learning_rate_init)
-        check_int("max_iter", self.max_iter, low=1)
+        check_int("max_iter", self.max_iter, low=1, high=MAX_EPOCHS)
         check_bool("shuffle", self.shuffle)
         check_number("tol", self.tol, low=0.0)
         check_bool("early_stopping", self.early_stopping)

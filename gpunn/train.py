@@ -32,6 +32,9 @@ from gpunn.staging import StreamStep, check_rows, evaluate_rows, stream_sources
 from gpunn.step import TrainStep
 from gpunn.weights import check_sample_weight, row_weights
 
+# Epochs one fit may run: the history holds about 300 bytes of Python numbers per epoch, so
+# this bounds it near 3 GB (a typo such as 10**12 is refused, not run until memory runs out).
+MAX_EPOCHS = 10 ** 7
 # fit's batch_size="auto": rows per batch (per rank), measured (benchmarks/defaults_choice.py).
 DEFAULT_BATCH_SIZE = 32
 
@@ -216,7 +219,7 @@ def fit(model, X, y, loss=None, optimizer="adam", lr=None, epochs=10, batch_size
             raise TypeError(f"comm: the 'mpi' communicator moves host (NumPy) arrays; a model "
                             f"on the {model.backend.name} backend needs 'nccl' (or 'auto'), "
                             "got 'mpi'")
-        epochs = check_int("epochs", epochs, low=1)
+        epochs = check_int("epochs", epochs, low=1, high=MAX_EPOCHS)
         global_batch = _global_batch(batch_size, n, comm.size)
         # one batch: order is moot
         shuffle = check_bool("shuffle", shuffle) and global_batch < n

@@ -46,25 +46,58 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, match", [
     (["--hidden", "64,x"], "--hidden: expected comma-separated layer sizes"),
-    (["--batch-size", "0"], r"batch_size: expected an integer in \[1, 1347\], got 0"),
+    (["--batch-size", "0"], r"--batch-size: expected a positive integer or 'full', got '0'"),
+    (["--batch-size", "5000"], r"batch_size: expected an integer in \[1, 1347\], got 5000"),
+    (["--hidden", "16,0"], r"--hidden: expected comma-separated layer sizes \(positive"),
     (["--batch-size", "many"], "--batch-size: expected a positive integer or 'full'"),
     (["--optimizer", "nadam"], "optimizer: expected one of"),
     (["--optimizer", "sgd"], r"optimizer 'sgd': expected a value for \['lr'\]"),
     (["--schedule", "exponential"], r"schedule 'exponential': expected a value for \['rate'\]"),
     (["--schedule", "exponential,0.9"], "--schedule: expected name,key=value"),
     (["--activation", "swish"], "activation: expected one of"),
-    (["--epochs", "0"], r"epochs: expected an integer in \[1, inf\], got 0"),
-    (["--lr", "-1"], "lr: expected a finite number"),
-    (["--test-size", "1.5"], r"test_size: expected a finite number in \(0.0, 1.0\)"),
+    (["--epochs", "0"], r"--epochs: expected an integer in \[1, 10000000\], got 0"),
+    (["--epochs", str(2 ** 53 + 1)], r"--epochs: expected an integer in \[1, 10000000\]"),
+    (["--lr", "-1"], r"--lr: expected a finite number in \(0.0, inf\], got -1.0"),
+    (["--lr", "nan"], r"--lr: expected a finite number"),
+    (["--seed", "-1"], r"--seed: expected an integer in \[0, inf\], got -1"),
+    (["--test-size", "1.5"], r"--test-size: expected a finite number in \[0.0, 1.0\)"),
+    (["--val-split", "0"], r"--val-split: expected a finite number in \(0.0, 1.0\)"),
+    (["--early-stopping", "-2"], r"--early-stopping: expected an integer in \[0, inf\]"),
+    (["--comm-timeout", "0"], r"--comm-timeout: expected a finite number in \(0.0, inf\]"),
+    (["--schedule", "exponential,rate=0.9,rate=0.5"],
+     r"--schedule: expected name,key=value,... with each key once"),
+    (["--plot", "curves.txt"], r"--plot: expected a file name ending in an image format "
+                               r"matplotlib writes \(.*pdf.*png.*svg.*\), got 'curves.txt'"),
     (["--class-weight", "3=x"], "--class-weight: expected 'balanced' or LABEL=WEIGHT"),
     (["--class-weight", "3=1,3=2"], "--class-weight: expected .* each label once"),
     (["--class-weight", "10=2"], r"--class-weight: expected labels among the classes \['0', "),
     (["--class-weight", "3=-1"], "class_weight: expected non-negative weights"),
 ])
 def test_bad_options_exit_with_a_named_error(backend, capsys, argv, match):
-    code, _, err = run(capsys, "--epochs", "1", *argv)
-    assert code == 1
+    code, out, err = run(capsys, "--epochs", "1", *argv)
+    assert code == 1 and "epoch " not in out
+    if argv[0] not in ("--activation", "--class-weight") and argv[1] != "5000" \
+            or argv[1] in ("3=x", "3=1,3=2"):
+        assert "data:" not in out  # refused before the data is read
     assert re.search(f"^gpunn train: error: .*{match}", err, re.MULTILINE), err
+
+
+@pytest.mark.parametrize("name, magic", [("curves.pdf", b"%PDF"), ("curves.svg", b"<?xml"),
+                                         ("curves", b"\x89PNG"), ("CURVES.PNG", b"\x89PNG")])
+def test_the_plot_is_written_in_the_format_its_name_asks_for(capsys, tmp_path, name, magic):
+    code, out, err = run(capsys, "--dataset", "synthetic", "--epochs", "2", "--test-size", "0",
+                         "--plot", str(tmp_path / name))
+    assert code == 0, err
+    assert (tmp_path / name).read_bytes().startswith(magic)
+    assert "test accuracy" not in out and "train accuracy" in out  # --test-size 0: no test
+
+
+def test_fit_bounds_epochs():
+    from gpunn.train import MAX_EPOCHS
+
+    model = gpunn.MLP([2, 2], seed=0)
+    with pytest.raises(ValueError, match=rf"epochs: expected an integer in \[1, {MAX_EPOCHS}\]"):
+        gpunn.fit(model, np.ones((4, 2)), np.ones((4, 2)), epochs=MAX_EPOCHS + 1)
 
 
 def test_synthetic_is_seeded_and_balanced(backend):

@@ -133,7 +133,8 @@ def test_saved_bundled_model_scores_on_raw_rows(tmp_path, capsys):
     (["--csv", "{good}", "--save", "{missing}/m.npz"], "--save: no such folder"),
     (["--csv", "{good}", "--plot", "{tmp}"], "--plot: expected a regular file .* directory"),
     (["--csv", "{good}", "--task", "regression"], "--task regression: expected numeric"),
-    (["--csv", "{good}", "--val-split", "1.5"], r"--val-split: expected a fraction in \(0, 1\)"),
+    (["--csv", "{good}", "--val-split", "1.5"],
+     r"--val-split: expected a finite number in \(0.0, 1.0\)"),
     (["--csv", "{missing}/x.csv"], "data: expected an existing file"),
 ], ids=["no-abbreviation", "text-feature", "unknown-target", "save-folder", "plot-dir",
         "string-regression", "val-split", "missing-file"])

@@ -34,7 +34,7 @@ def test_a_directory_as_output_fails_before_training(capsys, tmp_path):
 
 
 def test_a_failing_plot_keeps_the_saved_model(capsys, tmp_path, monkeypatch):
-    def failing_plot(self, path):
+    def failing_plot(self, path, image_format=None):
         raise OSError(28, "No space left on device", path)
 
     monkeypatch.setattr(History, "plot", failing_plot)
@@ -103,7 +103,7 @@ def test_saving_inside_the_input_folder_is_refused_before_training(capsys, tmp_p
 
 
 def test_save_and_plot_on_one_file_are_refused_before_training(capsys, tmp_path):
-    path = tmp_path / "out.bin"
+    path = tmp_path / "out.png"
     code, out, err = run(capsys, *FAST, "--save", str(path), "--plot", str(path))
     assert code == 1 and "epoch" not in out
     assert "--plot: expected a file apart from --save's" in err and not path.exists()

@@ -58,3 +58,25 @@ def test_console_script_runs_the_entry_module():
     assert config["options.entry_points"]["console_scripts"].split() == [
         "gpunn", "=", "gpunn_command:main"]
     assert config["options"]["py_modules"].strip() == "gpunn_command"
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(tmp_path, clean_env):
+    """``gpunn predict ... | head -1``: the reader stops; the command ends with a filter's
+    SIGPIPE status (141) and no error message, instead of "error: [Errno 32] Broken pipe"."""
+    import numpy as np
+
+    model = tmp_path / "m.safetensors"
+    rows = tmp_path / "rows.npy"
+    code = (f"import gpunn, numpy as np; m = gpunn.MLP([3, 4, 2], output='softmax', seed=0); "
+            f"m.save({str(model)!r}); np.save({str(rows)!r}, np.ones((200000, 3)))")
+    _run(code, clean_env)
+    command = (f"import runpy, sys; sys.argv = ['gpunn', 'predict', '--model', {str(model)!r}, "
+               f"'--npy', {str(rows)!r}]; runpy.run_path({str(ENTRY)!r}, run_name='__main__')")
+    predict = subprocess.Popen([sys.executable, "-c", command], env=clean_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = predict.stdout.readline()
+    predict.stdout.close()  # as head does after its lines
+    status = predict.wait(timeout=120)
+    assert first.startswith(b"prediction,")
+    assert predict.stderr.read() == b"" and status == 141
+    assert np.load(rows).shape == (200000, 3)
