@@ -226,7 +226,8 @@ def predict_command(args):
         print(f"wrote {len(X)} predictions to {args.out}")
         if y is not None and meta is not None and meta["task"] == "classification":
             labels = columns[list(columns)[0]]
-            print(f"accuracy {_accuracy(labels, y):.4f} against column {meta['target']!r}")
+            print(f"accuracy {_accuracy(labels, y, meta['classes']):.4f} against column "
+                  f"{meta['target']!r}")
     return 0
 
 
@@ -262,13 +263,17 @@ def _checked_meta(meta, model, path):
     return meta
 
 
-def _accuracy(labels, y):
-    """The fraction of predicted ``labels`` (the classes ``gpunn train`` saved) equal to the
-    file's ``y``: as numbers where both are numbers (``7`` equals ``7.0``), else as text."""
+def _accuracy(labels, y, classes):
+    """The fraction of predicted ``labels`` (of the ``classes`` ``gpunn train`` saved) equal
+    to the file's ``y``: as numbers where both are numbers (``7`` equals ``7.0``), else as
+    text, stripped of surrounding blanks as training stripped them (unless a class keeps
+    some, as when stripping would have merged two)."""
     numbers = tabular.as_numbers(y)
-    if numbers is not None and not any(isinstance(label, str) for label in labels):
+    if numbers is not None and not any(isinstance(c, str) for c in classes or []):
         return float(np.mean(np.asarray(labels) == numbers))
-    return float(np.mean([str(label) == str(cell) for label, cell in zip(labels, y)]))
+    strip = all(str(c) == str(c).strip() for c in classes or [])
+    cells = [str(cell).strip() if strip else str(cell) for cell in y]
+    return float(np.mean([str(label) == cell for label, cell in zip(labels, cells)]))
 
 
 def _select(path, X, have, want):

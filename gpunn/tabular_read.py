@@ -41,8 +41,8 @@ def read_table(path, target=None, require_target=True, text_target=False):
             ``.npy``: the target column's index (None: the last column; ``"none"``: none).
             ``.npz``: the name of the target array (default ``y``).
         require_target: False lets a CSV or .npz lack the ``target`` column (predicting).
-        text_target: True keeps a CSV target as its cells' text (:func:`_target`), even
-            where they are all numbers (to compare with text labels a model was trained on).
+        text_target: True keeps a CSV target as its cells' text as written (not numbers,
+            not stripped), to compare with the text labels a model was trained on.
 
     Returns:
         ``(X, y, features, target_name)``: float64 ``X``, ``y`` (numbers or strings, or None),
@@ -274,15 +274,17 @@ def _target(pd, path, raw, name, text=False):
     surrounding blanks unless that too would merge two labels (``" a"`` and ``"a"``). So
     ``007`` and ``7``, ``1e3`` and ``1000``, or two integers past 2**53 stay two classes;
     :func:`gpunn.tabular.infer_task` still reads such a column as numbers where they make a
-    regression target. ``text``: the text in any case.
+    regression target. ``text``: the cells' text as written, in any case.
     """
     stripped = raw.str.strip()
     empty = np.flatnonzero((stripped == "").to_numpy())
     if len(empty):
         raise ValueError(f"{path}: column {name!r} has an empty cell on line {empty[0] + 2}")
+    if text:
+        return np.array(raw.tolist(), dtype=object)
     distinct = raw.nunique()
     numbers = pd.to_numeric(raw, errors="coerce")
-    if not text and numbers.notna().all() and numbers.nunique() == distinct \
+    if numbers.notna().all() and numbers.nunique() == distinct \
             and np.isfinite(numbers.to_numpy(np.float64)).all():
         return numbers.to_numpy()
     cells = stripped if stripped.nunique() == distinct else raw

@@ -13,6 +13,7 @@ from safetensors.numpy import save as save_safetensors
 
 import gpunn
 from gpunn.checkpoint import container, crc, format, text_crc
+from gpunn.train import MAX_EPOCHS
 
 MB = 1 << 20
 
@@ -170,7 +171,7 @@ def test_absurd_counts_are_refused_cheaply_and_leave_the_model_as_it_was(tmp_pat
     rewrite(path, **claim)
     net = gpunn.MLP([5, 6, 2], output="softmax", seed=9)
     before = net.params.host()
-    error, peak = peak_of(lambda: gpunn.fit(net, X, y, epochs=2 ** 31, resume_from=path,
+    error, peak = peak_of(lambda: gpunn.fit(net, X, y, epochs=MAX_EPOCHS, resume_from=path,
                                             **settings))
     assert isinstance(error, gpunn.CheckpointError), error
     assert match in str(error) and str(path) in str(error)

@@ -341,3 +341,22 @@ def test_check_saveable_refuses_what_saving_would(tmp_path, monkeypatch, size):
         assert checked
     if size >= 32_500:
         assert not saved and not checked
+
+
+def test_padded_text_labels_are_compared_as_training_read_them(tmp_path, capsys):
+    """Training strips " ant " to "ant" (no two labels merge); predict's accuracy against a
+    file written the same way compares the stripped cells, and reports what it wrote."""
+    X, y = raw_blobs(n=120)
+    padded = np.char.add(np.char.add(" ", y), " ")
+    data = write_csv(tmp_path / "train.csv", X, padded)
+    model_path, preds = tmp_path / "m.npz", tmp_path / "preds.csv"
+    assert run(capsys, "train", "--csv", data, "--target", "label", "--epochs", "30",
+               "--test-size", "0", "--save", str(model_path))[0] == 0
+    assert gpunn.load_checkpoint(model_path).extra["gpunn_cli"]["classes"] == \
+        ["ant", "bee", "cat"]
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--csv", data,
+                         "--out", str(preds))
+    assert code == 0, err
+    labels = np.array([row["label"] for row in read_rows(preds)])
+    accuracy = np.mean(labels == y)
+    assert accuracy > 0.9 and f"accuracy {accuracy:.4f} against column 'label'" in out
