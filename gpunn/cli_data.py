@@ -7,6 +7,7 @@ file predicts from raw rows with ``gpunn predict`` and with ``gpunn.load(path).p
 """
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -266,14 +267,24 @@ def _checked_meta(meta, model, path):
 def _accuracy(labels, y, classes):
     """The fraction of predicted ``labels`` (of the ``classes`` ``gpunn train`` saved) equal
     to the file's ``y``: as numbers where both are numbers (``7`` equals ``7.0``), else as
-    text, stripped of surrounding blanks as training stripped them (unless a class keeps
-    some, as when stripping would have merged two)."""
-    numbers = tabular.as_numbers(y)
-    if numbers is not None and not any(isinstance(c, str) for c in classes or []):
-        return float(np.mean(np.asarray(labels) == numbers))
-    strip = all(str(c) == str(c).strip() for c in classes or [])
-    cells = [str(cell).strip() if strip else str(cell) for cell in y]
+    text (a cell that is no class as written is compared stripped of surrounding blanks, as
+    training stripped them unless that merged two labels)."""
+    if tabular.as_numbers(y) is not None and not any(isinstance(c, str) for c in classes or []):
+        return float(np.mean([_same_number(label, cell) for label, cell in zip(labels, y)]))
+    known = {str(c) for c in classes or []}
+    cells = [cell if cell in known else cell.strip() for cell in map(str, y)]
     return float(np.mean([str(label) == cell for label, cell in zip(labels, cells)]))
+
+
+def _same_number(label, cell):
+    """Whether a number ``cell`` (or the text of one) equals the class ``label`` exactly: an
+    integer label against the cell's exact value (``2**53 + 1`` is not ``2**53``, nor is
+    ``"9007199254740993.0"`` 2**53), a float label against the cell as a float."""
+    if isinstance(cell, (np.integer, int)):
+        return int(cell) == label
+    if isinstance(label, (int, np.integer)) and not isinstance(cell, (float, np.floating)):
+        return Fraction(str(cell).strip()) == label
+    return float(cell) == label
 
 
 def _select(path, X, have, want):

@@ -270,7 +270,8 @@ def _target(pd, path, raw, name, text=False):
     that the file writes differently.
 
     Numbers when every cell is a finite number and distinct cells are distinct numbers
-    (``7``, ``8``; integers stay exact ``int64``); otherwise the cells' text, stripped of
+    (``7``, ``8``; integers stay exact ``int64``/``uint64``, and floats are not taken past
+    2**53, where they stop being exact); otherwise the cells' text, stripped of
     surrounding blanks unless that too would merge two labels (``" a"`` and ``"a"``). So
     ``007`` and ``7``, ``1e3`` and ``1000``, or two integers past 2**53 stay two classes;
     :func:`gpunn.tabular.infer_task` still reads such a column as numbers where they make a
@@ -284,9 +285,10 @@ def _target(pd, path, raw, name, text=False):
         return np.array(raw.tolist(), dtype=object)
     distinct = raw.nunique()
     numbers = pd.to_numeric(raw, errors="coerce")
-    if numbers.notna().all() and numbers.nunique() == distinct \
-            and np.isfinite(numbers.to_numpy(np.float64)).all():
-        return numbers.to_numpy()
+    values = numbers.to_numpy(np.float64)
+    if numbers.notna().all() and numbers.nunique() == distinct and np.isfinite(values).all() \
+            and (numbers.dtype.kind in "iu" or not (np.abs(values) >= 2.0 ** 53).any()):
+        return numbers.to_numpy()  # integers exact; floats only where floats are exact
     cells = stripped if stripped.nunique() == distinct else raw
     return np.array(cells.tolist(), dtype=object)  # not <U(longest): one long label x rows
 

@@ -360,3 +360,49 @@ def test_padded_text_labels_are_compared_as_training_read_them(tmp_path, capsys)
     labels = np.array([row["label"] for row in read_rows(preds)])
     accuracy = np.mean(labels == y)
     assert accuracy > 0.9 and f"accuracy {accuracy:.4f} against column 'label'" in out
+
+
+@pytest.mark.parametrize("labels, cells, classes, expected", [
+    ([2 ** 53, 2 ** 53 + 1], ["9007199254740993.0", "9007199254740992"], [2 ** 53, 2 ** 53 + 1],
+     0.0),  # each cell is the other class, exactly; float64 would call both right
+    ([2 ** 53, 2 ** 53 + 1], np.array([2 ** 53, 2 ** 53 + 1]), [2 ** 53, 2 ** 53 + 1], 1.0),
+    ([0.1, 2], ["0.1", "2.0"], [0.1, 2], 1.0),
+    ([0.1, 2], np.array([0.1, 2.0]), [0.1, 2], 1.0),
+    ([7, 8], ["007", " 8 "], [7, 8], 1.0),
+    (["b", " a", "a"], ["b ", " a", " a"], [" a", "a", "b"], 2 / 3),  # " a" is a class as is
+    (["007", "7"], ["007", "7.0"], ["007", "7"], 0.5),  # text classes: compared as text
+], ids=["past-2**53-text", "past-2**53-ints", "float-text", "floats", "padded-ints",
+        "padded-text", "text-classes"])
+def test_predict_accuracy_compares_labels_exactly(labels, cells, classes, expected):
+    from gpunn.cli_data import _accuracy
+
+    y = cells if isinstance(cells, np.ndarray) else np.array(cells, dtype=object)
+    assert _accuracy(labels, y, classes) == pytest.approx(expected, abs=0)
+
+
+def test_check_saveable_counts_the_containers_saving_adds(tmp_path):
+    """The checksum entry save adds is one more JSON container: at the largest note save
+    accepts and one bracket past it, the check before the work says what save says."""
+    from gpunn.checkpoint import check_saveable, container, save_checkpoint
+
+    model = gpunn.MLP([3, 4, 2], seed=0)
+
+    def saves(n):
+        try:
+            save_checkpoint(tmp_path / "m.safetensors", model, note="[" * n)
+            return True
+        except ValueError:
+            return False
+
+    def checks(n):
+        try:
+            check_saveable(model, note="[" * n)
+            return True
+        except ValueError:
+            return False
+
+    low, high = 0, container.MAX_CONTAINERS  # saves(low), not saves(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if saves(middle) else (low, middle)
+    assert checks(low) and not checks(high)

@@ -138,6 +138,7 @@ def check_saveable(model, **extra):
     after long work (``gpunn train --save``); TypeError for ``extra`` JSON cannot store."""
     header = format.model_header(model)
     header.update(epoch=0, extra=format.json_checked("extra", extra))
+    header["crc32"] = {"params": 0xFFFFFFFF}  # as container.write adds it: one more container
     container.check_fits(header)
 
 
