@@ -270,8 +270,8 @@ def _target(pd, path, raw, name, text=False):
     that the file writes differently.
 
     Numbers when every cell is a finite number and distinct cells are distinct numbers
-    (``7``, ``8``; integers stay exact ``int64``/``uint64``, and floats are not taken past
-    2**53, where they stop being exact); otherwise the cells' text, stripped of
+    (``7``, ``8``; integers stay exact ``int64``/``uint64``, and an integer past their range,
+    which would be a rounded float, keeps its text); otherwise the cells' text, stripped of
     surrounding blanks unless that too would merge two labels (``" a"`` and ``"a"``). So
     ``007`` and ``7``, ``1e3`` and ``1000``, or two integers past 2**53 stay two classes;
     :func:`gpunn.tabular.infer_task` still reads such a column as numbers where they make a
@@ -287,10 +287,21 @@ def _target(pd, path, raw, name, text=False):
     numbers = pd.to_numeric(raw, errors="coerce")
     values = numbers.to_numpy(np.float64)
     if numbers.notna().all() and numbers.nunique() == distinct and np.isfinite(values).all() \
-            and (numbers.dtype.kind in "iu" or not (np.abs(values) >= 2.0 ** 53).any()):
-        return numbers.to_numpy()  # integers exact; floats only where floats are exact
+            and not (numbers.dtype.kind == "f" and _rounded_integers(raw, values)):
+        return numbers.to_numpy()
     cells = stripped if stripped.nunique() == distinct else raw
     return np.array(cells.tolist(), dtype=object)  # not <U(longest): one long label x rows
+
+
+def _rounded_integers(raw, values):
+    """Whether an integer cell became a float64 that is not its value (past int64's range,
+    where pandas gives floats: ``18446744073709551617`` reads as ...616)."""
+    big = np.abs(values) >= 2.0 ** 53  # below it every integer is a float64
+    if not big.any():
+        return False
+    cells, floats = raw[big], values[big]
+    integer = cells.str.fullmatch(r"\s*[+-]?\d+\s*").to_numpy(bool)
+    return any(int(cell) != int(value) for cell, value in zip(cells[integer], floats[integer]))
 
 
 def _missing(path, name, row):
