@@ -11,6 +11,7 @@ The statistics are also kept in the checkpoint's ``extra`` metadata, for the rec
 
 import csv
 import io
+import re
 import sys
 
 import numpy as np
@@ -135,13 +136,16 @@ def _write_rows(file, names, rows):
 
 # What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# ... except a plain signed number (a label "-1" is a number to a spreadsheet, not a formula).
+_SIGNED_NUMBER = re.compile(r"[+-](\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def neutralize_formula(cell):
     """A text cell a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or
-    a carriage return), with a single quote put before it, as OWASP recommends; any other
-    value (numbers included) as it is."""
-    if isinstance(cell, (str, np.str_)) and cell.startswith(FORMULA_STARTS):
+    a carriage return, and is not a plain signed number such as ``-1``), with a single quote
+    put before it, as OWASP recommends; any other value (numbers included) as it is."""
+    if isinstance(cell, (str, np.str_)) and cell.startswith(FORMULA_STARTS) \
+            and not _SIGNED_NUMBER.fullmatch(cell):
         return "'" + cell
     return cell
 
