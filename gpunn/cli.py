@@ -166,7 +166,48 @@ def _plot_format(path):
     return suffix
 
 
+class _ProgressOut:
+    """``gpunn train``'s stdout: the progress lines, which a reader may stop taking (``| head``)
+    or a full disk refuse. Then the lines are dropped and training goes on to save the model:
+    :attr:`lost` holds the error, for one line on stderr at the end."""
+
+    def __init__(self, stream):
+        self.stream, self.lost = stream, None
+
+    def write(self, text):
+        if self.lost is None:
+            try:
+                return self.stream.write(text)
+            except OSError as exc:  # BrokenPipeError, ENOSPC, EIO
+                self.lost = exc
+                # the stream's buffer would fail again at exit: fd 1 goes to /dev/null
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        return len(text)
+
+    def flush(self):
+        self.write("")
+        if self.lost is None:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self.lost = exc
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+
 def _cmd_train(args):
+    if sys.stdout is None:  # started with stdout closed: nothing to print to
+        return _train(args)
+    out = sys.stdout = _ProgressOut(sys.stdout)
+    try:
+        return _train(args)
+    finally:
+        sys.stdout = out.stream
+        if out.lost is not None:
+            print(f"gpunn train: stdout: {out.lost.strerror or out.lost}; the progress lines "
+                  "after it were dropped, training went on", file=sys.stderr)
+
+
+def _train(args):
     from gpunn import cli_data
     from gpunn.backends import use_backend
     from gpunn.layers import check_dropout

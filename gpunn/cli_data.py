@@ -6,6 +6,7 @@ the scaling is also folded into the saved model (:func:`gpunn.tabular.fold_scali
 file predicts from raw rows with ``gpunn predict`` and with ``gpunn.load(path).predict``.
 """
 
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -208,6 +209,9 @@ def predict_command(args):
     inputs = {"--model": args.model, **{f"--{kind}": getattr(args, kind, None)
                                         for kind in ("csv", "npz", "npy")}}
     out = check_outputs({"--out": args.out}, inputs).get("--out")
+    if args.out is None and sys.stdout is None:
+        raise ValueError("--out: expected a file, or an open stdout to write the predictions "
+                         "to, got neither (stdout is closed)")
     if args.backend is not None:
         use_backend(args.backend)
     saved = load_checkpoint(args.model)

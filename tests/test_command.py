@@ -80,3 +80,50 @@ def test_predict_into_a_closed_pipe_ends_quietly(tmp_path, clean_env):
     assert first.startswith(b"prediction,")
     assert predict.stderr.read() == b"" and status == 141
     assert np.load(rows).shape == (200000, 3)
+
+
+def _command(*argv):
+    return (f"import runpy, sys; sys.argv = ['gpunn', *{list(argv)!r}]; "
+            f"runpy.run_path({str(ENTRY)!r}, run_name='__main__')")
+
+
+def test_train_into_a_closed_pipe_still_saves_the_model(tmp_path, clean_env):
+    """``gpunn train ... --save m | head -1``: the reader stops after a line; the progress
+    lines are dropped, training goes on and saves, one line on stderr says so."""
+    model = tmp_path / "m.safetensors"
+    train = subprocess.Popen(
+        [sys.executable, "-c", _command("train", "--dataset", "breast_cancer", "--epochs", "30",
+                                        "--save", str(model))],
+        env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = train.stdout.readline()
+    train.stdout.close()
+    status = train.wait(timeout=300)
+    err = train.stderr.read().decode()
+    assert first.startswith(b"backend:") and status == 0, err
+    assert "gpunn train: stdout: Broken pipe; the progress lines after it were dropped" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    import gpunn
+
+    assert gpunn.load(model).n_in == 30
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_train_onto_a_full_stdout_still_saves_and_predict_onto_a_closed_one_refuses(
+        tmp_path, clean_env):
+    model = tmp_path / "m.safetensors"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", _command(
+            "train", "--dataset", "breast_cancer", "--epochs", "2", "--save", str(model))],
+            env=clean_env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0 and "No space left on device" in done.stderr and model.exists()
+    rows = tmp_path / "rows.npy"
+    import numpy as np
+
+    np.save(rows, np.ones((3, 30)))
+    done = subprocess.run([sys.executable, "-c", _command(
+        "predict", "--model", str(model), "--npy", str(rows))],
+        env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        timeout=300, pass_fds=(), close_fds=True,
+        preexec_fn=lambda: os.close(1))
+    assert done.returncode == 1
+    assert "--out: expected a file, or an open stdout" in done.stderr
