@@ -13,6 +13,11 @@ TRAIN_DEFAULTS = {"hidden": "128", "activation": "relu", "optimizer": "adam", "b
                   "precision": "fp32"}
 
 
+# The widest layer --hidden takes: GEMM dimensions are 32-bit in cuBLAS (and wider layers
+# need gigabytes per row anyway).
+MAX_WIDTH = 2 ** 31 - 1
+
+
 def _cmd_info(args):
     from gpunn.backends.info import info
 
@@ -35,12 +40,13 @@ def _parse_hidden(text):
         if not all(parts):
             raise ValueError
         sizes = [int(part) for part in parts]
-        if min(sizes) < 1:
+        if not 1 <= min(sizes) <= max(sizes) <= MAX_WIDTH:
             raise ValueError
         return sizes
     except ValueError:
-        raise ValueError(f"--hidden: expected comma-separated layer sizes (positive integers) "
-                         f"such as 64,64 (or 'none' for no hidden layer), got {text!r}") from None
+        raise ValueError(f"--hidden: expected comma-separated layer sizes from 1 to "
+                         f"{MAX_WIDTH} such as 64,64 (or 'none' for no hidden layer), got "
+                         f"{text!r}") from None
 
 
 def _parse_batch_size(text):
@@ -467,6 +473,10 @@ def main(argv=None):
         # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except MemoryError as exc:  # numpy's names the size it could not allocate
+        print(f"gpunn {args.command}: error: out of memory: {exc or 'an allocation failed'} "
+              "(a smaller model, batch or data set needs less)", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         print(f"gpunn {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -48,7 +48,8 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--hidden", "64,x"], "--hidden: expected comma-separated layer sizes"),
     (["--batch-size", "0"], r"--batch-size: expected a positive integer or 'full', got '0'"),
     (["--batch-size", "5000"], r"batch_size: expected an integer in \[1, 1347\], got 5000"),
-    (["--hidden", "16,0"], r"--hidden: expected comma-separated layer sizes \(positive"),
+    (["--hidden", "16,0"], r"--hidden: expected comma-separated layer sizes from 1 to 2147483647"),
+    (["--hidden", "2147483648"], r"--hidden: expected comma-separated layer sizes from 1 to "),
     (["--batch-size", "many"], "--batch-size: expected a positive integer or 'full'"),
     (["--optimizer", "nadam"], "optimizer: expected one of"),
     (["--optimizer", "sgd"], r"optimizer 'sgd': expected a value for \['lr'\]"),
@@ -148,3 +149,12 @@ def test_class_weight_reaches_fit_by_class_index(backend, capsys, monkeypatch):
                              "--class-weight", option)
         assert code == 0, err
         assert seen[-1] == expected
+
+
+def test_a_model_too_big_for_memory_is_an_error_not_a_traceback(capsys):
+    """A width that passes --hidden's bound but not this machine's memory: one line naming
+    the size numpy could not allocate."""
+    code, out, err = run(capsys, "--dataset", "breast_cancer", "--epochs", "1", "--hidden",
+                         "2147483647")  # 30 x 2**31 float32 weights: 257 GB
+    assert code == 1 and "epoch " not in out
+    assert re.search(r"^gpunn train: error: out of memory: Unable to allocate .*GiB", err), err
