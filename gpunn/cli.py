@@ -156,16 +156,16 @@ def _check_outputs(args):
 
 def _plot_format(path):
     """The image format of ``--plot`` from its suffix (PNG without one), one matplotlib
-    writes; checked before training."""
-    suffix = os.path.splitext(path)[1].lower().lstrip(".")
-    if not suffix:
-        return "png"
+    writes by itself (not ``pgf``, which runs LaTeX); checked before training."""
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise ValueError("--plot: needs matplotlib (install the 'plot' extra: pip install "
                          "'gpunn[plot]'), got none") from None
-    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if not suffix:
+        return "png"
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
     if suffix not in formats:
         raise ValueError(f"--plot: expected a file name ending in an image format matplotlib "
                          f"writes ({', '.join(formats)}), got {path!r}")

@@ -67,6 +67,7 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--comm-timeout", "0"], r"--comm-timeout: expected a finite number in \(0.0, inf\]"),
     (["--schedule", "exponential,rate=0.9,rate=0.5"],
      r"--schedule: expected name,key=value,... with each key once"),
+    (["--plot", "curves.pgf"], r"--plot: expected a file name ending in an image format "),
     (["--plot", "curves.txt"], r"--plot: expected a file name ending in an image format "
                                r"matplotlib writes \(.*pdf.*png.*svg.*\), got 'curves.txt'"),
     (["--class-weight", "3=x"], "--class-weight: expected 'balanced' or LABEL=WEIGHT"),
@@ -158,3 +159,22 @@ def test_a_model_too_big_for_memory_is_an_error_not_a_traceback(capsys):
                          "2147483647")  # 30 x 2**31 float32 weights: 257 GB
     assert code == 1 and "epoch " not in out
     assert re.search(r"^gpunn train: error: out of memory: Unable to allocate .*GiB", err), err
+
+
+def test_plot_without_matplotlib_is_refused_before_training(capsys, monkeypatch):
+    """Whatever the name (PNG without a suffix): no matplotlib, no training."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    for name in ("curves", "curves.png"):
+        code, out, err = run(capsys, "--dataset", "breast_cancer", "--epochs", "1", "--plot",
+                             name)
+        assert code == 1 and "data:" not in out
+        assert "--plot: needs matplotlib (install the 'plot' extra" in err
