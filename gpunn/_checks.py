@@ -157,7 +157,8 @@ def finite_as(name, array, dtype):
         limit = float(np.finfo(dtype).max)
         raise ValueError(f"{name}: expected values within {np.dtype(dtype).name}'s range "
                          f"(magnitude at most {limit:.6g}), got {over.size} beyond it, such as "
-                         f"{float(over.ravel()[0])!r}; scale the data") from None
+                         f"{over.ravel()[0]!s}; scale the data") from None  # !s: a
+        # longdouble's 1e+4000 as such, where float() and format() say inf
 
 
 def check_features(name, X, n_features, dtype):

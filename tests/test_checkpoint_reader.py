@@ -399,3 +399,18 @@ def test_momentum_state_may_be_negative(tmp_path):
     state = optimizer.state_dict()
     assert (np.asarray(state["state"]["v"]) < 0).any()
     optimizer.load_state_dict(state)
+
+
+@pytest.mark.parametrize("name, value", [("m", np.nan), ("v", np.inf), ("v", -np.inf)])
+def test_load_state_dict_refuses_non_finite_state(name, value):
+    """The optimizer's own check, not only the checkpoint reader's: a state dict passed by
+    hand with NaN/inf state is refused naming the entry."""
+    model = gpunn.MLP([3, 4, 2], output="softmax", dtype="float64", seed=0)
+    optimizer = gpunn.optim.get_optimizer("adam", 0.01)
+    gpunn.fit(model, X, Y, optimizer=optimizer, epochs=1, batch_size=4, verbose=0)
+    state = optimizer.state_dict()
+    state["state"][name] = np.array(state["state"][name], copy=True)
+    state["state"][name][2] = value
+    with pytest.raises(ValueError, match=rf"state_dict\['state'\]\['{name}'\]: expected finite "
+                                         r"values, got 1 NaN/inf"):
+        gpunn.optim.get_optimizer("adam", 0.01).load_state_dict(state)

@@ -231,3 +231,14 @@ def test_a_finite_value_past_float32s_range_is_named_as_such(entry):
                                                                np.nan, 1.0), 1.0))
         else:
             gpunn.fit(model, X, np.array([1, 2, np.nan, 3]), epochs=1)
+
+
+def test_a_longdouble_past_float64s_range_is_shown_as_given():
+    model = gpunn.MLP([3, 4, 1], dtype="float64", seed=0)
+    X = np.ones((4, 3), dtype=np.longdouble)
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("longdouble is float64 on this platform")
+    X[1, 1] = np.longdouble("1e4000")
+    with pytest.raises(ValueError, match=r"^X: expected values within float64's range .* got 1 "
+                                         r"beyond it, such as 1e\+4000; scale"):
+        model.predict(X)

@@ -12,6 +12,7 @@ import numpy as np
 
 from gpunn._checks import (
     check_choice,
+    check_finite,
     check_int,
     check_keywords,
     check_number,
@@ -341,6 +342,8 @@ class Optimizer:
         fresh.count_updates(check_int("state_dict['t']", state_dict["t"], low=0))
         fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else (),
                                   copy)
+        for key, array in fresh.state.items():
+            check_finite(f"state_dict['state'][{key!r}]", array)
         for key in set(fresh.nonnegative_state) & set(fresh.state):
             negative = np.count_nonzero(fresh.state[key] < 0)
             if negative:
