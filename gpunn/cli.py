@@ -478,8 +478,15 @@ def main(argv=None):
               "(a smaller model, batch or data set needs less)", file=sys.stderr)
         return 1
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
-        print(f"gpunn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gpunn {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 1
+
+
+def _message(exc):
+    """An error's text for a person: an OSError without Python's ``[Errno N]`` prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + ("" if exc.filename is None else f": {exc.filename!r}")
+    return str(exc)
 
 
 if __name__ == "__main__":

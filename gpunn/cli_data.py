@@ -295,8 +295,9 @@ def _select(path, X, have, want):
     index = {name: i for i, name in enumerate(have)}  # a dict: 100k columns, not 100k^2
     missing = [name for name in want if name not in index]
     if missing:
-        raise ValueError(f"{path}: expected the model's feature columns {want}, "
-                         f"missing {missing}")
+        shown = ", ".join(repr(name[:60]) for name in missing[:5])
+        raise ValueError(f"{path}: expected the model's {len(want)} feature columns, missing "
+                         f"{len(missing)}: {shown}{', ...' if len(missing) > 5 else ''}")
     return X[:, [index[name] for name in want]]
 
 

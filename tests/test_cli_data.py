@@ -178,7 +178,7 @@ def test_predict_picks_the_model_columns_by_name(tmp_path, capsys):
     assert out == same
     partial = write_csv(tmp_path / "p.csv", X[:, :5], y)
     code, _, err = run(capsys, "predict", "--model", str(tmp_path / "m.npz"), "--csv", partial)
-    assert code == 1 and "missing ['f5']" in err
+    assert code == 1 and "expected the model's 6 feature columns, missing 1: 'f5'" in err
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -408,3 +408,18 @@ def test_check_saveable_counts_the_containers_saving_adds(tmp_path):
         middle = (low + high) // 2
         low, high = (middle, high) if saves(middle) else (low, middle)
     assert checks(low) and not checks(high)
+
+
+def test_missing_feature_columns_are_named_briefly():
+    """A model of many long column names: the message names how many are missing and the
+    first five, cut, not every name (16 MB of stderr in the review)."""
+    from gpunn.cli_data import _select
+
+    want = [f"{i:06d}" + "x" * 1000 for i in range(5000)]
+    with pytest.raises(ValueError) as caught:
+        _select("p.csv", np.ones((2, 1)), [want[0]], want)
+    message = str(caught.value)
+    assert len(message) < 500
+    assert message.startswith("p.csv: expected the model's 5000 feature columns, missing "
+                              f"4999: {want[1][:60]!r}, ")
+    assert message.endswith(", ...")
