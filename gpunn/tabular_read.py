@@ -28,6 +28,11 @@ NPZ_SMALL_BYTES = 64 << 20
 # The arrays of one file may claim at most this fraction of the machine's physical memory.
 MAX_LOAD_FRACTION = 0.5
 _BLOCK = 16 << 20
+# Cells pandas reads as missing by default (its read_csv documentation's list). In feature
+# columns they are missing values; in the target only where the other cells are numbers
+# (a text column may hold a class called "None" or "NA").
+NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+           "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 def read_table(path, target=None, require_target=True, text_target=False):
@@ -198,7 +203,7 @@ def _read_csv(path, target, require_target, text_target):
     if len(frame) < 1:
         raise ValueError(f"{path}: expected a header row and at least one data row, "
                          "got 1 rows")
-    return _columns(pd, path, frame, header, target, text_target)
+    return _columns(pd, path, frame, header, target, text_target, require_target)
 
 
 def _read_header(path):
@@ -227,9 +232,15 @@ def _parse_body(pd, path, header, target):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
+            if target is None:
+                labels = {}
+            else:  # the target's cells as written; the NA text of the others missing
+                position = header.index(target)
+                labels = {"dtype": {position: str}, "keep_default_na": False,
+                          "na_values": {j: NA_TEXT for j in range(len(header))
+                                        if j != position}}
             return pd.read_csv(path, header=None, skiprows=1, names=range(len(header)),
-                               dtype=None if target is None else {header.index(target): str},
-                               index_col=False, skip_blank_lines=False,
+                               **labels, index_col=False, skip_blank_lines=False,
                                encoding="utf-8-sig", engine="c", low_memory=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise ValueError(f"{path}: expected {len(header)} fields per row as in the header, "
@@ -238,9 +249,10 @@ def _parse_body(pd, path, header, target):
         return pd.DataFrame()
 
 
-def _columns(pd, path, frame, header, target, text_target=False):
+def _columns(pd, path, frame, header, target, text_target=False, require_target=True):
     """``(X, y, features, target)`` from the parsed ``frame``; missing or non-numeric cells
-    refused naming the column and line (rows are numbered from 2, the header being line 1)."""
+    refused naming the column and line (rows are numbered from 2, the header being line 1).
+    Without ``require_target`` a target with missing cells is no target (``y`` None)."""
     position = None if target is None else header.index(target)
     raw = None if position is None else frame.pop(position)
     keep = [j for j in range(len(header)) if j != position]
@@ -259,7 +271,9 @@ def _columns(pd, path, frame, header, target, text_target=False):
     features = [header[j] for j in keep]
     if raw is None:
         return X, None, features, target
-    missing = np.flatnonzero(raw.isna().to_numpy())
+    missing = np.flatnonzero(raw.isna().to_numpy() | (raw.str.strip() == "").to_numpy())
+    if len(missing) and not require_target:
+        return X, None, features, target  # rows to predict, some unlabelled: no score
     if len(missing):
         _missing(path, target, missing[0])
     return X, _target(pd, path, raw, target, text_target), features, target
@@ -275,12 +289,13 @@ def _target(pd, path, raw, name, text=False):
     surrounding blanks unless that too would merge two labels (``" a"`` and ``"a"``). So
     ``007`` and ``7``, ``1e3`` and ``1000``, or two integers past 2**53 stay two classes;
     :func:`gpunn.tabular.infer_task` still reads such a column as numbers where they make a
-    regression target. ``text``: the cells' text as written, in any case.
+    regression target. Cells in :data:`NA_TEXT` among numbers are refused as missing; among
+    text they are labels. ``text``: the cells' text as written, in any case.
     """
+    na = raw.str.strip().isin(NA_TEXT).to_numpy()
+    if na.any() and pd.to_numeric(raw[~na], errors="coerce").notna().all():
+        _missing(path, name, np.flatnonzero(na)[0])  # numbers and NA: a missing number
     stripped = raw.str.strip()
-    empty = np.flatnonzero((stripped == "").to_numpy())
-    if len(empty):
-        raise ValueError(f"{path}: column {name!r} has an empty cell on line {empty[0] + 2}")
     if text:
         return np.array(raw.tolist(), dtype=object)
     distinct = raw.nunique()

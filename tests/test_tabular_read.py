@@ -168,5 +168,28 @@ def test_a_target_keeps_every_label_the_file_distinguishes(tmp_path, cells, expe
 
 
 def test_a_blank_target_cell_is_refused_naming_the_line(tmp_path):
-    with pytest.raises(ValueError, match=r"column 't' has an empty cell on line 3"):
+    with pytest.raises(ValueError, match=r"column 't', got a missing one .* on line 3"):
         read_table(write(tmp_path, "x,t\n1,a\n2,  \n"), "t")
+
+
+@pytest.mark.parametrize("na", ["None", "NA", "null", "n/a", "#N/A", "nan"])
+def test_na_text_is_a_label_among_labels_and_missing_among_numbers(tmp_path, na):
+    """A class may be called "None" or "NA"; among numbers the same cell is a missing value
+    (the issue's one-NA numeric target must not become a classifier)."""
+    y = read_table(write(tmp_path, f"x,t\n1,a\n2,{na}\n3,b\n"), "t")[1]
+    assert y.tolist() == ["a", na, "b"]
+    with pytest.raises(ValueError, match=r"column 't', got a missing one .* on line 3"):
+        read_table(write(tmp_path, f"x,t\n1,0.5\n2,{na}\n3,7\n"), "t")
+    # the features' NA text is still missing
+    with pytest.raises(ValueError, match=r"column 'x', got a missing one .* on line 3"):
+        read_table(write(tmp_path, f"x,t\n1,a\n{na},b\n3,b\n"), "t")
+
+
+def test_predicting_rows_whose_target_is_blank_reads_no_target(tmp_path):
+    """Unlabelled rows to predict (the target column there, some cells empty): read without
+    a target (no score), not refused; training still refuses them."""
+    path = write(tmp_path, "x,t\n1,a\n2,\n3,b\n")
+    X, y, features, target = read_table(path, "t", require_target=False)
+    assert y is None and X.tolist() == [[1.0], [2.0], [3.0]] and features == ["x"]
+    with pytest.raises(ValueError, match=r"column 't', got a missing one .* on line 3"):
+        read_table(path, "t")
