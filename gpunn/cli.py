@@ -65,11 +65,14 @@ def _parse_batch_size(text):
 def _check_numbers(args):
     """The numeric options of ``gpunn train`` checked by their option names, before any data
     is read (fit would name its own arguments, after loading)."""
+    import numpy as np
+
     from gpunn._checks import check_int, check_number, check_positive
     from gpunn.train import MAX_EPOCHS
 
-    if args.lr is not None:
-        check_positive("--lr", args.lr)
+    if args.lr is not None:  # a normal number of the model's dtype (the update's precision)
+        info = np.finfo(args.dtype)
+        check_number("--lr", args.lr, low=float(info.tiny), high=float(info.max))
     check_int("--epochs", args.epochs, low=1, high=MAX_EPOCHS)
     check_int("--seed", args.seed, low=0)
     check_number("--test-size", args.test_size, low=0.0, high=1.0, high_open=True)
@@ -226,7 +229,10 @@ def _train(args):
     if schedule is not None:
         from gpunn.schedules import get_schedule
 
-        schedule = get_schedule(schedule, **schedule_kwargs)
+        try:
+            schedule = get_schedule(schedule, **schedule_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"--schedule: {exc}") from None
     batch_size = _parse_batch_size(args.batch_size)
     hidden = _parse_hidden(args.hidden)
     class_weight = cli_data.parse_class_weight(args.class_weight)
@@ -250,10 +256,14 @@ def _train(args):
     started = time.perf_counter()
     printer = [_print_epoch(args.epochs, name)] if comm.rank == 0 else []
     compiled = _announce_compile(comm.rank == 0)
-    history = fit(model, data.X_train, data.y_train, optimizer=optimizer, lr=lr,
-                  epochs=args.epochs, batch_size=batch_size, schedule=schedule, seed=args.seed,
-                  validation_data=validation, validation_split=split, progress=False, comm=comm,
-                  callbacks=[*printer, *callbacks], class_weight=class_weight)
+    try:
+        history = fit(model, data.X_train, data.y_train, optimizer=optimizer, lr=lr,
+                      epochs=args.epochs, batch_size=batch_size, schedule=schedule,
+                      seed=args.seed, validation_data=validation, validation_split=split,
+                      progress=False, comm=comm, callbacks=[*printer, *callbacks],
+                      class_weight=class_weight)
+    except ValueError as exc:  # fit names its arguments; here they are options
+        raise _as_option(exc) from None
     elapsed = time.perf_counter() - started
     compiled()
     if comm.rank == 0:
@@ -480,6 +490,19 @@ def main(argv=None):
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         print(f"gpunn {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 1
+
+
+# fit's argument names and the options that set them.
+_OPTIONS = {"batch_size": "--batch-size", "epochs": "--epochs", "lr": "--lr",
+            "class_weight": "--class-weight", "seed": "--seed"}
+
+
+def _as_option(exc):
+    """``exc`` with a leading fit argument name replaced by its option's."""
+    name, sep, rest = str(exc).partition(": ")
+    if sep and name in _OPTIONS:
+        return type(exc)(f"{_OPTIONS[name]}: {rest}")
+    return exc
 
 
 def _message(exc):

@@ -121,7 +121,8 @@ def _split(args, name, task, X, y):
         X_train, X_test, y_train, y_test = X, None, y, None
     else:
         X_train, X_test, y_train, y_test = datasets.train_test_split(
-            X, y, args.test_size, args.seed, stratify=task == "classification")
+            X, y, args.test_size, args.seed, stratify=task == "classification",
+            name="--test-size")
     data = Data(name, task, X_train, y_train, X_test, y_test, classes=classes)
     data.input_mean, data.input_std = X_train.mean(axis=0), X_train.std(axis=0)
     data.input_std[data.input_std == 0] = 1.0

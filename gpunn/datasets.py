@@ -76,7 +76,7 @@ def load(name, seed=0):
     return DATASETS[name](seed=seed)
 
 
-def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
+def train_test_split(X, y, test_size=0.25, seed=0, stratify=True, name="test_size"):
     """Seeded, stratified split: each class keeps its share in both parts.
 
     Args:
@@ -84,11 +84,12 @@ def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
         test_size: fraction of the rows of every class held out, in (0, 1).
         seed: NumPy seed of the shuffle.
         stratify: False for a plain random split (regression targets).
+        name: what errors call ``test_size`` (the caller's name for it).
 
     Returns:
         ``(X_train, X_test, y_train, y_test)``.
     """
-    test_size = check_number("test_size", test_size, low=0.0, high=1.0, low_open=True,
+    test_size = check_number(name, test_size, low=0.0, high=1.0, low_open=True,
                              high_open=True)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     test = []
@@ -99,8 +100,14 @@ def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
     is_test = np.zeros(len(y), dtype=bool)
     is_test[test] = True
     if is_test.all() or not is_test.any():
-        raise ValueError(f"test_size: expected a split leaving rows on both sides, got "
-                         f"{test_size} of {len(y)} rows")
+        why = ""
+        if stratify:
+            sizes = np.bincount(groups)
+            why = (f" (stratified: each of the {sizes.size} classes holds out "
+                   f"round({test_size} x its rows), and they have {sizes.min()} to "
+                   f"{sizes.max()} rows)")
+        raise ValueError(f"{name}: expected a split leaving rows on both sides, got "
+                         f"{test_size} of {len(y)} rows{why}")
     return X[~is_test], X[is_test], y[~is_test], y[is_test]
 
 

@@ -47,7 +47,14 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["--hidden", "64,x"], "--hidden: expected comma-separated layer sizes"),
     (["--batch-size", "0"], r"--batch-size: expected a positive integer or 'full', got '0'"),
-    (["--batch-size", "5000"], r"batch_size: expected an integer in \[1, 1347\], got 5000"),
+    (["--batch-size", "5000"], r"--batch-size: expected an integer in \[1, 1347\], got 5000"),
+    (["--lr", "1e-320"], r"--lr: expected a finite number in \[1.175\d*e-38, 3.40\d*e\+38\]"),
+    (["--schedule", "exponential,rate=2"], r"--schedule: rate: expected"),
+    (["--schedule", ""], r"--schedule: schedule: expected one of"),
+    (["--test-size", "1e-300"], r"--test-size: expected a split leaving rows on both sides, got "
+                                r"1e-300 of 1797 rows \(stratified: each of the 10 classes "
+                                r"holds out round\(1e-300 x its rows\), and they have 174 to "
+                                r"183 rows\)"),
     (["--hidden", "16,0"], r"--hidden: expected comma-separated layer sizes from 1 to 2147483647"),
     (["--hidden", "2147483648"], r"--hidden: expected comma-separated layer sizes from 1 to "),
     (["--batch-size", "many"], "--batch-size: expected a positive integer or 'full'"),
@@ -58,7 +65,7 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--activation", "swish"], "activation: expected one of"),
     (["--epochs", "0"], r"--epochs: expected an integer in \[1, 10000000\], got 0"),
     (["--epochs", str(2 ** 53 + 1)], r"--epochs: expected an integer in \[1, 10000000\]"),
-    (["--lr", "-1"], r"--lr: expected a finite number in \(0.0, inf\], got -1.0"),
+    (["--lr", "-1"], r"--lr: expected a finite number in \[1.175\d*e-38, .*\], got -1.0"),
     (["--lr", "nan"], r"--lr: expected a finite number"),
     (["--seed", "-1"], r"--seed: expected an integer in \[0, inf\], got -1"),
     (["--test-size", "1.5"], r"--test-size: expected a finite number in \[0.0, 1.0\)"),
@@ -73,7 +80,7 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--class-weight", "3=x"], "--class-weight: expected 'balanced' or LABEL=WEIGHT"),
     (["--class-weight", "3=1,3=2"], "--class-weight: expected .* each label once"),
     (["--class-weight", "10=2"], r"--class-weight: expected labels among the classes \['0', "),
-    (["--class-weight", "3=-1"], "class_weight: expected non-negative weights"),
+    (["--class-weight", "3=-1"], "--class-weight: expected non-negative weights"),
 ])
 def test_bad_options_exit_with_a_named_error(backend, capsys, argv, match):
     code, out, err = run(capsys, "--epochs", "1", *argv)
