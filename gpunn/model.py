@@ -277,16 +277,18 @@ class Sequential(Shareable):
         control.start([0.0], update)
         return self.dropout_pass(control.ctrl)
 
-    def forward_pass(self, X, views, masks=None):
+    def forward_pass(self, X, views, masks=None, rounded=False):
         """Run the layers on the device batch ``X`` into ``views["A{i}"]``; the last layer's
         outputs (logits, or regression outputs). In bf16 the GEMMs read ``Xh`` and ``Ah{i}``,
         the bfloat16 copies written on the way. ``masks`` (a
         :class:`~gpunn.layers.DropoutPass`, from :meth:`dropout_pass`): a training pass,
-        whose layers drop; None (predict, evaluate): no dropout."""
+        whose layers drop; None (predict, evaluate): no dropout. ``rounded``: ``views["Xh"]``
+        already holds ``X`` in bfloat16 (``gather_rows_bf16`` wrote both)."""
         A, Ah = X, None
         if self.precision == "bf16":
             Ah = views["Xh"]
-            self.backend.kernel("round_bf16", X, Ah)
+            if not rounded:
+                self.backend.kernel("round_bf16", X, Ah)
         for i, (layer, (a_name, _)) in enumerate(zip(self.layers, self._names)):
             half = self._half(views, i, 0) if i + 1 < len(self.layers) else None
             extra = () if masks is None else (masks.at(i),)  # none: called as before dropout
@@ -294,13 +296,14 @@ class Sequential(Shareable):
             A, Ah = views[a_name], half
         return views[self._names[-1][0]]
 
-    def loss_pass(self, X, T, loss, views, scale, W=None, masks=None):
+    def loss_pass(self, X, T, loss, views, scale, W=None, masks=None, rounded=False):
         """Forward, then the fused loss: dL/dZ of the last layer into its delta buffer and the
         SUM of the loss terms into ``views["total"]`` (a 1-element device array; times
         ``scale`` is the mean when ``scale`` is ``loss.scale`` of the batch). ``W``: a device
         weight per row (:mod:`gpunn.weights`), None for ones. ``masks``: as
-        :meth:`forward_pass` (and the same for :meth:`backward_pass` after it)."""
-        Z = self.forward_pass(X, views, masks)
+        :meth:`forward_pass` (and the same for :meth:`backward_pass` after it); ``rounded``
+        as there."""
+        Z = self.forward_pass(X, views, masks, rounded)
         terms = views["terms"].reshape(-1)
         if W is None:
             W = views["ones"].reshape(-1)[:Z.shape[0]]

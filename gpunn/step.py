@@ -258,14 +258,14 @@ class TrainStep:
         model, be, comm = self.model, self.model.backend, self.comm
         lo, hi = shard(0, m, comm.rank, comm.size)
         if hi > lo:
-            X, T, W = self._shard_rows(lo, hi)
             views = self._ws.rows(hi - lo)
+            X, T, W, rounded = self._shard_rows(lo, hi, views.get("Xh"))
             # Dropout masks keyed by the device's update count and the rows' place in the batch
             # (none: the passes are called as they were before dropout existed).
             masks = model.dropout_pass(self._control.ctrl, lo)
             extra = {} if masks is None else {"masks": masks}
             total = model.loss_pass(X, T, self.loss, views, self.loss.scale(m, model.n_out), W,
-                                    **extra)
+                                    rounded=rounded, **extra)
             model.backward_pass(X, views, **extra)
         else:  # a last batch with fewer rows than ranks: this rank adds nothing
             total = self._ws.arrays["total"]
@@ -279,22 +279,27 @@ class TrainStep:
         self.optimizer.update(model, self._control.lrs, ctrl)
         be.kernel("step_end", total, self.n_steps, self.halt_on_nonfinite, ctrl, self._record)
 
-    def _shard_rows(self, lo, hi):
+    def _shard_rows(self, lo, hi, X_half=None):
         """Inputs, targets and weights (None: unweighted) of rows ``lo:hi`` of the step's
         batch: views of the data when it is one batch in order, else gathered by the kernel
-        (offset ``lo`` in the batch)."""
+        (offset ``lo`` in the batch); ``X_half`` (precision "bf16"): the gathered inputs'
+        bfloat16 copy is written there by the same kernel. The fourth value says whether it
+        was (else the forward pass rounds the inputs itself)."""
         W = self.W
         if self._batch is None:
-            return self.X[lo:hi], self.T[lo:hi], None if W is None else W[lo:hi]
+            return self.X[lo:hi], self.T[lo:hi], None if W is None else W[lo:hi], False
         be, batch = self.model.backend, self._batch.rows(hi - lo)
-        pairs = [(self.X, batch["X"]), (self.T, batch["T"])]
+        pairs = [(self.X, batch["X"], X_half), (self.T, batch["T"], None)]
         if W is not None:
-            pairs.append((W, batch["W"]))
-        for source, out in pairs:
-            be.kernel("gather_rows", source, self._order, self._control.ctrl, source.size,
-                      self._order.size, self.rows, self.global_batch, lo,
-                      out.size // (hi - lo), out)
-        return batch["X"], batch["T"], batch.get("W")
+            pairs.append((W, batch["W"], None))
+        for source, out, half in pairs:
+            args = (source, self._order, self._control.ctrl, source.size, self._order.size,
+                    self.rows, self.global_batch, lo, out.size // (hi - lo), out)
+            if half is None:
+                be.kernel("gather_rows", *args)
+            else:
+                be.kernel("gather_rows_bf16", *args, half)
+        return batch["X"], batch["T"], batch.get("W"), X_half is not None
 
     def read(self):
         """The records of the steps run so far this epoch: ONE device-to-host read.

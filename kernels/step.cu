@@ -2,6 +2,7 @@
 // They read the step index from the device control array (step.cuh), so one recorded step
 // (a CUDA graph on a GPU) serves every batch of an epoch.
 #include "common.cuh"
+#include "precision.cuh"
 #include "step.cuh"
 
 // out[i] = src[order[p % n_order] * n_cols + j], p = ctrl[K] * stride + offset + r,
@@ -22,6 +23,29 @@ extern "C" __global__ void GPUNN_NAME(gather_rows)(
             long long at = row * n_cols + i % n_cols;
             if (row >= 0 && at < n_src) {
                 out[i] = src[at];
+            }
+        }
+    }
+}
+
+// gather_rows, and the same rows rounded to bfloat16 bits into half (precision "bf16": the
+// first GEMM's operand written by the kernel that produces the batch, not by a round_bf16
+// pass over it). A float32 kernel only (see precision.cu).
+// sizes: src[n_src] order[n_order] ctrl[8]
+extern "C" __global__ void GPUNN_NAME(gather_rows_bf16)(
+    const real* src, const long long* order, const long long* ctrl, long long n_src,
+    long long n_order, long long n_pos, long long stride, long long offset, long long n_cols,
+    real* out, unsigned short* half, long long n) {
+    long long first = ctrl[GPUNN_CTRL_K] * stride + offset;
+    GPUNN_GRID_STRIDE(i, n) {
+        long long pos = first + i / n_cols;
+        if (pos < n_pos && n_order > 0) {
+            long long row = order[pos < n_order ? pos : pos % n_order];  // in memory: no %
+            long long at = row * n_cols + i % n_cols;
+            if (row >= 0 && at < n_src) {
+                real x = src[at];
+                out[i] = x;
+                half[i] = gpunn_bf16_bits((float)x);
             }
         }
     }

@@ -9,6 +9,7 @@ from numba import njit, prange
 
 from . import header_codes
 from .config import CACHE, FASTMATH
+from .precision import bf16_store
 
 # Module globals: Numba compiles them in as constants (and caches by this file's source, so
 # after changing a slot in step.cuh, clear the cache: the kernel tests fail until then).
@@ -32,6 +33,23 @@ def gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols,
                 # a row copy between slices: no index arithmetic per element, and LLVM copies
                 # it as a block (benchmarks/gather_rows.py)
                 out[r * n_cols:(r + 1) * n_cols] = src[row * n_cols:(row + 1) * n_cols]
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH)
+def gather_rows_bf16(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols, out,
+                     half):
+    """gather_rows, and the same rows rounded to bfloat16 into ``half`` (its bits, or their
+    value in the CPU backend's float32 storage: :func:`bf16_store`)."""
+    first = ctrl[CTRL_K] * stride + offset
+    for r in prange(out.size // n_cols):
+        pos = first + r
+        if pos < n_pos and n_order > 0:
+            row = order[pos if pos < n_order else pos % n_order]
+            if row >= 0 and (row + 1) * n_cols <= n_src:
+                at, start = row * n_cols, r * n_cols
+                out[start:start + n_cols] = src[at:at + n_cols]
+                for j in range(n_cols):
+                    bf16_store(half, start + j, src[at + j])
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH)

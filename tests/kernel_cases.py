@@ -532,6 +532,16 @@ def _gather_wrapping(inp, rows, cols):
             rows, 0, cols, inp.normal((rows, cols)))
 
 
+def _gather_bf16(make):
+    """A gather_rows case with the bfloat16 copy of the batch as well (the rows it leaves
+    alone keep their bits there too)."""
+    def gather_bf16(inp, rows, cols):
+        args = make(inp, rows, cols)
+        return args + (inp.bf16((rows, cols)),)
+
+    return gather_bf16
+
+
 def _check(bad_at=None, total=1.5):
     def make(inp, rows, cols):
         g = inp.normal(rows * cols)
@@ -681,6 +691,9 @@ CASES = (
         KernelCase("gather_rows", "batch", _gather),
         KernelCase("gather_rows", "past_the_end", _gather_past_the_end),
         KernelCase("gather_rows", "wrapping", _gather_wrapping),
+        KernelCase("gather_rows_bf16", "batch", _gather_bf16(_gather), True),
+        KernelCase("gather_rows_bf16", "past_the_end", _gather_bf16(_gather_past_the_end), True),
+        KernelCase("gather_rows_bf16", "wrapping", _gather_bf16(_gather_wrapping), True),
         KernelCase("nonfinite_check", "finite", _check()),
         KernelCase("nonfinite_check", "nan_or_inf_gradient", _check(bad_at=4)),
         KernelCase("nonfinite_check", "last_gradient", _check(bad_at=10**9)),

@@ -476,6 +476,23 @@ def gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols,
     return {"out": result.reshape(np.shape(out))}
 
 
+def gather_rows_bf16(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols, out,
+                     half):
+    """gather_rows, and its gathered rows rounded to bfloat16 into ``half`` (as values; rows
+    it leaves alone keep the values of their bits)."""
+    gathered = gather_rows(src, order, ctrl, n_src, n_order, n_pos, stride, offset, n_cols,
+                           out)["out"]
+    first = int(ctrl[CTRL_K]) * int(stride) + int(offset)
+    values = bf16_value(np.asarray(half)).reshape(-1, int(n_cols))
+    rounded = round_bf16(gathered.reshape(-1, int(n_cols)))["out"]
+    for r in range(values.shape[0]):
+        if first + r < n_pos and n_order > 0:
+            row = int(order[(first + r) % n_order])
+            if 0 <= row and (row + 1) * n_cols <= n_src:
+                values[r] = rounded[r]
+    return {"out": gathered, "half": values.reshape(np.shape(half))}
+
+
 def nonfinite_check(total, g, ctrl):
     """ctrl[BAD] = 1 when total[0] or any entry of g is NaN or inf."""
     ctrl = np.array(ctrl, dtype=np.int64)

@@ -159,3 +159,69 @@ def test_bf16_close_allows_one_ulp_and_no_more():
             rp.assert_bf16_close(bits, expected)
     with pytest.raises(AssertionError):
         rp.assert_bf16_close(np.array([0x7F80], np.uint16), [3e38])  # inf for a finite value
+
+
+def test_gathered_bf16_copy_equals_round_bf16_of_the_gathered_rows(backend):
+    """gather_rows_bf16 writes the batch and its bfloat16 bits in one pass: bit for bit what
+    gather_rows then round_bf16 give, edge values (ties, subnormals, overflow, NaN) included."""
+    rng = np.random.default_rng(0)
+    edges = _edges()
+    src = np.concatenate([edges, rng.standard_normal(9 * 13 - edges.size).astype(F32) * 1e3])
+    src = src.reshape(9, 13)
+    order = rng.permutation(9).astype(np.int64)
+    from gpunn.kernels.step import CTRL_K
+
+    ctrl = np.zeros(8, np.int64)
+    ctrl[CTRL_K] = 1  # step k = 1 of batches of 4: positions 4..7
+    out = backend.xp.zeros((4, 13), F32)
+    half = backend.xp.zeros((4, 13), np.uint16)
+    args = (backend.asarray(src), backend.asarray(order), backend.asarray(ctrl), src.size, 9,
+            9, 4, 0, 13)
+    backend.kernel("gather_rows_bf16", *args, out, half)
+    expected = backend.xp.zeros((4, 13), F32)
+    backend.kernel("gather_rows", *args, expected)
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(expected))
+    np.testing.assert_array_equal(src[order[4:8]], backend.to_numpy(out))
+    np.testing.assert_array_equal(backend.to_numpy(half).ravel(),
+                                  _round_bf16(backend, backend.to_numpy(out).ravel()))
+
+
+def test_bf16_fit_with_the_fused_gather_gives_the_bits_of_the_separate_rounding(
+        backend, monkeypatch):
+    """A bf16 fit in batches gathers each batch with its bfloat16 copy (gather_rows_bf16);
+    the same fit through gather_rows then round_bf16 (as before the fusion) ends with the
+    same parameters and losses, bit for bit: the fusion moves the rounding, not its result."""
+    import gpunn
+    from gpunn import step as step_module
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((96, 12)).astype(F32)
+    y = rng.integers(0, 3, 96)
+    kernels = []
+
+    def run():
+        model = gpunn.MLP([12, 16, 3], output="softmax", precision="bf16", seed=1,
+                          dropout=0.1)
+        history = gpunn.fit(model, X, y, optimizer="adam", epochs=2, batch_size=16,
+                            verbose=0, record_steps=True)
+        return model.params.host(), np.array(history.step_loss)
+
+    launch = backend.kernel
+
+    def counted(name, *args, **kwargs):
+        kernels.append(name)
+        return launch(name, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "kernel", counted)
+    fused = run()
+    assert "gather_rows_bf16" in kernels
+    fused_rounds = kernels.count("round_bf16")  # the recorded step's launches (and the weights')
+    fused_shard_rows = step_module.TrainStep._shard_rows
+    monkeypatch.setattr(step_module.TrainStep, "_shard_rows",
+                        lambda self, lo, hi, X_half=None: fused_shard_rows(self, lo, hi))
+    kernels.clear()
+    separate = run()
+    assert "gather_rows_bf16" not in kernels and kernels.count("round_bf16") > fused_rounds
+    np.testing.assert_array_equal(fused[0], separate[0])
+    np.testing.assert_array_equal(fused[1], separate[1])
+

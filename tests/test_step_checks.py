@@ -182,7 +182,7 @@ def test_a_shard_past_row_0_gathers_its_rows_of_the_batch():
     step.shuffle(np.random.default_rng(2))
     step.begin_epoch([0.1] * step.n_steps)
     to_numpy = step.model.backend.to_numpy
-    X, T, W = step._shard_rows(2, 4)
+    X, T, W, _ = step._shard_rows(2, 4)
     rows = step.order[2:4]
     assert W is None
     np.testing.assert_array_equal(to_numpy(X), to_numpy(step.X)[rows])
