@@ -1,6 +1,7 @@
 """The ``gpunn`` command line."""
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -176,44 +177,67 @@ def _plot_format(path):
 
 
 class _ProgressOut:
-    """``gpunn train``'s stdout: the progress lines, which a reader may stop taking (``| head``)
-    or a full disk refuse. Then the lines are dropped and training goes on to save the model:
-    :attr:`lost` holds the error, for one line on stderr at the end."""
+    """A stream of progress lines (``gpunn train``'s stdout and stderr) that a reader may stop
+    taking (``| head``) or a full disk refuse. Then the lines are dropped and the work goes on
+    (the model is saved): :attr:`lost` holds the error, said at the end where it still can be."""
 
     def __init__(self, stream):
         self.stream, self.lost = stream, None
+
+    def _lose(self, exc):
+        self.lost = exc
+        try:  # the stream's buffer would fail again at exit: its fd goes to /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError, AttributeError):  # no fd (a test's capture)
+            pass
 
     def write(self, text):
         if self.lost is None:
             try:
                 return self.stream.write(text)
             except OSError as exc:  # BrokenPipeError, ENOSPC, EIO
-                self.lost = exc
-                # the stream's buffer would fail again at exit: fd 1 goes to /dev/null
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                self._lose(exc)
         return len(text)
 
     def flush(self):
-        self.write("")
         if self.lost is None:
             try:
                 self.stream.flush()
             except OSError as exc:
-                self.lost = exc
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                self._lose(exc)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _progress_streams(command):
+    """stdout and stderr of a command whose printing is only progress (its results go to
+    files): a failing stream drops its lines instead of stopping the work; one line on stderr
+    at the end says which stream failed, if stderr still works."""
+    guarded = {name: _ProgressOut(getattr(sys, name)) for name in ("stdout", "stderr")
+               if getattr(sys, name) is not None}  # a stream started closed prints nothing
+    for name, stream in guarded.items():
+        setattr(sys, name, stream)
+    try:
+        yield
+    finally:
+        for name, stream in guarded.items():
+            setattr(sys, name, stream.stream)
+        err = guarded.get("stderr")
+        for name, stream in guarded.items():
+            if stream.lost is not None and (err is None or err.lost is None):
+                try:
+                    print(f"gpunn {command}: {name}: {stream.lost.strerror or stream.lost}; "
+                          "the lines after it were dropped, the work went on",
+                          file=sys.stderr)
+                except OSError:
+                    pass
 
 
 def _cmd_train(args):
-    if sys.stdout is None:  # started with stdout closed: nothing to print to
+    with _progress_streams("train"):
         return _train(args)
-    out = sys.stdout = _ProgressOut(sys.stdout)
-    try:
-        return _train(args)
-    finally:
-        sys.stdout = out.stream
-        if out.lost is not None:
-            print(f"gpunn train: stdout: {out.lost.strerror or out.lost}; the progress lines "
-                  "after it were dropped, training went on", file=sys.stderr)
 
 
 def _train(args):

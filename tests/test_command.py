@@ -100,7 +100,8 @@ def test_train_into_a_closed_pipe_still_saves_the_model(tmp_path, clean_env):
     status = train.wait(timeout=300)
     err = train.stderr.read().decode()
     assert first.startswith(b"backend:") and status == 0, err
-    assert "gpunn train: stdout: Broken pipe; the progress lines after it were dropped" in err
+    assert "gpunn train: stdout: Broken pipe; the lines after it were dropped, the work went on" \
+        in err
     assert "Traceback" not in err and "Exception ignored" not in err
     import gpunn
 
@@ -127,3 +128,47 @@ def test_train_onto_a_full_stdout_still_saves_and_predict_onto_a_closed_one_refu
         preexec_fn=lambda: os.close(1))
     assert done.returncode == 1
     assert "--out: expected a file, or an open stdout" in done.stderr
+
+
+class _Failing:
+    """A stream whose writes fail as a closed pipe or a full disk does."""
+
+    def __init__(self, errno_name):
+        import errno
+
+        self.code, self.lines = getattr(errno, errno_name), []
+
+    def write(self, text):
+        raise OSError(self.code, os.strerror(self.code))
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("broken", ["stdout", "stderr", "both"])
+def test_train_goes_on_when_its_progress_streams_fail(tmp_path, monkeypatch, broken):
+    """stderr carries progress too (the first run's compile notice): a broken stderr, or both
+    streams, must not stop training or lose the model."""
+    import io
+
+    from gpunn.cli import main
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", _Failing("EPIPE") if broken != "stderr" else io.StringIO())
+    monkeypatch.setattr(sys, "stderr", _Failing("ENOSPC") if broken != "stdout" else err)
+    # a compile report on stderr, as a cold cache gives (each call says more seconds)
+    calls = iter(range(10 ** 6))
+    monkeypatch.setattr("gpunn.backends.compile_watch.compile_seconds",
+                        lambda: float(next(calls)))
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--dataset", "breast_cancer", "--epochs", "2", "--save",
+                 str(model)]) == 0
+    import gpunn
+
+    assert gpunn.load(model).n_in == 30
+    if broken == "stdout":
+        assert "gpunn train: stdout: Broken pipe; the lines after it were dropped" in \
+            err.getvalue()
