@@ -232,15 +232,9 @@ def _parse_body(pd, path, header, target):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            if target is None:
-                labels = {}
-            else:  # the target's cells as written; the NA text of the others missing
-                position = header.index(target)
-                labels = {"dtype": {position: str}, "keep_default_na": False,
-                          "na_values": {j: NA_TEXT for j in range(len(header))
-                                        if j != position}}
             return pd.read_csv(path, header=None, skiprows=1, names=range(len(header)),
-                               **labels, index_col=False, skip_blank_lines=False,
+                               dtype=None if target is None else {header.index(target): str},
+                               index_col=False, skip_blank_lines=False,
                                encoding="utf-8-sig", engine="c", low_memory=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise ValueError(f"{path}: expected {len(header)} fields per row as in the header, "
@@ -255,6 +249,8 @@ def _columns(pd, path, frame, header, target, text_target=False, require_target=
     Without ``require_target`` a target with missing cells is no target (``y`` None)."""
     position = None if target is None else header.index(target)
     raw = None if position is None else frame.pop(position)
+    if raw is not None and raw.isna().any():  # NA text among the labels: read them as written
+        raw = _target_text(pd, path, len(header), position)
     keep = [j for j in range(len(header)) if j != position]
     for j, dtype in zip(keep, frame.dtypes):
         if dtype.kind not in "iuf":
@@ -272,11 +268,23 @@ def _columns(pd, path, frame, header, target, text_target=False, require_target=
     if raw is None:
         return X, None, features, target
     missing = np.flatnonzero(raw.isna().to_numpy() | (raw.str.strip() == "").to_numpy())
-    if len(missing) and not require_target:
+    try:
+        if len(missing):
+            _missing(path, target, missing[0])
+        return X, _target(pd, path, raw, target, text_target), features, target
+    except _Missing:
+        if require_target:
+            raise
         return X, None, features, target  # rows to predict, some unlabelled: no score
-    if len(missing):
-        _missing(path, target, missing[0])
-    return X, _target(pd, path, raw, target, text_target), features, target
+
+
+def _target_text(pd, path, n_columns, position):
+    """The target column alone, each cell as written (pandas' NA text too; a short row's
+    missing cell NaN). Read again only where the first pass found NA in it: a per-column NA
+    setting for the whole file cost about 16 kB per column."""
+    return pd.read_csv(path, header=None, skiprows=1, names=range(n_columns),
+                       usecols=[position], dtype=str, keep_default_na=False, index_col=False,
+                       skip_blank_lines=False, encoding="utf-8-sig", engine="c")[position]
 
 
 def _target(pd, path, raw, name, text=False):
@@ -304,6 +312,13 @@ def _target(pd, path, raw, name, text=False):
     if numbers.notna().all() and numbers.nunique() == distinct and np.isfinite(values).all() \
             and not (numbers.dtype.kind == "f" and _rounded_integers(raw, values)):
         return numbers.to_numpy()
+    parsed = numbers.notna().to_numpy()
+    if parsed.any() and not parsed.all() and (values[parsed] != np.round(values[parsed])).any():
+        row = int(np.flatnonzero(~parsed)[0])  # fractions are no labels: a stray cell
+        raise ValueError(f"{path}: column {name!r} holds numbers such as "
+                         f"{raw[parsed].iloc[0]!r} and text {raw.iloc[row]!r} on line "
+                         f"{row + 2}; write a missing value as an empty cell or NA, or labels "
+                         "as text only")
     cells = stripped if stripped.nunique() == distinct else raw
     return np.array(cells.tolist(), dtype=object)  # not <U(longest): one long label x rows
 
@@ -319,8 +334,12 @@ def _rounded_integers(raw, values):
     return any(int(cell) != int(value) for cell, value in zip(cells[integer], floats[integer]))
 
 
+class _Missing(ValueError):
+    """A missing value (a ValueError to the caller)."""
+
+
 def _missing(path, name, row):
-    raise ValueError(f"{path}: expected a value in column {name!r}, got a missing one (empty, "
+    raise _Missing(f"{path}: expected a value in column {name!r}, got a missing one (empty, "
                      f"NA, NaN, or a short row) on line {row + 2}")
 
 
