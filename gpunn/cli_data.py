@@ -8,7 +8,7 @@ file predicts from raw rows with ``gpunn predict`` and with ``gpunn.load(path).p
 
 import sys
 from dataclasses import dataclass, field
-from fractions import Fraction
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
@@ -220,10 +220,10 @@ def predict_command(args):
     meta = _checked_meta(saved.extra.get(META_KEY), model, args.model)
     path = _source(args)
     target = None if meta is None else meta["target"]
-    text_labels = meta is not None and any(isinstance(c, str) for c in meta["classes"] or [])
+    # labels compared as the file writes them (:func:`_accuracy`), not as pandas' numbers
     X, y, features, _ = tabular_read.read_table(
         path, target if not path.endswith(".npy") else "none", require_target=False,
-        text_target=text_labels)
+        text_target=meta is not None and meta["classes"] is not None)
     if meta is not None and path.lower().endswith(".csv"):
         X = _select(path, X, features, meta["features"])
     columns = _prediction_columns(model, meta, X)
@@ -282,14 +282,19 @@ def _accuracy(labels, y, classes):
 
 
 def _same_number(label, cell):
-    """Whether a number ``cell`` (or the text of one) equals the class ``label`` exactly: an
-    integer label against the cell's exact value (``2**53 + 1`` is not ``2**53``, nor is
-    ``"9007199254740993.0"`` 2**53), a float label against the cell as a float."""
+    """Whether a number ``cell`` (or the text of one) equals the class ``label`` exactly: text
+    as the decimal it writes against an integer label (``9007199254740993.0`` is 2**53 + 1,
+    not 2**53), as a float against a float label (the class a float64 column gave)."""
+    if isinstance(cell, str):
+        if isinstance(label, float):
+            return float(cell) == label
+        try:
+            return Decimal(cell.strip()) == label  # exact, and cheap for any exponent
+        except InvalidOperation:
+            return float(cell) == label
     if isinstance(cell, (np.integer, int)):
         return int(cell) == label
-    if isinstance(label, (int, np.integer)) and not isinstance(cell, (float, np.floating)):
-        return Fraction(str(cell).strip()) == label
-    return float(cell) == label
+    return float(cell) == label  # Python compares a float and an int exactly
 
 
 def _select(path, X, have, want):

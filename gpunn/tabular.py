@@ -64,8 +64,9 @@ def encode_labels(y):
 
 
 def _plain(value):
-    """Integral floats as ints, so labels read back as written (``3``, not ``3.0``)."""
-    if isinstance(value, float) and value.is_integer():
+    """Integral floats as ints, so labels read back as written (``3``, not ``3.0``), where
+    that is exact: past 2**53 a float stays one (``1e+23``, not the int it rounded to)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0 ** 53:
         return int(value)
     return value
 

@@ -373,8 +373,13 @@ def test_padded_text_labels_are_compared_as_training_read_them(tmp_path, capsys)
     ([7, 8], ["007", " 8 "], [7, 8], 1.0),
     (["b", " a", "a"], ["b ", " a", " a"], [" a", "a", "b"], 2 / 3),  # " a" is a class as is
     (["007", "7"], ["007", "7.0"], ["007", "7"], 0.5),  # text classes: compared as text
+    ([2 ** 53 + 1, 0], ["9007199254740993.0", "0"], [0, 2 ** 53 + 1], 1.0),
+    ([1e23, 0], ["1e23", "0.0"], [0, 1e23], 1.0),  # float classes (a float64 column's)
+    ([0, 0], ["1e-999999999", "0"], [0, 1], 0.5),  # not zero, and no 10**999999999 built
+    ([7], ["0" * 5000 + "7"], [0, 7], 1.0),  # past int()'s 4300-digit limit
 ], ids=["past-2**53-text", "past-2**53-ints", "float-text", "floats", "padded-ints",
-        "padded-text", "text-classes"])
+        "padded-text", "text-classes", "exact-decimal", "float-class", "tiny-exponent",
+        "long-digits"])
 def test_predict_accuracy_compares_labels_exactly(labels, cells, classes, expected):
     from gpunn.cli_data import _accuracy
 
