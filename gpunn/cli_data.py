@@ -223,7 +223,8 @@ def predict_command(args):
     # labels compared as the file writes them (:func:`_accuracy`), not as pandas' numbers
     X, y, features, _ = tabular_read.read_table(
         path, target if not path.endswith(".npy") else "none", require_target=False,
-        text_target=meta is not None and meta["classes"] is not None)
+        text_target=meta is not None and meta["classes"] is not None,
+        columns=None if meta is None else meta["features"])
     if meta is not None and path.lower().endswith(".csv"):
         X = _select(path, X, features, meta["features"])
     columns = _prediction_columns(model, meta, X)

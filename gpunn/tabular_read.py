@@ -35,7 +35,7 @@ NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
-def read_table(path, target=None, require_target=True, text_target=False):
+def read_table(path, target=None, require_target=True, text_target=False, columns=None):
     """Features and target from ``path``: ``.csv`` (header row), ``.npz`` or ``.npy``.
 
     Args:
@@ -48,6 +48,8 @@ def read_table(path, target=None, require_target=True, text_target=False):
         require_target: False lets a CSV or .npz lack the ``target`` column (predicting).
         text_target: True keeps a CSV target as its cells' text as written (not numbers,
             not stripped), to compare with the text labels a model was trained on.
+        columns: CSV: the feature columns to read (others, such as an id column, are not
+            parsed), each refused by name if the file lacks it; None: every column.
 
     Returns:
         ``(X, y, features, target_name)``: float64 ``X``, ``y`` (numbers or strings, or None),
@@ -59,7 +61,7 @@ def read_table(path, target=None, require_target=True, text_target=False):
     kind = os.path.splitext(path)[1].lower()
     if kind == ".csv":
         try:
-            return _read_csv(path, target, require_target, text_target)
+            return _read_csv(path, target, require_target, text_target, columns)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
                              f" at offset {exc.start} of a read block ({exc.reason}); "
@@ -188,7 +190,7 @@ def _long_line(path, line):
                      "on one CSV line); is this a CSV file?")
 
 
-def _read_csv(path, target, require_target, text_target):
+def _read_csv(path, target, require_target, text_target, columns=None):
     pd = require("pandas", "data", "reading CSV files")
     _check_lines(path)
     header = _read_header(path)
@@ -199,7 +201,18 @@ def _read_csv(path, target, require_target, text_target):
             raise ValueError(f"--target: expected a column of {path} {header}, "
                              f"got {target!r}")
         target = None
-    frame = _parse_body(pd, path, header, target)
+    use = None
+    if columns is not None:
+        index = {name: j for j, name in enumerate(header)}  # a dict: 100k columns, not 100k^2
+        missing = [name for name in columns if name not in index]
+        if missing:
+            shown = ", ".join(repr(name[:60]) for name in missing[:5])
+            raise ValueError(f"{path}: expected the model's {len(columns)} feature columns, "
+                             f"missing {len(missing)}: {shown}"
+                             f"{', ...' if len(missing) > 5 else ''}")
+        use = sorted({index[name] for name in columns} | (
+            set() if target is None else {index[target]}))
+    frame = _parse_body(pd, path, header, target, use)
     if len(frame) < 1:
         raise ValueError(f"{path}: expected a header row and at least one data row, "
                          "got 1 rows")
@@ -226,7 +239,7 @@ def _read_header(path):
     return header
 
 
-def _parse_body(pd, path, header, target):
+def _parse_body(pd, path, header, target, use=None):
     """The rows under the header as a DataFrame, one typed column per header name (the
     ``target`` column as text: :func:`_target` decides what it holds)."""
     try:
@@ -234,7 +247,7 @@ def _parse_body(pd, path, header, target):
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(path, header=None, skiprows=1, names=range(len(header)),
                                dtype=None if target is None else {header.index(target): str},
-                               index_col=False, skip_blank_lines=False,
+                               usecols=use, index_col=False, skip_blank_lines=False,
                                encoding="utf-8-sig", engine="c", low_memory=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise ValueError(f"{path}: expected {len(header)} fields per row as in the header, "
@@ -251,7 +264,7 @@ def _columns(pd, path, frame, header, target, text_target=False, require_target=
     raw = None if position is None else frame.pop(position)
     if raw is not None and raw.isna().any():  # NA text among the labels: read them as written
         raw = _target_text(pd, path, len(header), position)
-    keep = [j for j in range(len(header)) if j != position]
+    keep = list(frame.columns)  # the columns read (the target's popped)
     for j, dtype in zip(keep, frame.dtypes):
         if dtype.kind not in "iuf":
             _not_numeric(pd, path, header[j], frame[j])

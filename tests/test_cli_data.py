@@ -428,3 +428,25 @@ def test_missing_feature_columns_are_named_briefly():
     assert message.startswith("p.csv: expected the model's 5000 feature columns, missing "
                               f"4999: {want[1][:60]!r}, ")
     assert message.endswith(", ...")
+
+
+def test_predict_reads_only_the_models_columns(tmp_path, capsys):
+    """A predict file with an id column of text and a notes column with empty cells: only the
+    model's features (and its target) are parsed, in any order."""
+    X, y = raw_blobs(n=60)
+    data = write_csv(tmp_path / "train.csv", X, y)
+    model = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--csv", data, "--epochs", "3", "--save", str(model))[0] == 0
+    names = [f"f{i}" for i in range(X.shape[1])]
+    with open(tmp_path / "p.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", *names[::-1], "notes", "label"])
+        for k, (row, label) in enumerate(zip(X, y)):
+            writer.writerow([f"row-{k}", *(repr(float(v)) for v in row[::-1]),
+                             "" if k % 2 else "checked", label])
+    code, out, err = run(capsys, "predict", "--model", str(model), "--csv",
+                         str(tmp_path / "p.csv"), "--out", str(tmp_path / "o.csv"))
+    assert code == 0, err
+    expected = np.array(gpunn.load_checkpoint(model).extra["gpunn_cli"]["classes"])[
+        gpunn.load(model).predict(X)]
+    assert [row["label"] for row in read_rows(tmp_path / "o.csv")] == expected.tolist()
