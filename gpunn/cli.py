@@ -240,6 +240,15 @@ def _cmd_train(args):
         return _train(args)
 
 
+def _cmd_predict(args):
+    from gpunn import cli_data
+
+    if args.out is None:  # stdout is the output: a failure there is the command's
+        return cli_data.predict_command(args)
+    with _progress_streams("predict"):  # the output is the file; stdout only says so
+        return cli_data.predict_command(args)
+
+
 def _train(args):
     from gpunn import cli_data
     from gpunn.backends import use_backend
@@ -457,7 +466,6 @@ def _add_data_arguments(p, source):
 
 
 def _add_predict_parser(sub):
-    from gpunn import cli_data
 
     p = sub.add_parser("predict", allow_abbrev=False,
                        help="predict with a saved model for the rows of a file")
@@ -468,7 +476,7 @@ def _add_predict_parser(sub):
     source.add_argument("--npy", metavar="FILE", help="rows to predict (2-D .npy)")
     p.add_argument("--out", metavar="FILE", help="CSV of predictions (default: stdout)")
     _add_backend_argument(p)
-    p.set_defaults(func=cli_data.predict_command)
+    p.set_defaults(func=_cmd_predict)
 
 
 def _add_backend_argument(p):

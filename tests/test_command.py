@@ -172,3 +172,20 @@ def test_train_goes_on_when_its_progress_streams_fail(tmp_path, monkeypatch, bro
     if broken == "stdout":
         assert "gpunn train: stdout: Broken pipe; the lines after it were dropped" in \
             err.getvalue()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_predict_to_a_file_with_a_full_stdout_says_the_file_is_complete(tmp_path, clean_env):
+    import numpy as np
+
+    model, rows, out = tmp_path / "m.safetensors", tmp_path / "rows.npy", tmp_path / "o.csv"
+    _run(f"import gpunn; gpunn.MLP([3, 4, 2], output='softmax', seed=0).save({str(model)!r})",
+         clean_env)
+    np.save(rows, np.ones((50, 3)))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", _command(
+            "predict", "--model", str(model), "--npy", str(rows), "--out", str(out))],
+            env=clean_env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "gpunn predict: stdout: No space left on device" in done.stderr
+    assert out.read_text().count("\n") == 51
