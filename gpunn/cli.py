@@ -68,7 +68,9 @@ def _check_numbers(args):
     is read (fit would name its own arguments, after loading)."""
     import numpy as np
 
-    from gpunn._checks import check_int, check_number, check_positive
+    from gpunn._checks import check_choice, check_int, check_number, check_positive
+    from gpunn.layernorm import NORMS
+    from gpunn.layers import ACTIVATIONS
     from gpunn.train import MAX_EPOCHS
 
     if args.lr is not None:  # a normal number of the model's dtype (the update's precision)
@@ -76,6 +78,8 @@ def _check_numbers(args):
         check_number("--lr", args.lr, low=float(info.tiny), high=float(info.max))
     check_int("--epochs", args.epochs, low=1, high=MAX_EPOCHS)
     check_int("--seed", args.seed, low=0)
+    check_choice("--activation", args.activation, ACTIVATIONS)
+    check_choice("--norm", args.norm, {None, *NORMS})
     check_number("--test-size", args.test_size, low=0.0, high=1.0, high_open=True)
     if args.val_split is not None:
         check_number("--val-split", args.val_split, low=0.0, high=1.0, low_open=True,
@@ -276,7 +280,10 @@ def _train(args):
     say = print if comm.rank == 0 else _silent  # rank 0 alone prints, plots and saves
     data = _load_data(args)
     class_weight = cli_data.class_weight(class_weight, data)
-    model = _build_model(hidden, args, data.X_train.shape[1], data)
+    try:
+        model = _build_model(hidden, args, data.X_train.shape[1], data)
+    except (ValueError, TypeError) as exc:
+        raise _as_option(exc, args) from None
     if args.save and comm.rank == 0:
         cli_data.check_save(model, data)
     say(f"backend: {model.backend.name} ({model.backend.device})")
@@ -296,7 +303,7 @@ def _train(args):
                       progress=False, comm=comm, callbacks=[*printer, *callbacks],
                       class_weight=class_weight)
     except ValueError as exc:  # fit names its arguments; here they are options
-        raise _as_option(exc) from None
+        raise _as_option(exc, args) from None
     elapsed = time.perf_counter() - started
     compiled()
     if comm.rank == 0:
@@ -312,10 +319,13 @@ def _optimizer(args):
 
     clip = {"clip_norm": check_clip("--clip-norm", args.clip_norm),
             "clip_value": check_clip("--clip-value", args.clip_value)}
-    if clip == {"clip_norm": None, "clip_value": None}:
-        get_optimizer(args.optimizer, args.lr)  # a name or lr refused now
-        return args.optimizer, args.lr
-    return get_optimizer(args.optimizer, args.lr, **clip), None
+    none = clip == {"clip_norm": None, "clip_value": None}
+    optimizer = get_optimizer(args.optimizer, args.lr, **({} if none else clip))
+    try:  # every value the update takes, in the model's precision: refused now, by option
+        optimizer.check_dtype(args.dtype)
+    except ValueError as exc:
+        raise _as_option(exc, args) from None
+    return (args.optimizer, args.lr) if none else (optimizer, None)
 
 
 def _announce_compile(say):
@@ -526,15 +536,21 @@ def main(argv=None):
 
 # fit's argument names and the options that set them.
 _OPTIONS = {"batch_size": "--batch-size", "epochs": "--epochs", "lr": "--lr",
-            "class_weight": "--class-weight", "seed": "--seed"}
+            "class_weight": "--class-weight", "seed": "--seed", "clip_norm": "--clip-norm",
+            "clip_value": "--clip-value", "activation": "--activation", "norm": "--norm",
+            "residual": "--residual", "dropout": "--dropout", "precision": "--precision"}
 
 
-def _as_option(exc):
-    """``exc`` with a leading fit argument name replaced by its option's."""
+def _as_option(exc, args=None):
+    """``exc`` with a leading fit or MLP argument name replaced by its option's (the learning
+    rate named with --schedule where a schedule gives it)."""
     name, sep, rest = str(exc).partition(": ")
-    if sep and name in _OPTIONS:
-        return type(exc)(f"{_OPTIONS[name]}: {rest}")
-    return exc
+    if not sep or name not in _OPTIONS:
+        return exc
+    option = _OPTIONS[name]
+    if name == "lr" and args is not None and args.schedule is not None:
+        option = "--lr or --schedule (a learning rate the schedule gives)"
+    return type(exc)(f"{option}: {rest}")
 
 
 def _message(exc):

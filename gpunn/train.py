@@ -434,7 +434,8 @@ def _run_epoch(trainer, run, schedule, epoch, history, record_steps, skip=False,
 
     ``done``: resuming mid-epoch, the records of the steps already done; ``saving``:
     ``(every, save)``, ``save(records)`` after every ``every`` steps (None: never)."""
-    trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps), done)
+    trainer.begin_epoch(trainer.optimizer.epoch_rates(schedule, epoch, trainer.n_steps,
+                                                      trainer.model.dtype), done)
     started, compiling, loading = time.perf_counter(), compile_seconds(), load_seconds()
     every, save = saving
     for k in range(trainer.steps_done, trainer.n_steps):

@@ -125,3 +125,17 @@ def test_a_bad_saved_schedule_is_a_checkpoint_error(tmp_path, config, match):
     crafted(path, {**header_of(net), "schedule": config}, arrays)
     with pytest.raises(gpunn.CheckpointError, match=match):
         gpunn.load_checkpoint(path)
+
+
+def test_a_schedule_rate_past_the_dtype_is_refused_before_the_table(recwarn):
+    """A schedule whose rate overflows float32 (inverse_sqrt with k=1e300): refused naming the
+    step, before the rate is cast into the device table (no overflow warning, no update)."""
+    model = gpunn.MLP([3, 4, 2], output="softmax", seed=0)
+    before = model.params.host()
+    with pytest.raises(ValueError, match=r"^lr: expected 0 or a value in \[1.175e-38, "
+                                         r"3.403e\+38\] \(normal float32 numbers\), got "
+                                         r"1e\+297 from the schedule at step 1 of epoch 1$"):
+        gpunn.fit(model, np.ones((8, 3)), np.zeros(8, int), lr=1e-3, epochs=1,
+                  schedule=gpunn.schedules.get_schedule("inverse_sqrt", k=1e300), verbose=0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    np.testing.assert_array_equal(model.params.host(), before)

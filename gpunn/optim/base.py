@@ -166,10 +166,11 @@ class Optimizer:
         self._base_lr = new
         return True
 
-    def epoch_rates(self, schedule, epoch, steps):
+    def epoch_rates(self, schedule, epoch, steps, dtype=None):
         """The learning rate of each of the ``steps`` steps of ``epoch`` (from 1): ``lr``
         without a ``schedule``, else the schedule's from ``base_lr`` (per epoch or per step).
-        ``lr`` becomes the last of them."""
+        ``lr`` becomes the last of them. ``dtype``: each rate is checked to be 0 or a normal
+        number of it (the device table's precision) before any reaches the table."""
         if schedule is None:
             rates = [self._lr] * steps
         elif schedule.per == "epoch":
@@ -177,6 +178,15 @@ class Optimizer:
         else:
             first = (epoch - 1) * steps
             rates = [schedule(self._base_lr, first + k) for k in range(steps)]
+        if dtype is not None:
+            info = np.finfo(dtype)
+            low, high = float(info.tiny), float(info.max)  # compared as Python floats
+            for k, rate in enumerate(rates):
+                if rate != 0 and not low <= rate <= high:
+                    raise ValueError(f"lr: expected 0 or a value in [{low:.4g}, {high:.4g}] "
+                                     f"(normal {info.dtype} numbers), got "
+                                     f"{rate!r} from the schedule at step {k + 1} of epoch "
+                                     f"{epoch}")
         self.lr = rates[-1]
         return rates
 
