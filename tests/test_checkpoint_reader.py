@@ -297,9 +297,10 @@ def test_a_history_json_cannot_store_is_refused_by_name_before_writing(tmp_path)
     assert not (tmp_path / "h.ckpt").exists()
 
 
-def _reference_depth(text):
-    """Nesting depth by a character-at-a-time JSON scanner (strings and escapes skipped)."""
-    depth = deepest = 0
+def _reference_structure(text):
+    """Containers opened and nesting depth by a character-at-a-time JSON scanner (strings
+    and escapes skipped)."""
+    depth = deepest = opened = 0
     in_string = escaped = False
     for char in text:
         if in_string:
@@ -313,10 +314,11 @@ def _reference_depth(text):
             in_string = True
         elif char in "[{":
             depth += 1
+            opened += 1
             deepest = max(deepest, depth)
         elif char in "]}":
             depth -= 1
-    return deepest
+    return opened, deepest
 
 
 def test_the_nesting_bound_skips_strings_as_json_does():
@@ -332,6 +334,13 @@ def test_the_nesting_bound_skips_strings_as_json_does():
             return [value(depth - 1) for _ in range(rng.integers(0, 3))]
         return {"".join(rng.choice(pieces, 3)): value(depth - 1) for _ in range(2)}
 
+    def count(obj):
+        if isinstance(obj, list):
+            return 1 + sum(map(count, obj))
+        if isinstance(obj, dict):
+            return 1 + sum(map(count, obj.values()))
+        return 0
+
     def nesting(obj):
         if isinstance(obj, list):
             return 1 + max(map(nesting, obj), default=0)
@@ -342,7 +351,8 @@ def test_the_nesting_bound_skips_strings_as_json_does():
     for _ in range(300):
         obj = value(6)
         for text in (json.dumps(obj), json.dumps(obj, ensure_ascii=False)):
-            assert checkpoint.container._depth(text) == _reference_depth(text) == nesting(obj)
+            assert checkpoint.container._structure(text) == _reference_structure(text) == (
+                count(obj), nesting(obj))
 
 
 def test_a_long_string_in_a_header_costs_bytes_per_character_not_hundreds():
@@ -353,7 +363,7 @@ def test_a_long_string_in_a_header_costs_bytes_per_character_not_hundreds():
 
     for text in ('{"a": "' + "y" * 8_000_000 + '"}', '{"a": "' + '\\"' * 4_000_000 + '"}'):
         tracemalloc.start()
-        assert checkpoint.container._depth(text) == 1
+        assert checkpoint.container._structure(text) == (1, 1)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         # The text's bytes and one block's arrays (was about 560 bytes per character)
@@ -368,7 +378,7 @@ def test_the_nesting_bound_carries_strings_and_escapes_across_blocks(block):
         obj = [{"k\\\\\\": ["\\" * int(rng.integers(0, 5)) + '"]{' * int(rng.integers(0, 3)),
                           [[]] * int(rng.integers(0, 3))]}] * int(rng.integers(1, 3))
         text = json.dumps(obj)
-        assert checkpoint.container._depth(text, block) == _reference_depth(text)
+        assert checkpoint.container._structure(text, block) == _reference_structure(text)
 
 
 @pytest.mark.parametrize("name", ["adam", "rmsprop"])

@@ -389,21 +389,21 @@ def test_predict_accuracy_compares_labels_exactly(labels, cells, classes, expect
 
 def test_check_saveable_counts_the_containers_saving_adds(tmp_path):
     """The checksum entry save adds is one more JSON container: at the largest note save
-    accepts and one bracket past it, the check before the work says what save says."""
+    accepts and one list past it, the check before the work says what save says."""
     from gpunn.checkpoint import check_saveable, container, save_checkpoint
 
     model = gpunn.MLP([3, 4, 2], seed=0)
 
     def saves(n):
         try:
-            save_checkpoint(tmp_path / "m.safetensors", model, note="[" * n)
+            save_checkpoint(tmp_path / "m.safetensors", model, note=[[]] * n)
             return True
         except ValueError:
             return False
 
     def checks(n):
         try:
-            check_saveable(model, note="[" * n)
+            check_saveable(model, note=[[]] * n)
             return True
         except ValueError:
             return False
@@ -450,3 +450,15 @@ def test_predict_reads_only_the_models_columns(tmp_path, capsys):
     expected = np.array(gpunn.load_checkpoint(model).extra["gpunn_cli"]["classes"])[
         gpunn.load(model).predict(X)]
     assert [row["label"] for row in read_rows(tmp_path / "o.csv")] == expected.tolist()
+
+
+def test_brackets_inside_names_are_no_json_containers(tmp_path):
+    """70,000 feature names such as f[123]: their brackets are text; the header holds one list
+    of them, and the model saves and loads."""
+    from gpunn.checkpoint import check_saveable, container, save_checkpoint
+
+    names = [f"f[{i}]" for i in range(container.MAX_CONTAINERS + 5000)]
+    model = gpunn.MLP([3, 4, 2], seed=0)
+    check_saveable(model, gpunn_cli={"features": names})
+    path = save_checkpoint(tmp_path / "m.safetensors", model, gpunn_cli={"features": names})
+    assert gpunn.load_checkpoint(path).extra["gpunn_cli"]["features"] == names

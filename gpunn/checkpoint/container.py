@@ -97,17 +97,17 @@ def _check_header_length(length, size, error):
 
 
 def _check_header_text(text, error):
-    containers = text.count("{") + text.count("[")  # strings may hold some: counted too
+    containers, depth = _structure(text)  # brackets inside strings ("f[3]") not counted
     if containers > MAX_CONTAINERS:
         raise error(f"header: expected at most {MAX_CONTAINERS} JSON objects and lists, got "
                     f"{containers}")
-    depth = _depth(text)
     if depth > MAX_DEPTH:
         raise error(f"header: expected JSON nested at most {MAX_DEPTH} levels, got {depth}")
 
 
-def _depth(text, block=1 << 20):
-    """How deep objects and lists nest in JSON ``text`` (brackets inside strings not counted).
+def _structure(text, block=1 << 14):
+    """``(containers, depth)``: how many objects and lists JSON ``text`` opens and how deep
+    they nest (brackets inside strings not counted).
 
     Vectorized over blocks of ``block`` bytes, so it costs a few bytes per character of one
     block whatever the text holds (a regular expression over the strings cost about 140 bytes
@@ -116,7 +116,7 @@ def _depth(text, block=1 << 20):
     backslashes at the end, the depth.
     """
     data = text.encode()
-    inside, carried, depth, deepest = 0, 0, 0, 0
+    inside, carried, depth, deepest, containers = 0, 0, 0, 0, 0
     for start in range(0, len(data), block):
         codes = np.frombuffer(data, np.uint8, min(block, len(data) - start), start)
         # The backslashes in the run ending at each position (the run may go on from the
@@ -135,12 +135,14 @@ def _depth(text, block=1 << 20):
         outside = parity == inside
         inside ^= int(parity[-1])
         steps = np.zeros(len(codes), np.int8)
-        steps[((codes == ord("[")) | (codes == ord("{"))) & outside] = 1
+        opening = ((codes == ord("[")) | (codes == ord("{"))) & outside
+        containers += int(np.count_nonzero(opening))
+        steps[opening] = 1
         steps[((codes == ord("]")) | (codes == ord("}"))) & outside] = -1
         levels = np.cumsum(steps, dtype=np.int32)
         deepest = max(deepest, depth + int(levels.max()))
         depth += int(levels[-1])
-    return deepest
+    return containers, deepest
 
 
 def _parse_header(metadata):
