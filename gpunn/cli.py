@@ -525,6 +525,9 @@ def main(argv=None):
         # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:  # Ctrl-C: what the work wrote atomically is whole or absent
+        print(f"gpunn {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except MemoryError as exc:  # numpy's names the size it could not allocate
         print(f"gpunn {args.command}: error: out of memory: {exc or 'an allocation failed'} "
               "(a smaller model, batch or data set needs less)", file=sys.stderr)

@@ -241,3 +241,10 @@ def test_loading_a_new_model_costs_the_file_and_the_models_own_buffers(tmp_path)
     own = 2 * loaded.model.flat_params.nbytes  # parameters and gradient
     assert peak < 1.1 * size + own, f"peak {peak / size:.2f}x the file"
     assert not np.array_equal(loaded.model.params.host(), 0)
+
+
+def test_saving_a_header_past_the_bound_is_a_value_error_before_safetensors():
+    """A header of 110 MB: safetensors refuses past about 100 MB with its own error; the
+    bound is checked on the text first, as a ValueError naming it."""
+    with pytest.raises(ValueError, match=r"^header: expected at most 16777216 bytes, got "):
+        gpunn.save_checkpoint("unused.safetensors", gpunn.MLP([3, 4, 2]), junk="y" * 110_000_000)

@@ -190,3 +190,16 @@ def test_plot_without_matplotlib_is_refused_before_training(capsys, monkeypatch)
                              name)
         assert code == 1 and "data:" not in out
         assert "--plot: needs matplotlib (install the 'plot' extra" in err
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    """Ctrl-C during training: 'interrupted' and the shell's status for SIGINT, no
+    traceback."""
+    import gpunn.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpunn.train, "fit", interrupted)
+    code, out, err = run(capsys, "--dataset", "breast_cancer", "--epochs", "1")
+    assert code == 130 and err == "gpunn train: interrupted\n"

@@ -236,6 +236,7 @@ def test_predictions_csv_neutralizes_spreadsheet_formulas(tmp_path, capsys):
     ("=1+1", "'=1+1"), ("+1", "+1"), ("-1", "-1"), ("-1.5e3", "-1.5e3"), ("-.5", "-.5"),
     ("-1+1", "'-1+1"), ("+1e", "'+1e"), ("-1 ", "'-1 "), ("-", "'-"), ("-x", "'-x"),
     ("@A1", "'@A1"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("a=b", "a=b"), ("", ""), (-1, -1),
+    ("-\u0661\u0662", "'-\u0661\u0662"), ("+\uff11", "'+\uff11"),  # non-ASCII digits: quoted
     (np.int64(-3), -3)])
 def test_formula_neutralization_touches_only_text_that_starts_a_formula(cell, written):
     assert tabular.neutralize_formula(cell) == written

@@ -85,7 +85,8 @@ BAD_STATE_DICTS = [
      "state_dict: expected keys ['name', 'lr', 'base_lr', 't', 'hyperparameters', 'state'], "
      + "got none for ['t']"),
     (lambda s: _edit(s, name="sgd"), ValueError, "state_dict['name']: expected 'adam', got 'sgd'"),
-    (lambda s: _edit(s, t=-1), ValueError, "state_dict['t']: expected an integer in [0, inf]"),
+    (lambda s: _edit(s, t=-1), ValueError,
+     "state_dict['t']: expected an integer in [0, 9007199254740992]"),
     (lambda s: _edit(s, lr=-1.0), ValueError, "lr: expected a finite number in [0.0, inf]"),
     (lambda s: _edit(s, hyperparameters={"betas": (0.9, 1.5)}), ValueError, "betas[1]"),
     (lambda s: _edit(s, hyperparameters=[("eps", 1e-8)]), TypeError,
@@ -184,3 +185,20 @@ def test_state_without_weight_decay_takes_the_defaults():
     restored = AdamW(weight_decay=0.5, decay_biases=True)
     restored.load_state_dict(saved)
     assert (restored.weight_decay, restored.decay_biases) == (0.01, False)
+
+
+def test_load_state_dict_bounds_the_update_count():
+    """A crafted t of 10**30 raised a bare OverflowError at the first step; past 2**53 the
+    count stops being exact: refused by name."""
+    import gpunn
+    from gpunn.optim.base import MAX_UPDATES
+
+    model = gpunn.MLP([3, 4, 2], output="softmax", seed=0)
+    optimizer = gpunn.optim.get_optimizer("adam", 0.01)
+    gpunn.fit(model, np.ones((4, 3)), np.array([0, 1, 0, 1]), optimizer=optimizer, epochs=1,
+              verbose=0)
+    state = optimizer.state_dict()
+    state["t"] = MAX_UPDATES + 1
+    with pytest.raises(ValueError, match=r"state_dict\['t'\]: expected an integer in \[0, "
+                                         r"9007199254740992\], got 9007199254740993"):
+        gpunn.optim.get_optimizer("adam", 0.01).load_state_dict(state)

@@ -68,6 +68,7 @@ def write(target, header, arrays):
 
     header["crc32"] = {name: crc(array) for name, array in arrays.items()}
     text = json.dumps(header)
+    _check_header_length(len(text), float("inf"), ValueError)  # before safetensors sees it
     _check_header_text(text, ValueError)
     blob = save(arrays, metadata={METADATA_KEY: text, CRC_KEY: text_crc(text)})
     _check_header_length(int.from_bytes(blob[:8], "little"), len(blob), ValueError)

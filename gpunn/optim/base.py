@@ -22,6 +22,9 @@ from gpunn.control import Control
 from gpunn.optim.clip import Clip, check_clip
 
 OPTIMIZERS = {}
+# Updates an optimizer may have counted: past 2**53 the bias corrections' float exponent and
+# the device's step count stop being exact (a crafted t of 10**30 overflowed a C long).
+MAX_UPDATES = 2 ** 53
 _STATE_DICT_KEYS = ("name", "lr", "base_lr", "t", "hyperparameters", "state")
 # Keywords of every optimizer, after its own hyperparameters (gpunn.optim.clip).
 CLIP_KEYWORDS = ("clip_norm", "clip_value")
@@ -349,7 +352,8 @@ class Optimizer:
         check_keywords("state_dict['hyperparameters']", type(self), {"lr": 0, **hyper})
         fresh = type(self)(lr=state_dict["base_lr"], **hyper)
         fresh.lr = state_dict["lr"]
-        fresh.count_updates(check_int("state_dict['t']", state_dict["t"], low=0))
+        fresh.count_updates(check_int("state_dict['t']", state_dict["t"], low=0,
+                                      high=MAX_UPDATES))
         fresh.state = _host_state(state_dict["state"], fresh.state_names if fresh.t else (),
                                   copy)
         for key, array in fresh.state.items():
