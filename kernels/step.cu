@@ -5,6 +5,21 @@
 #include "precision.cuh"
 #include "step.cuh"
 
+// The index in src of out[i] for the gather kernels below (position p = first + i / n_cols,
+// its row order[p % n_order], column i % n_cols), or -1 where out[i] is left alone: from
+// n_pos on, or a row outside src.
+__device__ inline long long gpunn_gather_source(
+    const long long* order, long long first, long long n_src, long long n_order,
+    long long n_pos, long long n_cols, long long i) {
+    long long pos = first + i / n_cols;
+    if (pos >= n_pos || n_order <= 0) {
+        return -1;
+    }
+    long long row = order[pos < n_order ? pos : pos % n_order];  // in memory: no %
+    long long at = row * n_cols + i % n_cols;
+    return row >= 0 && at < n_src ? at : -1;
+}
+
 // out[i] = src[order[p % n_order] * n_cols + j], p = ctrl[K] * stride + offset + r,
 // r = i / n_cols, j = i % n_cols: the rows of this step's batch (or of this rank's shard of
 // it). Positions from n_pos on are left alone (the host sizes batches so there are none). The
@@ -17,13 +32,9 @@ extern "C" __global__ void GPUNN_NAME(gather_rows)(
     real* out, long long n) {
     long long first = ctrl[GPUNN_CTRL_K] * stride + offset;
     GPUNN_GRID_STRIDE(i, n) {
-        long long pos = first + i / n_cols;
-        if (pos < n_pos && n_order > 0) {
-            long long row = order[pos < n_order ? pos : pos % n_order];  // in memory: no %
-            long long at = row * n_cols + i % n_cols;
-            if (row >= 0 && at < n_src) {
-                out[i] = src[at];
-            }
+        long long at = gpunn_gather_source(order, first, n_src, n_order, n_pos, n_cols, i);
+        if (at >= 0) {
+            out[i] = src[at];
         }
     }
 }
@@ -38,15 +49,11 @@ extern "C" __global__ void GPUNN_NAME(gather_rows_bf16)(
     real* out, unsigned short* half, long long n) {
     long long first = ctrl[GPUNN_CTRL_K] * stride + offset;
     GPUNN_GRID_STRIDE(i, n) {
-        long long pos = first + i / n_cols;
-        if (pos < n_pos && n_order > 0) {
-            long long row = order[pos < n_order ? pos : pos % n_order];  // in memory: no %
-            long long at = row * n_cols + i % n_cols;
-            if (row >= 0 && at < n_src) {
-                real x = src[at];
-                out[i] = x;
-                half[i] = gpunn_bf16_bits((float)x);
-            }
+        long long at = gpunn_gather_source(order, first, n_src, n_order, n_pos, n_cols, i);
+        if (at >= 0) {
+            real x = src[at];
+            out[i] = x;
+            half[i] = gpunn_bf16_bits((float)x);
         }
     }
 }
