@@ -79,7 +79,8 @@ def _check_numbers(args):
     check_int("--epochs", args.epochs, low=1, high=MAX_EPOCHS)
     check_int("--seed", args.seed, low=0)
     check_choice("--activation", args.activation, ACTIVATIONS)
-    check_choice("--norm", args.norm, {None, *NORMS})
+    if args.norm is not None:
+        check_choice("--norm", args.norm, NORMS)
     check_number("--test-size", args.test_size, low=0.0, high=1.0, high_open=True)
     if args.val_split is not None:
         check_number("--val-split", args.val_split, low=0.0, high=1.0, low_open=True,

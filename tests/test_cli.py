@@ -82,7 +82,7 @@ def test_options_plot_and_save(backend, capsys, tmp_path):
     (["--class-weight", "10=2"], r"--class-weight: expected labels among the classes \['0', "),
     (["--class-weight", "3=-1"], "--class-weight: expected non-negative weights"),
     (["--clip-value", "1e39"], r"--clip-value: expected 0 or a value in \[1.175e-38, "),
-    (["--norm", "bogus"], r"--norm: expected one of \[None, 'layer'\], got 'bogus'"),
+    (["--norm", "bogus"], r"--norm: expected one of \['layer'\], got 'bogus'"),
     (["--residual", "--hidden", "8,16"], r"--residual: expected equal hidden widths"),
     (["--schedule", "inverse_sqrt,k=1e300"],
      r"--lr or --schedule \(a learning rate the schedule gives\): expected 0 or a value"),
