@@ -102,9 +102,22 @@ def load(args):
     else:
         X, y, features, target = tabular_read.read_table(path, args.target)
         name, task = path, tabular.infer_task(y, args.task)
+    _check_scalable(X, features)
     data = _split(args, name, task, X, y)
     data.features, data.target = features, target
     return data
+
+
+def _check_scalable(X, features):
+    """Refuse a feature whose mean or spread overflows float64 (values near 1.8e308), by
+    name: standardizing it would give inf and then an error about NaN/inf inputs."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~(np.isfinite(X.mean(axis=0)) & np.isfinite(X.std(axis=0)))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"data: expected feature column {features[j]!r} to have a finite "
+                         f"mean and spread in float64, got values up to "
+                         f"{float(np.abs(X[:, j]).max()):.4g}; scale it down")
 
 
 def _split(args, name, task, X, y):

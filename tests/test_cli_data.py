@@ -463,3 +463,14 @@ def test_brackets_inside_names_are_no_json_containers(tmp_path):
     check_saveable(model, gpunn_cli={"features": names})
     path = save_checkpoint(tmp_path / "m.safetensors", model, gpunn_cli={"features": names})
     assert gpunn.load_checkpoint(path).extra["gpunn_cli"]["features"] == names
+
+
+def test_a_feature_too_large_to_standardize_is_named(tmp_path, capsys):
+    """Finite values near float64's largest: their mean overflows; named, not called NaN/inf."""
+    X, y = raw_blobs(n=30)
+    X[:, 2] = 1.7e308
+    data = write_csv(tmp_path / "big.csv", X, y)
+    code, out, err = run(capsys, "train", "--csv", data, "--epochs", "1")
+    assert code == 1 and "epoch" not in out
+    assert "data: expected feature column 'f2' to have a finite mean and spread in float64, " \
+        "got values up to 1.7e+308; scale it down" in err
