@@ -64,8 +64,9 @@ def _parse_batch_size(text):
 
 
 def _check_numbers(args):
-    """The numeric options of ``gpunn train`` checked by their option names, before any data
-    is read (fit would name its own arguments, after loading)."""
+    """The options of ``gpunn train`` that need no data (numbers, the activation and norm
+    names) checked by their option names before any data is read (fit and MLP would name
+    their own arguments, after loading)."""
     import numpy as np
 
     from gpunn._checks import check_choice, check_int, check_number, check_positive
@@ -192,7 +193,7 @@ class _ProgressOut:
     def _lose(self, exc):
         self.lost = exc
         try:  # the stream's buffer would fail again at exit: its fd goes to /dev/null
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            _to_devnull(self.stream.fileno())
         except (OSError, ValueError, AttributeError):  # no fd (a test's capture)
             pass
 
@@ -213,6 +214,15 @@ class _ProgressOut:
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's
         return getattr(self.stream, name)
+
+
+def _to_devnull(fd):
+    """Point ``fd`` at /dev/null (without keeping another descriptor open)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 @contextlib.contextmanager
@@ -524,7 +534,7 @@ def main(argv=None):
         # stdout's reader stopped early (gpunn predict ... | head): end quietly with the
         # status of a filter that SIGPIPE ended, and keep the exit's flush from failing too
         # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:  # Ctrl-C: what the work wrote atomically is whole or absent
         print(f"gpunn {args.command}: interrupted", file=sys.stderr)
